@@ -1,0 +1,1 @@
+"""FLAME layer: model files, restricted loading, forward pass."""

@@ -1,0 +1,1 @@
+"""OFER networks: the diffusion denoiser (IdGen / ExpGen), IdRank and the two image encoders."""

@@ -1,0 +1,1 @@
+"""Photo loading, face detection and alignment, and the ArcFace / FaRL crops."""
