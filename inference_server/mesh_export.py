@@ -1,0 +1,80 @@
+"""Per-hypothesis files for other tools: binary PLY meshes and ``params.json`` in FLAME conventions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .result import ReconstructionResult
+
+
+def write_ply(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray, scale: float = 1.0) -> Path:
+    """Binary little-endian PLY (float32 xyz, uint8 count + int32 indices), readable by Blender, MeshLab, trimesh."""
+    target = Path(path)
+    verts = np.ascontiguousarray(np.asarray(vertices, dtype=np.float64) * scale, dtype="<f4")
+    tris = np.asarray(faces, dtype=np.int64)
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment OFER for Blender hypothesis\n"
+        f"element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n"
+        f"element face {len(tris)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    face_rows = np.zeros(len(tris), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
+    face_rows["n"] = 3
+    face_rows["idx"] = tris
+    tmp = target.with_name(f".{target.name}.part")
+    with open(tmp, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        handle.write(verts.tobytes())
+        handle.write(face_rows.tobytes())
+    os.replace(tmp, target)
+    return target
+
+
+def flame_params(result: ReconstructionResult) -> dict[str, Any]:
+    """Parameters in FLAME conventions: 15-D pose [global, neck, jaw, left eye, right eye], metres."""
+    identities = [
+        {"rank": k + 1, "score": float(result.identity_scores[k]), "shape": result.identity_params[k].tolist()}
+        for k in range(len(result.identity_params))
+    ]
+    expressions = []
+    for m in range(len(result.expression_params)):
+        pose = np.zeros(15)
+        pose[6:9] = result.jaw_pose[m]
+        expressions.append(
+            {"index": m + 1, "expression": result.expression_params[m].tolist(), "jaw_pose": result.jaw_pose[m].tolist(),
+             "pose": pose.tolist()}
+        )  # fmt: skip
+    return {
+        "format": "ofer-flame-params/1",
+        "units": "metres",
+        "pose_layout": ["global(0:3)", "neck(3:6)", "jaw(6:9)", "left_eye(9:12)", "right_eye(12:15)"],
+        "note": "expressions are applied to identity rank 1; jaw_pose already includes jaw_scale",
+        "demo": result.demo,
+        "flame_version": result.meta.get("flame_version"),
+        "jaw_scale": result.meta.get("jaw_scale"),
+        "identities": identities,
+        "expressions": expressions,
+    }
+
+
+def export_hypotheses(result: ReconstructionResult, out_dir: str | os.PathLike[str], *, millimetres: bool = False) -> list[Path]:
+    """Write ``identity_01.ply`` …, ``expression_001.ply`` … and ``params.json`` into ``out_dir``."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = 1000.0 if millimetres else 1.0
+    written = [
+        write_ply(folder / f"identity_{k + 1:02d}.ply", verts, result.faces, scale)
+        for k, verts in enumerate(result.identity_vertices)
+    ]
+    written += [
+        write_ply(folder / f"expression_{m + 1:03d}.ply", verts, result.faces, scale)
+        for m, verts in enumerate(result.expression_vertices)
+    ]
+    params = folder / "params.json"
+    params.write_text(json.dumps(flame_params(result), indent=1), encoding="utf-8")
+    written.append(params)
+    return written

@@ -1,0 +1,226 @@
+"""``ofer-worker serve``: the JSON Lines server of the contract, on stdin/stdout.
+
+The main thread reads requests; one job thread runs a reconstruction at a time. Protocol lines are the
+only thing written to the real stdout: ``sys.stdout`` is pointed at stderr for the lifetime of the
+server so a stray ``print`` in any library cannot corrupt the stream. EOF on stdin (the add-on quit or
+was killed) cancels the job and ends the worker, so a dead client never leaves a worker behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from . import protocol
+from .errors import CancelledError, WorkerError
+from .protocol import ProtocolError, ReconstructArgs, Request
+
+#: How long ``shutdown`` / EOF waits for a cancelled job before exiting anyway.
+SHUTDOWN_GRACE_S = 5.0
+
+ProgressFn = Callable[[str, int, int, str], None]
+CancelFn = Callable[[], bool]
+
+
+class JobRunner(Protocol):
+    """What the server needs from the pipeline (the real one, or a test double)."""
+
+    def hello_info(self) -> dict[str, Any]: ...
+
+    def reconstruct(self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+        """Run one job; return the ``result`` event's fields (``path``, ``summary``)."""
+        ...
+
+
+class EventWriter:
+    """Serialises events from several threads onto one binary stream, one line each."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, event: dict[str, Any]) -> None:
+        line = (protocol.encode(event) + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the client is gone; EOF on stdin will end the server
+
+
+@dataclass
+class _Job:
+    request_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class Server:
+    def __init__(self, runner: JobRunner, events: EventWriter) -> None:
+        self._runner = runner
+        self._events = events
+        self._lock = threading.Lock()
+        self._job: _Job | None = None
+        self._stopping = False
+
+    # -- request handling (main thread) -------------------------------------------------------------
+    def handle_line(self, line: bytes) -> bool:
+        """Handle one request line. Returns False when the server should stop."""
+        try:
+            request = protocol.parse_request(line)
+        except ProtocolError as exc:
+            self._events.send(
+                protocol.error_event(
+                    exc.request_id or "",
+                    "bad_request",
+                    str(exc),
+                    'Send one JSON object per line: {"id": "...", "op": "hello|reconstruct|cancel|shutdown", "args": {}}',
+                )
+            )
+            return True
+        if request.op == "hello":
+            self._send_hello(request)
+        elif request.op == "reconstruct":
+            self._start_job(request)
+        elif request.op == "cancel":
+            self._cancel(request)
+        elif request.op == "shutdown":
+            self.stop()
+            return False
+        return True
+
+    def _send_hello(self, request: Request) -> None:
+        try:
+            info = self._runner.hello_info()
+        except Exception as exc:  # a broken asset setup must not kill the handshake
+            info = {"error": f"{type(exc).__name__}: {exc}"}
+        self._events.send({"id": request.id, "event": "hello", "protocol": protocol.PROTOCOL_VERSION, **info})
+
+    def _start_job(self, request: Request) -> None:
+        try:
+            args = protocol.parse_reconstruct_args(request)
+        except ProtocolError as exc:
+            self._events.send(protocol.error_event(request.id, "bad_request", str(exc), "Correct the argument."))
+            return
+        with self._lock:
+            if self._job is not None:
+                self._events.send(
+                    protocol.error_event(
+                        request.id,
+                        "busy",
+                        f"a reconstruction ({self._job.request_id}) is already running",
+                        "Wait for it to finish or cancel it, then send the request again.",
+                    )
+                )
+                return
+            job = _Job(request.id)
+            job.thread = threading.Thread(target=self._run_job, args=(job, args), name=f"job-{request.id}", daemon=True)
+            self._job = job
+        job.thread.start()
+
+    def _cancel(self, request: Request) -> None:
+        target = request.args.get("job")
+        with self._lock:
+            job = self._job
+        if job is None or (target is not None and target != job.request_id):
+            self._events.send(
+                protocol.error_event(
+                    request.id, "bad_request", f"no running job with id {target!r}", "Nothing to cancel."
+                )
+            )
+            return
+        job.cancel.set()
+
+    # -- the job thread ----------------------------------------------------------------------------
+    def _run_job(self, job: _Job, args: ReconstructArgs) -> None:
+        def progress(stage: str, done: int, total: int, message: str = "") -> None:
+            if job.cancel.is_set():
+                raise CancelledError()
+            self._events.send(protocol.progress_event(job.request_id, stage, done, total, message))
+
+        try:
+            fields = self._runner.reconstruct(args, progress, job.cancel.is_set)
+            if job.cancel.is_set():
+                raise CancelledError()
+            self._events.send({"id": job.request_id, "event": "result", **fields})
+        except CancelledError:
+            self._events.send({"id": job.request_id, "event": "cancelled"})
+        except WorkerError as exc:
+            self._events.send(protocol.error_event(job.request_id, exc.code, exc.message, exc.fix))
+        except MemoryError:
+            self._events.send(
+                protocol.error_event(
+                    job.request_id,
+                    "out_of_memory",
+                    "the computer ran out of memory during the reconstruction",
+                    "Lower the numbers of shape and expression samples, or close other programs.",
+                )
+            )
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            self._events.send(
+                protocol.error_event(
+                    job.request_id,
+                    "internal",
+                    f"unexpected {type(exc).__name__}: {exc}",
+                    "This is a bug: please report it with the worker log.",
+                )
+            )
+        finally:
+            with self._lock:
+                if self._job is job:
+                    self._job = None
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        with self._lock:
+            job = self._job
+            self._stopping = True
+        if job is not None and job.thread is not None:
+            job.cancel.set()
+            job.thread.join(SHUTDOWN_GRACE_S)
+
+    def serve(self, stdin: IO[bytes]) -> int:
+        while True:
+            line = stdin.readline(protocol.MAX_LINE_BYTES + 2)
+            if not line:
+                break  # EOF: the client is gone
+            if len(line) > protocol.MAX_LINE_BYTES and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):  # drain the rest of an over-long line
+                    line = stdin.readline(protocol.MAX_LINE_BYTES)
+                self.handle_line(b"x" * (protocol.MAX_LINE_BYTES + 1))
+                continue
+            if not self.handle_line(line):
+                return 0
+        self.stop()
+        return 0
+
+
+def _watch_parent(parent_pid: int, stop: Callable[[], None]) -> None:
+    """Exit when the process that started us disappears (belt and braces next to stdin EOF)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            stop()
+            os._exit(0)
+
+
+def serve_stdio(runner: JobRunner) -> int:
+    protocol_out = sys.stdout.buffer
+    protocol_in = sys.stdin.buffer
+    sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(sys.stderr.fileno()), "wb"), line_buffering=True)
+    server = Server(runner, EventWriter(protocol_out))
+    with contextlib.suppress(ValueError):  # not in the main thread (tests)
+        signal.signal(signal.SIGTERM, lambda *_: (server.stop(), os._exit(0)))
+    threading.Thread(target=_watch_parent, args=(os.getppid(), server.stop), daemon=True).start()
+    return server.serve(protocol_in)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from inference_server.mesh_export import export_hypotheses, write_ply
+from tests.inference_server.test_result import make_result
+
+
+def test_ply_reads_back_in_trimesh(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    verts = rng.normal(size=(10, 3)).astype(np.float32)
+    faces = np.array([[0, 1, 2], [2, 3, 4], [5, 6, 9]])
+    mesh = trimesh.load(write_ply(tmp_path / "m.ply", verts, faces), process=False)
+    np.testing.assert_allclose(mesh.vertices, verts, atol=1e-7)
+    np.testing.assert_array_equal(mesh.faces, faces)
+
+
+def test_export_hypotheses_writes_every_mesh_and_params(tmp_path: Path) -> None:
+    result = make_result(np.random.default_rng(1), K=2, M=3)
+    written = export_hypotheses(result, tmp_path, millimetres=True)
+    assert sorted(p.name for p in written) == sorted(
+        ["identity_01.ply", "identity_02.ply", "expression_001.ply", "expression_002.ply", "expression_003.ply",
+         "params.json"]
+    )  # fmt: skip
+    mesh = trimesh.load(tmp_path / "expression_002.ply", process=False)
+    np.testing.assert_allclose(mesh.vertices, result.expression_vertices[1] * 1000, rtol=1e-6)
+    params = json.loads((tmp_path / "params.json").read_text())
+    assert params["units"] == "metres"
+    assert params["expressions"][2]["pose"][6:9] == result.jaw_pose[2].tolist()
+    assert params["identities"][0]["shape"] == result.identity_params[0].tolist()
