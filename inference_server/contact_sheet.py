@@ -1,0 +1,72 @@
+"""The contact sheet: photo with the face marks, the two crops, and the ranked hypotheses rendered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .pipeline import ReconstructionOutput
+from .render import Camera, grid, render_mesh, write_png
+
+TILE = 256
+#: Expressions shown on the sheet (the file holds all of them).
+SHEET_EXPRESSIONS = 5
+SHEET_IDENTITIES = 5
+
+
+def _fit(image: np.ndarray, size: int = TILE) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    tile = np.full((size, size, 3), 255, np.uint8)
+    top, left = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
+    tile[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
+    return tile
+
+
+def _photo_with_marks(output: ReconstructionOutput) -> np.ndarray:
+    photo = output.image.rgb.copy()
+    thickness = max(1, round(max(photo.shape[:2]) / 300))
+    x0, y0, x1, y1 = (int(round(v)) for v in output.detection.box)
+    cv2.rectangle(photo, (x0, y0), (x1, y1), (40, 220, 40), thickness)
+    for x, y in output.detection.points5:
+        cv2.circle(photo, (int(round(x)), int(round(y))), 2 * thickness, (255, 40, 40), -1)
+    return _fit(photo)
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """Spread → colour from blue (certain) to red (uncertain), normalised to the 98th percentile."""
+    top = max(float(np.percentile(values, 98)), 1e-12)
+    t = np.clip(values / top, 0.0, 1.0)[:, None]
+    return (1 - t) * np.array([0.25, 0.45, 0.95]) + t * np.array([0.95, 0.25, 0.2])
+
+
+def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
+    res = output.result
+    faces = res.faces
+    front = Camera()
+    first = res.identity_vertices[0]
+    camera = Camera(center=tuple(float(c) for c in (first.min(0) + first.max(0)) / 2), extent=float(np.ptp(first[:, 1]) * 1.08))
+    images = [_photo_with_marks(output), _fit(output.arcface.image), _fit(output.farl.image)]
+    labels = ["photo (" + output.detection.method + ")", "ArcFace crop", "FaRL crop"]
+    for k in range(min(SHEET_IDENTITIES, len(res.identity_vertices))):
+        images.append(render_mesh(res.identity_vertices[k], faces, width=TILE, height=TILE, camera=camera))
+        labels.append(f"ID {k + 1:02d} p={res.identity_scores[k]:.3f}")
+    images.append(render_mesh(first, faces, width=TILE, height=TILE, camera=camera, colors=_heat(res.spread_identity)))
+    labels.append("identity spread")
+    for m in range(min(SHEET_EXPRESSIONS, len(res.expression_vertices))):
+        images.append(render_mesh(res.expression_vertices[m], faces, width=TILE, height=TILE, camera=camera))
+        labels.append(f"EXP {m + 1:03d}")
+    images.append(render_mesh(first, faces, width=TILE, height=TILE, camera=front, colors=_heat(res.spread_expression)))
+    labels.append("expression spread")
+    sheet = grid(images, labels, columns=6)
+    if res.demo:
+        banner = np.full((34, sheet.shape[1], 3), (255, 236, 170), np.uint8)
+        cv2.putText(banner, "DEMO assets: generated stand-in head and demo weights, not FLAME / OFER", (8, 23),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (60, 40, 0), 1, cv2.LINE_AA)  # fmt: skip
+        sheet = np.concatenate([banner, sheet], axis=0)
+    target = Path(path)
+    write_png(target, sheet)
+    return target

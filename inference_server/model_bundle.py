@@ -1,0 +1,166 @@
+"""Everything a reconstruction needs loaded at once: the three OFER model files and the FLAME model.
+
+The bundle is the one place that knows which encoder copy feeds which network (IdGen, ExpGen and IdRank
+each own fine-tuned encoders) and how the contexts are assembled: IdGen gets the normalised ArcFace
+embedding (1, 512); ExpGen and IdRank get [FaRL ‖ ArcFace] (1, 1024), FaRL first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .assets_config import CHECKPOINT_NAMES, AssetConfig, find_checkpoint
+from .checkpoints.networks import LoadedNetworks
+from .errors import BadModelFileError, MissingAssetError
+from .flame.model_data import FlameModelData
+from .nets.idrank import FRONT_VERTEX_COUNT
+
+#: The official front-face index file (spec: ofer-model.md section 6).
+OFFICIAL_FRONT_INDICES_DATA_SHA256 = "a99bf4b28f18046c4f1810c7aa5685acbe6ade9a2e33ed287f13f4e294a76ff5"
+
+
+class DenoiserModel:
+    """An ε-model for the samplers: ``model(x, t, context) -> eps`` plus the coefficient width."""
+
+    def __init__(self, net: torch.nn.Module, feature_dim: int) -> None:
+        self.net = net
+        self.feature_dim = feature_dim
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        param = next(self.net.parameters())
+        return self.net(x.to(param.dtype), t, context.to(param.dtype)).to(x.dtype)
+
+
+@dataclass
+class ModelBundle:
+    idgen: LoadedNetworks
+    expgen: LoadedNetworks
+    idrank: LoadedNetworks
+    flame: FlameModelData
+    front_indices: np.ndarray  # (1785,) int64
+    demo: bool
+    sources: dict[str, str]
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
+        self.idgen_denoiser = DenoiserModel(self.idgen.denoiser, self.idgen.denoiser.config.feature_dim)
+        self.expgen_denoiser = DenoiserModel(self.expgen.denoiser, self.expgen.denoiser.config.feature_dim)
+        self._device = torch.device("cpu")
+
+    @property
+    def attention_synthetic(self) -> bool:
+        return any(n.attention_synthetic for n in (self.idgen, self.expgen))
+
+    def to(self, device: torch.device) -> ModelBundle:
+        if device != self._device:
+            for networks in (self.idgen, self.expgen, self.idrank):
+                for module in networks.modules().values():
+                    module.to(device=device, dtype=self.dtype)
+            self._device = device
+        return self
+
+    def _cast(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=self._device, dtype=self.dtype)
+
+    def idgen_context(self, blob: torch.Tensor) -> torch.Tensor:
+        return self.idgen.arcface(self._cast(blob)).float()
+
+    def _joint_context(self, networks: LoadedNetworks, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        assert networks.farl is not None
+        farl = networks.farl(self._cast(image)).float()
+        arc = networks.arcface(self._cast(blob)).float()
+        return torch.cat([farl, arc], dim=1)
+
+    def expgen_context(self, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self._joint_context(self.expgen, blob, image)
+
+    def idrank_context(self, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self._joint_context(self.idrank, blob, image)
+
+    def score_shapes(self, front_vertices_mm: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """IdRank logits (N,) for the N samples of one image (front-face vertices in mm)."""
+        from .nets.idrank import build_rank_input
+
+        assert self.idrank.rank_net is not None
+        x = build_rank_input(front_vertices_mm.float())
+        ctx = context.expand(x.shape[0], -1)
+        return self.idrank.rank_net(self._cast(x), self._cast(ctx)).float().reshape(-1)
+
+    def model_ids(self) -> dict[str, Any]:
+        return {
+            kind: {
+                "source": self.sources.get(kind),
+                "demo": networks.demo,
+                "attention_synthetic": networks.attention_synthetic,
+                "provenance": networks.metadata.get("provenance", {}),
+            }
+            for kind, networks in (("idgen", self.idgen), ("expgen", self.expgen), ("idrank", self.idrank))
+        } | {"flame": self.sources.get("flame")}
+
+
+def load_front_indices(path: Path, n_vertices: int, *, official: bool = True) -> np.ndarray:
+    """Load and check the front-face vertex list (dtype, shape, order, range and, for FLAME, the hash)."""
+    if not path.is_file():
+        raise MissingAssetError(
+            f"front-face index file {path} does not exist",
+            "Point --front-face-indices (or OFER_FRONT_INDICES) at frontindices.npy from the OFER release.",
+        )
+    try:
+        indices = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise BadModelFileError(f"{path} is not a .npy index array ({exc})", "Use the official frontindices.npy.")
+    fix = "Use the unmodified frontindices.npy of the OFER release: IdRank's first layer is bound to its order."
+    if indices.dtype.kind not in "iu" or indices.shape != (FRONT_VERTEX_COUNT,):
+        raise BadModelFileError(f"{path}: expected {FRONT_VERTEX_COUNT} integers, got {indices.dtype} {indices.shape}", fix)
+    indices = indices.astype(np.int64)
+    if np.any(np.diff(indices) <= 0) or indices[0] < 0 or indices[-1] >= n_vertices:
+        raise BadModelFileError(f"{path}: indices must be unique, ascending and below {n_vertices}", fix)
+    digest = hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
+    if official and digest != OFFICIAL_FRONT_INDICES_DATA_SHA256:
+        raise BadModelFileError(f"{path}: not the official front-face list (sha256 {digest[:12]}…)", fix)
+    return indices
+
+
+def load_model_bundle(assets: AssetConfig, *, backend: str = "torch", precision: str = "fp32") -> ModelBundle:
+    """The user's models when configured (all of them), else the generated DEMO assets."""
+    from .checkpoints import load_networks
+    from .flame.loading import load_flame_model
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    if assets.use_demo:
+        from .demo.assets import ensure_demo_assets
+        from .demo.weights import ensure_demo_weights
+
+        head = ensure_demo_assets()
+        flame = load_flame_model(head.pkl, landmark_embedding=head.landmarks)
+        assert flame.front_face_indices is not None or head.front_face_indices.is_file()
+        front = load_front_indices(head.front_face_indices, flame.n_vertices, official=False)
+        weights = ensure_demo_weights()
+        sources = {"flame": str(head.pkl)} | {kind: str(path) for kind, path in weights.items()}
+        nets = {kind: load_networks(path) for kind, path in weights.items()}
+        return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, True, sources, dtype)
+
+    assets.require_complete()
+    flame_path = assets.path("flame_model")
+    assert flame_path is not None
+    flame = load_flame_model(flame_path, landmark_embedding=assets.path("landmark_embedding"))
+    front_path = assets.path("front_face_indices")
+    assert front_path is not None
+    front = load_front_indices(front_path, flame.n_vertices)
+    folder = assets.path("checkpoint_dir")
+    assert folder is not None
+    sources: dict[str, str] = {"flame": str(flame_path)}
+    nets = {}
+    for kind, stem in CHECKPOINT_NAMES.items():
+        path = find_checkpoint(folder, stem)
+        assert path is not None  # require_complete checked it
+        sources[kind] = str(path)
+        nets[kind] = load_networks(path)
+    return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, False, sources, dtype)

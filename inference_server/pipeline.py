@@ -1,0 +1,377 @@
+"""Photo → ranked FLAME hypotheses → result file: the composition of the stages.
+
+The CLI, the server and the tests all call :class:`Reconstructor`. Networks, the FLAME layer and the
+face detector are loaded once and kept warm between jobs; every job is a straight line through the
+stages of the contract (load, detect, encode, sample_shapes, rank, sample_expressions, decode, write),
+reporting progress and honouring cancel between and inside stages.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .assets_config import AssetConfig
+from .errors import CancelledError, OutOfMemoryError
+from .flame.layer import FlameLayer
+from .hypotheses import ExpressionOrder, order_expressions, per_vertex_spread, top_k
+from .diffusion import sample
+from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
+from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
+from .preprocess.detect import FaceDetection, FaceDetector
+from .preprocess.image import LoadedImage, load_image
+from .protocol import ReconstructArgs
+from .result import JOINT_NAMES, ReconstructionResult, write_result
+
+ProgressFn = Callable[[str, int, int, str], None]
+CancelFn = Callable[[], bool]
+
+#: Default steps per sampler when the request names none.
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmsolver": 20}
+#: Number of FLAME expression coefficients ExpGen predicts (the rest of its 53 outputs are the jaw).
+EXPGEN_EXPRESSIONS = 50
+
+
+@dataclass
+class StageClock:
+    seconds: dict[str, float] = field(default_factory=dict)
+    _stage: str | None = None
+    _t0: float = 0.0
+
+    def start(self, stage: str) -> None:
+        self.stop()
+        self._stage, self._t0 = stage, time.perf_counter()
+
+    def stop(self) -> None:
+        if self._stage is not None:
+            self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + time.perf_counter() - self._t0
+            self._stage = None
+
+
+@dataclass
+class Encodings:
+    """The image conditions, one row each: computed once per image, never per sample."""
+
+    idgen: torch.Tensor  # (1, 512) normalised ArcFace of IdGen's encoder
+    expgen: torch.Tensor  # (1, 1024) [FaRL ‖ ArcFace] of ExpGen's encoders
+    idrank: torch.Tensor  # (1, 1024) [FaRL ‖ ArcFace] of IdRank's encoders
+
+
+@dataclass
+class ReconstructionOutput:
+    """What one job produced: the result (also on disk at ``path``) plus the inputs for previews."""
+
+    result: ReconstructionResult
+    path: Path
+    image: LoadedImage
+    detection: FaceDetection
+    arcface: ArcFaceCrop
+    farl: FarlCrop
+    seconds: dict[str, float]
+
+
+def choose_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise OutOfMemoryError(
+            "CUDA was requested but no CUDA device is available to this worker",
+            "Choose device 'auto' or 'cpu', or install a CUDA build of torch.",
+        )
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class Reconstructor:
+    """Keeps models warm; ``run`` does one photo. Not thread-safe: one job at a time (the server ensures it)."""
+
+    def __init__(
+        self,
+        assets: AssetConfig,
+        *,
+        device: str = "auto",
+        backend: str = "torch",
+        precision: str = "fp32",
+        channel_order: str = "BGR",
+    ) -> None:
+        self.assets = assets
+        self.device_request = device
+        self.backend = backend
+        self.precision = precision
+        self.channel_order = channel_order
+        self._bundle: ModelBundle | None = None
+        self._flame: FlameLayer | None = None
+        self._detector: FaceDetector | None = None
+
+    # -- warm state -------------------------------------------------------------------------------
+    def bundle(self, device: torch.device) -> ModelBundle:
+        if self._bundle is None:
+            self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
+        self._bundle.to(device)
+        return self._bundle
+
+    def flame_layer(self, bundle: ModelBundle, device: torch.device) -> FlameLayer:
+        if self._flame is None:
+            self._flame = FlameLayer(bundle.flame)
+        self._flame.to(device)
+        return self._flame
+
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector()
+        return self._detector
+
+    def hello_info(self) -> dict[str, Any]:
+        devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        missing = [] if self.assets.use_demo else self.assets.missing()
+        return {
+            "worker_version": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": str(choose_device("auto")) if self.device_request == "auto" else self.device_request,
+            "devices": devices,
+            "backend": self.backend,
+            "demo": self.assets.use_demo,
+            "assets": {
+                name: {"path": str(c.path) if c.path else None, "source": c.source, "exists": c.exists}
+                for name, c in self.assets.choices.items()
+            },
+            "missing": missing,
+        }
+
+    # -- the server's entry point ------------------------------------------------------------------
+    def reconstruct(self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+        output = self.run(args, progress, should_cancel)
+        res = output.result
+        return {
+            "path": str(output.path),
+            "summary": {
+                "identity_scores": [float(s) for s in res.identity_scores[:10]],
+                "n_identities": int(len(res.identity_params)),
+                "n_expressions": int(len(res.expression_params)),
+                "n_shapes": int(res.meta["n_shapes"]),
+                "timings": output.seconds,
+                "demo": res.demo,
+                "detection": output.detection.method,
+            },
+        }
+
+    def run(self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn) -> ReconstructionOutput:
+        device = choose_device(args.device if args.device != "auto" else self.device_request)
+        try:
+            return self._run(args, progress, should_cancel, device)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if args.device == "auto" and device.type == "cuda":
+                progress("load", 0, 1, "GPU out of memory: running on the CPU instead")
+                return self._run(args, progress, should_cancel, torch.device("cpu"))
+            raise OutOfMemoryError(
+                "the GPU ran out of memory",
+                "Lower the numbers of shape / expression samples, close other GPU programs, or choose device 'cpu'.",
+            ) from None
+
+    # -- the stages ----------------------------------------------------------------------------------
+    def _run(
+        self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn, device: torch.device
+    ) -> ReconstructionOutput:
+        clock = StageClock()
+
+        def check() -> None:
+            if should_cancel():
+                raise CancelledError()
+
+        clock.start("load")
+        progress("load", 0, 1, Path(args.image).name)
+        image = load_image(args.image)
+        bundle = self.bundle(device)
+        flame = self.flame_layer(bundle, device)
+        progress("load", 1, 1, f"{image.width}x{image.height}")
+        check()
+
+        clock.start("detect")
+        progress("detect", 0, 1, "points given" if args.points else "finding the face")
+        detection = self.detector().detect(image, box=args.box, points=args.points)
+        arc = arcface_crop(image.rgb, detection.points5, self.channel_order)  # type: ignore[arg-type]
+        far = farl_crop(image.rgb, detection.box)
+        progress("detect", 1, 1, detection.method)
+        check()
+
+        clock.start("encode")
+        progress("encode", 0, 1, "")
+        enc = encode(bundle, arc, far, device)
+        progress("encode", 1, 1, "")
+        check()
+
+        sampler = args.sampler
+        steps = args.steps or DEFAULT_STEPS[sampler]
+        eta = float(args.extra.get("eta", 1.0 if sampler == "ddim" else 0.0))
+
+        clock.start("sample_shapes")
+        shapes = sample_coefficients(
+            bundle.idgen_denoiser, enc.idgen, args.n_shapes, sampler=sampler, steps=steps, eta=eta, seed=args.seed,
+            device=device, progress=lambda d, t: progress("sample_shapes", d, t, sampler), should_cancel=should_cancel,
+        )  # fmt: skip
+
+        clock.start("rank")
+        progress("rank", 0, 1, "")
+        with torch.no_grad():
+            neutral = flame.neutral(shapes.to(device=device, dtype=flame.dtype)).vertices  # (N, V, 3) metres
+            front = neutral[:, torch.as_tensor(bundle.front_indices, device=device)] * 1000.0
+            logits = bundle.score_shapes(front, enc.idrank)
+        probabilities = torch.softmax(logits.double(), dim=0).cpu().numpy()
+        keep = top_k(probabilities, args.top_k)
+        progress("rank", 1, 1, f"best p={probabilities[keep[0]]:.3f}")
+        check()
+
+        clock.start("sample_expressions")
+        exp_samples = sample_coefficients(
+            bundle.expgen_denoiser, enc.expgen, args.n_expressions, sampler=sampler, steps=steps, eta=eta,
+            seed=args.seed + 1, device=device,
+            progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
+        )  # fmt: skip
+        expressions = exp_samples[:, :EXPGEN_EXPRESSIONS].cpu().numpy()
+        jaw = exp_samples[:, EXPGEN_EXPRESSIONS:].cpu().numpy() * args.jaw_scale
+        order_mode: ExpressionOrder = args.extra.get("expression_order", "typical")
+        order = order_expressions(np.concatenate([expressions, jaw], axis=1), order_mode)
+        expressions, jaw = expressions[order], jaw[order]
+
+        clock.start("decode")
+        progress("decode", 0, 2, "identities")
+        best_shapes = shapes[torch.as_tensor(keep.copy(), device=shapes.device)]
+        with torch.no_grad():
+            best = best_shapes.to(device=device, dtype=flame.dtype)
+            identity_vertices = neutral[torch.as_tensor(keep.copy(), device=device)]
+            progress("decode", 1, 2, "expressions")
+            check()
+            exp_out = flame.with_expression(
+                best[:1],
+                torch.as_tensor(expressions, device=device, dtype=flame.dtype),
+                torch.as_tensor(jaw, device=device, dtype=flame.dtype),
+            )
+            rest = flame.neutral(best[:1])
+        progress("decode", 2, 2, "")
+        check()
+
+        clock.start("write")
+        progress("write", 0, 1, Path(args.output).name)
+        clock.stop()
+        result = ReconstructionResult(
+            meta=self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock),
+            faces=bundle.flame.faces.astype(np.int32),
+            template=bundle.flame.v_template.astype(np.float32),
+            identity_params=best_shapes.cpu().numpy().astype(np.float32),
+            identity_scores=probabilities[keep].astype(np.float32),
+            identity_vertices=identity_vertices.cpu().numpy().astype(np.float32),
+            expression_params=expressions.astype(np.float32),
+            jaw_pose=jaw.astype(np.float32),
+            expression_vertices=exp_out.vertices.cpu().numpy().astype(np.float32),
+            joints=rest.rest_joints[0].cpu().numpy().astype(np.float32),
+            parents=bundle.flame.parents.astype(np.int32),
+            skin_weights=bundle.flame.weights.astype(np.float32),
+            spread_identity=per_vertex_spread(neutral.cpu().numpy()),
+            spread_expression=per_vertex_spread(exp_out.vertices.cpu().numpy()),
+            uv=None if bundle.flame.uv is None else bundle.flame.uv.astype(np.float32),
+            uv_faces=None if bundle.flame.uv_faces is None else bundle.flame.uv_faces.astype(np.int32),
+            landmarks=None if rest.landmarks is None else rest.landmarks[0].cpu().numpy().astype(np.float32),
+        )
+        check()  # the last moment a cancel can still prevent the file from appearing
+        clock.start("write")
+        path = write_result(args.output, result)
+        clock.stop()
+        result.meta["seconds"] = dict(clock.seconds)
+        progress("write", 1, 1, "")
+        return ReconstructionOutput(result, path, image, detection, arc, far, dict(clock.seconds))
+
+    def _meta(
+        self,
+        args: ReconstructArgs,
+        image: LoadedImage,
+        detection: FaceDetection,
+        arc: ArcFaceCrop,
+        far: FarlCrop,
+        bundle: ModelBundle,
+        device: torch.device,
+        sampler: str,
+        steps: int,
+        eta: float,
+        order_mode: str,
+        clock: StageClock,
+    ) -> dict[str, Any]:
+        return {
+            "producer": f"ofer-blender-worker {__version__}",
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "units": "metres",
+            "demo": bundle.demo,
+            "image": {"path": str(Path(image.path).resolve()), "sha256": image.sha256, "width": image.width,
+                      "height": image.height},  # fmt: skip
+            "detection": detection.to_meta(),
+            "crop_box": [float(v) for v in detection.box],
+            "arcface_transform": arc.transform.tolist(),
+            "farl_transform": far.transform.tolist(),
+            "arcface_channel_order": arc.channel_order,
+            "models": bundle.model_ids(),
+            "attention_synthetic": bundle.attention_synthetic,
+            "flame_version": bundle.flame.version,
+            "n_shape_coefficients": int(bundle.flame.n_shape),
+            "n_expression_coefficients": EXPGEN_EXPRESSIONS,
+            "joint_names": list(JOINT_NAMES),
+            "sampler": sampler,
+            "steps": steps,
+            "eta": eta,
+            "seed": args.seed,
+            "seeds": {"shapes": args.seed, "expressions": args.seed + 1},
+            "n_shapes": args.n_shapes,
+            "n_expressions": args.n_expressions,
+            "top_k": args.top_k,
+            "jaw_scale": args.jaw_scale,
+            "expression_order": order_mode,
+            "expressions_use_identity": 1,
+            "device": str(device),
+            "backend": self.backend,
+            "precision": self.precision,
+            "request_box": None if args.box is None else list(args.box),
+            "request_points": None if args.points is None else [list(p) for p in args.points],
+            "seconds": dict(clock.seconds),
+        }
+
+
+def encode(bundle: ModelBundle, arc: ArcFaceCrop, far: FarlCrop, device: torch.device) -> Encodings:
+    """Run every encoder once on the single crop (never on tiled copies)."""
+    blob = torch.from_numpy(np.ascontiguousarray(arc.blob))[None].to(device)
+    img = torch.from_numpy(np.ascontiguousarray(far.tensor))[None].to(device)
+    with torch.no_grad():
+        return Encodings(
+            idgen=bundle.idgen_context(blob),
+            expgen=bundle.expgen_context(blob, img),
+            idrank=bundle.idrank_context(blob, img),
+        )
+
+
+def sample_coefficients(
+    model: DenoiserModel,
+    context: torch.Tensor,
+    n_samples: int,
+    *,
+    sampler: str,
+    steps: int,
+    eta: float,
+    seed: int,
+    device: torch.device,
+    progress: Callable[[int, int], None],
+    should_cancel: CancelFn,
+) -> torch.Tensor:
+    """N coefficient vectors for one image; the context row is shared by all samples."""
+    with torch.no_grad():
+        return sample(
+            model, context, n_samples, model.feature_dim, sampler=sampler, steps=steps, eta=eta, seed=seed,
+            device=device, progress=progress, should_cancel=should_cancel,
+        )  # fmt: skip

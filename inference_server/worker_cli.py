@@ -1,0 +1,227 @@
+"""Sub-commands that run reconstructions: ``serve``, ``reconstruct``, ``batch`` and ``doctor``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import CancelledError, WorkerError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+
+
+def _add_asset_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("your model files (default: environment variables, then the config file)")
+    group.add_argument("--flame-model", metavar="PKL", help="FLAME 2020 generic_model.pkl (or .npz)")
+    group.add_argument("--checkpoint-dir", metavar="DIR", help="folder with the OFER checkpoints")
+    group.add_argument("--front-face-indices", metavar="NPY", help="frontindices.npy (1785 vertex ids)")
+    group.add_argument("--landmark-embedding", metavar="FILE", help="FLAME landmark embedding (optional)")
+    group.add_argument("--config", metavar="TOML", type=Path, help="config file with an [assets] table")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+
+
+def _add_job_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--n-shapes", type=int, default=100, help="identity samples drawn by IdGen")
+    parser.add_argument("-m", "--n-expressions", type=int, default=100, help="expression samples by ExpGen")
+    parser.add_argument("-k", "--top-k", type=int, default=10, help="identities kept, best first")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver"), default="ddpm")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: 1000 DDPM, 50 DDIM, 20 DPM)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jaw-scale", type=float, default=0.5)
+    parser.add_argument("--order", choices=("typical", "diverse", "sampled"), default="typical",
+                        help="expression display order")  # fmt: skip
+    parser.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="face box in pixels")
+    parser.add_argument("--points", type=float, nargs=10, metavar="XY",
+                        help="five points x y: left eye, right eye, nose tip, left, right mouth corner")  # fmt: skip
+    parser.add_argument("--millimetres", action="store_true", help="write PLY files in mm (default metres)")
+    parser.add_argument("--no-contact-sheet", action="store_true")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = subparsers.add_parser("serve", help="JSON Lines server for the Blender add-on (stdin/stdout)")
+    _add_asset_flags(serve)
+    _add_run_flags(serve)
+    serve.set_defaults(run=run_serve)
+
+    rec = subparsers.add_parser("reconstruct", help="reconstruct one photo into a folder of results")
+    rec.add_argument("photo", type=Path)
+    rec.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    _add_asset_flags(rec)
+    _add_run_flags(rec)
+    _add_job_flags(rec)
+    rec.set_defaults(run=run_reconstruct)
+
+    batch = subparsers.add_parser("batch", help="reconstruct every photo of a folder")
+    batch.add_argument("folder", type=Path)
+    batch.add_argument("-o", "--output", type=Path, required=True, help="output folder (one sub-folder per photo)")
+    _add_asset_flags(batch)
+    _add_run_flags(batch)
+    _add_job_flags(batch)
+    batch.set_defaults(run=run_batch)
+
+    doctor = subparsers.add_parser("doctor", help="show which model files were found and what is missing")
+    _add_asset_flags(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(run=run_doctor)
+
+
+def _asset_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .assets_config import resolve_assets
+
+    flags = {
+        "flame_model": args.flame_model,
+        "checkpoint_dir": args.checkpoint_dir,
+        "front_face_indices": args.front_face_indices,
+        "landmark_embedding": args.landmark_embedding,
+    }
+    return resolve_assets(flags, config_file=args.config)
+
+
+def _reconstructor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .pipeline import Reconstructor
+
+    return Reconstructor(
+        _asset_config(args), device=args.device, backend=args.backend, precision=args.precision
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import serve_stdio
+
+    return serve_stdio(_reconstructor(args))
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from .assets_config import doctor_report
+
+    config = _asset_config(args)
+    if args.json:
+        print(json.dumps({name: {"path": str(c.path) if c.path else None, "source": c.source, "exists": c.exists}
+                          for name, c in config.choices.items()} | {"demo": config.use_demo,
+                                                                     "missing": config.missing()}, indent=1))  # fmt: skip
+    else:
+        print("\n".join(doctor_report(config)))
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+            print(f"torch {torch.__version__}; CUDA {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}")
+        except ImportError:
+            print("torch is not installed in this Python: install the worker with `pip install ofer-blender-worker`")
+    return 0 if config.use_demo or not config.missing() else 1
+
+
+class _ProgressBar:
+    """One self-rewriting line on stderr: stage, a bar, counts."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < 0.1:
+            return
+        self.last = now
+        width = 30
+        filled = int(width * done / max(total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\r{stage:<19}[{bar}] {done}/{total} {message[:40]:<40}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path):  # type: ignore[no-untyped-def]
+    from .protocol import ReconstructArgs
+
+    points = None
+    if args.points:
+        p = args.points
+        points = tuple((p[2 * i], p[2 * i + 1]) for i in range(5))
+    return ReconstructArgs(
+        image=str(photo),
+        output=str(out_dir / "result.npz"),
+        box=tuple(args.box) if args.box else None,
+        points=points,
+        n_shapes=args.n_shapes,
+        n_expressions=args.n_expressions,
+        top_k=min(args.top_k, args.n_shapes),
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        jaw_scale=args.jaw_scale,
+        device=args.device,
+        extra={"expression_order": args.order},
+    )
+
+
+def _reconstruct_one(reconstructor: Any, args: argparse.Namespace, photo: Path, out_dir: Path) -> None:
+    from .mesh_export import export_hypotheses
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = reconstructor.run(_job_request(args, photo, out_dir), _ProgressBar(), lambda: False)
+    result = output.result
+    export_hypotheses(result, out_dir, millimetres=args.millimetres)
+    if not args.no_contact_sheet:
+        from .contact_sheet import write_contact_sheet
+
+        write_contact_sheet(out_dir / "contact_sheet.png", output)
+    scores = ", ".join(f"{s:.3f}" for s in result.identity_scores[:5])
+    print(f"{photo} -> {out_dir}")
+    print(f"  result file:   {output.path}")
+    print(f"  identities:    {len(result.identity_params)} kept of {result.meta['n_shapes']} (top scores {scores})")
+    print(f"  expressions:   {len(result.expression_params)}")
+    if not args.no_contact_sheet:
+        print(f"  contact sheet: {out_dir / 'contact_sheet.png'}")
+    if result.demo:
+        print("  NOTE: DEMO assets were used (a generated stand-in head and demo weights, not FLAME/OFER).")
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    try:
+        reconstructor = _reconstructor(args)
+        _reconstruct_one(reconstructor, args, args.photo, args.output)
+    except WorkerError as exc:
+        print(f"\nerror ({exc.code}): {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
+        return 1
+    except (CancelledError, KeyboardInterrupt):
+        print("\ncancelled", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not photos:
+        print(f"error: no photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.folder}", file=sys.stderr)
+        return 2
+    try:
+        reconstructor = _reconstructor(args)
+    except WorkerError as exc:
+        print(f"error ({exc.code}): {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
+        return 1
+    failures = 0
+    for photo in photos:
+        try:
+            _reconstruct_one(reconstructor, args, photo, args.output / photo.stem)
+        except WorkerError as exc:
+            failures += 1
+            print(f"\n{photo}: error ({exc.code}): {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("\ncancelled", file=sys.stderr)
+            return 130
+    print(f"{len(photos) - failures} of {len(photos)} photos reconstructed into {args.output}")
+    return 1 if failures else 0
