@@ -9,6 +9,7 @@ an error (the user clearly meant their own models) that names what is missing.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,10 +61,14 @@ def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def default_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``$OFER_CACHE_DIR`` if set, else the platform's user cache folder + ``ofer-blender``."""
     if env.get("OFER_CACHE_DIR"):
         return Path(env["OFER_CACHE_DIR"]).expanduser()
-    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "ofer-blender"
+    if sys.platform == "win32":
+        return Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "ofer-blender" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "ofer-blender"
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ofer-blender"
 
 
 @dataclass

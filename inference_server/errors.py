@@ -21,6 +21,12 @@ class WorkerError(Exception):
         return f"{self.message} — {self.fix}" if self.fix else self.message
 
 
+class BadRequestError(WorkerError):
+    """A request whose arguments cannot work (an output path that cannot be written, no CUDA, ...)."""
+
+    code = "bad_request"
+
+
 class BadImageError(WorkerError):
     code = "bad_image"
 

@@ -7,7 +7,6 @@ embedding (1, 512); ExpGen and IdRank get [FaRL ‖ ArcFace] (1, 1024), FaRL fir
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,10 @@ import torch
 
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, find_checkpoint
 from .checkpoints.networks import LoadedNetworks
-from .errors import BadModelFileError, MissingAssetError
+from .errors import BadModelFileError
 from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
 
-#: The official front-face index file (spec: ofer-model.md section 6).
-OFFICIAL_FRONT_INDICES_DATA_SHA256 = "a99bf4b28f18046c4f1810c7aa5685acbe6ade9a2e33ed287f13f4e294a76ff5"
 
 
 class DenoiserModel:
@@ -106,25 +103,15 @@ class ModelBundle:
 
 
 def load_front_indices(path: Path, n_vertices: int, *, official: bool = True) -> np.ndarray:
-    """Load and check the front-face vertex list (dtype, shape, order, range and, for FLAME, the hash)."""
-    if not path.is_file():
-        raise MissingAssetError(
-            f"front-face index file {path} does not exist",
-            "Point --front-face-indices (or OFER_FRONT_INDICES) at frontindices.npy from the OFER release.",
-        )
-    try:
-        indices = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise BadModelFileError(f"{path} is not a .npy index array ({exc})", "Use the official frontindices.npy.")
+    """The front-face vertex list, checked; for FLAME it must be the official list (IdRank is bound to it)."""
+    from .flame.loading import is_official_front_face_indices, load_front_face_indices
+
+    indices = load_front_face_indices(path, n_vertices=n_vertices)
     fix = "Use the unmodified frontindices.npy of the OFER release: IdRank's first layer is bound to its order."
-    if indices.dtype.kind not in "iu" or indices.shape != (FRONT_VERTEX_COUNT,):
-        raise BadModelFileError(f"{path}: expected {FRONT_VERTEX_COUNT} integers, got {indices.dtype} {indices.shape}", fix)
-    indices = indices.astype(np.int64)
-    if np.any(np.diff(indices) <= 0) or indices[0] < 0 or indices[-1] >= n_vertices:
-        raise BadModelFileError(f"{path}: indices must be unique, ascending and below {n_vertices}", fix)
-    digest = hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
-    if official and digest != OFFICIAL_FRONT_INDICES_DATA_SHA256:
-        raise BadModelFileError(f"{path}: not the official front-face list (sha256 {digest[:12]}…)", fix)
+    if indices.shape != (FRONT_VERTEX_COUNT,):
+        raise BadModelFileError(f"{path}: expected {FRONT_VERTEX_COUNT} vertex ids, got {indices.shape[0]}", fix)
+    if official and not is_official_front_face_indices(indices):
+        raise BadModelFileError(f"{path}: this is not the official OFER front-face list", fix)
     return indices
 
 
@@ -139,11 +126,10 @@ def load_model_bundle(assets: AssetConfig, *, backend: str = "torch", precision:
         from .demo.weights import ensure_demo_weights
 
         head = ensure_demo_assets()
-        flame = load_flame_model(head.pkl, landmark_embedding=head.landmarks)
-        assert flame.front_face_indices is not None or head.front_face_indices.is_file()
+        flame = load_flame_model(head.model_pkl, landmark_embedding=head.landmark_embedding)
         front = load_front_indices(head.front_face_indices, flame.n_vertices, official=False)
         weights = ensure_demo_weights()
-        sources = {"flame": str(head.pkl)} | {kind: str(path) for kind, path in weights.items()}
+        sources = {"flame": str(head.model_pkl)} | {kind: str(path) for kind, path in weights.items()}
         nets = {kind: load_networks(path) for kind, path in weights.items()}
         return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, True, sources, dtype)
 

@@ -8,6 +8,7 @@ reporting progress and honouring cancel between and inside stages.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -21,7 +22,7 @@ import torch
 
 from . import __version__
 from .assets_config import AssetConfig
-from .errors import CancelledError, OutOfMemoryError
+from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .flame.layer import FlameLayer
 from .hypotheses import ExpressionOrder, order_expressions, per_vertex_spread, top_k
 from .diffusion import sample
@@ -81,7 +82,7 @@ class ReconstructionOutput:
 
 def choose_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise OutOfMemoryError(
+        raise BadRequestError(
             "CUDA was requested but no CUDA device is available to this worker",
             "Choose device 'auto' or 'cpu', or install a CUDA build of torch.",
         )
@@ -190,6 +191,7 @@ class Reconstructor:
 
         clock.start("load")
         progress("load", 0, 1, Path(args.image).name)
+        check_output_path(args.output)
         image = load_image(args.image)
         bundle = self.bundle(device)
         flame = self.flame_layer(bundle, device)
@@ -342,6 +344,23 @@ class Reconstructor:
             "request_points": None if args.points is None else [list(p) for p in args.points],
             "seconds": dict(clock.seconds),
         }
+
+
+def check_output_path(output: str) -> None:
+    """Refuse an output the writer could not create, before any heavy work."""
+    target = Path(output)
+    fix = "Choose an output path ending in .npz inside a folder you can write to."
+    if target.suffix != ".npz":
+        raise BadRequestError(f"the output {output!r} must be a .npz file", fix)
+    if target.is_dir():
+        raise BadRequestError(f"the output {output!r} is a folder", fix)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadRequestError(f"cannot create the output folder {str(parent)!r} ({exc.strerror})", fix) from None
+    if not os.access(parent, os.W_OK):
+        raise BadRequestError(f"the output folder {str(parent)!r} is not writable", fix)
 
 
 def encode(bundle: ModelBundle, arc: ArcFaceCrop, far: FarlCrop, device: torch.device) -> Encodings:

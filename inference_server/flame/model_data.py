@@ -25,7 +25,8 @@ class FlameModelData:
 
     v_template: np.ndarray  # float64 (V, 3), metres
     shapedirs: np.ndarray  # float64 (V, 3, n_shape + n_expression)
-    posedirs: np.ndarray  # float64 (V, 3, P); FLAME stores it this way, applied to flattened (R - I) of joints 1..
+    # posedirs: float64 (V, 3, P) as FLAME stores it; applied to the flattened (R - I) of joints 1..
+    posedirs: np.ndarray
     J_regressor: np.ndarray  # float64 (J, V), dense
     parents: np.ndarray  # int64 (J,), -1 for the root (kintree_table[0] with the root's 2**32-1 mapped to -1)
     weights: np.ndarray  # float64 (V, J) skinning weights

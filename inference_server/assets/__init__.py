@@ -1,0 +1,1 @@
+"""Package data: the sample photo and the script that makes it."""
