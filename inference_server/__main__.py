@@ -18,6 +18,8 @@ from . import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "inference_server.worker_cli",
     "inference_server.demo.cli",
+    "inference_server.checkpoints_cli",
+    "inference_server.onnx_cli",
 )
 
 

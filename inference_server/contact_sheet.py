@@ -19,7 +19,9 @@ SHEET_IDENTITIES = 5
 def _fit(image: np.ndarray, size: int = TILE) -> np.ndarray:
     h, w = image.shape[:2]
     scale = size / max(h, w)
-    resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    resized = cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
     tile = np.full((size, size, 3), 255, np.uint8)
     top, left = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
     tile[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
@@ -29,10 +31,10 @@ def _fit(image: np.ndarray, size: int = TILE) -> np.ndarray:
 def _photo_with_marks(output: ReconstructionOutput) -> np.ndarray:
     photo = output.image.rgb.copy()
     thickness = max(1, round(max(photo.shape[:2]) / 300))
-    x0, y0, x1, y1 = (int(round(v)) for v in output.detection.box)
+    x0, y0, x1, y1 = (round(float(v)) for v in output.detection.box)
     cv2.rectangle(photo, (x0, y0), (x1, y1), (40, 220, 40), thickness)
     for x, y in output.detection.points5:
-        cv2.circle(photo, (int(round(x)), int(round(y))), 2 * thickness, (255, 40, 40), -1)
+        cv2.circle(photo, (round(float(x)), round(float(y))), 2 * thickness, (255, 40, 40), -1)
     return _fit(photo)
 
 
@@ -48,18 +50,25 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     faces = res.faces
     front = Camera()
     first = res.identity_vertices[0]
-    camera = Camera(center=tuple(float(c) for c in (first.min(0) + first.max(0)) / 2), extent=float(np.ptp(first[:, 1]) * 1.08))
+    camera = Camera(
+        center=tuple(float(c) for c in (first.min(0) + first.max(0)) / 2),
+        extent=float(np.ptp(first[:, 1]) * 1.08),
+    )
     images = [_photo_with_marks(output), _fit(output.arcface.image), _fit(output.farl.image)]
     labels = ["photo (" + output.detection.method + ")", "ArcFace crop", "FaRL crop"]
     for k in range(min(SHEET_IDENTITIES, len(res.identity_vertices))):
         images.append(render_mesh(res.identity_vertices[k], faces, width=TILE, height=TILE, camera=camera))
         labels.append(f"ID {k + 1:02d} p={res.identity_scores[k]:.3f}")
-    images.append(render_mesh(first, faces, width=TILE, height=TILE, camera=camera, colors=_heat(res.spread_identity)))
+    images.append(
+        render_mesh(first, faces, width=TILE, height=TILE, camera=camera, colors=_heat(res.spread_identity))
+    )
     labels.append("identity spread")
     for m in range(min(SHEET_EXPRESSIONS, len(res.expression_vertices))):
         images.append(render_mesh(res.expression_vertices[m], faces, width=TILE, height=TILE, camera=camera))
         labels.append(f"EXP {m + 1:03d}")
-    images.append(render_mesh(first, faces, width=TILE, height=TILE, camera=front, colors=_heat(res.spread_expression)))
+    images.append(
+        render_mesh(first, faces, width=TILE, height=TILE, camera=front, colors=_heat(res.spread_expression))
+    )
     labels.append("expression spread")
     sheet = grid(images, labels, columns=6)
     if res.demo:

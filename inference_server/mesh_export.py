@@ -37,7 +37,11 @@ def write_ply(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndar
 def flame_params(result: ReconstructionResult) -> dict[str, Any]:
     """Parameters in FLAME conventions: 15-D pose [global, neck, jaw, left eye, right eye], metres."""
     identities = [
-        {"rank": k + 1, "score": float(result.identity_scores[k]), "shape": result.identity_params[k].tolist()}
+        {
+            "rank": k + 1,
+            "score": float(result.identity_scores[k]),
+            "shape": result.identity_params[k].tolist(),
+        }
         for k in range(len(result.identity_params))
     ]
     expressions = []
@@ -45,9 +49,13 @@ def flame_params(result: ReconstructionResult) -> dict[str, Any]:
         pose = np.zeros(15)
         pose[6:9] = result.jaw_pose[m]
         expressions.append(
-            {"index": m + 1, "expression": result.expression_params[m].tolist(), "jaw_pose": result.jaw_pose[m].tolist(),
-             "pose": pose.tolist()}
-        )  # fmt: skip
+            {
+                "index": m + 1,
+                "expression": result.expression_params[m].tolist(),
+                "jaw_pose": result.jaw_pose[m].tolist(),
+                "pose": pose.tolist(),
+            }
+        )
     return {
         "format": "ofer-flame-params/1",
         "units": "metres",
@@ -61,7 +69,9 @@ def flame_params(result: ReconstructionResult) -> dict[str, Any]:
     }
 
 
-def export_hypotheses(result: ReconstructionResult, out_dir: str | os.PathLike[str], *, millimetres: bool = False) -> list[Path]:
+def export_hypotheses(
+    result: ReconstructionResult, out_dir: str | os.PathLike[str], *, millimetres: bool = False
+) -> list[Path]:
     """Write ``identity_01.ply`` …, ``expression_001.ply`` … and ``params.json`` into ``out_dir``."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -176,7 +176,11 @@ def parse_reconstruct_args(request: Request) -> ReconstructArgs:
     points = None
     if args.get("points") is not None:
         raw = args["points"]
-        if not isinstance(raw, list) or len(raw) != 5 or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+        if (
+            not isinstance(raw, list)
+            or len(raw) != 5
+            or not all(isinstance(p, list) and len(p) == 2 for p in raw)
+        ):
             raise ProtocolError(
                 "'points' must be five [x, y] pixel pairs: left eye, right eye, nose tip, left and right mouth corner",
                 rid,
@@ -222,4 +226,11 @@ def error_event(request_id: str, code: str, message: str, fix: str) -> dict[str,
 def progress_event(request_id: str, stage: str, done: int, total: int, message: str = "") -> dict[str, Any]:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
-    return {"id": request_id, "event": "progress", "stage": stage, "done": done, "total": total, "message": message}
+    return {
+        "id": request_id,
+        "event": "progress",
+        "stage": stage,
+        "done": done,
+        "total": total,
+        "message": message,
+    }

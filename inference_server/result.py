@@ -133,7 +133,11 @@ def validate(result: ReconstructionResult) -> None:
     parents = _check_array(arrays, "parents", 1, {0: J})
     _expect(J > 0 and int(parents[0]) == -1, "parents", "the first joint must be the root (parent -1)")
     for j in range(1, J):
-        _expect(0 <= int(parents[j]) < j, "parents", f"joint {j} has parent {int(parents[j])}, not an earlier joint")
+        _expect(
+            0 <= int(parents[j]) < j,
+            "parents",
+            f"joint {j} has parent {int(parents[j])}, not an earlier joint",
+        )
     _check_array(arrays, "skin_weights", 2, {0: V, 1: J})
     for key in ("spread_identity", "spread_expression"):
         spread = _check_array(arrays, key, 1, {0: V})
@@ -221,7 +225,9 @@ def read_result(path: str | os.PathLike[str]) -> ReconstructionResult:
         for key in _ARRAY_KEYS:
             _expect(key in members or key in _OPTIONAL_KEYS, key, "is missing")
         result = ReconstructionResult(
-            meta=meta, format=fmt, **{k: members.get(k) for k in _ARRAY_KEYS}  # type: ignore[arg-type]
+            meta=meta,
+            format=fmt,
+            **{k: members.get(k) for k in _ARRAY_KEYS},  # type: ignore[arg-type]
         )
         validate(result)
     except ResultFileError as exc:

@@ -24,6 +24,7 @@ from . import protocol
 from .errors import CancelledError, WorkerError
 from .protocol import ProtocolError, ReconstructArgs, Request
 
+BAD_REQUEST_FIX = 'Send one JSON object per line: {"id": "...", "op": "hello|reconstruct|cancel|shutdown", "args": {}}'
 #: How long ``shutdown`` / EOF waits for a cancelled job before exiting anyway.
 SHUTDOWN_GRACE_S = 5.0
 
@@ -84,7 +85,7 @@ class Server:
                     exc.request_id or "",
                     "bad_request",
                     str(exc),
-                    'Send one JSON object per line: {"id": "...", "op": "hello|reconstruct|cancel|shutdown", "args": {}}',
+                    BAD_REQUEST_FIX,
                 )
             )
             return True

@@ -89,9 +89,7 @@ def _asset_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _reconstructor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .pipeline import Reconstructor
 
-    return Reconstructor(
-        _asset_config(args), device=args.device, backend=args.backend, precision=args.precision
-    )
+    return Reconstructor(_asset_config(args), device=args.device, backend=args.backend, precision=args.precision)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -105,16 +103,18 @@ def run_doctor(args: argparse.Namespace) -> int:
 
     config = _asset_config(args)
     if args.json:
-        print(json.dumps({name: {"path": str(c.path) if c.path else None, "source": c.source, "exists": c.exists}
-                          for name, c in config.choices.items()} | {"demo": config.use_demo,
-                                                                     "missing": config.missing()}, indent=1))  # fmt: skip
+        found = {
+            name: {"path": str(c.path) if c.path else None, "source": c.source, "exists": c.exists}
+            for name, c in config.choices.items()
+        }
+        print(json.dumps(found | {"demo": config.use_demo, "missing": config.missing()}, indent=1))
     else:
         print("\n".join(doctor_report(config)))
         try:
             import torch
 
-            cuda = torch.cuda.is_available()
-            print(f"torch {torch.__version__}; CUDA {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}")
+            cuda = "available: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"
+            print(f"torch {torch.__version__}; CUDA {cuda}")
         except ImportError:
             print("torch is not installed in this Python: install the worker with `pip install ofer-blender-worker`")
     return 0 if config.use_demo or not config.missing() else 1

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

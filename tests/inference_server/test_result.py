@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from inference_server.result import FORMAT, ReconstructionResult, ResultFileError, read_result, write_result
 
 
-def make_result(rng: np.random.Generator, V: int = 40, F: int = 60, K: int = 3, M: int = 4) -> ReconstructionResult:
+def make_result(
+    rng: np.random.Generator, V: int = 40, F: int = 60, K: int = 3, M: int = 4
+) -> ReconstructionResult:
     f32 = np.float32
     scores = np.sort(rng.random(K).astype(f32))[::-1] / f32(K)
     return ReconstructionResult(
@@ -44,7 +47,15 @@ def test_round_trip_is_bit_exact(tmp_path: Path, result: ReconstructionResult) -
     path = write_result(tmp_path / "sub dir" / "résultat.npz", result)
     back = read_result(path)
     assert back.meta == result.meta and back.format == FORMAT
-    for name in ("faces", "template", "identity_vertices", "expression_vertices", "skin_weights", "uv", "uv_faces"):
+    for name in (
+        "faces",
+        "template",
+        "identity_vertices",
+        "expression_vertices",
+        "skin_weights",
+        "uv",
+        "uv_faces",
+    ):
         a, b = getattr(result, name), getattr(back, name)
         assert a.dtype == b.dtype and a.shape == b.shape
         assert a.tobytes() == b.tobytes(), name
@@ -93,10 +104,8 @@ def test_flipped_bytes_give_clear_error(tmp_path: Path, result: ReconstructionRe
         damaged[pos] ^= 0xFF
         target = tmp_path / f"flip{trial}.npz"
         target.write_bytes(bytes(damaged))
-        try:
-            read_result(target)  # a flip inside padding may be harmless; it must never be anything but clean
-        except ResultFileError:
-            pass
+        with contextlib.suppress(ResultFileError):  # a flip inside padding may be harmless; never a crash
+            read_result(target)
 
 
 def _rewrite(path: Path, out: Path, change: dict[str, np.ndarray | None]) -> None:
@@ -128,7 +137,9 @@ def _rewrite(path: Path, out: Path, change: dict[str, np.ndarray | None]) -> Non
         ("surprise", np.zeros(3, np.float32), "not a key"),
     ],
 )
-def test_tampered_key_is_named(tmp_path: Path, result: ReconstructionResult, key: str, value, words: str) -> None:
+def test_tampered_key_is_named(
+    tmp_path: Path, result: ReconstructionResult, key: str, value, words: str
+) -> None:
     good = write_result(tmp_path / "good.npz", result)
     bad = tmp_path / "bad.npz"
     _rewrite(good, bad, {key: value})

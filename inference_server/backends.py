@@ -1,0 +1,212 @@
+"""One interface over the two ways the worker runs a network: a torch ``nn.Module`` or an ONNX Runtime
+session. The pipeline and the samplers only ever call ``network(*tensors) -> tensor``.
+
+- ``TorchNetwork(module)`` / ``OnnxNetwork(session)``: any network (ranker, encoders).
+- ``TorchEpsModel`` / ``OnnxEpsModel``: the same for a denoiser, typed as ``eps(x, t, context)``.
+
+Inputs and outputs are torch tensors in both cases. The ONNX back end converts each input to the element
+type the graph declares (so the timestep may be int64 here and float in the graph) and returns the output
+on the device of the first input. With the CUDA execution provider and CUDA inputs it binds the torch
+buffers directly (no host round trip).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+import numpy as np
+import torch
+
+from .errors import MissingAssetError, WorkerError
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+
+class EpsModel(Protocol):
+    """A denoiser: predicted noise ε̂ (N, F) for states x (N, F), timesteps t (N,) and context (N, C)."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor: ...
+
+
+class Network(Protocol):
+    """Any network with tensor inputs and one tensor output (ranker, encoders, denoisers)."""
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor: ...
+
+
+class BackendError(WorkerError):
+    """The requested back end or device cannot run here."""
+
+    code = "bad_request"
+
+
+class TorchNetwork:
+    """Runs ``module`` in eval mode without autograd."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module.eval()
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            output = self.module(*inputs)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"{type(self.module).__name__} returned {type(output).__name__}, expected a tensor"
+            )
+        return output
+
+
+class TorchEpsModel(TorchNetwork):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().__call__(x, t, context)
+
+
+_ORT_TO_NUMPY: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+_NUMPY_TO_TORCH: dict[Any, torch.dtype] = {
+    np.float32: torch.float32,
+    np.float64: torch.float64,
+    np.float16: torch.float16,
+    np.int64: torch.int64,
+    np.int32: torch.int32,
+}
+
+
+def available_onnx_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def create_onnx_session(
+    path: str | Path, *, device: str = "auto", intra_op_threads: int | None = None
+) -> onnxruntime.InferenceSession:
+    """An inference session on ``device`` ("auto", "cpu", "cuda" or "cuda:N").
+
+    "auto" takes the CUDA execution provider when onnxruntime has it (the ``onnxruntime-gpu`` build) and
+    the CPU one otherwise. The intra-op thread count defaults to torch's, so both back ends share the
+    thread budget the worker set; inter-op parallelism is off (these graphs are single chains).
+    """
+    import onnxruntime
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingAssetError(
+            f"ONNX model file not found: {path}", "Export the networks with `ofer-worker export-onnx`."
+        )
+    providers: list[Any] = ["CPUExecutionProvider"]
+    wants_cuda = device == "auto" or device.startswith("cuda")
+    if wants_cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        device_id = int(device.split(":", 1)[1]) if ":" in device else 0
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+    elif device.startswith("cuda"):
+        raise BackendError(
+            f"device {device!r} was asked for, but this onnxruntime has no CUDA execution provider "
+            f"(it has {', '.join(onnxruntime.get_available_providers())})",
+            "Install onnxruntime-gpu in the worker environment, or use device 'cpu'.",
+        )
+    elif device != "cpu" and device != "auto":
+        raise BackendError(f"unknown device {device!r}", "Use 'auto', 'cpu' or 'cuda'.")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads or max(
+        1, min(torch.get_num_threads(), os.cpu_count() or 1)
+    )
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        raise MissingAssetError(
+            f"cannot load the ONNX model {path}: {exc}", "Export it again with `ofer-worker export-onnx`."
+        ) from exc
+
+
+class OnnxNetwork:
+    """Runs an ONNX Runtime session with torch tensors in and out (one output)."""
+
+    def __init__(self, session: onnxruntime.InferenceSession) -> None:
+        self.session = session
+        self._inputs = session.get_inputs()
+        outputs = session.get_outputs()
+        if len(outputs) != 1:
+            raise ValueError(f"expected a graph with one output, got {len(outputs)}")
+        self._output = outputs[0]
+        self.input_names = [node.name for node in self._inputs]
+        self._input_types = [_ORT_TO_NUMPY.get(node.type) for node in self._inputs]
+        self._output_type = _ORT_TO_NUMPY.get(self._output.type)
+        self.uses_cuda = "CUDAExecutionProvider" in session.get_providers()
+
+    @classmethod
+    def from_path(
+        cls, path: str | Path, *, device: str = "auto", intra_op_threads: int | None = None
+    ) -> Self:
+        return cls(create_onnx_session(path, device=device, intra_op_threads=intra_op_threads))
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if len(inputs) != len(self._inputs):
+            expected = f"{len(self._inputs)} inputs ({', '.join(self.input_names)})"
+            raise ValueError(f"the graph takes {expected}, got {len(inputs)}")
+        if self.uses_cuda and all(tensor.is_cuda for tensor in inputs):
+            return self._run_bound(inputs)
+        feeds = {
+            node.name: _to_numpy(tensor, dtype)
+            for node, tensor, dtype in zip(self._inputs, inputs, self._input_types, strict=True)
+        }
+        (output,) = self.session.run([self._output.name], feeds)
+        return torch.from_numpy(np.ascontiguousarray(output)).to(inputs[0].device)
+
+    def _run_bound(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """CUDA inputs: bind torch's device buffers as the graph's inputs and output."""
+        binding = self.session.io_binding()
+        keep_alive: list[torch.Tensor] = []
+        symbols: dict[str, int] = {}
+        for node, tensor, dtype in zip(self._inputs, inputs, self._input_types, strict=True):
+            if dtype is None:
+                raise ValueError(f"unsupported input type {node.type} of {node.name}")
+            ready = tensor.to(_NUMPY_TO_TORCH[dtype]).contiguous()
+            keep_alive.append(ready)
+            for declared, actual in zip(node.shape, ready.shape, strict=False):
+                if isinstance(declared, str):
+                    symbols[declared] = int(actual)
+            binding.bind_input(
+                node.name, "cuda", ready.device.index or 0, dtype, list(ready.shape), ready.data_ptr()
+            )
+        device = inputs[0].device
+        # torch may still be writing the inputs on its stream; ORT uses its own stream.
+        torch.cuda.current_stream(device).synchronize()
+        declared = self._output.shape
+        if self._output_type is None or any(isinstance(d, str) and d not in symbols for d in declared):
+            # Output size not derivable from the inputs: let ORT allocate it and copy it back.
+            binding.bind_output(self._output.name, "cuda", device.index or 0)
+            self.session.run_with_iobinding(binding)
+            return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(device)
+        shape = [symbols[d] if isinstance(d, str) else int(d) for d in declared]
+        output = torch.empty(shape, dtype=_NUMPY_TO_TORCH[self._output_type], device=device)
+        binding.bind_output(
+            self._output.name, "cuda", device.index or 0, self._output_type, shape, output.data_ptr()
+        )
+        self.session.run_with_iobinding(binding)
+        return output
+
+
+class OnnxEpsModel(OnnxNetwork):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().__call__(x, t, context)
+
+
+def _to_numpy(tensor: torch.Tensor, dtype: Any) -> np.ndarray:
+    array = tensor.detach().cpu().numpy()
+    if dtype is not None and array.dtype != dtype:
+        array = array.astype(dtype)
+    # Broadcast views (the expanded context) have zero strides; ORT needs dense buffers.
+    return np.ascontiguousarray(array)
