@@ -227,7 +227,7 @@ class Reconstructor:
 
         clock.start("sample_shapes")
         shapes = sample_coefficients(
-            bundle.idgen_denoiser, enc.idgen, args.n_shapes, sampler=sampler, steps=steps, eta=eta, seed=args.seed,
+            bundle.idgen_denoiser, enc.idgen, args.n_shapes, sampler=variant, steps=steps, eta=eta, seed=args.seed,
             device=device, progress=lambda d, t: progress("sample_shapes", d, t, sampler), should_cancel=should_cancel,
         )  # fmt: skip
 
@@ -244,7 +244,7 @@ class Reconstructor:
 
         clock.start("sample_expressions")
         exp_samples = sample_coefficients(
-            bundle.expgen_denoiser, enc.expgen, args.n_expressions, sampler=sampler, steps=steps, eta=eta,
+            bundle.expgen_denoiser, enc.expgen, args.n_expressions, sampler=variant, steps=steps, eta=eta,
             seed=args.seed + 1, device=device,
             progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
         )  # fmt: skip
