@@ -99,7 +99,7 @@ def _parse_object(line: str | bytes) -> dict[str, Any]:
     if not text:
         raise ProtocolError("empty line")
     try:
-        obj = json.loads(text, parse_constant=_refuse_constant)
+        obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError(f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
@@ -107,8 +107,15 @@ def _parse_object(line: str | bytes) -> dict[str, Any]:
     return obj
 
 
-def _refuse_constant(name: str) -> float:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+def _has_non_finite(value: Any) -> bool:
+    """NaN / Infinity parse (Python's json accepts them) but are not JSON: refuse them with the request id."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def parse_request(line: str | bytes) -> Request:
@@ -124,6 +131,8 @@ def parse_request(line: str | bytes) -> Request:
     args = obj.get("args", {})
     if not isinstance(args, dict):
         raise ProtocolError("'args' must be a JSON object", request_id)
+    if _has_non_finite(args):
+        raise ProtocolError("NaN and Infinity are not JSON numbers; send finite values", request_id)
     return Request(request_id, str(op), args)
 
 
@@ -134,6 +143,8 @@ def parse_event(line: str | bytes) -> dict[str, Any]:
         raise ProtocolError(f"unknown event {obj.get('event')!r}", code="internal")
     if not isinstance(obj.get("id"), str):
         raise ProtocolError("event without a string 'id'", code="internal")
+    if _has_non_finite(obj):
+        raise ProtocolError("event with NaN or Infinity", code="internal")
     return obj
 
 

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from inference_server import protocol
-from inference_server.protocol import ProtocolError, Request, parse_event, parse_reconstruct_args, parse_request
+from inference_server.protocol import (
+    ProtocolError,
+    Request,
+    parse_event,
+    parse_reconstruct_args,
+    parse_request,
+)
 
 
 def test_request_round_trip() -> None:
@@ -103,3 +109,9 @@ def test_events() -> None:
         parse_event('{"id": "1", "event": "party"}')
     with pytest.raises(ValueError):
         protocol.encode({"x": float("nan")})
+
+
+def test_nan_in_args_is_refused_with_the_request_id() -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_request('{"id": "n1", "op": "reconstruct", "args": {"box": [0, 0, Infinity, 1]}}')
+    assert info.value.request_id == "n1" and "NaN" in str(info.value)

@@ -1,0 +1,155 @@
+"""The whole reconstruction on DEMO assets: contract, FLAME consistency, seeds, cancel, crop transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference_server.assets_config import resolve_assets
+from inference_server.errors import BadRequestError, CancelledError
+from inference_server.flame.layer import FlameLayer
+from inference_server.pipeline import ReconstructionOutput, Reconstructor
+from inference_server.preprocess.alignment import ARCFACE_TEMPLATE_112, apply_affine
+from inference_server.protocol import ReconstructArgs
+from inference_server.result import read_result
+
+SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
+
+
+def _args(tmp: Path, name: str = "r.npz", **kw: object) -> ReconstructArgs:
+    base: dict[str, object] = dict(
+        image=str(SAMPLE), output=str(tmp / name), n_shapes=12, n_expressions=8, top_k=4, sampler="ddim",
+        steps=8, seed=3,
+    )  # fmt: skip
+    base.update(kw)
+    return ReconstructArgs(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def reconstructor() -> Reconstructor:
+    return Reconstructor(resolve_assets({}), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def output(reconstructor: Reconstructor, tmp_path_factory: pytest.TempPathFactory) -> ReconstructionOutput:
+    events: list[tuple[str, int, int]] = []
+    out = reconstructor.run(
+        _args(tmp_path_factory.mktemp("run")), lambda s, d, t, m="": events.append((s, d, t)), lambda: False
+    )
+    out.result.meta["_events"] = events
+    return out
+
+
+def test_result_file_obeys_the_contract(output: ReconstructionOutput) -> None:
+    back = read_result(output.path)  # full validation
+    assert back.demo is True
+    meta = back.meta
+    assert meta["sampler"] == "ddim" and meta["steps"] == 8 and meta["seed"] == 3
+    assert meta["n_shapes"] == 12 and meta["n_expressions"] == 8
+    assert back.identity_params.shape == (4, 300)
+    assert back.expression_params.shape == (8, 50) and back.jaw_pose.shape == (8, 3)
+    assert back.identity_vertices.shape[0] == 4 and back.expression_vertices.shape[0] == 8
+    assert np.all(np.diff(back.identity_scores) <= 0)
+    assert len(meta["image"]["sha256"]) == 64
+    assert set(meta["seconds"]) >= {
+        "load",
+        "detect",
+        "encode",
+        "sample_shapes",
+        "rank",
+        "sample_expressions",
+        "decode",
+    }
+
+
+def test_progress_covers_every_stage_in_order(output: ReconstructionOutput) -> None:
+    stages = [s for s, _, _ in output.result.meta["_events"]]
+    order = ["load", "detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode", "write"]
+    firsts = [stages.index(s) for s in order]
+    assert firsts == sorted(firsts)
+    assert stages.count("sample_shapes") == 8  # one per sampler step
+
+
+def test_every_mesh_equals_flame_of_its_stored_parameters(
+    output: ReconstructionOutput, reconstructor: Reconstructor
+) -> None:
+    res = read_result(output.path)
+    bundle = reconstructor.bundle(torch.device("cpu"))
+    flame = FlameLayer(bundle.flame, dtype=torch.float64)
+    ids = flame.neutral(torch.as_tensor(res.identity_params, dtype=torch.float64)).vertices.numpy()
+    np.testing.assert_allclose(res.identity_vertices, ids, atol=1e-5)
+    shape0 = torch.as_tensor(res.identity_params[:1], dtype=torch.float64)
+    pose = torch.zeros(len(res.jaw_pose), 15, dtype=torch.float64)
+    pose[:, 6:9] = torch.as_tensor(res.jaw_pose, dtype=torch.float64)
+    exps = flame(
+        shape=shape0.expand(len(pose), -1),
+        expression=torch.as_tensor(res.expression_params, dtype=torch.float64),
+        pose=pose,
+    )
+    np.testing.assert_allclose(res.expression_vertices, exps.vertices.numpy(), atol=1e-5)
+    np.testing.assert_allclose(res.template, bundle.flame.v_template, atol=1e-6)
+
+
+def test_crop_transform_is_the_least_squares_similarity_to_the_template(output: ReconstructionOutput) -> None:
+    meta = read_result(output.path).meta
+    M = np.asarray(meta["arcface_transform"])
+    pts = np.asarray(meta["detection"]["points5"])
+    # Independent fit: a similarity [a -b tx; b a ty] is linear in (a, b, tx, ty).
+    rows = []
+    for x, y in pts:
+        rows += [[x, -y, 1, 0], [y, x, 0, 1]]
+    a, b, tx, ty = np.linalg.lstsq(np.asarray(rows), ARCFACE_TEMPLATE_112.reshape(-1), rcond=None)[0]
+    np.testing.assert_allclose(M, [[a, -b, tx], [b, a, ty]], atol=1e-6)
+    mapped = apply_affine(M, pts)
+    iod = np.linalg.norm(ARCFACE_TEMPLATE_112[1] - ARCFACE_TEMPLATE_112[0])
+    assert np.abs(mapped[:2] - ARCFACE_TEMPLATE_112[:2]).max() < 0.08 * iod  # eyes; the smiling mouth moves
+
+
+def test_same_seed_same_result_other_seed_differs(
+    reconstructor: Reconstructor, output: ReconstructionOutput, tmp_path: Path
+) -> None:
+    again = reconstructor.run(_args(tmp_path, "again.npz"), lambda *a: None, lambda: False)
+    first = read_result(output.path)
+    for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
+        assert np.array_equal(getattr(first, key), getattr(again.result, key)), key
+    other = reconstructor.run(_args(tmp_path, "other.npz", seed=4), lambda *a: None, lambda: False)
+    assert not np.array_equal(first.identity_params, other.result.identity_params)
+
+
+def test_given_points_skip_the_detector(
+    reconstructor: Reconstructor,
+    output: ReconstructionOutput,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    points = tuple(tuple(p) for p in output.detection.points5.tolist())
+    detector = reconstructor.detector()
+    monkeypatch.setattr(detector, "_run_mediapipe", lambda *a, **k: pytest.fail("detector ran"))
+    out = reconstructor.run(_args(tmp_path, points=points), lambda *a: None, lambda: False)
+    assert out.detection.method == "points"
+    np.testing.assert_allclose(read_result(out.path).meta["request_points"], points)
+
+
+def test_cancel_mid_sampling_leaves_no_file(reconstructor: Reconstructor, tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def progress(stage: str, done: int, total: int, message: str = "") -> None:
+        if stage == "sample_shapes":
+            calls["n"] += 1
+
+    with pytest.raises(CancelledError):
+        reconstructor.run(_args(tmp_path, steps=50), progress, lambda: calls["n"] >= 3)
+    assert calls["n"] == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("output_name", ["result.txt", "sub"])
+def test_unwritable_output_is_refused_before_work(
+    reconstructor: Reconstructor, tmp_path: Path, output_name: str
+) -> None:
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(BadRequestError, match="output"):
+        reconstructor.run(_args(tmp_path, output_name), lambda *a: None, lambda: False)
