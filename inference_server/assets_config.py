@@ -28,8 +28,8 @@ ASSETS: dict[str, tuple[str, str, str, str]] = {
     "checkpoint_dir": (
         "OFER_CHECKPOINT_DIR",
         "checkpoint_dir",
-        "folder with model_idgen_flame20.tar, model_expgen_flame20.tar, model_idrank.tar "
-        "(or their converted .safetensors)",
+        "OFER checkpoint folder (model_idgen_flame20.tar, model_expgen_flame20.tar, model_idrank.tar "
+        "or their converted .safetensors)",
         "register and download the OFER weights at https://ofer.is.tue.mpg.de",
     ),
     "front_face_indices": (
@@ -105,7 +105,11 @@ class AssetConfig:
         out = [name for name in REQUIRED if not self.choices[name].exists]
         folder = self.path("checkpoint_dir")
         if folder is not None and folder.is_dir():
-            out += [f"checkpoint {stem}" for stem in CHECKPOINT_NAMES.values() if find_checkpoint(folder, stem) is None]
+            out += [
+                f"checkpoint {stem}"
+                for stem in CHECKPOINT_NAMES.values()
+                if find_checkpoint(folder, stem) is None
+            ]
         return out
 
     def require_complete(self) -> None:
@@ -175,7 +179,9 @@ def resolve_assets(
 
 def doctor_report(config: AssetConfig) -> list[str]:
     """Human-readable lines: what was found where, what is missing and where to get it."""
-    lines = [f"config file: {config.config_file} ({'found' if config.config_file.is_file() else 'not present'})"]
+    lines = [
+        f"config file: {config.config_file} ({'found' if config.config_file.is_file() else 'not present'})"
+    ]
     for name, (env_name, _key, what, where) in ASSETS.items():
         choice = config.choices[name]
         if choice.path is None:
@@ -187,7 +193,9 @@ def doctor_report(config: AssetConfig) -> list[str]:
         lines.append(f"{what}: {state}")
     lines += config.problems
     if config.use_demo:
-        lines.append("-> nothing configured: the DEMO assets (generated stand-in head and demo weights) are used.")
+        lines.append(
+            "-> nothing configured: the DEMO assets (generated stand-in head and demo weights) are used."
+        )
     elif config.missing():
         lines.append("-> incomplete: " + ", ".join(config.missing()))
     else:

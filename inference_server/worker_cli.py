@@ -123,8 +123,8 @@ def run_doctor(args: argparse.Namespace) -> int:
 class _ProgressBar:
     """One self-rewriting line on stderr: stage, a bar, counts."""
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
         self.last = 0.0
 
     def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:

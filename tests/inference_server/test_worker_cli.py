@@ -1,0 +1,76 @@
+"""``ofer-worker reconstruct | batch | doctor`` as a researcher uses them at the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from inference_server.__main__ import main
+from inference_server.result import read_result
+
+SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
+SMALL = ["-n", "8", "-m", "5", "-k", "3", "--sampler", "ddim", "--steps", "4", "--device", "cpu"]
+
+
+def test_reconstruct_writes_result_meshes_params_and_contact_sheet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out dir"
+    assert main(["reconstruct", str(SAMPLE), "-o", str(out), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "DEMO assets" in printed and "contact sheet" in printed
+    result = read_result(out / "result.npz")
+    assert len(result.identity_params) == 3 and len(result.expression_params) == 5
+    mesh = trimesh.load(out / "expression_005.ply", process=False)
+    np.testing.assert_allclose(mesh.vertices, result.expression_vertices[4], atol=1e-6)
+    np.testing.assert_array_equal(mesh.faces, result.faces)
+    params = json.loads((out / "params.json").read_text())
+    assert params["demo"] is True and len(params["identities"]) == 3
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.width >= 1000 and sheet.height >= 500
+
+
+def test_batch_reports_each_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLE, photos / "good.jpg")
+    (photos / "broken.png").write_bytes(b"not a png")
+    (photos / "readme.txt").write_text("ignored: not a photo suffix")
+    code = main(["batch", str(photos), "-o", str(tmp_path / "out"), "--no-contact-sheet", *SMALL])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "1 of 2 photos reconstructed" in captured.out
+    assert "broken.png: error (bad_image)" in captured.err
+    assert (tmp_path / "out" / "good" / "result.npz").is_file()
+    assert not (tmp_path / "out" / "broken" / "result.npz").exists()
+
+
+def test_reconstruct_bad_photo_exits_with_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"")
+    assert main(["reconstruct", str(tmp_path / "x.jpg"), "-o", str(tmp_path / "o"), *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert "error (bad_image)" in err and "fix:" in err
+
+
+def test_doctor_says_demo_or_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    assert "DEMO assets" in capsys.readouterr().out
+    missing = tmp_path / "nowhere.pkl"
+    assert main(["doctor", "--flame-model", str(missing), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["demo"] is False and "flame_model" in report["missing"]
+    assert report["flame_model"]["source"] == "flag" and report["flame_model"]["exists"] is False
+
+
+def test_partial_user_assets_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pkl = tmp_path / "generic_model.pkl"
+    pkl.write_bytes(b"x")
+    assert main(["reconstruct", str(SAMPLE), "-o", str(tmp_path / "o"), "--flame-model", str(pkl), *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert "error (missing_asset)" in err and "checkpoint" in err
