@@ -21,7 +21,6 @@ from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
 
 
-
 class DenoiserModel:
     """An ε-model for the samplers: ``model(x, t, context) -> eps`` plus the coefficient width."""
 
@@ -69,7 +68,9 @@ class ModelBundle:
     def idgen_context(self, blob: torch.Tensor) -> torch.Tensor:
         return self.idgen.arcface(self._cast(blob)).float()
 
-    def _joint_context(self, networks: LoadedNetworks, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def _joint_context(
+        self, networks: LoadedNetworks, blob: torch.Tensor, image: torch.Tensor
+    ) -> torch.Tensor:
         assert networks.farl is not None
         farl = networks.farl(self._cast(image)).float()
         arc = networks.arcface(self._cast(blob)).float()
@@ -107,9 +108,13 @@ def load_front_indices(path: Path, n_vertices: int, *, official: bool = True) ->
     from .flame.loading import is_official_front_face_indices, load_front_face_indices
 
     indices = load_front_face_indices(path, n_vertices=n_vertices)
-    fix = "Use the unmodified frontindices.npy of the OFER release: IdRank's first layer is bound to its order."
+    fix = (
+        "Use the unmodified frontindices.npy of the OFER release: IdRank's first layer is bound to its order."
+    )
     if indices.shape != (FRONT_VERTEX_COUNT,):
-        raise BadModelFileError(f"{path}: expected {FRONT_VERTEX_COUNT} vertex ids, got {indices.shape[0]}", fix)
+        raise BadModelFileError(
+            f"{path}: expected {FRONT_VERTEX_COUNT} vertex ids, got {indices.shape[0]}", fix
+        )
     if official and not is_official_front_face_indices(indices):
         raise BadModelFileError(f"{path}: this is not the official OFER front-face list", fix)
     return indices

@@ -41,9 +41,19 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_addon_and_shared_modules_import_only_stdlib_numpy_bpy() -> None:
-    allowed = set(sys.stdlib_module_names) | {"numpy", "bpy", "bpy_extras", "gpu", "gpu_extras", "mathutils", "blf"}
+    allowed = set(sys.stdlib_module_names) | {
+        "numpy",
+        "bpy",
+        "bpy_extras",
+        "gpu",
+        "gpu_extras",
+        "mathutils",
+        "blf",
+    }
     files = [*(ROOT / "ofer_blender").rglob("*.py"), ROOT / "__init__.py"]
-    files += [ROOT / "inference_server" / name for name in ("__init__.py", "protocol.py", "result.py", "errors.py")]
+    files += [
+        ROOT / "inference_server" / name for name in ("__init__.py", "protocol.py", "result.py", "errors.py")
+    ]
     for path in files:
         extra = _imported_modules(path) - allowed
         assert not extra, f"{path.relative_to(ROOT)} imports {sorted(extra)}"

@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference_server.hypotheses import order_expressions, per_vertex_spread, softmax, top_k, typicality_distance
+from inference_server.hypotheses import (
+    order_expressions,
+    per_vertex_spread,
+    softmax,
+    top_k,
+    typicality_distance,
+)
 
 
 def test_top_k_descending_and_stable() -> None:

@@ -110,7 +110,15 @@ def test_worker_errors_become_typed_events() -> None:
 
 def test_malformed_lines_answered_and_server_survives() -> None:
     server, out = _server(ScriptedRunner(steps=1, step_s=0))
-    garbage = [b"\n", b"{", b"[]", b"null\n", b'{"id":"x","op":"nope"}', b"\xff\xfe", b'{"id":"y","op":"reconstruct"}']
+    garbage = [
+        b"\n",
+        b"{",
+        b"[]",
+        b"null\n",
+        b'{"id":"x","op":"nope"}',
+        b"\xff\xfe",
+        b'{"id":"y","op":"reconstruct"}',
+    ]
     for line in garbage * 20:
         assert server.handle_line(line) is True
     errors = [e for e in out.lines if e["event"] == "error"]
