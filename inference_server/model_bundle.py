@@ -7,6 +7,9 @@ embedding (1, 512); ExpGen and IdRank get [FaRL ‖ ArcFace] (1, 1024), FaRL fir
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +27,32 @@ from .nets.idrank import FRONT_VERTEX_COUNT
 class DenoiserModel:
     """An ε-model for the samplers: ``model(x, t, context) -> eps`` plus the coefficient width."""
 
-    def __init__(self, net: torch.nn.Module, feature_dim: int) -> None:
-        self.net = net
+    def __init__(self, runner: Callable[..., torch.Tensor], feature_dim: int) -> None:
+        self.runner = runner
         self.feature_dim = feature_dim
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        param = next(self.net.parameters())
-        return self.net(x.to(param.dtype), t, context.to(param.dtype)).to(x.dtype)
+        return self.runner(x, t, context).to(x.dtype)
+
+
+class TorchRunner:
+    """Calls a module with its inputs cast to the module's device and floating dtype (timesteps stay ints)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        param = next(self.module.parameters())
+        cast = [x.to(param.device, param.dtype) if x.is_floating_point() else x.to(param.device) for x in inputs]
+        return self.module(*cast)
+
+
+#: Runner names: "<model file kind>.<network slot>".
+RUNNER_NAMES = (
+    "idgen.arcface", "idgen.denoiser",
+    "expgen.arcface", "expgen.farl", "expgen.denoiser",
+    "idrank.arcface", "idrank.farl", "idrank.rank_net",
+)  # fmt: skip
 
 
 @dataclass
@@ -46,13 +68,28 @@ class ModelBundle:
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
-        self.idgen_denoiser = DenoiserModel(self.idgen.denoiser, self.idgen.denoiser.config.feature_dim)
-        self.expgen_denoiser = DenoiserModel(self.expgen.denoiser, self.expgen.denoiser.config.feature_dim)
+        self.backend = "torch"
+        self.onnx_device: torch.device | None = None
+        self.runners: dict[str, Callable[..., torch.Tensor]] = {
+            f"{networks.kind}.{slot}": TorchRunner(module)
+            for networks in (self.idgen, self.expgen, self.idrank)
+            for slot, module in networks.modules().items()
+        }
+        self.idgen_denoiser = DenoiserModel(
+            lambda *a: self.runners["idgen.denoiser"](*a), self.idgen.denoiser.config.feature_dim
+        )
+        self.expgen_denoiser = DenoiserModel(
+            lambda *a: self.runners["expgen.denoiser"](*a), self.expgen.denoiser.config.feature_dim
+        )
         self._device = torch.device("cpu")
 
     @property
     def attention_synthetic(self) -> bool:
         return any(n.attention_synthetic for n in (self.idgen, self.expgen))
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
 
     def to(self, device: torch.device) -> ModelBundle:
         if device != self._device:
@@ -62,34 +99,53 @@ class ModelBundle:
             self._device = device
         return self
 
+    def use_onnxruntime(self, cache_dir: Path) -> None:
+        """Run every network through onnxruntime: export once per model file set into ``cache_dir``, then
+        open sessions (CUDA execution provider on a CUDA device when onnxruntime has it, else CPU)."""
+        from .backends import OnnxNetwork
+        from .onnx_export import export_loaded_networks, graph_name, write_manifest
+
+        key = hashlib.sha256(json.dumps(self.sources, sort_keys=True).encode()).hexdigest()[:16]
+        folder = cache_dir / "onnx" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        for networks in (self.idgen, self.expgen, self.idrank):
+            expected = [folder / f"{graph_name(networks.kind, slot)}.onnx" for slot in networks.modules()]
+            if not all(path.is_file() for path in expected):
+                cpu = {slot: module.to("cpu", torch.float32) for slot, module in networks.modules().items()}
+                graphs = export_loaded_networks(networks, folder)
+                write_manifest(folder, networks, graphs)
+                for module in cpu.values():
+                    module.to(self._device, self.dtype)
+        device = "cuda" if self._device.type == "cuda" else "cpu"
+        self.runners = {name: OnnxNetwork.from_path(folder / f"{name.replace('.', '_')}.onnx", device=device)
+                        for name in self.runners}  # fmt: skip
+        self.backend = "onnxruntime"
+        self.onnx_device = self._device
+
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(device=self._device, dtype=self.dtype)
+        return x.to(device=self._device, dtype=torch.float32)
 
     def idgen_context(self, blob: torch.Tensor) -> torch.Tensor:
-        return self.idgen.arcface(self._cast(blob)).float()
+        return self.runners["idgen.arcface"](self._cast(blob)).float()
 
-    def _joint_context(
-        self, networks: LoadedNetworks, blob: torch.Tensor, image: torch.Tensor
-    ) -> torch.Tensor:
-        assert networks.farl is not None
-        farl = networks.farl(self._cast(image)).float()
-        arc = networks.arcface(self._cast(blob)).float()
+    def _joint_context(self, kind: str, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        farl = self.runners[f"{kind}.farl"](self._cast(image)).float()
+        arc = self.runners[f"{kind}.arcface"](self._cast(blob)).float()
         return torch.cat([farl, arc], dim=1)
 
     def expgen_context(self, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return self._joint_context(self.expgen, blob, image)
+        return self._joint_context("expgen", blob, image)
 
     def idrank_context(self, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return self._joint_context(self.idrank, blob, image)
+        return self._joint_context("idrank", blob, image)
 
     def score_shapes(self, front_vertices_mm: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """IdRank logits (N,) for the N samples of one image (front-face vertices in mm)."""
         from .nets.idrank import build_rank_input
 
-        assert self.idrank.rank_net is not None
         x = build_rank_input(front_vertices_mm.float())
         ctx = context.expand(x.shape[0], -1)
-        return self.idrank.rank_net(self._cast(x), self._cast(ctx)).float().reshape(-1)
+        return self.runners["idrank.rank_net"](self._cast(x), self._cast(ctx)).float().reshape(-1)
 
     def model_ids(self) -> dict[str, Any]:
         return {

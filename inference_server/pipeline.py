@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .assets_config import AssetConfig
+from .assets_config import AssetConfig, default_cache_dir
 from .diffusion import sample
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .flame.layer import FlameLayer
@@ -119,6 +119,8 @@ class Reconstructor:
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
         self._bundle.to(device)
+        if self.backend == "onnxruntime" and self._bundle.onnx_device != device:
+            self._bundle.use_onnxruntime(default_cache_dir())  # sessions belong to one device
         return self._bundle
 
     def flame_layer(self, bundle: ModelBundle, device: torch.device) -> FlameLayer:

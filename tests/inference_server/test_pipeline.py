@@ -153,3 +153,12 @@ def test_unwritable_output_is_refused_before_work(
     (tmp_path / "sub").mkdir()
     with pytest.raises(BadRequestError, match="output"):
         reconstructor.run(_args(tmp_path, output_name), lambda *a: None, lambda: False)
+
+
+def test_onnxruntime_back_end_matches_torch(output: ReconstructionOutput, tmp_path: Path) -> None:
+    ort = Reconstructor(resolve_assets({}), device="cpu", backend="onnxruntime")
+    other = ort.run(_args(tmp_path, "ort.npz"), lambda *a: None, lambda: False)
+    assert other.result.meta["backend"] == "onnxruntime"
+    torch_result = read_result(output.path)
+    for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
+        np.testing.assert_allclose(getattr(other.result, key), getattr(torch_result, key), atol=1e-3, err_msg=key)

@@ -1,0 +1,135 @@
+"""Export the head with its shape keys (morph targets) and rig, and show the per-vertex spread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from . import ids
+from .bl_typing import OperatorResult
+
+FORMATS = [
+    ("FBX", "FBX", "Autodesk FBX with shape keys and armature"),
+    ("GLB", "glTF (.glb)", "Binary glTF with morph targets and skin"),
+]
+
+
+def result_object(context: Any) -> bpy.types.Object | None:
+    """The active OFER head (or the head whose rig is active)."""
+    obj = context.active_object
+    if obj is None:
+        return None
+    state = getattr(obj, ids.OBJECT_PROP, None)
+    if state is not None and state.is_result:
+        return obj
+    for child in getattr(obj, "children", ()):
+        child_state = getattr(child, ids.OBJECT_PROP, None)
+        if child_state is not None and child_state.is_result:
+            return child
+    return None
+
+
+def export_head(context: Any, obj: bpy.types.Object, fmt: str, filepath: str) -> None:
+    """Run Blender's exporter on the head and its rig only; the selection is restored afterwards."""
+    rig = getattr(obj, ids.OBJECT_PROP).rig
+    targets = [o for o in (obj, rig) if o is not None]
+    view_layer = context.view_layer
+    selected = [o for o in view_layer.objects if o.select_get()]
+    active = view_layer.objects.active
+    try:
+        for other in selected:
+            other.select_set(False)
+        for target in targets:
+            target.select_set(True)
+        view_layer.objects.active = obj
+        if fmt == "FBX":
+            bpy.ops.export_scene.fbx(
+                filepath=filepath,
+                use_selection=True,
+                object_types={"ARMATURE", "MESH"},
+                use_mesh_modifiers=False,  # keep the shape keys; the rig travels as a skin
+                add_leaf_bones=False,
+                bake_anim=False,
+                axis_forward="-Z",
+                axis_up="Y",
+            )
+        else:
+            bpy.ops.export_scene.gltf(
+                filepath=filepath,
+                export_format="GLB",
+                use_selection=True,
+                export_morph=True,
+                export_skins=True,
+                export_apply=False,
+                export_animations=False,
+            )
+    finally:
+        for target in targets:
+            target.select_set(False)
+        for other in selected:
+            other.select_set(True)
+        view_layer.objects.active = active
+
+
+class OFER_OT_export(bpy.types.Operator):
+    """Export the active OFER head with its shape keys and rig"""
+
+    bl_idname = ids.OT_EXPORT
+    bl_label = "Export OFER Head"
+
+    format: EnumProperty(name="Format", items=FORMATS, default="FBX")  # type: ignore[valid-type]
+    filepath: StringProperty(name="File", subtype="FILE_PATH")  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return context.mode == "OBJECT" and result_object(context) is not None
+
+    def invoke(self, context: Any, event: Any) -> OperatorResult:
+        obj = result_object(context)
+        if not self.filepath and obj is not None:
+            self.filepath = bpy.path.clean_name(obj.name) + (".fbx" if self.format == "FBX" else ".glb")
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: Any) -> OperatorResult:
+        obj = result_object(context)
+        if obj is None or not self.filepath:
+            self.report({"ERROR"}, "Select an OFER head and give a file name")
+            return {"CANCELLED"}
+        path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".fbx" if self.format == "FBX" else ".glb")
+        export_head(context, obj, self.format, path)
+        self.report({"INFO"}, f"Exported {path}")
+        return {"FINISHED"}
+
+
+class OFER_OT_show_spread(bpy.types.Operator):
+    """Colour the head by the per-vertex spread of the samples (blue: certain, red: uncertain)"""
+
+    bl_idname = ids.OT_SHOW_SPREAD
+    bl_label = "Show Spread"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012
+
+    which: EnumProperty(  # type: ignore[valid-type]
+        name="Spread",
+        items=[("IDENTITY", "Identity", ""), ("EXPRESSION", "Expression", ""), ("NONE", "Off", "")],
+    )
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return result_object(context) is not None
+
+    def execute(self, context: Any) -> OperatorResult:
+        obj = result_object(context)
+        assert obj is not None
+        getattr(obj, ids.OBJECT_PROP).spread_display = self.which
+        screen = getattr(context, "screen", None)
+        for area in getattr(screen, "areas", []):
+            if area.type == "VIEW_3D":
+                shading = area.spaces.active.shading
+                shading.color_type = "VERTEX" if self.which != "NONE" else "MATERIAL"
+        return {"FINISHED"}
+
+
+CLASSES = (OFER_OT_export, OFER_OT_show_spread)

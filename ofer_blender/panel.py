@@ -1,0 +1,138 @@
+"""The "OFER" tab in the 3D viewport's sidebar (and a face-marks panel in the Image Editor)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from . import face_marks, ids
+from .ops_export import result_object
+from .session import SESSION
+
+
+class OFER_UL_identities(bpy.types.UIList):
+    bl_idname = ids.UL_IDENTITIES
+
+    def draw_item(
+        self,
+        context: Any,
+        layout: Any,
+        data: Any,
+        item: Any,
+        icon: Any,
+        active_data: Any,
+        active_prop: Any,
+        index: int | None = 0,
+        flt_flag: int | None = 0,
+    ) -> None:
+        row = layout.row()
+        row.label(text=item.name, icon="USER")
+        row.label(text=f"p = {item.score:.3f}")
+
+
+class OFER_PT_reconstruct(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = ids.PANEL_CATEGORY
+    bl_idname = ids.PT_RECONSTRUCT
+    bl_label = "Reconstruct"
+
+    def draw(self, context: Any) -> None:
+        layout: Any = self.layout
+        settings = getattr(context.scene, ids.SCENE_PROP)
+        col = layout.column()
+        col.template_ID(settings, "image", open="image.open")
+        if settings.image is None:
+            col.prop(settings, "image_path")
+        marks = face_marks.request_marks(settings.image)
+        col.label(
+            text="Face: " + ("five points" if "points" in marks else "box" if "box" in marks else "detected"),
+            icon="FACESEL",
+        )
+        box = layout.box()
+        box.prop(settings, "sampler")
+        row = box.row(align=True)
+        row.prop(settings, "steps")
+        row.prop(settings, "seed")
+        row = box.row(align=True)
+        row.prop(settings, "n_shapes", text="Shapes")
+        row.prop(settings, "n_expressions", text="Expr.")
+        box.prop(settings, "top_k")
+        box.prop(settings, "jaw_scale")
+        job = SESSION.job
+        if SESSION.busy and job is not None:
+            layout.progress(factor=job.fraction, type="BAR", text=f"{job.stage} {job.done}/{job.total}")
+            layout.operator(ids.OT_CANCEL, icon="CANCEL")
+        else:
+            layout.operator(ids.OT_RECONSTRUCT, icon="PLAY")
+        if SESSION.last_report:
+            for line in SESSION.last_report.splitlines()[:6]:
+                layout.label(text=line, icon="ERROR")
+        layout.operator(ids.OT_RELEASE_GPU, icon="X")
+
+
+class OFER_PT_hypotheses(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = ids.PANEL_CATEGORY
+    bl_idname = ids.PT_HYPOTHESES
+    bl_label = "Hypotheses"
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return result_object(context) is not None
+
+    def draw(self, context: Any) -> None:
+        obj = result_object(context)
+        assert obj is not None
+        state = getattr(obj, ids.OBJECT_PROP)
+        layout: Any = self.layout
+        layout.template_list(ids.UL_IDENTITIES, "", state, "identities", state, "active_identity_row", rows=4)
+        layout.prop(state, "identity")
+        layout.prop(state, "expression", text=f"Expression (0–{state.n_expressions})")
+        layout.prop(state, "spread_display")
+        row = layout.row(align=True)
+        row.operator(ids.OT_SHOW_SPREAD, text="Show identity spread").which = "IDENTITY"
+        row.operator(ids.OT_SHOW_SPREAD, text="Expression spread").which = "EXPRESSION"
+        layout.operator(ids.OT_IMPORT_AGAIN, icon="IMPORT")
+
+
+class OFER_PT_export(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = ids.PANEL_CATEGORY
+    bl_idname = ids.PT_EXPORT
+    bl_label = "Export"
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return result_object(context) is not None
+
+    def draw(self, context: Any) -> None:
+        layout: Any = self.layout
+        row = layout.row(align=True)
+        row.operator(ids.OT_EXPORT, text="FBX").format = "FBX"
+        row.operator(ids.OT_EXPORT, text="glTF").format = "GLB"
+
+
+class OFER_PT_face_marks(bpy.types.Panel):
+    bl_idname = ids.PT_FACE_MARKS
+    bl_label = "Face Marks"
+    bl_space_type = "IMAGE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = ids.PANEL_CATEGORY
+
+    def draw(self, context: Any) -> None:
+        layout: Any = self.layout
+        image = getattr(context.space_data, "image", None)
+        if image is None:
+            layout.label(text="Open the photo here to mark the face")
+            return
+        marks = face_marks.request_marks(image)
+        layout.label(text="Marked: " + (", ".join(marks) or "nothing (the detector runs)"))
+        layout.operator(ids.OT_CLICK_FACE_POINTS, icon="RESTRICT_SELECT_OFF")
+        layout.operator(ids.OT_CLEAR_FACE_MARKS, icon="X").image_name = image.name
+
+
+CLASSES = (OFER_UL_identities, OFER_PT_reconstruct, OFER_PT_hypotheses, OFER_PT_export, OFER_PT_face_marks)

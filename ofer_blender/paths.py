@@ -1,0 +1,20 @@
+"""Where the add-on writes: the extension's user folder (logs, results, the managed worker)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import bpy
+
+from .ids import ADDON_PACKAGE
+
+
+def user_folder(sub: str) -> Path:
+    """``extension_path_user(<package>, path=sub)``; a temp folder outside the extension system."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path=sub, create=True))
+    except ValueError:  # "does not name an extension": loaded outside Blender's extension system
+        folder = Path(tempfile.gettempdir()) / "ofer_face" / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder

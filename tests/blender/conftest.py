@@ -1,0 +1,125 @@
+"""Fixtures for tests with the real ``bpy`` wheel (headless): a registered add-on and result files.
+
+bpy is one process-wide Blender; every test starts from ``read_factory_settings(use_empty=True)`` and
+registers the extension afresh, and unregisters it afterwards, so no state leaks between tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+HERE = Path(__file__).resolve().parent
+FAKE_WORKER = HERE.parent / "ofer_blender" / "fake_worker.py"
+
+
+def _load(path: Path, name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+loader = _load(HERE.parent / "ofer_blender" / "extension_loader.py", "ofer_test_extension_loader")
+
+
+def _unregister_at_exit() -> None:
+    """The bpy module hangs at exit while Python property-update callbacks are registered."""
+    module = sys.modules.get(loader.PACKAGE)
+    registration = sys.modules.get(f"{loader.PACKAGE}.ofer_blender.registration")
+    if module is not None and registration is not None and registration._registered:
+        module.unregister()
+
+
+atexit.register(_unregister_at_exit)
+
+
+_CACHE: dict[tuple[int, int, int], Path] = {}
+
+
+def make_result_file(path: str | Path, *, n_identities: int = 3, n_expressions: int = 5, seed: int = 0) -> Path:
+    """The one source of result files for the Blender tests (see result_factory.py).
+
+    Built in a subprocess: torch (for the demo FLAME head) and bpy must not share a process — together
+    they deadlock. Each distinct file is built once per session and copied.
+    """
+    key = (n_identities, n_expressions, seed)
+    if key not in _CACHE:
+        cached = Path(tempfile.mkdtemp(prefix="ofer-results-")) / "result.npz"
+        args = [str(cached), f"--n-identities={n_identities}", f"--n-expressions={n_expressions}", f"--seed={seed}"]
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "result_factory.py"), *args], capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr
+        _CACHE[key] = cached
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_CACHE[key], target)
+    return target
+
+
+@pytest.fixture
+def addon() -> Iterator[ModuleType]:
+    """A fresh empty scene with the extension registered (and an add-on entry, so preferences exist)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    root = loader.load_extension()
+    root.register()
+    addons = bpy.context.preferences.addons
+    entry = addons.get(loader.PACKAGE)
+    if entry is None:
+        entry = addons.new()
+        entry.module = loader.PACKAGE
+    try:
+        yield loader.addon_module("ofer_blender")
+    finally:
+        session = loader.addon_module("ofer_blender.session").SESSION
+        session.release()
+        root.unregister()
+        if addons.get(loader.PACKAGE) is not None:
+            addons.remove(addons[loader.PACKAGE])
+
+
+@pytest.fixture
+def result_file(tmp_path: Path) -> Path:
+    return make_result_file(tmp_path / "result.npz")
+
+
+@pytest.fixture
+def result_factory() -> Callable[..., Path]:
+    return make_result_file
+
+
+@pytest.fixture
+def fake_worker_command() -> Callable[[str], str]:
+    """A custom worker command line (preferences ▸ Custom command) running the fake worker in MODE."""
+
+    def command(mode: str) -> str:
+        return f'"{sys.executable}" -u "{FAKE_WORKER}" {mode}'
+
+    return command
+
+
+def _scene_counts() -> tuple[int, ...]:
+    data = bpy.data
+    return (len(data.objects), len(data.meshes), len(data.armatures), len(data.shape_keys), len(data.collections))
+
+
+@pytest.fixture
+def scene_counts() -> Callable[[], tuple[int, ...]]:
+    """Counts of objects, meshes, armatures, shape-key sets and collections: equal before and after = unchanged."""
+    return _scene_counts

@@ -1,0 +1,267 @@
+"""Realistic result files for the add-on's tests (numpy only, importable from a worker subprocess).
+
+:func:`make_result_file` is the one place a test gets a result file from. It builds a small head-shaped
+mesh with linear identity and expression blend shapes, FLAME's five joints and smooth skin weights, and
+poses every expression's jaw with a linear-blend formula written here independently of the add-on
+(for a jaw-only pose the blend reduces to ``(1 - w) v + w (R (v - j) + j)``). When the project's demo
+FLAME head and FLAME layer exist, the coordinator can switch this function to them (or to real worker
+output) without touching any test.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference_server.result import ReconstructionResult, write_result
+
+JOINTS = np.array(
+    [[0.0, 0.0, 0.0], [0.0, -0.06, -0.01], [0.0, -0.03, 0.005], [0.032, 0.035, 0.06], [-0.032, 0.035, 0.06]],
+    dtype=np.float64,
+)
+PARENTS = np.array([-1, 0, 1, 1, 1], dtype=np.int32)
+
+
+def _sphere(rings: int = 14, segments: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A closed ellipsoid head (poles + rings) with a UV seam: vertices, faces, uv, uv_faces."""
+    verts = [[0.0, 0.11, 0.0]]
+    uv = []
+    for r in range(1, rings):
+        theta = math.pi * r / rings
+        for s in range(segments):
+            phi = 2 * math.pi * s / segments
+            verts.append(
+                [
+                    0.08 * math.sin(theta) * math.sin(phi),
+                    0.11 * math.cos(theta),
+                    0.09 * math.sin(theta) * math.cos(phi),
+                ]
+            )
+    verts.append([0.0, -0.11, 0.0])
+    for r in range(rings + 1):
+        for s in range(segments + 1):
+            uv.append([s / segments, 1.0 - r / rings])
+    top, bottom = 0, len(verts) - 1
+
+    def vid(r: int, s: int) -> int:  # ring r in 1..rings-1
+        return 1 + (r - 1) * segments + s % segments
+
+    def uid(r: int, s: int) -> int:
+        return r * (segments + 1) + s
+
+    faces, uv_faces = [], []
+    for s in range(segments):
+        faces.append([top, vid(1, s), vid(1, s + 1)])
+        uv_faces.append([uid(0, s), uid(1, s), uid(1, s + 1)])
+        faces.append([bottom, vid(rings - 1, s + 1), vid(rings - 1, s)])
+        uv_faces.append([uid(rings, s), uid(rings - 1, s + 1), uid(rings - 1, s)])
+        for r in range(1, rings - 1):
+            a, b, c, d = vid(r, s), vid(r + 1, s), vid(r + 1, s + 1), vid(r, s + 1)
+            ua, ub, uc, ud = uid(r, s), uid(r + 1, s), uid(r + 1, s + 1), uid(r, s + 1)
+            faces += [[a, b, c], [a, c, d]]
+            uv_faces += [[ua, ub, uc], [ua, uc, ud]]
+    return (
+        np.array(verts),
+        np.array(faces, dtype=np.int32),
+        np.array(uv, dtype=np.float32),
+        np.array(uv_faces, dtype=np.int32),
+    )
+
+
+def _rotation(axis_angle: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(axis_angle))
+    if angle == 0.0:
+        return np.eye(3)
+    k = axis_angle / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
+def make_result_file(
+    path: str | Path,
+    *,
+    n_identities: int = 3,
+    n_expressions: int = 5,
+    seed: int = 0,
+    meta_extra: dict[str, Any] | None = None,
+    backend: str = "auto",
+) -> Path:
+    """Write a valid result file at ``path`` and return its path.
+
+    ``backend``: ``"flame"`` builds the meshes with the project's demo FLAME head and FLAME layer (random
+    identity, expression and jaw parameters), ``"synthetic"`` with the small mesh here; ``"auto"`` uses
+    FLAME when torch and those modules are importable.
+    """
+    if backend in ("auto", "flame"):
+        try:
+            return _flame_result_file(Path(path), n_identities, n_expressions, seed, meta_extra or {})
+        except ImportError:
+            if backend == "flame":
+                raise
+    return _synthetic_result_file(Path(path), n_identities, n_expressions, seed, meta_extra or {})
+
+
+def _flame_result_file(
+    path: Path, n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any]
+) -> Path:
+    import torch
+
+    from inference_server.demo.head import generate_demo_head
+    from inference_server.flame.layer import FlameLayer
+
+    data = generate_demo_head()
+    layer = FlameLayer(data, dtype=torch.float64)
+    rng = np.random.default_rng(seed)
+    n_samples = max(n_identities * 3, 8)
+    betas = rng.normal(0, 1, (n_samples, 20))
+    psis = rng.normal(0, 1, (n_expressions, 10))
+    jaw_pose = np.stack(
+        [rng.uniform(0.02, 0.3, n_expressions), rng.normal(0, 0.03, n_expressions), rng.normal(0, 0.03, n_expressions)],
+        axis=1,
+    )
+    jaw_pose[0] = 0.0
+    pose = np.zeros((n_expressions, 3 * data.n_joints))
+    pose[:, 6:9] = jaw_pose
+    t = torch.as_tensor
+    with torch.no_grad():
+        all_shapes = layer(shape=t(betas)).vertices.numpy()
+        neutral = layer(shape=t(betas[:1]))
+        expressions = layer(shape=t(betas[:1]), expression=t(psis), pose=t(pose)).vertices.numpy()
+    scores = np.sort(rng.dirichlet(np.ones(n_samples)))[::-1]
+    f32 = np.float32
+    meta: dict[str, Any] = {
+        "producer": "tests/blender/result_factory.py (demo FLAME head)",
+        "demo": True,
+        "image": {"path": "demo.png", "sha256": "0" * 64, "width": 640, "height": 480},
+        "flame": {"version": data.version, "n_shape": data.n_shape, "n_expression": data.n_expression},
+        "sampler": {"name": "ddim", "steps": 10, "seed": seed, "N": n_samples, "M": n_expressions, "jaw_scale": 0.5},
+        **meta_extra,
+    }
+    result = ReconstructionResult(
+        meta=meta,
+        faces=data.faces.astype(np.int32),
+        template=data.v_template.astype(f32),
+        identity_params=betas[:n_identities].astype(f32),
+        identity_scores=scores[:n_identities].astype(f32),
+        identity_vertices=all_shapes[:n_identities].astype(f32),
+        expression_params=psis.astype(f32),
+        jaw_pose=jaw_pose.astype(f32),
+        expression_vertices=expressions.astype(f32),
+        joints=neutral.rest_joints[0].numpy().astype(f32),
+        parents=data.parents.astype(np.int32),
+        skin_weights=data.weights.astype(f32),
+        spread_identity=np.linalg.norm(all_shapes.std(axis=0), axis=1).astype(f32),
+        spread_expression=np.linalg.norm(expressions.std(axis=0), axis=1).astype(f32),
+        uv=None if data.uv is None else data.uv.astype(f32),
+        uv_faces=None if data.uv_faces is None else data.uv_faces.astype(np.int32),
+    )
+    return write_result(path, result)
+
+
+def _synthetic_result_file(
+    path: Path, n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any]
+) -> Path:
+    rng = np.random.default_rng(seed)
+    template, faces, uv, uv_faces = _sphere()
+    V = template.shape[0]
+    n_shape, n_exp = 12, 8
+    # smooth, head-sized blend shapes: low-order polynomials of the position, a few millimetres each
+    feats = np.stack([template[:, 0], template[:, 1], template[:, 2], template[:, 0] * template[:, 1] * 20], axis=1)
+    shape_dirs = np.einsum("vf,fcs->vcs", feats, rng.normal(0, 0.05, (4, 3, n_shape)))
+    front_low = np.clip((template[:, 2] / 0.09) * (0.5 - template[:, 1] / 0.11), 0, None)[:, None, None]
+    exp_dirs = front_low * np.einsum("vf,fce->vce", feats, rng.normal(0, 0.08, (4, 3, n_exp)))
+
+    n_samples = max(n_identities * 3, 8)
+    betas = rng.normal(0, 1, (n_samples, n_shape))
+    scores = np.sort(rng.dirichlet(np.ones(n_samples)))[::-1]
+    identity_params = betas[:n_identities]
+    identity_vertices = template + np.einsum("vcs,ks->kvc", shape_dirs, identity_params)
+
+    weights = np.zeros((V, 5))
+    jaw_w = 1 / (1 + np.exp(-(-(template[:, 1] + 0.02) * 120))) * (template[:, 2] > -0.02)
+    neck_w = np.clip((-template[:, 1] - 0.08) * 30, 0, 1) * (1 - jaw_w)
+    eye_w = [np.exp(-np.sum((template - JOINTS[j]) ** 2, axis=1) / 0.0004) * 0.5 for j in (3, 4)]
+    weights[:, 2], weights[:, 1], weights[:, 3], weights[:, 4] = jaw_w, neck_w, eye_w[0], eye_w[1]
+    weights[:, 0] = np.clip(1 - weights[:, 1:].sum(axis=1), 0, None)
+    weights /= weights.sum(axis=1, keepdims=True)
+
+    psis = rng.normal(0, 1, (n_expressions, n_exp))
+    jaw_pose = np.stack(
+        [
+            rng.uniform(0.02, 0.3, n_expressions),
+            rng.normal(0, 0.03, n_expressions),
+            rng.normal(0, 0.03, n_expressions),
+        ],
+        axis=1,
+    )
+    jaw_pose[0] = 0.0  # one expression with the mouth closed
+    expression_vertices = np.empty((n_expressions, V, 3))
+    jaw = JOINTS[2]
+    for m in range(n_expressions):
+        rest = identity_vertices[0] + np.einsum("vce,e->vc", exp_dirs, psis[m])
+        rotated = (rest - jaw) @ _rotation(jaw_pose[m]).T + jaw
+        expression_vertices[m] = (1 - weights[:, 2:3]) * rest + weights[:, 2:3] * rotated
+
+    meta: dict[str, Any] = {
+        "producer": "tests/blender/result_factory.py",
+        "demo": True,
+        "image": {"path": "synthetic.png", "sha256": "0" * 64, "width": 640, "height": 480},
+        "flame": {"version": "synthetic", "n_shape": n_shape, "n_expression": n_exp},
+        "sampler": {
+            "name": "ddim",
+            "steps": 10,
+            "seed": seed,
+            "N": n_samples,
+            "M": n_expressions,
+            "jaw_scale": 0.5,
+        },
+    }
+    meta.update(meta_extra)
+    all_shapes = template + np.einsum("vcs,ks->kvc", shape_dirs, betas)
+    f32 = np.float32
+    result = ReconstructionResult(
+        meta=meta,
+        faces=faces,
+        template=template.astype(f32),
+        identity_params=identity_params.astype(f32),
+        identity_scores=scores[:n_identities].astype(f32),
+        identity_vertices=identity_vertices.astype(f32),
+        expression_params=psis.astype(f32),
+        jaw_pose=jaw_pose.astype(f32),
+        expression_vertices=expression_vertices.astype(f32),
+        joints=JOINTS.astype(f32),
+        parents=PARENTS,
+        skin_weights=weights.astype(f32),
+        spread_identity=np.linalg.norm(all_shapes.std(axis=0), axis=1).astype(f32),
+        spread_expression=np.linalg.norm(expression_vertices.std(axis=0), axis=1).astype(f32),
+        uv=uv,
+        uv_faces=uv_faces,
+    )
+    return write_result(path, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a result file for the add-on's tests")
+    parser.add_argument("output")
+    parser.add_argument("--n-identities", type=int, default=3)
+    parser.add_argument("--n-expressions", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="auto", choices=["auto", "flame", "synthetic"])
+    args = parser.parse_args(argv)
+    make_result_file(
+        args.output,
+        n_identities=args.n_identities,
+        n_expressions=args.n_expressions,
+        seed=args.seed,
+        backend=args.backend,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""The Reconstruct operator end to end in background mode (synchronous), with the fake worker."""
+
+from __future__ import annotations
+
+import json
+
+import bpy
+import numpy as np
+import pytest
+
+POINTS = [120.0, 140.0, 200.0, 138.0, 160.0, 190.0, 130.0, 240.0, 190.0, 242.0]
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    image = bpy.data.images.new("photo-src", 320, 400)
+    image.filepath_raw = str(path)
+    image.file_format = "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+    return bpy.data.images.load(str(path))
+
+
+def _use_worker(mode: str, command) -> None:
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    prefs.worker_mode = "COMMAND"
+    prefs.worker_command = command(mode)
+
+
+def test_reconstruct_builds_the_head_and_sends_the_marks(addon, photo, fake_worker_command) -> None:
+    _use_worker("normal", fake_worker_command)
+    settings = bpy.context.scene.ofer_settings
+    settings.image = photo
+    settings.sampler = "ddim"
+    settings.steps = 7
+    settings.seed = 3
+    settings.top_k = 3
+    settings.n_expressions = 4
+    assert bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="POINTS", points=POINTS) == {"FINISHED"}
+    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    heads = [o for o in bpy.data.objects if o.type == "MESH"]
+    assert len(heads) == 1 and heads[0].ofer.is_result
+    request = json.loads(heads[0]["ofer_meta_json"])["request"]
+    assert request["points"] == [POINTS[i : i + 2] for i in range(0, 10, 2)]
+    assert request["box"] is None
+    assert (request["sampler"], request["steps"], request["seed"], request["top_k"]) == ("ddim", 7, 3, 3)
+    assert request["image"] == bpy.path.abspath(photo.filepath)
+    assert heads[0].ofer.n_identities == 3 and heads[0].ofer.n_expressions == 4
+
+
+def test_a_box_reaches_the_worker(addon, photo, fake_worker_command) -> None:
+    _use_worker("normal", fake_worker_command)
+    bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="BOX", box=(50, 60, 250, 330))
+    assert bpy.ops.ofer.reconstruct(image_name=photo.name) == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.type == "MESH")
+    request = json.loads(head["ofer_meta_json"])["request"]
+    assert request["box"] == [50, 60, 250, 330] and request["points"] is None
+
+
+def test_marks_outside_the_photo_are_refused(addon, photo) -> None:
+    with pytest.raises(RuntimeError, match="outside the 320×400 photo"):
+        bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="POINTS", points=[500.0] * 10)
+    assert "ofer_points" not in photo
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("crash", "stopped unexpectedly"),
+        ("hang", "sent nothing for 1 s"),
+        ("garbage", "not protocol"),
+        ("error", "No face was found"),
+    ],
+)
+def test_failing_worker_reports_and_leaves_the_scene_unchanged(
+    addon, photo, fake_worker_command, scene_counts, mode, message
+) -> None:
+    _use_worker(mode, fake_worker_command)
+    before = scene_counts()
+    with pytest.raises(RuntimeError, match=message) as info:
+        bpy.ops.ofer.reconstruct(image_name=photo.name, timeout=1.0)
+    if mode == "crash":
+        assert "simulated crash" in str(info.value)  # the tail of the worker's log
+    assert scene_counts() == before
+
+
+def test_missing_worker_program_is_a_clear_error(addon, photo, scene_counts) -> None:
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    prefs.worker_mode = "INTERPRETER"
+    prefs.worker_python = "/nonexistent/python3"
+    before = scene_counts()
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.ofer.reconstruct(image_name=photo.name)
+    assert scene_counts() == before
+
+
+def test_test_worker_reports_the_handshake(addon, fake_worker_command) -> None:
+    _use_worker("normal", fake_worker_command)
+    assert bpy.ops.ofer.test_worker() == {"FINISHED"}
+    session = __import__(addon.__name__ + ".session", fromlist=["SESSION"]).SESSION
+    assert session.last_hello["worker_version"] == "fake" and session.last_hello["demo"] is True
+    assert bpy.ops.ofer.release_gpu() == {"FINISHED"}
+    assert session.client is None
+    np.testing.assert_equal(session.busy, False)
