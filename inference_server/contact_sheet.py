@@ -45,13 +45,18 @@ def _heat(values: np.ndarray) -> np.ndarray:
     return (1 - t) * np.array([0.25, 0.45, 0.95]) + t * np.array([0.95, 0.25, 0.2])
 
 
+def _centre(vertices: np.ndarray) -> tuple[float, float, float]:
+    x, y, z = ((vertices.min(axis=0) + vertices.max(axis=0)) / 2).tolist()
+    return (x, y, z)
+
+
 def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     res = output.result
     faces = res.faces
     front = Camera()
     first = res.identity_vertices[0]
     camera = Camera(
-        center=tuple(float(c) for c in (first.min(0) + first.max(0)) / 2),
+        center=_centre(first),
         extent=float(np.ptp(first[:, 1]) * 1.08),
     )
     images = [_photo_with_marks(output), _fit(output.arcface.image), _fit(output.farl.image)]

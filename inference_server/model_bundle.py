@@ -164,13 +164,9 @@ def load_front_indices(path: Path, n_vertices: int, *, official: bool = True) ->
     from .flame.loading import is_official_front_face_indices, load_front_face_indices
 
     indices = load_front_face_indices(path, n_vertices=n_vertices)
-    fix = (
-        "Use the unmodified frontindices.npy of the OFER release: IdRank's first layer is bound to its order."
-    )
+    fix = "Use the unmodified frontindices.npy of the OFER release: IdRank's first layer is bound to its order."
     if indices.shape != (FRONT_VERTEX_COUNT,):
-        raise BadModelFileError(
-            f"{path}: expected {FRONT_VERTEX_COUNT} vertex ids, got {indices.shape[0]}", fix
-        )
+        raise BadModelFileError(f"{path}: expected {FRONT_VERTEX_COUNT} vertex ids, got {indices.shape[0]}", fix)
     if official and not is_official_front_face_indices(indices):
         raise BadModelFileError(f"{path}: this is not the official OFER front-face list", fix)
     return indices
@@ -190,9 +186,11 @@ def load_model_bundle(assets: AssetConfig, *, backend: str = "torch", precision:
         flame = load_flame_model(head.model_pkl, landmark_embedding=head.landmark_embedding)
         front = load_front_indices(head.front_face_indices, flame.n_vertices, official=False)
         weights = ensure_demo_weights()
-        sources = {"flame": str(head.model_pkl)} | {kind: str(path) for kind, path in weights.items()}
-        nets = {kind: load_networks(path) for kind, path in weights.items()}
-        return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, True, sources, dtype)
+        demo_sources = {"flame": str(head.model_pkl)} | {kind: str(path) for kind, path in weights.items()}
+        demo_nets = {kind: load_networks(path) for kind, path in weights.items()}
+        return ModelBundle(
+            demo_nets["idgen"], demo_nets["expgen"], demo_nets["idrank"], flame, front, True, demo_sources, dtype
+        )
 
     assets.require_complete()
     flame_path = assets.path("flame_model")

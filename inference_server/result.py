@@ -179,7 +179,7 @@ def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)  # type: ignore[arg-type]
+            np.savez(handle, **payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)

@@ -216,12 +216,17 @@ def _watch_parent(parent_pid: int, stop: Callable[[], None]) -> None:
             os._exit(0)
 
 
+def _stop_and_exit(server: Server) -> None:
+    server.stop()
+    os._exit(0)
+
+
 def serve_stdio(runner: JobRunner) -> int:
     protocol_out = sys.stdout.buffer
     protocol_in = sys.stdin.buffer
     sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(sys.stderr.fileno()), "wb"), line_buffering=True)
     server = Server(runner, EventWriter(protocol_out))
     with contextlib.suppress(ValueError):  # not in the main thread (tests)
-        signal.signal(signal.SIGTERM, lambda *_: (server.stop(), os._exit(0)))
+        signal.signal(signal.SIGTERM, lambda *_: _stop_and_exit(server))
     threading.Thread(target=_watch_parent, args=(os.getppid(), server.stop), daemon=True).start()
     return server.serve(protocol_in)

@@ -7,9 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CancelledError, WorkerError
+
+if TYPE_CHECKING:
+    from .assets_config import AssetConfig
+    from .pipeline import Reconstructor
+    from .protocol import ReconstructArgs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 
@@ -46,7 +51,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-contact-sheet", action="store_true")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     serve = subparsers.add_parser("serve", help="JSON Lines server for the Blender add-on (stdin/stdout)")
     _add_asset_flags(serve)
     _add_run_flags(serve)
@@ -74,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     doctor.set_defaults(run=run_doctor)
 
 
-def _asset_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _asset_config(args: argparse.Namespace) -> AssetConfig:
     from .assets_config import resolve_assets
 
     flags = {
@@ -86,7 +91,7 @@ def _asset_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return resolve_assets(flags, config_file=args.config)
 
 
-def _reconstructor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _reconstructor(args: argparse.Namespace) -> Reconstructor:
     from .pipeline import Reconstructor
 
     return Reconstructor(_asset_config(args), device=args.device, backend=args.backend, precision=args.precision)
@@ -141,7 +146,7 @@ class _ProgressBar:
         self.stream.flush()
 
 
-def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path):  # type: ignore[no-untyped-def]
+def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path) -> ReconstructArgs:
     from .protocol import ReconstructArgs
 
     points = None
