@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inference_server.demo.cli",
     "inference_server.checkpoints_cli",
     "inference_server.onnx_cli",
+    "inference_server.train.cli",
+    "inference_server.evaluate.cli",
 )
 
 

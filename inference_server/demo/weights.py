@@ -5,6 +5,10 @@ These are NOT the OFER weights. The encoders are reduced in width and depth (the
 sizes. The denoisers are fitted briefly to the coefficient prior of the demo head (shape ~ N(0, I),
 expression ~ N(0, 0.6² I), a mostly-opening jaw) so that sampling gives plausible heads; they are not
 yet conditioned on images, and the demo IdRank is untrained. Every output made with them says DEMO.
+
+When trained DEMO weights are committed under ``inference_server/assets/demo_weights/`` (made by
+``ofer-worker train demo``, see :mod:`inference_server.train.demo`), ``ensure_demo_weights`` returns those
+instead: image-conditioned networks trained on synthetic occluded renders, with no work at run time.
 """
 
 from __future__ import annotations
@@ -65,9 +69,7 @@ def fit_to_prior(
         noise = torch.randn(x0.shape, generator=generator)
         a = abar[t][:, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        context = torch.nn.functional.normalize(
-            torch.randn(FIT_BATCH, context_dim, generator=generator), dim=1
-        )
+        context = torch.nn.functional.normalize(torch.randn(FIT_BATCH, context_dim, generator=generator), dim=1)
         loss = (net(xt, t, context) - noise).abs().mean()
         optimiser.zero_grad()
         loss.backward()
@@ -104,14 +106,28 @@ def build_demo_networks(seed: int = 0, fit_steps: int = FIT_STEPS) -> dict[str, 
         "expgen": LoadedNetworks(
             "expgen", arcfaces[1], denoiser=expgen, farl=farls[0], metadata=meta("expgen", exp_losses)
         ),
-        "idrank": LoadedNetworks(
-            "idrank", arcfaces[2], farl=farls[1], rank_net=rank, metadata=meta("idrank", None)
-        ),
+        "idrank": LoadedNetworks("idrank", arcfaces[2], farl=farls[1], rank_net=rank, metadata=meta("idrank", None)),
     }
 
 
+#: Where ``ofer-worker train demo`` output is committed (package data).
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo_weights"
+
+
+def packaged_demo_weights() -> dict[str, Path] | None:
+    """The committed trained DEMO weight files (each with its JSON sidecar), or None when absent."""
+    paths = {kind: PACKAGED_DIR / f"DEMO_{kind}.safetensors" for kind in ("idgen", "expgen", "idrank")}
+    if all(p.is_file() and p.with_suffix(".json").is_file() for p in paths.values()):
+        return paths
+    return None
+
+
 def ensure_demo_weights(cache_dir: Path | None = None, seed: int = 0) -> dict[str, Path]:
-    """Paths of the demo model files, generating them (atomically, once) into the user cache."""
+    """Paths of the demo model files: the committed trained ones (seed 0) when present, else the
+    prior-fitted ones generated (atomically, once) into the user cache."""
+    packaged = packaged_demo_weights()
+    if packaged is not None and seed == 0:
+        return packaged
     root = (cache_dir or default_cache_dir()) / "demo_weights"
     folder = root / DEMO_WEIGHTS_VERSION.replace("/", "-") / f"seed{seed}"
     paths = {kind: folder / f"DEMO_{kind}.safetensors" for kind in ("idgen", "expgen", "idrank")}

@@ -1,0 +1,1 @@
+"""Evaluation: multi-hypothesis metrics, the synthetic occlusion benchmark and the NoW protocol."""
