@@ -43,8 +43,16 @@ class TorchRunner:
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         param = next(self.module.parameters())
-        cast = [x.to(param.device, param.dtype) if x.is_floating_point() else x.to(param.device) for x in inputs]
-        return self.module(*cast)
+        return self.module(*(_cast_like(x, param) for x in inputs))
+
+
+def _cast_like(x: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """Move / cast one input; a broadcast view (one row expanded over N) is cast as its single row and
+    expanded again, so the denoiser still sees a shared condition and computes FiLM once per step."""
+    dtype = param.dtype if x.is_floating_point() else x.dtype
+    if x.dim() >= 1 and x.shape[0] > 1 and x.stride(0) == 0:
+        return x[:1].to(param.device, dtype).expand_as(x)
+    return x.to(param.device, dtype)
 
 
 #: Runner names: "<model file kind>.<network slot>".

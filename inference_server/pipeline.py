@@ -30,6 +30,7 @@ from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
 from .preprocess.detect import FaceDetection, FaceDetector
 from .preprocess.image import LoadedImage, load_image
+from .presets import apply_preset
 from .protocol import ReconstructArgs
 from .result import JOINT_NAMES, ReconstructionResult, write_result
 
@@ -153,9 +154,7 @@ class Reconstructor:
         }
 
     # -- the server's entry point ------------------------------------------------------------------
-    def reconstruct(
-        self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn
-    ) -> dict[str, Any]:
+    def reconstruct(self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         output = self.run(args, progress, should_cancel)
         res = output.result
         return {
@@ -171,9 +170,8 @@ class Reconstructor:
             },
         }
 
-    def run(
-        self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn
-    ) -> ReconstructionOutput:
+    def run(self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn) -> ReconstructionOutput:
+        args = apply_preset(args)  # extra["preset"] = "fast" | "fidelity" sets sampler, steps and eta
         device = choose_device(args.device if args.device != "auto" else self.device_request)
         try:
             return self._run(args, progress, should_cancel, device)
@@ -277,9 +275,7 @@ class Reconstructor:
         progress("write", 0, 1, Path(args.output).name)
         clock.stop()
         result = ReconstructionResult(
-            meta=self._meta(
-                args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock
-            ),
+            meta=self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock),
             faces=bundle.flame.faces.astype(np.int32),
             template=bundle.flame.v_template.astype(np.float32),
             identity_params=best_shapes.cpu().numpy().astype(np.float32),
@@ -354,6 +350,7 @@ class Reconstructor:
             "top_k": args.top_k,
             "jaw_scale": args.jaw_scale,
             "expression_order": order_mode,
+            "preset": args.extra.get("preset"),
             "expressions_use_identity": 1,
             "device": str(device),
             "backend": self.backend,
@@ -376,9 +373,7 @@ def check_output_path(output: str) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BadRequestError(
-            f"cannot create the output folder {str(parent)!r} ({exc.strerror})", fix
-        ) from None
+        raise BadRequestError(f"cannot create the output folder {str(parent)!r} ({exc.strerror})", fix) from None
     if not os.access(parent, os.W_OK):
         raise BadRequestError(f"the output folder {str(parent)!r} is not writable", fix)
 

@@ -32,12 +32,19 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
 
 
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--n-shapes", type=int, default=100, help="identity samples drawn by IdGen")
     parser.add_argument("-m", "--n-expressions", type=int, default=100, help="expression samples by ExpGen")
     parser.add_argument("-k", "--top-k", type=int, default=10, help="identities kept, best first")
+    parser.add_argument(
+        "--preset",
+        choices=("fast", "fidelity"),
+        default=None,
+        help="fast: DPM-Solver++ 20 steps; fidelity: 1000-step DDPM as the paper (default: --sampler/--steps)",
+    )
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver"), default="ddpm")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: 1000 DDPM, 50 DDIM, 20 DPM)")
     parser.add_argument("--seed", type=int, default=0)
@@ -92,8 +99,10 @@ def _asset_config(args: argparse.Namespace) -> AssetConfig:
 
 
 def _reconstructor(args: argparse.Namespace) -> Reconstructor:
+    from .backends import configure_cpu_threads
     from .pipeline import Reconstructor
 
+    configure_cpu_threads(args.threads)
     return Reconstructor(_asset_config(args), device=args.device, backend=args.backend, precision=args.precision)
 
 
@@ -166,7 +175,7 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path) -> Recons
         seed=args.seed,
         jaw_scale=args.jaw_scale,
         device=args.device,
-        extra={"expression_order": args.order},
+        extra={"expression_order": args.order} | ({"preset": args.preset} if args.preset else {}),
     )
 
 

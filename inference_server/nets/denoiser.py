@@ -7,6 +7,13 @@ per-row linear map. We keep the official parameter names and shapes (appendix B:
 
 Every operation acts on each row alone (GroupNorm(1) and RMSNorm normalise over channels), so a row's
 output does not depend on the rest of the batch.
+
+Shared condition (the sampling fast path): during sampling every row has the same timestep and the same
+image context, so the FiLM input [time_emb(t) ‖ context] is one row repeated. ``forward`` accepts t of
+shape (1,) and context of shape (1, C) for any batch of x, and treats broadcast views (``expand``, stride 0
+on the batch axis, which is how the samplers pass them) the same way: the time MLP and every FiLM
+projection then run on ONE row and broadcast, instead of on B identical rows (about a third of the
+IdGen arithmetic per step). Dense t/context (training) take the per-row path. Both give the same numbers.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ __all__ = [
     "ATTENTION_PATHS",
     "EXPGEN_CONFIG",
     "IDGEN_CONFIG",
+    "Attention",
     "Denoiser",
     "DenoiserConfig",
     "StackedProjections",
     "official_parameter_count",
+    "shared_condition",
 ]
 
 
@@ -97,9 +106,7 @@ class SinusoidalTimeEmbedding(nn.Module):
         super().__init__()
         half = dim // 2
         k = torch.arange(half, dtype=torch.float32)
-        self.register_buffer(
-            "frequencies", torch.exp(-k * (math.log(10000.0) / (half - 1))), persistent=False
-        )
+        self.register_buffer("frequencies", torch.exp(-k * (math.log(10000.0) / (half - 1))), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angles = t.to(torch.float32)[:, None] * self.frequencies[None, :]
@@ -198,8 +205,7 @@ class StackedProjections(nn.Module):
             value = state_dict[key]
             if tuple(value.shape) != tuple(self.weight.shape[1:]):
                 error_msgs.append(
-                    f"size mismatch for {key}: checkpoint {tuple(value.shape)}, "
-                    f"model {tuple(self.weight.shape[1:])}"
+                    f"size mismatch for {key}: checkpoint {tuple(value.shape)}, model {tuple(self.weight.shape[1:])}"
                 )
                 continue
             with torch.no_grad():
@@ -226,11 +232,17 @@ class Attention(nn.Module):
         n = tokens.shape[1]
         qkv = tokens.reshape(batch, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0] * self.head_dim**-0.5, qkv[1], qkv[2]  # each (B, heads, n, head_dim)
-        weights = torch.softmax(q @ k.transpose(-1, -2), dim=-1)
-        out = (weights @ v).permute(0, 2, 1, 3).reshape(batch, n, self.heads * self.head_dim)
-        out = F.linear(out, self.to_out.weight[:, :, 0], self.to_out.bias)  # (B, n, d)
-        pooled = F.linear(out.transpose(1, 2), self.to_out_linear.weight, self.to_out_linear.bias)
-        return pooled[:, :, 0]
+        weights = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, heads, n, n)
+        # The official block maps every token with to_out (inner → d) and then pools the n tokens with
+        # to_out_linear (weights l, bias c). Both are linear, so pool first and project once:
+        #   Σ_i l_i (W a_i + b) + c = W (Σ_i l_i a_i) + b Σ_i l_i + c,   a_i = Σ_j weights_ij v_j,
+        # and Σ_i l_i a_i = (l · weights) v. Same result, n times fewer to_out products.
+        pool = self.to_out_linear.weight[0]  # (n,)
+        mixed = (pool @ weights).unsqueeze(-2) @ v  # (B, heads, 1, head_dim)
+        pooled = mixed.reshape(batch, self.heads * self.head_dim)
+        assert self.to_out.bias is not None  # PointwiseConv(inner, dim) has a bias
+        bias = self.to_out.bias * pool.sum() + self.to_out_linear.bias
+        return F.linear(pooled, self.to_out.weight[:, :, 0], bias)
 
 
 class PreNorm(nn.Module):
@@ -321,9 +333,12 @@ class Denoiser(nn.Module):
         self.mid_block2 = ResnetBlock(mid, mid, film)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """ε̂ (B, F) for x (B, F), t (B,) or (1,), context (B, C) or (1, C) (module docstring)."""
         x = x.reshape(x.shape[0], self.config.feature_dim)
+        t, context = shared_condition(t, context)
         x = self.init_conv(x)
         initial = x
+        # (B, film) per row, or (1, film) shared: the FiLM scale/shift then broadcast over the rows.
         condition = torch.cat([self.time_mlp(t), context.to(x.dtype)], dim=1)
 
         skips: list[torch.Tensor] = []
@@ -353,6 +368,27 @@ class Denoiser(nn.Module):
     def attention_paths(self) -> list[str]:
         """Module paths (state-dict prefixes) of every attention block, e.g. ``downs.0.2``."""
         return [name for name, module in self.named_modules() if isinstance(module, Residual)]
+
+
+def _is_one_row(tensor: torch.Tensor) -> bool:
+    """True when every row along axis 0 is the same memory: one row, or a broadcast (stride-0) view."""
+    return tensor.shape[0] == 1 or tensor.stride(0) == 0
+
+
+def shared_condition(t: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, context) reduced to one row when both are one row or broadcast views, else unchanged.
+
+    Reading strides costs nothing (no comparison of values, no device sync, CUDA-graph safe). Only
+    identical rows by construction are reduced; dense tensors with equal values stay per row.
+    """
+    if t.dim() == 1 and context.dim() == 2 and _is_one_row(t) and _is_one_row(context):
+        return t[:1], context[:1]
+    # Only one of them is shared: give it the other's rows so the per-row path lines them up.
+    if context.dim() == 2 and context.shape[0] == 1 and t.shape[0] > 1:
+        context = context.expand(t.shape[0], -1)
+    elif t.dim() == 1 and t.shape[0] == 1 and context.shape[0] > 1:
+        t = t.expand(context.shape[0])
+    return t, context
 
 
 def official_parameter_count(model: Denoiser) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnxruntime
@@ -97,9 +98,7 @@ def test_session_settings(denoiser_and_file: tuple[Denoiser, Path]) -> None:
     options = session.get_session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     auto = create_onnx_session(denoiser_and_file[1], device="auto")
-    assert auto.get_providers()[0] == (
-        "CUDAExecutionProvider" if HAS_CUDA_PROVIDER else "CPUExecutionProvider"
-    )
+    assert auto.get_providers()[0] == ("CUDAExecutionProvider" if HAS_CUDA_PROVIDER else "CPUExecutionProvider")
 
 
 def test_missing_and_damaged_graphs_are_clear_errors(tmp_path: Path) -> None:
@@ -121,9 +120,7 @@ def test_bad_devices_are_clear_errors(denoiser_and_file: tuple[Denoiser, Path]) 
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(
-    not (HAS_CUDA_PROVIDER and torch.cuda.is_available()), reason="needs CUDA and onnxruntime-gpu"
-)
+@pytest.mark.skipif(not (HAS_CUDA_PROVIDER and torch.cuda.is_available()), reason="needs CUDA and onnxruntime-gpu")
 def test_cuda_tensors_are_bound_on_the_device(denoiser_and_file: tuple[Denoiser, Path]) -> None:
     model, path = denoiser_and_file
     network = OnnxEpsModel.from_path(path, device="cuda")
@@ -132,3 +129,66 @@ def test_cuda_tensors_are_bound_on_the_device(denoiser_and_file: tuple[Denoiser,
     out = network(x.cuda(), t.cuda(), context.cuda())
     assert out.is_cuda
     torch.testing.assert_close(out.cpu(), TorchEpsModel(model)(x, t, context), rtol=0, atol=1e-4)
+
+
+# -- CPU threads and the accelerated denoiser wrappers ------------------------------------------------------
+def test_physical_cores_and_thread_setting() -> None:
+    from inference_server.backends import configure_cpu_threads, physical_cpu_cores
+
+    cores = physical_cpu_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    try:
+        assert configure_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_cpu_threads() == cores and torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bf16_autocast_path_runs_on_cpu_and_stays_close(denoiser_and_file: tuple[Denoiser, Path]) -> None:
+    from inference_server.backends import AutocastEpsModel, accelerated_denoiser
+
+    model, _ = denoiser_and_file
+    x, t, context = _inputs(6)
+    autocast = accelerated_denoiser(model, CONFIG.feature_dim, autocast="bf16")
+    assert isinstance(autocast, AutocastEpsModel)
+    with torch.no_grad():
+        reference = model.eval()(x, t, context)
+    out = autocast(x, t, context)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    # bf16 keeps 8 mantissa bits: about 2-3 significant digits.
+    assert torch.allclose(out, reference, atol=0.05 * float(reference.abs().max()) + 1e-3)
+    samples = sample(autocast, context[:1], 4, CONFIG.feature_dim, sampler="dpmsolver_sde", steps=5, seed=0)
+    assert torch.isfinite(samples).all()
+    with pytest.raises(BackendError, match="precision"):
+        AutocastEpsModel(model, CONFIG.feature_dim, "int8")
+
+
+def test_accelerated_denoiser_choices(denoiser_and_file: tuple[Denoiser, Path]) -> None:
+    from inference_server.backends import accelerated_denoiser
+
+    model, _ = denoiser_and_file
+    plain = accelerated_denoiser(model, CONFIG.feature_dim)
+    x, t, context = _inputs(3)
+    with torch.no_grad():
+        assert torch.equal(plain(x, t, context), model(x, t, context))
+    with pytest.raises(BackendError, match="not both"):
+        accelerated_denoiser(model, CONFIG.feature_dim, cuda_graphs=True, compile_=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="CUDA"):
+            accelerated_denoiser(model, CONFIG.feature_dim, cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replay_matches_eager(denoiser_and_file: tuple[Denoiser, Path]) -> None:
+    from inference_server.backends import CudaGraphEpsModel
+
+    model, _ = denoiser_and_file
+    gpu = Denoiser(CONFIG).cuda().eval()
+    gpu.load_state_dict(model.state_dict())
+    graph = CudaGraphEpsModel(gpu, CONFIG.feature_dim)
+    expected = sample(gpu, torch.ones(1, CONFIG.context_dim, device="cuda"), 8, CONFIG.feature_dim,
+                      sampler="dpmsolver_sde", steps=6, seed=1, device="cuda")  # fmt: skip
+    got = sample(graph, torch.ones(1, CONFIG.context_dim, device="cuda"), 8, CONFIG.feature_dim,
+                 sampler="dpmsolver_sde", steps=6, seed=1, device="cuda")  # fmt: skip
+    assert torch.allclose(got, expected, atol=1e-4)

@@ -162,3 +162,11 @@ def test_onnxruntime_back_end_matches_torch(output: ReconstructionOutput, tmp_pa
     torch_result = read_result(output.path)
     for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
         np.testing.assert_allclose(getattr(other.result, key), getattr(torch_result, key), atol=1e-3, err_msg=key)
+
+
+def test_fast_preset_sets_the_sampler(reconstructor: Reconstructor, tmp_path: Path) -> None:
+    args = _args(tmp_path, "fast.npz", sampler="ddpm", steps=None, extra={"preset": "fast"})
+    meta = reconstructor.run(args, lambda *a: None, lambda: False).result.meta
+    assert (meta["preset"], meta["sampler"], meta["sampler_variant"], meta["steps"]) == (
+        "fast", "dpmsolver", "dpmsolver_sde", 20
+    )  # fmt: skip

@@ -9,9 +9,11 @@ from inference_server.nets.denoiser import (
     ATTENTION_PATHS,
     EXPGEN_CONFIG,
     IDGEN_CONFIG,
+    Attention,
     Denoiser,
     DenoiserConfig,
     official_parameter_count,
+    shared_condition,
 )
 
 # Appendix B: parameter counts without the attention projections, and selected key shapes.
@@ -96,9 +98,7 @@ def test_all_sixteen_projections_matter() -> None:
     with torch.no_grad():
         before = model(x, t, c)
         state = model.state_dict()
-        state["finals.0.1.fn.fn.to_qkv.0.weight"] = torch.randn_like(
-            state["finals.0.1.fn.fn.to_qkv.0.weight"]
-        )
+        state["finals.0.1.fn.fn.to_qkv.0.weight"] = torch.randn_like(state["finals.0.1.fn.fn.to_qkv.0.weight"])
         model.load_state_dict(state)
         assert (model(x, t, c) - before).abs().max() > 1e-4
 
@@ -127,3 +127,72 @@ def test_traceable_with_the_projections_as_one_parameter() -> None:
         traced = torch.jit.trace(model, (x, t, c))
         x2, t2, c2 = torch.randn(2, 7), torch.tensor([3, 700]), torch.randn(2, 6)
         torch.testing.assert_close(traced(x2, t2, c2), model(x2, t2, c2), atol=1e-6, rtol=0)
+
+
+# -- the sampling fast path: one shared FiLM condition per step ------------------------------------------
+@pytest.mark.parametrize("config", [IDGEN_CONFIG, EXPGEN_CONFIG], ids=["idgen", "expgen"])
+def test_shared_condition_equals_the_per_row_path(config: DenoiserConfig) -> None:
+    torch.manual_seed(1)
+    net = Denoiser(config).eval()
+    n = 37
+    x = torch.randn(n, config.feature_dim)
+    t = torch.tensor([417])
+    context = torch.randn(1, config.context_dim)
+    with torch.no_grad():
+        per_row = net(x, t.repeat(n), context.repeat(n, 1))  # dense tensors: the training path
+        broadcast = net(x, t.expand(n), context.expand(n, -1))  # what the samplers pass
+        one_row = net(x, t, context)
+    assert torch.allclose(broadcast, per_row, atol=1e-5, rtol=0)
+    assert torch.allclose(one_row, per_row, atol=1e-5, rtol=0)
+
+
+def test_shared_condition_only_reduces_rows_that_are_one_by_construction() -> None:
+    t_dense, c_dense = torch.tensor([5, 5, 5]), torch.ones(3, 4)
+    assert shared_condition(t_dense, c_dense)[1].shape == (3, 4)  # equal values, but dense: per row
+    t_b, c_b = shared_condition(torch.tensor([5]).expand(3), torch.ones(1, 4).expand(3, 4))
+    assert t_b.shape == (1,) and c_b.shape == (1, 4)
+    # Only one of the two shared: it is lined up with the other's rows.
+    t_m, c_m = shared_condition(torch.tensor([1, 2, 3]), torch.ones(1, 4))
+    assert t_m.shape == (3,) and c_m.shape == (3, 4)
+
+
+def test_per_row_timesteps_still_differ_per_row() -> None:
+    torch.manual_seed(2)
+    net = Denoiser(EXPGEN_CONFIG).eval()
+    x = torch.randn(1, 53).expand(2, 53).contiguous()
+    context = torch.randn(1, 1024).expand(2, -1)
+    with torch.no_grad():
+        out = net(x, torch.tensor([10, 900]), context)
+    assert not torch.allclose(out[0], out[1])
+
+
+def _official_attention(attention: Attention, x: torch.Tensor) -> torch.Tensor:
+    """The official order written out: every token through to_out, then the tokens pooled by to_out_linear."""
+    heads, head_dim = attention.heads, attention.head_dim
+    weight = attention.to_qkv.weight[..., 0]  # (n, 3 * inner, d)
+    bias = attention.to_out.bias
+    assert bias is not None
+    tokens = torch.einsum("nkd,bd->bnk", weight, x)
+    q, k, v = tokens.split(heads * head_dim, dim=2)
+    b, n = tokens.shape[:2]
+
+    def split(z: torch.Tensor) -> torch.Tensor:
+        return z.reshape(b, n, heads, head_dim).transpose(1, 2)
+
+    scores = split(q) @ split(k).transpose(-1, -2) / head_dim**0.5
+    out = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, n, heads * head_dim)
+    projected = out @ attention.to_out.weight[:, :, 0].T + bias  # (b, n, d)
+    pooled = torch.einsum("bnd,n->bd", projected, attention.to_out_linear.weight[0])
+    return pooled + attention.to_out_linear.bias
+
+
+@pytest.mark.parametrize("path", ["downs.0.2", "mid_attn", "finals.0.1"])
+def test_pooled_attention_equals_the_per_token_formula(path: str) -> None:
+    torch.manual_seed(3)
+    net = Denoiser(IDGEN_CONFIG).eval()
+    attention = net.get_submodule(f"{path}.fn.fn")  # Residual → PreNorm → Attention
+    assert isinstance(attention, Attention)
+    dim = int(attention.to_out.weight.shape[0])
+    x = torch.randn(9, dim)
+    with torch.no_grad():
+        assert torch.allclose(attention(x), _official_attention(attention, x), atol=1e-5, rtol=0)

@@ -1,0 +1,527 @@
+"""Benchmark one whole reconstruction, stage by stage, against the official recipe measured in the same run.
+
+Run: ``.venv/bin/python benchmarks/reconstruction.py [--preset fast] [--device cpu] [--backend torch]``
+(see benchmarks/README.md for every option and the recorded numbers).
+
+What is timed (median of ``--repeats`` warm runs; the first run warms caches and is not counted):
+
+- **ours**: ``pipeline.Reconstructor.run`` on the bundled sample photo, 100 shape + 100 expression samples,
+  with the sampler/steps of ``--preset`` (or ``--sampler``/``--steps``); its own per-stage clock
+  (load, detect, encode, sample_shapes, rank, sample_expressions, decode, write).
+- **baseline**: the official inference recipe (spec section 8) with the same networks: every encoder on 100
+  tiled copies of the image (IdRank's on one), IdGen with 251 strided DDIM steps (η = 0) and ExpGen with
+  1000 DDPM steps, a plain eager loop that indexes the schedule tables on every step, per-row conditions
+  (dense tiled contexts), fp32. Detection, ranking, decoding and writing are the same code as ours.
+- **model load (cold)**: reading the three model files and building the networks.
+- peak memory of each (CPU: peak RSS from /proc, reset between measurements; CUDA: max allocated).
+- **worker**: ``python -m inference_server serve`` until its ``hello`` event, then two reconstructions
+  through the protocol (DEMO assets); the second shows the warm cost.
+- **Blender**: importing the result (100 expression shape keys) with the add-on's importer and the bpy
+  wheel, in a separate process (benchmarks/blender_import.py).
+
+Network sizes: ``--size full`` (default) uses official-size networks with random weights — ArcFace
+iresnet100, CLIP ViT-B/16, the full IdRank MLP and the official IdGen / ExpGen denoisers — written once
+to ``<cache>/benchmark_full_size`` and loaded from there, so timings reflect the real model cost. The
+DEMO head, detector and photo are the real ones. ``--size demo`` uses the DEMO weights as they are.
+``--quick`` is a smoke run for the tests (tiny sizes and step counts; numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference_server.assets_config import default_cache_dir, resolve_assets
+from inference_server.backends import configure_cpu_threads
+from inference_server.checkpoints import LoadedNetworks, load_networks, save_project_checkpoint
+from inference_server.diffusion import NoiseSchedule
+from inference_server.model_bundle import ModelBundle, load_model_bundle
+from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder
+from inference_server.nets.clip_visual import ClipImageEncoder, ClipVisionConfig
+from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser, DenoiserConfig
+from inference_server.nets.idrank import IdRank, IdRankConfig
+from inference_server.pipeline import EXPGEN_EXPRESSIONS, Reconstructor, choose_device
+from inference_server.preprocess.crops import arcface_crop, farl_crop
+from inference_server.preprocess.image import load_image
+from inference_server.presets import PRESETS, apply_preset
+from inference_server.protocol import ReconstructArgs
+from inference_server.result import ReconstructionResult, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "inference_server" / "assets" / "sample_occluded_face.jpg"
+STAGES = ("load", "detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode", "write")
+#: Official demo: IdGen's broken strided DDIM makes 251 network calls; ExpGen runs full DDPM.
+BASELINE_IDGEN_STEPS = 251
+BASELINE_EXPGEN_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    arcface: ArcFaceConfig
+    clip: ClipVisionConfig
+    idrank: IdRankConfig
+    idgen: DenoiserConfig
+    expgen: DenoiserConfig
+
+
+FULL = Sizes(ArcFaceConfig(), ClipVisionConfig(), IdRankConfig(), IDGEN_CONFIG, EXPGEN_CONFIG)
+TINY = Sizes(
+    ArcFaceConfig(layers=(1, 1, 1, 1), widths=(4, 4, 8, 8)),
+    ClipVisionConfig(width=32, layers=1, heads=1, patch_size=56),
+    IdRankConfig(hidden_dims=(16, 16, 8, 8)),
+    DenoiserConfig(feature_dim=300, dims=(300, 16, 8), context_dim=512, time_dim=16, n_tokens=2, heads=1, head_dim=8),
+    DenoiserConfig(feature_dim=53, dims=(53, 16, 8), context_dim=1024, time_dim=16, n_tokens=2, heads=1, head_dim=8),
+)  # fmt: skip
+
+
+# -- memory -------------------------------------------------------------------------------------------
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- networks ---------------------------------------------------------------------------------------
+def build_networks(sizes: Sizes, seed: int = 0) -> dict[str, LoadedNetworks]:
+    """Random networks of the given sizes, in the layout the loaders return."""
+    torch.manual_seed(seed)
+    meta = {"demo": True, "provenance": {"benchmark": "random weights, official sizes"}}
+    nets = {
+        "idgen": LoadedNetworks("idgen", ArcFaceEncoder(sizes.arcface), denoiser=Denoiser(sizes.idgen),
+                                metadata=dict(meta)),
+        "expgen": LoadedNetworks("expgen", ArcFaceEncoder(sizes.arcface), denoiser=Denoiser(sizes.expgen),
+                                 farl=ClipImageEncoder(sizes.clip), metadata=dict(meta)),
+        "idrank": LoadedNetworks("idrank", ArcFaceEncoder(sizes.arcface), farl=ClipImageEncoder(sizes.clip),
+                                 rank_net=IdRank(sizes.idrank), metadata=dict(meta)),
+    }  # fmt: skip
+    # Random denoisers amplify noise over 1000 steps; scaling the output layer keeps the samples in a
+    # plausible coefficient range (the cost of the arithmetic does not depend on the values).
+    with torch.no_grad():
+        for kind in ("idgen", "expgen"):
+            denoiser = nets[kind].denoiser
+            assert denoiser is not None
+            out_conv = denoiser.finals[0][2]  # type: ignore[index]
+            out_conv.weight.mul_(0.05)
+    return {kind: n.eval() for kind, n in nets.items()}
+
+
+def model_files(sizes: Sizes, folder: Path) -> dict[str, Path]:
+    """The benchmark's model files (written once): loading them is the cold 'load' cost."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {kind: folder / f"{kind}.safetensors" for kind in ("idgen", "expgen", "idrank")}
+    if not all(p.is_file() and p.with_suffix(".json").is_file() for p in paths.values()):
+        for kind, networks in build_networks(sizes).items():
+            save_project_checkpoint(paths[kind], networks)
+    return paths
+
+
+def load_bundle(files: dict[str, Path], precision: str) -> ModelBundle:
+    """A bundle with the benchmark's networks and the DEMO FLAME head (no DEMO weights needed)."""
+    from inference_server.demo.assets import ensure_demo_assets
+    from inference_server.flame.loading import load_flame_model
+    from inference_server.model_bundle import load_front_indices
+
+    head = ensure_demo_assets()
+    flame = load_flame_model(head.model_pkl, landmark_embedding=head.landmark_embedding)
+    front = load_front_indices(head.front_face_indices, flame.n_vertices, official=False)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    nets = {kind: load_networks(path) for kind, path in files.items()}
+    sources = {"flame": str(head.model_pkl)} | {k: str(p) for k, p in files.items()}
+    return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, True, sources, dtype)
+
+
+# -- the baseline (official recipe) -------------------------------------------------------------------
+def eager_sampler(net: Denoiser, context: torch.Tensor, n: int, steps: int, *, ddpm: bool, seed: int) -> torch.Tensor:
+    """The official-style loop: per-step table lookups on the device, per-row conditions, fp32."""
+    schedule = NoiseSchedule.linear()
+    device = context.device
+    betas = schedule.betas.float().to(device)
+    abar = schedule.alphas_cumprod.float().to(device)
+    abar_prev = schedule.alphas_cumprod_prev.float().to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    feature_dim = net.config.feature_dim
+    x = torch.randn(n, feature_dim, generator=generator, device=device)
+    dense_context = context.expand(n, -1).contiguous()  # the tiled copies: n identical dense rows
+    timesteps = schedule.trailing_timesteps(steps)
+    with torch.no_grad():
+        for i, step in enumerate(timesteps):
+            t = torch.full((n,), step, device=device, dtype=torch.int64)
+            eps = net(x, t, dense_context)
+            if ddpm:
+                mean = (x - betas[t][:, None] / (1 - abar[t][:, None]).sqrt() * eps) / (1 - betas[t][:, None]).sqrt()
+                variance = betas[t] * (1 - abar_prev[t]) / (1 - abar[t])
+                noise = torch.randn(x.shape, generator=generator, device=device)
+                x = mean + (variance.sqrt()[:, None] * noise if step > 0 else 0)
+            else:
+                a_next = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones((), device=device)
+                x0 = (x - (1 - abar[t][:, None]).sqrt() * eps) / abar[t][:, None].sqrt()
+                x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+    return x
+
+
+def baseline_run(
+    reconstructor: Reconstructor, args: ReconstructArgs, device: torch.device, copies: int, steps: tuple[int, int]
+) -> dict[str, float]:
+    """One reconstruction the official way; returns seconds per stage."""
+    seconds: dict[str, float] = {}
+
+    def clock(stage: str, start: float) -> float:
+        sync(device)
+        now = time.perf_counter()
+        seconds[stage] = now - start
+        return now
+
+    t = time.perf_counter()
+    image = load_image(args.image)
+    bundle = reconstructor.bundle(device)
+    flame = reconstructor.flame_layer(bundle, device)
+    t = clock("load", t)
+    detection = reconstructor.detector().detect(image)
+    arc = arcface_crop(image.rgb, detection.points5)
+    far = farl_crop(image.rgb, detection.box)
+    t = clock("detect", t)
+    blob = torch.from_numpy(np.ascontiguousarray(arc.blob))[None].to(device)
+    img = torch.from_numpy(np.ascontiguousarray(far.tensor))[None].to(device)
+    with torch.no_grad():
+        idgen_ctx = bundle.idgen_context(blob.expand(copies, -1, -1, -1).contiguous())[:1]
+        expgen_ctx = bundle.expgen_context(
+            blob.expand(copies, -1, -1, -1).contiguous(), img.expand(copies, -1, -1, -1).contiguous()
+        )[:1]
+        idrank_ctx = bundle.idrank_context(blob, img)
+    t = clock("encode", t)
+    assert bundle.idgen.denoiser is not None and bundle.expgen.denoiser is not None
+    shapes = eager_sampler(bundle.idgen.denoiser, idgen_ctx, args.n_shapes, steps[0], ddpm=False, seed=args.seed)
+    t = clock("sample_shapes", t)
+    with torch.no_grad():
+        neutral = flame.neutral(shapes).vertices
+        front = neutral[:, torch.as_tensor(bundle.front_indices, device=device)] * 1000.0
+        logits = bundle.score_shapes(front, idrank_ctx)
+    best = int(torch.argmax(logits))
+    t = clock("rank", t)
+    exps = eager_sampler(
+        bundle.expgen.denoiser, expgen_ctx, args.n_expressions, steps[1], ddpm=True, seed=args.seed + 1
+    )
+    t = clock("sample_expressions", t)
+    with torch.no_grad():
+        posed = flame.with_expression(
+            shapes[best : best + 1], exps[:, :EXPGEN_EXPRESSIONS], exps[:, EXPGEN_EXPRESSIONS:] * 0.5
+        )
+        rest = flame.neutral(shapes[best : best + 1])
+    t = clock("decode", t)
+    n_vertices = bundle.flame.n_vertices
+    result = ReconstructionResult(
+        meta={"producer": "benchmark baseline", "demo": True, "units": "metres", "seconds": {}},
+        faces=bundle.flame.faces.astype(np.int32),
+        template=bundle.flame.v_template.astype(np.float32),
+        identity_params=shapes[best : best + 1].cpu().numpy().astype(np.float32),
+        identity_scores=np.ones(1, np.float32),
+        identity_vertices=neutral[best : best + 1].cpu().numpy().astype(np.float32),
+        expression_params=exps[:, :EXPGEN_EXPRESSIONS].cpu().numpy().astype(np.float32),
+        jaw_pose=(exps[:, EXPGEN_EXPRESSIONS:] * 0.5).cpu().numpy().astype(np.float32),
+        expression_vertices=posed.vertices.cpu().numpy().astype(np.float32),
+        joints=rest.rest_joints[0].cpu().numpy().astype(np.float32),
+        parents=bundle.flame.parents.astype(np.int32),
+        skin_weights=bundle.flame.weights.astype(np.float32),
+        spread_identity=np.zeros(n_vertices, np.float32),
+        spread_expression=np.zeros(n_vertices, np.float32),
+    )
+    try:
+        write_result(args.output, result)
+    except Exception:  # the baseline file is not the contract's; only its cost counts
+        np.savez(args.output, vertices=result.expression_vertices)
+    clock("write", t)
+    return seconds
+
+
+# -- the worker and Blender --------------------------------------------------------------------------
+def worker_startup(
+    args: ReconstructArgs, env: dict[str, str], *, reconstructions: bool, timeout: float = 600.0
+) -> dict[str, float]:
+    """Seconds from spawn to ``hello``, and the round trip of a first and a second reconstruction."""
+    request = {
+        "image": args.image, "n_shapes": args.n_shapes, "n_expressions": args.n_expressions, "sampler": args.sampler,
+        "steps": args.steps, "seed": args.seed, "device": args.device, "extra": args.extra,
+    }  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference_server", "serve"], cwd=ROOT, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    out: dict[str, float] = {}
+
+    def send(message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(message) + "\n").encode())
+        proc.stdin.flush()
+
+    def wait_for(rid: str, events: tuple[str, ...]) -> dict[str, Any]:
+        assert proc.stdout is not None
+        while time.perf_counter() - start < timeout:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the worker exited")
+            event = json.loads(line)
+            if event.get("id") == rid and event.get("event") in events:
+                return event
+        raise TimeoutError(f"no {events} for {rid}")
+
+    try:
+        send({"id": "h", "op": "hello", "args": {}})
+        wait_for("h", ("hello",))
+        out["worker_hello"] = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as tmp:
+            if not reconstructions:
+                names: tuple[str, ...] = ()
+            else:
+                names = ("worker_first_reconstruction", "worker_second_reconstruction")
+            for name in names:
+                t = time.perf_counter()
+                send({"id": name, "op": "reconstruct", "args": {**request, "output": str(Path(tmp) / f"{name}.npz")}})
+                event = wait_for(name, ("result", "error"))
+                if event["event"] == "error":
+                    raise RuntimeError(f"worker error: {event}")
+                out[name] = time.perf_counter() - t
+        send({"id": "bye", "op": "shutdown", "args": {}})
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+def blender_import(result_path: Path, repeats: int) -> dict[str, Any] | None:
+    """The add-on's import of ``result_path`` in a bpy process; None when bpy is not installed."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "blender_import.py"), str(result_path), f"--repeats={repeats}"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        if "No module named 'bpy'" in proc.stderr:
+            return None
+        raise RuntimeError(f"Blender import benchmark failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the command ----------------------------------------------------------------------------------------
+@dataclass
+class Report:
+    config: dict[str, Any]
+    ours: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    memory_mb: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
+    medians = {stage: statistics.median(run.get(stage, 0.0) for run in runs) for stage in STAGES}
+    medians["total"] = statistics.median(sum(run.get(s, 0.0) for s in STAGES) for run in runs)
+    return medians
+
+
+def print_report(report: Report) -> None:
+    c = report.config
+    print(f"\nreconstruction benchmark — {c['device_name']}, torch threads {c['threads']}, {c['size']} networks")
+    print(f"ours: {c['sampler']} {c['steps']} steps, {c['backend']} {c['precision']}"
+          f"{' cuda-graphs' if c['cuda_graphs'] else ''}; {c['n_shapes']} shapes + {c['n_expressions']} expressions; "
+          f"median of {c['repeats']} warm runs")  # fmt: skip
+    if report.baseline:
+        print(f"baseline: official recipe — encoders on {c['baseline_copies']} tiled copies, IdGen DDIM "
+              f"{c['baseline_steps'][0]} steps, ExpGen DDPM {c['baseline_steps'][1]} steps, eager fp32")  # fmt: skip
+    print(f"{'stage':<20}{'ours (s)':>12}{'baseline (s)':>14}{'speed-up':>10}")
+    for stage in (*STAGES, "total"):
+        ours = report.ours.get(stage, float("nan"))
+        base = report.baseline.get(stage, float("nan"))
+        ratio = base / ours if report.baseline and ours > 0 else float("nan")
+        print(f"{stage:<20}{ours:>12.3f}{base:>14.3f}{ratio:>9.1f}x")
+    for name, value in report.memory_mb.items():
+        print(f"peak memory {name:<24}{value:>10.0f} MB")
+    for name, value in report.extra.items():
+        print(f"{name:<36}{value if isinstance(value, str) else json.dumps(value)}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Time a whole reconstruction against the official recipe.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver"), help="overrides the preset")
+    parser.add_argument("--steps", type=int, help="overrides the preset")
+    parser.add_argument("--eta", type=float, help="overrides the preset (ddim)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the denoiser step as a CUDA graph")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoisers")
+    parser.add_argument("--size", choices=("full", "demo"), default="full",
+                        help="official-size random networks (default) or the DEMO weights")  # fmt: skip
+    parser.add_argument("--full-size-encoders", dest="size", action="store_const", const="full",
+                        help="same as --size full")  # fmt: skip
+    parser.add_argument("--n-shapes", type=int, default=100)
+    parser.add_argument("--n-expressions", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: physical cores)")
+    parser.add_argument("--baseline-copies", type=int, default=100, help="tiled copies the baseline encodes")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-worker", action="store_true")
+    parser.add_argument("--no-blender", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (for tests; numbers mean nothing)")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    threads = configure_cpu_threads(opts.threads)
+    device = choose_device(opts.device)
+    sizes = TINY if opts.quick else FULL
+    baseline_steps = (4, 6) if opts.quick else (BASELINE_IDGEN_STEPS, BASELINE_EXPGEN_STEPS)
+    copies = 4 if opts.quick else opts.baseline_copies
+    n_shapes, n_exps = (8, 6) if opts.quick else (opts.n_shapes, opts.n_expressions)
+    repeats = 1 if opts.quick else opts.repeats
+
+    workdir = Path(tempfile.mkdtemp(prefix="ofer-bench-"))
+    extra: dict[str, Any] = {"preset": opts.preset}
+    args = apply_preset(ReconstructArgs(
+        image=str(SAMPLE), output=str(workdir / "ours.npz"), n_shapes=n_shapes, n_expressions=n_exps,
+        top_k=min(10, n_shapes), sampler="ddpm", steps=4 if opts.quick else opts.steps, seed=0, device=opts.device,
+        extra=extra,
+    ))  # fmt: skip
+    if opts.sampler:
+        args = dataclasses.replace(args, sampler=opts.sampler)
+    if opts.eta is not None:
+        args.extra["eta"] = opts.eta
+
+    reconstructor = Reconstructor(
+        resolve_assets({}), device=opts.device, backend=opts.backend, precision=opts.precision
+    )
+    report = Report(config={
+        "device": str(device), "device_name": device_name(device), "threads": threads, "backend": opts.backend,
+        "precision": opts.precision, "cuda_graphs": opts.cuda_graphs, "compile": opts.compile,
+        "size": "tiny (quick)" if opts.quick else opts.size, "sampler": args.sampler, "steps": args.steps,
+        "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
+        "baseline_steps": baseline_steps, "torch": torch.__version__,
+    })  # fmt: skip
+
+    # Cold load of the model files (the DEMO head and detector load with the first run).
+    if opts.size == "full" or opts.quick:
+        folder = default_cache_dir() / ("benchmark_tiny" if opts.quick else "benchmark_full_size")
+        files = model_files(sizes, folder)
+        t = time.perf_counter()
+        bundle = load_bundle(files, opts.precision)
+    else:
+        t = time.perf_counter()
+        bundle = load_model_bundle(resolve_assets({}), precision=opts.precision)
+    report.extra["model load, cold (s)"] = round(time.perf_counter() - t, 3)
+    # The Reconstructor loads its bundle lazily; hand it the benchmark's networks instead.
+    reconstructor._bundle = bundle
+    if opts.backend == "onnxruntime":
+        reconstructor.bundle(device)
+    accelerate(bundle, device, cuda_graphs=opts.cuda_graphs, compile_=opts.compile, precision=opts.precision)
+
+    quiet: Callable[..., None] = lambda *a: None  # noqa: E731
+    runs = []
+    for i in range(repeats + 1):
+        reset_peak_memory(device)
+        output = reconstructor.run(args, quiet, lambda: False)
+        sync(device)
+        if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
+            runs.append(output.seconds)
+    report.memory_mb["ours"] = peak_memory_mb(device)
+    report.ours = median_stages(runs)
+    result_path = Path(output.path)
+
+    if not opts.no_baseline:
+        base_runs = []
+        reset_peak_memory(device)
+        for _ in range(1 if opts.quick else max(1, repeats // 3)):
+            base_args = dataclasses.replace(args, output=str(workdir / "baseline.npz"))
+            base_runs.append(baseline_run(reconstructor, base_args, device, copies, baseline_steps))
+        report.memory_mb["baseline"] = peak_memory_mb(device)
+        report.baseline = median_stages(base_runs)
+
+    if not opts.no_worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+        from inference_server.demo.weights import packaged_demo_weights
+
+        # The worker loads the DEMO weights; where they are not packaged it would train them (minutes).
+        ready = packaged_demo_weights() is not None
+        timings = worker_startup(args, env, reconstructions=ready)
+        report.extra.update({f"{k} (s)": round(v, 3) for k, v in timings.items()})
+        report.extra["worker note"] = (
+            "reconstructions with the DEMO weights" if ready else "reconstructions skipped: DEMO weights not packaged"
+        )
+    if not opts.no_blender:
+        timing = blender_import(result_path, 1 if opts.quick else 3)
+        if timing is None:
+            report.extra["blender import"] = "skipped: bpy is not installed"
+        else:
+            report.extra[f"blender import of {timing['shape_keys']} shape keys (s)"] = round(min(timing["seconds"]), 3)
+
+    print_report(report)
+    if opts.json:
+        opts.json.write_text(json.dumps(report.__dict__, indent=2, default=str))
+    return 0
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
+    except OSError:
+        pass
+    return f"CPU ({os.cpu_count()} CPUs)"
+
+
+def accelerate(bundle: ModelBundle, device: torch.device, *, cuda_graphs: bool, compile_: bool, precision: str) -> None:
+    """Swap the bundle's denoiser callables for the accelerated ones of ``backends`` (GPU options)."""
+    if not (cuda_graphs or compile_):
+        return
+    from inference_server.backends import accelerated_denoiser
+
+    bundle.to(device)
+    for name, net in (("idgen_denoiser", bundle.idgen.denoiser), ("expgen_denoiser", bundle.expgen.denoiser)):
+        assert net is not None
+        model = getattr(bundle, name)
+        setattr(bundle, name, accelerated_denoiser(net, model.feature_dim, cuda_graphs=cuda_graphs, compile_=compile_))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

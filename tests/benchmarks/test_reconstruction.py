@@ -1,0 +1,33 @@
+"""The reconstruction benchmark runs end to end in its tiny --quick mode and reports every stage."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("load", "detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode", "write")
+
+
+def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # Own process: the benchmark sets torch's thread count, and the Blender part needs its own anyway.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reconstruction.py"), "--quick", "--json", str(report_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    for side in ("ours", "baseline"):
+        assert set(report[side]) == {*STAGES, "total"}
+        assert all(math.isfinite(v) and v >= 0 for v in report[side].values())
+        assert math.isclose(report[side]["total"], sum(report[side][s] for s in STAGES), rel_tol=1e-6)
+        assert report["memory_mb"][side] > 0
+    assert report["config"]["baseline_steps"] == [4, 6]
+    assert report["extra"]["worker_hello (s)"] > 0
+    assert "speed-up" in proc.stdout and "total" in proc.stdout
