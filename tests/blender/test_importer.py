@@ -100,9 +100,12 @@ def test_names_ranges_rig_and_metadata(addon, result_file) -> None:
     # jaw bone posed by the expression choice
     obj.ofer.expression = 4
     q = rig.pose.bones["jaw"].rotation_quaternion
-    angle = np.linalg.norm(result.jaw_pose[3])
-    assert q.angle == pytest.approx(angle, abs=1e-6)
-    np.testing.assert_allclose(q.axis[:], result.jaw_pose[3] / angle, atol=1e-5)
+    # Compare rotations, not (axis, angle): an angle above pi comes back as 2 pi - angle about -axis.
+    rotvec = result.jaw_pose[3].astype(np.float64)
+    angle = np.linalg.norm(rotvec)
+    k = np.array([[0, -rotvec[2], rotvec[1]], [rotvec[2], 0, -rotvec[0]], [-rotvec[1], rotvec[0], 0]]) / angle
+    expected = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    np.testing.assert_allclose(np.array(q.to_matrix()), expected, atol=1e-5)
 
 
 def test_spread_colours(addon, result_file) -> None:
