@@ -7,6 +7,7 @@ on GPUs); ``--batch-size`` is per process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(run=run_synth)
     demo = jobs.add_parser("demo", help="train the DEMO weights on synthetic renders (minutes on a CPU)")
     demo.add_argument("--out", type=Path, required=True)
-    demo.add_argument("--images", type=int, default=600)
+    demo.add_argument("--images", type=int, help="synthetic training renders (default: the recipe's)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, help="torch CPU threads (1 on a busy machine)")
     demo.add_argument("--keep-work", action="store_true", help="keep the renders and full-precision runs")
@@ -106,7 +107,10 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from .demo import DemoRecipe, clean_work_folder, train_demo_weights
 
-    paths = train_demo_weights(args.out, DemoRecipe(train_images=args.images, seed=args.seed, threads=args.threads))
+    recipe = DemoRecipe(seed=args.seed, threads=args.threads)
+    if args.images is not None:
+        recipe = dataclasses.replace(recipe, train_images=args.images)
+    paths = train_demo_weights(args.out, recipe)
     if not args.keep_work:
         clean_work_folder(args.out)
     for path in paths.values():

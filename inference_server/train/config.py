@@ -16,6 +16,7 @@ TRAIN_KINDS = ("idgen", "expgen", "idrank")
 #: Encoder fine-tuning: "all" = frozen, "l4" = only the last stage (ArcFace layer4/bn2/fc/features.bias;
 #: CLIP last block + ln_post + proj, the official "l4" idea), "none" = everything trains.
 FREEZE_MODES = ("all", "l4", "none")
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass
@@ -30,6 +31,13 @@ class TrainConfig:
     arcface_lr: float = 1e-4
     farl_lr: float = 1e-4
     weight_decay: float = 1e-4
+    #: "plateau": the paper's ReduceLROnPlateau per epoch; "cosine": linear warm-up then cosine decay to 0
+    #: (what the DEMO recipe uses: far fewer steps than the paper, so the rate must fall on schedule).
+    lr_schedule: str = "plateau"
+    warmup_steps: int = 0
+    #: Denoisers: noise draws (t, ε) per image and step. The encoders run once per image and their context
+    #: is repeated, so a large denoiser batch costs little encoder time.
+    noise_repeats: int = 1
     freeze: str = "l4"
     seed: int = 0
     log_every: int = 10
@@ -61,6 +69,10 @@ class TrainConfig:
             raise ValueError(f"freeze must be one of {FREEZE_MODES}, got {self.freeze!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0 or self.noise_repeats < 1:
+            raise ValueError("warmup_steps must be >= 0 and noise_repeats >= 1")
         if self.temperature_mm <= 0:
             raise ValueError("the ranking temperature must be positive")
         self.data, self.out = Path(self.data), Path(self.out)

@@ -3,10 +3,13 @@
 ``ofer-worker train demo --out DIR`` runs it (a few minutes on 2 CPU cores) and writes
 ``DIR/DEMO_{idgen,expgen,idrank}.safetensors`` (+ ``.json``) in fp16, to be committed to
 ``inference_server/assets/demo_weights/`` (``ensure_demo_weights`` prefers them there).
-STATUS: with the default step counts the IdGen is far from converged and its samples are not yet
-usable (see README). Everything is seeded, so the same torch version gives the same
-files. The encoders start from random weights and train fully (there are no pretrained encoders to
-start from); everything else follows the paper's recipe.
+STATUS: not converged. With these defaults ExpGen samples are in distribution, but the IdGen still
+collapses two input columns of its first 1x1 conv, so those shape coefficients drift far off the data
+when sampled (README, "Demo weights"); no trained files are committed yet.
+Everything is seeded, so the same torch version gives the same files. The encoders start from random
+weights and train fully (there are no pretrained encoders to start from). Deviations from the paper's
+recipe, for a CPU budget: several noise draws per image and step (``noise_repeats``) and a warm-up +
+cosine learning rate instead of ReduceLROnPlateau.
 """
 
 from __future__ import annotations
@@ -31,12 +34,20 @@ DEMO_KINDS = ("idgen", "expgen", "idrank")
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    train_images: int = 600
-    idgen_steps: int = 600
-    expgen_steps: int = 500
-    idrank_steps: int = 200
+    train_images: int = 2400
+    idgen_steps: int = 2600
+    expgen_steps: int = 1500
+    idrank_steps: int = 150
+    #: images per step; each image gets ``noise_repeats`` (t, ε) draws, so the denoisers see
+    #: batch_size × noise_repeats rows per step while the encoders run on batch_size images only.
     batch_size: int = 32
+    noise_repeats: int = 16
+    denoiser_lr: float = 2e-3
+    encoder_lr: float = 1e-3
+    warmup_fraction: float = 0.05
     rank_batch: int = 8
+    rank_lr: float = 1e-4
+    rank_temperature_mm: float = 1.0
     rank_samples: int = 32
     rank_sampler_steps: int = 25
     seed: int = 0
@@ -77,20 +88,37 @@ def train_demo_weights(
         write_synthetic_dataset(data, recipe.train_images, seed=recipe.seed)
     size = PRESETS["demo"]
     common = dict(
-        data=data, out=work, batch_size=recipe.batch_size, seed=recipe.seed, freeze="none", arcface_lr=1e-3,
-        farl_lr=1e-3, arcface=size.arcface, farl=size.farl, idrank=size.idrank, demo=True, progress=progress,
-        save_every=10**9, device="cpu", threads=recipe.threads,
+        data=data, out=work, batch_size=recipe.batch_size, seed=recipe.seed, freeze="none",
+        arcface_lr=recipe.encoder_lr, farl_lr=recipe.encoder_lr, arcface=size.arcface, farl=size.farl,
+        idrank=size.idrank, demo=True, progress=progress, save_every=10**9, device="cpu", threads=recipe.threads,
+        lr_schedule="cosine",
     )  # fmt: skip
+    denoising = dict(common, lr=recipe.denoiser_lr, noise_repeats=recipe.noise_repeats)
+
+    def warmup(steps: int) -> int:
+        return max(1, round(recipe.warmup_fraction * steps))
+
     log("training IdGen")
-    idgen = train(TrainConfig(kind="idgen", steps=recipe.idgen_steps, denoiser=size.idgen, **common))  # type: ignore[arg-type]
+    idgen = train(
+        TrainConfig(
+            kind="idgen", steps=recipe.idgen_steps, denoiser=size.idgen, warmup_steps=warmup(recipe.idgen_steps),
+            **denoising,  # type: ignore[arg-type]
+        )
+    )  # fmt: skip
     log("training ExpGen")
-    train(TrainConfig(kind="expgen", steps=recipe.expgen_steps, denoiser=size.expgen, **common))  # type: ignore[arg-type]
+    train(
+        TrainConfig(
+            kind="expgen", steps=recipe.expgen_steps, denoiser=size.expgen, warmup_steps=warmup(recipe.expgen_steps),
+            **denoising,  # type: ignore[arg-type]
+        )
+    )  # fmt: skip
     log("training IdRank on the frozen IdGen's samples")
-    rank_common = dict(common, batch_size=recipe.rank_batch)
+    rank_common = dict(common, batch_size=recipe.rank_batch, lr=recipe.rank_lr)
     train(
         TrainConfig(
             kind="idrank", steps=recipe.idrank_steps, generator=idgen, n_samples=recipe.rank_samples,
             sampler="ddim", sampler_steps=recipe.rank_sampler_steps, sampler_eta=1.0, cache_samples=True,
+            temperature_mm=recipe.rank_temperature_mm, warmup_steps=warmup(recipe.idrank_steps),
             **rank_common,  # type: ignore[arg-type]
         )
     )  # fmt: skip

@@ -17,9 +17,11 @@ so a resumed run repeats the uninterrupted run's loss trajectory.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +104,10 @@ class DiffusionObjective(nn.Module):
     ) -> torch.Tensor:
         a = self.alphas_cumprod[t][:, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        return (self.denoiser(xt, t, self.context(blob, image)) - noise).abs().mean()
+        context = self.context(blob, image)
+        repeats = x0.shape[0] // context.shape[0]  # noise draws per image (``noise_repeats``)
+        context = context.repeat_interleave(repeats, dim=0) if repeats > 1 else context
+        return (self.denoiser(xt, t, context) - noise).abs().mean()
 
 
 class RankObjective(nn.Module):
@@ -128,6 +133,14 @@ def ranking_errors_mm(samples_front_mm: torch.Tensor, truth_front_mm: torch.Tens
 
 def ranking_target(errors_mm: torch.Tensor, temperature_mm: float = 1.0) -> torch.Tensor:
     return torch.softmax(-errors_mm / temperature_mm, dim=-1)
+
+
+def warmup_cosine(step: int, *, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # -- progress --------------------------------------------------------------------------------------------
@@ -234,9 +247,15 @@ class Trainer:
         if self.encoder_params["farl"]:
             groups.append({"params": self.encoder_params["farl"], "lr": config.farl_lr})
         self.optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimiser, mode="min", factor=0.99, patience=2, threshold=1e-4
-        )
+        self.scheduler: Any
+        if config.lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimiser, partial(warmup_cosine, warmup=config.warmup_steps, total=config.steps)
+            )
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimiser, mode="min", factor=0.99, patience=2, threshold=1e-4
+            )
         self.model: nn.Module = self.objective
         if self.info.distributed:
             self.model = nn.parallel.DistributedDataParallel(
@@ -335,6 +354,7 @@ class Trainer:
                 targets.append(ranking_target(ranking_errors_mm(front, truth), self.config.temperature_mm))
             return self.model(blob, image, torch.cat(inputs), torch.stack(targets))
         x0 = (batch.shape if self.config.kind == "idgen" else batch.expression).to(device)
+        x0 = x0.repeat_interleave(self.config.noise_repeats, dim=0)
         generator = torch.Generator().manual_seed(_step_seed(self.config.seed, self.info.rank, step))
         t = torch.randint(0, 1000, (x0.shape[0],), generator=generator).to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
@@ -360,7 +380,9 @@ class Trainer:
             self.epoch_loss[0] += value
             self.epoch_loss[1] += 1
             self.step += 1
-            if self.step % self.steps_per_epoch == 0:
+            if self.config.lr_schedule == "cosine":
+                self.scheduler.step()
+            elif self.step % self.steps_per_epoch == 0:
                 mean = distributed.mean_over_processes(self.epoch_loss[0] / self.epoch_loss[1], self.info)
                 self.scheduler.step(mean)
                 self.epoch_loss = [0.0, 0]

@@ -120,3 +120,49 @@ def test_idrank_needs_a_generator(synthetic_set: Path, tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match="--generator"):
         Trainer(tiny_config("idrank", synthetic_set, tmp_path))
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero() -> None:
+    from inference_server.train.trainer import warmup_cosine
+
+    factors = [warmup_cosine(step, warmup=4, total=12) for step in range(13)]
+    np.testing.assert_allclose(factors[:4], [0.25, 0.5, 0.75, 1.0])
+    # after warm-up: 0.5 (1 + cos(π (s - 4) / 8))
+    expected = [0.5 * (1 + np.cos(np.pi * (s - 4) / 8)) for s in range(4, 13)]
+    np.testing.assert_allclose(factors[4:], expected, atol=1e-12)
+    assert factors[-1] == pytest.approx(0.0)
+
+
+def test_cosine_schedule_sets_the_learning_rate_per_step(synthetic_set: Path, tmp_path: Path) -> None:
+    config = tiny_config("idgen", synthetic_set, tmp_path, steps=6, lr=1e-3, lr_schedule="cosine", warmup_steps=2)
+    trainer = Trainer(config)
+    rates = []
+    for _ in trainer.steps():
+        rates.append(trainer.optimiser.param_groups[0]["lr"])
+    trainer.close()
+    # the rate after step s is the factor of s (LambdaLR counts the steps taken)
+    expected = [1e-3 * (1.0 if s == 2 else 0.5 * (1 + np.cos(np.pi * (s - 2) / 4))) for s in range(1, 7)]
+    expected[0] = 1e-3  # step 1 is the end of warm-up: (1 + 1) / 2
+    np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_noise_repeats_give_each_image_several_noise_draws(synthetic_set: Path, tmp_path: Path) -> None:
+    """With repeats the objective equals the mean L1 over the repeated rows, context repeated per image."""
+    config = tiny_config("idgen", synthetic_set, tmp_path, noise_repeats=3, batch_size=2)
+    trainer = Trainer(config)
+    trainer.objective.eval()
+    batch = trainer.dataset.batch([0, 1])
+    with torch.no_grad():
+        loss = trainer._loss(batch, 0)
+        objective = trainer.objective
+        context = objective.context(batch.blob, batch.image)  # type: ignore[operator]
+        generator = torch.Generator().manual_seed(0)
+        x0 = batch.shape.repeat_interleave(3, dim=0)
+        t = torch.randint(0, 1000, (6,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = objective.alphas_cumprod[t][:, None]  # type: ignore[index]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        rows = [trainer.networks.denoiser(xt[i : i + 1], t[i : i + 1], context[i // 3 : i // 3 + 1]) for i in range(6)]  # type: ignore[misc]
+        direct = (torch.cat(rows) - noise).abs().mean()
+    trainer.close()
+    assert loss.item() == pytest.approx(direct.item(), rel=1e-5)
