@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,34 +11,7 @@ from inference_server.__main__ import main
 from inference_server.checkpoints import load_networks
 from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder
 from inference_server.nets.denoiser import Denoiser, DenoiserConfig
-
-
-def _var_sched() -> dict[str, torch.Tensor]:
-    b = np.linspace(1e-4, 1e-2, 1000)
-    a = 1 - b
-    A = np.cumprod(a)
-    A_prev = np.concatenate([[1.0], A[:-1]])
-    post = b * (1 - A_prev) / (1 - A)
-    values = {
-        "betas": b,
-        "alphas": a,
-        "alphas_cumprod": A,
-        "alphas_cumprod_prev": A_prev,
-        "sqrt_alpha_cumprod": np.sqrt(A),
-        "sqrt_alpha": np.sqrt(a),
-        "sqrt_recip_alpha": 1 / np.sqrt(a),
-        "sqrt_one_minus_alpha_cumprod": np.sqrt(1 - A),
-        "log_one_minus_alpha_cumprod": np.log(1 - A),
-        "sqrt_recip_alpha_cumprod": 1 / np.sqrt(A),
-        "sqrt_recip_minus_one_alpha_cumprod": np.sqrt(1 / A - 1),
-        "posterior_variance": post,
-        "posterior_log_variance_clipped": np.log(np.maximum(post, 1e-20)),
-        "posterior_mean_coeff1": b * np.sqrt(A_prev) / (1 - A),
-        "posterior_mean_coeff2": (1 - A_prev) * np.sqrt(a) / (1 - A),
-        "posterior_mean_coeff3": b / np.sqrt(1 - A),
-        "mean_coeff": (1 - A) / b,
-    }
-    return {k: torch.tensor(v) for k, v in values.items()}
+from tests.inference_server.checkpoints.var_sched import var_sched_buffers
 
 
 def _official_style_file(path: Path) -> dict[str, torch.Tensor]:
@@ -51,7 +23,7 @@ def _official_style_file(path: Path) -> dict[str, torch.Tensor]:
     arcface = ArcFaceEncoder(
         ArcFaceConfig(layers=(1, 1, 1, 1), widths=(8, 8, 8, 8), embedding_dim=32)
     ).state_dict()
-    sched = _var_sched()
+    sched = var_sched_buffers()
     diffusion = {f"net.{k}": v for k, v in net.items()} | {f"var_sched.{k}": v for k, v in sched.items()}
     torch.save({"arcface": arcface, "net": net, "var_sched": sched, "diffusion": diffusion, "epoch": 3}, path)
     return net
