@@ -1,14 +1,14 @@
-"""DEMO network weights: small OFER-family networks, generated deterministically on first use.
+"""DEMO network weights: the committed trained files, or a prior fit generated on first use.
 
-These are NOT the OFER weights. The encoders are reduced in width and depth (the context widths stay
-512 / 1024, so every downstream shape is the real one); the denoisers keep the official IdGen / ExpGen
-sizes. The denoisers are fitted briefly to the coefficient prior of the demo head (shape ~ N(0, I),
-expression ~ N(0, 0.6² I), a mostly-opening jaw) so that sampling gives plausible heads; they are not
-yet conditioned on images, and the demo IdRank is untrained. Every output made with them says DEMO.
+These are NOT the OFER weights. ``ensure_demo_weights()`` returns the files committed under
+``inference_server/assets/demo_weights/`` (made by ``ofer-worker train demo``, see
+:mod:`inference_server.train.demo`): reduced-width networks trained on synthetic occluded renders of the
+DEMO head. Their samples are in the training distribution and ExpGen's jaw follows the face; IdGen is not
+yet image-conditioned (README, "Demo weights").
 
-When trained DEMO weights are committed under ``inference_server/assets/demo_weights/`` (made by
-``ofer-worker train demo``, see :mod:`inference_server.train.demo`), ``ensure_demo_weights`` returns those
-instead: image-conditioned networks trained on synthetic occluded renders, with no work at run time.
+The fallback below serves other seeds and installs without the package data: the official denoiser sizes
+fitted briefly to the demo coefficient prior (not image-conditioned) and an untrained ranker, generated
+deterministically into the user cache. Every output made with either says DEMO.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import WorkerError
 
@@ -35,6 +36,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         job.add_argument("--channel-order", default="BGR", choices=("BGR", "RGB"))
         job.add_argument("--log-every", type=int, default=10)
         job.add_argument("--save-every", type=int, default=200)
+        if kind != "idrank":
+            job.add_argument(
+                "--identity-init", action="store_true",
+                help="start the denoiser at eps_hat = x_t (short runs; see train/initialisation.py)",
+            )  # fmt: skip
+        job.add_argument("--arcface-init", type=Path, help="start ArcFace from this checkpoint's encoder")
+        if kind != "idgen":
+            job.add_argument("--farl-init", type=Path, help="start FaRL from this checkpoint's encoder")
         job.add_argument("--init", type=Path, help="start from this project checkpoint of the same kind")
         job.add_argument("--no-resume", action="store_true", help="start over even if OUT holds a run")
         job.add_argument("--no-progress", action="store_true")
@@ -44,6 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             job.add_argument("--temperature", type=float, default=1.0, help="target softmax temperature (mm)")
             job.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpmsolver", "dpmsolver_sde"))
             job.add_argument("--sampler-steps", type=int)
+            job.add_argument(
+                "--deviation-init", action="store_true",
+                help="start the first rank layer blind to the shared mean mesh (see train/initialisation.py)",
+            )  # fmt: skip
             job.add_argument("--cache-samples", action="store_true", help="draw each image's samples once")
             job.add_argument("--flame", type=Path, help="FLAME model (.pkl/.npz); default: the DEMO head")
         job.set_defaults(run=run_train, kind=kind)
@@ -57,6 +70,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--images", type=int, help="synthetic training renders (default: the recipe's)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, help="torch CPU threads (1 on a busy machine)")
+    demo.add_argument(
+        "--only", nargs="+", choices=("idgen", "expgen", "idrank"), default=(),
+        help="train just these (e.g. idgen and expgen in two processes, then idrank); resumes from OUT/work",
+    )  # fmt: skip
+    demo.add_argument("--data", type=Path, help="an existing synthetic training set (`train synth`)")
     demo.add_argument("--keep-work", action="store_true", help="keep the renders and full-precision runs")
     demo.set_defaults(run=run_demo)
 
@@ -67,11 +85,14 @@ def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     size = PRESETS[args.size]
-    extra = {}
+    extra: dict[str, Any] = {}
+    if args.kind != "idrank":
+        extra["identity_init"] = args.identity_init
     if args.kind == "idrank":
-        extra = dict(
+        extra.update(
             generator=args.generator, n_samples=args.n_samples, temperature_mm=args.temperature,
             sampler=args.sampler, sampler_steps=args.sampler_steps, cache_samples=args.cache_samples,
+            deviation_init=args.deviation_init,
             flame=args.flame,
         )  # fmt: skip
     try:
@@ -80,7 +101,8 @@ def run_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, arcface_lr=args.arcface_lr, farl_lr=args.farl_lr,
             weight_decay=args.weight_decay, freeze=args.freeze, seed=args.seed, device=args.device,
             channel_order=args.channel_order, log_every=args.log_every, save_every=args.save_every,
-            init=args.init, denoiser=getattr(size, args.kind) if args.kind != "idrank" else None,
+            init=args.init, arcface_init=args.arcface_init, farl_init=getattr(args, "farl_init", None),
+            denoiser=getattr(size, args.kind) if args.kind != "idrank" else None,
             arcface=size.arcface, farl=size.farl, idrank=size.idrank, progress=not args.no_progress,
             **extra,
         )  # fmt: skip
@@ -110,8 +132,8 @@ def run_demo(args: argparse.Namespace) -> int:
     recipe = DemoRecipe(seed=args.seed, threads=args.threads)
     if args.images is not None:
         recipe = dataclasses.replace(recipe, train_images=args.images)
-    paths = train_demo_weights(args.out, recipe)
-    if not args.keep_work:
+    paths = train_demo_weights(args.out, recipe, data=args.data, only=tuple(args.only))
+    if paths and not args.keep_work:
         clean_work_folder(args.out)
     for path in paths.values():
         print(path)

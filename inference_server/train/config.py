@@ -38,6 +38,18 @@ class TrainConfig:
     #: Denoisers: noise draws (t, ε) per image and step. The encoders run once per image and their context
     #: is repeated, so a large denoiser batch costs little encoder time.
     noise_repeats: int = 1
+    #: Denoisers: start with ε̂(x_t, t) ≈ x_t (``initialisation.start_at_identity``) instead of PyTorch's
+    #: default initialisation; the DEMO recipe uses it because a short CPU run cannot learn the high-noise
+    #: slopes the samplers amplify. Ignored with ``init`` (weights come from the file).
+    identity_init: bool = False
+    #: IdRank: start the first rank layer blind to the shared-mean half of its input
+    #: (``initialisation.start_on_deviations``); the DEMO recipe uses it.
+    deviation_init: bool = False
+    #: Supervised start for encoders that begin from random weights (the DEMO recipe: it has no pretrained
+    #: ArcFace / FaRL): before step 0, regress the run's target (shape for IdGen / IdRank, expression + jaw
+    #: for ExpGen) from the encoders' context through a temporary linear head, MSE, for this many steps.
+    encoder_warmup_steps: int = 0
+    encoder_warmup_lr: float = 1e-3
     freeze: str = "l4"
     seed: int = 0
     log_every: int = 10
@@ -45,6 +57,10 @@ class TrainConfig:
     device: str = "auto"
     channel_order: str = "BGR"
     init: Path | None = None  # a project checkpoint whose networks start the run (same kind)
+    #: Start the encoders from another run's (e.g. IdRank's ArcFace from the trained IdGen, its FaRL from
+    #: the trained ExpGen): what pretrained encoders are to the paper's recipe. Sizes must match.
+    arcface_init: Path | None = None
+    farl_init: Path | None = None
     denoiser: DenoiserConfig | None = None  # None: the official size of the kind
     arcface: ArcFaceConfig = field(default_factory=ArcFaceConfig)
     farl: ClipVisionConfig = field(default_factory=ClipVisionConfig)
@@ -71,8 +87,8 @@ class TrainConfig:
             raise ValueError("steps and batch_size must be at least 1")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.warmup_steps < 0 or self.noise_repeats < 1:
-            raise ValueError("warmup_steps must be >= 0 and noise_repeats >= 1")
+        if self.warmup_steps < 0 or self.noise_repeats < 1 or self.encoder_warmup_steps < 0:
+            raise ValueError("warmup_steps and encoder_warmup_steps must be >= 0 and noise_repeats >= 1")
         if self.temperature_mm <= 0:
             raise ValueError("the ranking temperature must be positive")
         self.data, self.out = Path(self.data), Path(self.out)

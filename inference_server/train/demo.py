@@ -1,15 +1,17 @@
 """The DEMO weights recipe: render synthetic occluded faces, train small IdGen / ExpGen / IdRank on them.
 
-``ofer-worker train demo --out DIR`` runs it (a few minutes on 2 CPU cores) and writes
-``DIR/DEMO_{idgen,expgen,idrank}.safetensors`` (+ ``.json``) in fp16, to be committed to
-``inference_server/assets/demo_weights/`` (``ensure_demo_weights`` prefers them there).
-STATUS: not converged. With these defaults ExpGen samples are in distribution, but the IdGen still
-collapses two input columns of its first 1x1 conv, so those shape coefficients drift far off the data
-when sampled (README, "Demo weights"); no trained files are committed yet.
-Everything is seeded, so the same torch version gives the same files. The encoders start from random
-weights and train fully (there are no pretrained encoders to start from). Deviations from the paper's
-recipe, for a CPU budget: several noise draws per image and step (``noise_repeats``) and a warm-up +
-cosine learning rate instead of ReduceLROnPlateau.
+``ofer-worker train demo --out DIR`` runs it and writes ``DIR/DEMO_{idgen,expgen,idrank}.safetensors``
+(+ ``.json``) in fp16; the committed copies live in ``inference_server/assets/demo_weights/``
+(``ensure_demo_weights`` prefers them). On 2 CPU cores: rendering 12,000 faces ~10 min, IdGen and ExpGen
+~30 min each (``--only idgen`` / ``--only expgen`` in two processes run them side by side, then
+``--only idrank``), IdRank ~10 min. Everything is seeded, so the same torch version gives the same files.
+
+Deviations from the paper's recipe, for a CPU budget and encoders that start from random weights (there
+are no pretrained ArcFace / FaRL to start from): several noise draws per image and step
+(``noise_repeats``), a warm-up + cosine learning rate instead of ReduceLROnPlateau, the denoisers start at
+ε̂ = x_t (``identity_init``: without it a short run's samples drift to std ≈ 12, see
+``train/initialisation.py``), and IdRank starts its encoders from the trained IdGen's ArcFace and ExpGen's
+FaRL (as the paper's three networks all start from the same pretrained encoders).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,30 +31,36 @@ from .presets import PRESETS
 from .synthetic import INDEX_NAME, write_synthetic_dataset
 from .trainer import train
 
-DEMO_RECIPE_VERSION = "demo-weights/2"
+DEMO_RECIPE_VERSION = "demo-weights/3"
 DEMO_KINDS = ("idgen", "expgen", "idrank")
 
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    train_images: int = 2400
-    idgen_steps: int = 2600
-    expgen_steps: int = 1500
-    idrank_steps: int = 150
+    train_images: int = 12000
+    idgen_steps: int = 3000
+    expgen_steps: int = 2500
+    idrank_steps: int = 120
     #: images per step; each image gets ``noise_repeats`` (t, ε) draws, so the denoisers see
     #: batch_size × noise_repeats rows per step while the encoders run on batch_size images only.
     batch_size: int = 32
     noise_repeats: int = 16
+    identity_init: bool = True
+    #: supervised encoder start (``TrainConfig.encoder_warmup_steps``); off: on 2 CPU cores its 0.5 s per
+    #: step buys less than more renders do (the encoders overfit 2400 renders: see README)
+    encoder_warmup_steps: int = 0
+    encoder_warmup_lr: float = 2e-3
     denoiser_lr: float = 2e-3
     encoder_lr: float = 1e-3
     warmup_fraction: float = 0.05
     rank_batch: int = 8
-    rank_lr: float = 1e-4
+    rank_lr: float = 2e-4
     rank_temperature_mm: float = 1.0
     rank_samples: int = 32
     rank_sampler_steps: int = 25
     seed: int = 0
     threads: int | None = None
+    save_every: int = 500  # also what an interrupted run resumes from
 
 
 def demo_file(folder: Path, kind: str) -> Path:
@@ -70,6 +79,37 @@ def _to_fp16(source: Path, destination: Path, note: str, recipe: DemoRecipe) -> 
     save_project_checkpoint(destination, networks)
 
 
+def demo_train_config(kind: str, recipe: DemoRecipe, data: Path, work: Path, *, progress: bool = True) -> TrainConfig:
+    """The DEMO run of one network; IdRank ranks the samples of ``work/idgen.safetensors``."""
+    size = PRESETS["demo"]
+    common: dict[str, Any] = dict(
+        kind=kind, data=data, out=work, seed=recipe.seed, freeze="none", arcface_lr=recipe.encoder_lr,
+        farl_lr=recipe.encoder_lr, arcface=size.arcface, farl=size.farl, idrank=size.idrank, demo=True,
+        progress=progress, save_every=recipe.save_every, device="cpu", threads=recipe.threads,
+        lr_schedule="cosine",
+    )  # fmt: skip
+    if kind == "idrank":
+        steps = recipe.idrank_steps
+        return TrainConfig(
+            steps=steps, batch_size=recipe.rank_batch, lr=recipe.rank_lr, warmup_steps=_warmup(recipe, steps),
+            generator=work / "idgen.safetensors", n_samples=recipe.rank_samples, sampler="ddim",
+            sampler_steps=recipe.rank_sampler_steps, sampler_eta=1.0, cache_samples=True,
+            temperature_mm=recipe.rank_temperature_mm, arcface_init=work / "idgen.safetensors",
+            farl_init=work / "expgen.safetensors", deviation_init=True, **common,
+        )  # fmt: skip
+    steps = recipe.idgen_steps if kind == "idgen" else recipe.expgen_steps
+    return TrainConfig(
+        steps=steps, batch_size=recipe.batch_size, lr=recipe.denoiser_lr, warmup_steps=_warmup(recipe, steps),
+        noise_repeats=recipe.noise_repeats, identity_init=recipe.identity_init,
+        encoder_warmup_steps=recipe.encoder_warmup_steps, encoder_warmup_lr=recipe.encoder_warmup_lr,
+        denoiser=size.idgen if kind == "idgen" else size.expgen, **common,
+    )  # fmt: skip
+
+
+def _warmup(recipe: DemoRecipe, steps: int) -> int:
+    return max(1, round(recipe.warmup_fraction * steps))
+
+
 def train_demo_weights(
     out: Path,
     recipe: DemoRecipe | None = None,
@@ -77,8 +117,14 @@ def train_demo_weights(
     data: Path | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    only: tuple[str, ...] = (),
 ) -> dict[str, Path]:
-    """Render the training set (unless ``data`` already holds one), train the three networks, write fp16."""
+    """Render the training set (unless ``data`` already holds one), train the three networks, write fp16.
+
+    ``only`` trains just those networks (e.g. IdGen and ExpGen in two processes at once, then IdRank);
+    runs resume from ``OUT/work``, so the split gives the same files as one call. The call that trains
+    IdRank (last) writes the fp16 files; the others return ``{}``.
+    """
     recipe = recipe or DemoRecipe()
     out = Path(out)
     work = out / "work"
@@ -86,42 +132,13 @@ def train_demo_weights(
     if not (data / INDEX_NAME).is_file():
         log(f"rendering {recipe.train_images} synthetic training images into {data}")
         write_synthetic_dataset(data, recipe.train_images, seed=recipe.seed)
-    size = PRESETS["demo"]
-    common = dict(
-        data=data, out=work, batch_size=recipe.batch_size, seed=recipe.seed, freeze="none",
-        arcface_lr=recipe.encoder_lr, farl_lr=recipe.encoder_lr, arcface=size.arcface, farl=size.farl,
-        idrank=size.idrank, demo=True, progress=progress, save_every=10**9, device="cpu", threads=recipe.threads,
-        lr_schedule="cosine",
-    )  # fmt: skip
-    denoising = dict(common, lr=recipe.denoiser_lr, noise_repeats=recipe.noise_repeats)
-
-    def warmup(steps: int) -> int:
-        return max(1, round(recipe.warmup_fraction * steps))
-
-    log("training IdGen")
-    idgen = train(
-        TrainConfig(
-            kind="idgen", steps=recipe.idgen_steps, denoiser=size.idgen, warmup_steps=warmup(recipe.idgen_steps),
-            **denoising,  # type: ignore[arg-type]
-        )
-    )  # fmt: skip
-    log("training ExpGen")
-    train(
-        TrainConfig(
-            kind="expgen", steps=recipe.expgen_steps, denoiser=size.expgen, warmup_steps=warmup(recipe.expgen_steps),
-            **denoising,  # type: ignore[arg-type]
-        )
-    )  # fmt: skip
-    log("training IdRank on the frozen IdGen's samples")
-    rank_common = dict(common, batch_size=recipe.rank_batch, lr=recipe.rank_lr)
-    train(
-        TrainConfig(
-            kind="idrank", steps=recipe.idrank_steps, generator=idgen, n_samples=recipe.rank_samples,
-            sampler="ddim", sampler_steps=recipe.rank_sampler_steps, sampler_eta=1.0, cache_samples=True,
-            temperature_mm=recipe.rank_temperature_mm, warmup_steps=warmup(recipe.idrank_steps),
-            **rank_common,  # type: ignore[arg-type]
-        )
-    )  # fmt: skip
+    for kind in DEMO_KINDS:
+        if only and kind not in only:
+            continue
+        log(f"training {kind}" + (" on the frozen IdGen's samples" if kind == "idrank" else ""))
+        train(demo_train_config(kind, recipe, data, work, progress=progress))
+    if only and "idrank" not in only:
+        return {}  # IdRank comes last: the call that trains it writes the files
     note = (
         "DEMO weights trained by `ofer-worker train demo` on synthetic occluded renders of the DEMO head "
         "(reduced widths, random-initialised encoders). Not OFER weights; for demonstration only."

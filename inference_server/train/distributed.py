@@ -57,3 +57,13 @@ def barrier(info: DistInfo) -> None:
 def teardown(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Mean of each gradient over the processes, for updates made outside DistributedDataParallel."""
+    if not info.distributed:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= info.world_size

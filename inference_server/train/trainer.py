@@ -41,6 +41,7 @@ from ..nets.idrank import IdRank, build_rank_input
 from . import distributed
 from .config import TrainConfig
 from .datasets import CropBatch, CropDataset, DatasetError, read_records
+from .initialisation import start_at_identity, start_on_deviations
 
 STATE_SUFFIX = ".trainer.pt"
 
@@ -179,6 +180,27 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def build_networks(config: TrainConfig) -> LoadedNetworks:
+    """Fresh networks (or the ``init`` checkpoint's), then the encoders of ``arcface_init`` / ``farl_init``."""
+    networks = _fresh_networks(config)
+    for name, source in (("arcface", config.arcface_init), ("farl", config.farl_init)):
+        if source is None:
+            continue
+        donor = getattr(load_networks(source), name)
+        target = getattr(networks, name)
+        if donor is None or target is None:
+            raise DatasetError(f"--{name}-init {source} has no {name} encoder for this run", "Pick another file.")
+        try:
+            target.load_state_dict(
+                {k: v.float() if v.is_floating_point() else v for k, v in donor.state_dict().items()}
+            )
+        except RuntimeError as error:
+            raise DatasetError(
+                f"the {name} encoder of {source} does not fit this run's size: {error}", "Use the same --size."
+            ) from error
+    return networks
+
+
+def _fresh_networks(config: TrainConfig) -> LoadedNetworks:
     """Fresh networks of the configured sizes (or the ``init`` checkpoint's), seeded with ``seed``."""
     if config.init is not None:
         loaded = load_networks(config.init)
@@ -190,14 +212,21 @@ def build_networks(config: TrainConfig) -> LoadedNetworks:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         arcface = ArcFaceEncoder(config.arcface)
-        if config.kind == "idgen":
+        denoiser = None
+        if config.kind != "idrank":
             assert config.denoiser is not None
-            return LoadedNetworks("idgen", arcface, denoiser=Denoiser(config.denoiser))
+            denoiser = Denoiser(config.denoiser)
+            if config.identity_init:
+                start_at_identity(denoiser)
+        if config.kind == "idgen":
+            return LoadedNetworks("idgen", arcface, denoiser=denoiser)
         farl = ClipImageEncoder(config.farl)
         if config.kind == "expgen":
-            assert config.denoiser is not None
-            return LoadedNetworks("expgen", arcface, denoiser=Denoiser(config.denoiser), farl=farl)
-        return LoadedNetworks("idrank", arcface, farl=farl, rank_net=IdRank(config.idrank))
+            return LoadedNetworks("expgen", arcface, denoiser=denoiser, farl=farl)
+        rank_net = IdRank(config.idrank)
+        if config.deviation_init:
+            start_on_deviations(rank_net)
+        return LoadedNetworks("idrank", arcface, farl=farl, rank_net=rank_net)
 
 
 def _load_flame(config: TrainConfig) -> FlameModelData:
@@ -271,6 +300,8 @@ class Trainer:
         self.step = 0
         self.epoch_loss = [0.0, 0]
         self.losses: list[float] = []
+        self.warmup_losses: list[float] = []
+        self.warmed_up = False
 
     # paths
     @property
@@ -360,6 +391,60 @@ class Trainer:
         noise = torch.randn(x0.shape, generator=generator).to(device)
         return self.model(blob, image, x0, t, noise)
 
+    def _context(self, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The encoders' context for this kind (IdRank: FaRL ‖ ArcFace, as its rank net sees it)."""
+        if isinstance(self.objective, DiffusionObjective):
+            return self.objective.context(blob, image)
+        assert self.networks.farl is not None
+        return torch.cat([self.networks.farl(image), self.networks.arcface(blob)], dim=1)
+
+    def warm_up_encoders(self, report: Callable[[int, float], None] | None = None) -> list[float]:
+        """``encoder_warmup_steps`` of supervised regression before step 0; returns the MSE losses.
+
+        A stand-in for pretrained encoders: random-initialised ones give the denoiser (or ranker) a
+        context that says nothing about the face, and the diffusion loss alone teaches them slowly. The
+        head is thrown away; only the encoders keep what they learned. Runs once: a resumed run skips it.
+        The loss is on standardised coefficients, so 1.0 means "no better than the data mean".
+        """
+        config = self.config
+        trainable = self.encoder_params["arcface"] + self.encoder_params["farl"]
+        if config.encoder_warmup_steps == 0 or self.step > 0 or self.warmed_up or not trainable:
+            return []
+        device = self.info.device
+        wanted = "expression" if config.kind == "expgen" else "shape"
+        # Standardised targets: every coefficient counts the same (raw MSE would be ruled by the many
+        # faint ones and ignore e.g. the jaw, whose std is 0.12 rad); constant coefficients are left out.
+        targets = np.stack([getattr(r, wanted) for r in self.dataset.records]).astype(np.float32)
+        spread = targets.std(axis=0)
+        keep = torch.as_tensor(np.flatnonzero(spread > 1e-6), device=device)
+        centre = torch.as_tensor(targets.mean(axis=0), device=device)
+        scale = torch.as_tensor(np.maximum(spread, 1e-6), device=device)
+        batch = self.dataset.batch(self._indices(0)[:1])
+        width = self._context(batch.blob.to(device), batch.image.to(device)).shape[1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_step_seed(config.seed, 0, -1))
+            head = nn.Linear(width, len(keep)).to(device)
+        parameters = trainable + list(head.parameters())
+        optimiser = torch.optim.AdamW(parameters, lr=config.encoder_warmup_lr, weight_decay=config.weight_decay)
+        self._set_train_mode()
+        losses = []
+        for step in range(config.encoder_warmup_steps):
+            batch = self.dataset.batch(self._indices(step))
+            target = (batch.expression if wanted == "expression" else batch.shape).to(device)
+            target = ((target - centre) / scale)[:, keep]
+            context = self._context(batch.blob.to(device), batch.image.to(device))
+            loss = (head(context) - target).pow(2).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            distributed.average_gradients(parameters, self.info)
+            optimiser.step()
+            losses.append(float(loss.item()))
+            if report and ((step + 1) % config.log_every == 0 or step + 1 == config.encoder_warmup_steps):
+                report(step + 1, float(np.mean(losses[-config.log_every :])))
+        self.warmed_up = True
+        self.save()  # an interrupted run resumes after the warm-up, not before it
+        return losses
+
     def _set_train_mode(self) -> None:
         self.objective.train()
         for encoder in (self.networks.arcface, self.networks.farl):
@@ -398,6 +483,9 @@ class Trainer:
         )  # fmt: skip
         window: list[float] = []
         try:
+            self.warmup_losses = self.warm_up_encoders(
+                lambda k, mse: bar.update(self.step, {"encoder_warmup_step": k, "encoder_warmup_mse": mse})
+            )
             for step, loss in self.steps():
                 window.append(loss)
                 if step % config.log_every == 0 or step == config.steps:
@@ -422,6 +510,8 @@ class Trainer:
             "config": json.loads(self.config.to_json()),
             "last_loss": self.losses[-1] if self.losses else None,
         }
+        if self.warmup_losses:
+            meta["provenance"]["encoder_warmup_mse_first_last"] = [self.warmup_losses[0], self.warmup_losses[-1]]
         return LoadedNetworks(
             self.config.kind, self.networks.arcface, denoiser=self.networks.denoiser,
             farl=self.networks.farl, rank_net=self.networks.rank_net, metadata=meta,
@@ -440,6 +530,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "world_size": self.info.world_size,
+                "warmed_up": self.warmed_up,
                 "config": self.config.to_json(),
             }
             temporary = self.state_path.with_suffix(".tmp")
@@ -464,6 +555,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        self.warmed_up = bool(state.get("warmed_up", False))
         self.epoch_loss = [float(state["epoch_loss"]), int(state["epoch_count"])]
         self.losses = [float(v) for v in state["losses"].tolist()]
         return True
