@@ -274,7 +274,7 @@ def worker_startup(
     """Seconds from spawn to ``hello``, and the round trip of a first and a second reconstruction."""
     request = {
         "image": args.image, "n_shapes": args.n_shapes, "n_expressions": args.n_expressions, "sampler": args.sampler,
-        "steps": args.steps, "seed": args.seed, "device": args.device, "extra": args.extra,
+        "top_k": args.top_k, "steps": args.steps, "seed": args.seed, "device": args.device, "extra": args.extra,
     }  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(

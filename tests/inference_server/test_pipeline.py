@@ -155,13 +155,23 @@ def test_unwritable_output_is_refused_before_work(
         reconstructor.run(_args(tmp_path, output_name), lambda *a: None, lambda: False)
 
 
-def test_onnxruntime_back_end_matches_torch(output: ReconstructionOutput, tmp_path: Path) -> None:
+def test_onnxruntime_back_end_matches_torch(reconstructor: Reconstructor, tmp_path: Path) -> None:
     ort = Reconstructor(resolve_assets({}), device="cpu", backend="onnxruntime")
-    other = ort.run(_args(tmp_path, "ort.npz"), lambda *a: None, lambda: False)
+    # Keep every sample (top_k = n_shapes): the DEMO ranker scores them alike, so a top-4 cut would pick
+    # among ties by float noise.
+    other = ort.run(_args(tmp_path, "ort.npz", top_k=12), lambda *a: None, lambda: False)
     assert other.result.meta["backend"] == "onnxruntime"
-    torch_result = read_result(output.path)
-    for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
-        np.testing.assert_allclose(getattr(other.result, key), getattr(torch_result, key), atol=1e-3, err_msg=key)
+    torch_result = reconstructor.run(_args(tmp_path, "torch.npz", top_k=12), lambda *a: None, lambda: False).result
+    np.testing.assert_allclose(other.result.expression_params, torch_result.expression_params, atol=1e-3)
+    # The same identities with the same scores. The DEMO ranker scores them all alike (README, "Demo
+    # weights"), so float noise between the back ends may swap tied ones: compare as sets.
+    ours, theirs = other.result.identity_params, torch_result.identity_params
+    nearest = np.abs(ours[:, None, :] - theirs[None, :, :]).max(axis=2).argmin(axis=1)
+    assert sorted(nearest.tolist()) == list(range(len(theirs)))
+    np.testing.assert_allclose(ours, theirs[nearest], atol=1e-3)
+    np.testing.assert_allclose(other.result.identity_scores, torch_result.identity_scores[nearest], atol=1e-3)
+    if (nearest == np.arange(len(theirs))).all():  # expressions are posed on the top identity
+        np.testing.assert_allclose(other.result.expression_vertices, torch_result.expression_vertices, atol=1e-3)
 
 
 def test_fast_preset_sets_the_sampler(reconstructor: Reconstructor, tmp_path: Path) -> None:
