@@ -149,38 +149,38 @@ class Server:
                 raise CancelledError()
             self._events.send(protocol.progress_event(job.request_id, stage, done, total, message))
 
+        # The job is released BEFORE its last event goes out: a client may send the next request the moment it
+        # reads "result", and must not be told that the finished job is still running.
+        final: dict[str, Any]
         try:
             fields = self._runner.reconstruct(args, progress, job.cancel.is_set)
             if job.cancel.is_set():
                 raise CancelledError()
-            self._events.send({"id": job.request_id, "event": "result", **fields})
+            final = {"id": job.request_id, "event": "result", **fields}
         except CancelledError:
-            self._events.send({"id": job.request_id, "event": "cancelled"})
+            final = {"id": job.request_id, "event": "cancelled"}
         except WorkerError as exc:
-            self._events.send(protocol.error_event(job.request_id, exc.code, exc.message, exc.fix))
+            final = protocol.error_event(job.request_id, exc.code, exc.message, exc.fix)
         except MemoryError:
-            self._events.send(
-                protocol.error_event(
-                    job.request_id,
-                    "out_of_memory",
-                    "the computer ran out of memory during the reconstruction",
-                    "Lower the numbers of shape and expression samples, or close other programs.",
-                )
+            final = protocol.error_event(
+                job.request_id,
+                "out_of_memory",
+                "the computer ran out of memory during the reconstruction",
+                "Lower the numbers of shape and expression samples, or close other programs.",
             )
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            self._events.send(
-                protocol.error_event(
-                    job.request_id,
-                    "internal",
-                    f"unexpected {type(exc).__name__}: {exc}",
-                    "This is a bug: please report it with the worker log.",
-                )
+            final = protocol.error_event(
+                job.request_id,
+                "internal",
+                f"unexpected {type(exc).__name__}: {exc}",
+                "This is a bug: please report it with the worker log.",
             )
         finally:
             with self._lock:
                 if self._job is job:
                     self._job = None
+        self._events.send(final)
 
     # -- shutdown ----------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -147,3 +147,22 @@ def test_overlong_line_is_refused(monkeypatch) -> None:  # type: ignore[no-untyp
     assert out.lines[0]["code"] == "bad_request"
     assert out.lines[1]["event"] == "hello"
     assert os.getpid() > 0
+
+
+def test_the_next_request_sent_on_reading_the_result_is_accepted() -> None:
+    """A client may answer "result" at once; the finished job must not still count as running."""
+    server, out = _server(ScriptedRunner(steps=2, step_s=0))
+    original_write = out.write
+
+    def write_and_react(data) -> int:  # type: ignore[no-untyped-def]
+        written = original_write(data)
+        if any(e["id"] == "r1" and e["event"] == "result" for e in out.lines) and not any(
+            e["id"] == "r2" for e in out.lines
+        ):
+            server.handle_line(_req("r2", "reconstruct", image="a.jpg", output="o2.npz"))
+        return written
+
+    out.write = write_and_react  # type: ignore[method-assign]
+    server.handle_line(_req("r1", "reconstruct", image="a.jpg", output="o1.npz"))
+    second = out.wait_for(lambda e: e["id"] == "r2" and e["event"] != "progress")
+    assert second["event"] == "result", second
