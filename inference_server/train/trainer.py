@@ -419,8 +419,10 @@ class Trainer:
         keep = torch.as_tensor(np.flatnonzero(spread > 1e-6), device=device)
         centre = torch.as_tensor(targets.mean(axis=0), device=device)
         scale = torch.as_tensor(np.maximum(spread, 1e-6), device=device)
-        batch = self.dataset.batch(self._indices(0)[:1])
-        width = self._context(batch.blob.to(device), batch.image.to(device)).shape[1]
+        width = self.networks.arcface.config.embedding_dim
+        if config.kind != "idgen":
+            assert self.networks.farl is not None
+            width += self.networks.farl.config.output_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_step_seed(config.seed, 0, -1))
             head = nn.Linear(width, len(keep)).to(device)

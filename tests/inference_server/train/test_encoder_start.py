@@ -51,11 +51,8 @@ def test_the_warm_up_runs_once_and_a_resumed_run_skips_it(synthetic_set: Path, t
     assert resumed.warm_up_encoders() == []
     assert all(torch.equal(v, resumed.networks.arcface.state_dict()[k]) for k, v in arc.items())
     resumed.close()
-    logged = (
-        [json.loads(line) for line in (tmp_path / "idgen.log.jsonl").read_text().splitlines()]
-        if (tmp_path / "idgen.log.jsonl").is_file()
-        else []
-    )
+    log = tmp_path / "idgen.log.jsonl"
+    logged = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     assert all("encoder_warmup_mse" not in row for row in logged)  # warm_up_encoders() alone logs nothing
 
 
