@@ -32,8 +32,8 @@ class PreviewPose:
 #: What the preview sheet shows (shape/expression component index → coefficient).
 PREVIEW_POSES = (
     PreviewPose("neutral", {}, {}),
-    PreviewPose("shape +3 (first 4)", dict.fromkeys(range(4), 3.0), {}),
-    PreviewPose("shape -3 (first 4)", dict.fromkeys(range(4), -3.0), {}),
+    PreviewPose("shape +2 (first 4)", dict.fromkeys(range(4), 2.0), {}),
+    PreviewPose("shape -2 (first 4)", dict.fromkeys(range(4), -2.0), {}),
     PreviewPose("smile + brow raise", {}, {0: 1.5, 3: 1.5}),
     PreviewPose("jaw open 0.35 rad", {}, {}, jaw_open=0.35),
 )

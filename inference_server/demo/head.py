@@ -18,7 +18,7 @@ from .head_rig import PARENTS, front_face_indices, joint_regressor, landmark_emb
 #: Model version string of every demo head (never a FLAME release name).
 DEMO_VERSION = "DEMO-FLAME"
 #: Bump when the generated data changes; cached assets with another version are regenerated.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: identity components 3x stronger (head_bases.shape_amplitude)
 
 
 def generate_demo_head(seed: int = 0) -> FlameModelData:

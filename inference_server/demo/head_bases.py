@@ -89,8 +89,12 @@ def _random_smooth_field(
 
 
 def shape_amplitude(index: int) -> float:
-    """Largest displacement (metres) of shape component ``index`` at one unit: 3.5 mm falling off."""
-    return 0.0035 / (1.0 + index / 8.0)
+    """Largest displacement (metres) of shape component ``index`` at one unit: 10.5 mm falling off.
+
+    Generator version 1 used 3.5 mm: identities then differed by 2-3 px in the 112 px ArcFace crop, too
+    faint for encoders trained from scratch on a few thousand renders to see (README, "Demo weights").
+    """
+    return 0.0105 / (1.0 + index / 8.0)
 
 
 def expression_amplitude(index: int) -> float:

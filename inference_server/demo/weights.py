@@ -3,8 +3,8 @@
 These are NOT the OFER weights. ``ensure_demo_weights()`` returns the files committed under
 ``inference_server/assets/demo_weights/`` (made by ``ofer-worker train demo``, see
 :mod:`inference_server.train.demo`): reduced-width networks trained on synthetic occluded renders of the
-DEMO head. Their samples are in the training distribution and ExpGen's jaw follows the face; IdGen is not
-yet image-conditioned (README, "Demo weights").
+DEMO head, whose encoders learned the DEMO faces by a supervised warm-up (README, "Demo weights", for
+what they can and cannot do).
 
 The fallback below serves other seeds and installs without the package data: the official denoiser sizes
 fitted briefly to the demo coefficient prior (not image-conditioned) and an untrained ranker, generated

@@ -9,7 +9,10 @@ truth (mm, no alignment: IdGen predicts shape coefficients in the model's own fr
 
 Diversity: the per-vertex spread (root-mean-square distance of the samples from their mean, mm; see
 :func:`inference_server.hypotheses.per_vertex_spread`) averaged over the occluded and over the visible
-front-face vertices of each image.
+front-face vertices of each image. Also after a similarity alignment of every sample to the samples' mean
+(:func:`similarity_aligned`): a photo fixes no absolute size (the face crops are scaled to the face), so
+the spread of overall size and placement is the same everywhere and says nothing about occlusion; NoW
+removes it the same way before it measures.
 """
 
 from __future__ import annotations
@@ -64,3 +67,14 @@ def region_spread(spread: np.ndarray, occluded: np.ndarray, visible: np.ndarray)
         occluded=float(spread[occluded].mean()) if occluded.any() else float("nan"),
         visible=float(spread[visible].mean()) if visible.any() else float("nan"),
     )
+
+
+def similarity_aligned(samples: np.ndarray) -> np.ndarray:
+    """(N, V, 3) samples, each moved by the scale, rotation and translation that best fit it to their mean."""
+    from .now import fit_similarity_3d
+
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3 or samples.shape[2] != 3:
+        raise ValueError(f"expected samples of shape (N, V, 3), got {samples.shape}")
+    mean = samples.mean(axis=0)
+    return np.stack([fit_similarity_3d(sample, mean).apply(sample) for sample in samples])

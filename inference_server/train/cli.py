@@ -41,6 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                 "--identity-init", action="store_true",
                 help="start the denoiser at eps_hat = x_t (short runs; see train/initialisation.py)",
             )  # fmt: skip
+            job.add_argument("--noise-repeats", type=int, default=1, help="(t, noise) draws per image and step")
+        job.add_argument(
+            "--encoder-warmup-steps", type=int, default=0,
+            help="supervised encoder regression before step 0 (no pretrained encoders; see train/encoder_warmup.py)",
+        )  # fmt: skip
+        job.add_argument("--encoder-warmup-lr", type=float, default=1e-3)
+        job.add_argument("--max-records", type=int, help="train on the first N records only")
         job.add_argument("--arcface-init", type=Path, help="start ArcFace from this checkpoint's encoder")
         if kind != "idgen":
             job.add_argument("--farl-init", type=Path, help="start FaRL from this checkpoint's encoder")
@@ -64,6 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--count", type=int, default=1000)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=0, help="render processes (0: one per CPU core)")
     synth.set_defaults(run=run_synth)
     demo = jobs.add_parser("demo", help="train the DEMO weights on synthetic renders (minutes on a CPU)")
     demo.add_argument("--out", type=Path, required=True)
@@ -87,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
     size = PRESETS[args.size]
     extra: dict[str, Any] = {}
     if args.kind != "idrank":
-        extra["identity_init"] = args.identity_init
+        extra.update(identity_init=args.identity_init, noise_repeats=args.noise_repeats)
     if args.kind == "idrank":
         extra.update(
             generator=args.generator, n_samples=args.n_samples, temperature_mm=args.temperature,
@@ -104,6 +112,8 @@ def run_train(args: argparse.Namespace) -> int:
             init=args.init, arcface_init=args.arcface_init, farl_init=getattr(args, "farl_init", None),
             denoiser=getattr(size, args.kind) if args.kind != "idrank" else None,
             arcface=size.arcface, farl=size.farl, idrank=size.idrank, progress=not args.no_progress,
+            encoder_warmup_steps=args.encoder_warmup_steps, encoder_warmup_lr=args.encoder_warmup_lr,
+            max_records=args.max_records,
             **extra,
         )  # fmt: skip
         path = train(config, resume=not args.no_resume)
@@ -120,7 +130,7 @@ def run_synth(args: argparse.Namespace) -> int:
     def show(done: int, total: int) -> None:
         print(f"\rrendered {done}/{total}", end="", file=sys.stderr)
 
-    index = write_synthetic_dataset(args.out, args.count, seed=args.seed, progress=show)
+    index = write_synthetic_dataset(args.out, args.count, seed=args.seed, progress=show, workers=args.workers)
     print(file=sys.stderr)
     print(index)
     return 0

@@ -56,6 +56,9 @@ class TrainConfig:
     save_every: int = 200
     device: str = "auto"
     channel_order: str = "BGR"
+    #: Train on the first N records only (None: all). IdRank draws N generator samples per image, so the
+    #: DEMO recipe ranks on a subset of the renders its IdGen saw.
+    max_records: int | None = None
     init: Path | None = None  # a project checkpoint whose networks start the run (same kind)
     #: Start the encoders from another run's (e.g. IdRank's ArcFace from the trained IdGen, its FaRL from
     #: the trained ExpGen): what pretrained encoders are to the paper's recipe. Sizes must match.
@@ -89,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.warmup_steps < 0 or self.noise_repeats < 1 or self.encoder_warmup_steps < 0:
             raise ValueError("warmup_steps and encoder_warmup_steps must be >= 0 and noise_repeats >= 1")
+        if self.max_records is not None and self.max_records < 1:
+            raise ValueError("max_records must be at least 1")
         if self.temperature_mm <= 0:
             raise ValueError("the ranking temperature must be positive")
         self.data, self.out = Path(self.data), Path(self.out)

@@ -2,16 +2,23 @@
 
 ``ofer-worker train demo --out DIR`` runs it and writes ``DIR/DEMO_{idgen,expgen,idrank}.safetensors``
 (+ ``.json``) in fp16; the committed copies live in ``inference_server/assets/demo_weights/``
-(``ensure_demo_weights`` prefers them). On 2 CPU cores: rendering 12,000 faces ~10 min, IdGen and ExpGen
-~30 min each (``--only idgen`` / ``--only expgen`` in two processes run them side by side, then
-``--only idrank``), IdRank ~10 min. Everything is seeded, so the same torch version gives the same files.
+(``ensure_demo_weights`` prefers them). On 2 CPU cores: rendering 16,000 faces ~10 min (one process per
+core), IdGen and ExpGen ~30 min each (``--only idgen`` / ``--only expgen`` in two processes run them side
+by side, then ``--only idrank``), IdRank a few minutes. Everything is seeded, so the same torch version gives
+the same files.
 
 Deviations from the paper's recipe, for a CPU budget and encoders that start from random weights (there
-are no pretrained ArcFace / FaRL to start from): several noise draws per image and step
-(``noise_repeats``), a warm-up + cosine learning rate instead of ReduceLROnPlateau, the denoisers start at
-ε̂ = x_t (``identity_init``: without it a short run's samples drift to std ≈ 12, see
-``train/initialisation.py``), and IdRank starts its encoders from the trained IdGen's ArcFace and ExpGen's
-FaRL (as the paper's three networks all start from the same pretrained encoders).
+are no pretrained ArcFace / FaRL to start from):
+
+* a supervised **encoder warm-up** stands in for the pretrained encoders (``encoder_warmup``: shape or
+  expression regressed from the crops, BatchNorm on batch statistics); the encoders are then frozen, as the
+  paper's IdGen keeps ArcFace, and their context is computed once per image;
+* several noise draws per image and step (``noise_repeats``) and a warm-up + cosine learning rate instead
+  of ReduceLROnPlateau;
+* the denoisers start at ε̂ = x_t (``identity_init``: without it a short run's samples drift to std ≈ 12,
+  see ``train/initialisation.py``);
+* IdRank ranks with the trained IdGen's ArcFace and ExpGen's FaRL (as the paper's three networks all
+  start from the same pretrained encoders), on the first ``rank_images`` renders.
 """
 
 from __future__ import annotations
@@ -31,30 +38,32 @@ from .presets import PRESETS
 from .synthetic import INDEX_NAME, write_synthetic_dataset
 from .trainer import train
 
-DEMO_RECIPE_VERSION = "demo-weights/3"
+DEMO_RECIPE_VERSION = "demo-weights/4"
 DEMO_KINDS = ("idgen", "expgen", "idrank")
 
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    train_images: int = 12000
+    train_images: int = 16000
+    #: supervised encoder warm-up (``TrainConfig.encoder_warmup_steps``, see ``encoder_warmup``): the
+    #: stand-in for the pretrained ArcFace / FaRL the paper starts from; the encoders are then frozen and
+    #: their context computed once per image, so the denoiser steps cost little.
+    idgen_warmup_steps: int = 2000
+    expgen_warmup_steps: int = 2000
     idgen_steps: int = 3000
-    expgen_steps: int = 2500
-    idrank_steps: int = 120
+    expgen_steps: int = 3000
+    idrank_steps: int = 3000
     #: images per step; each image gets ``noise_repeats`` (t, ε) draws, so the denoisers see
-    #: batch_size × noise_repeats rows per step while the encoders run on batch_size images only.
-    batch_size: int = 32
-    noise_repeats: int = 16
+    #: batch_size × noise_repeats rows per step.
+    batch_size: int = 64
+    noise_repeats: int = 8
     identity_init: bool = True
-    #: supervised encoder start (``TrainConfig.encoder_warmup_steps``); off: on 2 CPU cores its 0.5 s per
-    #: step buys less than more renders do (the encoders overfit 2400 renders: see README)
-    encoder_warmup_steps: int = 0
     encoder_warmup_lr: float = 2e-3
     denoiser_lr: float = 2e-3
-    encoder_lr: float = 1e-3
     warmup_fraction: float = 0.05
+    rank_images: int = 2000  # IdRank ranks the IdGen samples of the first rank_images renders
     rank_batch: int = 8
-    rank_lr: float = 2e-4
+    rank_lr: float = 5e-4
     rank_temperature_mm: float = 1.0
     rank_samples: int = 32
     rank_sampler_steps: int = 25
@@ -83,10 +92,9 @@ def demo_train_config(kind: str, recipe: DemoRecipe, data: Path, work: Path, *, 
     """The DEMO run of one network; IdRank ranks the samples of ``work/idgen.safetensors``."""
     size = PRESETS["demo"]
     common: dict[str, Any] = dict(
-        kind=kind, data=data, out=work, seed=recipe.seed, freeze="none", arcface_lr=recipe.encoder_lr,
-        farl_lr=recipe.encoder_lr, arcface=size.arcface, farl=size.farl, idrank=size.idrank, demo=True,
-        progress=progress, save_every=recipe.save_every, device="cpu", threads=recipe.threads,
-        lr_schedule="cosine",
+        kind=kind, data=data, out=work, seed=recipe.seed, freeze="all", arcface=size.arcface, farl=size.farl,
+        idrank=size.idrank, demo=True, progress=progress, save_every=recipe.save_every, device="cpu",
+        threads=recipe.threads, lr_schedule="cosine",
     )  # fmt: skip
     if kind == "idrank":
         steps = recipe.idrank_steps
@@ -95,14 +103,15 @@ def demo_train_config(kind: str, recipe: DemoRecipe, data: Path, work: Path, *, 
             generator=work / "idgen.safetensors", n_samples=recipe.rank_samples, sampler="ddim",
             sampler_steps=recipe.rank_sampler_steps, sampler_eta=1.0, cache_samples=True,
             temperature_mm=recipe.rank_temperature_mm, arcface_init=work / "idgen.safetensors",
-            farl_init=work / "expgen.safetensors", deviation_init=True, **common,
+            farl_init=work / "expgen.safetensors", deviation_init=True, max_records=recipe.rank_images, **common,
         )  # fmt: skip
     steps = recipe.idgen_steps if kind == "idgen" else recipe.expgen_steps
     return TrainConfig(
         steps=steps, batch_size=recipe.batch_size, lr=recipe.denoiser_lr, warmup_steps=_warmup(recipe, steps),
         noise_repeats=recipe.noise_repeats, identity_init=recipe.identity_init,
-        encoder_warmup_steps=recipe.encoder_warmup_steps, encoder_warmup_lr=recipe.encoder_warmup_lr,
-        denoiser=size.idgen if kind == "idgen" else size.expgen, **common,
+        encoder_warmup_steps=recipe.idgen_warmup_steps if kind == "idgen" else recipe.expgen_warmup_steps,
+        encoder_warmup_lr=recipe.encoder_warmup_lr, denoiser=size.idgen if kind == "idgen" else size.expgen,
+        **common,
     )  # fmt: skip
 
 
@@ -131,7 +140,7 @@ def train_demo_weights(
     data = Path(data) if data else work / "synthetic_train"
     if not (data / INDEX_NAME).is_file():
         log(f"rendering {recipe.train_images} synthetic training images into {data}")
-        write_synthetic_dataset(data, recipe.train_images, seed=recipe.seed)
+        write_synthetic_dataset(data, recipe.train_images, seed=recipe.seed, workers=0)
     for kind in DEMO_KINDS:
         if only and kind not in only:
             continue

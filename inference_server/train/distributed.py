@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -67,3 +68,16 @@ def average_gradients(parameters: list[torch.nn.Parameter], info: DistInfo) -> N
         if parameter.grad is not None:
             dist.all_reduce(parameter.grad)
             parameter.grad /= info.world_size
+
+
+def average_buffers(modules: Sequence[torch.nn.Module | None], info: DistInfo) -> None:
+    """Mean of every floating-point buffer (BatchNorm running statistics) over the processes."""
+    if not info.distributed:
+        return
+    for module in modules:
+        if module is None:
+            continue
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= info.world_size

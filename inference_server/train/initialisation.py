@@ -58,15 +58,28 @@ def _set_identity(conv: PointwiseConv, eye: torch.Tensor) -> None:
 
 @torch.no_grad()
 def start_on_deviations(rank_net: IdRank) -> None:
-    """Zero the first rank layer's weights on the shared-mean half of its input.
+    """Start the first rank layer on the deviations, with a constant reference in every GroupNorm group.
 
-    Why: the rank input is [mean mesh ‖ P_i − mean] in mm (``build_rank_input``). The mean half is the same
-    for all N samples of an image and holds coordinates of tens of mm, the deviations about 1 mm, so after
-    the first layer's GroupNorm a fresh ranker gives all N samples the same score (logit spread ~1e-6 on the
-    DEMO samples) and the ListNet loss stays at ln N. Starting blind to the mean lets the scores differ
-    from the first step; training can still grow those weights.
+    Why: the rank input is [mean mesh ‖ P_i − mean] in mm (``build_rank_input``).
+
+    * The mean half is the same for all N samples of an image and holds coordinates of tens of mm, the
+      deviations a few mm, so after the first layer's GroupNorm a fresh ranker gives all N samples the same
+      score (logit spread ~1e-6 on the DEMO samples) and the ListNet loss stays at ln N. Its weights start
+      at zero; training can still grow them.
+    * GroupNorm divides each group of channels by its spread over the group, so a layer that only sees the
+      deviations cannot tell a sample near the mean from one far away (W·d and 3·W·d normalise alike), and
+      closeness to the mean is what an occluded region's best guess rests on. The second half of every
+      group therefore starts as a constant (zero weights, bias ±1): the normalised constants shrink as the
+      deviation grows, which the next layers can read.
     """
     first = rank_net.ranklayers[0].mlp
     assert isinstance(first, nn.Linear)
     half = first.in_features // 2
     first.weight[:, :half].zero_()
+    per_group = first.out_features // rank_net.config.groups
+    reference = torch.tensor([j % per_group >= per_group // 2 for j in range(first.out_features)])
+    first.weight[reference] = 0.0
+    first.bias.zero_()
+    signs = torch.ones(int(reference.sum()))
+    signs[::2] = -1.0
+    first.bias[reference] = signs

@@ -33,7 +33,9 @@ PRESETS: dict[str, SizePreset] = {
         expgen=_small_denoiser(53, (53, 25, 10), 1024, 64, 4, 2, 16),
         arcface=ArcFaceConfig(layers=(1, 1, 1, 1), widths=(8, 16, 32, 16)),
         farl=ClipVisionConfig(width=64, layers=2, heads=2, patch_size=32),
-        idrank=IdRankConfig(hidden_dims=(64, 32, 16, 16)),
+        # 8 channels per GroupNorm group (8 groups): with 2 (the earlier 16-wide layers) a group normalises
+        # to ±1 whatever its input, the gradients vanish and the ranker settles on uniform scores.
+        idrank=IdRankConfig(hidden_dims=(64, 64, 64, 64)),
     ),
     "tiny": SizePreset(
         idgen=_small_denoiser(300, (300, 16, 8), 512, 16, 2, 1, 8),

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from ..preprocess.synthetic_occluders import (
 from ..render import Camera, project, rasterize, render_mesh, write_png
 
 #: Bump when renders change: the index records it, so stale data sets are recognisable.
-SYNTHETIC_VERSION = "ofer-synthetic/1"
+SYNTHETIC_VERSION = "ofer-synthetic/2"  # 2: the index records the head generator version
 INDEX_NAME = "index.json"
 N_SHAPE = 300
 N_EXPRESSION = 50
@@ -267,6 +270,36 @@ def _fraction(alpha: np.ndarray, face_pixels: np.ndarray) -> float:
 
 
 # -- the data set folder --------------------------------------------------------------------------------
+def _write_sample(folder: Path, i: int, sample: SyntheticSample) -> dict[str, object]:
+    stem = f"{i:06d}"
+    write_png(folder / "images" / f"{stem}.png", sample.image)
+    np.savez(
+        folder / "labels" / f"{stem}.npz",
+        shape=sample.shape.astype(np.float32),
+        expression=sample.expression.astype(np.float32),
+        jaw=sample.jaw.astype(np.float32),
+        points5=sample.points5.astype(np.float32),
+        box=sample.box.astype(np.float32),
+        front_occluded=sample.front_occluded,
+        front_in_view=sample.front_in_view,
+    )
+    return {
+        "image": f"images/{stem}.png", "label": f"labels/{stem}.npz", "occluder": sample.occluder,
+        "occluded_fraction": round(sample.occluded_fraction, 5),
+        "yaw_deg": round(sample.yaw_deg, 3), "pitch_deg": round(sample.pitch_deg, 3),
+        "points5": np.round(sample.points5, 3).tolist(), "box": np.round(sample.box, 3).tolist(),
+    }  # fmt: skip
+
+
+def _render_range(
+    folder: Path, indices: range, seed: int, head: FlameModelData, config: SyntheticConfig | None
+) -> list[dict[str, object]]:
+    """Render and write samples ``indices`` (one worker process's share); returns their index entries."""
+    torch.set_num_threads(1)  # one process per core: intra-op threads would only compete
+    renderer = SyntheticRenderer(head, config)
+    return [_write_sample(folder, i, renderer.render(np.random.default_rng([seed, i]))) for i in indices]
+
+
 def write_synthetic_dataset(
     folder: Path,
     count: int,
@@ -275,13 +308,17 @@ def write_synthetic_dataset(
     head: FlameModelData | None = None,
     config: SyntheticConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Render ``count`` samples into ``folder`` (images/, labels/, index.json); returns the index path.
 
-    Sample ``i`` uses its own generator seeded from (seed, i), so any subset can be re-rendered.
+    Sample ``i`` uses its own generator seeded from (seed, i), so any subset can be re-rendered and
+    ``workers`` processes (0: one per CPU core) write exactly the files one process writes.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: one per CPU core), got {workers}")
     if head is None:
         from ..demo.head import generate_demo_head
 
@@ -290,34 +327,32 @@ def write_synthetic_dataset(
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i in range(count):
-        sample = renderer.render(np.random.default_rng([seed, i]))
-        stem = f"{i:06d}"
-        write_png(folder / "images" / f"{stem}.png", sample.image)
-        np.savez(
-            folder / "labels" / f"{stem}.npz",
-            shape=sample.shape.astype(np.float32),
-            expression=sample.expression.astype(np.float32),
-            jaw=sample.jaw.astype(np.float32),
-            points5=sample.points5.astype(np.float32),
-            box=sample.box.astype(np.float32),
-            front_occluded=sample.front_occluded,
-            front_in_view=sample.front_in_view,
-        )
-        entries.append({
-            "image": f"images/{stem}.png", "label": f"labels/{stem}.npz", "occluder": sample.occluder,
-            "occluded_fraction": round(sample.occluded_fraction, 5),
-            "yaw_deg": round(sample.yaw_deg, 3), "pitch_deg": round(sample.pitch_deg, 3),
-            "points5": np.round(sample.points5, 3).tolist(), "box": np.round(sample.box, 3).tolist(),
-        })  # fmt: skip
-        if progress:
-            progress(i + 1, count)
+    workers = min(workers or os.cpu_count() or 1, count)
+    # Chunks of a few seconds' work: each carries the head (tens of MB) to its process once.
+    chunk = max(1, min(200, math.ceil(count / (4 * workers))))
+    chunks = [range(start, min(start + chunk, count)) for start in range(0, count, chunk)]
+    entries: list[dict[str, object]] = []
+    if workers == 1:
+        for i in range(count):
+            entries.append(_write_sample(folder, i, renderer.render(np.random.default_rng([seed, i]))))
+            if progress:
+                progress(i + 1, count)
+    else:
+        # "spawn": a forked child would inherit torch's thread pool state, which is not fork-safe.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            jobs = [pool.submit(_render_range, folder, r, seed, head, config) for r in chunks]
+            for job in jobs:  # in order, so the index lists the samples by number
+                part = job.result()
+                entries.extend(part)
+                if progress:
+                    progress(len(entries), count)
     index = {
         "format": SYNTHETIC_VERSION,
         "seed": seed,
         "count": count,
         "head": head.version,
+        "head_generator": head.extra.get("generator_version"),
         "config": asdict(renderer.config),
         "n_front_vertices": len(renderer.front),
         "entries": entries,

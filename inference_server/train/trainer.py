@@ -41,6 +41,7 @@ from ..nets.idrank import IdRank, build_rank_input
 from . import distributed
 from .config import TrainConfig
 from .datasets import CropBatch, CropDataset, DatasetError, read_records
+from .encoder_warmup import all_parameters_train, batch_statistics, warmup_target
 from .initialisation import start_at_identity, start_on_deviations
 
 STATE_SUFFIX = ".trainer.pt"
@@ -101,11 +102,18 @@ class DiffusionObjective(nn.Module):
         return torch.cat([self.farl(image), arc], dim=1)
 
     def forward(
-        self, blob: torch.Tensor, image: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+        self,
+        blob: torch.Tensor,
+        image: torch.Tensor,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``context``: the encoders' output when it is already known (frozen encoders, cached)."""
         a = self.alphas_cumprod[t][:, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        context = self.context(blob, image)
+        context = self.context(blob, image) if context is None else context
         repeats = x0.shape[0] // context.shape[0]  # noise draws per image (``noise_repeats``)
         context = context.repeat_interleave(repeats, dim=0) if repeats > 1 else context
         return (self.denoiser(xt, t, context) - noise).abs().mean()
@@ -119,10 +127,15 @@ class RankObjective(nn.Module):
         self.rank_net, self.arcface, self.farl = rank_net, arcface, farl
 
     def forward(
-        self, blob: torch.Tensor, image: torch.Tensor, rank_input: torch.Tensor, target: torch.Tensor
+        self,
+        blob: torch.Tensor,
+        image: torch.Tensor,
+        rank_input: torch.Tensor,
+        target: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, n = target.shape
-        context = torch.cat([self.farl(image), self.arcface(blob)], dim=1)
+        context = torch.cat([self.farl(image), self.arcface(blob)], dim=1) if context is None else context
         logits = self.rank_net(rank_input, context.repeat_interleave(n, dim=0)).view(batch, n)
         return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
@@ -160,6 +173,8 @@ class ProgressBar:
         if not self.enabled:
             return
         done = step - self.start
+        if done <= 0:  # encoder warm-up rows: the steps' rate is timed from the end of the warm-up
+            self.began = time.monotonic()
         rate = done / max(time.monotonic() - self.began, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else 0.0
         filled = int(30 * step / self.total)
@@ -247,7 +262,8 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.info = distributed.setup(config.device)
-        self.dataset = CropDataset(records or read_records(config.data, config.data_format), config.channel_order)
+        records = records or read_records(config.data, config.data_format)
+        self.dataset = CropDataset(records[: config.max_records], config.channel_order)
         self._check_targets()
         self.networks = build_networks(config)
         self.networks.metadata.setdefault("provenance", {})
@@ -302,6 +318,7 @@ class Trainer:
         self.losses: list[float] = []
         self.warmup_losses: list[float] = []
         self.warmed_up = False
+        self.context_cache: dict[int, torch.Tensor] = {}  # frozen encoders only (``_frozen_context``)
 
     # paths
     @property
@@ -383,13 +400,27 @@ class Trainer:
                     truth = self._front_mm(batch.shape[row : row + 1].to(device))[0]
                 inputs.append(build_rank_input(front))
                 targets.append(ranking_target(ranking_errors_mm(front, truth), self.config.temperature_mm))
-            return self.model(blob, image, torch.cat(inputs), torch.stack(targets))
+            return self.model(blob, image, torch.cat(inputs), torch.stack(targets), self._frozen_context(batch))
         x0 = (batch.shape if self.config.kind == "idgen" else batch.expression).to(device)
         x0 = x0.repeat_interleave(self.config.noise_repeats, dim=0)
         generator = torch.Generator().manual_seed(_step_seed(self.config.seed, self.info.rank, step))
         t = torch.randint(0, 1000, (x0.shape[0],), generator=generator).to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        return self.model(blob, image, x0, t, noise)
+        return self.model(blob, image, x0, t, noise, self._frozen_context(batch))
+
+    @torch.no_grad()
+    def _frozen_context(self, batch: CropBatch) -> torch.Tensor | None:
+        """With ``freeze="all"`` the encoders are fixed functions: their context is computed once per image."""
+        if self.config.freeze != "all":
+            return None
+        missing = [row for row, index in enumerate(batch.index.tolist()) if index not in self.context_cache]
+        if missing:
+            rows = torch.as_tensor(missing)
+            device = self.info.device
+            context = self._context(batch.blob[rows].to(device), batch.image[rows].to(device))
+            for row, value in zip(missing, context, strict=True):
+                self.context_cache[int(batch.index[row])] = value
+        return torch.stack([self.context_cache[int(i)] for i in batch.index.tolist()])
 
     def _context(self, blob: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """The encoders' context for this kind (IdRank: FaRL ‖ ArcFace, as its rank net sees it)."""
@@ -399,51 +430,57 @@ class Trainer:
         return torch.cat([self.networks.farl(image), self.networks.arcface(blob)], dim=1)
 
     def warm_up_encoders(self, report: Callable[[int, float], None] | None = None) -> list[float]:
-        """``encoder_warmup_steps`` of supervised regression before step 0; returns the MSE losses.
+        """``encoder_warmup_steps`` of supervised regression before step 0; returns the losses.
 
-        A stand-in for pretrained encoders: random-initialised ones give the denoiser (or ranker) a
-        context that says nothing about the face, and the diffusion loss alone teaches them slowly. The
-        head is thrown away; only the encoders keep what they learned. Runs once: a resumed run skips it.
-        The loss is on standardised coefficients, so 1.0 means "no better than the data mean".
+        A stand-in for pretrained encoders (see :mod:`.encoder_warmup`): every encoder parameter trains,
+        BatchNorm uses batch statistics, and the head is thrown away; the main phase then follows
+        ``freeze`` (``"all"``: the warmed-up encoders stay fixed and their context is computed once per
+        image). Runs once: a resumed run skips it. 1.0 means "no better than the data mean".
         """
         config = self.config
-        trainable = self.encoder_params["arcface"] + self.encoder_params["farl"]
-        if config.encoder_warmup_steps == 0 or self.step > 0 or self.warmed_up or not trainable:
+        encoders = [self.networks.arcface, self.networks.farl]
+        if config.encoder_warmup_steps == 0 or self.step > 0 or self.warmed_up:
             return []
         device = self.info.device
         wanted = "expression" if config.kind == "expgen" else "shape"
-        # Standardised targets: every coefficient counts the same (raw MSE would be ruled by the many
-        # faint ones and ignore e.g. the jaw, whose std is 0.12 rad); constant coefficients are left out.
         targets = np.stack([getattr(r, wanted) for r in self.dataset.records]).astype(np.float32)
-        spread = targets.std(axis=0)
-        keep = torch.as_tensor(np.flatnonzero(spread > 1e-6), device=device)
-        centre = torch.as_tensor(targets.mean(axis=0), device=device)
-        scale = torch.as_tensor(np.maximum(spread, 1e-6), device=device)
+        target = warmup_target(targets, _load_flame(config) if wanted == "shape" else None).to(device)
         width = self.networks.arcface.config.embedding_dim
         if config.kind != "idgen":
             assert self.networks.farl is not None
             width += self.networks.farl.config.output_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_step_seed(config.seed, 0, -1))
-            head = nn.Linear(width, len(keep)).to(device)
-        parameters = trainable + list(head.parameters())
-        optimiser = torch.optim.AdamW(parameters, lr=config.encoder_warmup_lr, weight_decay=config.weight_decay)
-        self._set_train_mode()
+            head = nn.Linear(width, len(target.keep)).to(device)
+        fixed = [self.networks.arcface.features.weight]  # fixed at 1, as in the official training
         losses = []
-        for step in range(config.encoder_warmup_steps):
-            batch = self.dataset.batch(self._indices(step))
-            target = (batch.expression if wanted == "expression" else batch.shape).to(device)
-            target = ((target - centre) / scale)[:, keep]
-            context = self._context(batch.blob.to(device), batch.image.to(device))
-            loss = (head(context) - target).pow(2).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(parameters, self.info)
-            optimiser.step()
-            losses.append(float(loss.item()))
-            if report and ((step + 1) % config.log_every == 0 or step + 1 == config.encoder_warmup_steps):
-                report(step + 1, float(np.mean(losses[-config.log_every :])))
+        with all_parameters_train(encoders, fixed) as trainable:
+            parameters = trainable + list(head.parameters())
+            optimiser = torch.optim.AdamW(parameters, lr=config.encoder_warmup_lr, weight_decay=config.weight_decay)
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimiser, partial(warmup_cosine, warmup=max(1, config.encoder_warmup_steps // 20),
+                                   total=config.encoder_warmup_steps)
+            )  # fmt: skip
+            for encoder in encoders:
+                if encoder is not None:
+                    encoder.train()
+            with batch_statistics(encoders):
+                for step in range(config.encoder_warmup_steps):
+                    batch = self.dataset.batch(self._indices(step))
+                    raw = (batch.expression if wanted == "expression" else batch.shape).to(device)
+                    context = self._context(batch.blob.to(device), batch.image.to(device))
+                    loss = target.loss(head(context), raw)
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    distributed.average_gradients(parameters, self.info)
+                    optimiser.step()
+                    schedule.step()
+                    losses.append(float(loss.item()))
+                    if report and ((step + 1) % config.log_every == 0 or step + 1 == config.encoder_warmup_steps):
+                        report(step + 1, float(np.mean(losses[-config.log_every :])))
+            distributed.average_buffers(encoders, self.info)
         self.warmed_up = True
+        self._set_train_mode()
         self.save()  # an interrupted run resumes after the warm-up, not before it
         return losses
 

@@ -12,8 +12,8 @@ from inference_server.checkpoints import load_networks
 from inference_server.train.demo import DEMO_KINDS, DemoRecipe, train_demo_weights
 
 TOY = DemoRecipe(
-    idgen_steps=2, expgen_steps=2, idrank_steps=1, batch_size=4, noise_repeats=2, rank_batch=2, rank_samples=4,
-    rank_sampler_steps=3, threads=1,
+    idgen_steps=2, expgen_steps=2, idrank_steps=1, idgen_warmup_steps=2, expgen_warmup_steps=2, batch_size=4,
+    noise_repeats=2, rank_batch=2, rank_samples=4, rank_sampler_steps=3, rank_images=6, threads=1,
 )  # fmt: skip
 
 
@@ -52,3 +52,14 @@ def test_split_runs_give_the_same_files_as_one_call(
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{kind} {key}")
+
+
+def test_idrank_ranks_with_the_warmed_up_encoders_of_idgen_and_expgen_unchanged(one_call: dict[str, Path]) -> None:
+    idgen, expgen, idrank = (load_networks(one_call[kind]) for kind in ("idgen", "expgen", "idrank"))
+    assert "encoder_warmup_mse_first_last" in idgen.metadata["provenance"]
+    assert "encoder_warmup_mse_first_last" in expgen.metadata["provenance"]
+    pairs = ((idrank.arcface, idgen.arcface), (idrank.farl, expgen.farl))
+    for mine, donor in pairs:
+        assert mine is not None and donor is not None
+        for key, value in donor.state_dict().items():
+            assert torch.equal(mine.state_dict()[key], value), key  # frozen: IdRank did not change them

@@ -43,7 +43,8 @@ def generator(synthetic_set: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _check_run(out: Path, kind: str, steps: int) -> None:
     log = [json.loads(line) for line in (out / f"{kind}.log.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in log] == list(range(1, steps + 1))  # rank 0 logs once per step
+    logged = [entry["step"] for entry in log if "encoder_warmup_step" not in entry]
+    assert logged == list(range(1, steps + 1))  # rank 0 logs once per step
     assert load_networks(out / f"{kind}.safetensors").kind == kind
 
 
@@ -63,3 +64,16 @@ def test_idrank_under_torchrun(synthetic_set: Path, generator: Path, tmp_path: P
     done = _torchrun(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     _check_run(tmp_path, "idrank", 2)
+
+
+def test_an_encoder_warm_up_then_frozen_encoders_under_torchrun(synthetic_set: Path, tmp_path: Path) -> None:
+    """The warm-up averages gradients and BatchNorm statistics over the processes, then the cached-context
+    steps run under DistributedDataParallel."""
+    args = ["idgen", "--data", str(synthetic_set), "--out", str(tmp_path), "--steps", "2", "--freeze", "all",
+            "--encoder-warmup-steps", "3", "--noise-repeats", "2", "--max-records", "12"]  # fmt: skip
+    done = _torchrun(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_run(tmp_path, "idgen", 2)
+    provenance = load_networks(tmp_path / "idgen.safetensors").metadata["provenance"]
+    assert len(provenance["encoder_warmup_mse_first_last"]) == 2
+    assert provenance["config"]["max_records"] == 12 and provenance["config"]["freeze"] == "all"

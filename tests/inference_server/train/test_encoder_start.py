@@ -88,3 +88,72 @@ def test_an_encoder_start_of_another_size_is_refused(synthetic_set: Path, tmp_pa
     other = train(tiny_config("idgen", synthetic_set, tmp_path / "gen", steps=1, arcface=PRESETS["demo"].arcface))
     with pytest.raises(DatasetError, match="does not fit"):
         Trainer(tiny_config("idgen", synthetic_set, tmp_path / "run", arcface_init=other))
+
+
+def test_the_shape_warm_up_loss_is_the_front_face_vertex_error_relative_to_the_mean_head(demo_head) -> None:  # type: ignore[no-untyped-def]
+    from inference_server.flame.layer import FlameLayer
+    from inference_server.train.encoder_warmup import warmup_target
+
+    rng = np.random.default_rng(0)
+    shapes = rng.normal(0, 1, (64, 300)).astype(np.float32)
+    shapes[:, 32:] *= 0.3
+    target = warmup_target(shapes, demo_head)
+    flame = FlameLayer(demo_head)
+    front = torch.as_tensor(np.asarray(demo_head.front_face_indices))
+
+    def front_mm(coefficients: np.ndarray) -> np.ndarray:
+        return flame.neutral(torch.as_tensor(coefficients)).vertices[:, front].double().numpy() * 1000.0
+
+    truth = front_mm(shapes)
+    mean_head = front_mm(shapes.mean(axis=0, keepdims=True))
+    mean_error = ((truth - mean_head) ** 2).sum(axis=2).mean()  # mm², what predicting the mean scores
+    guess = shapes + rng.normal(0, 0.5, shapes.shape).astype(np.float32)
+    guess_error = ((truth - front_mm(guess)) ** 2).sum(axis=2).mean(axis=1)  # (64,) mm² per image
+    standardised_guess = target.standardise(torch.as_tensor(guess))
+    loss = float(target.loss(standardised_guess, torch.as_tensor(shapes)))
+    np.testing.assert_allclose(loss, guess_error.mean() / mean_error, rtol=1e-3)
+    zero = torch.zeros(64, len(target.keep))  # the data mean, standardised
+    np.testing.assert_allclose(float(target.loss(zero, torch.as_tensor(shapes))), 1.0, rtol=1e-3)
+
+
+def test_frozen_warmed_up_encoders_train_before_step_0_then_stay_fixed_with_batch_statistics(
+    synthetic_set: Path, tmp_path: Path
+) -> None:
+    config = tiny_config("idgen", synthetic_set, tmp_path, steps=4, freeze="all", encoder_warmup_steps=6)
+    trainer = Trainer(config)
+    start = _state(trainer.networks.arcface)
+    assert not any(p.requires_grad for p in trainer.networks.arcface.parameters())
+    assert len(trainer.warm_up_encoders()) == 6
+    warmed = _state(trainer.networks.arcface)
+    assert not torch.equal(warmed["fc.weight"], start["fc.weight"])
+    # BatchNorm normalised with the batch during the warm-up and kept what it saw as running statistics.
+    assert not torch.equal(warmed["bn1.running_mean"], start["bn1.running_mean"])
+    assert not any(p.requires_grad for p in trainer.networks.arcface.parameters())  # frozen again
+    trainer.run()
+    assert all(torch.equal(v, trainer.networks.arcface.state_dict()[k]) for k, v in warmed.items())
+    assert len(trainer.context_cache) > 0  # the fixed encoders ran once per image
+    trainer.close()
+
+
+def test_cached_context_gives_the_same_loss_as_running_the_frozen_encoders(synthetic_set: Path, tmp_path: Path) -> None:
+    config = tiny_config("expgen", synthetic_set, tmp_path, steps=1, freeze="all")
+    trainer = Trainer(config)
+    trainer._set_train_mode()
+    batch = trainer.dataset.batch([0, 3, 5])
+    cached = trainer._frozen_context(batch)
+    assert cached is not None
+    with torch.no_grad():
+        direct = torch.cat([trainer.networks.farl(batch.image), trainer.networks.arcface(batch.blob)], dim=1)  # type: ignore[misc]
+    torch.testing.assert_close(cached, direct)
+    assert sorted(trainer.context_cache) == [0, 3, 5]
+    assert trainer._frozen_context(trainer.dataset.batch([5, 0])) is not None and len(trainer.context_cache) == 3
+    trainer.close()
+
+
+def test_max_records_trains_on_the_first_records_only(synthetic_set: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config("idgen", synthetic_set, tmp_path, max_records=5))
+    assert len(trainer.dataset) == 5
+    assert trainer.dataset.records[4].image.name == "000004.png"
+    trainer.close()
+    with pytest.raises(ValueError, match="max_records"):
+        tiny_config("idgen", synthetic_set, tmp_path, max_records=0)

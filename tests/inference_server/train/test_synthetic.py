@@ -17,6 +17,7 @@ from inference_server.train.synthetic import (
     SyntheticConfig,
     SyntheticRenderer,
     occluder_alpha,
+    write_synthetic_dataset,
 )
 
 
@@ -38,6 +39,22 @@ def test_index_and_files_round_trip(synthetic_set: Path) -> None:
             if entry["occluder"] == "none":
                 assert entry["occluded_fraction"] == 0 and not label["front_occluded"].any()
     assert any(e["occluder"] != "none" for e in index["entries"])
+
+
+def test_several_render_processes_write_the_same_files_as_one(
+    synthetic_set: Path, demo_head: FlameModelData, tmp_path: Path
+) -> None:
+    # The shared set: 16 renders of seed 11 by one process. Two processes, in chunks, must match it byte for byte.
+    write_synthetic_dataset(tmp_path, 16, seed=11, head=demo_head, config=SyntheticConfig(size=128), workers=2)
+    assert (tmp_path / "index.json").read_text() == (synthetic_set / "index.json").read_text()
+    for name in ("images/000000.png", "images/000015.png"):
+        assert (tmp_path / name).read_bytes() == (synthetic_set / name).read_bytes(), name
+    with np.load(tmp_path / "labels/000007.npz") as mine, np.load(synthetic_set / "labels/000007.npz") as theirs:
+        assert sorted(mine.files) == sorted(theirs.files)
+        for key in mine.files:  # the zip container holds file times; the arrays agree to float32 rounding
+            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-6, atol=1e-5, err_msg=key)
+    with pytest.raises(ValueError, match="workers"):
+        write_synthetic_dataset(tmp_path, 2, workers=-1)
 
 
 def test_points_are_the_projected_landmarks(demo_head: FlameModelData) -> None:
