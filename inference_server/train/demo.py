@@ -2,10 +2,10 @@
 
 ``ofer-worker train demo --out DIR`` runs it and writes ``DIR/DEMO_{idgen,expgen,idrank}.safetensors``
 (+ ``.json``) in fp16; the committed copies live in ``inference_server/assets/demo_weights/``
-(``ensure_demo_weights`` prefers them). On 2 CPU cores: rendering 16,000 faces ~10 min (one process per
-core), IdGen and ExpGen ~30 min each (``--only idgen`` / ``--only expgen`` in two processes run them side
-by side, then ``--only idrank``), IdRank a few minutes. Everything is seeded, so the same torch version gives
-the same files.
+(``ensure_demo_weights`` prefers them). On 2 CPU cores: rendering 16,000 faces ~9 min (one process per
+core), IdGen and ExpGen ~40 min each (``--only idgen`` / ``--only expgen`` in two processes run them side
+by side, then ``--only idrank``), IdRank ~16 min (most of it drawing the IdGen samples it ranks).
+Everything is seeded, so the same torch version gives the same files.
 
 Deviations from the paper's recipe, for a CPU budget and encoders that start from random weights (there
 are no pretrained ArcFace / FaRL to start from):

@@ -1,8 +1,8 @@
 """The committed DEMO weights on small held-out synthetic sets (seeds never used in training).
 
-Issue 7's acceptance is only partly met (README, "Demo weights"): IdGen does not respond to the face, so
-ranked < average and the occlusion-dependent shape spread do not hold yet. Those two stay here as strict
-expected failures: the day a better recipe meets them, they fail and must become plain assertions.
+What issue 7 asks of them (README, "Demo weights"): ranked < average of samples, oracle < ranked, and more
+spread where the face is hidden. The margins are thin for shape (numbers in the README), so these double as
+guards: a change to the recipe that loses them fails here.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_the_demo_weights_are_committed_small_and_labelled() -> None:
     for kind, path in paths.items():
         networks = load_networks(path)
         assert networks.kind == kind and networks.metadata["demo"] is True
-        assert networks.metadata["provenance"]["source"] == "demo-weights/3"
+        assert networks.metadata["provenance"]["source"] == "demo-weights/4"
 
 
 @needs_trained_weights
@@ -57,9 +57,14 @@ def test_the_best_of_n_beats_the_ranked_choice(benchmark: BenchmarkResult) -> No
 
 
 @needs_trained_weights
-@pytest.mark.xfail(strict=True, reason="IdGen is not image-conditioned yet (README, 'Demo weights')")
 def test_ranked_beats_the_average_of_samples(benchmark: BenchmarkResult) -> None:
     assert benchmark.ranked_mm < benchmark.average_mm
+
+
+@needs_trained_weights
+def test_idgen_follows_the_face(benchmark: BenchmarkResult) -> None:
+    # The samples' mean is nearer the true face than the mean head, which is all a method blind to the photo has.
+    assert benchmark.samples_mean_mm < 0.85 * benchmark.mean_head_mm
 
 
 @needs_trained_weights
@@ -69,10 +74,13 @@ def test_expressions_spread_more_where_the_face_is_hidden(benchmark: BenchmarkRe
 
 
 @needs_trained_weights
-@pytest.mark.xfail(strict=True, reason="IdGen is not image-conditioned yet (README, 'Demo weights')")
 def test_shapes_spread_more_where_the_face_is_hidden(benchmark: BenchmarkResult) -> None:
-    # A margin: an unconditioned IdGen spreads both regions alike, up to a few per cent either way.
-    assert benchmark.shape_spread_occluded_mm > 1.1 * benchmark.shape_spread_visible_mm
+    assert benchmark.shape_spread_occluded_mm > benchmark.shape_spread_visible_mm
+    # Beyond where the occluders happen to fall: after a similarity alignment (a photo fixes no size), the
+    # occluded/visible ratio of the samples exceeds that of other faces of the set (blind to the photo).
+    ours = benchmark.aligned_spread_occluded_mm / benchmark.aligned_spread_visible_mm
+    blind = benchmark.blind_spread_occluded_mm / benchmark.blind_spread_visible_mm
+    assert ours > blind + 0.02
 
 
 def _samples(kind: str, folder: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
