@@ -62,7 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             job.add_argument("--sampler-steps", type=int)
             job.add_argument(
                 "--deviation-init", action="store_true",
-                help="start the first rank layer blind to the shared mean mesh (see train/initialisation.py)",
+                help="start the first rank layer blind to the shared mean mesh, with constant references "
+                "(see train/initialisation.py)",
             )  # fmt: skip
             job.add_argument("--cache-samples", action="store_true", help="draw each image's samples once")
             job.add_argument("--flame", type=Path, help="FLAME model (.pkl/.npz); default: the DEMO head")

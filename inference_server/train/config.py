@@ -42,12 +42,13 @@ class TrainConfig:
     #: default initialisation; the DEMO recipe uses it because a short CPU run cannot learn the high-noise
     #: slopes the samplers amplify. Ignored with ``init`` (weights come from the file).
     identity_init: bool = False
-    #: IdRank: start the first rank layer blind to the shared-mean half of its input
-    #: (``initialisation.start_on_deviations``); the DEMO recipe uses it.
+    #: IdRank: start the first rank layer blind to the shared-mean half of its input, with a constant reference
+    #: in half of every GroupNorm group (``initialisation.start_on_deviations``); the DEMO recipe uses it.
     deviation_init: bool = False
     #: Supervised start for encoders that begin from random weights (the DEMO recipe: it has no pretrained
     #: ArcFace / FaRL): before step 0, regress the run's target (shape for IdGen / IdRank, expression + jaw
-    #: for ExpGen) from the encoders' context through a temporary linear head, MSE, for this many steps.
+    #: for ExpGen) from the encoders' context through a temporary linear head for this many steps; every encoder
+    #: parameter trains, BatchNorm uses batch statistics, then ``freeze`` applies (``encoder_warmup``).
     encoder_warmup_steps: int = 0
     encoder_warmup_lr: float = 1e-3
     freeze: str = "l4"
