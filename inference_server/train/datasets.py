@@ -211,19 +211,23 @@ class CropDataset:
             self._farl[i] = farl_crop(rgb, box_from_points5(points)).image
         return self._arc[i], self._farl[i]
 
-    def batch(self, indices: Sequence[int]) -> CropBatch:
+    def batch(self, indices: Sequence[int], *, crops: bool = True) -> CropBatch:
+        """Crops (normalised) and targets of ``indices``; ``crops=False``: targets only, empty crop tensors
+        (a trainer whose frozen encoders' context is already cached needs no pixels)."""
         blobs, images, shapes, expressions = [], [], [], []
         for i in indices:
-            arc, farl = self._crops(int(i))
-            planes = arc if self.channel_order == "RGB" else arc[:, :, ::-1]
-            blobs.append(((planes.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1))
-            images.append(clip_normalise(farl))
+            if crops:
+                arc, farl = self._crops(int(i))
+                planes = arc if self.channel_order == "RGB" else arc[:, :, ::-1]
+                blobs.append(((planes.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1))
+                images.append(clip_normalise(farl))
             record = self.records[int(i)]
             shapes.append(record.shape if record.shape is not None else np.full(N_SHAPE, np.nan, np.float32))
             expressions.append(record.expression if record.expression is not None else np.full(53, np.nan, np.float32))
+        empty = torch.empty(0, 3, 0, 0)
         return CropBatch(
-            blob=torch.from_numpy(np.ascontiguousarray(np.stack(blobs))),
-            image=torch.from_numpy(np.stack(images)),
+            blob=torch.from_numpy(np.ascontiguousarray(np.stack(blobs))) if crops else empty,
+            image=torch.from_numpy(np.stack(images)) if crops else empty,
             shape=torch.from_numpy(np.stack(shapes).astype(np.float32)),
             expression=torch.from_numpy(np.stack(expressions).astype(np.float32)),
             index=torch.as_tensor(list(indices), dtype=torch.int64),

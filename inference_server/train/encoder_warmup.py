@@ -5,7 +5,7 @@ no such weights, and a diffusion loss alone teaches random encoders too slowly o
 regresses the run's target (shape for IdGen / IdRank, expression + jaw for ExpGen) from the encoders'
 context through a temporary linear head.
 
-Two choices make it work from scratch (README, "Demo weights"):
+Two choices are there to let it learn from scratch (README, "Demo weights"):
 
 * **Batch statistics.** ArcFace keeps its BatchNorm layers in eval mode (running statistics) as the official
   encoder does; from random weights that means no normalisation at all. During the warm-up they normalise

@@ -328,9 +328,6 @@ def write_synthetic_dataset(
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     workers = min(workers or os.cpu_count() or 1, count)
-    # Chunks of a few seconds' work: each carries the head (tens of MB) to its process once.
-    chunk = max(1, min(200, math.ceil(count / (4 * workers))))
-    chunks = [range(start, min(start + chunk, count)) for start in range(0, count, chunk)]
     entries: list[dict[str, object]] = []
     if workers == 1:
         for i in range(count):
@@ -340,6 +337,9 @@ def write_synthetic_dataset(
     else:
         # "spawn": a forked child would inherit torch's thread pool state, which is not fork-safe.
         context = multiprocessing.get_context("spawn")
+        # Chunks of a few seconds' work: each carries the head (tens of MB) to its process once.
+        chunk = max(1, min(200, math.ceil(count / (4 * workers))))
+        chunks = [range(start, min(start + chunk, count)) for start in range(0, count, chunk)]
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             jobs = [pool.submit(_render_range, folder, r, seed, head, config) for r in chunks]
             for job in jobs:  # in order, so the index lists the samples by number

@@ -408,6 +408,14 @@ class Trainer:
         noise = torch.randn(x0.shape, generator=generator).to(device)
         return self.model(blob, image, x0, t, noise, self._frozen_context(batch))
 
+    def _needs_crops(self, indices: list[int]) -> bool:
+        """False once frozen encoders' contexts (and, for IdRank, cached samples) cover every image."""
+        if self.config.freeze != "all" or any(i not in self.context_cache for i in indices):
+            return True
+        if self.config.kind == "idrank":
+            return not self.config.cache_samples or any(i not in self.sample_cache for i in indices)
+        return False
+
     @torch.no_grad()
     def _frozen_context(self, batch: CropBatch) -> torch.Tensor | None:
         """With ``freeze="all"`` the encoders are fixed functions: their context is computed once per image."""
@@ -494,7 +502,8 @@ class Trainer:
         """Train from the current step to ``config.steps``; yields (step, loss) after each update."""
         self._set_train_mode()
         while self.step < self.config.steps:
-            batch = self.dataset.batch(self._indices(self.step))
+            indices = self._indices(self.step)
+            batch = self.dataset.batch(indices, crops=self._needs_crops(indices))
             loss = self._loss(batch, self.step)
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()
