@@ -11,9 +11,10 @@ import pytest
 
 from inference_server.errors import NoFaceError
 from inference_server.preprocess import detect as detect_module
-from inference_server.preprocess.alignment import ARCFACE_TEMPLATE_112, box_from_points5, template_interocular
+from inference_server.preprocess.alignment import ARCFACE_TEMPLATE_112, template_interocular
 from inference_server.preprocess.crops import arcface_crop
 from inference_server.preprocess.detect import BadRegionError, FaceDetector, detect_face
+from inference_server.preprocess.face_box import scrfd_box_from_mesh, scrfd_box_from_points5
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
 from inference_server.preprocess.synthetic_occluders import (
     ASTRONAUT_POINTS5,
@@ -61,7 +62,8 @@ def test_clean_astronaut_matches_the_recorded_points(detector: FaceDetector, ast
     p = found.points5
     assert p[0, 0] < p[2, 0] < p[1, 0] and p[3, 0] < p[4, 0]
     assert p[:2, 1].max() < p[2, 1] < p[3:, 1].min()
-    np.testing.assert_allclose(found.box, box_from_points5(found.points5))
+    # The 224 crop's box is the SCRFD-equivalent box of the mesh (face_box.py), not the five-point box.
+    np.testing.assert_allclose(found.box, scrfd_box_from_mesh(found.landmarks))
 
 
 @pytest.mark.parametrize("occluder", ["hand_over_mouth", "bar_over_eyes"])
@@ -172,7 +174,7 @@ def test_points_given_means_no_detector_runs(monkeypatch: pytest.MonkeyPatch, as
     for found in (detect_face(astronaut, points=points), FaceDetector().detect(astronaut, points=points)):
         assert found.method == "points" and found.landmarks is None
         np.testing.assert_array_equal(found.points5, ASTRONAUT_POINTS5)
-        np.testing.assert_allclose(found.box, box_from_points5(ASTRONAUT_POINTS5))
+        np.testing.assert_allclose(found.box, scrfd_box_from_points5(ASTRONAUT_POINTS5))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,280 @@
+"""The MediaPipe detection chain: every detector and variant consulted before giving up.
+
+Steps, each tried only when the ones before found no face:
+
+1. ``face_mesh``: the face mesh (478 landmarks) on the image; a face cut by the frame is measured again
+   on a padded copy (its outline is extrapolated past the edge, where SCRFD's box also reaches);
+2. the face detectors, short **and** full range (both always: one answering does not silence the
+   other), then on overlapping tiles when neither sees anything (small faces in large photos);
+3. ``face_mesh_on_detector_box``: the face mesh on an enlarged crop around each detector hit, plain then
+   mirrored, contrast-normalised and rotated: a hit the mesh confirms is accepted at any detector score;
+4. ``face_mesh_on_variant``: the face mesh on padded, mirrored, CLAHE and rotated (±30°, ±45°) copies of
+   the whole image (bowed and tilted heads, dark photos, faces cut by the frame);
+5. ``detector_keypoints``: the detector's own keypoints, for a confident hit only.
+
+Every step returns all the faces it found, nearest the target first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from .alignment import ARCFACE_TEMPLATE_112, apply_affine, fit_similarity, invert_affine
+from .face_box import oval_geometry
+from .mediapipe_faces import MESH_POINTS5, DetectorFace, MediaPipeFaces
+from .regions import distance, extent, merge_duplicates, square_crop, tile_origins, tile_sides
+from .variants import DEFAULT_VARIANTS, ImageVariant, iter_variants, make_variant
+
+DetectionMethod = Literal[
+    "points",
+    "face_mesh",
+    "face_mesh_on_box",
+    "face_mesh_on_detector_box",
+    "face_mesh_on_variant",
+    "detector_keypoints",
+    "scrfd",
+]
+
+#: The chain's steps, in order (``run`` can leave some out for measurements).
+ALL_STEPS = (
+    "face_mesh",
+    "pad_cut_faces",
+    "detector",
+    "detector_on_tiles",
+    "face_mesh_on_detector_box",
+    "face_mesh_on_variant",
+    "detector_keypoints",
+)
+#: The chain before test-time variants (the measurement baseline in docs/preprocessing.md).
+STEPS_WITHOUT_VARIANTS = (
+    "face_mesh",
+    "detector",
+    "detector_on_tiles",
+    "face_mesh_on_detector_box",
+    "detector_keypoints",
+)
+#: A detector hit the face mesh cannot confirm is used alone only above this score: the short-range
+#: detector scores noise and textures up to ~0.65 (docs/preprocessing.md).
+MIN_UNCONFIRMED_SCORE = 0.75
+#: How many detector hits, nearest the target first, the face mesh tries to confirm.
+MAX_CONFIRMATIONS = 4
+#: Accepted detector-box side / mesh eye distance when the mesh confirms a detector hit (frontal faces
+#: measure ~2.6; turned faces have a shorter eye distance, so the upper bound is generous).
+MESH_BOX_RATIO = (1.5, 6.0)
+#: Side of the square crop the face mesh sees around a detector box / a user box, in pixels.
+CROP_SIDE = 384
+#: Crop side around a box as a multiple of the box's longer side: the face mesh's own detector is
+#: trained on faces that fill roughly half the frame.
+CROP_CONTEXT = 2.0
+#: Variants of a detector-box crop tried when the plain crop gives no mesh.
+BOX_VARIANTS = ("flip", "clahe", "rotate-30", "rotate+30", "clahe-flip")
+#: A face whose mesh outline reaches this fraction of its size past the frame is cut by the frame.
+CUT_FRACTION = 0.02
+#: Mirror-image mesh indices of the five points (the mesh labels a mirrored face's eyes the other way).
+MIRRORED_POINTS5 = (MESH_POINTS5[1], MESH_POINTS5[0], MESH_POINTS5[2], MESH_POINTS5[4], MESH_POINTS5[3])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A face found on a working copy; coordinates in that copy. ``mirrored``: the landmarks came from a
+    mirror image (indices name the other side of the face); ``variant``: the image variant that found it."""
+
+    points5: np.ndarray
+    landmarks: np.ndarray | None
+    found_box: np.ndarray
+    method: DetectionMethod
+    score: float | None = None
+    detector_model: str | None = None
+    variant: str | None = None
+    mirrored: bool = False
+
+    def mapped(self, to_photo: np.ndarray) -> Candidate:
+        """The same face with coordinates sent through the 2×3 affine ``to_photo``."""
+        corners = apply_affine(to_photo, _box_corners(self.found_box))
+        return replace(
+            self,
+            points5=apply_affine(to_photo, self.points5),
+            landmarks=None if self.landmarks is None else apply_affine(to_photo, self.landmarks),
+            found_box=np.concatenate([corners.min(axis=0), corners.max(axis=0)]),
+        )
+
+
+def is_cut_by_frame(landmarks: np.ndarray, width: int, height: int) -> bool:
+    """Whether a face mesh's outline reaches past the image border (by ``CUT_FRACTION`` of its size)."""
+    geometry = oval_geometry(landmarks)
+    low, high = landmarks[:468].min(axis=0), landmarks[:468].max(axis=0)
+    margin = CUT_FRACTION * geometry.size
+    return bool(low[0] < -margin or low[1] < -margin or high[0] > width + margin or high[1] > height + margin)
+
+
+class MediaPipeChain:
+    """The chain over one ``MediaPipeFaces`` (not thread-safe, as the graphs)."""
+
+    def __init__(self, faces: MediaPipeFaces) -> None:
+        self.faces = faces
+
+    def run(self, rgb: np.ndarray, target: np.ndarray, steps: Sequence[str] = ALL_STEPS) -> list[Candidate]:
+        """All faces of the first step that finds any, nearest ``target`` first (see the module notes)."""
+        found: list[Candidate] = []
+        if "face_mesh" in steps:
+            found = self._meshes(rgb, variant=None)
+            if found and "pad_cut_faces" in steps:
+                found = self._remeasure_cut_faces(rgb, found)
+        hits: list[DetectorFace] = []
+        if not found and "detector" in steps:
+            hits = self.detector_faces(rgb, tiles="detector_on_tiles" in steps)
+            hits.sort(key=lambda h: distance(h.box, target))
+            if "face_mesh_on_detector_box" in steps:
+                found = self._confirmed(rgb, hits, with_variants="face_mesh_on_variant" in steps)
+        if not found and "face_mesh_on_variant" in steps:
+            for variant in iter_variants(rgb, DEFAULT_VARIANTS):
+                found = [c.mapped(variant.to_original) for c in self._meshes(variant.rgb, variant=variant)]
+                if found:
+                    break
+        if not found and "detector_keypoints" in steps:
+            found = [_from_keypoints(h) for h in hits if h.score >= MIN_UNCONFIRMED_SCORE]
+        return sorted(found, key=lambda c: distance(c.found_box, target))
+
+    def _meshes(self, rgb: np.ndarray, variant: ImageVariant | None) -> list[Candidate]:
+        mirrored = variant is not None and variant.mirrored
+        indices = list(MIRRORED_POINTS5 if mirrored else MESH_POINTS5)
+        return [
+            Candidate(
+                points5=landmarks[indices],
+                landmarks=landmarks,
+                found_box=extent(landmarks),
+                method="face_mesh" if variant is None else "face_mesh_on_variant",
+                variant=None if variant is None else variant.name,
+                mirrored=mirrored,
+            )
+            for landmarks in self.faces.face_mesh(rgb)
+        ]
+
+    def _remeasure_cut_faces(self, rgb: np.ndarray, found: list[Candidate]) -> list[Candidate]:
+        """A face cut by the frame, measured again with a border round the image (same face: eye
+        midpoints within half an eye distance)."""
+        height, width = rgb.shape[:2]
+        if not any(c.landmarks is not None and is_cut_by_frame(c.landmarks, width, height) for c in found):
+            return found
+        padded = make_variant(rgb, "pad")
+        again = [c.mapped(padded.to_original) for c in self._meshes(padded.rgb, variant=None)]
+        out = []
+        for face in found:
+            match = _same_face(face, again)
+            cut = face.landmarks is not None and is_cut_by_frame(face.landmarks, width, height)
+            out.append(replace(match, variant="pad") if (cut and match is not None) else face)
+        return out
+
+    def detector_faces(self, rgb: np.ndarray, tiles: bool) -> list[DetectorFace]:
+        """Detector hits of both models on the whole image, else (``tiles``) on overlapping tiles of
+        decreasing size — the bundled detectors squash the whole image to 128 or 192 pixels, so a face
+        under ~10 % of a large photo is invisible to them without tiling."""
+        hits = [face for model in ("short", "full") for face in self.faces.face_detector(rgb, model)]
+        if hits or not tiles:
+            return merge_duplicates(hits)
+        height, width = rgb.shape[:2]
+        for side in tile_sides(width, height):
+            for x, y in tile_origins(width, height, side):
+                shift = np.array([x, y], dtype=np.float64)
+                for model in ("short", "full"):
+                    for face in self.faces.face_detector(rgb[y : y + side, x : x + side], model):
+                        hits.append(
+                            DetectorFace(
+                                box=face.box + np.tile(shift, 2),
+                                keypoints=face.keypoints + shift,
+                                score=face.score,
+                                model=f"{face.model}/tiles",
+                            )
+                        )
+            if hits:
+                return merge_duplicates(hits)
+        return []
+
+    def _confirmed(self, rgb: np.ndarray, hits: list[DetectorFace], with_variants: bool) -> list[Candidate]:
+        """Detector hits the face mesh confirms (nearest the target first; a hit it cannot confirm may be
+        a false positive, so a farther confirmed face is preferred to it)."""
+        confirmed = []
+        for hit in hits[:MAX_CONFIRMATIONS]:
+            found = self.mesh_on_box(rgb, hit.box, with_variants=with_variants)
+            if found is not None:
+                confirmed.append(
+                    replace(
+                        found,
+                        found_box=hit.box,
+                        method="face_mesh_on_detector_box",
+                        score=hit.score,
+                        detector_model=hit.model,
+                    )
+                )
+        return confirmed
+
+    def mesh_on_box(self, rgb: np.ndarray, box: np.ndarray, *, with_variants: bool) -> Candidate | None:
+        """The face mesh on an enlarged crop around ``box`` (then on its variants), mapped back; it must
+        describe the box's face: eyes inside the box, the box a face's size for that eye distance."""
+        crop, to_photo = square_crop(rgb, box, CROP_CONTEXT, CROP_SIDE)
+        centre = np.array([CROP_SIDE / 2.0, CROP_SIDE / 2.0])
+        names = ("plain", *BOX_VARIANTS) if with_variants else ("plain",)
+        for name in names:
+            variant = make_variant(crop, name)
+            meshes = self._meshes(variant.rgb, variant=None if name == "plain" else variant)
+            if not meshes:
+                continue
+            in_crop = [m.mapped(variant.to_original) for m in meshes]
+            best = min(in_crop, key=lambda c: distance(c.found_box, centre)).mapped(to_photo)
+            if _fits_box(best, box):
+                return best
+        return None
+
+
+def _fits_box(found: Candidate, box: np.ndarray) -> bool:
+    eyes_mid = found.points5[:2].mean(axis=0)
+    x0, y0, x1, y1 = box
+    if not (x0 <= eyes_mid[0] <= x1 and y0 <= eyes_mid[1] <= y1):
+        return False
+    eye_distance = float(np.linalg.norm(found.points5[1] - found.points5[0]))
+    ratio = max(x1 - x0, y1 - y0) / max(eye_distance, 1e-6)
+    return MESH_BOX_RATIO[0] <= ratio <= MESH_BOX_RATIO[1]
+
+
+def _same_face(face: Candidate, others: list[Candidate]) -> Candidate | None:
+    eyes = face.points5[:2].mean(axis=0)
+    eye_distance = float(np.linalg.norm(face.points5[1] - face.points5[0]))
+    best = min(others, key=lambda o: float(np.linalg.norm(o.points5[:2].mean(axis=0) - eyes)), default=None)
+    if best is None or np.linalg.norm(best.points5[:2].mean(axis=0) - eyes) > 0.5 * eye_distance:
+        return None
+    return best
+
+
+def _from_keypoints(hit: DetectorFace) -> Candidate:
+    return Candidate(
+        points5=points5_from_detector_keypoints(hit.keypoints),
+        landmarks=None,
+        found_box=hit.box,
+        method="detector_keypoints",
+        score=hit.score,
+        detector_model=hit.model,
+    )
+
+
+def points5_from_detector_keypoints(keypoints: np.ndarray) -> np.ndarray:
+    """ArcFace's five points from MediaPipe's detector keypoints (eyes, nose tip, mouth centre, ears).
+
+    The detector gives one mouth point; the corners are read off the template: fit the similarity
+    that maps the eyes, nose and mouth centre onto their template positions (the mouth centre is the
+    midpoint of the template's corners) and send the template's corners back through its inverse.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    template_mouth_centre = ARCFACE_TEMPLATE_112[3:5].mean(axis=0)
+    template4 = np.vstack([ARCFACE_TEMPLATE_112[:3], template_mouth_centre])
+    to_template = fit_similarity(keypoints[:4], template4)
+    corners = apply_affine(invert_affine(to_template), ARCFACE_TEMPLATE_112[3:5])
+    return np.vstack([keypoints[:3], corners])
+
+
+def _box_corners(box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64)
