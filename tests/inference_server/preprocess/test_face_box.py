@@ -1,0 +1,100 @@
+"""The SCRFD-equivalent box model: geometry it must respect and a fit that recovers known parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference_server.preprocess.alignment import ARCFACE_TEMPLATE_112, apply_affine
+from inference_server.preprocess.face_box import (
+    DEFAULT_BOX_MODEL,
+    FACE_OVAL,
+    NOSE_BRIDGE,
+    SCRFD_TEMPLATE_BOX_112,
+    BoxModel,
+    fit_box_model,
+    fit_template_box,
+    oval_geometry,
+    scrfd_box_from_mesh,
+    scrfd_box_from_points5,
+)
+
+
+def _mesh(
+    rng: np.random.Generator, centre: tuple[float, float], radius: float, bridge: tuple[float, float]
+) -> np.ndarray:
+    """A stand-in mesh: the oval landmarks on an ellipse, the bridge where asked, the rest inside."""
+    mesh = np.tile(np.asarray(centre, float), (478, 1)) + rng.normal(0, radius * 0.2, (478, 2))
+    angles = np.linspace(0, 2 * np.pi, len(FACE_OVAL), endpoint=False)
+    mesh[list(FACE_OVAL)] = np.stack(
+        [centre[0] + 0.8 * radius * np.cos(angles), centre[1] + radius * np.sin(angles)], axis=1
+    )
+    mesh[NOSE_BRIDGE] = bridge
+    return mesh
+
+
+def test_box_follows_the_oval_and_the_bridge() -> None:
+    rng = np.random.default_rng(0)
+    mesh = _mesh(rng, (200.0, 150.0), 100.0, (230.0, 120.0))
+    geometry = oval_geometry(mesh)
+    np.testing.assert_allclose(geometry.centre, (200.0, 150.0), atol=1e-9)
+    assert geometry.size == pytest.approx((160.0 + 200.0) / 2.0)
+    model = BoxModel(pull_x=0.5, pull_y=0.25, shift_y=0.1, size=1.2)
+    box = scrfd_box_from_mesh(mesh, model)
+    np.testing.assert_allclose((box[:2] + box[2:]) / 2, (200 + 0.5 * 30, 150 - 0.25 * 30 + 0.1 * 180), atol=1e-9)
+    np.testing.assert_allclose(box[2:] - box[:2], (1.2 * 180, 1.2 * 180), atol=1e-9)
+
+
+def test_box_moves_and_scales_with_the_face() -> None:
+    rng = np.random.default_rng(1)
+    mesh = _mesh(rng, (200.0, 150.0), 100.0, (215.0, 125.0))
+    moved = mesh * 1.7 + np.array([40.0, -25.0])
+    np.testing.assert_allclose(scrfd_box_from_mesh(moved), scrfd_box_from_mesh(mesh) * 1.7 + [40, -25, 40, -25])
+    # The oval is symmetric and the bridge on the midline: a mirrored mesh (indices swapped) gives the
+    # mirrored box, so a face found in the mirror image keeps its box.
+    mirrored = mesh * np.array([-1.0, 1.0]) + np.array([400.0, 0.0])
+    box, box_m = scrfd_box_from_mesh(mesh), scrfd_box_from_mesh(mirrored)
+    np.testing.assert_allclose([400 - box_m[2], box_m[1], 400 - box_m[0], box_m[3]], box, atol=1e-9)
+
+
+def test_fit_recovers_the_parameters_that_made_the_boxes() -> None:
+    rng = np.random.default_rng(2)
+    truth = BoxModel(pull_x=0.2, pull_y=0.45, shift_y=0.02, size=1.1)
+    meshes, centres, sides = [], [], []
+    for _ in range(12):
+        centre = rng.uniform(100, 400, 2)
+        radius = rng.uniform(40, 150)
+        mesh = _mesh(rng, tuple(centre), radius, tuple(centre + rng.normal(0, 0.3 * radius, 2)))
+        box = scrfd_box_from_mesh(mesh, truth)
+        meshes.append(mesh)
+        centres.append((box[:2] + box[2:]) / 2)
+        sides.append(float(box[2] - box[0]))
+    fitted = fit_box_model(meshes, centres, sides)
+    np.testing.assert_allclose(
+        [fitted.pull_x, fitted.pull_y, fitted.shift_y, fitted.size], [0.2, 0.45, 0.02, 1.1], atol=1e-9
+    )
+    with pytest.raises(ValueError):
+        fit_box_model(meshes[:1], centres[:1], sides[:1])
+
+
+def test_five_point_box_maps_the_template_box_back() -> None:
+    angle = np.radians(25)
+    to_photo = np.array([[2 * np.cos(angle), -2 * np.sin(angle), 300], [2 * np.sin(angle), 2 * np.cos(angle), 100]])
+    points = apply_affine(to_photo, ARCFACE_TEMPLATE_112)
+    box = scrfd_box_from_points5(points)
+    centre = apply_affine(to_photo, ((SCRFD_TEMPLATE_BOX_112[:2] + SCRFD_TEMPLATE_BOX_112[2:]) / 2)[None])[0]
+    np.testing.assert_allclose((box[:2] + box[2:]) / 2, centre, atol=1e-9)
+    np.testing.assert_allclose(
+        box[2:] - box[:2], 2 * (SCRFD_TEMPLATE_BOX_112[2] - SCRFD_TEMPLATE_BOX_112[0]), atol=1e-9
+    )
+    # fit_template_box inverts it: the box seen through the alignment is the template box.
+    fitted = fit_template_box([np.linalg.inv(np.vstack([to_photo, [0, 0, 1]]))[:2]], [centre], [box[2] - box[0]])
+    np.testing.assert_allclose(fitted, SCRFD_TEMPLATE_BOX_112, atol=1e-9)
+
+
+def test_calibrated_constants_are_sane() -> None:
+    # A box about 1.1 face-oval sizes, pulled part of the way towards the eyes (docs/preprocessing.md).
+    assert 0.0 < DEFAULT_BOX_MODEL.pull_x < 0.5 and 0.2 < DEFAULT_BOX_MODEL.pull_y < 0.8
+    assert 1.0 < DEFAULT_BOX_MODEL.size < 1.2
+    with pytest.raises(ValueError):
+        oval_geometry(np.zeros((5, 2)))
