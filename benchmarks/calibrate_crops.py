@@ -26,7 +26,7 @@ import numpy as np
 
 from inference_server.errors import NoFaceError
 from inference_server.preprocess.alignment import box_from_points5
-from inference_server.preprocess.chain import STEPS_WITHOUT_VARIANTS
+from inference_server.preprocess.chain import ALL_STEPS, STEPS_WITHOUT_VARIANTS
 from inference_server.preprocess.crops import farl_transform
 from inference_server.preprocess.detect import FaceDetection, FaceDetector
 from inference_server.preprocess.face_box import (
@@ -42,6 +42,13 @@ from inference_server.preprocess.official_reference import (
     placement,
 )
 from inference_server.preprocess.placement import centre_offset
+
+#: Chain ablation on the fixtures (docs/preprocessing.md).
+STEP_SETS = {
+    "face mesh alone": ("face_mesh",),
+    "+ both detectors, mesh confirmation of their boxes, keypoints": STEPS_WITHOUT_VARIANTS,
+    "+ mirrored / CLAHE / rotated detector-box crops and whole-image variants": ALL_STEPS,
+}
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,15 @@ def main() -> None:
 
         print_table("Before (chain without variants; box from five points):",
                     run_rows(officials, before, lambda d: d.box), names)  # fmt: skip
+        print("\nFaces found by each set of steps (right face: 224 crop centre within 56 px of the official):")
+        for label, steps in STEP_SETS.items():
+            found = 0
+            for official in officials:
+                height, width = official.rgb.shape[:2]
+                hit = detector.run_chain(official.rgb, np.array([width / 2.0, height / 2.0]), steps)
+                if hit is not None and placement(official, hit.points5, hit.found_box).farl_px < 56.0:
+                    found += 1
+            print(f"  {label}: {found}/{len(officials)}")
         print_table("After (this chain; SCRFD-equivalent box):",
                     run_rows(officials, lambda rgb: detector.detect(rgb), lambda d: d.box), names)  # fmt: skip
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from inference_server.errors import NoFaceError
 from inference_server.preprocess.alignment import ARCFACE_TEMPLATE_112, apply_affine, fit_similarity
-from inference_server.preprocess.detect import ALL_STEPS, FaceDetector
+from inference_server.preprocess.chain import ALL_STEPS, STEPS_WITHOUT_VARIANTS
+from inference_server.preprocess.detect import FaceDetector
 from inference_server.preprocess.mediapipe_faces import MESH_POINTS5
 from inference_server.preprocess.synthetic_occluders import OCCLUDERS
 
@@ -153,6 +154,8 @@ def classify(detector: FaceDetector, variant: Variant, steps: tuple[str, ...]) -
     eye_distance = float(np.linalg.norm(variant.truth[1] - variant.truth[0]))
     error = float(np.linalg.norm(found.points5 - variant.truth, axis=1).mean()) / eye_distance
     if error > WRONG_FACE_FRACTION:
+        step = found.method + (f"/{found.variant}" if found.variant else "")
+        print(f"wrong face: {variant.face} {variant.occluder} {variant.geometry} {variant.blur} by {step}")
         return "wrong_face", 100 * error
     return found.method, 100 * error
 
@@ -162,6 +165,7 @@ def measure_chain() -> None:
     columns = [
         "face_mesh",
         "face_mesh_on_detector_box",
+        "face_mesh_on_variant",
         "detector_keypoints",
         "missed",
         "wrong_face",
@@ -169,10 +173,12 @@ def measure_chain() -> None:
     ]
     by_group: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     mesh_only: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    no_variants: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     errors: dict[str, list[float]] = collections.defaultdict(list)
     for variant in variants(real_faces(), detector):
         outcome, error = classify(detector, variant, ALL_STEPS)
         alone, _ = classify(detector, variant, ("face_mesh",))
+        without, _ = classify(detector, variant, STEPS_WITHOUT_VARIANTS)
         for group in (
             f"occluder={variant.occluder}",
             f"geometry={variant.geometry}",
@@ -180,17 +186,23 @@ def measure_chain() -> None:
             "ALL",
         ):
             by_group[group][outcome] += 1
-            if outcome in columns[:3] and error > 100 * IMPRECISE_FRACTION:
+            if outcome in columns[:4] and error > 100 * IMPRECISE_FRACTION:
                 by_group[group]["imprecise"] += 1
             mesh_only[group][alone] += 1
-        if outcome in columns[:3]:
+            no_variants[group]["found" if without not in ("missed", "wrong_face") else without] += 1
+        if outcome in columns[:4]:
             errors[outcome].append(error)
-    print("| variants | n | mesh alone finds | " + " | ".join(columns) + " (of those found) |")
-    print("|---|" + "---|" * (len(columns) + 2))
+    print(
+        "| variants | n | mesh alone finds | chain without variants finds | "
+        + " | ".join(columns)
+        + " (of those found) |"
+    )
+    print("|---|" + "---|" * (len(columns) + 3))
     for group, counts in sorted(by_group.items(), key=lambda item: (item[0] == "ALL", item[0])):
         n = sum(counts.values()) - counts["imprecise"]
         mesh_alone = mesh_only[group]["face_mesh"]
-        print(f"| {group} | {n} | {mesh_alone} | " + " | ".join(str(counts[c]) for c in columns) + " |")
+        before = no_variants[group]["found"]
+        print(f"| {group} | {n} | {mesh_alone} | {before} | " + " | ".join(str(counts[c]) for c in columns) + " |")
     print()
     for method, values in errors.items():
         print(

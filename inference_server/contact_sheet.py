@@ -50,6 +50,19 @@ def _centre(vertices: np.ndarray) -> tuple[float, float, float]:
     return (x, y, z)
 
 
+def _with_warnings(sheet: np.ndarray, warnings: list[dict[str, str]]) -> np.ndarray:
+    """One orange line per warning above the sheet (input and fit warnings from the result file)."""
+    if not warnings:
+        return sheet
+    banner = np.full((10 + 24 * len(warnings), sheet.shape[1], 3), (255, 222, 190), np.uint8)
+    for i, warning in enumerate(warnings):
+        text = f"WARNING {warning.get('code', '')}: {warning.get('message', '')}"
+        limit = max(20, sheet.shape[1] // 9)
+        text = text if len(text) <= limit else text[: limit - 3] + "..."
+        cv2.putText(banner, text, (8, 25 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (120, 40, 0), 1, cv2.LINE_AA)
+    return np.concatenate([banner, sheet], axis=0)
+
+
 def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     res = output.result
     faces = res.faces
@@ -60,7 +73,9 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
         extent=float(np.ptp(first[:, 1]) * 1.08),
     )
     images = [_photo_with_marks(output), _fit(output.arcface.image), _fit(output.farl.image)]
-    labels = ["photo (" + output.detection.method + ")", "ArcFace crop", "FaRL crop"]
+    confidence = output.detection.confidence
+    score = "" if confidence is None else f", {confidence:.2f}"
+    labels = [f"photo ({output.detection.method}{score})", "ArcFace crop", "FaRL crop"]
     for k in range(min(SHEET_IDENTITIES, len(res.identity_vertices))):
         images.append(render_mesh(res.identity_vertices[k], faces, width=TILE, height=TILE, camera=camera))
         labels.append(f"ID {k + 1:02d} p={res.identity_scores[k]:.3f}")
@@ -81,6 +96,7 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
         cv2.putText(banner, "DEMO assets: generated stand-in head and demo weights, not FLAME / OFER", (8, 23),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (60, 40, 0), 1, cv2.LINE_AA)  # fmt: skip
         sheet = np.concatenate([banner, sheet], axis=0)
+    sheet = _with_warnings(sheet, res.meta.get("warnings") or [])
     target = Path(path)
     write_png(target, sheet)
     return target

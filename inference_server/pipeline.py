@@ -30,6 +30,7 @@ from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
 from .preprocess.detect import FaceDetection, FaceDetector
 from .preprocess.image import LoadedImage, load_image
+from .preprocess.input_checks import input_warnings
 from .presets import apply_preset
 from .protocol import ReconstructArgs
 from .result import JOINT_NAMES, ReconstructionResult, write_result
@@ -206,7 +207,7 @@ class Reconstructor:
 
         clock.start("detect")
         progress("detect", 0, 1, "points given" if args.points else "finding the face")
-        detection = self.detector().detect(image, box=args.box, points=args.points)
+        detection = self.detector().detect(image, box=args.box, points=args.points, face=args.face)
         arc = arcface_crop(image.rgb, detection.points5, self.channel_order)  # type: ignore[arg-type]
         far = farl_crop(image.rgb, detection.box)
         progress("detect", 1, 1, detection.method)
@@ -329,6 +330,7 @@ class Reconstructor:
                 "height": image.height,
             },
             "detection": detection.to_meta(),
+            "warnings": input_warnings(detection),
             "crop_box": [float(v) for v in detection.box],
             "arcface_transform": arc.transform.tolist(),
             "farl_transform": far.transform.tolist(),

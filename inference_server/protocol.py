@@ -69,6 +69,7 @@ class ReconstructArgs:
     output: str
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float], ...] | None = None
+    face: int | None = None  # which detected face (0: nearest the centre, the default)
     n_shapes: int = 100
     n_expressions: int = 100
     top_k: int = 10
@@ -216,6 +217,7 @@ def parse_reconstruct_args(request: Request) -> ReconstructArgs:
         output=args["output"],
         box=box,
         points=points,
+        face=None if args.get("face") is None else _integer(args, "face", 0, 0, 1000, rid),
         n_shapes=n_shapes,
         n_expressions=_integer(args, "n_expressions", 100, 1, 10000, rid),
         top_k=top_k,

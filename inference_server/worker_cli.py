@@ -54,6 +54,8 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="face box in pixels")
     parser.add_argument("--points", type=float, nargs=10, metavar="XY",
                         help="five points x y: left eye, right eye, nose tip, left, right mouth corner")  # fmt: skip
+    parser.add_argument("--face", type=int, default=None, metavar="N",
+                        help="which detected face: 0 is nearest the centre (ofer-worker faces PHOTO)")  # fmt: skip
     parser.add_argument("--millimetres", action="store_true", help="write PLY files in mm (default metres)")
     parser.add_argument("--no-contact-sheet", action="store_true")
 
@@ -78,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     _add_asset_flags(batch)
     _add_run_flags(batch)
     _add_job_flags(batch)
+    batch.add_argument("--all-faces", action="store_true", help="one result per detected face (PHOTO/face_N)")
     batch.set_defaults(run=run_batch)
 
     doctor = subparsers.add_parser("doctor", help="show which model files were found and what is missing")
@@ -155,7 +158,7 @@ class _ProgressBar:
         self.stream.flush()
 
 
-def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path) -> ReconstructArgs:
+def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int | None = None) -> ReconstructArgs:
     from .protocol import ReconstructArgs
 
     points = None
@@ -167,6 +170,7 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path) -> Recons
         output=str(out_dir / "result.npz"),
         box=tuple(args.box) if args.box else None,
         points=points,
+        face=args.face if face is None else face,
         n_shapes=args.n_shapes,
         n_expressions=args.n_expressions,
         top_k=min(args.top_k, args.n_shapes),
@@ -179,11 +183,14 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path) -> Recons
     )
 
 
-def _reconstruct_one(reconstructor: Any, args: argparse.Namespace, photo: Path, out_dir: Path) -> None:
+def _reconstruct_one(
+    reconstructor: Any, args: argparse.Namespace, photo: Path, out_dir: Path, face: int | None = None
+) -> None:
+    from .faces_cli import face_lines
     from .mesh_export import export_hypotheses
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    output = reconstructor.run(_job_request(args, photo, out_dir), _ProgressBar(), lambda: False)
+    output = reconstructor.run(_job_request(args, photo, out_dir, face), _ProgressBar(), lambda: False)
     result = output.result
     export_hypotheses(result, out_dir, millimetres=args.millimetres)
     if not args.no_contact_sheet:
@@ -195,6 +202,7 @@ def _reconstruct_one(reconstructor: Any, args: argparse.Namespace, photo: Path, 
     print(f"  result file:   {output.path}")
     print(f"  identities:    {len(result.identity_params)} kept of {result.meta['n_shapes']} (top scores {scores})")
     print(f"  expressions:   {len(result.expression_params)}")
+    print("\n".join(face_lines(output.detection, result.meta.get("warnings") or [])))
     if not args.no_contact_sheet:
         print(f"  contact sheet: {out_dir / 'contact_sheet.png'}")
     if result.demo:
@@ -230,6 +238,9 @@ def run_batch(args: argparse.Namespace) -> int:
     failures = 0
     for photo in photos:
         try:
+            if args.all_faces:
+                _reconstruct_all_faces(reconstructor, args, photo)
+                continue
             _reconstruct_one(reconstructor, args, photo, args.output / photo.stem)
         except WorkerError as exc:
             failures += 1
@@ -239,3 +250,12 @@ def run_batch(args: argparse.Namespace) -> int:
             return 130
     print(f"{len(photos) - failures} of {len(photos)} photos reconstructed into {args.output}")
     return 1 if failures else 0
+
+
+def _reconstruct_all_faces(reconstructor: Any, args: argparse.Namespace, photo: Path) -> None:
+    """One result per detected face, in ``OUTPUT/PHOTO/face_N`` (N as ``ofer-worker faces`` lists them)."""
+    from .preprocess.image import load_image
+
+    faces = reconstructor.detector().detect_all(load_image(photo), box=tuple(args.box) if args.box else None)
+    for face in faces:
+        _reconstruct_one(reconstructor, args, photo, args.output / photo.stem / f"face_{face.index}", face.index)

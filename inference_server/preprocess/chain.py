@@ -2,8 +2,9 @@
 
 Steps, each tried only when the ones before found no face:
 
-1. ``face_mesh``: the face mesh (478 landmarks) on the image; a face cut by the frame is measured again
-   on a padded copy (its outline is extrapolated past the edge, where SCRFD's box also reaches);
+1. ``face_mesh``: the face mesh (478 landmarks) on the image (its outline reaches past the border of a
+   face cut by the frame; measuring such a face again on a padded copy made its box worse, so it is not
+   done: docs/preprocessing.md);
 2. the face detectors, short **and** full range (both always: one answering does not silence the
    other), then on overlapping tiles when neither sees anything (small faces in large photos);
 3. ``face_mesh_on_detector_box``: the face mesh on an enlarged crop around each detector hit, plain then
@@ -26,7 +27,7 @@ import numpy as np
 from .alignment import ARCFACE_TEMPLATE_112, apply_affine, fit_similarity, invert_affine
 from .face_box import oval_geometry
 from .mediapipe_faces import MESH_POINTS5, DetectorFace, MediaPipeFaces
-from .regions import distance, extent, merge_duplicates, square_crop, tile_origins, tile_sides
+from .regions import distance, extent, merge_duplicates, overlap, square_crop, tile_origins, tile_sides
 from .variants import DEFAULT_VARIANTS, ImageVariant, iter_variants, make_variant
 
 DetectionMethod = Literal[
@@ -42,7 +43,6 @@ DetectionMethod = Literal[
 #: The chain's steps, in order (``run`` can leave some out for measurements).
 ALL_STEPS = (
     "face_mesh",
-    "pad_cut_faces",
     "detector",
     "detector_on_tiles",
     "face_mesh_on_detector_box",
@@ -122,17 +122,20 @@ class MediaPipeChain:
         found: list[Candidate] = []
         if "face_mesh" in steps:
             found = self._meshes(rgb, variant=None)
-            if found and "pad_cut_faces" in steps:
-                found = self._remeasure_cut_faces(rgb, found)
         hits: list[DetectorFace] = []
         if not found and "detector" in steps:
             hits = self.detector_faces(rgb, tiles="detector_on_tiles" in steps)
             hits.sort(key=lambda h: distance(h.box, target))
             if "face_mesh_on_detector_box" in steps:
-                found = self._confirmed(rgb, hits, with_variants="face_mesh_on_variant" in steps)
+                # Variants of the crops only when no hit is confirmed as it is: a mirrored or rotated crop of
+                # a textured false positive is more easily taken for a face than a real face is missed.
+                found = self._confirmed(rgb, hits, with_variants=False)
+                if not found and "face_mesh_on_variant" in steps:
+                    found = self._confirmed(rgb, hits, with_variants=True)
         if not found and "face_mesh_on_variant" in steps:
             for variant in iter_variants(rgb, DEFAULT_VARIANTS):
-                found = [c.mapped(variant.to_original) for c in self._meshes(variant.rgb, variant=variant)]
+                candidates = self._meshes(variant.rgb, variant=variant)
+                found = [c.mapped(variant.to_original) for c in candidates if self.detectors_agree(variant.rgb, c)]
                 if found:
                     break
         if not found and "detector_keypoints" in steps:
@@ -153,21 +156,6 @@ class MediaPipeChain:
             )
             for landmarks in self.faces.face_mesh(rgb)
         ]
-
-    def _remeasure_cut_faces(self, rgb: np.ndarray, found: list[Candidate]) -> list[Candidate]:
-        """A face cut by the frame, measured again with a border round the image (same face: eye
-        midpoints within half an eye distance)."""
-        height, width = rgb.shape[:2]
-        if not any(c.landmarks is not None and is_cut_by_frame(c.landmarks, width, height) for c in found):
-            return found
-        padded = make_variant(rgb, "pad")
-        again = [c.mapped(padded.to_original) for c in self._meshes(padded.rgb, variant=None)]
-        out = []
-        for face in found:
-            match = _same_face(face, again)
-            cut = face.landmarks is not None and is_cut_by_frame(face.landmarks, width, height)
-            out.append(replace(match, variant="pad") if (cut and match is not None) else face)
-        return out
 
     def detector_faces(self, rgb: np.ndarray, tiles: bool) -> list[DetectorFace]:
         """Detector hits of both models on the whole image, else (``tiles``) on overlapping tiles of
@@ -199,6 +187,10 @@ class MediaPipeChain:
         a false positive, so a farther confirmed face is preferred to it)."""
         confirmed = []
         for hit in hits[:MAX_CONFIRMATIONS]:
+            # A hit the mesh sees only on a mirrored or contrast-normalised crop must be a hit of both
+            # detector models: single-model hits on texture gave wrong faces (docs/preprocessing.md).
+            if with_variants and not self.both_detectors_see(rgb, hit.box):
+                continue
             found = self.mesh_on_box(rgb, hit.box, with_variants=with_variants)
             if found is not None:
                 confirmed.append(
@@ -213,21 +205,41 @@ class MediaPipeChain:
         return confirmed
 
     def mesh_on_box(self, rgb: np.ndarray, box: np.ndarray, *, with_variants: bool) -> Candidate | None:
-        """The face mesh on an enlarged crop around ``box`` (then on its variants), mapped back; it must
+        """The face mesh on an enlarged crop around ``box`` (or on its variants), mapped back; it must
         describe the box's face: eyes inside the box, the box a face's size for that eye distance."""
         crop, to_photo = square_crop(rgb, box, CROP_CONTEXT, CROP_SIDE)
         centre = np.array([CROP_SIDE / 2.0, CROP_SIDE / 2.0])
-        names = ("plain", *BOX_VARIANTS) if with_variants else ("plain",)
+        names = BOX_VARIANTS if with_variants else ("plain",)
         for name in names:
             variant = make_variant(crop, name)
             meshes = self._meshes(variant.rgb, variant=None if name == "plain" else variant)
             if not meshes:
                 continue
-            in_crop = [m.mapped(variant.to_original) for m in meshes]
-            best = min(in_crop, key=lambda c: distance(c.found_box, centre)).mapped(to_photo)
-            if _fits_box(best, box):
-                return best
+            best = min(meshes, key=lambda c: distance(c.mapped(variant.to_original).found_box, centre))
+            found = best.mapped(variant.to_original).mapped(to_photo)
+            if _fits_box(found, box):
+                return found
         return None
+
+    def detectors_agree(self, rgb: np.ndarray, found: Candidate) -> bool:
+        """Whether both face detectors, short and full range, see ``found`` (its eyes inside a box of
+        each) on the same image. A face the mesh finds only on a mirrored, rotated or contrast-normalised
+        copy is kept on that condition: texture taken for a face in one copy (the wrong faces of
+        docs/preprocessing.md, section 3) is rarely a face to both detectors as well."""
+        eyes = found.points5[:2].mean(axis=0)
+        return self.both_detectors_see(rgb, np.concatenate([eyes, eyes]))
+
+    def both_detectors_see(self, rgb: np.ndarray, region: np.ndarray) -> bool:
+        """Whether each detector model has a hit on ``rgb`` overlapping ``region`` [x0, y0, x1, y1]."""
+        for model in ("short", "full"):
+            boxes = [hit.box for hit in self.faces.face_detector(rgb, model)]
+            if not any(overlap(box, region) > 0.0 or _contains(box, region[:2]) for box in boxes):
+                return False
+        return True
+
+
+def _contains(box: np.ndarray, point: np.ndarray) -> bool:
+    return bool(box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3])
 
 
 def _fits_box(found: Candidate, box: np.ndarray) -> bool:
@@ -238,15 +250,6 @@ def _fits_box(found: Candidate, box: np.ndarray) -> bool:
     eye_distance = float(np.linalg.norm(found.points5[1] - found.points5[0]))
     ratio = max(x1 - x0, y1 - y0) / max(eye_distance, 1e-6)
     return MESH_BOX_RATIO[0] <= ratio <= MESH_BOX_RATIO[1]
-
-
-def _same_face(face: Candidate, others: list[Candidate]) -> Candidate | None:
-    eyes = face.points5[:2].mean(axis=0)
-    eye_distance = float(np.linalg.norm(face.points5[1] - face.points5[0]))
-    best = min(others, key=lambda o: float(np.linalg.norm(o.points5[:2].mean(axis=0) - eyes)), default=None)
-    if best is None or np.linalg.norm(best.points5[:2].mean(axis=0) - eyes) > 0.5 * eye_distance:
-        return None
-    return best
 
 
 def _from_keypoints(hit: DetectorFace) -> Candidate:
