@@ -57,6 +57,8 @@ def _with_warnings(sheet: np.ndarray, warnings: list[dict[str, str]]) -> np.ndar
     banner = np.full((10 + 24 * len(warnings), sheet.shape[1], 3), (255, 222, 190), np.uint8)
     for i, warning in enumerate(warnings):
         text = f"WARNING {warning.get('code', '')}: {warning.get('message', '')}"
+        # OpenCV's Hershey fonts draw ASCII only.
+        text = text.replace("°", " deg").replace("–", "-").replace("×", "x").encode("ascii", "replace").decode()
         limit = max(20, sheet.shape[1] // 9)
         text = text if len(text) <= limit else text[: limit - 3] + "..."
         cv2.putText(banner, text, (8, 25 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (120, 40, 0), 1, cv2.LINE_AA)

@@ -15,10 +15,11 @@ from .detect import FaceDetection
 #: Below this face-detector score a face is reported as a low-confidence detection (MediaPipe's
 #: short-range detector scores noise and textures up to ~0.65, docs/preprocessing.md).
 LOW_CONFIDENCE = 0.75
-#: Nose tip off the eye midline by this fraction of the eye distance (in the aligned crop) means a head
-#: turned by roughly 30° or more: a nose ~0.6 eye distances in front of the eyes, seen at 30°, moves
-#: 0.3 / cos 30° ≈ 0.35 of the projected eye distance.
-STRONG_TURN = 0.35
+#: Nose tip off the midline by this fraction of the eye distance (in the aligned crop) means a head turned
+#: by roughly 35° or more: a nose ~0.6 eye distances in front of the eyes, seen at an angle a, moves
+#: 0.6 sin a / cos a of the projected eye distance (0.42 at 35°). On the official-preprocessing fixtures it
+#: ranges over 0.02–0.46 (the clearest three-quarter view).
+STRONG_TURN = 0.4
 #: Human-readable names of the image variants (chain.py) that can find a face.
 VARIANT_NAMES = {
     "flip": "the mirror image",
@@ -48,8 +49,8 @@ def input_warnings(detection: FaceDetection) -> list[dict[str, str]]:
     if detection.n_faces > 1:
         add(
             "several_faces",
-            f"{detection.n_faces} faces were found; face {detection.index} (box {box}) was used. "
-            "List them with `ofer-worker faces PHOTO` and choose one with --face N.",
+            f"{detection.n_faces} faces were found; this is face {detection.index} (box {box}), nearest the "
+            "centre first. List them with `ofer-worker faces PHOTO` and choose one with --face N.",
         )
     if detection.method == "points":
         return warnings  # the user placed the points: nothing was detected to doubt
@@ -81,8 +82,8 @@ def input_warnings(detection: FaceDetection) -> list[dict[str, str]]:
     if abs(turn) >= STRONG_TURN:
         add(
             "strong_head_turn",
-            f"The head is turned strongly (nose {abs(turn):.0%} of the eye distance off the midline, about 30° "
-            "or more): the hidden side of the face is guessed.",
+            f"The head is turned strongly (nose {abs(turn):.0%} of the eye distance off the midline, about 35° "
+            "or more): the far side of the face is guessed.",
         )
     return warnings
 
