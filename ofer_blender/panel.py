@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
 from typing import Any
 
 import bpy
@@ -72,6 +74,27 @@ class OFER_PT_reconstruct(bpy.types.Panel):
         layout.operator(ids.OT_RELEASE_GPU, icon="X")
 
 
+def result_warning_lines(obj: Any) -> list[tuple[str, str]]:
+    """(text, icon) lines about the input a head was made from: the face used and the result file's
+    ``meta["warnings"]`` (several faces, low confidence, face cut by the frame, head turn, fit), wrapped."""
+    try:
+        meta = json.loads(obj.get("ofer_meta_json") or "{}")
+    except (TypeError, ValueError):
+        return []
+    detection = meta.get("detection") or {}
+    lines: list[tuple[str, str]] = []
+    if detection:
+        confidence = detection.get("confidence")
+        score = "no detector score" if confidence is None else f"confidence {confidence:.2f}"
+        index, count = detection.get("face_index", 0), detection.get("n_faces", 1)
+        lines.append((f"Face {index} of {count} ({detection.get('method', '?')}, {score})", "FACESEL"))
+    for warning in meta.get("warnings") or []:
+        text = f"{warning.get('code', '')}: {warning.get('message', '')}"
+        for i, part in enumerate(textwrap.wrap(text, 60)):
+            lines.append((part, "ERROR" if i == 0 else "BLANK1"))
+    return lines
+
+
 class OFER_PT_hypotheses(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
@@ -88,6 +111,11 @@ class OFER_PT_hypotheses(bpy.types.Panel):
         assert obj is not None
         state = getattr(obj, ids.OBJECT_PROP)
         layout: Any = self.layout
+        lines = result_warning_lines(obj)
+        if lines:
+            col = layout.box().column(align=True)
+            for text, icon in lines:
+                col.label(text=text, icon=icon)
         layout.template_list(ids.UL_IDENTITIES, "", state, "identities", state, "active_identity_row", rows=4)
         layout.prop(state, "identity")
         layout.prop(state, "expression", text=f"Expression (0–{state.n_expressions})")
