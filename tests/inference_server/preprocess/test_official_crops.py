@@ -107,7 +107,8 @@ def test_224_crop_sits_where_the_official_one_does(measured: list[Measured]) -> 
     scales = np.array([m.ours.farl_scale for m in measured])
     plain_mesh = np.array([m.detection.method == "face_mesh" and not m.detection.cut_by_frame for m in measured])
     uncut = np.array([not m.detection.cut_by_frame for m in measured])
-    # Faces the face mesh finds as they are, whole in the photo (7 of 10): within 4 px of 224 on average, scale within ±7 %.
+    # Faces the face mesh finds as they are, whole in the photo (7 of 10): within 4 px of 224 on average,
+    # scale within ±7 %.
     assert plain_mesh.sum() >= 7
     assert offsets[plain_mesh].mean() < 4.0, offsets
     assert np.abs(scales[plain_mesh] - 1).max() < 0.07, scales
