@@ -29,6 +29,7 @@ from .hypotheses import ExpressionOrder, order_expressions, per_vertex_spread, t
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
 from .preprocess.detect import FaceDetection, FaceDetector
+from .preprocess.face_box import crop_box
 from .preprocess.image import LoadedImage, load_image
 from .preprocess.input_checks import input_warnings
 from .presets import apply_preset
@@ -209,7 +210,8 @@ class Reconstructor:
         progress("detect", 0, 1, "points given" if args.points else "finding the face")
         detection = self.detector().detect(image, box=args.box, points=args.points, face=args.face)
         arc = arcface_crop(image.rgb, detection.points5, self.channel_order)  # type: ignore[arg-type]
-        far = farl_crop(image.rgb, detection.box)
+        # The DEMO weights were trained on five-point boxes; the official ones on SCRFD's (face_box.py).
+        far = farl_crop(image.rgb, crop_box(detection.box, detection.points5, "five_point" if bundle.demo else "scrfd"))
         progress("detect", 1, 1, detection.method)
         check()
 
@@ -331,7 +333,7 @@ class Reconstructor:
             },
             "detection": detection.to_meta(),
             "warnings": input_warnings(detection),
-            "crop_box": [float(v) for v in detection.box],
+            "crop_box": [float(v) for v in far.box],
             "arcface_transform": arc.transform.tolist(),
             "farl_transform": far.transform.tolist(),
             "arcface_channel_order": arc.channel_order,

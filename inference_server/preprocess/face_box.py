@@ -132,3 +132,16 @@ def fit_template_box(
     centre = np.mean(mapped_centres, axis=0)
     half = float(np.mean(mapped_sides)) / 2.0
     return np.concatenate([centre - half, centre + half])
+
+
+def crop_box(box: np.ndarray, points5: np.ndarray, convention: str) -> np.ndarray:
+    """The box the 224 crop is cut around, in the convention the networks were trained with: "scrfd"
+    (the official weights: the detection's SCRFD-equivalent ``box``) or "five_point" (the project's DEMO
+    weights, trained on synthetic renders cropped with ``alignment.box_from_points5``)."""
+    if convention == "scrfd":
+        return np.asarray(box, np.float64)
+    if convention == "five_point":
+        from .alignment import box_from_points5
+
+        return box_from_points5(points5)
+    raise ValueError(f"unknown crop box convention {convention!r}; use 'scrfd' or 'five_point'")

@@ -72,7 +72,8 @@ def test_two_faces_are_reported_and_a_box_chooses_the_other(addon: Any, tmp_path
     head = _reconstruct(addon, path)
     meta = json.loads(head["ofer_meta_json"])
     assert meta["detection"]["n_faces"] == 2 and meta["detection"]["face_index"] == 0
-    assert (meta["crop_box"][0] + meta["crop_box"][2]) / 2 > left.shape[1]  # the right face, nearer the centre
+    box = meta["detection"]["box"]
+    assert (box[0] + box[2]) / 2 > left.shape[1]  # the right face, nearer the centre
     labels = _panel_labels(addon)
     assert any(text.startswith("Face 0 of 2") for text, _ in labels)
     assert any(text.startswith("several_faces:") and icon == "ERROR" for text, icon in labels)
@@ -82,7 +83,8 @@ def test_two_faces_are_reported_and_a_box_chooses_the_other(addon: Any, tmp_path
         bpy.data.objects.remove(obj)
     head = _reconstruct(addon, path, {"kind": "BOX", "box": (0, 40, float(left.shape[1]), 290)})
     meta = json.loads(head["ofer_meta_json"])
-    assert (meta["crop_box"][0] + meta["crop_box"][2]) / 2 < left.shape[1]
+    box = meta["detection"]["box"]
+    assert (box[0] + box[2]) / 2 < left.shape[1]
 
 
 def test_a_face_cut_by_the_frame_is_reported_in_the_panel(addon: Any, tmp_path: Path) -> None:

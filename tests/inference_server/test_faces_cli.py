@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from inference_server.__main__ import main
+from inference_server.preprocess.alignment import box_from_points5
 from inference_server.preprocess.official_reference import find_fixtures
 from inference_server.result import read_result
 
@@ -66,8 +67,10 @@ def test_reconstruct_the_second_face_and_say_there_were_two(
     assert "WARNING several_faces" in printed and "face:          1 of 2" in printed
     meta = read_result(out / "result.npz").meta
     assert meta["detection"]["face_index"] == 1
-    np.testing.assert_allclose(meta["crop_box"], listing[1]["box"], atol=1e-6)
+    np.testing.assert_allclose(meta["detection"]["box"], listing[1]["box"], atol=1e-6)
     assert "several_faces" in [w["code"] for w in meta["warnings"]]
+    # The DEMO weights were trained on five-point boxes: their 224 crop keeps that convention.
+    np.testing.assert_allclose(meta["crop_box"], box_from_points5(np.array(meta["detection"]["points5"])), atol=1e-6)
     # A face number that does not exist: a clear error, nothing written.
     bad = tmp_path / "face5"
     assert main(["reconstruct", str(photos["two"]), "-o", str(bad), "--face", "5", *SMALL]) == 1
@@ -81,7 +84,7 @@ def test_a_face_cut_by_the_frame_is_reported_in_the_file_and_on_the_sheet(
     assert main(["reconstruct", str(photos["cut"]), "-o", str(out), *SMALL]) == 0
     assert "WARNING cut_by_frame" in capsys.readouterr().out
     meta = read_result(out / "result.npz").meta
-    assert meta["detection"]["cut_by_frame"] is True and meta["crop_box"][0] < 0
+    assert meta["detection"]["cut_by_frame"] is True and meta["detection"]["box"][0] < 0
     assert "cut_by_frame" in [w["code"] for w in meta["warnings"]]
     # The contact sheet opens with a warning banner (its own colour) above the photo row.
     sheet = np.asarray(Image.open(out / "contact_sheet.png").convert("RGB"))
@@ -97,5 +100,5 @@ def test_batch_all_faces_writes_one_result_per_face(
     (folder / "two.png").write_bytes(photos["two"].read_bytes())
     out = tmp_path / "out"
     assert main(["batch", str(folder), "-o", str(out), "--all-faces", "--no-contact-sheet", *SMALL]) == 0
-    boxes = [read_result(out / "two" / f"face_{i}" / "result.npz").meta["crop_box"] for i in (0, 1)]
+    boxes = [read_result(out / "two" / f"face_{i}" / "result.npz").meta["detection"]["box"] for i in (0, 1)]
     assert abs(boxes[0][0] - boxes[1][0]) > 100  # two different faces

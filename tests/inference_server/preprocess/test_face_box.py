@@ -98,3 +98,15 @@ def test_calibrated_constants_are_sane() -> None:
     assert 1.0 < DEFAULT_BOX_MODEL.size < 1.2
     with pytest.raises(ValueError):
         oval_geometry(np.zeros((5, 2)))
+
+
+def test_crop_box_convention_follows_the_weights() -> None:
+    from inference_server.preprocess.alignment import box_from_points5
+    from inference_server.preprocess.face_box import crop_box
+
+    points = ARCFACE_TEMPLATE_112 * 1.5 + 20
+    scrfd = np.array([1.0, 2.0, 150.0, 160.0])
+    np.testing.assert_allclose(crop_box(scrfd, points, "scrfd"), scrfd)
+    np.testing.assert_allclose(crop_box(scrfd, points, "five_point"), box_from_points5(points))
+    with pytest.raises(ValueError, match="convention"):
+        crop_box(scrfd, points, "mtcnn")
