@@ -47,7 +47,7 @@ from inference_server.preprocess.placement import centre_offset
 STEP_SETS = {
     "face mesh alone": ("face_mesh",),
     "+ both detectors, mesh confirmation of their boxes, keypoints": STEPS_WITHOUT_VARIANTS,
-    "+ mirrored / CLAHE / rotated detector-box crops and whole-image variants": ALL_STEPS,
+    "+ variants of the detector-box crops and of the whole photo": ALL_STEPS,
 }
 
 

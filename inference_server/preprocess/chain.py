@@ -7,10 +7,12 @@ Steps, each tried only when the ones before found no face:
    done: docs/preprocessing.md);
 2. the face detectors, short **and** full range (both always: one answering does not silence the
    other), then on overlapping tiles when neither sees anything (small faces in large photos);
-3. ``face_mesh_on_detector_box``: the face mesh on an enlarged crop around each detector hit, plain then
-   mirrored, contrast-normalised and rotated: a hit the mesh confirms is accepted at any detector score;
+3. ``face_mesh_on_detector_box``: the face mesh on an enlarged crop around each detector hit: a hit the
+   mesh confirms is accepted at any detector score; when none is confirmed, mirrored, contrast-normalised
+   and rotated crops of the hits that both detector models see;
 4. ``face_mesh_on_variant``: the face mesh on padded, mirrored, CLAHE and rotated (±30°, ±45°) copies of
-   the whole image (bowed and tilted heads, dark photos, faces cut by the frame);
+   the whole image (bowed and tilted heads, dark photos, faces cut by the frame), kept where both
+   detector models see the face on that copy too;
 5. ``detector_keypoints``: the detector's own keypoints, for a confident hit only.
 
 Every step returns all the faces it found, nearest the target first.
