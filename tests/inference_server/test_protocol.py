@@ -115,3 +115,11 @@ def test_nan_in_args_is_refused_with_the_request_id() -> None:
     with pytest.raises(ProtocolError) as info:
         parse_request('{"id": "n1", "op": "reconstruct", "args": {"box": [0, 0, Infinity, 1]}}')
     assert info.value.request_id == "n1" and "NaN" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "0"])
+def test_face_is_a_face_number_from_zero(bad: object) -> None:
+    assert parse_reconstruct_args(_reconstruct()).face is None  # the face nearest the centre
+    assert parse_reconstruct_args(_reconstruct(face=2)).face == 2
+    with pytest.raises(ProtocolError, match="'face'"):
+        parse_reconstruct_args(_reconstruct(face=bad))
