@@ -63,6 +63,7 @@ class ReconstructionResult:
     landmarks: np.ndarray | None = None  # float32 (L, 3)
     head_pose: np.ndarray | None = None  # float32 (6,) axis-angle + translation
     camera: np.ndarray | None = None  # float32 (3,) focal length, principal point x, y (pixels)
+    expression_head_pose: np.ndarray | None = None  # float32 (M, 6) per-expression head_pose, display order
     format: str = field(default=FORMAT)
 
     @property
@@ -71,7 +72,7 @@ class ReconstructionResult:
 
 
 _ARRAY_KEYS = tuple(f.name for f in fields(ReconstructionResult) if f.name not in ("meta", "format"))
-_OPTIONAL_KEYS = frozenset({"uv", "uv_faces", "landmarks", "head_pose", "camera"})
+_OPTIONAL_KEYS = frozenset({"uv", "uv_faces", "landmarks", "head_pose", "camera", "expression_head_pose"})
 _INT_KEYS = frozenset({"faces", "uv_faces", "parents"})
 _KNOWN_KEYS = frozenset(_ARRAY_KEYS) | {"format", "meta_json"}
 
@@ -159,6 +160,8 @@ def validate(result: ReconstructionResult) -> None:
         _check_array(arrays, "head_pose", 1, {0: 6})
     if arrays["camera"] is not None:
         _check_array(arrays, "camera", 1, {0: 3})
+    if arrays["expression_head_pose"] is not None:
+        _check_array(arrays, "expression_head_pose", 2, {0: M, 1: 6})
 
 
 def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> Path:

@@ -3,7 +3,8 @@
 Semantics (documented in docs/blender.md):
 
 * The **Basis** is identity 1, the best-ranked neutral head (``identity_vertices[0]``).
-* ``ID 02 (p=0.123)`` … ``ID KK (p=…)`` hold identities 2..K as absolute shapes (neutral).
+* ``ID 02 (98.7% of ID 01)`` … hold identities 2..K as absolute shapes (neutral): the rank, and the
+  ranker's probability relative to the best one (absolute probabilities of a flat softmax all read alike).
 * ``EXP 001`` … hold the M expressions of identity 1 **in the rig's rest space**: the worker's mesh with
   the jaw rotation taken out (:func:`skinning.unpose`). The jaw comes back from the jaw bone, which the
   Expression property poses from ``jaw_pose``; the evaluated mesh then equals ``expression_vertices``.
@@ -21,15 +22,26 @@ import numpy as np
 from ..inference_server.result import JOINT_NAMES, ReconstructionResult
 from . import skinning
 
-IDENTITY_KEY_FORMAT = "ID {number:02d} (p={score:.3f})"
+IDENTITY_KEY_FORMAT = "ID {number:02d} ({relative} of ID 01)"
 EXPRESSION_KEY_FORMAT = "EXP {number:03d}"
 KEY_SLIDER_MIN = -2.0  # widened from Blender's 0..1 so keys can be extrapolated and subtracted
 KEY_SLIDER_MAX = 2.0
 
 
-def identity_key_name(number: int, score: float) -> str:
+def relative_score_text(relative: float) -> str:
+    """A probability relative to the best one, readable at a glance: "98.7%", "12%", "0.031%"."""
+    percent = 100.0 * relative
+    if percent >= 99.95:
+        return "100%"
+    if percent < 1e-3:
+        return "<0.001%"
+    return f"{percent:.3g}%"
+
+
+def identity_key_name(number: int, score: float, best: float) -> str:
     """Name of identity ``number`` (1-based; number 1 is the Basis and has no key of its own)."""
-    return IDENTITY_KEY_FORMAT.format(number=number, score=score)
+    relative = score / best if best > 0 else 0.0
+    return IDENTITY_KEY_FORMAT.format(number=number, relative=relative_score_text(relative))
 
 
 def identity_key_prefix(number: int) -> str:
@@ -80,7 +92,7 @@ def plan_shape_keys(result: ReconstructionResult) -> ShapeKeyPlan:
         )
     return ShapeKeyPlan(
         basis=result.identity_vertices[0].astype(np.float32),
-        identity_names=[identity_key_name(k, float(scores[k - 1])) for k in range(2, K + 1)],
+        identity_names=[identity_key_name(k, float(scores[k - 1]), float(scores[0])) for k in range(2, K + 1)],
         identity_shapes=result.identity_vertices[1:].astype(np.float32),
         expression_names=[expression_key_name(m) for m in range(1, M + 1)],
         expression_shapes=rest.astype(np.float32),

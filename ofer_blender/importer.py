@@ -18,7 +18,7 @@ import numpy as np
 from mathutils import Quaternion
 
 from ..inference_server.result import JOINT_NAMES, ReconstructionResult, ResultFileError, read_result
-from . import hypotheses, ids, skinning
+from . import camera_import, drivers, hypotheses, ids, material_import, placement, skinning
 
 BONE_LENGTH = 0.02  # metres; bones point along +Y of the FLAME frame so their rest rotation is the identity
 #: FLAME is y-up, Blender z-up: the rig object turns the head upright; mesh data stays in file coordinates.
@@ -38,7 +38,11 @@ def load_result(path: str | os.PathLike[str]) -> ReconstructionResult:
 
 
 def import_result(context: Any, path: str | os.PathLike[str], name: str = "") -> bpy.types.Object:
-    """Read, validate and build; returns the new mesh object (active and selected)."""
+    """Read, validate and build; returns the new mesh object (active and selected).
+
+    What the user should know but that did not stop the import (no photo found, an untrusted fit) is
+    in :func:`import_warnings` of the returned object.
+    """
     result = load_result(path)
     return build_head(context, result, source_path=str(path), name=name)
 
@@ -56,23 +60,39 @@ def build_head(context: Any, result: ReconstructionResult, *, source_path: str, 
     plan = hypotheses.plan_shape_keys(result)
     collection = context.collection or context.scene.collection
     created: list[Any] = []
+    warnings = fit_warnings(result)
     try:
         rig = _build_rig(context, result, name, collection, created)
+        lift = placement.grid_lift(result.identity_vertices[0])
+        rig.location = (0.0, 0.0, lift)  # stands on the grid facing −Y (placement.py says why)
         obj = _build_mesh(result, plan, name, created)
         _add_skinning(obj, rig, result)
         _store_data(obj, result, source_path)
         mesh_data: Any = obj.data
         _add_spread_colours(mesh_data, result)
+        material_import.build_material(obj, result, source_path, created, warnings)
         state = getattr(obj, ids.OBJECT_PROP)
         state.is_result = True
         state.rig = rig
         state.n_identities = int(result.identity_vertices.shape[0])
         state.n_expressions = int(result.expression_vertices.shape[0])
         state.source_path = str(source_path)
+        state.fit_note = fit_note(result)
+        best = float(result.identity_scores[0])
         for k, score in enumerate(result.identity_scores, start=1):
             item = state.identities.add()
             item.name = f"ID {k:02d}"
             item.score = float(score)
+            item.relative = float(score) / best if best > 0 else 0.0
+        _add_drivers(obj, rig, plan)
+        camera = camera_import.build_camera(
+            context, result, obj, placement.rig_matrix(lift), source_path, created, warnings
+        )
+        if camera is not None:
+            collection.objects.link(camera)
+            context.scene.camera = camera
+            state.camera = camera
+        obj[P + "import_warnings"] = json.dumps(warnings)
         collection.objects.link(obj)  # the last step: before this the scene holds no half-built head
         apply_hypothesis(obj)
     except BaseException:
@@ -85,6 +105,57 @@ def build_head(context: Any, result: ReconstructionResult, *, source_path: str, 
     return obj
 
 
+def fit_note(result: ReconstructionResult) -> str:
+    """One line for the panel: how the head was placed on the photo, or why it was not."""
+    fit = result.meta.get("fit")
+    status = fit.get("status") if isinstance(fit, dict) else None
+    if status == "untrusted":
+        return f"Not placed on the photo: {fit.get('reason') or 'the fit was not trusted'}"  # type: ignore[union-attr]
+    if result.head_pose is not None and result.camera is not None:
+        error = fit.get("reprojection_px") if isinstance(fit, dict) else None
+        return "On the photo" + (f" (landmarks {float(error):.1f} px off)" if isinstance(error, int | float) else "")
+    return "No camera in the result: the head stands on the grid"
+
+
+def fit_warnings(result: ReconstructionResult) -> list[str]:
+    """The result's own warnings (``meta["warnings"]``) and an untrusted fit, as messages."""
+    out: list[str] = []
+    raw = result.meta.get("warnings")
+    for item in raw if isinstance(raw, list) else []:
+        message = item.get("message") if isinstance(item, dict) else item
+        if message:
+            out.append(str(message))
+    fit = result.meta.get("fit")
+    if isinstance(fit, dict) and fit.get("status") == "untrusted":
+        note = fit_note(result)
+        if not any(str(fit.get("reason", "")) in m for m in out if fit.get("reason")):
+            out.append(note)
+    return out
+
+
+def import_warnings(obj: bpy.types.Object) -> list[str]:
+    """What the import of ``obj`` warned about (kept with the object in a saved .blend)."""
+    raw = obj.get(P + "import_warnings")
+    return [str(m) for m in json.loads(raw)] if isinstance(raw, str) else []
+
+
+def _add_drivers(obj: bpy.types.Object, rig: bpy.types.Object, plan: hypotheses.ShapeKeyPlan) -> None:
+    """Shape keys and the jaw follow Identity/Expression through drivers, so keyframes on them play back."""
+    mesh: Any = obj.data
+    blocks = mesh.shape_keys.key_blocks
+    for number, key_name in enumerate(plan.identity_names, start=2):
+        drivers.drive_switch(blocks[key_name], obj, "identity", number)
+    for number, key_name in enumerate(plan.expression_names, start=1):
+        drivers.drive_switch(blocks[key_name], obj, "expression", number)
+    pose: Any = rig.pose
+    if "jaw" not in pose.bones:
+        return
+    jaw_pose = np.asarray(obj[P + "jaw_pose"]).reshape(-1, 3)
+    table = np.stack([_jaw_local(rig, aa) for aa in np.vstack([np.zeros((1, 3)), jaw_pose])])
+    for axis in range(4):
+        drivers.drive_table(pose.bones["jaw"], "rotation_quaternion", axis, obj, "expression", table[:, axis])
+
+
 def _remove(created: list[Any]) -> None:
     for datablock in reversed(created):  # objects were appended after their data: remove them first
         if isinstance(datablock, bpy.types.Object):
@@ -93,6 +164,12 @@ def _remove(created: list[Any]) -> None:
             bpy.data.meshes.remove(datablock)
         elif isinstance(datablock, bpy.types.Armature):
             bpy.data.armatures.remove(datablock)
+        elif isinstance(datablock, bpy.types.Camera):
+            bpy.data.cameras.remove(datablock)
+        elif isinstance(datablock, bpy.types.Material):
+            bpy.data.materials.remove(datablock)
+        elif isinstance(datablock, bpy.types.Image):
+            bpy.data.images.remove(datablock)
 
 
 def _build_rig(
@@ -269,6 +346,7 @@ def apply_hypothesis(obj: Any) -> None:
         if block is not None:
             block.value = float(value)
     pose_jaw(obj, state.expression)
+    place_camera(obj, state.expression)
 
 
 def pose_jaw(obj: Any, expression: int) -> None:
@@ -279,14 +357,29 @@ def pose_jaw(obj: Any, expression: int) -> None:
         return
     jaw_pose = stored_array(obj, "jaw_pose")
     axis_angle = jaw_pose[expression - 1] if 0 < expression <= len(jaw_pose) else np.zeros(3)
+    bone = rig.pose.bones["jaw"]
+    bone.rotation_mode = "QUATERNION"
+    bone.rotation_quaternion = tuple(_jaw_local(rig, axis_angle))
+
+
+def _jaw_local(rig: Any, axis_angle: np.ndarray) -> np.ndarray:
+    """The jaw bone's local quaternion for a FLAME jaw rotation (w, x, y, z)."""
     # FLAME's rotation is in the rig's (armature) space about the joint; a pose bone rotates in its own
     # rest frame, so conjugate by the bone's rest orientation (the identity for bones built here)
     world = Quaternion(tuple(skinning.axis_angle_to_quaternion(axis_angle))).to_matrix()
     rest = rig.data.bones["jaw"].matrix_local.to_3x3()
-    local = (rest.inverted() @ world @ rest).to_quaternion()
-    bone = rig.pose.bones["jaw"]
-    bone.rotation_mode = "QUATERNION"
-    bone.rotation_quaternion = local
+    return np.asarray((rest.inverted() @ world @ rest).to_quaternion(), dtype=np.float64)
+
+
+def place_camera(obj: Any, expression: int) -> None:
+    """Move the photo camera to the pose of ``expression`` (what its drivers do during playback)."""
+    state = getattr(obj, ids.OBJECT_PROP)
+    camera = state.camera
+    if camera is None or camera.animation_data is None:
+        return
+    for fcurve in camera.animation_data.drivers:
+        if fcurve.data_path in ("location", "rotation_quaternion"):
+            getattr(camera, fcurve.data_path)[fcurve.array_index] = fcurve.evaluate(float(expression))
 
 
 def evaluated_vertices(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> np.ndarray:

@@ -31,46 +31,92 @@ def result_object(context: Any) -> bpy.types.Object | None:
     return None
 
 
+class ExportError(RuntimeError):
+    """The head cannot be exported as it is; the message says why and what to do."""
+
+
+def _make_selectable(context: Any, targets: list[Any]) -> list[tuple[Any, str, Any]]:
+    """Unhide the head and rig for the export (hidden objects cannot be selected, and an exporter with
+    ``use_selection`` then silently writes the mesh without its rig); returns what to put back."""
+    undo: list[tuple[Any, str, Any]] = []
+    view_layer = context.view_layer
+    for target in targets:
+        if view_layer.objects.get(target.name) is None:
+            context.scene.collection.objects.link(target)  # in an excluded collection only: link it for now
+            undo.append((target, "link", None))
+        for attribute in ("hide_viewport", "hide_select"):
+            if getattr(target, attribute):
+                undo.append((target, attribute, True))
+                setattr(target, attribute, False)
+        if target.hide_get():
+            undo.append((target, "hide", True))
+            target.hide_set(False)
+    return undo
+
+
+def _restore(context: Any, undo: list[tuple[Any, str, Any]]) -> None:
+    for target, what, value in reversed(undo):
+        if what == "link":
+            context.scene.collection.objects.unlink(target)
+        elif what == "hide":
+            target.hide_set(value)
+        else:
+            setattr(target, what, value)
+
+
 def export_head(context: Any, obj: bpy.types.Object, fmt: str, filepath: str) -> None:
-    """Run Blender's exporter on the head and its rig only; the selection is restored afterwards."""
+    """Run Blender's exporter on the head and its rig only, hidden or not; selection and visibility are
+    restored afterwards."""
     rig = getattr(obj, ids.OBJECT_PROP).rig
     targets = [o for o in (obj, rig) if o is not None]
     view_layer = context.view_layer
     selected = [o for o in view_layer.objects if o.select_get()]
     active = view_layer.objects.active
+    undo = _make_selectable(context, targets)
     try:
         for other in selected:
             other.select_set(False)
         for target in targets:
             target.select_set(True)
+        missing = [t.name for t in targets if not t.select_get()]
+        if missing:
+            raise ExportError(f"Cannot select {', '.join(missing)} for the export: make it visible and try again")
         view_layer.objects.active = obj
-        if fmt == "FBX":
-            bpy.ops.export_scene.fbx(
-                filepath=filepath,
-                use_selection=True,
-                object_types={"ARMATURE", "MESH"},
-                use_mesh_modifiers=False,  # keep the shape keys; the rig travels as a skin
-                add_leaf_bones=False,
-                bake_anim=False,
-                axis_forward="-Z",
-                axis_up="Y",
-            )
-        else:
-            bpy.ops.export_scene.gltf(
-                filepath=filepath,
-                export_format="GLB",
-                use_selection=True,
-                export_morph=True,
-                export_skins=True,
-                export_apply=False,
-                export_animations=False,
-            )
+        _run_exporter(fmt, filepath)
     finally:
         for target in targets:
             target.select_set(False)
+        _restore(context, undo)
         for other in selected:
             other.select_set(True)
         view_layer.objects.active = active
+
+
+def _run_exporter(fmt: str, filepath: str) -> None:
+    if fmt == "FBX":
+        bpy.ops.export_scene.fbx(
+            filepath=filepath,
+            use_selection=True,
+            object_types={"ARMATURE", "MESH"},
+            use_mesh_modifiers=False,  # keep the shape keys; the rig travels as a skin
+            add_leaf_bones=False,
+            bake_anim=False,
+            axis_forward="-Z",
+            axis_up="Y",
+        )
+    else:
+        bpy.ops.export_scene.gltf(
+            filepath=filepath,
+            export_format="GLB",
+            use_selection=True,
+            export_morph=True,
+            export_skins=True,
+            export_apply=False,
+            export_animations=False,
+            # the joints' nodes carry the current pose (the chosen expression's jaw) over the rest-pose
+            # bind matrices; with the default (rest position) the jaw rotation was lost
+            export_rest_position_armature=False,
+        )
 
 
 class OFER_OT_export(bpy.types.Operator):
@@ -99,7 +145,11 @@ class OFER_OT_export(bpy.types.Operator):
             self.report({"ERROR"}, "Select an OFER head and give a file name")
             return {"CANCELLED"}
         path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".fbx" if self.format == "FBX" else ".glb")
-        export_head(context, obj, self.format, path)
+        try:
+            export_head(context, obj, self.format, path)
+        except ExportError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {path}")
         return {"FINISHED"}
 

@@ -10,7 +10,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from . import ids
 from .bl_typing import OperatorResult
-from .importer import ResultImportError, import_result
+from .importer import ResultImportError, import_result, import_warnings
 
 
 class OFER_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
@@ -35,6 +35,8 @@ class OFER_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
         except ResultImportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        for message in import_warnings(obj):
+            self.report({"WARNING"}, message)
         self.report({"INFO"}, f"Imported {obj.name}")
         return {"FINISHED"}
 
@@ -55,10 +57,12 @@ class OFER_OT_import_again(bpy.types.Operator):
     def execute(self, context: Any) -> OperatorResult:
         obj: Any = context.active_object
         try:
-            import_result(context, bpy.path.abspath(getattr(obj, ids.OBJECT_PROP).source_path))
+            new = import_result(context, bpy.path.abspath(getattr(obj, ids.OBJECT_PROP).source_path))
         except ResultImportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        for message in import_warnings(new):
+            self.report({"WARNING"}, message)
         return {"FINISHED"}
 
 

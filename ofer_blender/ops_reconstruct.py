@@ -16,7 +16,7 @@ from bpy.props import FloatProperty, StringProperty
 
 from . import face_marks, ids
 from .bl_typing import OperatorResult, ReportLevel
-from .importer import ResultImportError, import_result
+from .importer import ResultImportError, import_result, import_warnings
 from .job import JobState, ReconstructJob
 from .paths import user_folder
 from .preferences import get_preferences, worker_launch
@@ -43,13 +43,16 @@ def _request_args(settings: Any, prefs: Any, image_path: str, image: bpy.types.I
         "n_shapes": int(settings.n_shapes),
         "n_expressions": int(settings.n_expressions),
         "top_k": min(int(settings.top_k), int(settings.n_shapes)),
-        "sampler": settings.sampler,
         "seed": int(settings.seed),
         "jaw_scale": float(settings.jaw_scale),
         "device": prefs.device,
     }
-    if settings.steps > 0:
-        args["steps"] = int(settings.steps)
+    if settings.preset == "CUSTOM":
+        args["sampler"] = settings.sampler
+        if settings.steps > 0:
+            args["steps"] = int(settings.steps)
+    else:
+        args["preset"] = settings.preset  # the worker sets sampler, steps and eta (inference_server/presets.py)
     args.update(face_marks.request_marks(image))
     return args
 
@@ -62,7 +65,8 @@ def finish_job(context: Any, job: ReconstructJob, name: str = "") -> tuple[Repor
         except ResultImportError as exc:
             return "ERROR", str(exc)
         demo = " (demo assets)" if job.summary.get("demo") else ""
-        return "INFO", f"Reconstructed {obj.name}{demo}"
+        notes = "".join(f"\n{m}" for m in import_warnings(obj))
+        return ("WARNING" if notes else "INFO"), f"Reconstructed {obj.name}{demo}{notes}"
     if job.state is JobState.CANCELLED:
         return "INFO", "Reconstruction cancelled"
     assert job.failure is not None
@@ -87,8 +91,8 @@ def drain_timer() -> float | None:
     if not finished:
         return TIMER_INTERVAL
     level, message = finish_job(bpy.context, runner.job, SESSION.pending_import.get("name", ""))
-    SESSION.last_report = message if level == "ERROR" else ""
-    if level == "INFO" and runner.job.state is JobState.SUCCEEDED:
+    SESSION.last_report = message if level != "INFO" else ""
+    if level != "ERROR" and runner.job.state is JobState.SUCCEEDED:
         bpy.ops.ed.undo_push(message="OFER Reconstruct")
     if level == "ERROR":
         _popup(message)
@@ -171,7 +175,7 @@ class OFER_OT_reconstruct(bpy.types.Operator):
         job = runner.run_sync()
         level, message = finish_job(context, job, self.object_name)
         self.report({level}, message)
-        return {"FINISHED"} if level == "INFO" and job.state is JobState.SUCCEEDED else {"CANCELLED"}
+        return {"FINISHED"} if level != "ERROR" and job.state is JobState.SUCCEEDED else {"CANCELLED"}
 
 
 class OFER_OT_cancel(bpy.types.Operator):

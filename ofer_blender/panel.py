@@ -8,7 +8,7 @@ from typing import Any
 
 import bpy
 
-from . import face_marks, ids
+from . import face_marks, hypotheses, ids
 from .ops_export import result_object
 from .session import SESSION
 
@@ -30,7 +30,8 @@ class OFER_UL_identities(bpy.types.UIList):
     ) -> None:
         row = layout.row()
         row.label(text=item.name, icon="USER")
-        row.label(text=f"p = {item.score:.3f}")
+        row.label(text=hypotheses.relative_score_text(item.relative))
+        row.label(text=f"p = {item.score:.2g}")
 
 
 class OFER_PT_reconstruct(bpy.types.Panel):
@@ -53,10 +54,11 @@ class OFER_PT_reconstruct(bpy.types.Panel):
             icon="FACESEL",
         )
         box = layout.box()
-        box.prop(settings, "sampler")
-        row = box.row(align=True)
-        row.prop(settings, "steps")
-        row.prop(settings, "seed")
+        box.row().prop(settings, "preset", expand=True)
+        if settings.preset == "CUSTOM":
+            box.prop(settings, "sampler")
+            box.prop(settings, "steps")
+        box.prop(settings, "seed")
         row = box.row(align=True)
         row.prop(settings, "n_shapes", text="Shapes")
         row.prop(settings, "n_expressions", text="Expr.")
@@ -116,6 +118,8 @@ class OFER_PT_hypotheses(bpy.types.Panel):
             col = layout.box().column(align=True)
             for text, icon in lines:
                 col.label(text=text, icon=icon)
+        if state.fit_note:
+            layout.label(text=state.fit_note, icon="CAMERA_DATA" if state.camera is not None else "INFO")
         layout.template_list(ids.UL_IDENTITIES, "", state, "identities", state, "active_identity_row", rows=4)
         layout.prop(state, "identity")
         layout.prop(state, "expression", text=f"Expression (0–{state.n_expressions})")

@@ -49,19 +49,24 @@ def _unregister_at_exit() -> None:
 atexit.register(_unregister_at_exit)
 
 
-_CACHE: dict[tuple[int, int, int], Path] = {}
+_CACHE: dict[tuple[int, int, int, str], Path] = {}
 
 
-def make_result_file(path: str | Path, *, n_identities: int = 3, n_expressions: int = 5, seed: int = 0) -> Path:
+def make_result_file(
+    path: str | Path, *, n_identities: int = 3, n_expressions: int = 5, seed: int = 0, fit: str = "none"
+) -> Path:
     """The one source of result files for the Blender tests (see result_factory.py).
 
     Built in a subprocess: torch (for the demo FLAME head) and bpy must not share a process — together
-    they deadlock. Each distinct file is built once per session and copied.
+    they deadlock. Each distinct file is built once per session and copied. ``fit="ok"`` adds a known
+    head pose and camera, a photo and a texture (the texture is copied beside the copy, as the worker
+    writes it; the photo stays where the file records it).
     """
-    key = (n_identities, n_expressions, seed)
+    key = (n_identities, n_expressions, seed, fit)
     if key not in _CACHE:
         cached = Path(tempfile.mkdtemp(prefix="ofer-results-")) / "result.npz"
         args = [str(cached), f"--n-identities={n_identities}", f"--n-expressions={n_expressions}", f"--seed={seed}"]
+        args.append(f"--fit={fit}")
         proc = subprocess.run(
             [sys.executable, str(HERE / "result_factory.py"), *args], capture_output=True, text=True, timeout=600
         )
@@ -70,6 +75,9 @@ def make_result_file(path: str | Path, *, n_identities: int = 3, n_expressions: 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_CACHE[key], target)
+    texture = _CACHE[key].with_name("result-texture.png")
+    if texture.is_file():
+        shutil.copyfile(texture, target.parent / texture.name)
     return target
 
 

@@ -88,23 +88,33 @@ def make_result_file(
     seed: int = 0,
     meta_extra: dict[str, Any] | None = None,
     backend: str = "auto",
+    fit: str = "none",
 ) -> Path:
     """Write a valid result file at ``path`` and return its path.
 
     ``backend``: ``"worker"`` runs the real worker (``ofer-worker reconstruct`` on the bundled sample photo,
     DEMO assets, a few sampler steps); ``"flame"`` builds the meshes with the project's demo FLAME head and
     FLAME layer (random identity, expression and jaw parameters), ``"synthetic"`` with the small mesh here;
-    ``"auto"`` is the worker when no extra metadata is asked for, else FLAME when torch is importable.
+    ``"auto"`` is the worker when no extra metadata or fit is asked for, else FLAME when torch is importable.
+
+    ``fit``: ``"ok"`` adds the "head on the photo" part of the contract with a known camera (see
+    :func:`add_fit`): ``head_pose``, ``camera``, ``expression_head_pose``, ``meta["fit"]``, a photo and a
+    texture PNG beside the file; ``"untrusted"`` a fit that failed (no pose, no camera, a warning saying why).
     """
-    if backend == "worker" or (backend == "auto" and not meta_extra):
+    if backend == "worker" or (backend == "auto" and not meta_extra and fit == "none"):
         return _worker_result_file(Path(path), n_identities, n_expressions, seed)
+    built: ReconstructionResult | None = None
     if backend in ("auto", "flame"):
         try:
-            return _flame_result_file(Path(path), n_identities, n_expressions, seed, meta_extra or {})
+            built = _flame_result(n_identities, n_expressions, seed, meta_extra or {})
         except ImportError:
             if backend == "flame":
                 raise
-    return _synthetic_result_file(Path(path), n_identities, n_expressions, seed, meta_extra or {})
+    if built is None:
+        built = _synthetic_result(n_identities, n_expressions, seed, meta_extra or {})
+    if fit != "none":
+        add_fit(built, Path(path), fit)
+    return write_result(path, built)
 
 
 def _worker_result_file(path: Path, n_identities: int, n_expressions: int, seed: int) -> Path:
@@ -129,9 +139,7 @@ def _worker_result_file(path: Path, n_identities: int, n_expressions: int, seed:
     return path
 
 
-def _flame_result_file(
-    path: Path, n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any]
-) -> Path:
+def _flame_result(n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any]) -> ReconstructionResult:
     import torch
 
     from inference_server.demo.head import generate_demo_head
@@ -165,7 +173,7 @@ def _flame_result_file(
         "sampler": {"name": "ddim", "steps": 10, "seed": seed, "N": n_samples, "M": n_expressions, "jaw_scale": 0.5},
         **meta_extra,
     }
-    result = ReconstructionResult(
+    return ReconstructionResult(
         meta=meta,
         faces=data.faces.astype(np.int32),
         template=data.v_template.astype(f32),
@@ -183,12 +191,11 @@ def _flame_result_file(
         uv=None if data.uv is None else data.uv.astype(f32),
         uv_faces=None if data.uv_faces is None else data.uv_faces.astype(np.int32),
     )
-    return write_result(path, result)
 
 
-def _synthetic_result_file(
-    path: Path, n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any]
-) -> Path:
+def _synthetic_result(
+    n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any]
+) -> ReconstructionResult:
     rng = np.random.default_rng(seed)
     template, faces, uv, uv_faces = _sphere()
     V = template.shape[0]
@@ -247,7 +254,7 @@ def _synthetic_result_file(
     meta.update(meta_extra)
     all_shapes = template + np.einsum("vcs,ks->kvc", shape_dirs, betas)
     f32 = np.float32
-    result = ReconstructionResult(
+    return ReconstructionResult(
         meta=meta,
         faces=faces,
         template=template.astype(f32),
@@ -265,7 +272,74 @@ def _synthetic_result_file(
         uv=uv,
         uv_faces=uv_faces,
     )
-    return write_result(path, result)
+
+
+#: The known camera of ``fit="ok"`` files: photo size, focal length and an off-centre principal point (pixels)
+PHOTO_SIZE = (400, 300)
+CAMERA = (520.0, 214.0, 141.0)
+#: Head pose (axis-angle, translation in metres): turned and tilted a little, 0.6 m in front of the camera
+HEAD_POSE = (0.12, -0.35, 0.06, 0.012, -0.008, -0.6)
+TEXTURE_SIZE = 128
+
+
+def texture_pixels(size: int = TEXTURE_SIZE) -> np.ndarray:
+    """(size, size, 3) uint8 texture in the contract's layout: row 0 is v = 1; red follows u, green v."""
+    centres = (np.arange(size) + 0.5) / size
+    u = np.broadcast_to(centres[None, :], (size, size))
+    v = np.broadcast_to(1.0 - centres[:, None], (size, size))
+    checker = ((np.floor(u * 8) + np.floor(v * 8)) % 2).astype(np.float64)
+    rgb = np.stack([u, v, 0.3 + 0.4 * checker], axis=-1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def _project(points: np.ndarray, pose: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """The contract's projection: p_cam = R p + t, u = cx + f X / -Z, v = cy - f Y / -Z."""
+    p_cam = points @ _rotation(pose[:3]).T + pose[3:]
+    depth = -p_cam[:, 2]
+    f, cx, cy = camera
+    return np.stack([cx + f * p_cam[:, 0] / depth, cy - f * p_cam[:, 1] / depth], axis=1)
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(pixels).save(path)
+
+
+def add_fit(result: ReconstructionResult, path: Path, fit: str) -> None:
+    """Add the fitted pose and camera (or a failed fit) to ``result``, with a photo and a texture beside ``path``."""
+    width, height = PHOTO_SIZE
+    photo = path.parent / (path.stem + "-photo.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.meta["image"] = {"path": str(photo.resolve()), "sha256": "0" * 64, "width": width, "height": height}
+    if fit == "untrusted":
+        reason = "only 9 of 68 landmarks are visible (at least 20 are needed)"
+        result.meta["fit"] = {"status": "untrusted", "reason": reason, "focal_source": "estimated",
+                              "n_landmarks_used": 9, "reprojection_px": 0.0}  # fmt: skip
+        result.meta["warnings"] = [{"code": "fit_untrusted", "message": f"No head pose or camera: {reason}"}]
+    else:
+        pose = np.asarray(HEAD_POSE, dtype=np.float64)
+        M = result.expression_vertices.shape[0]
+        per_expression = np.tile(pose, (M, 1))
+        per_expression[:, :3] += np.outer(np.arange(M), [0.03, 0.05, -0.02])  # each expression turns a little more
+        per_expression[:, 3:] += np.outer(np.arange(M), [0.002, -0.001, 0.004])
+        result.head_pose = pose.astype(np.float32)
+        result.camera = np.asarray(CAMERA, dtype=np.float32)
+        result.expression_head_pose = per_expression.astype(np.float32)
+        result.meta["fit"] = {"status": "ok", "reason": "", "focal_source": "estimated",
+                              "n_landmarks_used": 68, "reprojection_px": 0.8}  # fmt: skip
+        texture = path.stem + "-texture.png"
+        _write_png(path.parent / texture, texture_pixels())
+        result.meta["texture"] = texture
+    # the "photo": a grey gradient with the best head's vertices dotted where the camera sees them
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[...] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]
+    if result.head_pose is not None and result.camera is not None:
+        uv = np.round(_project(result.identity_vertices[0].astype(np.float64), result.head_pose, result.camera))
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+        cols, rows = uv[inside].astype(int).T
+        pixels[rows, cols] = (230, 180, 150)
+    _write_png(photo, pixels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-expressions", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="auto", choices=["auto", "worker", "flame", "synthetic"])
+    parser.add_argument("--fit", default="none", choices=["none", "ok", "untrusted"])
     args = parser.parse_args(argv)
     make_result_file(
         args.output,
@@ -284,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         n_expressions=args.n_expressions,
         seed=args.seed,
         backend=args.backend,
+        fit=args.fit,
     )
     return 0
 

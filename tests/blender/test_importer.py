@@ -20,6 +20,13 @@ def _evaluated(obj) -> np.ndarray:
     return out.reshape(-1, 3)
 
 
+def _id_name(k: int, scores) -> str:
+    """Rank and relative score, formatted here independently: three significant digits of a percentage."""
+    percent = 100 * float(scores[k - 1]) / float(scores[0])
+    text = "100%" if percent >= 99.95 else f"{percent:.3g}%"
+    return f"ID {k:02d} ({text} of ID 01)"
+
+
 def _import(path):
     assert bpy.ops.ofer.import_result(filepath=str(path)) == {"FINISHED"}
     return bpy.context.view_layer.objects.active
@@ -64,7 +71,7 @@ def test_rest_pose_combination_adds_identity_and_expression(addon, result_file) 
     values = {b.name: b.value for b in obj.data.shape_keys.key_blocks[1:]}
     assert sorted(name for name, v in values.items() if v == 1.0) == [
         "EXP 003",
-        f"ID 02 (p={result.identity_scores[1]:.3f})",
+        next(n for n in values if n.startswith("ID 02 ")),
     ]
     assert sum(values.values()) == 2.0
 
@@ -74,9 +81,7 @@ def test_names_ranges_rig_and_metadata(addon, result_file) -> None:
     obj = _import(result_file)
     names = [b.name for b in obj.data.shape_keys.key_blocks]
     scores = result.identity_scores
-    assert names == ["Basis", f"ID 02 (p={scores[1]:.3f})", f"ID 03 (p={scores[2]:.3f})"] + [
-        f"EXP {m:03d}" for m in range(1, 6)
-    ]
+    assert names == ["Basis", _id_name(2, scores), _id_name(3, scores)] + [f"EXP {m:03d}" for m in range(1, 6)]
     assert all(b.slider_min <= -1 and b.slider_max >= 2 for b in obj.data.shape_keys.key_blocks[1:])
     rig = obj.parent
     assert rig is obj.ofer.rig and rig.type == "ARMATURE"
