@@ -107,12 +107,12 @@ def build_head(context: Any, result: ReconstructionResult, *, source_path: str, 
 
 def fit_note(result: ReconstructionResult) -> str:
     """One line for the panel: how the head was placed on the photo, or why it was not."""
-    fit = result.meta.get("fit")
-    status = fit.get("status") if isinstance(fit, dict) else None
-    if status == "untrusted":
-        return f"Not placed on the photo: {fit.get('reason') or 'the fit was not trusted'}"  # type: ignore[union-attr]
+    raw = result.meta.get("fit")
+    fit: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if fit.get("status") == "untrusted":
+        return f"Not placed on the photo: {fit.get('reason') or 'the fit was not trusted'}"
     if result.head_pose is not None and result.camera is not None:
-        error = fit.get("reprojection_px") if isinstance(fit, dict) else None
+        error = fit.get("reprojection_px")
         return "On the photo" + (f" (landmarks {float(error):.1f} px off)" if isinstance(error, int | float) else "")
     return "No camera in the result: the head stands on the grid"
 
@@ -127,15 +127,15 @@ def fit_warnings(result: ReconstructionResult) -> list[str]:
             out.append(str(message))
     fit = result.meta.get("fit")
     if isinstance(fit, dict) and fit.get("status") == "untrusted":
-        note = fit_note(result)
-        if not any(str(fit.get("reason", "")) in m for m in out if fit.get("reason")):
-            out.append(note)
+        reason = str(fit.get("reason") or "")
+        if not reason or not any(reason in m for m in out):  # the worker's own warning may say it already
+            out.append(fit_note(result))
     return out
 
 
 def import_warnings(obj: bpy.types.Object) -> list[str]:
     """What the import of ``obj`` warned about (kept with the object in a saved .blend)."""
-    raw = obj.get(P + "import_warnings")
+    raw: Any = obj.get(P + "import_warnings")  # type: ignore[func-returns-value]
     return [str(m) for m in json.loads(raw)] if isinstance(raw, str) else []
 
 

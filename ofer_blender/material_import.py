@@ -41,7 +41,7 @@ def build_material(
         warnings.append(f"The texture '{path}' is missing: the head stays untextured (put it beside the result)")
         return None
     try:
-        image = bpy.data.images.load(str(path), check_existing=False)
+        image: Any = bpy.data.images.load(str(path), check_existing=False)
     except RuntimeError as exc:
         warnings.append(f"The texture '{path}' could not be read ({exc}): the head stays untextured")
         return None

@@ -108,9 +108,7 @@ def intrinsics(camera: np.ndarray, width: int, height: int) -> CameraIntrinsics:
     )
 
 
-def expression_poses(
-    head_pose: np.ndarray, expression_head_pose: np.ndarray | None, n_expressions: int
-) -> np.ndarray:
+def expression_poses(head_pose: np.ndarray, expression_head_pose: np.ndarray | None, n_expressions: int) -> np.ndarray:
     """(M + 1, 6) pose per Expression value: 0 (neutral) uses ``head_pose``, m uses row m − 1 when given."""
     poses = np.tile(np.asarray(head_pose, dtype=np.float64).reshape(1, 6), (n_expressions + 1, 1))
     if expression_head_pose is not None:

@@ -179,3 +179,45 @@ def test_failure_midway_removes_everything_it_made(addon, result_file, scene_cou
     with pytest.raises(RuntimeError, match="simulated"):
         importer.import_result(bpy.context, result_file)
     assert scene_counts() == before
+
+
+def test_keyframed_identity_and_expression_play_back(addon, result_file) -> None:
+    """Keys on the scrollers move the mesh and the jaw on frame change, where no update callback runs."""
+    result = read_result(result_file)
+    obj = _import(result_file)
+    state = obj.ofer
+    m = int(np.argmax(np.linalg.norm(result.jaw_pose, axis=1))) + 1
+    for frame, identity, expression in ((1, 1, 0), (10, 1, m), (20, 2, 0)):
+        state.identity, state.expression = identity, expression
+        obj.keyframe_insert(data_path="ofer.identity", frame=frame)
+        obj.keyframe_insert(data_path="ofer.expression", frame=frame)
+    state.identity, state.expression = 3, 1  # what the callbacks last showed; playback must override it
+    scene = bpy.context.scene
+    jaw = obj.ofer.rig.pose.bones["jaw"]
+    for frame, expected in ((10, result.expression_vertices[m - 1]), (1, result.identity_vertices[0])):
+        scene.frame_set(frame)
+        np.testing.assert_allclose(_evaluated(obj), expected, atol=1e-6, err_msg=f"frame {frame}")
+    scene.frame_set(20)
+    np.testing.assert_allclose(_evaluated(obj), result.identity_vertices[1], atol=1e-6)
+    assert jaw.rotation_quaternion[0] == pytest.approx(1.0)  # expression 0: the jaw at rest again
+    scene.frame_set(14)  # between keys Blender steps the integer through the numbers: one whole head each
+    shown, who = obj.ofer.expression, obj.ofer.identity  # the animated values, written back by playback
+    assert 0 <= shown <= m and who in (1, 2)
+    if shown == 0:
+        np.testing.assert_allclose(_evaluated(obj), result.identity_vertices[who - 1], atol=1e-6)
+    elif who == 1:
+        np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[shown - 1], atol=1e-6)
+
+
+def test_identity_names_tell_rank_and_relative_score_apart(addon, result_factory, tmp_path) -> None:
+    """Ten nearly equal probabilities (a flat softmax) still give ten distinct, readable key names."""
+    path = result_factory(tmp_path / "flat.npz", n_identities=10)
+    with np.load(path) as archive:
+        members = {k: archive[k] for k in archive.files}
+    members["identity_scores"] = np.linspace(0.0132, 0.0125, 10).astype(np.float32)
+    np.savez(tmp_path / "flat2.npz", **members)
+    obj = _import(tmp_path / "flat2.npz")
+    names = [b.name for b in obj.data.shape_keys.key_blocks if b.name.startswith("ID ")]
+    assert len(names) == 9 and len(set(n.split(" (")[1] for n in names)) == 9
+    assert names[0] == "ID 02 (99.4% of ID 01)" and names[-1] == "ID 10 (94.7% of ID 01)"
+    assert [round(i.relative, 4) for i in obj.ofer.identities][:2] == [1.0, round(0.0131222 / 0.0132, 4)]

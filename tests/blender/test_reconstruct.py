@@ -32,6 +32,7 @@ def test_reconstruct_builds_the_head_and_sends_the_marks(addon, photo, fake_work
     _use_worker("normal", fake_worker_command)
     settings = bpy.context.scene.ofer_settings
     settings.image = photo
+    settings.preset = "CUSTOM"
     settings.sampler = "ddim"
     settings.steps = 7
     settings.seed = 3
@@ -47,6 +48,29 @@ def test_reconstruct_builds_the_head_and_sends_the_marks(addon, photo, fake_work
     assert (request["sampler"], request["steps"], request["seed"], request["top_k"]) == ("ddim", 7, 3, 3)
     assert request["image"] == bpy.path.abspath(photo.filepath)
     assert heads[0].ofer.n_identities == 3 and heads[0].ofer.n_expressions == 4
+
+
+@pytest.mark.parametrize("preset", [None, "fast", "fidelity"])
+def test_the_preset_reaches_the_worker_as_the_cli_sends_it(addon, photo, fake_worker_command, preset) -> None:
+    """Default Fast; the worker turns the preset name into its sampler and steps (inference_server/presets.py)."""
+    from inference_server.presets import PRESETS, apply_preset
+    from inference_server.protocol import Request, parse_reconstruct_args
+
+    _use_worker("normal", fake_worker_command)
+    settings = bpy.context.scene.ofer_settings
+    settings.image = photo
+    settings.sampler = "ddim"  # ignored under a preset
+    settings.steps = 7
+    if preset is not None:
+        settings.preset = preset
+    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.type == "MESH")
+    request = json.loads(head["ofer_meta_json"])["request"]
+    expected = preset or "fast"
+    assert request["extra"]["preset"] == expected and request["steps"] is None
+    sent = Request(id="1", op="reconstruct", args={"image": "x.png", "output": "r.npz", **request["extra"]})
+    worker_args = apply_preset(parse_reconstruct_args(sent))
+    assert (worker_args.sampler, worker_args.steps) == (PRESETS[expected].sampler, PRESETS[expected].steps)
 
 
 def test_a_box_reaches_the_worker(addon, photo, fake_worker_command) -> None:

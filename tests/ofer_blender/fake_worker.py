@@ -79,6 +79,7 @@ def reconstruct(mode: str, request: protocol.Request) -> None:
             "n_expressions": args.n_expressions,
             "top_k": args.top_k,
             "device": args.device,
+            "extra": args.extra,
         }
     }
     n_id = min(args.top_k, 4)

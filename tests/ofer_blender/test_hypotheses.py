@@ -37,7 +37,7 @@ def test_plan_names_and_shapes(modules, tmp_path) -> None:
     plan = hyp.plan_shape_keys(result)
     np.testing.assert_array_equal(plan.basis, result.identity_vertices[0])
     scores = result.identity_scores
-    assert plan.identity_names == [f"ID 02 (p={scores[1]:.3f})", f"ID 03 (p={scores[2]:.3f})"]
+    assert plan.identity_names == [f"ID {k:02d} ({100 * scores[k - 1] / scores[0]:.3g}% of ID 01)" for k in (2, 3)]
     assert plan.expression_names == ["EXP 001", "EXP 002", "EXP 003", "EXP 004"]
     np.testing.assert_array_equal(plan.identity_shapes, result.identity_vertices[1:])
     # posing each rest-space expression by its jaw (independent formula) gives back the file's mesh
@@ -62,6 +62,10 @@ def test_key_values_switch_exactly_the_chosen_keys(modules) -> None:
 
 def test_key_names(modules) -> None:
     hyp, _ = modules
-    assert hyp.identity_key_name(2, 0.12345) == "ID 02 (p=0.123)"
-    assert hyp.identity_key_name(2, 0.5).startswith(hyp.identity_key_prefix(2))
+    assert hyp.identity_key_name(2, 0.0131, 0.0132) == "ID 02 (99.2% of ID 01)"
+    assert hyp.identity_key_name(3, 0.0129, 0.0132) == "ID 03 (97.7% of ID 01)"  # p=0.013 for both before
+    assert hyp.identity_key_name(4, 0.02, 0.4) == "ID 04 (5% of ID 01)"
+    assert hyp.identity_key_name(5, 1e-9, 0.9) == "ID 05 (<0.001% of ID 01)"
+    assert hyp.identity_key_name(6, 0.3, 0.3) == "ID 06 (100% of ID 01)"
+    assert hyp.identity_key_name(2, 0.5, 0.6).startswith(hyp.identity_key_prefix(2))
     assert hyp.expression_key_name(7) == "EXP 007"
