@@ -51,9 +51,12 @@ def build_material(
     image.pack()
     material: Any = bpy.data.materials.new(f"{obj.name} photo texture")
     created.append(material)
-    material.use_nodes = True
+    if bpy.app.version < (5, 0, 0):
+        material.use_nodes = True  # deprecated from 5.0, where every material has nodes
     nodes, links = material.node_tree.nodes, material.node_tree.links
-    shader = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+    shader = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if shader is None:
+        shader = nodes.new("ShaderNodeBsdfPrincipled")
     shader.inputs["Roughness"].default_value = 0.6
     texture: Any = nodes.new("ShaderNodeTexImage")
     texture.image = image

@@ -214,3 +214,34 @@ def test_import_is_one_undoable_operator(addon) -> None:
     stack to exercise, so the flag is what can be checked here)."""
     assert "UNDO" in bpy.types.OFER_OT_import_result.bl_options
     assert "UNDO" in bpy.types.OFER_OT_import_again.bl_options
+
+
+def test_saved_file_keeps_camera_texture_and_playback(addon, fitted, tmp_path) -> None:
+    """After save and reload (texture packed, the result folder gone), playback still moves head and camera;
+    no driver needs Python (they work with script auto-execution off)."""
+    result = read_result(fitted)
+    head = _import(fitted)
+    m = result.expression_vertices.shape[0]
+    for frame, expression in ((1, 0), (9, m)):
+        head.ofer.expression = expression
+        head.keyframe_insert(data_path="ofer.expression", frame=frame)
+    blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    (Path(fitted).parent / result.meta["texture"]).unlink()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    head = next(o for o in bpy.data.objects if o.type == "MESH")
+    camera = bpy.context.scene.camera
+    assert camera is head.ofer.camera
+    image = head.data.materials[0].node_tree.nodes["Image Texture"].image
+    assert image.packed_file is not None
+    assert len(image.pixels) == 4 * image.size[0] * image.size[1] > 0  # loads from the .blend alone
+    owners = [head.data.shape_keys, head.ofer.rig, camera]
+    fcurves = [fc for owner in owners for fc in owner.animation_data.drivers]
+    assert len(fcurves) == (result.identity_vertices.shape[0] - 1) + m + 4 + 7
+    assert all(fc.driver.type == "AVERAGE" or fc.driver.is_simple_expression for fc in fcurves)
+    bpy.context.scene.frame_set(9)
+    seen = world_to_camera_view(bpy.context.scene, camera, Vector(_world_vertices(head)[0]))
+    u, v = seen[0] * result.meta["image"]["width"], (1 - seen[1]) * result.meta["image"]["height"]
+    expected = project(result.expression_vertices[m - 1][:1], result.expression_head_pose[m - 1], result.camera)[0]
+    assert (u, v) == pytest.approx(tuple(expected), abs=0.02)
