@@ -99,6 +99,24 @@ def _continuous(quaternions: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_size(image: Any, result: ReconstructionResult, photo: Path, warnings: list[str]) -> None:
+    size = photo_size(result)
+    loaded = (int(image.size[0]), int(image.size[1]))
+    if size is None or loaded == size or loaded == (0, 0):
+        return
+    if loaded == size[::-1]:
+        warnings.append(
+            f"The photo '{photo.name}' is stored {loaded[0]}×{loaded[1]} with an EXIF rotation that Blender does "
+            f"not apply: the background shows it turned. Save an upright copy ({size[0]}×{size[1]}) beside the "
+            "result under the same name and use Import Again."
+        )
+    else:
+        warnings.append(
+            f"The photo '{photo.name}' is {loaded[0]}×{loaded[1]} but the result was made from a {size[0]}×{size[1]} "
+            "image (another or a resized file?): the background may not line up with the head."
+        )
+
+
 def _add_background(
     data: Any, result: ReconstructionResult, source_path: str, created: list[Any], warnings: list[str]
 ) -> None:
@@ -120,6 +138,7 @@ def _add_background(
         return
     if image.as_pointer() not in existing:
         created.append(image)
+    _check_size(image, result, photo, warnings)
     background = data.background_images.new()
     background.image = image
     background.frame_method = "STRETCH"  # the camera frame has the photo's aspect: stretch is exact

@@ -1,10 +1,12 @@
 """Render an OFER result file headless with the add-on's importer (Workbench), for a person to look at.
 
-    .venv/bin/python tools/render_result.py RESULT.npz OUT.png [--identity K] [--expression M] [--spread]
+    .venv/bin/python tools/render_result.py RESULT.npz OUT.png [--identity K] [--expression M] [--spread] [--photo]
 
 Runs with the ``bpy`` wheel (or ``blender -b --python tools/render_result.py -- ARGS``). The head is
 imported exactly as File ▸ Import ▸ OFER result does, the chosen hypothesis is selected through the
-object's Identity/Expression properties, and a front view is written as a PNG.
+object's Identity/Expression properties, and a three-quarter view is written as a PNG. ``--photo``
+renders from the imported photo camera instead (textured when the result has a texture) and lays the
+render over the photo, as camera view shows it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def load_extension(name: str = "ofer_face") -> ModuleType:
     return module
 
 
-def render(result_path: Path, out_path: Path, identity: int, expression: int, spread: bool, size: int) -> None:
+def render(
+    result_path: Path, out_path: Path, identity: int, expression: int, spread: bool, size: int, photo: bool = False
+) -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     extension = load_extension()
     extension.register()
@@ -42,6 +46,11 @@ def render(result_path: Path, out_path: Path, identity: int, expression: int, sp
         head: Any = importer.import_result(bpy.context, result_path)
         head.ofer.identity = identity
         head.ofer.expression = expression
+        for message in importer.import_warnings(head):
+            print(f"warning: {message}")
+        if photo:
+            render_over_photo(head, out_path)
+            return
         scene: Any = bpy.context.scene
         depsgraph = bpy.context.evaluated_depsgraph_get()
         corners = [head.matrix_world @ v.co for v in head.evaluated_get(depsgraph).to_mesh().vertices]
@@ -74,6 +83,53 @@ def render(result_path: Path, out_path: Path, identity: int, expression: int, sp
         extension.unregister()  # the bpy module hangs at exit while Python update callbacks are registered
 
 
+def render_over_photo(head: Any, out_path: Path, opacity: float = 0.75) -> None:
+    """Render from the photo camera and blend the head over the camera's background photo."""
+    import tempfile
+
+    import numpy as np
+
+    camera = head.ofer.camera
+    if camera is None:
+        raise SystemExit(f"no photo camera: {head.ofer.fit_note}")
+    scene: Any = bpy.context.scene
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.display.shading.light = "STUDIO"
+    scene.display.shading.color_type = "TEXTURE" if head.data.materials else "SINGLE"
+    scene.display.shading.single_color = (0.8, 0.62, 0.52)
+    scene.render.film_transparent = True
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGBA"
+    with tempfile.TemporaryDirectory() as folder:
+        scene.render.filepath = str(Path(folder) / "head.png")
+        bpy.ops.render.render(write_still=True)
+        rendered = _pixels(bpy.data.images.load(scene.render.filepath))
+    backgrounds = camera.data.background_images
+    width, height = scene.render.resolution_x, scene.render.resolution_y
+    if len(backgrounds) and backgrounds[0].image is not None and tuple(backgrounds[0].image.size) == (width, height):
+        base = _pixels(backgrounds[0].image)
+    else:
+        print("warning: no photo of the render's size behind the camera: a grey background instead")
+        base = np.full((height, width, 4), 0.5, dtype=np.float32)
+    alpha = rendered[..., 3:4] * opacity
+    out = base.copy()
+    out[..., :3] = base[..., :3] * (1 - alpha) + rendered[..., :3] * alpha
+    out[..., 3] = 1.0
+    image: Any = bpy.data.images.new("overlay", width, height, alpha=True)
+    image.pixels.foreach_set(out.ravel())
+    image.filepath_raw = str(out_path)
+    image.file_format = "PNG"
+    image.save()
+
+
+def _pixels(image: Any) -> Any:
+    import numpy as np
+
+    flat = np.empty(len(image.pixels), dtype=np.float32)
+    image.pixels.foreach_get(flat)
+    return flat.reshape(image.size[1], image.size[0], 4)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
@@ -84,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expression", type=int, default=0)
     parser.add_argument("--spread", action="store_true", help="colour by the identity spread")
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--photo", action="store_true", help="render from the photo camera, over the photo")
     args = parser.parse_args(argv)
-    render(args.result.resolve(), args.output.resolve(), args.identity, args.expression, args.spread, args.size)
+    render(
+        args.result.resolve(), args.output.resolve(), args.identity, args.expression, args.spread, args.size, args.photo
+    )
     print(f"wrote {args.output}")
     return 0
 

@@ -245,3 +245,42 @@ def test_saved_file_keeps_camera_texture_and_playback(addon, fitted, tmp_path) -
     u, v = seen[0] * result.meta["image"]["width"], (1 - seen[1]) * result.meta["image"]["height"]
     expected = project(result.expression_vertices[m - 1][:1], result.expression_head_pose[m - 1], result.camera)[0]
     assert (u, v) == pytest.approx(tuple(expected), abs=0.02)
+
+
+@pytest.mark.parametrize(("size", "says"), [((300, 400), "EXIF rotation"), ((200, 150), "resized")])
+def test_a_photo_of_another_size_is_a_warning(addon, fitted, tmp_path, size, says) -> None:
+    """A phone photo stored sideways (EXIF-rotated) or a resized copy would not line up: the user is told."""
+    with np.load(fitted) as archive:
+        members = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(members["meta_json"]))
+    Image.new("RGB", size, (90, 90, 90)).save(tmp_path / "other.png")
+    meta["image"]["path"] = str(tmp_path / "other.png")
+    members["meta_json"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "other.npz", **members)
+    head = _import(tmp_path / "other.npz")
+    warnings = json.loads(head["ofer_import_warnings"])
+    assert any("other.png" in w and says in w for w in warnings), warnings
+    assert len(head.ofer.camera.data.background_images) == 1  # still shown: the user decides
+
+
+def test_render_tool_lays_the_head_over_the_photo(fitted, tmp_path) -> None:
+    """tools/render_result.py --photo: the photo where the head is not, the head where the projection says."""
+    import subprocess
+    import sys
+
+    result = read_result(fitted)
+    out = tmp_path / "over.png"
+    tool = Path(__file__).resolve().parents[2] / "tools" / "render_result.py"
+    proc = subprocess.run(
+        [sys.executable, str(tool), str(fitted), str(out), "--photo"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    width, height = result.meta["image"]["width"], result.meta["image"]["height"]
+    over = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    photo = np.asarray(Image.open(result.meta["image"]["path"]).convert("RGB")).astype(int)
+    truth = rasterise(
+        project(result.identity_vertices[0], result.head_pose, result.camera), result.faces, width, height
+    )
+    changed = np.abs(over - photo).sum(axis=2) > 6
+    assert over.shape == photo.shape
+    assert iou(changed, truth) >= 0.9, iou(changed, truth)
