@@ -279,17 +279,49 @@ PHOTO_SIZE = (400, 300)
 CAMERA = (520.0, 214.0, 141.0)
 #: Head pose (axis-angle, translation in metres): turned and tilted a little, 0.6 m in front of the camera
 HEAD_POSE = (0.12, -0.35, 0.06, 0.012, -0.008, -0.6)
-TEXTURE_SIZE = 128
+TEXTURE_SIZE = 256
 
 
-def texture_pixels(size: int = TEXTURE_SIZE) -> np.ndarray:
-    """(size, size, 3) uint8 texture in the contract's layout: row 0 is v = 1; red follows u, green v."""
-    centres = (np.arange(size) + 0.5) / size
-    u = np.broadcast_to(centres[None, :], (size, size))
-    v = np.broadcast_to(1.0 - centres[:, None], (size, size))
-    checker = ((np.floor(u * 8) + np.floor(v * 8)) % 2).astype(np.float64)
-    rgb = np.stack([u, v, 0.3 + 0.4 * checker], axis=-1)
-    return np.round(rgb * 255).astype(np.uint8)
+def photo_pixels(width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8: smooth colour waves, so a texture sampled from it shows where every texel came from."""
+    x, y = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    rgb = np.stack([np.sin(x / 11.0), np.sin(y / 9.0), np.sin((x + 2 * y) / 23.0)], axis=-1)
+    return np.round(128 + 100 * rgb).astype(np.uint8)
+
+
+def texture_from_photo(result: ReconstructionResult, photo: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """The photo projected into the UV map as the contract lays it out (u right, v up, row 0 is v = 1).
+
+    Every texel centre inside a UV triangle takes the photo's colour (nearest pixel) where its surface
+    point projects; no visibility test — texels the camera cannot see never show in a render from it.
+    """
+    assert result.uv is not None and result.uv_faces is not None and result.head_pose is not None
+    assert result.camera is not None
+    texture = np.full((size, size, 3), 128, dtype=np.uint8)
+    vertices = result.identity_vertices[0].astype(np.float64)
+    pose, camera = result.head_pose.astype(np.float64), result.camera.astype(np.float64)
+    height, width = photo.shape[:2]
+    for face, uv_face in zip(result.faces, result.uv_faces, strict=True):
+        # texel coordinates: column = u·size, row = (1 − v)·size
+        t = np.stack([result.uv[uv_face, 0] * size, (1 - result.uv[uv_face, 1]) * size], axis=1).astype(np.float64)
+        c0, c1 = max(int(np.floor(t[:, 0].min())), 0), min(int(np.ceil(t[:, 0].max())), size)
+        r0, r1 = max(int(np.floor(t[:, 1].min())), 0), min(int(np.ceil(t[:, 1].max())), size)
+        area = (t[1, 0] - t[0, 0]) * (t[2, 1] - t[0, 1]) - (t[1, 1] - t[0, 1]) * (t[2, 0] - t[0, 0])
+        if c0 >= c1 or r0 >= r1 or abs(area) < 1e-12:
+            continue
+        cols, rows = np.meshgrid(np.arange(c0, c1) + 0.5, np.arange(r0, r1) + 0.5)
+        w1 = ((cols - t[0, 0]) * (t[2, 1] - t[0, 1]) - (rows - t[0, 1]) * (t[2, 0] - t[0, 0])) / area
+        w2 = ((t[1, 0] - t[0, 0]) * (rows - t[0, 1]) - (t[1, 1] - t[0, 1]) * (cols - t[0, 0])) / area
+        inside = (w1 >= -1e-9) & (w2 >= -1e-9) & (w1 + w2 <= 1 + 1e-9)
+        if not inside.any():
+            continue
+        a, b, c = vertices[face]
+        points = a + w1[inside, None] * (b - a) + w2[inside, None] * (c - a)
+        px = _project(points, pose, camera)
+        pc = np.clip(np.floor(px[:, 0]).astype(int), 0, width - 1)
+        pr = np.clip(np.floor(px[:, 1]).astype(int), 0, height - 1)
+        texture[(rows[inside] - 0.5).astype(int), (cols[inside] - 0.5).astype(int)] = photo[pr, pc]
+    return texture
 
 
 def _project(points: np.ndarray, pose: np.ndarray, camera: np.ndarray) -> np.ndarray:
@@ -328,18 +360,12 @@ def add_fit(result: ReconstructionResult, path: Path, fit: str) -> None:
         result.expression_head_pose = per_expression.astype(np.float32)
         result.meta["fit"] = {"status": "ok", "reason": "", "focal_source": "estimated",
                               "n_landmarks_used": 68, "reprojection_px": 0.8}  # fmt: skip
-        texture = path.stem + "-texture.png"
-        _write_png(path.parent / texture, texture_pixels())
-        result.meta["texture"] = texture
-    # the "photo": a grey gradient with the best head's vertices dotted where the camera sees them
-    pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[...] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]
-    if result.head_pose is not None and result.camera is not None:
-        uv = np.round(_project(result.identity_vertices[0].astype(np.float64), result.head_pose, result.camera))
-        inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-        cols, rows = uv[inside].astype(int).T
-        pixels[rows, cols] = (230, 180, 150)
+    pixels = photo_pixels(width, height)
     _write_png(photo, pixels)
+    if fit != "untrusted":
+        texture = path.stem + "-texture.png"
+        _write_png(path.parent / texture, texture_from_photo(result, pixels))
+        result.meta["texture"] = texture
 
 
 def main(argv: list[str] | None = None) -> int:

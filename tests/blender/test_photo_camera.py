@@ -165,6 +165,35 @@ def test_missing_photo_warns_and_the_import_still_works(addon, fitted, tmp_path)
     assert any("holiday.jpg" in w and "not found" in w for w in warnings)
 
 
+def test_textured_render_from_the_camera_gives_back_the_photo(addon, fitted, tmp_path) -> None:
+    """The factory projects the photo into the UV map as the contract lays it out; the textured head
+    rendered from the imported camera must then show the photo's own colours where it covers it."""
+    result = read_result(fitted)
+    _import(fitted)
+    scene = bpy.context.scene
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.display.shading.light = "FLAT"
+    scene.display.shading.color_type = "TEXTURE"
+    scene.display.render_aa = "OFF"
+    scene.view_settings.view_transform = "Standard"  # texture bytes out as they went in
+    scene.render.film_transparent = True
+    scene.render.image_settings.color_mode = "RGBA"
+    scene.render.filepath = str(tmp_path / "textured.png")
+    bpy.ops.render.render(write_still=True)
+    rendered = np.asarray(Image.open(tmp_path / "textured.png")).astype(np.float64)
+    photo = np.asarray(Image.open(result.meta["image"]["path"]).convert("RGB")).astype(np.float64)
+    covered = rendered[..., 3] == 255
+    inner = covered.copy()  # away from the outline, where a pixel mixes surfaces at different depths
+    for axis in (0, 1):
+        for step in (-2, -1, 1, 2):
+            inner &= np.roll(covered, step, axis=axis)
+    assert inner.sum() > 10000
+    mse = float(((rendered[..., :3] - photo)[inner] ** 2).mean())
+    psnr = 10 * math.log10(255.0**2 / mse)
+    # measured: 41.9 dB; the same texture flipped in v scores 9.1 dB, mirrored in u 7.7 dB
+    assert psnr > 25.0, psnr
+
+
 def test_texture_is_on_the_material_as_written(addon, fitted) -> None:
     head = _import(fitted)
     result = read_result(fitted)
