@@ -13,9 +13,7 @@ import pytest
 from inference_server.result import FORMAT, ReconstructionResult, ResultFileError, read_result, write_result
 
 
-def make_result(
-    rng: np.random.Generator, V: int = 40, F: int = 60, K: int = 3, M: int = 4
-) -> ReconstructionResult:
+def make_result(rng: np.random.Generator, V: int = 40, F: int = 60, K: int = 3, M: int = 4) -> ReconstructionResult:
     f32 = np.float32
     scores = np.sort(rng.random(K).astype(f32))[::-1] / f32(K)
     return ReconstructionResult(
@@ -137,9 +135,7 @@ def _rewrite(path: Path, out: Path, change: dict[str, np.ndarray | None]) -> Non
         ("surprise", np.zeros(3, np.float32), "not a key"),
     ],
 )
-def test_tampered_key_is_named(
-    tmp_path: Path, result: ReconstructionResult, key: str, value, words: str
-) -> None:
+def test_tampered_key_is_named(tmp_path: Path, result: ReconstructionResult, key: str, value, words: str) -> None:
     good = write_result(tmp_path / "good.npz", result)
     bad = tmp_path / "bad.npz"
     _rewrite(good, bad, {key: value})
@@ -165,3 +161,17 @@ def test_not_a_zip_and_folder(tmp_path: Path) -> None:
     with pytest.raises(ResultFileError, match="folder"):
         read_result(tmp_path)
     assert not zipfile.is_zipfile(text)
+
+
+def test_head_on_the_photo_keys_round_trip_and_are_checked(tmp_path: Path, result: ReconstructionResult) -> None:
+    """head_pose (6,), camera (3,), expression_head_pose (M, 6): optional, written and read back exactly."""
+    M = result.expression_params.shape[0]
+    result.head_pose = np.array([0.1, -0.2, 0.0, 0.01, 0.0, -0.6], np.float32)
+    result.camera = np.array([520.0, 214.0, 141.0], np.float32)
+    result.expression_head_pose = np.tile(result.head_pose, (M, 1))
+    back = read_result(write_result(tmp_path / "posed.npz", result))
+    np.testing.assert_array_equal(back.expression_head_pose, result.expression_head_pose)
+    np.testing.assert_array_equal(back.camera, result.camera)
+    result.expression_head_pose = np.zeros((M + 1, 6), np.float32)  # one row too many
+    with pytest.raises(ResultFileError, match="expression_head_pose"):
+        write_result(tmp_path / "bad.npz", result)
