@@ -6,6 +6,7 @@ The PNG's layout is Blender's own (u right, v up; row 0 of the file is v = 1): i
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def build_material(
         return None
     created.append(image)
     image.name = f"{obj.name} texture"
-    image.colorspace_settings.name = "sRGB"
+    with contextlib.suppress(TypeError):  # a colour config without that name: 8-bit PNGs load as sRGB anyway
+        image.colorspace_settings.name = "sRGB"
     image.pack()
     material: Any = bpy.data.materials.new(f"{obj.name} photo texture")
     created.append(material)
