@@ -113,3 +113,18 @@ def key_values(identity: int, expression: int, n_identities: int, n_expressions:
     if expression > 0:
         exp_values[expression - 1] = 1.0
     return id_values, exp_values
+
+
+ORDER_NAMES = {"best_fit": "best fit first", "typical": "most typical first", "diverse": "most diverse first"}
+
+
+def expression_note(meta: dict[str, object], expression: int) -> str:
+    """What the panel says about the shown expression: the display order and, when the worker fitted the
+    expressions to the photo, how far this one's landmarks are from the visible ones (``expression_fit_px``)."""
+    order = meta.get("expression_order")
+    text = f"Order: {ORDER_NAMES.get(str(order), str(order))}" if order else ""
+    errors = meta.get("expression_fit_px")
+    if isinstance(errors, list) and 0 < expression <= len(errors) and isinstance(errors[expression - 1], int | float):
+        fit = f"EXP {expression:03d} is {float(errors[expression - 1]):.1f} px from the visible landmarks"
+        text = f"{text} · {fit}" if text else fit
+    return text

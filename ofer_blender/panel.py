@@ -13,6 +13,14 @@ from .ops_export import result_object
 from .session import SESSION
 
 
+def _meta(obj: Any) -> dict[str, Any]:
+    try:
+        meta = json.loads(obj.get(ids.OBJECT_DATA_PREFIX + "meta_json", "{}"))
+    except (TypeError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 class OFER_UL_identities(bpy.types.UIList):
     bl_idname = ids.UL_IDENTITIES
 
@@ -123,6 +131,9 @@ class OFER_PT_hypotheses(bpy.types.Panel):
         layout.template_list(ids.UL_IDENTITIES, "", state, "identities", state, "active_identity_row", rows=4)
         layout.prop(state, "identity")
         layout.prop(state, "expression", text=f"Expression (0–{state.n_expressions})")
+        note = hypotheses.expression_note(_meta(obj), state.expression)
+        if note:
+            layout.label(text=note)
         layout.prop(state, "spread_display")
         row = layout.row(align=True)
         row.operator(ids.OT_SHOW_SPREAD, text="Show identity spread").which = "IDENTITY"

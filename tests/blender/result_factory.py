@@ -360,6 +360,8 @@ def add_fit(result: ReconstructionResult, path: Path, fit: str) -> None:
         result.expression_head_pose = per_expression.astype(np.float32)
         result.meta["fit"] = {"status": "ok", "reason": "", "focal_source": "estimated",
                               "n_landmarks_used": 68, "reprojection_px": 0.8}  # fmt: skip
+        result.meta["expression_order"] = "best_fit"
+        result.meta["expression_fit_px"] = [round(0.9 + 0.6 * m, 2) for m in range(M)]
     pixels = photo_pixels(width, height)
     _write_png(photo, pixels)
     if fit != "untrusted":

@@ -55,6 +55,10 @@ def test_hypotheses_panel_says_how_the_head_sits_on_the_photo(addon, result_fact
     drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
     expected = "On the photo" if fit == "ok" else "Not placed on the photo: only 9 of 68 landmarks"
     assert any(line.startswith(expected) for line in drawn), drawn
+    if fit == "ok":
+        bpy.context.view_layer.objects.active.ofer.expression = 2
+        drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
+        assert "Order: best fit first · EXP 002 is 1.5 px from the visible landmarks" in drawn
     head = bpy.context.view_layer.objects.active
     row = Layout([])
     bpy.types.OFER_UL_identities.draw_item(None, bpy.context, row, head.ofer, head.ofer.identities[1], 0, None, "")

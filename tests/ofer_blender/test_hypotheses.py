@@ -69,3 +69,13 @@ def test_key_names(modules) -> None:
     assert hyp.identity_key_name(6, 0.3, 0.3) == "ID 06 (100% of ID 01)"
     assert hyp.identity_key_name(2, 0.5, 0.6).startswith(hyp.identity_key_prefix(2))
     assert hyp.expression_key_name(7) == "EXP 007"
+
+
+def test_expression_note_names_the_order_and_the_fit(modules) -> None:
+    hyp, _ = modules
+    meta = {"expression_order": "best_fit", "expression_fit_px": [0.84, 2.5, 7.0]}
+    assert hyp.expression_note(meta, 2) == "Order: best fit first · EXP 002 is 2.5 px from the visible landmarks"
+    assert hyp.expression_note(meta, 0) == "Order: best fit first"  # neutral: no fitted error
+    assert hyp.expression_note(meta, 4) == "Order: best fit first"  # beyond the list: nothing invented
+    assert hyp.expression_note({"expression_order": "typical"}, 1) == "Order: most typical first"
+    assert hyp.expression_note({}, 1) == ""
