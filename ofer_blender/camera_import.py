@@ -52,6 +52,9 @@ def build_camera(
 ) -> bpy.types.Object | None:
     """Make the photo camera (None when the result has no usable pose/camera; ``warnings`` says why)."""
     if result.head_pose is None or result.camera is None:
+        if (result.head_pose is None) != (result.camera is None):
+            have, lack = ("head_pose", "camera") if result.camera is None else ("camera", "head_pose")
+            warnings.append(f"The result has a {have} but no {lack}: no photo camera made (the head is unposed)")
         return None
     size = photo_size(result)
     if size is None:

@@ -313,3 +313,12 @@ def test_render_tool_lays_the_head_over_the_photo(fitted, tmp_path) -> None:
     changed = np.abs(over - photo).sum(axis=2) > 6
     assert over.shape == photo.shape
     assert iou(changed, truth) >= 0.9, iou(changed, truth)
+
+
+def test_a_pose_without_a_camera_is_a_warning_not_a_wrong_camera(addon, fitted, tmp_path) -> None:
+    with np.load(fitted) as archive:
+        members = {k: archive[k] for k in archive.files if k != "camera"}
+    np.savez(tmp_path / "half.npz", **members)
+    head = _import(tmp_path / "half.npz")
+    assert head.ofer.camera is None and bpy.context.scene.camera is None
+    assert any("head_pose but no camera" in w for w in json.loads(head["ofer_import_warnings"]))
