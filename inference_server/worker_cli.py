@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from .pipeline import Reconstructor
     from .protocol import ReconstructArgs
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
-
 
 def _add_asset_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("your model files (default: environment variables, then the config file)")
@@ -60,6 +58,16 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-contact-sheet", action="store_true")
 
 
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (finished items are always skipped: run again to resume)")
+    group.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: one process, one photo after another; ray: an actor pool on Ray Data")  # fmt: skip
+    group.add_argument("--address", help="Ray cluster address (auto, ray://HOST:10001; default: a local Ray)")
+    group.add_argument("--actors", type=int, help="reconstructors in the pool (default: one per GPU, else 1)")
+    group.add_argument("--cpus-per-actor", type=float, help="CPUs each actor holds and uses as threads")
+    group.add_argument("--gpus-per-actor", type=float, help="GPUs each actor holds (default: 1 when there are GPUs)")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     serve = subparsers.add_parser("serve", help="JSON Lines server for the Blender add-on (stdin/stdout)")
     _add_asset_flags(serve)
@@ -74,13 +82,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     _add_job_flags(rec)
     rec.set_defaults(run=run_reconstruct)
 
-    batch = subparsers.add_parser("batch", help="reconstruct every photo of a folder")
-    batch.add_argument("folder", type=Path)
+    batch = subparsers.add_parser("batch", help="reconstruct many photos (resumable; locally or on Ray)")
+    batch.add_argument(
+        "folder", type=Path, metavar="INPUT", help="a folder of photos, a .txt list, or a .csv / .parquet manifest"
+    )
     batch.add_argument("-o", "--output", type=Path, required=True, help="output folder (one sub-folder per photo)")
     _add_asset_flags(batch)
     _add_run_flags(batch)
     _add_job_flags(batch)
     batch.add_argument("--all-faces", action="store_true", help="one result per detected face (PHOTO/face_N)")
+    _add_engine_flags(batch)
     batch.set_defaults(run=run_batch)
 
     doctor = subparsers.add_parser("doctor", help="show which model files were found and what is missing")
@@ -223,39 +234,43 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    if not args.folder.is_dir():
-        print(f"error: {args.folder} is not a folder", file=sys.stderr)
-        return 2
-    photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not photos:
-        print(f"error: no photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.folder}", file=sys.stderr)
-        return 2
+    from .batch.command import run_batch_job
+    from .batch.items import discover_items
+
     try:
-        reconstructor = _reconstructor(args)
+        items = discover_items(args.folder)
+        options = _batch_options(args)
+        report = run_batch_job(items, options, args.output, engine=_batch_engine(args))
     except WorkerError as exc:
         print(f"error ({exc.code}): {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
-        return 1
-    failures = 0
-    for photo in photos:
-        try:
-            if args.all_faces:
-                _reconstruct_all_faces(reconstructor, args, photo)
-                continue
-            _reconstruct_one(reconstructor, args, photo, args.output / photo.stem)
-        except WorkerError as exc:
-            failures += 1
-            print(f"\n{photo}: error ({exc.code}): {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
-        except KeyboardInterrupt:
-            print("\ncancelled", file=sys.stderr)
-            return 130
-    print(f"{len(photos) - failures} of {len(photos)} photos reconstructed into {args.output}")
-    return 1 if failures else 0
+        return 1 if exc.code != "bad_request" else 2
+    except KeyboardInterrupt:
+        print("\ncancelled (finished photos are kept: run the same command again to resume)", file=sys.stderr)
+        return 130
+    return 1 if report.failed else 0
 
 
-def _reconstruct_all_faces(reconstructor: Any, args: argparse.Namespace, photo: Path) -> None:
-    """One result per detected face, in ``OUTPUT/PHOTO/face_N`` (N as ``ofer-worker faces`` lists them)."""
-    from .preprocess.image import load_image
+def _batch_options(args: argparse.Namespace) -> Any:
+    from .batch.runner import JobOptions
 
-    faces = reconstructor.detector().detect_all(load_image(photo), box=tuple(args.box) if args.box else None)
-    for face in faces:
-        _reconstruct_one(reconstructor, args, photo, args.output / photo.stem / f"face_{face.index}", face.index)
+    assets = _asset_config(args)
+    if not assets.use_demo:
+        assets.require_complete()  # before any engine starts: a missing file fails every item the same way
+    request = _job_request(args, Path(""), Path(""))
+    return JobOptions(
+        request, assets, device=args.device, backend=args.backend, precision=args.precision, threads=args.threads,
+        millimetres=args.millimetres, contact_sheet=not args.no_contact_sheet, all_faces=args.all_faces,
+    )  # fmt: skip
+
+
+def _batch_engine(args: argparse.Namespace) -> Any:
+    if args.engine == "local":
+        from .batch.runner import run_local
+
+        return run_local
+    from functools import partial
+
+    from .batch.ray_engine import run_ray
+
+    return partial(run_ray, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                   gpus_per_actor=args.gpus_per_actor, address=args.address)  # fmt: skip
