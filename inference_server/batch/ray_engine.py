@@ -97,6 +97,8 @@ def run_ray(
     try:
         pool = pool_options(actors=actors, cpus=cpus_per_actor, gpus=gpus_per_actor,
                             address=address or os.environ.get("RAY_ADDRESS"), device=options.device)  # fmt: skip
+        # No more actors than items: each one loads every model before its first item.
+        pool = dataclasses.replace(pool, actors=min(pool.actors, len(items)))
         threads = options.threads or max(1, int(pool.cpus))
         actor_options = dataclasses.replace(options, threads=threads)
         dataset = _dataset(ray, items, actor_options, out_root, pool)

@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,7 +83,7 @@ def test_an_unexpected_error_fails_one_item_only(
 ) -> None:
     real_run = Reconstructor.run
 
-    def flaky(self: Reconstructor, args, progress, cancel):  # type: ignore[no-untyped-def]
+    def flaky(self: Reconstructor, args: ReconstructArgs, progress: Any, cancel: Any) -> Any:
         if Path(args.image).stem == "face_b":
             raise RuntimeError("simulated crash in a stage")
         return real_run(self, args, progress, cancel)

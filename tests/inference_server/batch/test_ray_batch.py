@@ -1,0 +1,88 @@
+"""``ofer-worker batch --engine ray`` on a local Ray started by the test: two warm actors, one bad photo."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference_server.__main__ import main
+from inference_server.batch.records import ITEM_FILE
+from inference_server.result import read_result
+
+from .conftest import SMALL, sha256
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local_ray() -> Iterator[None]:
+    # Two CPUs whatever the machine: the pool below is two one-CPU actors.
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _summary(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "summary.csv").open(newline="", encoding="utf-8") as handle:
+        return {row["id"]: row for row in csv.DictReader(handle)}
+
+
+def test_ray_batch_two_actors_one_bad_photo_then_resume(
+    local_ray: None, photo_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["batch", str(photo_folder), "-o", str(out), "--engine", "ray", "--actors", "2", "--cpus-per-actor", "1"]
+    args += ["--no-contact-sheet", *SMALL]
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    assert "3 of 4 photos reconstructed" in printed.out
+    assert "broken.jpg: error (bad_image)" in printed.err
+
+    summary = _summary(out)
+    assert sorted(summary) == ["broken", "face_a", "face_b", "face_c"]
+    assert (summary["broken"]["status"], summary["broken"]["error_code"]) == ("failed", "bad_image")
+    good = ["face_a", "face_b", "face_c"]
+    workers = {summary[i]["worker"] for i in summary}
+    assert 1 <= len(workers) <= 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)  # done by the actors
+    for item_id in good:
+        row = summary[item_id]
+        assert row["status"] == "ok" and float(row["seconds_total"]) > 0
+        result = read_result(out / item_id / "result.npz")
+        assert result.meta["image"]["sha256"] == sha256(Path(row["image"]))
+        assert result.identity_params.shape == (2, 300) and len(result.expression_params) == 4
+        assert np.isfinite(result.expression_vertices).all() and (out / item_id / "expression_004.ply").is_file()
+
+    # The same photo through the local engine gives the same hypotheses (the actors ran the same pipeline).
+    local = tmp_path / "local"
+    (photo_folder / "broken.jpg").rename(tmp_path / "broken.jpg")
+    for other in ("face_b.png", "face_c.jpg"):
+        (photo_folder / other).rename(tmp_path / other)
+    assert main(["batch", str(photo_folder), "-o", str(local), "--no-contact-sheet", *SMALL]) == 0
+    np.testing.assert_allclose(
+        read_result(local / "face_a" / "result.npz").identity_params,
+        read_result(out / "face_a" / "result.npz").identity_params,
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    for name in ("broken.jpg", "face_b.png", "face_c.jpg"):
+        (tmp_path / name).rename(photo_folder / name)
+    capsys.readouterr()
+
+    # Resume: only the failed photo is tried again; the finished ones are not touched.
+    stamps = {i: ((out / i / "result.npz").stat().st_mtime_ns, (out / i / ITEM_FILE).read_text()) for i in good}
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    assert "3 of 4 photos were done by an earlier run: skipped" in printed.out
+    assert "[1/4]" not in printed.out and "[4/4]" in printed.out  # one item ran, counted after the three
+    assert {i: ((out / i / "result.npz").stat().st_mtime_ns, (out / i / ITEM_FILE).read_text()) for i in good} == stamps
+    summary = _summary(out)
+    assert [summary[i]["status"] for i in good] == ["skipped"] * 3
+    assert summary["broken"]["status"] == "failed"
