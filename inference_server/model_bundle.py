@@ -2,7 +2,8 @@
 
 The bundle is the one place that knows which encoder copy feeds which network (IdGen, ExpGen and IdRank
 each own fine-tuned encoders) and how the contexts are assembled: IdGen gets the normalised ArcFace
-embedding (1, 512); ExpGen and IdRank get [FaRL ‖ ArcFace] (1, 1024), FaRL first.
+embedding (1, 512); ExpGen and IdRank get [FaRL ‖ ArcFace] (1, 1024), FaRL first. Encoder copies
+with identical weights are kept once and run once per image (``encoder_sharing``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, find_checkpoint
 from .checkpoints.networks import LoadedNetworks
+from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
 from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
@@ -73,9 +75,12 @@ class ModelBundle:
     demo: bool
     sources: dict[str, str]
     dtype: torch.dtype = torch.float32
+    #: False keeps every encoder copy separate (the unshared reference path for benchmarks and tests).
+    share_encoders: bool = True
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
+        self.encoder_sharing = self._share_identical_encoders()
         self.backend = "torch"
         self.onnx_device: torch.device | None = None
         self.runners: dict[str, Callable[..., torch.Tensor]] = {
@@ -90,6 +95,23 @@ class ModelBundle:
             lambda *a: self.runners["expgen.denoiser"](*a), self.expgen.denoiser.config.feature_dim
         )
         self._device = torch.device("cpu")
+
+    def _networks(self, kind: str) -> LoadedNetworks:
+        return {"idgen": self.idgen, "expgen": self.expgen, "idrank": self.idrank}[kind]
+
+    def _share_identical_encoders(self) -> EncoderSharing:
+        """Replace each encoder copy by the first one with the same weights (the copy's memory is freed)."""
+        present = [(slot, getattr(self._networks(slot.split(".")[0]), slot.split(".")[1])) for slot in ENCODER_SLOTS]
+        present = [(slot, module) for slot, module in present if module is not None]
+        if not self.share_encoders:
+            return EncoderSharing({slot: slot for slot, _ in present}, {})
+        sharing = find_identical(present)
+        for slot, first in sharing.canonical.items():
+            if slot != first:
+                kind, name = slot.split(".")
+                first_kind, _ = first.split(".")
+                setattr(self._networks(kind), name, getattr(self._networks(first_kind), name))
+        return sharing
 
     @property
     def attention_synthetic(self) -> bool:
@@ -133,6 +155,22 @@ class ModelBundle:
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(device=self._device, dtype=torch.float32)
 
+    def contexts(self, blob: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """IdGen, ExpGen and IdRank contexts of one image, each distinct encoder run once."""
+        embeddings: dict[str, torch.Tensor] = {}
+
+        def embed(slot: str) -> torch.Tensor:
+            first = self.encoder_sharing.canonical.get(slot, slot)
+            if first not in embeddings:
+                source = blob if first.endswith("arcface") else image
+                embeddings[first] = self.runners[first](self._cast(source)).float()
+            return embeddings[first]
+
+        def joint(kind: str) -> torch.Tensor:
+            return torch.cat([embed(f"{kind}.farl"), embed(f"{kind}.arcface")], dim=1)
+
+        return embed("idgen.arcface"), joint("expgen"), joint("idrank")
+
     def idgen_context(self, blob: torch.Tensor) -> torch.Tensor:
         return self.runners["idgen.arcface"](self._cast(blob)).float()
 
@@ -164,7 +202,7 @@ class ModelBundle:
                 "provenance": networks.metadata.get("provenance", {}),
             }
             for kind, networks in (("idgen", self.idgen), ("expgen", self.expgen), ("idrank", self.idrank))
-        } | {"flame": self.sources.get("flame")}
+        } | {"flame": self.sources.get("flame"), "shared_encoders": self.encoder_sharing.groups}
 
 
 def load_front_indices(path: Path, n_vertices: int, *, official: bool = True) -> np.ndarray:

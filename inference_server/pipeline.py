@@ -383,15 +383,12 @@ def check_output_path(output: str) -> None:
 
 
 def encode(bundle: ModelBundle, arc: ArcFaceCrop, far: FarlCrop, device: torch.device) -> Encodings:
-    """Run every encoder once on the single crop (never on tiled copies)."""
+    """Run every distinct encoder once on the single crop (never on tiled copies, never twice)."""
     blob = torch.from_numpy(np.ascontiguousarray(arc.blob))[None].to(device)
     img = torch.from_numpy(np.ascontiguousarray(far.tensor))[None].to(device)
     with torch.no_grad():
-        return Encodings(
-            idgen=bundle.idgen_context(blob),
-            expgen=bundle.expgen_context(blob, img),
-            idrank=bundle.idrank_context(blob, img),
-        )
+        idgen, expgen, idrank = bundle.contexts(blob, img)
+        return Encodings(idgen=idgen, expgen=expgen, idrank=idrank)
 
 
 def sample_coefficients(

@@ -122,7 +122,7 @@ class ItemRunner:
             outcome.error_message = f"{type(exc).__name__}: {exc}"
             outcome.fix = "Report this with the item's item.json: " + traceback.format_exc(limit=3)[-500:]
         outcome.seconds_total = time.perf_counter() - start
-        outcome.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        outcome.finished_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         write_item_record(outcome)
         return outcome
 
