@@ -149,8 +149,13 @@ def model_files(sizes: Sizes, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def load_bundle(files: dict[str, Path], precision: str) -> ModelBundle:
-    """A bundle with the benchmark's networks and the DEMO FLAME head (no DEMO weights needed)."""
+def load_bundle(
+    files: dict[str, Path], precision: str, *, identical_encoders: bool = False, share_encoders: bool = True
+) -> ModelBundle:
+    """A bundle with the benchmark's networks and the DEMO FLAME head (no DEMO weights needed).
+
+    ``identical_encoders``: every ArcFace copy takes IdGen's weights and IdRank's FaRL takes ExpGen's, as in
+    checkpoints whose encoders were frozen or handed over; ``share_encoders`` is the bundle's option."""
     from inference_server.demo.assets import ensure_demo_assets
     from inference_server.flame.loading import load_flame_model
     from inference_server.model_bundle import load_front_indices
@@ -160,8 +165,15 @@ def load_bundle(files: dict[str, Path], precision: str) -> ModelBundle:
     front = load_front_indices(head.front_face_indices, flame.n_vertices, official=False)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     nets = {kind: load_networks(path) for kind, path in files.items()}
+    if identical_encoders:
+        for kind in ("expgen", "idrank"):
+            nets[kind].arcface.load_state_dict(nets["idgen"].arcface.state_dict())
+        farl, twin = nets["expgen"].farl, nets["idrank"].farl
+        assert farl is not None and twin is not None
+        twin.load_state_dict(farl.state_dict())
     sources = {"flame": str(head.model_pkl)} | {k: str(p) for k, p in files.items()}
-    return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, True, sources, dtype)
+    return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, True, sources, dtype,
+                       share_encoders=share_encoders)  # fmt: skip
 
 
 # -- the baseline (official recipe) -------------------------------------------------------------------
@@ -390,6 +402,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="official-size random networks (default) or the DEMO weights")  # fmt: skip
     parser.add_argument("--full-size-encoders", dest="size", action="store_const", const="full",
                         help="same as --size full")  # fmt: skip
+    parser.add_argument("--encoders", choices=("distinct", "identical"), default="distinct",
+                        help="official-size encoder copies: random each (default) or one set of weights")  # fmt: skip
+    parser.add_argument("--no-share-encoders", action="store_true",
+                        help="run every encoder copy even where weights are identical (unshared path)")  # fmt: skip
     parser.add_argument("--n-shapes", type=int, default=100)
     parser.add_argument("--n-expressions", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
@@ -433,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         "precision": opts.precision, "cuda_graphs": opts.cuda_graphs, "compile": opts.compile,
         "size": "tiny (quick)" if opts.quick else opts.size, "sampler": args.sampler, "steps": args.steps,
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
-        "baseline_steps": baseline_steps, "torch": torch.__version__,
+        "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
+        "share_encoders": not opts.no_share_encoders,
     })  # fmt: skip
 
     # Cold load of the model files (the DEMO head and detector load with the first run).
@@ -441,11 +458,13 @@ def main(argv: list[str] | None = None) -> int:
         folder = default_cache_dir() / ("benchmark_tiny" if opts.quick else "benchmark_full_size")
         files = model_files(sizes, folder)
         t = time.perf_counter()
-        bundle = load_bundle(files, opts.precision)
+        bundle = load_bundle(files, opts.precision, identical_encoders=opts.encoders == "identical",
+                             share_encoders=not opts.no_share_encoders)  # fmt: skip
     else:
         t = time.perf_counter()
         bundle = load_model_bundle(resolve_assets({}), precision=opts.precision)
     report.extra["model load, cold (s)"] = round(time.perf_counter() - t, 3)
+    report.extra["encoder passes per image"] = f"{len(bundle.encoder_sharing.groups)} ({bundle.encoder_sharing.groups})"
     # The Reconstructor loads its bundle lazily; hand it the benchmark's networks instead.
     reconstructor._bundle = bundle
     if opts.backend == "onnxruntime":
