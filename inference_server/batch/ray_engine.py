@@ -150,6 +150,8 @@ def _dataset(ray: Any, items: list[BatchItem], options: JobOptions, out_root: Pa
         fn_constructor_kwargs={"options": options, "out_root": str(out_root.resolve())},
         num_cpus=pool.cpus,
         num_gpus=pool.gpus,
+        # Read by OpenMP when torch loads in the actor: spinning threads of busy neighbours steal the CPU.
+        runtime_env={"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}},
     )
 
 
