@@ -13,6 +13,8 @@ from .errors import CancelledError, WorkerError
 
 if TYPE_CHECKING:
     from .assets_config import AssetConfig
+    from .batch.command import Engine
+    from .batch.runner import JobOptions
     from .pipeline import Reconstructor
     from .protocol import ReconstructArgs
 
@@ -250,7 +252,7 @@ def run_batch(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _batch_options(args: argparse.Namespace) -> Any:
+def _batch_options(args: argparse.Namespace) -> JobOptions:
     from .batch.runner import JobOptions
 
     assets = _asset_config(args)
@@ -263,7 +265,7 @@ def _batch_options(args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
-def _batch_engine(args: argparse.Namespace) -> Any:
+def _batch_engine(args: argparse.Namespace) -> Engine:
     if args.engine == "local":
         from .batch.runner import run_local
 

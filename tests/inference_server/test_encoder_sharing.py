@@ -15,7 +15,7 @@ import torch
 from inference_server.assets_config import resolve_assets
 from inference_server.checkpoints import LoadedNetworks, load_networks
 from inference_server.demo.weights import ensure_demo_weights
-from inference_server.encoder_sharing import find_identical, module_digest
+from inference_server.encoder_sharing import find_identical, module_digest, same_weights
 from inference_server.model_bundle import ModelBundle, load_model_bundle
 from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder
 from inference_server.pipeline import Reconstructor, encode
@@ -28,27 +28,31 @@ SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "
 TINY = ArcFaceConfig(layers=(1, 1), widths=(8, 16), embedding_dim=32, input_size=32)
 
 
-def test_digest_follows_every_weight_buffer_and_the_configuration() -> None:
+def test_digest_and_equality_follow_every_weight_buffer_and_the_configuration() -> None:
     torch.manual_seed(0)
     encoder = ArcFaceEncoder(TINY)
     same = copy.deepcopy(encoder)
-    assert module_digest(same) == module_digest(encoder)
-    nudged = copy.deepcopy(encoder)
+    assert module_digest(same) == module_digest(encoder) and same_weights(same, encoder)
+    nudged = copy.deepcopy(encoder)  # one float step in one weight the digest's sample may not see
     with torch.no_grad():
         weight = nudged.fc.weight
-        weight[0, 0] = torch.nextafter(weight[0, 0], torch.tensor(1.0))  # one float step
-    assert module_digest(nudged) != module_digest(encoder)
+        weight[3, 5] = torch.nextafter(weight[3, 5], torch.tensor(1.0))
+    assert not same_weights(nudged, encoder)
     statistics = copy.deepcopy(encoder)
     running_var = statistics.bn2.running_var
     assert running_var is not None
     running_var.add_(1e-3)  # a buffer, not a parameter: still part of the function
-    assert module_digest(statistics) != module_digest(encoder)
+    assert module_digest(statistics) != module_digest(encoder) and not same_weights(statistics, encoder)
     other_config = ArcFaceEncoder(replace(TINY, embedding_dim=32))
     other_config.load_state_dict(encoder.state_dict())
     assert module_digest(other_config) == module_digest(encoder)  # equal config → equal function
-    sharing = find_identical([("a", encoder), ("b", nudged), ("c", same), ("d", statistics)])
-    assert sharing.canonical == {"a": "a", "b": "b", "c": "a", "d": "d"}
-    assert sharing.shared == 1 and sharing.groups == [["a", "c"], ["b"], ["d"]]
+    wider = ArcFaceEncoder(replace(TINY, widths=(8, 32)))
+    assert module_digest(wider) != module_digest(encoder)
+    sharing = find_identical(
+        [("a", encoder), ("b", nudged), ("c", same), ("d", statistics), ("e", copy.deepcopy(nudged))]
+    )
+    assert sharing.canonical == {"a": "a", "b": "b", "c": "a", "d": "d", "e": "b"}
+    assert sharing.shared == 2 and sharing.groups == [["a", "c"], ["b", "e"], ["d"]]
 
 
 def _demo_networks() -> dict[str, LoadedNetworks]:
