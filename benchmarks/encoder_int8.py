@@ -85,9 +85,13 @@ def quantise(source: Path, target: Path, conv: bool) -> Path:
 def encoder_rows(bundle: ModelBundle, inputs: list[tuple[torch.Tensor, torch.Tensor]], folder: Path,
                  opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, OnnxNetwork]]:  # fmt: skip
     rows, int8 = [], {}
+    seen: set[str] = set()
     for group in bundle.encoder_sharing.groups:
         slot = group[0]
         kind, name = slot.split(".")
+        if opts.size == "full" and name in seen:
+            continue  # random copies of one architecture time the same: one of each
+        seen.add(name)
         module = getattr(getattr(bundle, kind), name).float().eval()
         export = export_arcface if name == "arcface" else export_clip_visual
         fp32_path = export(module, folder / f"{slot}.onnx")
