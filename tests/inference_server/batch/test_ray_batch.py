@@ -86,3 +86,40 @@ def test_ray_batch_two_actors_one_bad_photo_then_resume(
     summary = _summary(out)
     assert [summary[i]["status"] for i in good] == ["skipped"] * 3
     assert summary["broken"]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("resources", "device", "given", "expected"),
+    [
+        ({"CPU": 16.0, "GPU": 4.0}, "auto", {}, (4, 4.0, 1.0)),  # one actor per GPU
+        ({"CPU": 16.0, "GPU": 4.0}, "cpu", {}, (1, 16.0, 0.0)),  # GPUs ignored for a CPU job
+        ({"CPU": 16.0}, "auto", {"actors": 4}, (4, 4.0, 0.0)),  # N actors share the node's CPUs
+        ({"CPU": 16.0, "GPU": 2.0}, "cuda", {"gpus": 0.5}, (4, 4.0, 0.5)),  # two actors per GPU
+        ({"CPU": 2.0}, "cpu", {"actors": 2, "cpus": 1.0}, (2, 1.0, 0.0)),
+    ],
+)
+def test_pool_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+    resources: dict[str, float],
+    device: str,
+    given: dict[str, float],
+    expected: tuple[int, float, float],
+) -> None:
+    from inference_server.batch.ray_engine import pool_options
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
+    actors = given.get("actors")
+    pool = pool_options(
+        actors=None if actors is None else int(actors), cpus=given.get("cpus"), gpus=given.get("gpus"), address=None,
+        device=device,
+    )  # fmt: skip
+    assert (pool.actors, pool.cpus, pool.gpus) == expected
+
+
+def test_cuda_on_a_cluster_without_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference_server.batch.ray_engine import pool_options
+    from inference_server.errors import BadRequestError
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+    with pytest.raises(BadRequestError, match="no GPU"):
+        pool_options(actors=None, cpus=None, gpus=None, address=None, device="cuda")
