@@ -147,6 +147,6 @@ def _no_progress(stage: str, done: int, total: int, message: str = "") -> None:
 
 def run_local(items: list[BatchItem], options: JobOptions, out_root: Path) -> Iterator[ItemOutcome]:
     """The ``local`` engine: every item in this process, one after another, with one warm reconstructor."""
-    runner = ItemRunner(options)
+    runner = ItemRunner(options, warm=True)
     for item in items:
         yield runner.run(item, out_root)
