@@ -1,7 +1,8 @@
 """What a batch remembers: one ``item.json`` per item (what resuming reads) and the summary table.
 
 An item is *done* when its folder holds ``item.json`` with status ``ok``, the same job fingerprint (the
-reconstruction settings; other settings mean other results) and its ``result.npz``. ``item.json`` is written
+reconstruction settings; other settings mean other results) and every result file it lists (``result.npz``,
+or ``face_N/result.npz`` with ``--all-faces``). ``item.json`` is written
 last and atomically, after the result file and its exports, so a run killed half-way leaves the item not
 done. Failed items are recorded too (code, message, fix) and are tried again by the next run.
 
@@ -27,7 +28,7 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
 #: Pipeline stages first, in their order, then the batch's own export step.
 STAGE_ORDER = ("load", "detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode", "write", "export")
-BASE_COLUMNS = ("id", "image", "status", "error_code", "error_message", "output", "seconds_total")
+BASE_COLUMNS = ("id", "image", "status", "error_code", "error_message", "output", "results", "seconds_total")
 TAIL_COLUMNS = ("worker", "finished_at")
 
 
@@ -47,6 +48,8 @@ class ItemOutcome:
     worker: str = ""
     finished_at: str = ""
     fingerprint: str = ""
+    #: Result files relative to ``output`` (one per face with ``--all-faces``).
+    results: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"format": ITEM_FORMAT} | asdict(self), ensure_ascii=False, indent=1)
@@ -61,6 +64,7 @@ class ItemOutcome:
 
     def table_row(self, stages: tuple[str, ...]) -> dict[str, Any]:
         row: dict[str, Any] = {name: getattr(self, name) for name in BASE_COLUMNS}
+        row["results"] = ";".join(self.results)
         row["seconds_total"] = round(self.seconds_total, 4)
         for stage in stages:
             row[f"seconds_{stage}"] = round(self.seconds[stage], 4) if stage in self.seconds else None
@@ -87,7 +91,9 @@ def read_done(folder: Path, fingerprint: str) -> ItemOutcome | None:
         outcome = ItemOutcome.from_json((folder / ITEM_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):  # absent, half-written by another tool, or another format
         return None
-    if outcome.status != "ok" or outcome.fingerprint != fingerprint or not (folder / RESULT_FILE).is_file():
+    if outcome.status != "ok" or outcome.fingerprint != fingerprint:
+        return None
+    if not outcome.results or not all((folder / name).is_file() for name in outcome.results):
         return None
     return outcome
 

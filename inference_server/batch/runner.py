@@ -38,6 +38,7 @@ class JobOptions:
     """Everything an engine needs to reconstruct any item: picklable, so Ray can ship it to its actors.
 
     ``request`` is the reconstruction request with an empty image and output; each item fills those in.
+    ``all_faces``: one result per detected face, in ``<item>/face_N/`` (N as ``ofer-worker faces`` lists them).
     """
 
     request: ReconstructArgs
@@ -55,11 +56,12 @@ class JobOptions:
         request = dataclasses.asdict(self.request)
         request.pop("image"), request.pop("output")
         settings = {"request": request, "millimetres": self.millimetres, "contact_sheet": self.contact_sheet,
-                    "backend": self.backend, "precision": self.precision}  # fmt: skip
+                    "backend": self.backend, "precision": self.precision, "all_faces": self.all_faces}  # fmt: skip
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def item_request(self, item: BatchItem, folder: Path) -> ReconstructArgs:
-        return dataclasses.replace(self.request, image=item.image, output=str(folder / RESULT_FILE))
+    def item_request(self, item: BatchItem, folder: Path, face: int | None = None) -> ReconstructArgs:
+        face = self.request.face if face is None else face
+        return dataclasses.replace(self.request, image=item.image, output=str(folder / RESULT_FILE), face=face)
 
 
 def split_done(items: list[BatchItem], out_root: Path, fingerprint: str) -> tuple[list[BatchItem], list[ItemOutcome]]:
@@ -113,7 +115,7 @@ class ItemRunner:
         try:
             if self.broken is not None:
                 raise self.broken
-            outcome.seconds = self._reconstruct(item, folder)
+            outcome.seconds, outcome.results = self._reconstruct(item, folder)
         except WorkerError as exc:
             outcome.status, outcome.error_code = "failed", exc.code
             outcome.error_message, outcome.fix = exc.message, exc.fix
@@ -126,11 +128,27 @@ class ItemRunner:
         write_item_record(outcome)
         return outcome
 
-    def _reconstruct(self, item: BatchItem, folder: Path) -> dict[str, float]:
+    def _reconstruct(self, item: BatchItem, folder: Path) -> tuple[dict[str, float], list[str]]:
+        """The item's stage times (summed over its faces) and its result files, relative to ``folder``."""
+        if not self.options.all_faces:
+            return self._reconstruct_face(item, folder, None), [RESULT_FILE]
+        from ..preprocess.image import load_image
+
+        box = self.options.request.box
+        faces = self.reconstructor.detector().detect_all(load_image(item.image), box=box)
+        seconds: dict[str, float] = {}
+        results = []
+        for face in faces:
+            part = self._reconstruct_face(item, folder / f"face_{face.index}", face.index)
+            seconds = {stage: seconds.get(stage, 0.0) + part.get(stage, 0.0) for stage in seconds | part}
+            results.append(f"face_{face.index}/{RESULT_FILE}")
+        return seconds, results
+
+    def _reconstruct_face(self, item: BatchItem, folder: Path, face: int | None) -> dict[str, float]:
         from ..mesh_export import export_hypotheses
 
         folder.mkdir(parents=True, exist_ok=True)
-        request = self.options.item_request(item, folder)
+        request = self.options.item_request(item, folder, face)
         output = self.reconstructor.run(request, _no_progress, lambda: False)
         start = time.perf_counter()
         export_hypotheses(output.result, folder, millimetres=self.options.millimetres)

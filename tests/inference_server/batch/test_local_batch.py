@@ -51,7 +51,7 @@ def test_local_batch_results_summary_and_resume(
     shapes = []
     for item_id in good:
         row = summary[item_id]
-        assert row["status"] == "ok" and row["error_code"] == ""
+        assert row["status"] == "ok" and row["error_code"] == "" and row["results"] == "result.npz"
         assert float(row["seconds_total"]) >= float(row["seconds_sample_shapes"]) > 0
         result = read_result(out / item_id / "result.npz")
         photo = Path(row["image"])
