@@ -2,13 +2,22 @@
 
 Standard library only: the add-on and the worker import this same module. One UTF-8 JSON object per
 line; requests are ``{"id", "op", "args"}``, events are ``{"id", "event", ...}``.
+
+Everything a line can make the reader do is bounded while it is parsed: the line's length, the nesting
+depth, the number of values, the length of every string and number literal. A line outside the bounds
+is a :class:`ProtocolError`, never a ``RecursionError`` or ``ValueError`` from deep inside ``json``.
+``reconstruct`` arguments are checked by one table (:data:`RECONSTRUCT_ARGS`) before any work starts.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Final
 
 PROTOCOL_VERSION: Final = 1
@@ -32,6 +41,7 @@ ERROR_CODES: Final = (
     "missing_asset",
     "bad_checkpoint",
     "out_of_memory",
+    "io_error",
     "busy",
     "internal",
 )
@@ -40,6 +50,24 @@ DEVICES: Final = ("auto", "cuda", "cpu")
 
 #: A line longer than this is refused before JSON parsing (a megabyte is far beyond any real request).
 MAX_LINE_BYTES: Final = 1 << 20
+#: Deepest nesting of objects / arrays in one line (real messages use 4).
+MAX_DEPTH: Final = 32
+#: Most values (objects, arrays, strings, numbers, ...) in one line.
+MAX_VALUES: Final = 100_000
+#: Longest string (also object keys), in characters; longer than any path an OS accepts.
+MAX_STRING_CHARS: Final = 65_536
+#: Longest request id, in characters.
+MAX_ID_CHARS: Final = 256
+#: Longest number literal, in characters (a float64 needs 24; Python refuses ints over 4300 digits).
+MAX_NUMBER_CHARS: Final = 64
+#: Longest path argument, in bytes of UTF-8 (Linux PATH_MAX).
+MAX_PATH_BYTES: Final = 4096
+#: Longest file or folder name, in bytes (NAME_MAX of ext4, APFS, NTFS).
+MAX_NAME_BYTES: Final = 255
+#: Bytes a temporary name adds to the final name of a file the worker writes (see atomic_io).
+TEMP_NAME_OVERHEAD: Final = 16
+#: Where the worker never reads a photo nor writes a file: kernel file systems (it may run as root).
+SPECIAL_FOLDERS: Final = ("/proc", "/sys", "/dev")
 
 
 class ProtocolError(ValueError):
@@ -86,6 +114,94 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+def encode_line(message: dict[str, Any]) -> bytes:
+    """``encode`` as UTF-8 bytes with the newline; never fails on a string it was given.
+
+    A lone surrogate (which a request can carry as ``"\\ud800"``) cannot be UTF-8: such a message is
+    written with JSON ``\\u`` escapes instead, which every JSON reader accepts.
+    """
+    text = encode(message)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(message, ensure_ascii=True, allow_nan=False, separators=(",", ":")) + "\n").encode()
+
+
+# --------------------------------------------------------------------------------------------------
+# Bounded parsing
+
+
+class _NonFinite:
+    """Stands for a NaN / Infinity literal until the request id is known (the error then names it)."""
+
+
+_NON_FINITE = _NonFinite()
+
+
+def _number_literal(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise ProtocolError(f"a number literal of {len(text)} characters is longer than {MAX_NUMBER_CHARS}")
+        return convert(text)
+
+    return parse
+
+
+def _bounded_loads(text: str) -> Any:
+    try:
+        return json.loads(
+            text,
+            parse_int=_number_literal(int),
+            parse_float=_number_literal(float),
+            parse_constant=lambda _name: _NON_FINITE,
+        )
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise ProtocolError(f"not valid JSON (nested deeper than {MAX_DEPTH} levels)") from None
+    except ValueError as exc:  # JSONDecodeError, and anything a literal converter raises
+        raise ProtocolError(f"not valid JSON ({exc})") from None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_string(text: str, where: str) -> None:
+    if len(text) > MAX_STRING_CHARS:
+        raise ProtocolError(f"{where}: a string of {len(text)} characters is longer than {MAX_STRING_CHARS}")
+    if _has_surrogate(text):
+        raise ProtocolError(f"{where}: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")
+
+
+def _check_tree(root: Any, where: str) -> None:
+    """Walk a parsed value without recursion: depth, count, string sizes, NaN/Infinity."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ProtocolError(f"{where} holds more than {MAX_VALUES} values")
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ProtocolError(f"{where} is nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                for key in value:
+                    _check_string(key, where)
+                stack.extend((item, depth + 1) for item in value.values())
+            else:
+                stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            _check_string(value, where)
+        elif value is _NON_FINITE or (isinstance(value, float) and not math.isfinite(value)):
+            raise ProtocolError(f"{where}: NaN and Infinity are not JSON numbers; send finite values")
+
+
 def _parse_object(line: str | bytes) -> dict[str, Any]:
     if isinstance(line, bytes):
         if len(line) > MAX_LINE_BYTES:
@@ -99,135 +215,53 @@ def _parse_object(line: str | bytes) -> dict[str, Any]:
     text = line.strip()
     if not text:
         raise ProtocolError("empty line")
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(f"not valid JSON ({exc})") from None
+    obj = _bounded_loads(text)
     if not isinstance(obj, dict):
         raise ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
-def _has_non_finite(value: Any) -> bool:
-    """NaN / Infinity parse (Python's json accepts them) but are not JSON: refuse them with the request id."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(v) for v in value)
-    return False
+def _request_id(obj: dict[str, Any]) -> str:
+    raw = obj.get("id")
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_ID_CHARS or _has_surrogate(raw):
+        raise ProtocolError(f"'id' must be a non-empty string of at most {MAX_ID_CHARS} characters of valid Unicode")
+    return raw
 
 
 def parse_request(line: str | bytes) -> Request:
     """Parse one request line; raise ProtocolError (with the id when one could be read)."""
     obj = _parse_object(line)
-    raw_id = obj.get("id")
-    request_id = raw_id if isinstance(raw_id, str) and raw_id else None
-    if request_id is None:
-        raise ProtocolError("'id' must be a non-empty string")
+    request_id = _request_id(obj)
+    try:
+        _check_tree(obj, "the request")
+    except ProtocolError as exc:
+        raise _with_id(exc, request_id) from None
     op = obj.get("op")
     if op not in OPS:
-        raise ProtocolError(f"unknown op {op!r}; known ops: {', '.join(OPS)}", request_id)
+        shown = op if not isinstance(op, str) else op[:64]
+        raise ProtocolError(f"unknown op {shown!r}; known ops: {', '.join(OPS)}", request_id)
     args = obj.get("args", {})
     if not isinstance(args, dict):
         raise ProtocolError("'args' must be a JSON object", request_id)
-    if _has_non_finite(args):
-        raise ProtocolError("NaN and Infinity are not JSON numbers; send finite values", request_id)
     return Request(request_id, str(op), args)
+
+
+def _with_id(exc: ProtocolError, request_id: str) -> ProtocolError:
+    return ProtocolError(str(exc), request_id, exc.code)
 
 
 def parse_event(line: str | bytes) -> dict[str, Any]:
     """Parse one event line from the worker; raise ProtocolError for anything else (garbage on stdout)."""
-    obj = _parse_object(line)
-    if obj.get("event") not in EVENTS:
-        raise ProtocolError(f"unknown event {obj.get('event')!r}", code="internal")
-    if not isinstance(obj.get("id"), str):
-        raise ProtocolError("event without a string 'id'", code="internal")
-    if _has_non_finite(obj):
-        raise ProtocolError("event with NaN or Infinity", code="internal")
+    try:
+        obj = _parse_object(line)
+        if obj.get("event") not in EVENTS:
+            raise ProtocolError(f"unknown event {str(obj.get('event'))[:64]!r}")
+        if not isinstance(obj.get("id"), str):
+            raise ProtocolError("event without a string 'id'")
+        _check_tree(obj, "the event")
+    except ProtocolError as exc:
+        raise ProtocolError(str(exc), code="internal") from None
     return obj
-
-
-def _number(args: dict[str, Any], key: str, request_id: str) -> float:
-    value = args[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ProtocolError(f"'{key}' must be a finite number", request_id)
-    return float(value)
-
-
-def _integer(args: dict[str, Any], key: str, default: int, lo: int, hi: int, request_id: str) -> int:
-    value = args.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ProtocolError(f"'{key}' must be an integer from {lo} to {hi}, got {value!r}", request_id)
-    return value
-
-
-def _choice(args: dict[str, Any], key: str, default: str, allowed: tuple[str, ...], request_id: str) -> str:
-    value = args.get(key, default)
-    if value not in allowed:
-        raise ProtocolError(f"'{key}' must be one of {', '.join(allowed)}, got {value!r}", request_id)
-    return str(value)
-
-
-def parse_reconstruct_args(request: Request) -> ReconstructArgs:
-    """Validate the arguments of a ``reconstruct`` request; the message says which argument is wrong."""
-    args, rid = request.args, request.id
-    for key in ("image", "output"):
-        if not isinstance(args.get(key), str) or not args[key]:
-            raise ProtocolError(f"'{key}' must be a non-empty path string", rid)
-    box = None
-    if args.get("box") is not None:
-        raw = args["box"]
-        if not isinstance(raw, list) or len(raw) != 4:
-            raise ProtocolError("'box' must be [x0, y0, x1, y1] in pixels", rid)
-        values = tuple(_number({"box": v}, "box", rid) for v in raw)
-        if not (values[2] > values[0] and values[3] > values[1]):
-            raise ProtocolError("'box' must have x1 > x0 and y1 > y0", rid)
-        box = (values[0], values[1], values[2], values[3])
-    points = None
-    if args.get("points") is not None:
-        raw = args["points"]
-        if (
-            not isinstance(raw, list)
-            or len(raw) != 5
-            or not all(isinstance(p, list) and len(p) == 2 for p in raw)
-        ):
-            raise ProtocolError(
-                "'points' must be five [x, y] pixel pairs: left eye, right eye, nose tip, left and right mouth corner",
-                rid,
-            )
-        points = tuple((_number({"p": p[0]}, "p", rid), _number({"p": p[1]}, "p", rid)) for p in raw)
-    steps = None
-    if args.get("steps") is not None:
-        steps = _integer(args, "steps", 0, 1, 1000, rid)
-    jaw_scale = 0.5 if args.get("jaw_scale") is None else _number(args, "jaw_scale", rid)
-    if not 0.0 <= jaw_scale <= 2.0:
-        raise ProtocolError("'jaw_scale' must be between 0 and 2", rid)
-    known = {
-        "image", "output", "box", "points", "n_shapes", "n_expressions", "top_k",
-        "sampler", "steps", "seed", "jaw_scale", "device",
-    }  # fmt: skip
-    n_shapes = _integer(args, "n_shapes", 100, 1, 10000, rid)
-    top_k = _integer(args, "top_k", 10, 1, 10000, rid)
-    if top_k > n_shapes:
-        raise ProtocolError(f"'top_k' ({top_k}) cannot exceed 'n_shapes' ({n_shapes})", rid)
-    return ReconstructArgs(
-        image=args["image"],
-        output=args["output"],
-        box=box,
-        points=points,
-        face=None if args.get("face") is None else _integer(args, "face", 0, 0, 1000, rid),
-        n_shapes=n_shapes,
-        n_expressions=_integer(args, "n_expressions", 100, 1, 10000, rid),
-        top_k=top_k,
-        sampler=_choice(args, "sampler", "ddpm", SAMPLERS, rid),
-        steps=steps,
-        seed=_integer(args, "seed", 0, 0, 2**63 - 1, rid),
-        jaw_scale=jaw_scale,
-        device=_choice(args, "device", "auto", DEVICES, rid),
-        extra={k: v for k, v in args.items() if k not in known},
-    )
 
 
 def error_event(request_id: str, code: str, message: str, fix: str) -> dict[str, Any]:
@@ -247,3 +281,198 @@ def progress_event(request_id: str, stage: str, done: int, total: int, message: 
         "total": total,
         "message": message,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# reconstruct arguments: one table, one checker per kind of value
+
+
+class ArgumentError(ValueError):
+    """One bad argument: what is wrong with it; the caller adds the request id."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _finite_number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ArgumentError(f"'{name}' must be a finite number, got {_shown(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ArgumentError(f"'{name}' is too large, got {_shown(value)}") from None
+
+
+def integer(lo: int, hi: int) -> Callable[[Any, str], int]:
+    def check(value: Any, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ArgumentError(f"'{name}' must be an integer from {lo} to {hi}, got {_shown(value)}")
+        return value
+
+    return check
+
+
+def number(lo: float, hi: float) -> Callable[[Any, str], float]:
+    def check(value: Any, name: str) -> float:
+        result = _finite_number(value, name)
+        if not lo <= result <= hi:
+            raise ArgumentError(f"'{name}' must be a number from {lo:g} to {hi:g}, got {_shown(value)}")
+        return result
+
+    return check
+
+
+def choice(allowed: Callable[[], Iterable[str]]) -> Callable[[Any, str], str]:
+    """One of the names ``allowed()`` returns: the enum's own definition, read when a request comes."""
+
+    def check(value: Any, name: str) -> str:
+        names = tuple(allowed())
+        if not isinstance(value, str) or value not in names:
+            raise ArgumentError(f"'{name}' must be one of {', '.join(names)}, got {_shown(value)}")
+        return value
+
+    return check
+
+
+def _box(value: Any, name: str) -> tuple[float, float, float, float]:
+    if not isinstance(value, list) or len(value) != 4:
+        raise ArgumentError(f"'{name}' must be [x0, y0, x1, y1] in pixels, got {_shown(value)}")
+    x0, y0, x1, y1 = (_finite_number(v, name) for v in value)
+    if not (x1 > x0 and y1 > y0):
+        raise ArgumentError(f"'{name}' must have x1 > x0 and y1 > y0")
+    return (x0, y0, x1, y1)
+
+
+def _points(value: Any, name: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list) or len(value) != 5 or not all(isinstance(p, list) and len(p) == 2 for p in value):
+        raise ArgumentError(
+            f"'{name}' must be five [x, y] pixel pairs: left eye, right eye, nose tip, left and right mouth corner"
+        )
+    return tuple((_finite_number(p[0], name), _finite_number(p[1], name)) for p in value)
+
+
+def _plain_path(value: Any, name: str) -> str:
+    """A path string the OS can take: no NUL byte, within PATH_MAX / NAME_MAX, not on a kernel file system."""
+    if not isinstance(value, str) or not value:
+        raise ArgumentError(f"'{name}' must be a non-empty path string")
+    if "\x00" in value:
+        raise ArgumentError(f"'{name}' holds a NUL byte, which no file name can contain")
+    if len(value.encode("utf-8")) > MAX_PATH_BYTES:
+        raise ArgumentError(f"'{name}' is longer than {MAX_PATH_BYTES} bytes")
+    for part in PurePath(value).parts:
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ArgumentError(f"'{name}': the name {_shown(part)} is longer than {MAX_NAME_BYTES} bytes")
+    if sys.platform != "win32":
+        real = os.path.realpath(os.path.expanduser(value))
+        if any(real == top or real.startswith(top + "/") for top in SPECIAL_FOLDERS):
+            raise ArgumentError(f"'{name}' is on a kernel file system ({real}); use a normal file")
+    return value
+
+
+def _image_path(value: Any, name: str) -> str:
+    return _plain_path(value, name)
+
+
+def _output_path(value: Any, name: str) -> str:
+    """The result file: a ``.npz`` whose temporary name still fits, in a folder that exists or can be made."""
+    path = _plain_path(value, name)
+    target = PurePath(os.path.expanduser(path))
+    if target.suffix != ".npz":
+        raise ArgumentError(f"'{name}' must be a file name ending in .npz, got {_shown(path)}")
+    if len(target.name.encode("utf-8")) > MAX_NAME_BYTES - TEMP_NAME_OVERHEAD:
+        raise ArgumentError(
+            f"'{name}': the file name is longer than {MAX_NAME_BYTES - TEMP_NAME_OVERHEAD} bytes "
+            "(room is kept for the temporary name it is written under)"
+        )
+    if os.path.isdir(target):
+        raise ArgumentError(f"'{name}' is a folder; give a file name ending in .npz")
+    folder = os.path.abspath(target.parent)
+    while not os.path.exists(folder):  # the nearest existing folder decides whether the rest can be made
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ArgumentError(f"'{name}': the folder {folder} is not a folder you can write to")
+    return path
+
+
+def _expression_orders() -> tuple[str, ...]:
+    from typing import get_args
+
+    from .hypotheses import ExpressionOrder
+
+    return get_args(ExpressionOrder)
+
+
+def _preset_names() -> tuple[str, ...]:
+    from .presets import PRESETS
+
+    return tuple(sorted(PRESETS))
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One ``reconstruct`` argument: its checker (value, name → converted value), default, where it goes.
+
+    ``extra`` arguments land in ``ReconstructArgs.extra`` (the pipeline reads them from there); the
+    others are ``ReconstructArgs`` fields. ``required`` arguments have no default.
+    """
+
+    check: Callable[[Any, str], Any]
+    default: Any = None
+    required: bool = False
+    extra: bool = False
+
+
+#: Every argument a ``reconstruct`` request may carry. Add a field here (and to ReconstructArgs, or with
+#: ``extra=True``) and it is validated, defaulted and documented by the error messages.
+RECONSTRUCT_ARGS: dict[str, ArgSpec] = {
+    "image": ArgSpec(_image_path, required=True),
+    "output": ArgSpec(_output_path, required=True),
+    "box": ArgSpec(_box),
+    "points": ArgSpec(_points),
+    "face": ArgSpec(integer(0, 1000)),
+    "n_shapes": ArgSpec(integer(1, 10_000), 100),
+    "n_expressions": ArgSpec(integer(1, 10_000), 100),
+    "top_k": ArgSpec(integer(1, 10_000), 10),
+    "sampler": ArgSpec(choice(lambda: SAMPLERS), "ddpm"),
+    "steps": ArgSpec(integer(1, 1000)),
+    "seed": ArgSpec(integer(0, 2**63 - 1), 0),
+    "jaw_scale": ArgSpec(number(0.0, 2.0), 0.5),
+    "device": ArgSpec(choice(lambda: DEVICES), "auto"),
+    "eta": ArgSpec(number(0.0, 1.0), extra=True),
+    "expression_order": ArgSpec(choice(_expression_orders), extra=True),
+    "preset": ArgSpec(choice(_preset_names), extra=True),
+}
+
+
+def _cross_checks(values: dict[str, Any]) -> None:
+    if values["top_k"] > values["n_shapes"]:
+        raise ArgumentError(f"'top_k' ({values['top_k']}) cannot exceed 'n_shapes' ({values['n_shapes']})")
+
+
+def parse_reconstruct_args(request: Request) -> ReconstructArgs:
+    """Validate every argument of a ``reconstruct`` request; the message says which one is wrong and how."""
+    args = request.args
+    try:
+        unknown = sorted(set(args) - set(RECONSTRUCT_ARGS))
+        if unknown:
+            raise ArgumentError(
+                f"unknown argument {_shown(unknown[0])}; a reconstruct request takes {', '.join(RECONSTRUCT_ARGS)}"
+            )
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for name, spec in RECONSTRUCT_ARGS.items():
+            raw = args.get(name)
+            if raw is None and spec.required:
+                raise ArgumentError(f"'{name}' must be a non-empty path string")
+            value = spec.default if raw is None else spec.check(raw, name)
+            if spec.extra:
+                if value is not None:
+                    extra[name] = value
+            else:
+                values[name] = value
+        _cross_checks(values)
+    except ArgumentError as exc:
+        raise ProtocolError(str(exc), request.id) from None
+    return ReconstructArgs(**values, extra=extra)

@@ -24,6 +24,7 @@ from . import protocol
 from .errors import CancelledError, WorkerError
 from .protocol import ProtocolError, ReconstructArgs, Request
 
+REPORT_FIX = "This is a bug: please report it with the worker log."
 BAD_REQUEST_FIX = 'Send one JSON object per line: {"id": "...", "op": "hello|reconstruct|cancel|shutdown", "args": {}}'
 #: How long ``shutdown`` / EOF waits for a cancelled job before exiting anyway.
 SHUTDOWN_GRACE_S = 5.0
@@ -50,7 +51,15 @@ class EventWriter:
         self._lock = threading.Lock()
 
     def send(self, event: dict[str, Any]) -> None:
-        line = (protocol.encode(event) + "\n").encode("utf-8")
+        try:
+            line = protocol.encode_line(event)
+        except (ValueError, TypeError) as exc:  # NaN or a non-JSON value in an event: a bug, still answered
+            traceback.print_exc(file=sys.stderr)
+            line = protocol.encode_line(
+                protocol.error_event(
+                    str(event.get("id", "")), "internal", f"the worker built an invalid event ({exc})", REPORT_FIX
+                )
+            )
         with self._lock:
             try:
                 self._stream.write(line)
@@ -76,19 +85,30 @@ class Server:
 
     # -- request handling (main thread) -------------------------------------------------------------
     def handle_line(self, line: bytes) -> bool:
-        """Handle one request line. Returns False when the server should stop."""
+        """Handle one request line. Returns False when the server should stop.
+
+        The error boundary of the server: nothing one line holds can end the process, and a line that
+        reaches a bug still gets its answer (``internal``, with the traceback on stderr).
+        """
+        request_id = ""
         try:
             request = protocol.parse_request(line)
+            request_id = request.id
+            return self._dispatch(request)
         except ProtocolError as exc:
+            self._events.send(protocol.error_event(exc.request_id or "", "bad_request", str(exc), BAD_REQUEST_FIX))
+        except MemoryError:
             self._events.send(
-                protocol.error_event(
-                    exc.request_id or "",
-                    "bad_request",
-                    str(exc),
-                    BAD_REQUEST_FIX,
-                )
+                protocol.error_event(request_id, "out_of_memory", "the worker ran out of memory", "Close other programs.")
             )
-            return True
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            self._events.send(
+                protocol.error_event(request_id, "internal", f"unexpected {type(exc).__name__}", REPORT_FIX)
+            )
+        return True
+
+    def _dispatch(self, request: Request) -> bool:
         if request.op == "hello":
             self._send_hello(request)
         elif request.op == "reconstruct":
@@ -111,7 +131,9 @@ class Server:
         try:
             args = protocol.parse_reconstruct_args(request)
         except ProtocolError as exc:
-            self._events.send(protocol.error_event(request.id, "bad_request", str(exc), "Correct the argument."))
+            self._events.send(
+                protocol.error_event(request.id, "bad_request", str(exc), "Correct that argument and send the request again.")
+            )
             return
         with self._lock:
             if self._job is not None:
@@ -127,7 +149,12 @@ class Server:
             job = _Job(request.id)
             job.thread = threading.Thread(target=self._run_job, args=(job, args), name=f"job-{request.id}", daemon=True)
             self._job = job
-        job.thread.start()
+        try:
+            job.thread.start()
+        except RuntimeError:  # no thread could be started: release the job so the worker is not busy forever
+            with self._lock:
+                self._job = None
+            raise
 
     def _cancel(self, request: Request) -> None:
         target = request.args.get("job")
@@ -136,7 +163,7 @@ class Server:
         if job is None or (target is not None and target != job.request_id):
             self._events.send(
                 protocol.error_event(
-                    request.id, "bad_request", f"no running job with id {target!r}", "Nothing to cancel."
+                    request.id, "bad_request", f"no running job with id {repr(target)[:80]}", "Nothing to cancel."
                 )
             )
             return
@@ -170,12 +197,7 @@ class Server:
             )
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            final = protocol.error_event(
-                job.request_id,
-                "internal",
-                f"unexpected {type(exc).__name__}: {exc}",
-                "This is a bug: please report it with the worker log.",
-            )
+            final = protocol.error_event(job.request_id, "internal", f"unexpected {type(exc).__name__}: {exc}", REPORT_FIX)
         finally:
             with self._lock:
                 if self._job is job:
