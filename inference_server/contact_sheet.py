@@ -7,8 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic_io import atomic_write_bytes
 from .pipeline import ReconstructionOutput
-from .render import Camera, grid, render_mesh, write_png
+from .render import Camera, RenderError, grid, render_mesh
 
 TILE = 256
 #: Expressions shown on the sheet (the file holds all of them).
@@ -99,6 +100,7 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (60, 40, 0), 1, cv2.LINE_AA)  # fmt: skip
         sheet = np.concatenate([banner, sheet], axis=0)
     sheet = _with_warnings(sheet, res.meta.get("warnings") or [])
-    target = Path(path)
-    write_png(target, sheet)
-    return target
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RenderError(f"OpenCV could not encode the contact sheet ({sheet.shape})")
+    return atomic_write_bytes(path, png.tobytes())

@@ -51,5 +51,14 @@ class OutOfMemoryError(WorkerError):
     code = "out_of_memory"
 
 
+class IOFailedError(WorkerError):
+    """Reading or writing a file failed in the operating system (full disk, permissions, read-only).
+
+    The message names the path, the OS's reason and the free space there (see ``atomic_io.io_failure``).
+    """
+
+    code = "io_error"
+
+
 class CancelledError(Exception):
     """Raised inside a stage when the user cancelled the job (not an error: the job ends ``cancelled``)."""

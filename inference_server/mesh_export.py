@@ -1,14 +1,18 @@
-"""Per-hypothesis files for other tools: binary PLY meshes and ``params.json`` in FLAME conventions."""
+"""Per-hypothesis files for other tools: binary PLY meshes and ``params.json`` in FLAME conventions.
+
+Each file is written atomically (``atomic_io``): a full disk or a killed run never leaves half a mesh.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from .atomic_io import atomic_write, atomic_write_text
 from .result import ReconstructionResult
 
 
@@ -25,13 +29,13 @@ def write_ply(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndar
     face_rows = np.zeros(len(tris), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
     face_rows["n"] = 3
     face_rows["idx"] = tris
-    tmp = target.with_name(f".{target.name}.part")
-    with open(tmp, "wb") as handle:
+
+    def write(handle: BinaryIO) -> None:
         handle.write(header.encode("ascii"))
         handle.write(verts.tobytes())
         handle.write(face_rows.tobytes())
-    os.replace(tmp, target)
-    return target
+
+    return atomic_write(target, write)
 
 
 def flame_params(result: ReconstructionResult) -> dict[str, Any]:
@@ -74,7 +78,6 @@ def export_hypotheses(
 ) -> list[Path]:
     """Write ``identity_01.ply`` …, ``expression_001.ply`` … and ``params.json`` into ``out_dir``."""
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     scale = 1000.0 if millimetres else 1.0
     written = [
         write_ply(folder / f"identity_{k + 1:02d}.ply", verts, result.faces, scale)
@@ -84,7 +87,5 @@ def export_hypotheses(
         write_ply(folder / f"expression_{m + 1:03d}.ply", verts, result.faces, scale)
         for m, verts in enumerate(result.expression_vertices)
     ]
-    params = folder / "params.json"
-    params.write_text(json.dumps(flame_params(result), indent=1), encoding="utf-8")
-    written.append(params)
+    written.append(atomic_write_text(folder / "params.json", json.dumps(flame_params(result), indent=1)))
     return written

@@ -64,8 +64,9 @@ MAX_NUMBER_CHARS: Final = 64
 MAX_PATH_BYTES: Final = 4096
 #: Longest file or folder name, in bytes (NAME_MAX of ext4, APFS, NTFS).
 MAX_NAME_BYTES: Final = 255
-#: Bytes a temporary name adds to the final name of a file the worker writes (see atomic_io).
-TEMP_NAME_OVERHEAD: Final = 16
+#: Bytes a temporary name adds to the final name of a file the worker writes (``.NAME.PID.HEX8.part``,
+#: see atomic_io), rounded up.
+TEMP_NAME_OVERHEAD: Final = 24
 #: Where the worker never reads a photo nor writes a file: kernel file systems (it may run as root).
 SPECIAL_FOLDERS: Final = ("/proc", "/sys", "/dev")
 

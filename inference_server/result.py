@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic_io import atomic_write
 
 FORMAT = "ofer-result/1"
 
@@ -170,7 +171,6 @@ def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> 
     target = Path(path)
     if target.suffix != ".npz":
         raise ResultFileError("", "a result file name must end in .npz", target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, np.ndarray] = {
         "format": np.array(result.format),
         "meta_json": np.array(json.dumps(result.meta, sort_keys=True, allow_nan=False)),
@@ -179,16 +179,7 @@ def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> 
         value = getattr(result, key)
         if value is not None:
             payload[key] = np.ascontiguousarray(value)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda handle: np.savez(handle, **payload))
     return target
 
 

@@ -25,6 +25,8 @@ from .errors import CancelledError, WorkerError
 from .protocol import ProtocolError, ReconstructArgs, Request
 
 REPORT_FIX = "This is a bug: please report it with the worker log."
+BAD_ARGUMENT_FIX = "Correct that argument and send the request again."
+CLOSE_PROGRAMS_FIX = "Close other programs, or lower the numbers of samples."
 BAD_REQUEST_FIX = 'Send one JSON object per line: {"id": "...", "op": "hello|reconstruct|cancel|shutdown", "args": {}}'
 #: How long ``shutdown`` / EOF waits for a cancelled job before exiting anyway.
 SHUTDOWN_GRACE_S = 5.0
@@ -99,7 +101,7 @@ class Server:
             self._events.send(protocol.error_event(exc.request_id or "", "bad_request", str(exc), BAD_REQUEST_FIX))
         except MemoryError:
             self._events.send(
-                protocol.error_event(request_id, "out_of_memory", "the worker ran out of memory", "Close other programs.")
+                protocol.error_event(request_id, "out_of_memory", "the worker ran out of memory", CLOSE_PROGRAMS_FIX)
             )
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
@@ -132,7 +134,7 @@ class Server:
             args = protocol.parse_reconstruct_args(request)
         except ProtocolError as exc:
             self._events.send(
-                protocol.error_event(request.id, "bad_request", str(exc), "Correct that argument and send the request again.")
+                protocol.error_event(request.id, "bad_request", str(exc), BAD_ARGUMENT_FIX)
             )
             return
         with self._lock:
@@ -197,7 +199,8 @@ class Server:
             )
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            final = protocol.error_event(job.request_id, "internal", f"unexpected {type(exc).__name__}: {exc}", REPORT_FIX)
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            final = protocol.error_event(job.request_id, "internal", message, REPORT_FIX)
         finally:
             with self._lock:
                 if self._job is job:

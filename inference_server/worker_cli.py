@@ -199,10 +199,14 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int
 def _reconstruct_one(
     reconstructor: Any, args: argparse.Namespace, photo: Path, out_dir: Path, face: int | None = None
 ) -> None:
+    from .atomic_io import io_failure
     from .faces_cli import face_lines
     from .mesh_export import export_hypotheses
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_failure(exc, out_dir, "create the output folder") from None
     output = reconstructor.run(_job_request(args, photo, out_dir, face), _ProgressBar(), lambda: False)
     result = output.result
     export_hypotheses(result, out_dir, millimetres=args.millimetres)
@@ -228,6 +232,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         _reconstruct_one(reconstructor, args, args.photo, args.output)
     except WorkerError as exc:
         print(f"\nerror ({exc.code}): {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an I/O failure outside the atomic writers (a library's own file access)
+        fix = f"check the disk space and permissions of {args.output}"
+        print(f"\nerror (io_error): {exc}\n  fix: {fix}", file=sys.stderr)
         return 1
     except (CancelledError, KeyboardInterrupt):
         print("\ncancelled", file=sys.stderr)

@@ -8,9 +8,7 @@ Pickles only ever go through :mod:`.restricted_pickle` (numpy's ``allow_pickle``
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic_io import atomic_write
 from ..errors import BadModelFileError, MissingAssetError
 from .model_data import FLAME_SHAPE_COMPONENTS, FlameModelData
 from .restricted_pickle import InertObject, restricted_load
@@ -570,15 +569,7 @@ def flame_file_fields(data: FlameModelData) -> dict[str, Any]:
 
 
 def _write_atomically(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write)
 
 
 def save_flame_pkl(data: FlameModelData, path: str | Path) -> Path:
