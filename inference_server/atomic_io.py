@@ -149,7 +149,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    return atomic_write(path, lambda handle: handle.write(data) and None)
+    def write(handle: BinaryIO) -> None:
+        handle.write(data)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
