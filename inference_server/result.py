@@ -183,16 +183,102 @@ def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> 
     return target
 
 
+#: The reader's limits: a result of 10,000 expressions on a 5,023-vertex head is about 0.6 GB.
+MAX_MEMBER_BYTES = 1 << 30
+MAX_TOTAL_BYTES = 2 << 30
+MAX_META_JSON_CHARS = 1 << 22
+MAX_META_DEPTH = 64
+_MAX_MEMBERS = 64
+
+
+def _expected_dtype(key: str) -> tuple[str, int]:
+    """(dtype kind, largest item size) a member may declare, from the key table above."""
+    if key in ("format", "meta_json"):
+        return "U", 4 * MAX_META_JSON_CHARS
+    return ("i", 4) if key in _INT_KEYS else ("f", 4)
+
+
+def _check_header(key: str, info: zipfile.ZipInfo, archive: zipfile.ZipFile) -> None:
+    """Dtype, shape and size of one member from its .npy header, before its data is decompressed."""
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ResultFileError(key, f"has an unknown .npy version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read_header(member)  # numpy caps headers at 10,000 bytes
+        header_bytes = member.tell()
+    kind, max_itemsize = _expected_dtype(key)
+    _expect(
+        dtype.kind == kind and not dtype.hasobject and dtype.itemsize <= max_itemsize and dtype.byteorder in "<=|",
+        key,
+        f"dtype is {dtype}, expected {'a string' if kind == 'U' else 'little-endian ' + kind + '4'}",
+    )
+    _expect(len(shape) <= 3 and all(isinstance(n, int) and n >= 0 for n in shape), key, f"bad shape {shape}")
+    n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    _expect(
+        n_bytes == info.file_size - header_bytes,
+        key,
+        f"declares shape {shape} ({n_bytes} bytes) but holds {info.file_size - header_bytes} bytes",
+    )
+
+
+def _inspect_archive(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Member names and sizes from the zip directory; nothing is decompressed here."""
+    infos = archive.infolist()
+    _expect(len(infos) <= _MAX_MEMBERS, "", f"has {len(infos)} members; a result file has at most {_MAX_MEMBERS}")
+    members: dict[str, zipfile.ZipInfo] = {}
+    total = 0
+    for info in infos:
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        _expect(key in _KNOWN_KEYS, key[:80], "is not a key of format " + FORMAT)
+        _expect(key not in members, key, "appears twice in the archive")
+        _expect(info.file_size <= MAX_MEMBER_BYTES, key, f"declares {info.file_size} bytes (limit {MAX_MEMBER_BYTES})")
+        total += info.file_size
+        members[key] = info
+    _expect(total <= MAX_TOTAL_BYTES, "", f"declares {total} bytes in all (limit {MAX_TOTAL_BYTES})")
+    for key, info in members.items():
+        _check_header(key, info, archive)
+    return members
+
+
 def _load_members(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ResultFileError("", "no such result file (or it is a folder)", path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as exc:  # object arrays refused by allow_pickle=False, bad headers
+        with zipfile.ZipFile(path) as archive:
+            infos = _inspect_archive(archive)
+            arrays: dict[str, np.ndarray] = {}
+            for key, info in infos.items():
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            return arrays
+    except ResultFileError:
+        raise
+    except ValueError as exc:  # object arrays refused by allow_pickle=False, bad headers, short data
         raise ResultFileError("", f"not a valid result file ({exc})", path) from exc
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, NotImplementedError) as exc:
         raise ResultFileError("", f"file is truncated or corrupt ({exc})", path) from exc
+
+
+def _meta(text: str) -> dict[str, Any]:
+    """``meta_json``: free-form JSON, bounded in size and depth (the add-on reads what it knows)."""
+    _expect(len(text) <= MAX_META_JSON_CHARS, "meta_json", f"is longer than {MAX_META_JSON_CHARS} characters")
+    try:
+        meta = json.loads(text)
+    except RecursionError:
+        raise ResultFileError("meta_json", f"is nested deeper than {MAX_META_DEPTH} levels") from None
+    except ValueError as exc:
+        raise ResultFileError("meta_json", f"is not valid JSON ({exc})") from None
+    _expect(isinstance(meta, dict), "meta_json", "must be a JSON object")
+    stack: list[tuple[Any, int]] = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        _expect(depth <= MAX_META_DEPTH, "meta_json", f"is nested deeper than {MAX_META_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return meta
 
 
 def _string(members: dict[str, np.ndarray], key: str) -> str:
@@ -204,16 +290,13 @@ def _string(members: dict[str, np.ndarray], key: str) -> str:
 def read_result(path: str | os.PathLike[str]) -> ReconstructionResult:
     """Read and fully validate a result file. Raises ResultFileError naming the bad key."""
     source = Path(path)
-    members = _load_members(source)
     try:
+        members = _load_members(source)
         _expect("format" in members, "format", "is missing: this is not an OFER result file")
         fmt = _string(members, "format")
         _expect(fmt == FORMAT, "format", f"is '{fmt}'; this reader understands '{FORMAT}'")
         _expect("meta_json" in members, "meta_json", "is missing")
-        try:
-            meta = json.loads(_string(members, "meta_json"))
-        except json.JSONDecodeError as exc:
-            raise ResultFileError("meta_json", f"is not valid JSON ({exc})") from exc
+        meta = _meta(_string(members, "meta_json"))
         unknown = sorted(set(members) - _KNOWN_KEYS)
         _expect(not unknown, unknown[0] if unknown else "", "is not a key of format " + FORMAT)
         for key in _ARRAY_KEYS:
@@ -226,4 +309,8 @@ def read_result(path: str | os.PathLike[str]) -> ReconstructionResult:
         validate(result)
     except ResultFileError as exc:
         raise ResultFileError(exc.key, exc.message, source) from None
+    except MemoryError:
+        raise ResultFileError("", "is too large to read into memory", source) from None
+    except Exception as exc:  # the contract: nothing but ResultFileError leaves the reader
+        raise ResultFileError("", f"cannot be read ({type(exc).__name__}: {exc})", source) from None
     return result
