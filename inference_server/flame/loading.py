@@ -7,20 +7,26 @@ Pickles only ever go through :mod:`.restricted_pickle` (numpy's ``allow_pickle``
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
+from .. import npy_guard
 from ..atomic_io import atomic_write
 from ..errors import BadModelFileError, MissingAssetError
 from .model_data import FLAME_SHAPE_COMPONENTS, FlameModelData
 from .restricted_pickle import InertObject, restricted_load
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = [
     "OFFICIAL_FRONT_FACE_DATA_SHA256",
@@ -38,6 +44,12 @@ __all__ = [
 
 #: SHA-256 of the raw little-endian int64 data of the official OFER ``frontindices.npy`` (1785 ids).
 OFFICIAL_FRONT_FACE_DATA_SHA256 = "a99bf4b28f18046c4f1810c7aa5685acbe6ade9a2e33ed287f13f4e294a76ff5"
+#: Plausibility limits (FLAME: 5,023 vertices, 5 joints); far above any head model, far below a bomb.
+MAX_VERTICES = 1_000_000
+MAX_JOINTS = 256
+MAX_OBJ_BYTES = 256 << 20
+_KERNEL_FOLDERS = ("/proc", "/sys", "/dev")
+_REWRITE = "use an original FLAME file or one written by save_flame_pkl / save_flame_npz"
 #: kintree_table stores the root's parent as an unsigned 2**32 - 1 (or -1 once converted to signed).
 _ROOT_PARENT_THRESHOLD = 2**31
 # Torch tensors inside DECA's landmark_embedding.npy (its dynamic contour tables): read as inert
@@ -76,7 +88,33 @@ def _require_file(path: str | Path, what: str) -> Path:
             "check the path (ofer-worker doctor lists the configured assets); FLAME files come from "
             "https://flame.is.tue.mpg.de after registration",
         )
+    real = os.path.realpath(path)
+    if any(real == top or real.startswith(top + os.sep) for top in _KERNEL_FOLDERS):
+        raise BadModelFileError(f"{path} points into {real}, a kernel file system", "point at the model file itself")
     return path
+
+
+def _loader(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Make a public loader keep its contract: only MissingAssetError / BadModelFileError leave it."""
+
+    def wrap(load: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(load)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return load(*args, **kwargs)
+            except MissingAssetError:
+                raise
+            except MemoryError:
+                raise BadModelFileError(f"{what} {args[0] if args else ''} is too large to load", _REWRITE) from None
+            except Exception as exc:  # numpy / OS surprises on hostile files end as this loader's error
+                source = args[0] if args else ""
+                raise BadModelFileError(
+                    f"{what} {source} cannot be read ({type(exc).__name__}: {str(exc)[:200]})", _REWRITE
+                ) from exc
+
+        return guarded
+
+    return wrap
 
 
 def _bad(path: Path | str, field: str, problem: str, fix: str = "") -> BadModelFileError:
@@ -92,15 +130,18 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             f"{path} is not a readable .npz (not a zip archive)", "write or download it again"
         )
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as exc:  # object arrays need pickles: refused on purpose
-        raise BadModelFileError(
-            f"{path}: an array in the .npz needs pickle (object dtype), which is not allowed",
-            "store plain numeric arrays only",
-        ) from exc
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise BadModelFileError(f"{path} is not a readable .npz ({exc})", "write it again") from exc
+        return npy_guard.load_npz(path)
+    except npy_guard.NpyGuardError as exc:
+        raise BadModelFileError(f"{path}: {exc}", "store plain numeric arrays only; write it again") from None
+    except OSError as exc:
+        raise BadModelFileError(f"{path} is not a readable .npz ({exc})", "write it again") from None
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return npy_guard.load_npy(path)
+    except npy_guard.NpyGuardError as exc:
+        raise BadModelFileError(f"{path}: {exc}", "use a plain numeric .npy") from None
 
 
 def _load_mapping(path: Path, what: str) -> dict[str, Any]:
@@ -240,12 +281,16 @@ def _fields_to_model(path: Path, fields: Mapping[str, Any], version: str | None)
     if v_template.shape[1] != 3 or v_template.shape[0] < 3:
         raise _bad(path, "v_template", f"must have shape (V, 3), got {v_template.shape}")
     n_vertices = v_template.shape[0]
+    if n_vertices > MAX_VERTICES:
+        raise _bad(path, "v_template", f"has {n_vertices} vertices; FLAME has 5,023 (limit {MAX_VERTICES})")
     shapedirs = _float_array(path, fields, "shapedirs", 3)
     if shapedirs.shape[:2] != (n_vertices, 3):
         raise _bad(path, "shapedirs", f"must have shape ({n_vertices}, 3, K), got {shapedirs.shape}")
     n_shape, n_expression = _split_shapedirs(path, fields, shapedirs.shape[2])
     parents = _parents_from_kintree(path, np.asarray(fields["kintree_table"]))
     n_joints = parents.shape[0]
+    if n_joints > MAX_JOINTS:
+        raise _bad(path, "kintree_table", f"has {n_joints} joints; FLAME has 5 (limit {MAX_JOINTS})")
     J_regressor = _float_array(path, fields, "J_regressor", 2)
     if J_regressor.shape != (n_joints, n_vertices):
         raise _bad(
@@ -286,6 +331,7 @@ def _fields_to_model(path: Path, fields: Mapping[str, Any], version: str | None)
     return model
 
 
+@_loader("FLAME model")
 def load_flame_model(
     path: str | Path,
     *,
@@ -398,13 +444,14 @@ def _read_object_npy(path: Path) -> Any:
             ) from exc
         offset = file.tell()
     if not dtype.hasobject:
-        return np.load(path, allow_pickle=False)
+        return _load_npy(path)
     loaded = restricted_load(path, offset=offset, inert_globals=_LANDMARK_NPY_INERT_GLOBALS)
     if isinstance(loaded, np.ndarray) and loaded.dtype.hasobject and loaded.shape == ():
         return loaded.item()
     return loaded
 
 
+@_loader("landmark embedding")
 def load_landmark_embedding(path: str | Path) -> LandmarkEmbedding:
     """FLAME's ``flame_static_embedding.pkl`` (51 points), DECA-style ``landmark_embedding.npy`` (its 68-point
     ``full_*`` tables when present) or an ``.npz`` with ``lmk_faces_idx`` / ``lmk_bary_coords``."""
@@ -445,6 +492,8 @@ def _validated_uv(
 def _read_obj_uv(path: Path) -> dict[str, np.ndarray]:
     uv: list[list[float]] = []
     uv_faces: list[list[int]] = []
+    if path.stat().st_size > MAX_OBJ_BYTES:
+        raise BadModelFileError(f"{path} is larger than {MAX_OBJ_BYTES >> 20} MB; a FLAME head .obj is about 1 MB")
     try:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             parts = line.split()
@@ -462,6 +511,7 @@ def _read_obj_uv(path: Path) -> dict[str, np.ndarray]:
     return {"vt": np.asarray(uv, dtype=np.float64).reshape(-1, 2), "ft": np.asarray(uv_faces).reshape(-1, 3)}
 
 
+@_loader("UV file")
 def load_uv_file(path: str | Path, *, n_faces: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """UV coordinates (T, 2) and UV triangles (F, 3) from an ``.npz`` (vt/ft or uv/uv_faces, e.g. FLAME's
     texture space file) or a textured ``.obj`` (e.g. FLAME's head template)."""
@@ -492,13 +542,14 @@ def _validated_front_indices(source: Path | str, value: Any, n_vertices: int | N
     return indices
 
 
+@_loader("front-face index file")
 def load_front_face_indices(path: str | Path, *, n_vertices: int | None = None) -> np.ndarray:
     """The front-face vertex ids (int64, sorted, unique) from a ``.npy`` or an ``.npz``; no pickles."""
     path = _require_file(path, "front-face index file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            value: Any = np.load(path, allow_pickle=False)
+            value: Any = _load_npy(path)
         elif suffix == ".npz":
             arrays = _load_npz(path)
             key = "front_face_indices" if "front_face_indices" in arrays else None

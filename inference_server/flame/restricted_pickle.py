@@ -14,11 +14,12 @@ sparse matrices → dense arrays).
 from __future__ import annotations
 
 import io
+import math
 import pickle
-import struct
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -34,6 +35,17 @@ __all__ = [
     "restricted_loads",
     "to_plain",
 ]
+
+
+#: Limits of what a model pickle may make the loader build. FLAME 2020 is 5,023 vertices, 5 joints,
+#: 400 + 36 blend shapes: its largest array has 8.8 million values and the file is about 100 MB.
+MAX_PICKLE_BYTES = 1 << 30
+MAX_ARRAY_BYTES = 1 << 30
+MAX_DENSE_ELEMENTS = 64 * 1024 * 1024  # a sparse (J, V) regressor made dense: far above FLAME's 5 x 5,023
+MAX_ITEMSIZE = 1 << 20
+MAX_NDIM = 32
+MAX_NESTING = 100
+MAX_VALUES = 1_000_000
 
 
 class UnsafePickleError(BadModelFileError):
@@ -119,6 +131,11 @@ class SparseMatrixStandIn:
                 f"a {self.sparse_format.upper()} sparse matrix in the pickle is inconsistent "
                 f"(shape {n_rows}x{n_cols}, {data.shape[0]} values, indptr of length {indptr.shape[0]})"
             )
+        if n_rows * n_cols > MAX_DENSE_ELEMENTS:
+            raise BadModelFileError(
+                f"a sparse matrix in the pickle declares shape {n_rows}x{n_cols}, larger than any FLAME matrix "
+                f"(limit {MAX_DENSE_ELEMENTS} values when made dense)"
+            )
         major = np.repeat(np.arange(n_major), np.diff(indptr))
         dense = np.zeros((n_major, n_minor), dtype=np.result_type(data.dtype, np.float64))
         np.add.at(dense, (major, indices), data)  # duplicate entries add up, as in scipy
@@ -157,18 +174,87 @@ class InertObject:
 # Argument-checking versions of the few functions numpy / Python pickles call.
 
 
+class _TypeName:
+    """A global the pickle may name but never call (``numpy.ndarray`` as ``_reconstruct``'s subtype)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_NDARRAY = _TypeName("numpy.ndarray")
+
+
+def _shape(value: Any, what: str) -> tuple[int, ...]:
+    if (
+        not isinstance(value, tuple)
+        or len(value) > MAX_NDIM
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_ARRAY_BYTES for n in value)
+    ):
+        raise BadModelFileError(f"{what} in the pickle has a bad shape {str(value)[:80]}")
+    return value
+
+
 def _reconstruct_ndarray(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
+    if subtype is not _NDARRAY:
         raise UnsafePickleError(
             f"numpy array reconstruction with subtype {subtype!r} refused (only numpy.ndarray)"
         )
-    return np.ndarray.__new__(np.ndarray, shape, dtype_code)
+    # numpy writes (0,) here and the real shape in the BUILD state, whose size is checked against its data.
+    if _shape(shape, "a numpy array") != (0,) or not isinstance(dtype_code, bytes | str) or len(dtype_code) > 4:
+        raise BadModelFileError(f"a numpy array in the pickle starts with shape {shape!r}, not (0,)")
+    return np.ndarray.__new__(np.ndarray, (0,), np.dtype(np.uint8))
+
+
+#: Type strings a pickled numpy dtype may use: numbers, bools, Python objects, bounded strings.
+_DTYPE_SPEC = re.compile(r"^(b1|[iu][1248]|f[248]|f16|c(8|16|32)|O[48]|[US]\d{1,7})$")
 
 
 def _make_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
     if not isinstance(spec, str):
         raise UnsafePickleError(f"numpy dtype built from {type(spec).__name__} refused (only a type string)")
+    if not _DTYPE_SPEC.match(spec):
+        raise BadModelFileError(f"a numpy dtype in the pickle has the type string {spec[:40]!r}, not a number type")
     return np.dtype(spec, align=bool(align), copy=bool(copy))
+
+
+def _check_dtype_state(dtype: np.dtype, state: Any) -> None:
+    """numpy's dtype state (3, byteorder, None, None, None, elsize, alignment, flags[, metadata]):
+    anything else could reach numpy's C code with values it does not expect (a SystemError at best)."""
+    simple = (
+        isinstance(state, tuple)
+        and len(state) in (8, 9)
+        and state[0] in (3, 4)
+        and state[1] in ("<", ">", "|", "=")
+        and state[2] is None
+        and state[3] is None
+        and state[4] is None
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in state[5:8])
+        and -1 <= state[5] <= MAX_ITEMSIZE
+        and -1 <= state[6] <= 64
+        and 0 <= state[7] < 256
+        and (len(state) == 8 or state[8] is None)
+    )
+    if not simple:
+        raise BadModelFileError(f"a numpy dtype ({dtype}) in the pickle has a malformed state {str(state)[:80]}")
+
+
+def _check_array_state(state: Any) -> None:
+    """numpy's array state (version, shape, dtype, fortran, data): the data must hold exactly the shape."""
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        raise BadModelFileError(f"a numpy array in the pickle has a malformed state {str(state)[:80]}")
+    shape, dtype, raw = _shape(state[-4], "a numpy array"), state[-3], state[-1]
+    if not isinstance(dtype, np.dtype):
+        raise BadModelFileError("a numpy array in the pickle has no dtype")
+    count = math.prod(shape)
+    if dtype.hasobject:
+        ok = isinstance(raw, list) and len(raw) == count
+    else:
+        ok = isinstance(raw, bytes | str | bytearray) and len(raw) == count * dtype.itemsize
+    if not ok:
+        raise BadModelFileError(f"a numpy array of shape {shape} ({dtype}) in the pickle does not hold that much data")
 
 
 def _make_scalar(dtype: Any, raw: Any = None) -> Any:
@@ -223,7 +309,7 @@ def _build_allow_list() -> dict[tuple[str, str], Any]:
         allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct_ndarray
         allowed[(f"{core}.multiarray", "scalar")] = _make_scalar
         allowed[(f"{core}.numeric", "_frombuffer")] = _frombuffer
-    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "ndarray")] = _NDARRAY  # only as _reconstruct's subtype: calling it would allocate
     allowed[("numpy", "dtype")] = _make_dtype
     for module in ("copy_reg", "copyreg"):
         allowed[(module, "_reconstructor")] = _copyreg_reconstructor
@@ -243,7 +329,29 @@ def allowed_globals() -> list[str]:
     return sorted(f"{module}.{name}" for module, name in _ALLOWED)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+_BUILD_TARGETS: tuple[type, ...] = (np.ndarray, np.dtype, ChumpyArrayStandIn, SparseMatrixStandIn, InertObject)
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, so that BUILD can be checked: it may only set the state of the
+    stand-ins and of numpy arrays / dtypes (with states checked first), never attributes of other objects
+    (the standard fallback would ``setattr`` on whatever object is on the stack, a class included)."""
+
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        stack: list[Any] = self.stack  # type: ignore[attr-defined]
+        state, inst = stack[-1], stack[-2]
+        if not isinstance(inst, _BUILD_TARGETS):
+            raise UnsafePickleError(f"{self._source} sets the state of a {type(inst).__name__}, which is not allowed")
+        if isinstance(inst, np.dtype):
+            _check_dtype_state(inst, state)
+        elif isinstance(inst, np.ndarray):
+            _check_array_state(state)
+        super().load_build()  # type: ignore[misc]
+
+    dispatch[pickle.BUILD[0]] = load_build
+
     def __init__(self, file: BinaryIO, source: str, inert_globals: frozenset[str]) -> None:
         # latin1: Python 2 'str' objects (numpy array buffers among them) must come back byte for byte.
         super().__init__(file, encoding="latin1")
@@ -267,33 +375,48 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self._source} uses persistent ids (a torch or other framework file?)")
 
 
-_PICKLE_FAILURES: tuple[type[BaseException], ...] = (
-    pickle.UnpicklingError,
-    EOFError,
-    ValueError,
-    TypeError,
-    AttributeError,
-    IndexError,
-    KeyError,
-    struct.error,
-    UnicodeDecodeError,
-    OverflowError,
-    RecursionError,
-    MemoryError,
-    ImportError,
-)
+_REDOWNLOAD_FIX = "the file may be truncated or not a FLAME file; download it again"
+
+
+def _check_graph(root: Any, source: str) -> None:
+    """Bound what later code walks: nesting depth (a cycle is infinitely deep) and values visited."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    visited = 0
+    while stack:
+        value, depth = stack.pop()
+        visited += 1
+        if visited > MAX_VALUES:
+            raise BadModelFileError(f"{source} holds more than {MAX_VALUES} values; a FLAME file holds a few dozen")
+        if depth > MAX_NESTING:
+            raise BadModelFileError(f"{source} is nested deeper than {MAX_NESTING} levels (or refers to itself)")
+        if isinstance(value, dict):
+            children: Iterable[Any] = [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple | set | frozenset):
+            children = value
+        elif isinstance(value, ChumpyArrayStandIn | SparseMatrixStandIn):
+            children = [value.state]
+        elif isinstance(value, np.ndarray) and value.dtype.hasobject:
+            children = value.reshape(-1).tolist()
+        else:
+            continue
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _load(file: BinaryIO, source: str, inert_globals: Iterable[str]) -> Any:
     unpickler = _RestrictedUnpickler(file, source, frozenset(inert_globals))
     try:
-        return unpickler.load()
-    except BadModelFileError:
-        raise
-    except _PICKLE_FAILURES as exc:
+        loaded = unpickler.load()
+        _check_graph(loaded, source)
+        return loaded
+    except BadModelFileError as exc:
+        if source in exc.message:
+            raise
+        raise type(exc)(f"{source}: {exc.message}", exc.fix) from None
+    except MemoryError:
+        raise BadModelFileError(f"{source} asks for more memory than this computer has", _REDOWNLOAD_FIX) from None
+    except Exception as exc:  # the contract: a hostile pickle ends in BadModelFileError, whatever numpy raised
         raise BadModelFileError(
-            f"{source} is not a readable pickle ({type(exc).__name__}: {exc})",
-            "the file may be truncated or not a FLAME file; download it again",
+            f"{source} is not a readable pickle ({type(exc).__name__}: {str(exc)[:200]})", _REDOWNLOAD_FIX
         ) from exc
 
 
@@ -310,9 +433,19 @@ def restricted_load(
     ``offset`` skips a header (the pickle payload of an object ``.npy`` starts after its header).
     """
     path = Path(path)
-    with path.open("rb") as file:
-        file.seek(offset)
-        obj = _load(file, str(path), inert_globals)
+    try:
+        size = path.stat().st_size
+        if not path.is_file() or size > MAX_PICKLE_BYTES:
+            raise BadModelFileError(
+                f"{path} is not a regular file of at most {MAX_PICKLE_BYTES >> 20} MB", "point at the original file"
+            )
+        with path.open("rb") as file:
+            file.seek(offset)
+            data = file.read(MAX_PICKLE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BadModelFileError(f"{path} cannot be read ({reason})", "check the file and its permissions") from None
+    obj = _load(io.BytesIO(data), str(path), inert_globals)
     return to_plain(obj) if plain else obj
 
 
