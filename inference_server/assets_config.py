@@ -142,16 +142,71 @@ def find_checkpoint(folder: Path, stem: str) -> Path | None:
     return None
 
 
+#: Largest config file read (a real one is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
+_CONFIG_KEYS = {key: name for name, (_env, key, _what, _where) in ASSETS.items()}
+
+
+def _config_text(path: Path, problems: list[str]) -> str | None:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            problems.append(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; it was ignored")
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"config file {path} could not be read ({exc}); it was ignored")
+        return None
+
+
+def _config_path(path: Path, where: str, value: object, problems: list[str]) -> str | None:
+    if not isinstance(value, str) or not value or "\x00" in value or len(value) > 4096:
+        problems.append(
+            f"config file {path}: {where} must be a path string (e.g. {where.split('.')[-1]} = \"/path/to/file\"), "
+            f"got {type(value).__name__}; it was ignored"
+        )
+        return None
+    return value
+
+
 def _read_config(path: Path, problems: list[str]) -> dict[str, str]:
+    """The ``[assets]`` paths of the config file, checked against the schema; each fault named in ``problems``.
+
+    Schema: an ``[assets]`` table (or, as before, top-level keys) whose keys are the asset names in lower
+    case (``flame_model``, ``checkpoint_dir``, ``front_face_indices``, ``landmark_embedding``) and whose
+    values are path strings. A bad key or value is reported and ignored; the rest of the file still counts.
+    """
     if not path.is_file():
         return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        problems.append(f"config file {path} could not be read ({exc}); it was ignored")
+    text = _config_text(path, problems)
+    if text is None:
         return {}
-    section = data.get("assets", data)
-    return {k: str(v) for k, v in section.items() if isinstance(v, str)}
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        problems.append(f"config file {path} could not be read ({reason}); it was ignored")
+        return {}
+    if "assets" in data and not isinstance(data["assets"], dict):
+        problems.append(
+            f"config file {path}: key 'assets' must be a table ([assets] followed by name = \"path\" lines), "
+            f"got {type(data['assets']).__name__}; it was ignored"
+        )
+        return {}
+    in_table = isinstance(data.get("assets"), dict)
+    section = data["assets"] if in_table else data
+    out: dict[str, str] = {}
+    for key, value in section.items():
+        where = f"assets.{key}" if in_table else key
+        if key not in _CONFIG_KEYS:
+            if in_table:
+                problems.append(
+                    f"config file {path}: unknown key '{where}'; known keys: {', '.join(_CONFIG_KEYS)}; it was ignored"
+                )
+            continue
+        checked = _config_path(path, where, value, problems)
+        if checked is not None:
+            out[key] = checked
+    return out
 
 
 def resolve_assets(

@@ -42,7 +42,6 @@ __all__ = [
 MAX_PICKLE_BYTES = 1 << 30
 MAX_ARRAY_BYTES = 1 << 30
 MAX_DENSE_ELEMENTS = 64 * 1024 * 1024  # a sparse (J, V) regressor made dense: far above FLAME's 5 x 5,023
-MAX_ITEMSIZE = 1 << 20
 MAX_NDIM = 32
 MAX_NESTING = 100
 MAX_VALUES = 1_000_000
@@ -232,9 +231,9 @@ def _check_dtype_state(dtype: np.dtype, state: Any) -> None:
         and state[3] is None
         and state[4] is None
         and all(isinstance(v, int) and not isinstance(v, bool) for v in state[5:8])
-        and -1 <= state[5] <= MAX_ITEMSIZE
-        and -1 <= state[6] <= 64
-        and 0 <= state[7] < 256
+        and state[5] in (-1, dtype.itemsize)
+        and state[6] in (-1, dtype.alignment)
+        and state[7] == dtype.flags  # e.g. a float dtype flagged as holding object pointers would crash numpy
         and (len(state) == 8 or state[8] is None)
     )
     if not simple:

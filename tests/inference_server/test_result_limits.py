@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -16,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference_server.result import ResultFileError, read_result, write_result
-
 from tests.inference_server.test_result import make_result
 
 
@@ -175,7 +175,5 @@ def test_damaged_result_files_only_ever_raise_result_file_error(tmp_path: Path, 
         data[position % len(data)] = value
     target = tmp_path / "damaged.npz"
     target.write_bytes(bytes(data))
-    try:
+    with contextlib.suppress(ResultFileError):
         read_result(target)
-    except ResultFileError:
-        pass
