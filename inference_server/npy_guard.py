@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -90,3 +90,15 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, KeyError, NotImplementedError, ValueError) as exc:
         raise NpyGuardError(f"not a readable .npz ({exc})") from None
+
+
+def write_npz(handle: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """What ``numpy.savez`` writes (uncompressed, no pickles), closing the archive even when a write fails.
+
+    ``numpy.savez`` leaves its zip archive open when the disk fills up; the archive's destructor then
+    runs later on a closed file and prints "seek of closed file" over the real error.
+    """
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

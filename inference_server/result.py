@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .atomic_io import atomic_write
+from .npy_guard import write_npz
 
 FORMAT = "ofer-result/1"
 
@@ -179,7 +180,7 @@ def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> 
         value = getattr(result, key)
         if value is not None:
             payload[key] = np.ascontiguousarray(value)
-    atomic_write(target, lambda handle: np.savez(handle, **payload))
+    atomic_write(target, lambda handle: write_npz(handle, payload))
     return target
 
 

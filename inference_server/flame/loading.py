@@ -641,5 +641,5 @@ def save_flame_npz(data: FlameModelData, path: str | Path) -> Path:
     if path.suffix != ".npz":
         raise ValueError(f"{path}: the file name must end in .npz")
     arrays = {name: np.asarray(value) for name, value in flame_file_fields(data).items()}
-    _write_atomically(path, lambda file: np.savez(file, **arrays))
+    _write_atomically(path, lambda file: npy_guard.write_npz(file, arrays))
     return path
