@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -137,3 +138,21 @@ def test_reconstruct_onto_a_full_disk_ends_with_io_error_and_no_traceback(small_
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
     if (out / "result.npz").exists():  # whatever was finished before the disk filled up is whole
         read_result(out / "result.npz")
+
+
+def test_serve_onto_a_full_disk_answers_io_error_and_stays_alive(small_tmpfs: Path, tmp_path: Path) -> None:
+    from benchmarks.fuzz_worker import ServeProcess
+
+    (small_tmpfs / "filler").write_bytes(b"\0" * (1100 * 1024))  # leave about 100 KB: less than a result file
+    worker = ServeProcess(tmp_path)
+    try:
+        request = {"image": str(SAMPLE), "output": str(small_tmpfs / "r.npz"), "n_shapes": 4, "n_expressions": 3,
+                   "top_k": 2, "sampler": "ddim", "steps": 2, "seed": 1}  # fmt: skip
+        answer = worker.ask(json.dumps({"id": "full", "op": "reconstruct", "args": request}).encode())
+        assert answer is not None and answer["event"] == "error", answer
+        assert answer["code"] == "io_error" and str(small_tmpfs / "r.npz") in answer["message"], answer
+        assert "MB free" in answer["message"] and answer["fix"]
+        assert worker.ask(b'{"id":"h","op":"hello"}')["event"] == "hello"  # type: ignore[index]
+    finally:
+        worker.close()
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler"]
