@@ -22,6 +22,7 @@ import os
 import random
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ class KillReport:
     finished_before_kill: int = 0
     warm_run_s: float = 0.0
     write_stage_seen: int = 0
+    killed_in_write_phase: int = 0
     parts_left_by_kills: int = 0
     partial_files: list[str] = field(default_factory=list)
     parts_after_kills: int = 0
@@ -150,10 +152,12 @@ def run(kills: int, seed: int, folder: Path) -> KillReport:
     os.close(pipe)
     report.warm_run_s = time.monotonic() - started
     rng = random.Random(seed)
+    run_s = [report.warm_run_s]  # how long whole runs take now (the machine's load changes)
     for i in range(kills):
         pid, pipe = _fork_run(reconstructor, args, folder)
+        started = time.monotonic()
         if i % 2 == 0:  # anywhere in the run
-            time.sleep(rng.uniform(0.0, 1.1 * report.warm_run_s))
+            time.sleep(rng.uniform(0.0, statistics.median(run_s)))
         else:  # inside the result file's write (a few tens of ms), or the files written right after it
             report.write_stage_seen += int(_wait_for_write_stage(pipe, 600.0))
             time.sleep(rng.uniform(0.0, 0.05))
@@ -161,9 +165,12 @@ def run(kills: int, seed: int, folder: Path) -> KillReport:
         if done == 0:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+        else:
+            run_s.append(time.monotonic() - started)
         os.close(pipe)
         report.kills += 1
         report.killed_running += int(done == 0)
+        report.killed_in_write_phase += int(done == 0 and i % 2 == 1)
         report.finished_before_kill += int(done != 0)
         report.partial_files += partial_files(folder)
         report.parts_left_by_kills = max(report.parts_left_by_kills, len(part_files(folder)))
