@@ -17,10 +17,11 @@ from typing import IO, BinaryIO
 
 import numpy as np
 
-#: Largest array a model file may hold (FLAME 2020's largest, posedirs, is 120 MB as float64).
-MAX_ARRAY_BYTES = 1 << 30
+#: Largest array a model file may hold (FLAME 2020's largest, shapedirs, is 48 MB as float64); loaders
+#: convert to float64, so what a file can make them allocate stays well under 2 GB.
+MAX_ARRAY_BYTES = 256 << 20
 #: Largest sum of the arrays of one ``.npz``.
-MAX_TOTAL_BYTES = 2 << 30
+MAX_TOTAL_BYTES = 512 << 20
 MAX_MEMBERS = 256
 
 

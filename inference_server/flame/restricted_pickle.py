@@ -45,6 +45,7 @@ MAX_DENSE_ELEMENTS = 64 * 1024 * 1024  # a sparse (J, V) regressor made dense: f
 MAX_NDIM = 32
 MAX_NESTING = 100
 MAX_VALUES = 1_000_000
+MAX_REFERENCED_BYTES = 2 << 30
 
 
 class UnsafePickleError(BadModelFileError):
@@ -381,9 +382,16 @@ def _check_graph(root: Any, source: str) -> None:
     """Bound what later code walks: nesting depth (a cycle is infinitely deep) and values visited."""
     stack: list[tuple[Any, int]] = [(root, 1)]
     visited = 0
+    array_bytes = 0  # counted once per reference: what converting every list to an array could allocate
     while stack:
         value, depth = stack.pop()
         visited += 1
+        if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+            array_bytes += value.nbytes
+            if array_bytes > MAX_REFERENCED_BYTES:
+                raise BadModelFileError(
+                    f"{source} refers to more than {MAX_REFERENCED_BYTES >> 20} MB of arrays; FLAME holds about 100 MB"
+                )
         if visited > MAX_VALUES:
             raise BadModelFileError(f"{source} holds more than {MAX_VALUES} values; a FLAME file holds a few dozen")
         if depth > MAX_NESTING:
@@ -440,7 +448,7 @@ def restricted_load(
             )
         with path.open("rb") as file:
             file.seek(offset)
-            data = file.read(MAX_PICKLE_BYTES + 1)
+            data = file.read(max(0, size - offset))  # what stat promised, never a cap-sized buffer
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise BadModelFileError(f"{path} cannot be read ({reason})", "check the file and its permissions") from None

@@ -226,3 +226,14 @@ def test_generated_npy_headers_raise_only_bad_model_file_error(tmp_path: Path, h
         archive.writestr("vt.npy", _npy_with_header(tuple(shape), b"\x01" * 16, dtype))
         archive.writestr("ft.npy", _npy_with_header((1, 3), b"\x00" * 24))
     _check_loader(lambda: load_uv_file(uv))
+
+
+def test_a_list_naming_one_array_thousands_of_times_is_refused_before_it_becomes_an_array(tmp_path: Path) -> None:
+    one_mb = np.zeros(1 << 17)
+    data = pickle.dumps({"v_template": [one_mb] * 3000}, protocol=2)  # 1 MB on disk, 3 GB as one array
+    assert len(data) < 2e6
+    path = tmp_path / "generic_model.pkl"
+    path.write_bytes(data)
+    errors: list[BadModelFileError] = []
+    assert _peak_bytes(lambda: errors.append(_raises_bad_model(lambda: load_flame_model(path)))) < 50e6
+    assert "refers to more than" in str(errors[0])
