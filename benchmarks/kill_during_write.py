@@ -120,7 +120,7 @@ def partial_files(folder: Path) -> list[str]:
                 with Image.open(path) as image:
                     image.load()
             elif path.suffix == ".ply":
-                mesh = trimesh.load(path, process=False)
+                mesh: Any = trimesh.load(path, process=False)
                 if n_vertices is not None and len(mesh.vertices) != n_vertices:
                     raise ValueError(f"{len(mesh.vertices)} vertices, expected {n_vertices}")
                 if not np.isfinite(mesh.vertices).all():
