@@ -286,8 +286,10 @@ def worker_startup(
     """Seconds from spawn to ``hello``, and the round trip of a first and a second reconstruction."""
     request = {
         "image": args.image, "n_shapes": args.n_shapes, "n_expressions": args.n_expressions, "sampler": args.sampler,
-        "top_k": args.top_k, "steps": args.steps, "seed": args.seed, "device": args.device, "extra": args.extra,
+        "top_k": args.top_k, "steps": args.steps, "seed": args.seed, "device": args.device,
     }  # fmt: skip
+    if args.extra.get("eta") is not None:  # the preset is already applied to sampler / steps; eta goes along
+        request["eta"] = args.extra["eta"]  # (it used to travel under an "extra" key the worker ignored)
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "inference_server", "serve"], cwd=ROOT, env=env,
