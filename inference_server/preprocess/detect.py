@@ -33,6 +33,7 @@ from .chain import (
 from .face_box import scrfd_box_from_mesh, scrfd_box_from_points5
 from .image import LoadedImage, downscale_for_detection
 from .mediapipe_faces import MediaPipeFaces
+from .occlusion import occluded_points
 from .regions import distance, overlap, square_crop
 
 __all__ = [
@@ -75,7 +76,9 @@ class FaceDetection:
     face mesh ran on an unmirrored image, else None. ``n_faces``: faces found; ``index``: this face's place
     in the list (nearest the centre first). ``confidence``: the best face-detector score of a hit on this
     face (None when no detector saw it, only the mesh). ``variant``: the image variant that found it.
-    ``cut_by_frame``: the face reaches past the photo's border.
+    ``cut_by_frame``: the face reaches past the photo's border. ``occluded_points``: the landmarks
+    (``left_eye``, ``right_eye``, ``left_mouth_corner``, ``right_mouth_corner``) that the photo shows lying
+    on an occluder (occlusion.py).
     """
 
     box: np.ndarray
@@ -90,6 +93,7 @@ class FaceDetection:
     confidence: float | None = None
     variant: str | None = None
     cut_by_frame: bool = False
+    occluded_points: tuple[str, ...] = ()
 
     def to_meta(self) -> dict[str, object]:
         """JSON-ready summary for the result file's ``meta_json``."""
@@ -105,6 +109,7 @@ class FaceDetection:
             "detector_model": self.detector_model,
             "variant": self.variant,
             "cut_by_frame": self.cut_by_frame,
+            "occluded_points": list(self.occluded_points),
             "box_convention": "scrfd" if self.method == "scrfd" else "scrfd-equivalent",
         }
 
@@ -187,7 +192,10 @@ class FaceDetector:
             where = "inside the given box" if user_box is not None else "in the photo"
             raise NoFaceError(f"No face was found {where}.", NO_FACE_FIX)
         hits = None if all(c.score is not None for c in found) else self._photo_hits(rgb)
-        return [_finish(c, i, len(found), width, height, hits) for i, c in enumerate(found)]
+        return [
+            replace(_finish(c, i, len(found), width, height, hits), occluded_points=occluded_points(rgb, c.points5))
+            for i, c in enumerate(found)
+        ]
 
     def run_chain(self, rgb: np.ndarray, target: np.ndarray, steps: Sequence[str] = ALL_STEPS) -> Candidate | None:
         """The chain's nearest face to ``target`` on ``rgb`` as it is (no downscaling), or None; ``steps``

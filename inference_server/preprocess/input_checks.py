@@ -78,6 +78,14 @@ def input_warnings(detection: FaceDetection) -> list[dict[str, str]]:
             "The face reaches past the photo's border: the part outside is guessed, and the crops are less "
             "like the ones the networks were trained on.",
         )
+    if detection.occluded_points:
+        names = ", ".join(name.replace("_", " ") for name in detection.occluded_points)
+        add(
+            "landmarks_on_occluder",
+            f"The photo shows something other than a face under these landmarks: {names} (a hand, a mask, "
+            "hair, sunglasses or the frame's edge). They are guessed, so the crops may be misaligned; click "
+            "the five points if you can see where they are.",
+        )
     turn = head_turn(detection.points5)
     if abs(turn) >= STRONG_TURN:
         add(
