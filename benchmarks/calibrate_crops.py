@@ -8,7 +8,12 @@ official transforms and so the official (SCRFD) box's centre and mean side. Then
    with its leave-one-out error (each photo predicted by a model fitted on the others);
 2. the template-frame box for faces without a mesh (``SCRFD_TEMPLATE_BOX_112``);
 3. the table: found, method, ArcFace placement (mean displacement over the 112 crop, pixels), 224
-   placement (crop centre offset, of 224) and scale (our side / official side), before and after.
+   placement (crop centre offset, of 224) and scale (our side / official side), before and after;
+4. ArcFace: two calibrated corrections of the five-point alignment in the face's own frame (a mean
+   similarity, and per-point offsets of the five points), each measured leave-one-out; the face mesh's
+   own jitter (the same photo rescaled);
+5. the 224 box from the face mesh on every image variant, for the faces the mesh does not find whole and
+   as they are (what the best variant could reach).
 
 Run: ``.venv/bin/python benchmarks/calibrate_crops.py [--fixtures DIR]`` (about 15 s).
 """
@@ -22,10 +27,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from scipy.optimize import minimize
 
 from inference_server.errors import NoFaceError
-from inference_server.preprocess.alignment import box_from_points5
+from inference_server.preprocess.alignment import (
+    ARCFACE_TEMPLATE_112,
+    apply_affine,
+    box_from_points5,
+    fit_similarity,
+    invert_affine,
+)
 from inference_server.preprocess.chain import ALL_STEPS, STEPS_WITHOUT_VARIANTS
 from inference_server.preprocess.crops import farl_transform
 from inference_server.preprocess.detect import FaceDetection, FaceDetector
@@ -41,7 +54,8 @@ from inference_server.preprocess.official_reference import (
     load_official_crops,
     placement,
 )
-from inference_server.preprocess.placement import centre_offset
+from inference_server.preprocess.placement import centre_offset, mean_displacement
+from inference_server.preprocess.variants import DEFAULT_VARIANTS, make_variant
 
 #: Chain ablation on the fixtures (docs/preprocessing.md).
 STEP_SETS = {
@@ -117,6 +131,82 @@ def print_table(title: str, rows: list[Row | None], names: list[str]) -> None:
         )
 
 
+def _similarity_params(m: np.ndarray) -> np.ndarray:
+    return np.array([np.log(np.hypot(m[0, 0], m[1, 0])), np.arctan2(m[1, 0], m[0, 0]), m[0, 2], m[1, 2]])
+
+
+def _similarity(p: np.ndarray) -> np.ndarray:
+    c, s = np.exp(p[0]) * np.cos(p[1]), np.exp(p[0]) * np.sin(p[1])
+    return np.array([[c, -s, p[2]], [s, c, p[3]]])
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
+
+
+def _with_offsets(points5: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The alignment after moving each of the five points by ``offsets`` (5×2, template pixels) in the face's
+    own frame: where the official detector would put that point relative to ours."""
+    to_template = fit_similarity(points5, ARCFACE_TEMPLATE_112)
+    moved = apply_affine(to_template, points5) + offsets.reshape(5, 2)
+    return fit_similarity(apply_affine(invert_affine(to_template), moved), ARCFACE_TEMPLATE_112)
+
+
+def arcface_corrections(officials: list[OfficialCrops], points: dict[str, np.ndarray]) -> None:
+    """Leave-one-out of two calibrated corrections of the five-point alignment (docs section 5)."""
+    names = [o.name for o in officials if o.name in points]
+    by_name = {o.name: o for o in officials}
+    ours = {n: fit_similarity(points[n], ARCFACE_TEMPLATE_112) for n in names}
+    error = {n: mean_displacement(by_name[n].arcface_transform, ours[n], 112) for n in names}
+    relative = {n: _similarity_params(_compose(by_name[n].arcface_transform, invert_affine(ours[n]))) for n in names}
+    mean_fix, offset_fix = [], []
+    for held in names:
+        rest = [n for n in names if n != held]
+        correction = _similarity(np.median([relative[n] for n in rest], axis=0))
+        mean_fix.append(mean_displacement(by_name[held].arcface_transform, _compose(correction, ours[held]), 112))
+
+        def loss(offsets: np.ndarray, rest: list[str] = rest) -> float:
+            moved = [_with_offsets(points[n], offsets) for n in rest]
+            errors = [mean_displacement(by_name[n].arcface_transform, m, 112) for n, m in zip(rest, moved, strict=True)]
+            return float(np.mean(errors) + 0.01 * np.sum(offsets**2))
+
+        fitted = minimize(loss, np.zeros(10), method="Powell", options={"xtol": 1e-2, "ftol": 1e-3}).x
+        offset_fix.append(mean_displacement(by_name[held].arcface_transform, _with_offsets(points[held], fitted), 112))
+    print("\nArcFace, leave-one-out (photo: as is / mean similarity correction / per-point offsets):")
+    for name, a, b in zip(names, mean_fix, offset_fix, strict=True):
+        print(f"  {name[:32]:32s} {error[name]:5.1f} {a:5.1f} {b:5.1f}")
+    print(f"  {'mean':32s} {np.mean(list(error.values())):5.2f} {np.mean(mean_fix):5.2f} {np.mean(offset_fix):5.2f}")
+
+
+def mesh_jitter(detector: FaceDetector, official: OfficialCrops, points5: np.ndarray) -> list[float]:
+    """ArcFace placement change when the same photo is found again rescaled (the mesh's own noise)."""
+    base = fit_similarity(points5, ARCFACE_TEMPLATE_112)
+    out = []
+    height, width = official.rgb.shape[:2]
+    for scale, shift in ((0.8, 0.5), (0.9, 0.3), (1.1, 0.6), (1.25, 0.0)):
+        warp = np.array([[scale, 0.0, shift], [0.0, scale, shift]])
+        size = (int(width * scale) + 1, int(height * scale) + 1)
+        rescaled = cv2.warpAffine(official.rgb, warp, size, flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        with contextlib.suppress(NoFaceError):
+            again = apply_affine(invert_affine(warp), detector.detect(rescaled).points5)
+            out.append(mean_displacement(base, fit_similarity(again, ARCFACE_TEMPLATE_112), 112))
+    return out
+
+
+def variant_boxes(detector: FaceDetector, official: OfficialCrops) -> None:
+    """The 224 placement from the face mesh on each whole-photo variant (what the best could reach)."""
+    cells = []
+    for name in (*DEFAULT_VARIANTS, "rotate-15", "rotate+15"):
+        variant = make_variant(official.rgb, name)
+        for landmarks in detector.mediapipe.face_mesh(variant.rgb):
+            mapped = apply_affine(variant.to_original, landmarks)
+            ours, side = farl_transform(scrfd_box_from_mesh(mapped))
+            offset = centre_offset(official.farl_transform, ours, 224)
+            if offset < 56.0:
+                cells.append(f"{name} {offset:.1f} px ×{side / official.side:.2f}")
+    print(f"  {official.name[:32]:32s} " + ("; ".join(cells) or "no variant finds it"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", type=Path, default=None)
@@ -166,6 +256,18 @@ def main() -> None:
             print(f"  {label}: {found}/{len(officials)}")
         print_table("After (this chain; SCRFD-equivalent box):",
                     run_rows(officials, lambda rgb: detector.detect(rgb), lambda d: d.box), names)  # fmt: skip
+        points = {n: d.points5 for n, d in detections.items()}
+        arcface_corrections(officials, points)
+        print("\nFace mesh jitter (ArcFace px when the photo is rescaled ×0.8, ×0.9, ×1.1, ×1.25):")
+        for official in officials:
+            if official.name in points:
+                jitter = mesh_jitter(detector, official, points[official.name])
+                print(f"  {official.name[:32]:32s} " + " ".join(f"{j:5.1f}" for j in jitter))
+        print("\n224 placement from the mesh on each variant (faces not found whole and as they are):")
+        for official in officials:
+            found = detections.get(official.name)
+            if found is None or found.method != "face_mesh" or found.cut_by_frame:
+                variant_boxes(detector, official)
 
 
 if __name__ == "__main__":
