@@ -265,8 +265,8 @@ def main() -> None:
                 print(f"  {official.name[:32]:32s} " + " ".join(f"{j:5.1f}" for j in jitter))
         print("\n224 placement from the mesh on each variant (faces not found whole and as they are):")
         for official in officials:
-            found = detections.get(official.name)
-            if found is None or found.method != "face_mesh" or found.cut_by_frame:
+            first = detections.get(official.name)
+            if first is None or first.method != "face_mesh" or first.cut_by_frame:
                 variant_boxes(detector, official)
 
 
