@@ -8,7 +8,11 @@ face mesh alone, and the step that found the face is counted. A face counts as f
 points lie within one eye distance (mean) of the clean photo's points moved the same way, and as
 imprecise when they are more than 30 % of the eye distance off.
 
-Run: ``.venv/bin/python benchmarks/detection_chain.py [--calibration]`` (about a minute on 2 cores).
+``--occlusion`` measures instead whether the landmarks an occluder covers are flagged (occlusion.py), on
+the same variants, with the points where the clean photo's features are.
+
+Run: ``.venv/bin/python benchmarks/detection_chain.py [--calibration | --occlusion]`` (about a minute on
+2 cores).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from inference_server.preprocess.alignment import ARCFACE_TEMPLATE_112, apply_af
 from inference_server.preprocess.chain import ALL_STEPS, STEPS_WITHOUT_VARIANTS
 from inference_server.preprocess.detect import FaceDetector
 from inference_server.preprocess.mediapipe_faces import MESH_POINTS5
+from inference_server.preprocess.occlusion import TESTED_POINTS, occluded_points
 from inference_server.preprocess.synthetic_occluders import OCCLUDERS
 
 #: A mean point error above this fraction of the eye distance means another face (or no face) was taken.
@@ -236,9 +241,7 @@ def measure_calibration() -> None:
         landmarks = meshes[0]
         four = landmarks[[MESH_POINTS5[i] for i in (0, 1, 3, 4)]]
         M4 = fit_similarity(four, template[[0, 1, 3, 4]])
-        residuals.append(
-            np.linalg.norm(apply_affine(M4, four) - template[[0, 1, 3, 4]], axis=1) / eye_distance
-        )
+        residuals.append(np.linalg.norm(apply_affine(M4, four) - template[[0, 1, 3, 4]], axis=1) / eye_distance)
         for index in offsets:
             offsets[index].append(apply_affine(M4, landmarks[[index]])[0] - template[2])
         faces = detector.mediapipe.face_detector(rgb, "full")
@@ -261,10 +264,51 @@ def measure_calibration() -> None:
     print(f"detector box in template frame (n={len(b)}): mean {b.mean(0).round(1)}, std {b.std(0).round(1)}")
 
 
+#: The landmarks each synthetic occluder covers.
+COVERED = {
+    "none": (),
+    "hand_over_mouth": ("left_mouth_corner", "right_mouth_corner"),
+    "bar_over_eyes": ("left_eye", "right_eye"),
+    "bar_over_mouth": ("left_mouth_corner", "right_mouth_corner"),
+    "surgical_mask": ("left_mouth_corner", "right_mouth_corner"),
+    "sunglasses": ("left_eye", "right_eye"),
+    "sunglasses_and_hand": ("left_eye", "right_eye", "left_mouth_corner", "right_mouth_corner"),
+}
+
+
+def measure_occlusion() -> None:
+    """Covered landmarks flagged (recall) and uncovered ones flagged (false alarms), per variant group."""
+    counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    with FaceDetector() as detector:
+        for variant in variants(real_faces(), detector):
+            flagged = set(occluded_points(variant.rgb, variant.truth))
+            for group in (
+                f"occluder={variant.occluder}",
+                f"blur={variant.blur}",
+                f"geometry={variant.geometry}",
+                "ALL",
+            ):
+                for name in TESTED_POINTS.values():
+                    is_covered = name in COVERED[variant.occluder]
+                    counts[group][
+                        ("covered" if is_covered else "uncovered") + ("_flagged" if name in flagged else "")
+                    ] += 1
+    print("| variants | covered points | flagged | uncovered points | flagged (false alarm) |")
+    print("|---|---|---|---|---|")
+    for group in sorted(counts):
+        c = counts[group]
+        covered, uncovered = c["covered"] + c["covered_flagged"], c["uncovered"] + c["uncovered_flagged"]
+        print(f"| {group} | {covered} | {c['covered_flagged']} | {uncovered} | {c['uncovered_flagged']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", action="store_true", help="also measure the nose index and face box")
+    parser.add_argument("--occlusion", action="store_true", help="measure the landmarks-on-an-occluder test only")
     args = parser.parse_args()
+    if args.occlusion:
+        measure_occlusion()
+        return
     if args.calibration:
         measure_calibration()
     measure_chain()

@@ -42,7 +42,8 @@ class OcclusionThresholds:
     lightness within ``lightness`` (shading varies more than hue over a face). ``min_skin``: fewer
     skin-coloured pixels around a point than this fraction → a non-skin occluder. ``min_feature``: fewer
     clearly non-skin pixels (``feature_chroma`` away in hue, or ``feature_dark`` darker) → featureless skin.
-    ``radius``: the patch radius as a fraction of the template eye distance."""
+    ``radius``: the patch radius as a fraction of the template eye distance. ``min_sharpness``: below this
+    ``face_sharpness`` blur has flattened lips and lids too, so "featureless" is not judged."""
 
     chroma: float = 9.0
     lightness: float = 35.0
@@ -51,6 +52,7 @@ class OcclusionThresholds:
     feature_dark: float = 30.0
     min_feature: float = 0.03
     radius: float = 0.2
+    min_sharpness: float = 0.17
 
 
 DEFAULT_THRESHOLDS = OcclusionThresholds()
@@ -75,6 +77,7 @@ def point_evidence(
     eye_distance = float(np.linalg.norm(ARCFACE_TEMPLATE_112[1] - ARCFACE_TEMPLATE_112[0])) * scale
     radius = thresholds.radius * eye_distance
     references = _skin_references(lab, scale, radius)
+    sharp = face_sharpness(lab) >= thresholds.min_sharpness
     out = []
     for index, name in TESTED_POINTS.items():
         pixels = _patch(lab, ARCFACE_TEMPLATE_112[index] * scale, radius)
@@ -92,7 +95,7 @@ def point_evidence(
         verdict = None
         if skin < thresholds.min_skin:
             verdict = "not_skin"
-        elif feature < thresholds.min_feature:
+        elif feature < thresholds.min_feature and sharp:
             verdict = "featureless_skin"
         out.append(PointEvidence(name, skin, feature, verdict))
     return out
@@ -103,6 +106,28 @@ def occluded_points(
 ) -> tuple[str, ...]:
     """Names of the landmarks that lie on an occluder (empty when the face looks uncovered there)."""
     return tuple(e.name for e in point_evidence(rgb, points5, thresholds) if e.occluder is not None)
+
+
+def face_sharpness(lab: np.ndarray) -> float:
+    """Fine detail over coarse detail of the lightness in the middle of the aligned face (brows to chin):
+    mean |L − blur σ 1.5 px| / mean |L − blur σ 6 px| at ``SCALE`` × 112. Sharp photos measure 0.2–0.55,
+    the same faces blurred by 5 % of the eye distance 0.10–0.14 (docs/preprocessing.md, section 6)."""
+    import cv2
+
+    window = lab[round(30 * SCALE) : round(100 * SCALE), round(20 * SCALE) : round(92 * SCALE), 0]
+    inside = np.isfinite(window).astype(np.float32)
+    lightness = np.nan_to_num(window, nan=0.0).astype(np.float32)
+
+    def detail(sigma: float) -> np.ndarray:
+        # Blur of the photo's pixels only (normalised convolution): the photo's border is not an edge.
+        blurred = cv2.GaussianBlur(lightness, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(inside, (0, 0), sigma), 1e-6)
+        return np.abs(lightness - blurred)
+
+    counted = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0
+    if counted.sum() < 0.25 * counted.size:
+        return 0.0
+    fine, coarse = detail(1.5)[counted].mean(), detail(6.0)[counted].mean()
+    return float(fine / max(coarse, 1e-6))
 
 
 def _skin_references(lab: np.ndarray, scale: float, radius: float) -> list[np.ndarray]:

@@ -104,3 +104,24 @@ def test_real_occluders_on_the_official_fixtures(detector: FaceDetector) -> None
     assert {"right_eye", "right_mouth_corner"} <= flagged("despair-alone-being-alone-archetype-thumb")
     assert "right_mouth_corner" in flagged("smoke-young-human-model-thumb")
     assert flagged("pretty-woman-girl-eyes-thumb") == set()
+
+
+def test_a_blurred_face_raises_no_false_alarm_but_colour_still_tells(
+    faces: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
+    import cv2
+
+    for name, (rgb, points5) in faces.items():
+        sigma = 0.1 * float(np.linalg.norm(points5[1] - points5[0]))
+        # Blur flattens lips and lids as much as a hand would: "featureless" is not judged then…
+        assert face_sharpness_of(rgb, points5) > 0.17 > face_sharpness_of(cv2.GaussianBlur(rgb, (0, 0), sigma), points5)
+        assert occluded_points(cv2.GaussianBlur(rgb, (0, 0), sigma), points5) == (), name
+        # …but a dark bar over the eyes is no skin colour however blurred.
+        barred = cv2.GaussianBlur(OCCLUDERS["bar_over_eyes"](rgb, points5), (0, 0), sigma)
+        assert set(occluded_points(barred, points5)) >= EYES, name
+
+
+def face_sharpness_of(rgb: np.ndarray, points5: np.ndarray) -> float:
+    from inference_server.preprocess.occlusion import _aligned_lab, face_sharpness
+
+    return face_sharpness(_aligned_lab(rgb, points5)[0])
