@@ -2,5 +2,5 @@
 
 The extension root (the repository root ``__init__.py``) delegates to :mod:`.registration`. Modules
 without ``bpy`` in their imports (``worker_client``, ``job``, ``skinning``, ``hypotheses``,
-``managed_env``, ``face_marks_math``) are plain Python and tested without Blender.
+``managed_env``, ``face_marks_math``, ``face_list``) are plain Python and tested without Blender.
 """

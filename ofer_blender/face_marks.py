@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .ids import IMAGE_BOX_KEY, IMAGE_POINTS_KEY
+from .ids import IMAGE_BOX_KEY, IMAGE_FACE_KEY, IMAGE_POINTS_KEY
 
 POINT_NAMES = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")
 
@@ -37,8 +37,9 @@ def set_points(image: Any, points: Sequence[float]) -> None:
         raise FaceMarkError("Five points need ten numbers: x, y of " + ", ".join(POINT_NAMES))
     _check_inside(values, int(image.size[0]), int(image.size[1]), "face points")
     image[IMAGE_POINTS_KEY] = values
-    if IMAGE_BOX_KEY in image:
-        del image[IMAGE_BOX_KEY]
+    for key in (IMAGE_BOX_KEY, IMAGE_FACE_KEY):  # the points say which face: no other choice applies
+        if key in image:
+            del image[key]
 
 
 def set_box(image: Any, box: Sequence[float]) -> None:
@@ -48,18 +49,20 @@ def set_box(image: Any, box: Sequence[float]) -> None:
         raise FaceMarkError("A face box is [x0, y0, x1, y1] in pixels with x1 > x0 and y1 > y0")
     _check_inside(values, int(image.size[0]), int(image.size[1]), "face box")
     image[IMAGE_BOX_KEY] = values
-    if IMAGE_POINTS_KEY in image:
-        del image[IMAGE_POINTS_KEY]
-
-
-def clear(image: Any) -> None:
-    for key in (IMAGE_BOX_KEY, IMAGE_POINTS_KEY):
+    for key in (IMAGE_POINTS_KEY, IMAGE_FACE_KEY):  # the box says which face: no other choice applies
         if key in image:
             del image[key]
 
 
-def request_marks(image: Any) -> dict[str, list]:
-    """The ``box``/``points`` arguments of a reconstruct request for this image (empty when unmarked)."""
+def clear(image: Any) -> None:
+    for key in (IMAGE_BOX_KEY, IMAGE_POINTS_KEY, IMAGE_FACE_KEY):
+        if key in image:
+            del image[key]
+
+
+def request_marks(image: Any) -> dict[str, Any]:
+    """The ``box``/``points``/``face`` arguments of a reconstruct request for this image (empty when
+    unmarked and no face was chosen from the list)."""
     if image is None:
         return {}
     if IMAGE_POINTS_KEY in image:
@@ -67,6 +70,8 @@ def request_marks(image: Any) -> dict[str, list]:
         return {"points": [[flat[2 * i], flat[2 * i + 1]] for i in range(5)]}
     if IMAGE_BOX_KEY in image:
         return {"box": [float(v) for v in image[IMAGE_BOX_KEY]]}
+    if IMAGE_FACE_KEY in image:
+        return {"face": int(image[IMAGE_FACE_KEY])}
     return {}
 
 

@@ -20,6 +20,8 @@ OT_SHOW_SPREAD: Final = "ofer.show_spread"
 OT_SET_FACE_MARKS: Final = "ofer.set_face_marks"
 OT_CLEAR_FACE_MARKS: Final = "ofer.clear_face_marks"
 OT_CLICK_FACE_POINTS: Final = "ofer.click_face_points"
+OT_FIND_FACES: Final = "ofer.find_faces"
+OT_CHOOSE_FACE: Final = "ofer.choose_face"
 OT_TEST_WORKER: Final = "ofer.test_worker"
 OT_OPEN_LOG: Final = "ofer.open_log"
 OT_CREATE_MANAGED_ENV: Final = "ofer.create_managed_env"
@@ -38,6 +40,8 @@ SCENE_PROP: Final = "ofer_settings"  # bpy.types.Scene.ofer_settings: photo and 
 # Custom (ID) properties
 IMAGE_BOX_KEY: Final = "ofer_box"  # [x0, y0, x1, y1] in photo pixels (origin top-left, y down)
 IMAGE_POINTS_KEY: Final = "ofer_points"  # 10 floats: five (x, y) in photo pixels
+IMAGE_FACES_KEY: Final = "ofer_faces"  # JSON list of the faces the worker found (face_list.py)
+IMAGE_FACE_KEY: Final = "ofer_face"  # the chosen face's number (sent as the request's ``face``)
 OBJECT_DATA_PREFIX: Final = "ofer_"  # custom properties holding the result's arrays and metadata
 COLOR_SPREAD_IDENTITY: Final = "OFER spread identity"
 COLOR_SPREAD_EXPRESSION: Final = "OFER spread expression"

@@ -8,7 +8,7 @@ from typing import Any
 
 import bpy
 
-from . import face_marks, hypotheses, ids
+from . import face_list, face_marks, hypotheses, ids
 from .ops_export import result_object
 from .session import SESSION
 
@@ -176,6 +176,17 @@ class OFER_PT_face_marks(bpy.types.Panel):
         layout.label(text="Marked: " + (", ".join(marks) or "nothing (the detector runs)"))
         layout.operator(ids.OT_CLICK_FACE_POINTS, icon="RESTRICT_SELECT_OFF")
         layout.operator(ids.OT_CLEAR_FACE_MARKS, icon="X").image_name = image.name
+        _draw_face_list(layout, image)
+
+
+def _draw_face_list(layout: Any, image: Any) -> None:
+    """The faces the worker found (drawn over the photo with their numbers): one button each."""
+    layout.operator(ids.OT_FIND_FACES, icon="VIEWZOOM").image_name = image.name
+    chosen = face_list.chosen(image)
+    for face in face_list.stored(image):
+        icon = "ERROR" if face.warnings else "USER"
+        op = layout.operator(ids.OT_CHOOSE_FACE, text=face.label(), icon=icon, depress=face.index == chosen)
+        op.image_name, op.index = image.name, face.index
 
 
 CLASSES = (OFER_UL_identities, OFER_PT_reconstruct, OFER_PT_hypotheses, OFER_PT_export, OFER_PT_face_marks)

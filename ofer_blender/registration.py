@@ -16,6 +16,7 @@ try:
     from . import (
         face_marks_draw,
         ops_export,
+        ops_faces,
         ops_import,
         ops_marks,
         ops_reconstruct,
@@ -34,6 +35,7 @@ else:
         *properties.PROPERTY_CLASSES,
         preferences.OFER_AP_preferences,
         *ops_marks.CLASSES,
+        *ops_faces.CLASSES,
         *ops_import.CLASSES,
         *ops_reconstruct.CLASSES,
         *ops_worker.CLASSES,
