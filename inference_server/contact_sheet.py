@@ -9,7 +9,7 @@ import numpy as np
 
 from .atomic_io import atomic_write_bytes
 from .pipeline import ReconstructionOutput
-from .render import Camera, RenderError, grid, render_mesh
+from .render import Camera, PinholeCamera, RenderError, grid, render_mesh
 
 TILE = 256
 #: Expressions shown on the sheet (the file holds all of them).
@@ -66,6 +66,34 @@ def _with_warnings(sheet: np.ndarray, warnings: list[dict[str, str]]) -> np.ndar
     return np.concatenate([banner, sheet], axis=0)
 
 
+def _head_on_photo(output: ReconstructionOutput) -> np.ndarray | None:
+    """The first expression drawn through the fitted camera, half-transparent over the photo."""
+    res = output.result
+    if res.head_pose is None or res.camera is None:
+        return None
+    photo = output.image.rgb
+    height, width = photo.shape[:2]
+    scale = min(1.0, 1024 / max(width, height))  # the overlay is shown small; render it small
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    f, cx, cy = (float(v) for v in res.camera)
+    pose = tuple(float(v) for v in res.head_pose)
+    camera = PinholeCamera(pose, f, cx, cy, width, height)  # type: ignore[arg-type]
+    marker = (255, 0, 255)
+    head = render_mesh(res.expression_vertices[0], res.faces, width=w, height=h, camera=camera, background=marker)
+    small = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+    covered = (head != np.array(marker, np.uint8)).any(axis=2)[:, :, None]
+    blended = np.where(covered, (0.45 * small + 0.55 * head).astype(np.uint8), small)
+    return _fit(blended)
+
+
+def _texture_tile(output: ReconstructionOutput) -> np.ndarray | None:
+    name = output.result.meta.get("texture")
+    if not isinstance(name, str):
+        return None
+    image = cv2.imread(str(Path(output.path).parent / name), cv2.IMREAD_COLOR)
+    return None if image is None else _fit(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
 def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     res = output.result
     faces = res.faces
@@ -79,6 +107,10 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     confidence = output.detection.confidence
     score = "" if confidence is None else f", {confidence:.2f}"
     labels = [f"photo ({output.detection.method}{score})", "ArcFace crop", "FaRL crop"]
+    for tile, label in ((_head_on_photo(output), "fitted head on photo"), (_texture_tile(output), "texture")):
+        if tile is not None:
+            images.append(tile)
+            labels.append(label)
     for k in range(min(SHEET_IDENTITIES, len(res.identity_vertices))):
         images.append(render_mesh(res.identity_vertices[k], faces, width=TILE, height=TILE, camera=camera))
         labels.append(f"ID {k + 1:02d} p={res.identity_scores[k]:.3f}")

@@ -24,8 +24,9 @@ from . import __version__
 from .assets_config import AssetConfig, default_cache_dir
 from .diffusion import sample
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
+from .fit.step import fit_photo
 from .flame.layer import FlameLayer
-from .hypotheses import ExpressionOrder, order_expressions, per_vertex_spread, top_k
+from .hypotheses import EXPRESSION_ORDERS, ExpressionOrder, order_expressions, per_vertex_spread, top_k
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
 from .preprocess.detect import FaceDetection, FaceDetector
@@ -35,6 +36,7 @@ from .preprocess.input_checks import input_warnings
 from .presets import apply_preset
 from .protocol import ReconstructArgs
 from .result import JOINT_NAMES, ReconstructionResult, write_result
+from .texture.stage import TextureInputs, texture_beside_result
 
 ProgressFn = Callable[[str, int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -253,8 +255,10 @@ class Reconstructor:
         )  # fmt: skip
         expressions = exp_samples[:, :EXPGEN_EXPRESSIONS].cpu().numpy()
         jaw = exp_samples[:, EXPGEN_EXPRESSIONS:].cpu().numpy() * args.jaw_scale
-        order_mode: ExpressionOrder = args.extra.get("expression_order", "typical")
-        order = order_expressions(np.concatenate([expressions, jaw], axis=1), order_mode)
+        order_mode: ExpressionOrder = checked_order(args.extra.get("expression_order", "best_fit"))
+        # "best_fit" decodes in typical order (the fit's reference first) and re-sorts after the fit.
+        order = order_expressions(np.concatenate([expressions, jaw], axis=1),
+                                  "typical" if order_mode == "best_fit" else order_mode)  # fmt: skip
         expressions, jaw = expressions[order], jaw[order]
 
         clock.start("decode")
@@ -274,11 +278,31 @@ class Reconstructor:
         progress("decode", 2, 2, "")
         check()
 
+        clock.start("fit")
+        progress("fit", 0, 1, "head pose and camera")
+        exp_vertices = exp_out.vertices.cpu().numpy()
+        exp_landmarks = None if exp_out.landmarks is None else exp_out.landmarks.cpu().numpy()
+        photo_fit = fit_photo(image, detection, bundle.flame, exp_vertices, exp_landmarks,
+                              np.concatenate([expressions, jaw], axis=1), order_mode)  # fmt: skip
+        expressions, jaw, exp_vertices = (a[photo_fit.order] for a in (expressions, jaw, exp_vertices))
+        pose_arrays = photo_fit.arrays()
+        progress("fit", 1, 1, photo_fit.head_fit.status)
+        check()
+
+        clock.start("texture")
+        progress("texture", 0, 1, "")
+        texture_meta, texture_warnings = texture_beside_result(
+            image.rgb, texture_inputs(bundle, exp_vertices, exp_landmarks, photo_fit.order, pose_arrays), args.output
+        )
+        progress("texture", 1, 1, "")
+        check()
+
         clock.start("write")
         progress("write", 0, 1, Path(args.output).name)
         clock.stop()
         result = ReconstructionResult(
-            meta=self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock),
+            meta=self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
+            | photo_fit.meta() | texture_meta | {"warnings": photo_fit.warnings + texture_warnings},
             faces=bundle.flame.faces.astype(np.int32),
             template=bundle.flame.v_template.astype(np.float32),
             identity_params=best_shapes.cpu().numpy().astype(np.float32),
@@ -286,15 +310,16 @@ class Reconstructor:
             identity_vertices=identity_vertices.cpu().numpy().astype(np.float32),
             expression_params=expressions.astype(np.float32),
             jaw_pose=jaw.astype(np.float32),
-            expression_vertices=exp_out.vertices.cpu().numpy().astype(np.float32),
+            expression_vertices=exp_vertices.astype(np.float32),
             joints=rest.rest_joints[0].cpu().numpy().astype(np.float32),
             parents=bundle.flame.parents.astype(np.int32),
             skin_weights=bundle.flame.weights.astype(np.float32),
             spread_identity=per_vertex_spread(neutral.cpu().numpy()),
-            spread_expression=per_vertex_spread(exp_out.vertices.cpu().numpy()),
+            spread_expression=per_vertex_spread(exp_vertices),
             uv=None if bundle.flame.uv is None else bundle.flame.uv.astype(np.float32),
             uv_faces=None if bundle.flame.uv_faces is None else bundle.flame.uv_faces.astype(np.int32),
             landmarks=None if rest.landmarks is None else rest.landmarks[0].cpu().numpy().astype(np.float32),
+            **pose_arrays,
         )
         check()  # the last moment a cancel can still prevent the file from appearing
         clock.start("write")
@@ -363,6 +388,26 @@ class Reconstructor:
             "request_points": None if args.points is None else [list(p) for p in args.points],
             "seconds": dict(clock.seconds),
         }
+
+
+def checked_order(value: object) -> ExpressionOrder:
+    if value not in EXPRESSION_ORDERS:
+        raise BadRequestError(f"unknown expression order {value!r}", f"Use one of {', '.join(EXPRESSION_ORDERS)}.")
+    return value  # type: ignore[return-value]
+
+
+def texture_inputs(
+    bundle: ModelBundle, exp_vertices: np.ndarray, exp_landmarks: np.ndarray | None, order: np.ndarray,
+    pose_arrays: dict[str, np.ndarray | None],
+) -> TextureInputs | None:  # fmt: skip
+    """The display-first expression as posed by the fit, or None when there is no pose or no UV map."""
+    flame = bundle.flame
+    pose, camera = pose_arrays["head_pose"], pose_arrays["camera"]
+    if pose is None or camera is None or flame.uv is None or flame.uv_faces is None or exp_landmarks is None:
+        return None
+    return TextureInputs(vertices=exp_vertices[0].astype(np.float64), template=flame.v_template, faces=flame.faces,
+                         uv=flame.uv, uv_faces=flame.uv_faces, landmarks=exp_landmarks[order[0]].astype(np.float64),
+                         pose=pose.astype(np.float64), camera=camera.astype(np.float64))  # fmt: skip
 
 
 def check_output_path(output: str) -> None:

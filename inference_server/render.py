@@ -1,6 +1,7 @@
 """A small numpy software rasteriser for previews, contact sheets and synthetic training renders.
 
-Orthographic (weak-perspective) camera looking down -z at the mesh, a z-buffer, smooth per-vertex normals,
+Orthographic (weak-perspective) camera looking down -z at the mesh, or the result contract's pinhole
+camera (:class:`PinholeCamera`), a z-buffer, smooth per-vertex normals,
 Lambert + ambient shading and optional per-vertex colours. No OpenGL, no GPU: it runs anywhere numpy does.
 Triangles are rasterised in batches grouped by the size of their pixel bounding box, so a 5k-vertex head
 at 512×512 is a handful of array operations rather than a Python loop over triangles.
@@ -49,6 +50,28 @@ class Camera:
         turn = np.array([[cy, 0.0, -sy], [0.0, 1.0, 0.0], [sy, 0.0, cy]])
         tilt = np.array([[1.0, 0.0, 0.0], [0.0, cp, sp], [0.0, -sp, cp]])
         return tilt @ turn
+
+
+@dataclass(frozen=True)
+class PinholeCamera:
+    """The result file's perspective camera: p_cam = R(pose[:3]) p + pose[3:], u = cx + f X / (-Z),
+    v = cy - f Y / (-Z), for an image of ``width`` × ``height`` pixels (rendering at another size scales
+    the intrinsics)."""
+
+    pose: tuple[float, float, float, float, float, float]
+    focal: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def rotation(self) -> np.ndarray:
+        from .fit.camera import rotation_matrix
+
+        return rotation_matrix(np.asarray(self.pose[:3], dtype=np.float64))
+
+
+AnyCamera = Camera | PinholeCamera
 
 
 @dataclass(frozen=True)
@@ -172,8 +195,20 @@ def _check_inputs(
         raise RenderError(f"image size must be positive, got {width}×{height}")
 
 
-def project(vertices: np.ndarray, camera: Camera, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates (V, 2) and view-space depth (V,) of ``vertices`` under ``camera``."""
+def project(vertices: np.ndarray, camera: AnyCamera, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (V, 2) and view-space depth (V,; larger is nearer) of ``vertices`` under ``camera``."""
+    if isinstance(camera, PinholeCamera):
+        view = np.asarray(vertices, dtype=np.float64) @ camera.rotation().T + np.asarray(camera.pose[3:])
+        scale = width / camera.width
+        distance = np.maximum(-view[:, 2], 1e-9)
+        screen = np.stack(
+            [
+                scale * (camera.cx + camera.focal * view[:, 0] / distance),
+                scale * (camera.cy - camera.focal * view[:, 1] / distance),
+            ],
+            axis=1,
+        )
+        return screen, view[:, 2]
     view = np.asarray(vertices, dtype=np.float64) @ camera.rotation().T
     if camera.center is None:
         centre = (view.min(axis=0) + view.max(axis=0)) / 2
@@ -198,14 +233,18 @@ def render_mesh(
     *,
     width: int = 512,
     height: int = 512,
-    camera: Camera | None = None,
+    camera: AnyCamera | None = None,
     light_dir: Sequence[float] = (0.35, 0.45, 1.0),
     colors: np.ndarray | None = None,
     background: Sequence[int] = (255, 255, 255),
     ambient: float = 0.3,
     supersample: int = 1,
+    texture: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Render a triangle mesh to an RGB ``uint8`` image of shape (height, width, 3).
+
+    ``texture`` = (image (S, S, 3) uint8, uv (T, 2), uv_faces (F, 3)) colours the mesh from a UV map
+    (texel row 0 is v = 1) instead of ``colors``.
 
     ``light_dir`` points from the mesh towards the light in view space (x right, y up, z to the viewer).
     ``colors`` are per-vertex RGB, floats in [0, 1] or ``uint8``; without them the mesh is light grey.
@@ -237,6 +276,8 @@ def render_mesh(
     light = light / max(float(np.linalg.norm(light)), 1e-12)
     shade = ambient + (1.0 - ambient) * np.clip(n @ light, 0.0, 1.0)
     base = np.full((len(tri), 3), 0.82) if col is None else np.einsum("pk,pkc->pc", bary, col[corners])
+    if texture is not None:
+        base = _sample_texture(texture, tri, bary)
 
     image = np.empty((h, w, 3), dtype=np.uint8)
     image[:] = np.asarray(background, dtype=np.uint8)
@@ -244,6 +285,24 @@ def render_mesh(
     if ss > 1:
         return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
     return image
+
+
+def _sample_texture(texture: tuple[np.ndarray, np.ndarray, np.ndarray], tri: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Bilinear texture colours in [0, 1] (P, 3) at the pixels' interpolated UVs."""
+    image, uv, uv_faces = texture
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise RenderError(f"the texture must be an RGB uint8 image, got {image.dtype} {image.shape}")
+    coords = np.einsum("pk,pkc->pc", bary, np.asarray(uv, dtype=np.float64)[np.asarray(uv_faces)[tri]])
+    size_y, size_x = image.shape[:2]
+    n = len(coords)
+    rows = -(-n // 1024)  # OpenCV maps must stay under 32767 per side: lay the points out as rows
+    map_x = np.zeros(rows * 1024, np.float32)
+    map_y = np.zeros(rows * 1024, np.float32)
+    map_x[:n] = coords[:, 0] * size_x - 0.5
+    map_y[:n] = (1.0 - coords[:, 1]) * size_y - 0.5
+    sampled = cv2.remap(image, map_x.reshape(rows, 1024), map_y.reshape(rows, 1024), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return np.asarray(sampled.reshape(-1, 3)[:n], dtype=np.float64) / 255.0
 
 
 def grid(

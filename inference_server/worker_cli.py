@@ -49,7 +49,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: 1000 DDPM, 50 DDIM, 20 DPM)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jaw-scale", type=float, default=0.5)
-    parser.add_argument("--order", choices=("typical", "diverse", "sampled"), default="typical",
+    parser.add_argument("--order", choices=("best_fit", "typical", "diverse", "sampled"), default="best_fit",
                         help="expression display order")  # fmt: skip
     parser.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="face box in pixels")
     parser.add_argument("--points", type=float, nargs=10, metavar="XY",

@@ -1,0 +1,208 @@
+"""The fit stage: head pose and pinhole camera from the photo's landmarks, and how well each expression
+agrees with what is visible (numpy + OpenCV; no torch).
+
+Inputs are the detector's dense landmarks (MediaPipe's 478, mapped to iBUG's 68 by
+:mod:`.landmarks68`), the photo (for the colour evidence of occluders and for EXIF), and the model's 68
+landmarks on every expression mesh. A landmark is trusted by (a) its group's prior, (b) the photo's
+evidence that it is not covered (:mod:`..texture.occluder`), (c) facing the camera once a first pose is
+known, and (d) the robust loss. When the result cannot be trusted the stage says why and gives no pose.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..texture.occluder import FeatureZones, SkinModelError, fit_skin_model, occluded
+from .camera import Intrinsics, axis_angle, default_intrinsics, exif_focal_pixels, rotation_matrix, to_camera
+from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
+from .pose import PoseFit, eye_distance, fit_pose
+
+#: Fewer trusted landmarks than this and the pose is not reported.
+MIN_TRUSTED_LANDMARKS = 20
+#: A landmark counts as trusted (visible) at or above this weight.
+TRUSTED_WEIGHT = 0.5
+#: Median reprojection error of the trusted landmarks above this fraction of the eye distance: the head
+#: and the photo disagree too much for the camera to be right.
+MAX_MEDIAN_ERROR_IOD = 0.12
+#: Beyond this yaw (degrees) one half of the face is hidden and the 2D landmarks are guesses.
+MAX_YAW_DEG = 55.0
+#: Radius (fraction of the eye distance) of the disk around a landmark whose pixels are tested for cover.
+PATCH_RADIUS_IOD = 0.08
+#: A residual is capped at this many eye distances when scoring an expression, so one landmark that
+#: follows another convention (jaw contour) cannot outvote the rest.
+SCORE_CAP_IOD = 0.15
+
+
+@dataclass
+class HeadFit:
+    """What the fit found. Poses and errors are per expression in the order the expressions were given."""
+
+    status: str  # "ok" | "untrusted"
+    reason: str
+    focal_source: str
+    camera: np.ndarray | None = None  # (3,) f, cx, cy
+    expression_poses: np.ndarray | None = None  # (M, 6)
+    expression_errors: np.ndarray | None = None  # (M,) pixels: capped weighted RMS, visible landmarks
+    expression_medians: np.ndarray | None = None  # (M,) pixels: median residual, visible landmarks
+    reference: int = 0  # the expression whose pose fixed the camera
+    landmarks: np.ndarray | None = None  # (68, 2) the photo's landmarks
+    weights: np.ndarray | None = None  # (68,) trust of each landmark
+    reprojection_px: float | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def trusted(self) -> bool:
+        return self.status == "ok"
+
+    def meta(self, display_first: int) -> dict[str, Any]:
+        """meta["fit"] of the result; ``display_first`` is the expression shown first."""
+        used = 0 if self.weights is None else int((self.weights >= TRUSTED_WEIGHT).sum())
+        error = self.reprojection_px
+        if self.expression_medians is not None:
+            error = float(self.expression_medians[display_first])
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "focal_source": self.focal_source,
+            "n_landmarks_used": used,
+            "reprojection_px": None if error is None else round(float(error), 3),
+        }
+
+
+def untrusted(reason: str, focal_source: str = "estimated", **kwargs: Any) -> HeadFit:
+    fit = HeadFit(status="untrusted", reason=reason, focal_source=focal_source, **kwargs)
+    fit.warnings.append({"code": "fit_untrusted", "message": f"No camera or head pose: {reason}."})
+    return fit
+
+
+def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(68,) in [0, 1]: the share of each landmark's neighbourhood that the photo shows as face.
+
+    The skin colour is learnt inside the detected face outline; around each landmark, pixels that are
+    neither skin nor the feature expected there (lips at the mouth; dark or colourless at eyes and brows)
+    count as cover.
+    """
+    height, width = rgb.shape[:2]
+    hull = cv2.convexHull(np.round(mesh_points[:, :2]).astype(np.int32))
+    region = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(region, hull, 1)
+    skin = fit_skin_model(rgb[region > 0])
+    radius = max(2, round(PATCH_RADIUS_IOD * eye_distance(landmarks)))
+    offsets = np.stack(np.mgrid[-radius : radius + 1, -radius : radius + 1], -1).reshape(-1, 2)
+    offsets = offsets[(offsets**2).sum(axis=1) <= radius**2]
+    visibility = np.zeros(N_LANDMARKS)
+    for group, indices in GROUPS.items():
+        for k in indices:
+            xy = np.round(landmarks[k]).astype(np.int64) + offsets[:, ::-1]
+            inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+            if not inside.any():
+                continue  # outside the photo: not visible
+            pixels = rgb[xy[inside, 1], xy[inside, 0]]
+            n = len(pixels)
+            no = np.zeros(n, bool)
+            zones = FeatureZones(
+                mouth=np.full(n, group == "mouth"), brows=np.full(n, group in ("eyes", "brows")), eye_opening=no
+            )
+            visibility[k] = (1.0 - occluded(pixels, skin, zones).mean()) * inside.mean()
+    return visibility
+
+
+def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """(68,) in [0, 1]: 1 for a landmark whose surface faces the camera, 0 past grazing."""
+    cam = to_camera(points, pose)
+    turned = normals @ rotation_matrix(pose[:3]).T
+    view = -cam / np.maximum(np.linalg.norm(cam, axis=1, keepdims=True), 1e-12)
+    return np.clip((turned * view).sum(axis=1) / 0.25, 0.0, 1.0)
+
+
+def yaw_deg(pose: np.ndarray) -> float:
+    """Yaw of the head (rotation about the camera's vertical) of a pose, in degrees."""
+    forward = rotation_matrix(pose[:3]) @ np.array([0.0, 0.0, 1.0])
+    return math.degrees(math.atan2(forward[0], forward[2]))
+
+
+def score_expressions(
+    expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per expression: its own pose (camera fixed), the capped weighted RMS error over the trusted
+    landmarks (pixels), and the median residual over them."""
+    cap = SCORE_CAP_IOD * eye_distance(image)
+    trusted = weights >= TRUSTED_WEIGHT
+    poses, errors, medians = [], [], []
+    for points in expression_landmarks:
+        fit = fit_pose(points, image, weights, intr, fit_focal=False, start=start)
+        r = np.minimum(fit.residuals, cap)
+        poses.append(fit.pose)
+        errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
+        medians.append(float(np.median(fit.residuals[trusted])) if trusted.any() else float("nan"))
+    return np.stack(poses), np.asarray(errors), np.asarray(medians)
+
+
+def fit_head(
+    rgb: np.ndarray,
+    image_path: str | os.PathLike[str] | None,
+    mesh_points: np.ndarray | None,
+    expression_landmarks: np.ndarray,
+    reference_normals: np.ndarray,
+    reference: int = 0,
+) -> HeadFit:
+    """Fit the camera and a pose per expression. ``mesh_points`` (478, 2): the detector's dense landmarks
+    (None when the face was found without them); ``expression_landmarks`` (M, 68, 3) model frame;
+    ``reference_normals`` (68, 3) surface normals at the landmarks of expression ``reference``."""
+    height, width = rgb.shape[:2]
+    focal_px = exif_focal_pixels(image_path, width, height) if image_path is not None else None
+    intr = default_intrinsics(width, height)
+    source = "exif" if focal_px is not None else "estimated"
+    if focal_px is not None:
+        intr = Intrinsics(focal_px, intr.cx, intr.cy, "exif")
+    if mesh_points is None:
+        return untrusted("the face was found without dense landmarks (five points only)", source)
+    if expression_landmarks.ndim != 3 or expression_landmarks.shape[1:] != (N_LANDMARKS, 3):
+        return untrusted("the head model has no 68-point landmark embedding", source)
+    image = landmarks68_from_mesh(mesh_points)
+    try:
+        visibility = landmark_visibility(rgb, np.asarray(mesh_points, dtype=np.float64), image)
+    except SkinModelError as exc:
+        return untrusted(f"the face region shows no usable skin ({exc})", source, landmarks=image)
+    weights = group_weights() * visibility
+    if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
+        return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
+
+    first: PoseFit = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None)
+    weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
+    if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
+        return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
+    ref = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,
+                   start=first.pose)  # fmt: skip
+    intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
+    yaw = yaw_deg(ref.pose)
+    trusted = weights >= TRUSTED_WEIGHT
+    median = float(np.median(ref.residuals[trusted]))
+    details = {"landmarks": image, "weights": weights, "reprojection_px": median}
+    if abs(yaw) > MAX_YAW_DEG:
+        return untrusted(f"the head is turned {abs(yaw):.0f}° (a profile; at most {MAX_YAW_DEG:.0f}°)", source,
+                         **details)  # fmt: skip
+    if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
+        return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
+    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose)
+    return HeadFit(
+        status="ok", reason="", focal_source=source, camera=np.array([intr.focal, intr.cx, intr.cy]),
+        expression_poses=poses, expression_errors=errors, expression_medians=medians, reference=reference,
+        **details,
+    )  # fmt: skip
+
+
+def _too_few(weights: np.ndarray) -> str:
+    n = int((weights >= TRUSTED_WEIGHT).sum())
+    return f"only {n} of 68 landmarks are visible and trusted (at least {MIN_TRUSTED_LANDMARKS} needed)"
+
+
+def pose_from_rotation(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """(6,) pose from a rotation matrix and a translation."""
+    return np.concatenate([axis_angle(rotation), np.asarray(translation, dtype=np.float64)])

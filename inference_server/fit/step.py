@@ -1,0 +1,84 @@
+"""The fit stage as the pipeline calls it: decoded expressions in, display order + result entries out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..flame.model_data import FlameModelData
+from ..hypotheses import ExpressionOrder, best_fit_order
+from ..preprocess.detect import FaceDetection
+from ..preprocess.image import LoadedImage
+from ..render import vertex_normals
+from .stage import HeadFit, fit_head, untrusted
+
+
+@dataclass
+class PhotoFit:
+    """The fit of one photo, already in display order (apply ``order`` to the decoded expressions)."""
+
+    order: np.ndarray  # (M,) permutation of the expressions as decoded
+    order_used: str
+    head_fit: HeadFit
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray | None]:
+        """``head_pose``, ``camera``, ``expression_head_pose`` for the result (None when untrusted)."""
+        fit = self.head_fit
+        if not fit.trusted or fit.expression_poses is None or fit.camera is None:
+            return {"head_pose": None, "camera": None, "expression_head_pose": None}
+        poses = fit.expression_poses[self.order].astype(np.float32)
+        return {"head_pose": poses[0].copy(), "camera": fit.camera.astype(np.float32), "expression_head_pose": poses}
+
+    def meta(self) -> dict[str, Any]:
+        fit = self.head_fit
+        out: dict[str, Any] = {"fit": _reordered(fit, self.order).meta(0), "expression_order": self.order_used}
+        if fit.trusted and fit.expression_errors is not None:
+            out["expression_fit_px"] = [round(float(e), 3) for e in fit.expression_errors[self.order]]
+        return out
+
+
+def _reordered(fit: HeadFit, order: np.ndarray) -> HeadFit:
+    if fit.expression_medians is None:
+        return fit
+    return HeadFit(**{**fit.__dict__, "expression_medians": fit.expression_medians[order]})
+
+
+def landmark_normals(vertices: np.ndarray, model: FlameModelData) -> np.ndarray:
+    """(68, 3) unit normals of ``vertices`` at the model's landmark embedding."""
+    assert model.lmk_faces_idx is not None and model.lmk_bary_coords is not None
+    corners = np.asarray(model.faces)[model.lmk_faces_idx]
+    n = np.einsum("lk,lkc->lc", model.lmk_bary_coords, vertex_normals(vertices, model.faces)[corners])
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def fit_photo(
+    image: LoadedImage,
+    detection: FaceDetection,
+    model: FlameModelData,
+    expression_vertices: np.ndarray,
+    expression_landmarks: np.ndarray | None,
+    params: np.ndarray,
+    mode: ExpressionOrder,
+) -> PhotoFit:
+    """Fit the camera and a pose per expression (given in the order they were decoded, the most typical
+    first), then choose the display order: ``mode`` "best_fit" sorts by the visible-landmark error;
+    any other mode keeps the order given. Never raises for a photo the fit cannot use: it says why."""
+    m = len(expression_vertices)
+    keep = np.arange(m)
+    if expression_landmarks is None or model.lmk_faces_idx is None or len(model.lmk_faces_idx) != 68:
+        fit = untrusted("the head model has no 68-point landmark embedding")
+    else:
+        normals = landmark_normals(np.asarray(expression_vertices[0], dtype=np.float64), model)
+        fit = fit_head(image.rgb, image.path, detection.landmarks, np.asarray(expression_landmarks, np.float64),
+                       normals)  # fmt: skip
+    warnings = list(fit.warnings)
+    if mode != "best_fit":
+        return PhotoFit(keep, mode, fit, warnings)
+    if not fit.trusted or fit.expression_errors is None:
+        warnings.append({"code": "best_fit_unavailable",
+                         "message": "Expressions are in typical order: the fit to the photo is not trusted."})  # fmt: skip
+        return PhotoFit(keep, "typical", fit, warnings)
+    return PhotoFit(best_fit_order(params, fit.expression_errors), "best_fit", fit, warnings)

@@ -1,0 +1,119 @@
+"""Synthetic photos with a known head pose, pinhole camera and texture, for measuring the fit and the
+texture stages (the training renders in ``train/synthetic.py`` are orthographic and carry no texture).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..flame.layer import FlameLayer
+from ..flame.model_data import FlameModelData
+from ..preprocess.synthetic_occluders import draw_bar
+from ..render import PinholeCamera, render_mesh, vertex_normals
+from ..texture.bake import rasterize_uv
+from ..texture.fill import pull_push
+from .camera import project
+
+#: A strongly coloured occluder (saturated green), far from any skin or lip colour.
+OCCLUDER_RGB = (20, 200, 60)
+
+
+@dataclass
+class SyntheticCase:
+    image: np.ndarray  # (H, W, 3) uint8
+    vertices: np.ndarray  # (V, 3) model frame
+    landmarks: np.ndarray  # (68, 3) model frame
+    landmark_normals: np.ndarray  # (68, 3)
+    pose: np.ndarray  # (6,)
+    camera: np.ndarray  # (3,)
+    texture: np.ndarray  # (S, S, 3) uint8, the ground-truth texture
+    occluder_alpha: np.ndarray  # (H, W) in [0, 1]
+    expression: np.ndarray  # (50,)
+    jaw: np.ndarray  # (3,)
+    shape: np.ndarray  # (300,)
+
+
+def ground_truth_texture(head: FlameModelData, size: int = 512) -> np.ndarray:
+    """The head's preview colours baked into its UV map, with a fine pattern so that misregistration
+    shows in the PSNR, and the gutters between UV islands filled."""
+    assert head.uv is not None and head.uv_faces is not None
+    raster = rasterize_uv(head.uv, np.asarray(head.uv_faces), size)
+    colors = np.asarray(head.extra.get("vertex_colors", np.full((head.n_vertices, 3), 0.8)))
+    texture = raster.interpolate(colors * 255.0, np.asarray(head.faces))
+    rows, cols = np.mgrid[:size, :size] / size
+    pattern = 1.0 + 0.05 * np.sin(2 * math.pi * 41 * cols) * np.sin(2 * math.pi * 41 * rows)
+    texture = np.clip(texture * pattern[..., None], 0, 255)
+    return np.clip(np.rint(pull_push(texture, raster.covered)), 0, 255).astype(np.uint8)
+
+
+def landmark_normals(vertices: np.ndarray, faces: np.ndarray, head: FlameModelData) -> np.ndarray:
+    """(68, 3) unit surface normals at the model's landmarks on ``vertices``."""
+    assert head.lmk_faces_idx is not None and head.lmk_bary_coords is not None
+    normals = vertex_normals(vertices, faces)[np.asarray(faces)[head.lmk_faces_idx]]
+    n = np.einsum("lk,lkc->lc", head.lmk_bary_coords, normals)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def render_case(
+    head: FlameModelData, layer: FlameLayer, texture: np.ndarray, rng: np.random.Generator, *,
+    size: tuple[int, int] = (640, 480), max_yaw: float = 30.0, occluder: str | None = None, ambient: float = 0.5,
+) -> SyntheticCase:  # fmt: skip
+    """One photo: random identity, expression and jaw, pose within ±``max_yaw`` yaw, ±15° pitch, ±8° roll,
+    a focal length of 0.8-2.2 × the longer side, the face ~20 % of the width; ``occluder`` "mouth" or
+    "eyes" draws a strongly coloured bar there. ``ambient`` 1.0 renders the texture unshaded."""
+    width, height = size
+    shape = rng.normal(0, 1, 300) * np.where(np.arange(300) < 32, 1.0, 0.3)
+    expression = rng.normal(0, 0.3, 50)
+    jaw = np.array([abs(rng.normal(0, 0.12)), 0.0, 0.0])
+    with torch.no_grad():
+        out = layer.with_expression(torch.as_tensor(shape[None]), torch.as_tensor(expression[None]),
+                                    torch.as_tensor(jaw[None]))  # fmt: skip
+    vertices = out.vertices[0].double().numpy()
+    assert out.landmarks is not None
+    landmarks = out.landmarks[0].double().numpy()
+    angles = np.radians([rng.uniform(-15, 15), rng.uniform(-max_yaw, max_yaw), rng.uniform(-8, 8)])
+    rotation = _euler(angles)
+    focal = rng.uniform(0.8, 2.2) * max(width, height)
+    iod_m = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))
+    depth = focal * iod_m / (rng.uniform(0.14, 0.2) * width)
+    centre = landmarks[[27, 30, 33]].mean(axis=0)
+    offset = np.array([rng.uniform(-0.1, 0.1) * width, rng.uniform(-0.1, 0.1) * height]) * depth / focal
+    translation = np.array([offset[0], offset[1], -depth]) - rotation @ centre
+    from .camera import axis_angle
+
+    pose = np.concatenate([axis_angle(rotation), translation])
+    camera = np.array([focal, width / 2.0, height / 2.0])
+    pinhole = PinholeCamera(tuple(pose.tolist()), focal, width / 2.0, height / 2.0, width, height)  # type: ignore[arg-type]
+    background = tuple(int(c) for c in rng.integers(40, 200, 3))
+    assert head.uv is not None and head.uv_faces is not None
+    image = render_mesh(vertices, head.faces, width=width, height=height, camera=pinhole, ambient=ambient,
+                        background=background, texture=(texture, head.uv, head.uv_faces))  # fmt: skip
+    alpha = np.zeros((height, width), np.float32)
+    if occluder is not None:
+        xy = project(landmarks, pose, camera)
+        points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
+        black = draw_bar(np.zeros_like(image), points5, occluder, OCCLUDER_RGB)
+        white = draw_bar(np.full_like(image, 255), points5, occluder, OCCLUDER_RGB)
+        alpha = np.clip(1.0 - (white.astype(np.float32) - black).min(axis=2) / 255.0, 0, 1)
+        image = draw_bar(image, points5, occluder, OCCLUDER_RGB)
+    return SyntheticCase(
+        image=image, vertices=vertices, landmarks=landmarks,
+        landmark_normals=landmark_normals(vertices, head.faces, head), pose=pose, camera=camera,
+        texture=texture, occluder_alpha=alpha, expression=expression, jaw=jaw, shape=shape,
+    )  # fmt: skip
+
+
+def _euler(angles: np.ndarray) -> np.ndarray:
+    """Rotation from (pitch about x, yaw about y, roll about z), applied roll, then yaw, then pitch."""
+    from .camera import rotation_matrix
+
+    pitch, yaw, roll = (float(a) for a in angles)
+    return (
+        rotation_matrix(np.array([pitch, 0.0, 0.0]))
+        @ rotation_matrix(np.array([0.0, yaw, 0.0]))
+        @ rotation_matrix(np.array([0.0, 0.0, roll]))
+    )

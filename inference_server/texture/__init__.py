@@ -1,0 +1,1 @@
+"""The photo projected into the head's UV map: visibility, occluder mask, fill, PNG."""

@@ -1,0 +1,150 @@
+"""The photo projected into the head's UV map (numpy + OpenCV).
+
+Every texel is sent through its triangle to a point on the posed head, through the fitted camera to a
+pixel of the photo, and kept only when (a) the head's own z-buffer says that point is what the camera
+sees, (b) the surface faces the camera more than a grazing angle, and (c) the photo's colour there is
+face, not occluder (:mod:`.occluder`); the occluder mask is widened in the photo so an occluder's soft
+edge stays out too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..fit.camera import project_camera, rotation_matrix
+from ..render import rasterize, vertex_normals
+from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded
+
+#: Texels facing the camera less than this (cosine of the angle to the line of sight) are left out.
+MIN_FACING = math.cos(math.radians(72.0))
+#: A texel is visible when it lies at most this far (metres) behind the nearest surface at its pixel.
+DEPTH_TOLERANCE = 2.0e-3
+#: Longest side of the face's bounding box in the visibility z-buffer (larger photos are scaled down).
+ZBUFFER_SIDE = 1024
+#: The occluder mask is widened by this fraction of the eye distance in the photo.
+OCCLUDER_GROW_IOD = 0.06
+
+
+@dataclass(frozen=True)
+class UVRaster:
+    """Which triangle and barycentric weights every texel of a size² map has (-1: no triangle)."""
+
+    size: int
+    triangle: np.ndarray  # (S, S) int64
+    barycentric: np.ndarray  # (S, S, 3)
+
+    @property
+    def covered(self) -> np.ndarray:
+        return self.triangle >= 0
+
+    def interpolate(self, per_vertex: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """(S, S, C) values of a per-vertex attribute (V, C) at the covered texels (zeros elsewhere)."""
+        out = np.zeros((self.size, self.size, per_vertex.shape[1]))
+        cov = self.covered
+        corners = per_vertex[faces[self.triangle[cov]]]  # (n, 3, C)
+        out[cov] = np.einsum("nk,nkc->nc", self.barycentric[cov], corners)
+        return out
+
+
+def rasterize_uv(uv: np.ndarray, uv_faces: np.ndarray, size: int) -> UVRaster:
+    """Texel row 0 is v = 1 (the PNG's top row), column 0 is u = 0: the OpenGL / Blender convention."""
+    xy = np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size], axis=1)
+    raster = rasterize(xy, np.zeros(len(uv)), uv_faces, size, size)
+    return UVRaster(size, raster.triangle, raster.barycentric)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Where each covered texel lands in the photo and whether the photo shows it there."""
+
+    pixel: np.ndarray  # (S, S, 2) photo pixel coordinates (x, y), continuous
+    visible: np.ndarray  # (S, S) bool: in the photo, in front, facing the camera
+    facing: np.ndarray  # (S, S) cosine between the surface normal and the line of sight
+
+
+def project_texels(
+    raster: UVRaster, vertices: np.ndarray, faces: np.ndarray, pose: np.ndarray, camera: np.ndarray,
+    width: int, height: int,
+) -> Projection:  # fmt: skip
+    """Project every covered texel of the head ``vertices`` (model frame) into the photo."""
+    rotation = rotation_matrix(pose[:3])
+    cam_vertices = vertices @ rotation.T + pose[3:6]
+    f, cx, cy = (float(c) for c in camera)
+    points = raster.interpolate(cam_vertices, faces)
+    normals = raster.interpolate(vertex_normals(vertices, faces) @ rotation.T, faces)
+    cov = raster.covered
+    pixel = np.zeros((raster.size, raster.size, 2))
+    pixel[cov] = project_camera(points[cov], f, cx, cy)
+    sight = -points / np.maximum(np.linalg.norm(points, axis=2, keepdims=True), 1e-12)
+    facing = (normals * sight).sum(axis=2) / np.maximum(np.linalg.norm(normals, axis=2), 1e-12)
+    in_photo = (pixel[..., 0] >= 0) & (pixel[..., 0] < width) & (pixel[..., 1] >= 0) & (pixel[..., 1] < height)
+    in_front = cov & in_photo & (points[..., 2] < 0)
+    # Z-buffer of the whole head seen by this camera, at a resolution that keeps the face ≤ ZBUFFER_SIDE.
+    screen = project_camera(cam_vertices, f, cx, cy)
+    lo = np.floor(screen.min(axis=0)) - 2
+    extent = float(np.max(screen.max(axis=0) - lo)) + 4
+    scale = min(1.0, ZBUFFER_SIDE / max(extent, 1.0))
+    side_w = int(math.ceil((screen[:, 0].max() - lo[0] + 4) * scale))
+    side_h = int(math.ceil((screen[:, 1].max() - lo[1] + 4) * scale))
+    zbuf = rasterize((screen - lo) * scale, cam_vertices[:, 2], faces, side_w, side_h).depth
+    px = np.clip(((pixel[..., 0] - lo[0]) * scale).astype(np.int64), 0, side_w - 1)
+    py = np.clip(((pixel[..., 1] - lo[1]) * scale).astype(np.int64), 0, side_h - 1)
+    unoccluded = points[..., 2] >= zbuf[py, px] - DEPTH_TOLERANCE
+    visible = in_front & unoccluded & (facing >= MIN_FACING)
+    return Projection(pixel=pixel, visible=visible, facing=facing)
+
+
+def sample_photo(rgb: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    """Bilinear colours (S, S, 3) float of the photo at continuous pixel positions (centres at +0.5)."""
+    map_x = (pixel[..., 0] - 0.5).astype(np.float32)
+    map_y = (pixel[..., 1] - 0.5).astype(np.float32)
+    out = cv2.remap(rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(out, dtype=np.float64)
+
+
+def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
+    """Feature zones of the UV map from where the model's 68 landmarks sit on the head: texels near the
+    lips, near the eyes and brows, and inside each eye's corner-to-corner circle."""
+    position = raster.interpolate(template, faces)
+    iod = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))
+
+    def near(indices: range, radius: float) -> np.ndarray:
+        d = np.linalg.norm(position[:, :, None, :] - landmarks[None, None, list(indices)], axis=3)
+        return np.asarray(d.min(axis=2) <= radius * iod)
+
+    opening = np.zeros(position.shape[:2], bool)
+    for eye in (range(36, 42), range(42, 48)):
+        pts = landmarks[list(eye)]
+        width = float(np.linalg.norm(pts[0] - pts[3]))
+        opening |= np.linalg.norm(position - pts.mean(axis=0), axis=2) <= 0.5 * width
+    mouth = near(range(48, 68), 0.16)
+    brows = near(range(17, 27), 0.12) | near(range(36, 48), 0.12) | near(range(31, 36), 0.06)
+    return FeatureZones(mouth=mouth, brows=brows, eye_opening=opening)
+
+
+def occluder_texels(
+    rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float
+) -> tuple[np.ndarray, SkinModel]:
+    """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used."""
+    seen = projection.visible
+    skin = fit_skin_model(colors[seen])
+    flagged = occluded(colors, skin, zones) & seen
+    # Paint the flagged texels' pixels into a photo-sized mask and widen it, so the occluder's soft
+    # edge (colours halfway to skin) stays out; then read the mask back at every texel.
+    height, width = rgb.shape[:2]
+    mask = np.zeros((height, width), np.uint8)
+    xy = np.round(projection.pixel[flagged] - 0.5).astype(np.int64)
+    xy[:, 0] = xy[:, 0].clip(0, width - 1)
+    xy[:, 1] = xy[:, 1].clip(0, height - 1)
+    mask[xy[:, 1], xy[:, 0]] = 255
+    radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))
+    # Closing first fills the gaps between sparse texel hits (texels are coarser than a big photo).
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    mask = cv2.dilate(mask, kernel)
+    px = np.clip((projection.pixel[..., 0] - 0.5).round().astype(np.int64), 0, width - 1)
+    py = np.clip((projection.pixel[..., 1] - 0.5).round().astype(np.int64), 0, height - 1)
+    return (mask[py, px] > 0) & seen, skin

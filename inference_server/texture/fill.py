@@ -1,0 +1,89 @@
+"""Filling the texels the photo does not show: the other side of the face first, then smooth skin.
+
+The mirror map comes from the head itself: each vertex's partner is the vertex nearest its reflection
+x → -x on the template (FLAME-layout heads are left-right symmetric), and a texel's mirror texel is its
+triangle's partner corners' UVs, blended with the texel's own barycentric weights. Triangles whose
+partner UVs straddle a seam (far apart in the map) have no mirror. What is left after mirroring is
+filled by pull-push: the visible colours averaged over ever coarser levels and pushed back down, so a
+hole takes the smooth colour of the skin around it.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .bake import UVRaster
+
+#: A vertex has a mirror partner when its reflection is within this distance (metres) of a vertex.
+MIRROR_TOLERANCE = 2.0e-3
+#: A triangle's partner UVs more than this far apart (UV units) straddle a seam: no mirror there.
+MAX_MIRROR_UV_SPAN = 0.08
+
+
+def mirror_vertices(template: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """(V,) index of each vertex's mirror partner (-1 when none is close enough)."""
+    v = np.asarray(template, dtype=np.float64)
+    reflected = v * np.array([-1.0, 1.0, 1.0])
+    partner = np.full(len(v), -1, dtype=np.int64)
+    sq = (v**2).sum(axis=1)
+    for start in range(0, len(v), chunk):
+        part = reflected[start : start + chunk]
+        d2 = (part**2).sum(axis=1)[:, None] + sq[None, :] - 2.0 * part @ v.T
+        nearest = d2.argmin(axis=1)
+        close = d2[np.arange(len(part)), nearest] <= MIRROR_TOLERANCE**2
+        partner[start : start + chunk] = np.where(close, nearest, -1)
+    return partner
+
+
+def mirror_uv(raster: UVRaster, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """(S, S, 2) UV of every covered texel's mirror point; NaN where there is none."""
+    # One UV per vertex (the first corner that uses it): a partner vertex's UV away from seams.
+    vertex_uv = np.full((len(partner), 2), np.nan)
+    vertex_uv[faces.ravel()[::-1]] = uv[uv_faces.ravel()[::-1]]
+    out = np.full((raster.size, raster.size, 2), np.nan)
+    cov = raster.covered
+    tri = raster.triangle[cov]
+    corners = partner[faces[tri]]  # (n, 3)
+    ok = (corners >= 0).all(axis=1)
+    corner_uv = vertex_uv[np.where(corners >= 0, corners, 0)]  # (n, 3, 2)
+    span = corner_uv.max(axis=1) - corner_uv.min(axis=1)
+    ok &= np.isfinite(span).all(axis=1) & (span.max(axis=1) <= MAX_MIRROR_UV_SPAN)
+    values = np.einsum("nk,nkc->nc", raster.barycentric[cov], corner_uv)
+    values[~ok] = np.nan
+    out[cov] = values
+    return out
+
+
+def mirror_fill(colors: np.ndarray, valid: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copy the mirror texel's colour into invalid texels whose mirror texel is valid."""
+    size = colors.shape[0]
+    need = ~valid & np.isfinite(mirror).all(axis=2)
+    col = np.clip((mirror[need, 0] * size).astype(np.int64), 0, size - 1)
+    row = np.clip(((1.0 - mirror[need, 1]) * size).astype(np.int64), 0, size - 1)
+    source_ok = valid[row, col]
+    out, filled = colors.copy(), valid.copy()
+    rows, cols = np.nonzero(need)
+    out[rows[source_ok], cols[source_ok]] = colors[row[source_ok], col[source_ok]]
+    filled[rows[source_ok], cols[source_ok]] = True
+    return out, filled
+
+
+def pull_push(colors: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill every invalid texel from a smooth average of the valid ones (valid texels are kept)."""
+    weight = valid.astype(np.float32)
+    if weight.sum() == 0:
+        raise ValueError("no valid texel to fill from")
+    levels = [(colors.astype(np.float32) * weight[..., None], weight)]
+    while min(levels[-1][1].shape) > 1:
+        c, w = levels[-1]
+        levels.append((cv2.pyrDown(c), cv2.pyrDown(w)))
+    c, w = levels[-1]
+    filled = c / np.maximum(w, 1e-8)[..., None]
+    for c, w in reversed(levels[:-1]):
+        up = cv2.resize(filled, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_LINEAR)
+        up = cv2.GaussianBlur(up, (5, 5), 0)
+        mean = c / np.maximum(w, 1e-8)[..., None]
+        alpha = np.clip(w * 4.0, 0.0, 1.0)[..., None]  # trust a level where it has enough samples
+        filled = alpha * mean + (1.0 - alpha) * up
+    return np.where(valid[..., None], colors, filled)

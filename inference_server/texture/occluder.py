@@ -1,0 +1,106 @@
+"""What in the photo is not face: a skin colour model fitted to the photo itself (numpy + OpenCV).
+
+The evidence is colour, measured in the photo: skin chromaticity (r, g) = (R, G) / (R + G + B) is nearly
+independent of shading, so one robust 2D Gaussian fitted to the face region describes this face's skin
+under this light. A pixel far from it is not skin. Facial features that are not skin-coloured are allowed
+where the head says they are: lip-like colours (near skin, more saturated) in the mouth zone, dark and
+colourless pixels (brows, lashes, sclera) in the eye and brow zones, anything inside the eye opening
+(irises come in every colour). Everything else that is not skin is an occluder. The zones only *permit*
+colours; they never mark a pixel as occluded, so landmarks alone never decide the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Mahalanobis radius (in standard deviations) of skin, and the looser radius for lips.
+SKIN_RADIUS = 3.5
+LIP_RADIUS = 9.0
+#: Smallest chromaticity standard deviation: a synthetic or very evenly lit face would otherwise give
+#: a skin cluster so tight that every shade of shadow counted as an occluder.
+MIN_CHROMA_STD = 0.012
+#: Below this fraction of the skin's median brightness a pixel's chromaticity is noise: "dark".
+DARK_FRACTION = 0.35
+#: Saturation (max - min) / max below which a bright pixel counts as colourless (sclera, grey hair).
+ACHROMATIC_SATURATION = 0.12
+
+
+class SkinModelError(ValueError):
+    """Too few pixels to learn the skin colour from."""
+
+
+@dataclass(frozen=True)
+class SkinModel:
+    mean: np.ndarray  # (2,) chromaticity (r, g)
+    inv_cov: np.ndarray  # (2, 2)
+    brightness: float  # median max(R, G, B) of skin pixels, 0..255
+
+    def distance(self, rgb: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of every pixel's chromaticity from the skin mean (same leading shape)."""
+        d = chromaticity(rgb) - self.mean
+        return np.sqrt(np.einsum("...i,ij,...j->...", d, self.inv_cov, d))
+
+
+def chromaticity(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB → (..., 2) (r, g) chromaticity."""
+    x = np.asarray(rgb, dtype=np.float64)
+    total = np.maximum(x.sum(axis=-1, keepdims=True), 1.0)
+    return (x / total)[..., :2]
+
+
+def fit_skin_model(pixels: np.ndarray, rounds: int = 4) -> SkinModel:
+    """A robust Gaussian of the dominant chromaticity among ``pixels`` (N, 3): start from the median and
+    refit on the pixels within SKIN_RADIUS, so an occluder covering part of the region is left out as
+    long as skin is the largest colour there."""
+    x = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
+    bright = x.max(axis=1)
+    usable = x[bright > 30]  # very dark pixels carry no chromaticity
+    if len(usable) < 20:
+        raise SkinModelError(f"only {len(usable)} usable face pixels to learn the skin colour from")
+    c = chromaticity(usable)
+    keep = np.ones(len(c), bool)
+    mean = np.median(c, axis=0)
+    cov = np.eye(2) * MIN_CHROMA_STD**2
+    for _ in range(rounds):
+        # The first round uses a robust spread (MAD) around the median; later rounds the inliers' covariance.
+        if _ == 0:
+            mad = 1.4826 * np.median(np.abs(c - mean), axis=0)
+            cov = np.diag(np.maximum(mad, MIN_CHROMA_STD) ** 2)
+        else:
+            inliers = c[keep]
+            if len(inliers) < 20:
+                break
+            mean = inliers.mean(axis=0)
+            cov = np.cov(inliers.T) + np.eye(2) * MIN_CHROMA_STD**2
+        d = c - mean
+        keep = np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d) <= SKIN_RADIUS**2
+    brightness = float(np.median(usable[keep].max(axis=1))) if keep.any() else float(np.median(bright))
+    return SkinModel(mean=mean, inv_cov=np.linalg.inv(cov), brightness=brightness)
+
+
+@dataclass(frozen=True)
+class FeatureZones:
+    """Where non-skin facial features may show, as boolean masks of the same shape as the pixels tested."""
+
+    mouth: np.ndarray
+    brows: np.ndarray  # brows and eye surroundings (lashes, lids)
+    eye_opening: np.ndarray
+
+
+def occluded(rgb: np.ndarray, skin: SkinModel, zones: FeatureZones | None = None) -> np.ndarray:
+    """Boolean mask, True where the pixel (..., 3) is evidence of something in front of the face."""
+    x = np.asarray(rgb, dtype=np.float64)
+    distance = skin.distance(x)
+    bright = x.max(axis=-1)
+    dark = bright < DARK_FRACTION * skin.brightness
+    saturation = (bright - x.min(axis=-1)) / np.maximum(bright, 1.0)
+    achromatic = (saturation < ACHROMATIC_SATURATION) & ~dark
+    not_skin = (distance > SKIN_RADIUS) | dark
+    if zones is None:
+        return not_skin
+    allowed = zones.eye_opening.copy()
+    allowed |= zones.mouth & ((distance <= LIP_RADIUS) | dark)
+    allowed |= zones.brows & (dark | achromatic | (distance <= LIP_RADIUS))
+    return not_skin & ~allowed

@@ -1,0 +1,114 @@
+"""The texture stage: photo → UV texture of the fitted head, hidden texels filled, PNG beside the result."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..fit.camera import project as project_points
+from ..fit.pose import eye_distance
+from .bake import occluder_texels, project_texels, rasterize_uv, sample_photo, texel_zones
+from .fill import mirror_fill, mirror_uv, mirror_vertices, pull_push
+from .occluder import SkinModelError
+
+#: Side of the texture in texels.
+TEXTURE_SIZE = 512
+
+
+@dataclass
+class Texture:
+    image: np.ndarray  # (S, S, 3) uint8 sRGB, row 0 is v = 1
+    from_photo: np.ndarray  # (S, S) bool: texels taken directly from the photo
+    mirrored: np.ndarray  # (S, S) bool: texels copied from the other side
+    occluded: np.ndarray  # (S, S) bool: texels the photo shows covered by an occluder
+    covered: np.ndarray  # (S, S) bool: texels inside some UV triangle
+
+    def stats(self) -> dict[str, float]:
+        n = max(int(self.covered.sum()), 1)
+        return {
+            "from_photo": round(float(self.from_photo.sum()) / n, 4),
+            "mirrored": round(float(self.mirrored.sum()) / n, 4),
+            "occluded": round(float(self.occluded.sum()) / n, 4),
+        }
+
+
+@dataclass(frozen=True)
+class TextureInputs:
+    """The fitted head: mesh in the model frame (as posed by ``pose``), its UV layout and landmarks."""
+
+    vertices: np.ndarray  # (V, 3)
+    template: np.ndarray  # (V, 3) the symmetric template, for the mirror map
+    faces: np.ndarray  # (F, 3)
+    uv: np.ndarray  # (T, 2)
+    uv_faces: np.ndarray  # (F, 3)
+    landmarks: np.ndarray  # (68, 3) on ``vertices``
+    pose: np.ndarray  # (6,)
+    camera: np.ndarray  # (3,)
+
+
+def make_texture(rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE) -> Texture:
+    """Bake the photo into the UV map of ``head``; raises SkinModelError when no skin is visible."""
+    height, width = rgb.shape[:2]
+    faces = np.asarray(head.faces, dtype=np.int64)
+    raster = rasterize_uv(np.asarray(head.uv, dtype=np.float64), np.asarray(head.uv_faces, dtype=np.int64), size)
+    projection = project_texels(raster, np.asarray(head.vertices, dtype=np.float64), faces,
+                                np.asarray(head.pose, dtype=np.float64), head.camera, width, height)  # fmt: skip
+    colors = sample_photo(rgb, projection.pixel)
+    zones = texel_zones(raster, np.asarray(head.vertices, dtype=np.float64), faces, head.landmarks)
+    iod_px = eye_distance(project_points(head.landmarks, head.pose, head.camera))
+    covered_by_occluder, _ = occluder_texels(rgb, colors, projection, zones, iod_px)
+    valid = projection.visible & ~covered_by_occluder
+    if not valid.any():
+        raise SkinModelError("no texel of the head is visible in the photo")
+    mirror = mirror_uv(raster, faces, head.uv, np.asarray(head.uv_faces, dtype=np.int64),
+                       mirror_vertices(head.template))  # fmt: skip
+    mirrored_colors, after_mirror = mirror_fill(colors, valid, mirror)
+    filled = pull_push(mirrored_colors, after_mirror)
+    image = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
+    return Texture(image=image, from_photo=valid, mirrored=after_mirror & ~valid,
+                   occluded=covered_by_occluder, covered=raster.covered)  # fmt: skip
+
+
+def texture_beside_result(
+    rgb: np.ndarray, head: TextureInputs | None, result_path: str | os.PathLike[str]
+) -> tuple[dict[str, object], list[dict[str, str]]]:
+    """Make and write the texture next to the result; returns the meta entries and warnings. A photo
+    that cannot give a texture (no pose, no UVs, no visible skin) gives a warning, never an error."""
+    if head is None:
+        return {}, [{"code": "texture_skipped", "message": "No texture: the head has no trusted pose or no UV map."}]
+    try:
+        texture = make_texture(rgb, head)
+    except (SkinModelError, ValueError) as exc:
+        return {}, [{"code": "texture_failed", "message": f"No texture: {exc}."}]
+    path = write_texture_png(texture_path_for(result_path), texture.image)
+    return {"texture": path.name, "texture_stats": texture.stats()}, []
+
+
+def write_texture_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Write an RGB uint8 image as PNG atomically (temporary name in the folder, then os.replace)."""
+    target = Path(path)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode the texture PNG for {target}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded.tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def texture_path_for(result_path: str | os.PathLike[str]) -> Path:
+    """The texture PNG's path next to a result file: ``<stem>_texture.png``."""
+    p = Path(result_path)
+    return p.with_name(f"{p.stem}_texture.png")
