@@ -20,9 +20,7 @@ SHEET_IDENTITIES = 5
 def _fit(image: np.ndarray, size: int = TILE) -> np.ndarray:
     h, w = image.shape[:2]
     scale = size / max(h, w)
-    resized = cv2.resize(
-        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-    )
+    resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     tile = np.full((size, size, 3), 255, np.uint8)
     top, left = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
     tile[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
@@ -114,16 +112,12 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     for k in range(min(SHEET_IDENTITIES, len(res.identity_vertices))):
         images.append(render_mesh(res.identity_vertices[k], faces, width=TILE, height=TILE, camera=camera))
         labels.append(f"ID {k + 1:02d} p={res.identity_scores[k]:.3f}")
-    images.append(
-        render_mesh(first, faces, width=TILE, height=TILE, camera=camera, colors=_heat(res.spread_identity))
-    )
+    images.append(render_mesh(first, faces, width=TILE, height=TILE, camera=camera, colors=_heat(res.spread_identity)))
     labels.append("identity spread")
     for m in range(min(SHEET_EXPRESSIONS, len(res.expression_vertices))):
         images.append(render_mesh(res.expression_vertices[m], faces, width=TILE, height=TILE, camera=camera))
         labels.append(f"EXP {m + 1:03d}")
-    images.append(
-        render_mesh(first, faces, width=TILE, height=TILE, camera=front, colors=_heat(res.spread_expression))
-    )
+    images.append(render_mesh(first, faces, width=TILE, height=TILE, camera=front, colors=_heat(res.spread_expression)))
     labels.append("expression spread")
     sheet = grid(images, labels, columns=6)
     if res.demo:

@@ -87,8 +87,10 @@ def best_fit_order(params: np.ndarray, fit_error: np.ndarray, tie: float = FIT_T
         best = float(error[remaining].min())
         ties = remaining & (error <= best + tie * abs(best) + 1e-12)
         candidates = np.nonzero(ties)[0]
-        pick = int(candidates[np.argmin(error[candidates])]) if not chosen else int(
-            candidates[np.argmax(nearest[candidates])]
+        pick = (
+            int(candidates[np.argmin(error[candidates])])
+            if not chosen
+            else int(candidates[np.argmax(nearest[candidates])])
         )
         chosen.append(pick)
         remaining[pick] = False

@@ -96,9 +96,7 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
 
 
-def rasterize(
-    screen_xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: int, height: int
-) -> Rasterized:
+def rasterize(screen_xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: int, height: int) -> Rasterized:
     """Z-buffered coverage of triangles given in pixel coordinates (x right, y down; pixel centres at +0.5).
 
     A pixel belongs to the nearest (largest ``depth``) triangle that contains its centre.
@@ -173,14 +171,10 @@ def rasterize(
         triangle[winners] = np.concatenate(tri_parts)[chosen]
         bary[winners] = np.concatenate(bary_parts)[chosen]
         zbuf[winners] = depths[chosen]
-    return Rasterized(
-        triangle.reshape(height, width), bary.reshape(height, width, 3), zbuf.reshape(height, width)
-    )
+    return Rasterized(triangle.reshape(height, width), bary.reshape(height, width, 3), zbuf.reshape(height, width))
 
 
-def _check_inputs(
-    vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, width: int, height: int
-) -> None:
+def _check_inputs(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, width: int, height: int) -> None:
     if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
         raise RenderError(f"vertices must have shape (V, 3) with V > 0, got {vertices.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
@@ -287,7 +281,9 @@ def render_mesh(
     return image
 
 
-def _sample_texture(texture: tuple[np.ndarray, np.ndarray, np.ndarray], tri: np.ndarray, bary: np.ndarray) -> np.ndarray:
+def _sample_texture(
+    texture: tuple[np.ndarray, np.ndarray, np.ndarray], tri: np.ndarray, bary: np.ndarray
+) -> np.ndarray:
     """Bilinear texture colours in [0, 1] (P, 3) at the pixels' interpolated UVs."""
     image, uv, uv_faces = texture
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

@@ -78,7 +78,7 @@ def fit_photo(
     if mode != "best_fit":
         return PhotoFit(keep, mode, fit, warnings)
     if not fit.trusted or fit.expression_errors is None:
-        warnings.append({"code": "best_fit_unavailable",
-                         "message": "Expressions are in typical order: the fit to the photo is not trusted."})  # fmt: skip
+        message = "Expressions are in typical order: the fit to the photo is not trusted."
+        warnings.append({"code": "best_fit_unavailable", "message": message})
         return PhotoFit(keep, "typical", fit, warnings)
     return PhotoFit(best_fit_order(params, fit.expression_errors), "best_fit", fit, warnings)

@@ -88,8 +88,8 @@ def project_texels(
     lo = np.floor(screen.min(axis=0)) - 2
     extent = float(np.max(screen.max(axis=0) - lo)) + 4
     scale = min(1.0, ZBUFFER_SIDE / max(extent, 1.0))
-    side_w = int(math.ceil((screen[:, 0].max() - lo[0] + 4) * scale))
-    side_h = int(math.ceil((screen[:, 1].max() - lo[1] + 4) * scale))
+    side_w = math.ceil((screen[:, 0].max() - lo[0] + 4) * scale)
+    side_h = math.ceil((screen[:, 1].max() - lo[1] + 4) * scale)
     zbuf = rasterize((screen - lo) * scale, cam_vertices[:, 2], faces, side_w, side_h).depth
     px = np.clip(((pixel[..., 0] - lo[0]) * scale).astype(np.int64), 0, side_w - 1)
     py = np.clip(((pixel[..., 1] - lo[1]) * scale).astype(np.int64), 0, side_h - 1)

@@ -36,7 +36,9 @@ def mirror_vertices(template: np.ndarray, chunk: int = 2048) -> np.ndarray:
     return partner
 
 
-def mirror_uv(raster: UVRaster, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray, partner: np.ndarray) -> np.ndarray:
+def mirror_uv(
+    raster: UVRaster, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray, partner: np.ndarray
+) -> np.ndarray:
     """(S, S, 2) UV of every covered texel's mirror point; NaN where there is none."""
     # One UV per vertex (the first corner that uses it): a partner vertex's UV away from seams.
     vertex_uv = np.full((len(partner), 2), np.nan)

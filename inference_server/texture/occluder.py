@@ -4,9 +4,10 @@ The evidence is colour, measured in the photo: skin chromaticity (r, g) = (R, G)
 independent of shading, so one robust 2D Gaussian fitted to the face region describes this face's skin
 under this light. A pixel far from it is not skin. Facial features that are not skin-coloured are allowed
 where the head says they are: lip-like colours (near skin, more saturated) in the mouth zone, dark and
-colourless pixels (brows, lashes, sclera) in the eye and brow zones, anything inside the eye opening
-(irises come in every colour). Everything else that is not skin is an occluder. The zones only *permit*
-colours; they never mark a pixel as occluded, so landmarks alone never decide the mask.
+colourless pixels (brows, lashes, sclera) in the eye and brow zones, and inside the eye opening any
+colour short of the saturation of a painted or dyed object (irises come in many colours, none of them
+vivid). Everything else that is not skin is an occluder. The zones only *permit* colours; they never
+mark a pixel as occluded, so landmarks alone never decide the mask.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ MIN_CHROMA_STD = 0.012
 DARK_FRACTION = 0.35
 #: Saturation (max - min) / max below which a bright pixel counts as colourless (sclera, grey hair).
 ACHROMATIC_SATURATION = 0.12
+#: Inside the eye opening, colours up to this saturation may be an iris.
+IRIS_SATURATION = 0.6
 
 
 class SkinModelError(ValueError):
@@ -100,7 +103,7 @@ def occluded(rgb: np.ndarray, skin: SkinModel, zones: FeatureZones | None = None
     not_skin = (distance > SKIN_RADIUS) | dark
     if zones is None:
         return not_skin
-    allowed = zones.eye_opening.copy()
+    allowed = zones.eye_opening & (saturation < IRIS_SATURATION)
     allowed |= zones.mouth & ((distance <= LIP_RADIUS) | dark)
     allowed |= zones.brows & (dark | achromatic | (distance <= LIP_RADIUS))
     return not_skin & ~allowed

@@ -52,3 +52,17 @@ def test_softmax_and_bad_mode() -> None:
     np.testing.assert_allclose(softmax(np.array([1000.0, 1000.0])), [0.5, 0.5])
     with pytest.raises(ValueError, match="typical"):
         order_expressions(np.zeros((3, 2)), "random")  # type: ignore[arg-type]
+
+
+def test_best_fit_puts_the_lowest_error_first_and_spreads_ties() -> None:
+    from inference_server.hypotheses import order_expressions
+
+    rng = np.random.default_rng(0)
+    params = rng.normal(size=(6, 4))
+    error = np.array([3.0, 1.0, 1.02, 5.0, 1.01, 2.0])
+    order = order_expressions(params, "best_fit", fit_error=error)
+    assert order[0] == 1 and sorted(order.tolist()) == list(range(6))
+    assert set(order[:3].tolist()) == {1, 2, 4}  # the three tied samples before any worse one
+    assert order[3:].tolist() == [5, 0, 3]
+    with pytest.raises(ValueError):
+        order_expressions(params, "best_fit")

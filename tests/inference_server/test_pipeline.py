@@ -180,3 +180,36 @@ def test_fast_preset_sets_the_sampler(reconstructor: Reconstructor, tmp_path: Pa
     assert (meta["preset"], meta["sampler"], meta["sampler_variant"], meta["steps"]) == (
         "fast", "dpmsolver", "dpmsolver_sde", 20
     )  # fmt: skip
+
+
+def test_photo_gets_a_camera_a_pose_per_expression_and_a_texture(output: ReconstructionOutput) -> None:
+    from inference_server.fit.camera import project
+
+    res = read_result(output.path)
+    fit = res.meta["fit"]
+    assert fit["status"] == "ok" and fit["focal_source"] == "estimated" and fit["n_landmarks_used"] >= 20
+    assert res.head_pose is not None and res.camera is not None and res.expression_head_pose is not None
+    np.testing.assert_array_equal(res.expression_head_pose[0], res.head_pose)
+    assert res.meta["expression_order"] == "best_fit"
+    errors = res.meta["expression_fit_px"]
+    assert len(errors) == len(res.expression_params) and errors[0] == min(errors)
+    # The fitted head's eye centres land on the detector's (independent check through the contract's formula).
+    bundle_eyes = np.asarray(res.meta["detection"]["points5"])[:2]
+    head = res.expression_vertices[0]
+    lmk = project(head, res.head_pose, res.camera)
+    x0, y0, x1, y1 = lmk[:, 0].min(), lmk[:, 1].min(), lmk[:, 0].max(), lmk[:, 1].max()
+    assert all(x0 < x < x1 and y0 < y < y1 for x, y in bundle_eyes)
+    texture = output.path.parent / res.meta["texture"]
+    from PIL import Image
+
+    with Image.open(texture) as image:
+        assert image.mode == "RGB" and image.size == (512, 512)
+
+
+def test_given_points_keep_the_head_without_a_camera(reconstructor: Reconstructor, tmp_path: Path) -> None:
+    points = ((203.5, 101.1), (246.6, 103.5), (223.6, 125.8), (201.8, 139.2), (245.0, 141.0))
+    out = reconstructor.run(_args(tmp_path, points=points), lambda *a: None, lambda: False)
+    res = read_result(out.path)
+    assert res.head_pose is None and res.camera is None and "texture" not in res.meta
+    assert res.meta["fit"]["status"] == "untrusted" and res.meta["expression_order"] == "typical"
+    assert {w["code"] for w in res.meta["warnings"]} >= {"fit_untrusted", "best_fit_unavailable"}

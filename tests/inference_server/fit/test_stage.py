@@ -1,0 +1,84 @@
+"""The fit stage end to end: MediaPipe on synthetic perspective renders of the DEMO head, and the
+cases where the fit must say it cannot be trusted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
+from inference_server.fit.landmarks68 import GROUPS, correspondence_matrix, landmarks68_from_mesh
+from inference_server.fit.pose import eye_distance
+from inference_server.fit.stage import fit_head
+from inference_server.fit.synthetic import ground_truth_texture, render_case
+from inference_server.flame.layer import FlameLayer
+from inference_server.flame.model_data import FlameModelData
+from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
+
+
+def test_correspondence_rows_are_convex_combinations() -> None:
+    w = correspondence_matrix()
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert (w >= 0).all() and (w > 0).sum(axis=1).max() <= 4
+
+
+def test_without_dense_landmarks_the_fit_is_untrusted_and_says_why(head: FlameModelData) -> None:
+    rgb = np.full((240, 320, 3), 128, np.uint8)
+    fit = fit_head(rgb, None, None, np.zeros((3, 68, 3)), np.zeros((68, 3)))
+    assert fit.status == "untrusted" and fit.camera is None and fit.expression_poses is None
+    assert "dense landmarks" in fit.reason and fit.warnings[0]["code"] == "fit_untrusted"
+    assert fit.meta(0)["status"] == "untrusted"
+
+
+@pytest.fixture(scope="module")
+def faces() -> MediaPipeFaces:
+    return MediaPipeFaces()
+
+
+def test_pose_from_the_detector_on_synthetic_renders(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces
+) -> None:
+    """Through the real detector on the DEMO head. Measured (seed 3, 6 renders): the bound here is what
+    the DEMO head allows today — MediaPipe's points on this stand-in head sit 5-15 % of the eye distance
+    from the head's own embedding (30 % on the jaw), which limits rotation accuracy; with exact landmarks
+    the solver meets 3° / 2 % (test_pose.py)."""
+    texture = ground_truth_texture(head)
+    rng = np.random.default_rng(3)
+    rotation, reprojection = [], []
+    for _ in range(6):
+        case = render_case(head, layer, texture, rng)
+        found = faces.face_mesh(case.image)
+        assert found, "MediaPipe found no face on a synthetic render"
+        fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals)
+        assert fit.trusted, fit.reason
+        assert fit.expression_poses is not None and fit.camera is not None
+        pose = fit.expression_poses[0]
+        rotation.append(rotation_angle_deg(rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3])))
+        truth = project(case.landmarks, case.pose, case.camera)
+        back = project(case.landmarks, pose, fit.camera)
+        seen = fit.weights is not None and fit.weights >= 0.5
+        reprojection.append(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth))
+    assert np.median(rotation) <= 8.0, rotation
+    assert np.median(reprojection) <= 0.05, reprojection
+
+
+def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces
+) -> None:
+    texture = ground_truth_texture(head)
+    case = render_case(head, layer, texture, np.random.default_rng(4), occluder="mouth", max_yaw=10)
+    found = faces.face_mesh(case.image)
+    assert found
+    fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals)
+    assert fit.weights is not None
+    mouth, eyes = list(GROUPS["mouth"]), list(GROUPS["eyes"])
+    # Which landmarks the bar really covers, from the occluder's own alpha.
+    xy = np.round(landmarks68_from_mesh(found[0])).astype(int)
+    h, w = case.occluder_alpha.shape
+    covered = case.occluder_alpha[xy[:, 1].clip(0, h - 1), xy[:, 0].clip(0, w - 1)] > 0.5
+    # MediaPipe may guess the covered mouth onto visible skin above the bar (it does on this render):
+    # only landmarks it put on the occluder can be caught by the photo's evidence, and they all are.
+    assert covered.sum() >= 5
+    assert fit.weights[covered].max() < 0.5
+    assert fit.weights[mouth].mean() < fit.weights[eyes].mean()
+    assert fit.weights[eyes].min() >= 0.5
