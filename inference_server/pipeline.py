@@ -319,7 +319,9 @@ class Reconstructor:
             uv=None if bundle.flame.uv is None else bundle.flame.uv.astype(np.float32),
             uv_faces=None if bundle.flame.uv_faces is None else bundle.flame.uv_faces.astype(np.int32),
             landmarks=None if rest.landmarks is None else rest.landmarks[0].cpu().numpy().astype(np.float32),
-            **pose_arrays,
+            head_pose=pose_arrays["head_pose"],
+            camera=pose_arrays["camera"],
+            expression_head_pose=pose_arrays["expression_head_pose"],
         )
         check()  # the last moment a cancel can still prevent the file from appearing
         clock.start("write")

@@ -91,10 +91,10 @@ def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.
     height, width = rgb.shape[:2]
     hull = cv2.convexHull(np.round(mesh_points[:, :2]).astype(np.int32))
     region = np.zeros((height, width), np.uint8)
-    cv2.fillConvexPoly(region, hull, 1)
+    cv2.fillConvexPoly(region, hull, (1,))
     skin = fit_skin_model(rgb[region > 0])
     radius = max(2, round(PATCH_RADIUS_IOD * eye_distance(landmarks)))
-    offsets = np.stack(np.mgrid[-radius : radius + 1, -radius : radius + 1], -1).reshape(-1, 2)
+    offsets = np.stack(list(np.mgrid[-radius : radius + 1, -radius : radius + 1]), axis=-1).reshape(-1, 2)
     offsets = offsets[(offsets**2).sum(axis=1) <= radius**2]
     visibility = np.zeros(N_LANDMARKS)
     for group, indices in GROUPS.items():

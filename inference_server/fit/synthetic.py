@@ -87,7 +87,7 @@ def render_case(
 
     pose = np.concatenate([axis_angle(rotation), translation])
     camera = np.array([focal, width / 2.0, height / 2.0])
-    pinhole = PinholeCamera(tuple(pose.tolist()), focal, width / 2.0, height / 2.0, width, height)  # type: ignore[arg-type]
+    pinhole = PinholeCamera(tuple(pose.tolist()), focal, width / 2.0, height / 2.0, width, height)
     background = tuple(int(c) for c in rng.integers(40, 200, 3))
     assert head.uv is not None and head.uv_faces is not None
     image = render_mesh(vertices, head.faces, width=width, height=height, camera=pinhole, ambient=ambient,

@@ -144,7 +144,7 @@ def occluder_texels(
     radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))
     # Closing first fills the gaps between sparse texel hits (texels are coarser than a big photo).
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    mask = cv2.dilate(mask, kernel)
+    mask = np.asarray(cv2.dilate(mask, kernel), dtype=np.uint8)
     px = np.clip((projection.pixel[..., 0] - 0.5).round().astype(np.int64), 0, width - 1)
     py = np.clip((projection.pixel[..., 1] - 0.5).round().astype(np.int64), 0, height - 1)
     return (mask[py, px] > 0) & seen, skin

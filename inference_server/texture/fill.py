@@ -76,7 +76,7 @@ def pull_push(colors: np.ndarray, valid: np.ndarray) -> np.ndarray:
     weight = valid.astype(np.float32)
     if weight.sum() == 0:
         raise ValueError("no valid texel to fill from")
-    levels = [(colors.astype(np.float32) * weight[..., None], weight)]
+    levels: list[tuple[np.ndarray, np.ndarray]] = [(colors.astype(np.float32) * weight[..., None], weight)]
     while min(levels[-1][1].shape) > 1:
         c, w = levels[-1]
         levels.append((cv2.pyrDown(c), cv2.pyrDown(w)))
