@@ -302,7 +302,9 @@ class Reconstructor:
         clock.stop()
         result = ReconstructionResult(
             meta=self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
-            | photo_fit.meta() | texture_meta | {"warnings": photo_fit.warnings + texture_warnings},
+            | photo_fit.meta()
+            | texture_meta
+            | {"warnings": photo_fit.warnings + texture_warnings},
             faces=bundle.flame.faces.astype(np.int32),
             template=bundle.flame.v_template.astype(np.float32),
             identity_params=best_shapes.cpu().numpy().astype(np.float32),
