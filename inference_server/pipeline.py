@@ -24,6 +24,7 @@ from . import __version__
 from .assets_config import AssetConfig, default_cache_dir
 from .diffusion import sample
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
+from .fit.calibration import calibrate_correspondence
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
 from .hypotheses import EXPRESSION_ORDERS, ExpressionOrder, order_expressions, per_vertex_spread, top_k
@@ -118,6 +119,7 @@ class Reconstructor:
         self._bundle: ModelBundle | None = None
         self._flame: FlameLayer | None = None
         self._detector: FaceDetector | None = None
+        self._correspondence: tuple[int, np.ndarray | None] | None = None
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:
@@ -138,6 +140,13 @@ class Reconstructor:
         if self._detector is None:
             self._detector = FaceDetector()
         return self._detector
+
+    def correspondence(self, bundle: ModelBundle) -> np.ndarray | None:
+        """The detector-to-68 correspondence measured on this head model (once per model, a few seconds)."""
+        if self._correspondence is None or self._correspondence[0] != id(bundle.flame):
+            matrix = calibrate_correspondence(bundle.flame, self.detector().mediapipe.face_mesh)
+            self._correspondence = (id(bundle.flame), matrix)
+        return self._correspondence[1]
 
     def hello_info(self) -> dict[str, Any]:
         devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -283,7 +292,8 @@ class Reconstructor:
         exp_vertices = exp_out.vertices.cpu().numpy()
         exp_landmarks = None if exp_out.landmarks is None else exp_out.landmarks.cpu().numpy()
         photo_fit = fit_photo(image, detection, bundle.flame, exp_vertices, exp_landmarks,
-                              np.concatenate([expressions, jaw], axis=1), order_mode)  # fmt: skip
+                              np.concatenate([expressions, jaw], axis=1), order_mode,
+                              self.correspondence(bundle) if detection.landmarks is not None else None)  # fmt: skip
         expressions, jaw, exp_vertices = (a[photo_fit.order] for a in (expressions, jaw, exp_vertices))
         pose_arrays = photo_fit.arrays()
         progress("fit", 1, 1, photo_fit.head_fit.status)

@@ -67,6 +67,16 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(float(np.linalg.norm(axis_angle(np.asarray(a) @ np.asarray(b).T))))
 
 
+def euler_rotation(angles: np.ndarray) -> np.ndarray:
+    """Rotation from (pitch about x, yaw about y, roll about z) in radians: roll, then yaw, then pitch."""
+    pitch, yaw, roll = (float(a) for a in angles)
+    return (
+        rotation_matrix(np.array([pitch, 0.0, 0.0]))
+        @ rotation_matrix(np.array([0.0, yaw, 0.0]))
+        @ rotation_matrix(np.array([0.0, 0.0, roll]))
+    )
+
+
 def to_camera(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """(N, 3) model-frame points → camera frame under ``pose`` = axis-angle (3) + translation (3)."""
     pose = np.asarray(pose, dtype=np.float64)

@@ -11,7 +11,6 @@ known, and (d) the robust loss. When the result cannot be trusted the stage says
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..texture.occluder import FeatureZones, SkinModelError, fit_skin_model, occluded
-from .camera import Intrinsics, axis_angle, default_intrinsics, exif_focal_pixels, rotation_matrix, to_camera
+from .camera import Intrinsics, axis_angle, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance, fit_pose
 
@@ -34,6 +33,10 @@ MAX_MEDIAN_ERROR_IOD = 0.12
 MAX_YAW_DEG = 55.0
 #: Radius (fraction of the eye distance) of the disk around a landmark whose pixels are tested for cover.
 PATCH_RADIUS_IOD = 0.08
+#: A group whose median miss under the pose of the other groups exceeds this many eye distances is a
+#: guess, not a measurement; its weights are multiplied by DISTRUSTED_GROUP.
+CONSENSUS_IOD = 0.2
+DISTRUSTED_GROUP = 0.1
 #: A residual is capped at this many eye distances when scoring an expression, so one landmark that
 #: follows another convention (jaw contour) cannot outvote the rest.
 SCORE_CAP_IOD = 0.15
@@ -121,6 +124,31 @@ def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.nda
     return np.clip((turned * view).sum(axis=1) / 0.25, 0.0, 1.0)
 
 
+def group_consensus(
+    points: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray
+) -> np.ndarray:
+    """Distrust a landmark group the rest of the face contradicts.
+
+    A detector guesses hidden features onto visible skin (a covered mouth drawn under the nose), where
+    colour cannot tell. The head's geometry can: posed by the other groups alone, the guessed group lands
+    far from where it was drawn. Each group is left out in turn (when enough trusted points remain) and
+    weighted down when its median miss exceeds CONSENSUS_IOD eye distances.
+    """
+    out = weights.copy()
+    limit = CONSENSUS_IOD * eye_distance(image)
+    for indices in GROUPS.values():
+        members = np.zeros(N_LANDMARKS, bool)
+        members[list(indices)] = True
+        own = members & (weights >= TRUSTED_WEIGHT)
+        others = np.where(members, 0.0, weights)
+        if own.sum() < 3 or int((others >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
+            continue
+        fit = fit_pose(points, image, others, intr, fit_focal=False, start=start)
+        if float(np.median(fit.residuals[own])) > limit:
+            out[members] *= DISTRUSTED_GROUP
+    return out
+
+
 def yaw_deg(pose: np.ndarray) -> float:
     """Yaw of the head (rotation about the camera's vertical) of a pose, in degrees."""
     forward = rotation_matrix(pose[:3]) @ np.array([0.0, 0.0, 1.0])
@@ -146,17 +174,20 @@ def score_expressions(
 
 def fit_head(
     rgb: np.ndarray,
-    image_path: str | os.PathLike[str] | None,
+    focal_px: float | None,
     mesh_points: np.ndarray | None,
     expression_landmarks: np.ndarray,
     reference_normals: np.ndarray,
     reference: int = 0,
+    correspondence: np.ndarray | None = None,
 ) -> HeadFit:
-    """Fit the camera and a pose per expression. ``mesh_points`` (478, 2): the detector's dense landmarks
+    """Fit the camera and a pose per expression. ``focal_px``: the focal length when known (EXIF), else
+    it is estimated; ``mesh_points`` (478, 2): the detector's dense landmarks
     (None when the face was found without them); ``expression_landmarks`` (M, 68, 3) model frame;
-    ``reference_normals`` (68, 3) surface normals at the landmarks of expression ``reference``."""
+    ``reference_normals`` (68, 3) surface normals at the landmarks of expression ``reference``;
+    ``correspondence`` (68, 478): the detector-to-68 matrix measured on this model (:mod:`.calibration`),
+    else the semantic table."""
     height, width = rgb.shape[:2]
-    focal_px = exif_focal_pixels(image_path, width, height) if image_path is not None else None
     intr = default_intrinsics(width, height)
     source = "exif" if focal_px is not None else "estimated"
     if focal_px is not None:
@@ -165,7 +196,10 @@ def fit_head(
         return untrusted("the face was found without dense landmarks (five points only)", source)
     if expression_landmarks.ndim != 3 or expression_landmarks.shape[1:] != (N_LANDMARKS, 3):
         return untrusted("the head model has no 68-point landmark embedding", source)
-    image = landmarks68_from_mesh(mesh_points)
+    if correspondence is not None and correspondence.shape[1] == len(mesh_points):
+        image = correspondence @ np.asarray(mesh_points, dtype=np.float64)[:, :2]
+    else:
+        image = landmarks68_from_mesh(mesh_points)
     try:
         visibility = landmark_visibility(rgb, np.asarray(mesh_points, dtype=np.float64), image)
     except SkinModelError as exc:
@@ -176,6 +210,8 @@ def fit_head(
 
     first: PoseFit = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None)
     weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
+    weights = group_consensus(expression_landmarks[reference], image, weights,
+                              Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
     ref = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,

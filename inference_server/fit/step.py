@@ -12,6 +12,7 @@ from ..hypotheses import ExpressionOrder, best_fit_order
 from ..preprocess.detect import FaceDetection
 from ..preprocess.image import LoadedImage
 from ..render import vertex_normals
+from .camera import exif_focal_pixels
 from .stage import HeadFit, fit_head, untrusted
 
 
@@ -62,18 +63,21 @@ def fit_photo(
     expression_landmarks: np.ndarray | None,
     params: np.ndarray,
     mode: ExpressionOrder,
+    correspondence: np.ndarray | None = None,
 ) -> PhotoFit:
     """Fit the camera and a pose per expression (given in the order they were decoded, the most typical
     first), then choose the display order: ``mode`` "best_fit" sorts by the visible-landmark error;
-    any other mode keeps the order given. Never raises for a photo the fit cannot use: it says why."""
+    any other mode keeps the order given. ``correspondence``: the detector-to-68 matrix measured on this
+    model (:func:`.calibration.calibrate_correspondence`). Never raises for a photo the fit cannot use: it says why."""
     m = len(expression_vertices)
     keep = np.arange(m)
     if expression_landmarks is None or model.lmk_faces_idx is None or len(model.lmk_faces_idx) != 68:
         fit = untrusted("the head model has no 68-point landmark embedding")
     else:
         normals = landmark_normals(np.asarray(expression_vertices[0], dtype=np.float64), model)
-        fit = fit_head(image.rgb, image.path, detection.landmarks, np.asarray(expression_landmarks, np.float64),
-                       normals)  # fmt: skip
+        focal = exif_focal_pixels(image.path, image.width, image.height)
+        fit = fit_head(image.rgb, focal, detection.landmarks, np.asarray(expression_landmarks, np.float64),
+                       normals, correspondence=correspondence)  # fmt: skip
     warnings = list(fit.warnings)
     if mode != "best_fit":
         return PhotoFit(keep, mode, fit, warnings)

@@ -16,7 +16,7 @@ from ..preprocess.synthetic_occluders import draw_bar
 from ..render import PinholeCamera, render_mesh, vertex_normals
 from ..texture.bake import rasterize_uv
 from ..texture.fill import pull_push
-from .camera import project
+from .camera import axis_angle, euler_rotation, project
 
 #: A strongly coloured occluder (saturated green), far from any skin or lip colour.
 OCCLUDER_RGB = (20, 200, 60)
@@ -76,15 +76,13 @@ def render_case(
     assert out.landmarks is not None
     landmarks = out.landmarks[0].double().numpy()
     angles = np.radians([rng.uniform(-15, 15), rng.uniform(-max_yaw, max_yaw), rng.uniform(-8, 8)])
-    rotation = _euler(angles)
+    rotation = euler_rotation(angles)
     focal = rng.uniform(0.8, 2.2) * max(width, height)
     iod_m = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))
     depth = focal * iod_m / (rng.uniform(0.14, 0.2) * width)
     centre = landmarks[[27, 30, 33]].mean(axis=0)
     offset = np.array([rng.uniform(-0.1, 0.1) * width, rng.uniform(-0.1, 0.1) * height]) * depth / focal
     translation = np.array([offset[0], offset[1], -depth]) - rotation @ centre
-    from .camera import axis_angle
-
     pose = np.concatenate([axis_angle(rotation), translation])
     camera = np.array([focal, width / 2.0, height / 2.0])
     pinhole = PinholeCamera(tuple(pose.tolist()), focal, width / 2.0, height / 2.0, width, height)
@@ -105,15 +103,3 @@ def render_case(
         landmark_normals=landmark_normals(vertices, head.faces, head), pose=pose, camera=camera,
         texture=texture, occluder_alpha=alpha, expression=expression, jaw=jaw, shape=shape,
     )  # fmt: skip
-
-
-def _euler(angles: np.ndarray) -> np.ndarray:
-    """Rotation from (pitch about x, yaw about y, roll about z), applied roll, then yaw, then pitch."""
-    from .camera import rotation_matrix
-
-    pitch, yaw, roll = (float(a) for a in angles)
-    return (
-        rotation_matrix(np.array([pitch, 0.0, 0.0]))
-        @ rotation_matrix(np.array([0.0, yaw, 0.0]))
-        @ rotation_matrix(np.array([0.0, 0.0, roll]))
-    )

