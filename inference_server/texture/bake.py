@@ -17,7 +17,7 @@ import numpy as np
 
 from ..fit.camera import project_camera, rotation_matrix
 from ..render import rasterize, vertex_normals
-from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded
+from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded, solid_dark
 
 #: Texels facing the camera less than this (cosine of the angle to the line of sight) are left out.
 MIN_FACING = math.cos(math.radians(72.0))
@@ -132,19 +132,25 @@ def occluder_texels(
     """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used."""
     seen = projection.visible
     skin = fit_skin_model(colors[seen])
-    flagged = occluded(colors, skin, zones) & seen
+    height, width = rgb.shape[:2]
+    px = np.clip((projection.pixel[..., 0] - 0.5).round().astype(np.int64), 0, width - 1)
+    py = np.clip((projection.pixel[..., 1] - 0.5).round().astype(np.int64), 0, height - 1)
+    # Dark objects are judged in the photo (their extent, not their colour, tells them from brows), on
+    # the face's bounding box only: a large photo is mostly not face.
+    x0, y0 = px[seen].min(), py[seen].min()
+    x1, y1 = px[seen].max() + 1, py[seen].max() + 1
+    dark = np.zeros(px.shape, bool)
+    dark[seen] = solid_dark(rgb[y0:y1, x0:x1], skin, iod_px)[py[seen] - y0, px[seen] - x0]
+    flagged = (occluded(colors, skin, zones) | dark) & seen
     # Paint the flagged texels' pixels into a photo-sized mask and widen it, so the occluder's soft
     # edge (colours halfway to skin) stays out; then read the mask back at every texel.
-    height, width = rgb.shape[:2]
     mask = np.zeros((height, width), np.uint8)
     xy = np.round(projection.pixel[flagged] - 0.5).astype(np.int64)
     xy[:, 0] = xy[:, 0].clip(0, width - 1)
     xy[:, 1] = xy[:, 1].clip(0, height - 1)
     mask[xy[:, 1], xy[:, 0]] = 255
     radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))
-    # Closing first fills the gaps between sparse texel hits (texels are coarser than a big photo).
+    # The dilation also closes the gaps between sparse texel hits (texels are coarser than a big photo).
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     mask = np.asarray(cv2.dilate(mask, kernel), dtype=np.uint8)
-    px = np.clip((projection.pixel[..., 0] - 0.5).round().astype(np.int64), 0, width - 1)
-    py = np.clip((projection.pixel[..., 1] - 0.5).round().astype(np.int64), 0, height - 1)
     return (mask[py, px] > 0) & seen, skin

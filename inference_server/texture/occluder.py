@@ -3,7 +3,7 @@
 The evidence is colour, measured in the photo: skin chromaticity (r, g) = (R, G) / (R + G + B) is nearly
 independent of shading, so one robust 2D Gaussian fitted to the face region describes this face's skin
 under this light. A pixel far from it is not skin. Facial features that are not skin-coloured are allowed
-where the head says they are: lip-like colours (near skin, more saturated) in the mouth zone, dark and
+where the head says they are: lip-like colours (near skin, at least as red) in the mouth zone, dark and
 colourless pixels (brows, lashes, sclera) in the eye and brow zones, and inside the eye opening any
 colour short of the saturation of a painted or dyed object (irises come in many colours, none of them
 vivid). Everything else that is not skin is an occluder. The zones only *permit* colours; they never
@@ -28,6 +28,9 @@ DARK_FRACTION = 0.35
 ACHROMATIC_SATURATION = 0.12
 #: Inside the eye opening, colours up to this saturation may be an iris.
 IRIS_SATURATION = 0.6
+#: Dark regions wider than this (fraction of the eye distance) are objects (sunglasses, a dark glove),
+#: not brows, lashes or pupils, which are thinner: they count as occluder even where features may be dark.
+SOLID_DARK_IOD = 0.3
 
 
 class SkinModelError(ValueError):
@@ -92,6 +95,16 @@ class FeatureZones:
     eye_opening: np.ndarray
 
 
+def solid_dark(rgb: np.ndarray, skin: SkinModel, iod_px: float) -> np.ndarray:
+    """(H, W) bool: dark pixels inside a dark region at least SOLID_DARK_IOD eye distances across."""
+    import cv2
+
+    dark = (np.asarray(rgb).max(axis=-1) < DARK_FRACTION * skin.brightness).astype(np.uint8)
+    side = max(3, round(SOLID_DARK_IOD * iod_px)) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    return np.asarray(cv2.morphologyEx(dark, cv2.MORPH_OPEN, kernel), dtype=bool)
+
+
 def occluded(rgb: np.ndarray, skin: SkinModel, zones: FeatureZones | None = None) -> np.ndarray:
     """Boolean mask, True where the pixel (..., 3) is evidence of something in front of the face."""
     x = np.asarray(rgb, dtype=np.float64)
@@ -104,6 +117,8 @@ def occluded(rgb: np.ndarray, skin: SkinModel, zones: FeatureZones | None = None
     if zones is None:
         return not_skin
     allowed = zones.eye_opening & (saturation < IRIS_SATURATION)
-    allowed |= zones.mouth & ((distance <= LIP_RADIUS) | dark)
-    allowed |= zones.brows & (dark | achromatic | (distance <= LIP_RADIUS))
+    # Lips are skin turned redder: near the skin colour and at least as red, never bluer or greener.
+    lip_like = (distance <= LIP_RADIUS) & (chromaticity(x)[..., 0] >= skin.mean[0] - 0.01)
+    allowed |= zones.mouth & (lip_like | dark)
+    allowed |= zones.brows & (dark | achromatic | lip_like)
     return not_skin & ~allowed

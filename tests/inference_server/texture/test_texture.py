@@ -88,3 +88,31 @@ def test_texture_png_is_written_atomically_and_reads_back(tmp_path: Path) -> Non
     back = np.asarray(Image.open(path).convert("RGB"))
     np.testing.assert_array_equal(back, image)
     assert [p.name for p in tmp_path.iterdir()] == ["r_texture.png"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("name", ["sunglasses", "surgical_mask", "scarf"])
+def test_the_project_synthetic_occluders_stay_out(
+    head: FlameModelData, layer: FlameLayer, truth: np.ndarray, name: str
+) -> None:
+    """The training renders' occluders (train/synthetic.py) that are not skin-coloured: the texels they
+    cover are left out of the photo's contribution. (Skin-coloured hands are not caught by a colour
+    model: docs/texture.md.)"""
+    from inference_server.fit.camera import project
+    from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
+
+    rng = np.random.default_rng(sum(map(ord, name)))
+    case = render_case(head, layer, truth, rng, max_yaw=20)
+    xy = project(case.landmarks, case.pose, case.camera)
+    points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
+    seed = int(rng.integers(2**31))
+    alpha = occluder_alpha(OCCLUDERS[name], case.image.shape[:2], points5, seed)
+    case.image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
+    tex = _bake(head, case)
+    rows, cols = np.nonzero(tex.from_photo | tex.occluded)
+    pixel = _texel_pixels(head, case, rows, cols)
+    h, w = alpha.shape
+    a = alpha[np.clip(pixel[:, 1].astype(int), 0, h - 1), np.clip(pixel[:, 0].astype(int), 0, w - 1)]
+    under = a > 0.5
+    assert under.sum() > 100
+    kept = tex.from_photo[rows, cols]
+    assert kept[under].mean() <= 0.05, f"{100 * kept[under].mean():.1f} % of the covered texels were kept"
