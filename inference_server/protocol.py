@@ -32,6 +32,8 @@ STAGES: Final = (
     "rank",
     "sample_expressions",
     "decode",
+    "fit",
+    "texture",
     "write",
 )
 ERROR_CODES: Final = (
