@@ -95,3 +95,33 @@ def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
     assert fit.weights[covered].max() < 0.5
     assert fit.weights[mouth].mean() < fit.weights[eyes].mean()
     assert fit.weights[eyes].min() >= 0.5
+
+
+def test_a_face_cut_by_the_frame_is_untrusted(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
+) -> None:
+    case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(8), max_yaw=5)
+    found = faces.face_mesh(case.image)
+    assert found
+    points = found[0].copy()
+    # Keep only the image right of the image-right eye's centre: most of the face is outside the photo.
+    cut = int(points[473, 0])
+    photo = np.ascontiguousarray(case.image[:, cut:])
+    points[:, 0] -= cut
+    fit = fit_head(photo, None, points, case.landmarks[None], case.landmark_normals, correspondence=correspondence)
+    assert fit.status == "untrusted" and fit.camera is None
+    assert "landmarks are visible" in fit.reason
+
+
+def test_a_turned_head_beyond_the_limit_is_untrusted(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
+) -> None:
+    case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(0), max_yaw=80)
+    assert abs(np.degrees(case.pose[1])) > 45  # this seed turns the head ~50°-60°
+    found = faces.face_mesh(case.image)
+    assert found
+    fit = fit_head(
+        case.image, None, found[0], case.landmarks[None], case.landmark_normals, correspondence=correspondence
+    )
+    assert fit.status == "untrusted" and fit.expression_poses is None
+    assert "profile" in fit.reason
