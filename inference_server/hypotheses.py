@@ -14,6 +14,15 @@ EXPRESSION_ORDERS = ("best_fit", "typical", "diverse", "sampled")
 FIT_TIE_FRACTION = 0.05
 
 
+def checked_order(value: object) -> ExpressionOrder:
+    """A request's expression order, or a clear error naming the allowed ones."""
+    if value not in EXPRESSION_ORDERS:
+        from .errors import BadRequestError
+
+        raise BadRequestError(f"unknown expression order {value!r}", f"Use one of {', '.join(EXPRESSION_ORDERS)}.")
+    return value  # type: ignore[return-value]
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores, best first; ties keep sampling order (stable)."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")

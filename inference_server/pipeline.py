@@ -27,7 +27,7 @@ from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import calibrate_correspondence
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
-from .hypotheses import EXPRESSION_ORDERS, ExpressionOrder, order_expressions, per_vertex_spread, top_k
+from .hypotheses import checked_order, order_expressions, per_vertex_spread, top_k
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
 from .preprocess.detect import FaceDetection, FaceDetector
@@ -264,7 +264,7 @@ class Reconstructor:
         )  # fmt: skip
         expressions = exp_samples[:, :EXPGEN_EXPRESSIONS].cpu().numpy()
         jaw = exp_samples[:, EXPGEN_EXPRESSIONS:].cpu().numpy() * args.jaw_scale
-        order_mode: ExpressionOrder = checked_order(args.extra.get("expression_order", "best_fit"))
+        order_mode = checked_order(args.extra.get("expression_order", "best_fit"))
         # "best_fit" decodes in typical order (the fit's reference first) and re-sorts after the fit.
         order = order_expressions(np.concatenate([expressions, jaw], axis=1),
                                   "typical" if order_mode == "best_fit" else order_mode)  # fmt: skip
@@ -302,7 +302,9 @@ class Reconstructor:
         clock.start("texture")
         progress("texture", 0, 1, "")
         texture_meta, texture_warnings = texture_beside_result(
-            image.rgb, texture_inputs(bundle, exp_vertices, exp_landmarks, photo_fit.order, pose_arrays), args.output
+            image.rgb,
+            TextureInputs.of_fit(bundle.flame, exp_vertices, exp_landmarks, photo_fit.order, pose_arrays),
+            args.output,
         )
         progress("texture", 1, 1, "")
         check()
@@ -402,26 +404,6 @@ class Reconstructor:
             "request_points": None if args.points is None else [list(p) for p in args.points],
             "seconds": dict(clock.seconds),
         }
-
-
-def checked_order(value: object) -> ExpressionOrder:
-    if value not in EXPRESSION_ORDERS:
-        raise BadRequestError(f"unknown expression order {value!r}", f"Use one of {', '.join(EXPRESSION_ORDERS)}.")
-    return value  # type: ignore[return-value]
-
-
-def texture_inputs(
-    bundle: ModelBundle, exp_vertices: np.ndarray, exp_landmarks: np.ndarray | None, order: np.ndarray,
-    pose_arrays: dict[str, np.ndarray | None],
-) -> TextureInputs | None:  # fmt: skip
-    """The display-first expression as posed by the fit, or None when there is no pose or no UV map."""
-    flame = bundle.flame
-    pose, camera = pose_arrays["head_pose"], pose_arrays["camera"]
-    if pose is None or camera is None or flame.uv is None or flame.uv_faces is None or exp_landmarks is None:
-        return None
-    return TextureInputs(vertices=exp_vertices[0].astype(np.float64), template=flame.v_template, faces=flame.faces,
-                         uv=flame.uv, uv_faces=flame.uv_faces, landmarks=exp_landmarks[order[0]].astype(np.float64),
-                         pose=pose.astype(np.float64), camera=camera.astype(np.float64))  # fmt: skip
 
 
 def check_output_path(output: str) -> None:

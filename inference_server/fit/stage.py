@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..texture.occluder import FeatureZones, SkinModelError, fit_skin_model, occluded
-from .camera import Intrinsics, axis_angle, default_intrinsics, rotation_matrix, to_camera
+from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance, fit_pose
 
@@ -237,8 +237,3 @@ def fit_head(
 def _too_few(weights: np.ndarray) -> str:
     n = int((weights >= TRUSTED_WEIGHT).sum())
     return f"only {n} of 68 landmarks are visible and trusted (at least {MIN_TRUSTED_LANDMARKS} needed)"
-
-
-def pose_from_rotation(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
-    """(6,) pose from a rotation matrix and a translation."""
-    return np.concatenate([axis_angle(rotation), np.asarray(translation, dtype=np.float64)])

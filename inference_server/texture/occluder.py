@@ -100,9 +100,17 @@ def solid_dark(rgb: np.ndarray, skin: SkinModel, iod_px: float) -> np.ndarray:
     import cv2
 
     dark = (np.asarray(rgb).max(axis=-1) < DARK_FRACTION * skin.brightness).astype(np.uint8)
-    side = max(3, round(SOLID_DARK_IOD * iod_px)) | 1
+    height, width = dark.shape
+    # The test is about extent, not detail: at most ~100 pixels between the eyes is plenty.
+    scale = min(1.0, 100.0 / max(iod_px, 1e-6))
+    small = dark if scale == 1.0 else cv2.resize(dark, (max(1, round(width * scale)), max(1, round(height * scale))),
+                                                 interpolation=cv2.INTER_NEAREST)  # fmt: skip
+    side = max(3, round(SOLID_DARK_IOD * iod_px * scale)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
-    return np.asarray(cv2.morphologyEx(dark, cv2.MORPH_OPEN, kernel), dtype=bool)
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, kernel)
+    if scale < 1.0:
+        opened = cv2.resize(opened, (width, height), interpolation=cv2.INTER_NEAREST)
+    return np.asarray(opened, dtype=bool) & dark.astype(bool)
 
 
 def occluded(rgb: np.ndarray, skin: SkinModel, zones: FeatureZones | None = None) -> np.ndarray:

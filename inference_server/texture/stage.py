@@ -12,6 +12,7 @@ import numpy as np
 
 from ..fit.camera import project as project_points
 from ..fit.pose import eye_distance
+from ..flame.model_data import FlameModelData
 from .bake import occluder_texels, project_texels, rasterize_uv, sample_photo, texel_zones
 from .fill import mirror_fill, mirror_uv, mirror_vertices, pull_push
 from .occluder import SkinModelError
@@ -49,6 +50,22 @@ class TextureInputs:
     landmarks: np.ndarray  # (68, 3) on ``vertices``
     pose: np.ndarray  # (6,)
     camera: np.ndarray  # (3,)
+
+    @classmethod
+    def of_fit(
+        cls, model: FlameModelData, exp_vertices: np.ndarray, exp_landmarks: np.ndarray | None, order: np.ndarray,
+        pose_arrays: dict[str, np.ndarray | None],
+    ) -> TextureInputs | None:  # fmt: skip
+        """The display-first expression (``exp_vertices`` in display order, ``exp_landmarks`` as decoded,
+        ``order`` between them) as the fit posed it; None without a pose or a UV map."""
+        pose, camera = pose_arrays["head_pose"], pose_arrays["camera"]
+        if pose is None or camera is None or model.uv is None or model.uv_faces is None or exp_landmarks is None:
+            return None
+        return cls(
+            vertices=exp_vertices[0].astype(np.float64), template=model.v_template, faces=model.faces, uv=model.uv,
+            uv_faces=model.uv_faces, landmarks=exp_landmarks[order[0]].astype(np.float64),
+            pose=pose.astype(np.float64), camera=camera.astype(np.float64),
+        )  # fmt: skip
 
 
 def make_texture(rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE) -> Texture:
