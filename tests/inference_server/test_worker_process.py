@@ -106,6 +106,8 @@ def test_reconstruction_with_progress(worker: Worker, tmp_path: Path) -> None:
         "rank",
         "sample_expressions",
         "decode",
+        "fit",
+        "texture",
         "write",
     }
     assert result["summary"]["demo"] is True
