@@ -312,11 +312,11 @@ class Reconstructor:
         clock.start("write")
         progress("write", 0, 1, Path(args.output).name)
         clock.stop()
+        meta = self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
+        meta |= photo_fit.meta() | texture_meta
+        meta["warnings"] = meta["warnings"] + photo_fit.warnings + texture_warnings  # after the input warnings
         result = ReconstructionResult(
-            meta=self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
-            | photo_fit.meta()
-            | texture_meta
-            | {"warnings": photo_fit.warnings + texture_warnings},
+            meta=meta,
             faces=bundle.flame.faces.astype(np.int32),
             template=bundle.flame.v_template.astype(np.float32),
             identity_params=best_shapes.cpu().numpy().astype(np.float32),
