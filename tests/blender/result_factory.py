@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_server.result import ReconstructionResult, write_result
+from inference_server.result import ReconstructionResult, read_result, write_result
 
 JOINTS = np.array(
     [[0.0, 0.0, 0.0], [0.0, -0.06, -0.01], [0.0, -0.03, 0.005], [0.032, 0.035, 0.06], [-0.032, 0.035, 0.06]],
@@ -102,7 +102,7 @@ def make_result_file(
     texture PNG beside the file; ``"untrusted"`` a fit that failed (no pose, no camera, a warning saying why).
     """
     if backend == "worker" or (backend == "auto" and not meta_extra and fit == "none"):
-        return _worker_result_file(Path(path), n_identities, n_expressions, seed)
+        return _without_fit(_worker_result_file(Path(path), n_identities, n_expressions, seed))
     built: ReconstructionResult | None = None
     if backend in ("auto", "flame"):
         try:
@@ -136,6 +136,17 @@ def _worker_result_file(path: Path, n_identities: int, n_expressions: int, seed:
             raise RuntimeError(f"the worker failed to make a result file:\n{proc.stderr[-3000:]}")
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(folder) / "result.npz", path)
+    return path
+
+
+def _without_fit(path: Path) -> Path:
+    """The worker places the head on the photo when it can; ``fit="none"`` asks for a file without that
+    part (as an older worker, or a photo the fit gave up on without saying so, would write it)."""
+    result = read_result(path)
+    result.head_pose = result.camera = result.expression_head_pose = None
+    for key in ("fit", "texture", "texture_stats", "expression_fit_px"):
+        result.meta.pop(key, None)
+    write_result(path, result)
     return path
 
 
