@@ -32,9 +32,9 @@ class PreviewPose:
 #: What the preview sheet shows (shape/expression component index → coefficient).
 PREVIEW_POSES = (
     PreviewPose("neutral", {}, {}),
-    PreviewPose("shape +2 (first 4)", dict.fromkeys(range(4), 2.0), {}),
-    PreviewPose("shape -2 (first 4)", dict.fromkeys(range(4), -2.0), {}),
-    PreviewPose("smile + brow raise", {}, {0: 1.5, 3: 1.5}),
+    PreviewPose("identity +2 (first 4)", dict.fromkeys(range(4), 2.0), {}),
+    PreviewPose("identity -2 (first 4)", dict.fromkeys(range(4), -2.0), {}),
+    PreviewPose("expression 0: +2, 1: -2", {}, {0: 2.0, 1: -2.0}),
     PreviewPose("jaw open 0.35 rad", {}, {}, jaw_open=0.35),
 )
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         labels = []
         for yaw, view in ((0.0, "front"), (35.0, "3/4")):
             for item, vertices in zip(PREVIEW_POSES, meshes[0], strict=True):
-                camera = Camera(yaw_deg=yaw, center=(0.0, -0.02, 0.0), extent=0.34)
+                camera = Camera(yaw_deg=yaw, center=(0.0, 0.0, 0.03), extent=0.32)
                 views.append(
                     render_mesh(
                         vertices,
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ofer-worker demo: {exc}", file=sys.stderr)
         return 1
 
-    print("DEMO assets (not FLAME): a generated stand-in head in the FLAME file layout")
+    print("DEMO assets (not FLAME): the ICT Face Model Light (MIT) in the FLAME file layout")
     print(f"  model (.pkl):        {paths.model_pkl}")
     print(f"  model (.npz):        {paths.model_npz}")
     print(f"  landmark embedding:  {paths.landmark_embedding}")

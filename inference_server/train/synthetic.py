@@ -35,7 +35,7 @@ from ..preprocess.synthetic_occluders import (
 from ..render import Camera, project, rasterize, render_mesh, write_png
 
 #: Bump when renders change: the index records it, so stale data sets are recognisable.
-SYNTHETIC_VERSION = "ofer-synthetic/2"  # 2: the index records the head generator version
+SYNTHETIC_VERSION = "ofer-synthetic/3"  # 3: coefficients of components the head lacks are zero
 INDEX_NAME = "index.json"
 N_SHAPE = 300
 N_EXPRESSION = 50
@@ -47,10 +47,12 @@ DEPTH_TOLERANCE = 1.5e-3
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """What to draw. Shape components below ``strong_shape`` get N(0, 1), the rest N(0, weak_shape_std²)."""
+    """What to draw. Shape components below ``strong_shape`` get N(0, 1), the rest N(0, weak_shape_std²);
+    components the head's basis does not have (all-zero columns, e.g. the DEMO head's identity modes past
+    50 and expression modes past 43) are 0, so no network is trained to guess values no pixel shows."""
 
     size: int = 192
-    strong_shape: int = 32
+    strong_shape: int = 50  # the DEMO head's 50 ICT identity modes, each scaled to 1σ of the scans
     weak_shape_std: float = 0.3
     expression_std: float = 0.6
     jaw_open_std: float = 0.12  # radians, |N(0, σ²)| about the x axis
@@ -194,12 +196,16 @@ class SyntheticRenderer:
         front_set[self.front] = True
         self.front_faces = np.nonzero(front_set[head.faces].all(axis=1))[0]
         self.colors = np.asarray(head.extra.get("vertex_colors", np.full((head.n_vertices, 3), 0.8)))
+        moves = np.abs(head.shapedirs).max(axis=(0, 1)) > 0
+        self.shape_active = _padded(moves[: head.n_shape], N_SHAPE)
+        self.expression_active = _padded(moves[head.n_shape :], N_EXPRESSION)
 
     def draw_parameters(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
         shape = rng.normal(0.0, 1.0, N_SHAPE)
         shape[c.strong_shape :] *= c.weak_shape_std
-        expression = rng.normal(0.0, c.expression_std, N_EXPRESSION)
+        shape *= self.shape_active
+        expression = rng.normal(0.0, c.expression_std, N_EXPRESSION) * self.expression_active
         jaw = rng.normal(0.0, 0.02, 3)
         jaw[0] = abs(rng.normal(0.0, c.jaw_open_std))
         return {"shape": shape, "expression": expression, "jaw": jaw}
@@ -262,6 +268,12 @@ class SyntheticRenderer:
             occluded_fraction=_fraction(alpha, face_pixels), front_occluded=alpha[py, px] > 0.5,
             front_in_view=in_view, alpha=alpha, camera=camera, vertices=vertices,
         )  # fmt: skip
+
+
+def _padded(flags: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size)
+    out[: min(size, len(flags))] = flags[:size]
+    return out
 
 
 def _fraction(alpha: np.ndarray, face_pixels: np.ndarray) -> float:

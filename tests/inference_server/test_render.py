@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference_server.demo.head_mesh import build_head_mesh
+from inference_server.demo.head import generate_demo_head
 from inference_server.render import Camera, RenderError, grid, rasterize, render_mesh, write_png
 
 BACKGROUND = (255, 255, 255)
@@ -96,9 +96,11 @@ def test_lambert_shading_is_brightest_facing_the_light() -> None:
     assert (image[..., 0] == image[..., 1]).all(), "no colours given: grey"
 
 
-def test_renders_the_5k_vertex_demo_head() -> None:
-    head = build_head_mesh()
-    image = render_mesh(head.vertices, head.faces, width=128, height=128, colors=head.colors)
+def test_renders_the_16k_vertex_demo_head() -> None:
+    head = generate_demo_head()
+    colors = head.extra["vertex_colors"]
+    camera = Camera(center=(0.0, 0.0, 0.03), extent=0.32)
+    image = render_mesh(head.v_template, head.faces, width=128, height=128, camera=camera, colors=colors)
     assert image.shape == (128, 128, 3) and image.dtype == np.uint8
     assert 0.2 < (image != 255).any(axis=2).mean() < 0.9
 
