@@ -42,13 +42,16 @@ def test_files_are_named_and_described_as_demo_data(demo_assets: DemoAssetPaths)
         demo_assets.front_face_indices,
         demo_assets.vertex_colors,
         demo_assets.readme,
+        demo_assets.license,
         demo_assets.manifest,
     ):
         assert path.is_file() and path.name.startswith("DEMO_"), path
         assert path.parent == demo_assets.directory
-    assert "DEMO data, not FLAME" in demo_assets.readme.read_text(encoding="utf-8")
+    readme = demo_assets.readme.read_text(encoding="utf-8")
+    assert "DEMO data, not FLAME" in readme and "ICT Face Model Light" in readme
+    assert "MIT License" in demo_assets.license.read_text(encoding="utf-8"), "the licence travels with the copy"
     manifest = json.loads(demo_assets.manifest.read_text(encoding="utf-8"))
-    assert manifest["model_version"] == "DEMO-FLAME" and len(manifest["files"]) == 6
+    assert manifest["model_version"] == "DEMO-ICT" and len(manifest["files"]) == 7
 
 
 @pytest.mark.parametrize("name", ["model_pkl", "model_npz"])
@@ -56,7 +59,7 @@ def test_the_flame_loader_reads_back_the_generated_head(
     demo_assets: DemoAssetPaths, demo_head: FlameModelData, name: str
 ) -> None:
     loaded = load_flame_model(getattr(demo_assets, name))
-    assert loaded.is_demo and loaded.version == "DEMO-FLAME"
+    assert loaded.is_demo and loaded.version == "DEMO-ICT"
     assert (loaded.n_shape, loaded.n_expression) == (300, 100)
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(loaded, field), getattr(demo_head, field), err_msg=field)
@@ -95,6 +98,7 @@ def test_changed_or_outdated_assets_are_regenerated(tmp_path: Path, demo_assets:
         "front_face_indices",
         "vertex_colors",
         "readme",
+        "license",
         "manifest",
     ):
         getattr(copy, name).write_bytes(getattr(demo_assets, name).read_bytes())
