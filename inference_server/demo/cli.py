@@ -2,14 +2,15 @@
 
 The assets are loaded back through the real FLAME loader from both the ``.pkl`` and the ``.npz``; the torch
 FLAME layer must give the same meshes from both. ``DIR/demo_head.png`` shows the neutral head, the two
-shape extremes, an expression and the open jaw, each from the front and in a three-quarter view.
+identity extremes, a smile (ICT's ARKit shapes through the expression modes) and the open jaw, each from
+the front and in a three-quarter view.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +28,20 @@ class PreviewPose:
     shape: dict[int, float]
     expression: dict[int, float]
     jaw_open: float = 0.0
+    #: ARKit shape name → weight, turned into expression-mode coefficients by the head's
+    #: ``arkit_to_expression`` matrix
+    arkit: dict[str, float] = field(default_factory=dict)
 
 
 #: What the preview sheet shows (shape/expression component index → coefficient).
 PREVIEW_POSES = (
     PreviewPose("neutral", {}, {}),
-    PreviewPose("identity +2 (first 4)", dict.fromkeys(range(4), 2.0), {}),
-    PreviewPose("identity -2 (first 4)", dict.fromkeys(range(4), -2.0), {}),
-    PreviewPose("expression 0: +2, 1: -2", {}, {0: 2.0, 1: -2.0}),
-    PreviewPose("jaw open 0.35 rad", {}, {}, jaw_open=0.35),
+    PreviewPose("identity +2", dict.fromkeys(range(4), 2.0), {}),
+    PreviewPose("identity -2", dict.fromkeys(range(4), -2.0), {}),
+    PreviewPose(
+        "smile", {}, {}, arkit={"mouthSmile_L": 1.0, "mouthSmile_R": 1.0, "cheekSquint_L": 0.5, "cheekSquint_R": 0.5}
+    ),
+    PreviewPose("jaw 0.35 rad", {}, {}, jaw_open=0.35),
 )
 
 
@@ -50,14 +56,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for demo_head.png")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="demo asset folder (default: user cache)"
-    )
+    parser.add_argument("--cache-dir", type=Path, default=None, help="demo asset folder (default: user cache)")
     parser.add_argument("--size", type=int, default=320, help="pixel size of each rendered view")
     parser.set_defaults(run=run)
 
 
-def preview_batch(n_shape: int, n_expression: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def preview_batch(
+    n_shape: int, n_expression: int, arkit_names: list[str] | None = None, arkit_to_expression: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shape (B, n_shape), expression (B, n_expression) and pose (B, 15) rows of :data:`PREVIEW_POSES`."""
     batch = len(PREVIEW_POSES)
     shape = np.zeros((batch, n_shape))
@@ -68,6 +74,10 @@ def preview_batch(n_shape: int, n_expression: int) -> tuple[np.ndarray, np.ndarr
             shape[row, index] = value
         for index, value in item.expression.items():
             expression[row, index] = value
+        if item.arkit and arkit_names is not None and arkit_to_expression is not None:
+            weights = np.array([item.arkit.get(name, 0.0) for name in arkit_names])
+            modes = arkit_to_expression @ weights
+            expression[row, : len(modes)] += modes
         pose[row, 6] = item.jaw_open  # jaw rotation about x opens the mouth
     return shape, expression, pose
 
@@ -79,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ..flame.loading import load_flame_model
     from ..render import Camera, grid, render_mesh, write_png
     from .assets import ensure_demo_assets
+    from .head import load_demo_head
 
     try:
         paths = ensure_demo_assets(args.cache_dir)
@@ -89,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
         )
         from_npz = load_flame_model(paths.model_npz)
         if not (from_pkl.is_demo and from_npz.is_demo):
-            raise RoundTripError(
-                f"{paths.directory} holds a model not marked as demo data", "delete the folder"
-            )
-        shape, expression, pose = preview_batch(from_pkl.n_shape, from_pkl.n_expression)
+            raise RoundTripError(f"{paths.directory} holds a model not marked as demo data", "delete the folder")
+        packaged = load_demo_head().extra
+        shape, expression, pose = preview_batch(
+            from_pkl.n_shape, from_pkl.n_expression, packaged["arkit_names"], packaged["arkit_to_expression"]
+        )
         meshes = []
         for model in (from_pkl, from_npz):
             layer = FlameLayer(model, dtype=torch.float64)

@@ -123,3 +123,15 @@ def test_projection_helper_is_consistent() -> None:
     vertices = np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.0]])
     xy, _ = project(vertices, Camera(center=(0.0, 0.0, 0.0), extent=0.2), 100, 100)
     np.testing.assert_allclose(xy, [[50, 50], [100, 50], [50, 0]])
+
+
+def test_components_the_head_lacks_are_drawn_as_zero(demo_head: FlameModelData) -> None:
+    # The DEMO head has 50 ICT identity modes and 43 expression modes: the other coefficients move no
+    # vertex, so no network should be asked to guess them from a picture.
+    renderer = SyntheticRenderer(demo_head)
+    draws = [renderer.draw_parameters(np.random.default_rng(i)) for i in range(200)]
+    shapes = np.array([d["shape"] for d in draws])
+    expressions = np.array([d["expression"] for d in draws])
+    assert (shapes[:, 50:] == 0).all() and (expressions[:, 43:] == 0).all()
+    assert 0.85 < shapes[:, :50].std() < 1.15, "the ICT identity statistics: every mode at 1σ"
+    assert 0.5 < expressions[:, :43].std() < 0.7
