@@ -35,7 +35,10 @@ from ..preprocess.synthetic_occluders import (
 from ..render import Camera, project, rasterize, render_mesh, write_png
 
 #: Bump when renders change: the index records it, so stale data sets are recognisable.
-SYNTHETIC_VERSION = "ofer-synthetic/3"  # 3: coefficients of components the head lacks are zero
+#: 3: coefficients of components the head lacks are zero; 4: face pixels are the triangles touching the
+#: front-face vertices (with 3, the DEMO head's spread-out front vertices gave no face pixels, so the
+#: occluded fraction read 0 and the max_occlusion cap never applied)
+SYNTHETIC_VERSION = "ofer-synthetic/4"
 INDEX_NAME = "index.json"
 N_SHAPE = 300
 N_EXPRESSION = 50
@@ -194,7 +197,9 @@ class SyntheticRenderer:
         self.front = np.asarray(head.front_face_indices, dtype=np.int64)
         front_set = np.zeros(head.n_vertices, bool)
         front_set[self.front] = True
-        self.front_faces = np.nonzero(front_set[head.faces].all(axis=1))[0]
+        # Triangles touching the front-face region: FLAME's region is contiguous (this adds its border ring),
+        # the DEMO head's 1785 vertices are spread evenly over its face, where whole triangles would be rare.
+        self.front_faces = np.nonzero(front_set[head.faces].any(axis=1))[0]
         self.colors = np.asarray(head.extra.get("vertex_colors", np.full((head.n_vertices, 3), 0.8)))
         moves = np.abs(head.shapedirs).max(axis=(0, 1)) > 0
         self.shape_active = _padded(moves[: head.n_shape], N_SHAPE)
