@@ -52,11 +52,11 @@ class DemoRecipe:
     #: supervised encoder warm-up (``TrainConfig.encoder_warmup_steps``, see ``encoder_warmup``): the
     #: stand-in for the pretrained ArcFace / FaRL the paper starts from; the encoders are then frozen and
     #: their context computed once per image, so the denoiser steps cost little.
-    idgen_warmup_steps: int = 300
-    expgen_warmup_steps: int = 300
-    idgen_steps: int = 600
-    expgen_steps: int = 600
-    idrank_steps: int = 400
+    idgen_warmup_steps: int = 150
+    expgen_warmup_steps: int = 150
+    idgen_steps: int = 500
+    expgen_steps: int = 500
+    idrank_steps: int = 300
     #: images per step; each image gets ``noise_repeats`` (t, ε) draws, so the denoisers see
     #: batch_size × noise_repeats rows per step.
     batch_size: int = 64
@@ -65,7 +65,7 @@ class DemoRecipe:
     encoder_warmup_lr: float = 2e-3
     denoiser_lr: float = 2e-3
     warmup_fraction: float = 0.05
-    rank_images: int = 300  # IdRank ranks the IdGen samples of the first rank_images renders
+    rank_images: int = 200  # IdRank ranks the IdGen samples of the first rank_images renders
     rank_batch: int = 8
     rank_lr: float = 5e-4
     rank_temperature_mm: float = 1.0

@@ -365,11 +365,13 @@ class Trainer:
         return self.flame.neutral(shapes).vertices[:, self.front] * 1000.0
 
     @torch.no_grad()
-    def generator_samples(self, index: int, blob: torch.Tensor, step: int) -> torch.Tensor:
+    def generator_samples(self, index: int, blob: torch.Tensor | None, step: int) -> torch.Tensor:
         config = self.config
         if config.cache_samples and index in self.sample_cache:
             return self.sample_cache[index]
         assert self.generator.denoiser is not None
+        if blob is None:
+            raise RuntimeError(f"no crop for image {index} and no cached samples")
         context = self.generator.arcface(blob[None])
         seed = _step_seed(config.seed, index, 0 if config.cache_samples else step + 1)
         shapes = sample(
@@ -394,7 +396,8 @@ class Trainer:
         if self.config.kind == "idrank":
             inputs, targets = [], []
             for row, index in enumerate(batch.index.tolist()):
-                shapes = self.generator_samples(index, blob[row], step)
+                # Once every sample is cached the batch carries no crops (``_needs_crops``): blob is empty.
+                shapes = self.generator_samples(index, blob[row] if row < len(blob) else None, step)
                 with torch.no_grad():
                     front = self._front_mm(shapes)
                     truth = self._front_mm(batch.shape[row : row + 1].to(device))[0]

@@ -115,6 +115,21 @@ def test_idrank_trains_only_the_ranker_with_a_frozen_generator(synthetic_set: Pa
     assert load_networks(tmp_path / "rank" / "idrank.safetensors").kind == "idrank"
 
 
+def test_idrank_keeps_training_once_every_sample_is_cached(synthetic_set: Path, tmp_path: Path) -> None:
+    # From the second epoch on the batches carry no crops (contexts and samples are cached): the DEMO
+    # recipe's IdRank stopped there with an IndexError.
+    generator = train(tiny_config("idgen", synthetic_set, tmp_path / "gen", steps=1))
+    config = tiny_config(
+        "idrank", synthetic_set, tmp_path / "rank", steps=5, batch_size=2, freeze="all", max_records=4,
+        generator=generator, n_samples=4, sampler="ddim", sampler_steps=2, cache_samples=True,
+    )  # fmt: skip
+    trainer = Trainer(config)
+    losses = trainer.run()
+    trainer.close()
+    assert len(losses) == 5 and all(np.isfinite(losses))
+    assert sorted(trainer.sample_cache) == [0, 1, 2, 3]
+
+
 def test_idrank_needs_a_generator(synthetic_set: Path, tmp_path: Path) -> None:
     from inference_server.train.datasets import DatasetError
 
