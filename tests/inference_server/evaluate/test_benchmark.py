@@ -46,7 +46,7 @@ def test_the_demo_weights_are_committed_small_and_labelled() -> None:
     for kind, path in paths.items():
         networks = load_networks(path)
         assert networks.kind == kind and networks.metadata["demo"] is True
-        assert networks.metadata["provenance"]["source"] == "demo-weights/4"
+        assert networks.metadata["provenance"]["source"] == "demo-weights/5"
 
 
 @needs_trained_weights
