@@ -249,7 +249,7 @@ def doctor_report(config: AssetConfig) -> list[str]:
     lines += config.problems
     if config.use_demo:
         lines.append(
-            "-> nothing configured: the DEMO assets (generated stand-in head and demo weights) are used."
+            "-> nothing configured: the DEMO assets (ICT Face Model DEMO head and demo weights) are used."
         )
     elif config.missing():
         lines.append("-> incomplete: " + ", ".join(config.missing()))

@@ -122,7 +122,7 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     sheet = grid(images, labels, columns=6)
     if res.demo:
         banner = np.full((34, sheet.shape[1], 3), (255, 236, 170), np.uint8)
-        cv2.putText(banner, "DEMO assets: generated stand-in head and demo weights, not FLAME / OFER", (8, 23),
+        cv2.putText(banner, "DEMO assets: ICT Face Model DEMO head and demo weights, not FLAME / OFER", (8, 23),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (60, 40, 0), 1, cv2.LINE_AA)  # fmt: skip
         sheet = np.concatenate([banner, sheet], axis=0)
     sheet = _with_warnings(sheet, res.meta.get("warnings") or [])

@@ -223,7 +223,7 @@ def _reconstruct_one(
     if not args.no_contact_sheet:
         print(f"  contact sheet: {out_dir / 'contact_sheet.png'}")
     if result.demo:
-        print("  NOTE: DEMO assets were used (a generated stand-in head and demo weights, not FLAME/OFER).")
+        print("  NOTE: DEMO assets were used (the ICT Face Model DEMO head and demo weights, not FLAME/OFER).")
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:

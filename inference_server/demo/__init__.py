@@ -1,1 +1,1 @@
-"""Demo assets: a generated stand-in head in the FLAME file layout and demo network weights (DEMO data)."""
+"""Demo assets: the ICT Face Model Light converted to the FLAME file layout and demo network weights (DEMO data)."""

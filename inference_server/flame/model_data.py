@@ -39,7 +39,7 @@ class FlameModelData:
     lmk_bary_coords: np.ndarray | None = None  # float64 (68, 3) barycentric weights in that triangle
     front_face_indices: np.ndarray | None = None  # int64 (1785,) sorted vertex ids of the front-face region
     version: str = "FLAME2020"
-    is_demo: bool = False  # True for the generated stand-in head: every output must say so
+    is_demo: bool = False  # True for the DEMO head (ICT Face Model, not FLAME): every output must say so
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
