@@ -104,7 +104,7 @@ def numpy_flame(h: FlameModelData, shape: np.ndarray, expression: np.ndarray, po
     rotations = [cv2.Rodrigues(pose[3 * j : 3 * j + 3].reshape(3, 1))[0] for j in range(5)]
     features = np.concatenate([(r - np.eye(3)).ravel() for r in rotations[1:]])
     v_posed = v_shaped + h.posedirs @ features
-    world = []
+    world: list[np.ndarray] = []
     for j, r in enumerate(rotations):
         local = np.eye(4)
         local[:3, :3] = r
