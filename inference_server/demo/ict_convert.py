@@ -104,9 +104,25 @@ def _restricted_mesh(mesh: ObjMesh, keep: np.ndarray) -> tuple[np.ndarray, np.nd
     inside = (new_id[mesh.faces] >= 0).all(axis=1)
     faces = new_id[mesh.faces[inside]]
     used_uv, uv_faces = np.unique(mesh.uv_faces[inside], return_inverse=True)
-    uv = mesh.uv[used_uv].copy()
-    uv[:, 0] *= 0.5  # ICT's two tiles (u in [0, 2]) become one atlas
-    return faces, uv, uv_faces.reshape(-1, 3).astype(np.int64), new_id
+    uv_faces = uv_faces.reshape(-1, 3).astype(np.int64)
+    return faces, _atlas(mesh.uv[used_uv], faces, uv_faces, new_id), uv_faces, new_id
+
+
+def _atlas(uv: np.ndarray, faces: np.ndarray, uv_faces: np.ndarray, new_id: np.ndarray) -> np.ndarray:
+    """One UV atlas: ICT gives each material its own [0, 1] tiles (skin in two tiles side by side, each
+    eyeball the whole unit square), so they overlap. Skin goes to u in [0, 0.8], the eyeballs to two
+    0.2-wide squares on the right."""
+    uv = uv.copy()
+    part = np.zeros(len(uv), dtype=np.int64)  # 0 skin, 1 left eyeball, 2 right eyeball
+    for label, ids in ((1, EYEBALL_LEFT), (2, EYEBALL_RIGHT)):
+        on_part = np.isin(faces[:, 0], new_id[np.arange(ids.start, ids.stop)])
+        part[uv_faces[on_part].ravel()] = label
+    skin = part == 0
+    uv[skin, 0] *= 0.4  # u in [0, 2] -> [0, 0.8]
+    for label, v0 in ((1, 0.78), (2, 0.56)):
+        on = part == label
+        uv[on] = np.clip(uv[on], 0.0, 1.0) * 0.2 + [0.8, v0]
+    return uv
 
 
 def landmark_embedding(faces: np.ndarray, vertex_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

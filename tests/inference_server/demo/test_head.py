@@ -246,3 +246,22 @@ def test_every_call_gives_the_same_head() -> None:
     a, b = generate_demo_head(), generate_demo_head()
     for name in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "faces"):
         assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+
+
+def test_one_uv_atlas_where_skin_and_eyeballs_do_not_overlap(demo_head: FlameModelData) -> None:
+    # ICT gives every material its own unit tiles; a texture projected into one map needs disjoint charts.
+    h = demo_head
+    assert h.uv is not None and h.uv_faces is not None
+    corner_uv = h.uv[h.uv_faces]  # (F, 3, 2)
+    charts = {
+        "skin": (h.weights[h.faces, 3] + h.weights[h.faces, 4]).max(axis=1) == 0,
+        "left eye": h.weights[h.faces[:, 0], 3] == 1,
+        "right eye": h.weights[h.faces[:, 0], 4] == 1,
+    }
+    boxes = {name: (corner_uv[rows].reshape(-1, 2).min(axis=0), corner_uv[rows].reshape(-1, 2).max(axis=0))
+             for name, rows in charts.items()}  # fmt: skip
+    names = list(boxes)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            (lo_a, hi_a), (lo_b, hi_b) = boxes[a], boxes[b]
+            assert (hi_a <= lo_b).any() or (hi_b <= lo_a).any(), f"{a} and {b} share texels"
