@@ -15,7 +15,7 @@ geometry are dropped. Units become metres. What goes where (see ``docs/flame.md`
   standard deviation (:mod:`.ict_expressions`), zero-padded to 100;
 * the jaw joint, skin weights and the jaw's pose corrective fitted from ``jawOpen`` (:mod:`.ict_rig`);
 * the 68 Multi-PIE landmark vertices of the ICT README as a landmark embedding, 1785 front-face vertices
-  spread evenly over ICT's narrow face area, one UV atlas (ICT's two tiles side by side in [0, 1]).
+  spread evenly over ICT's narrow face area, one UV atlas with disjoint charts (skin, two eyeballs).
 """
 
 from __future__ import annotations
