@@ -116,13 +116,14 @@ def test_a_face_cut_by_the_frame_is_untrusted(
 def test_a_turned_head_beyond_the_limit_is_untrusted(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
 ) -> None:
-    case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(0), max_yaw=80)
-    assert abs(np.degrees(case.pose[1])) > 45  # this seed turns the head ~50°-60°
+    case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(3), max_yaw=80)
+    assert abs(np.degrees(case.pose[1])) > 65  # this seed turns the head ~73°
     found = faces.face_mesh(case.image)
     assert found
     fit = fit_head(
         case.image, None, found[0], case.landmarks[None], case.landmark_normals, correspondence=correspondence
     )
     assert fit.status == "untrusted" and fit.expression_poses is None
-    # Measured: "turned 56°" for this render (the limit is 55°); a farther turn hides the landmarks.
+    # Measured on the ICT DEMO head: "turned 61°" for this render (the limit is 55°). Known weakness: past ~65°
+    # the detector's mesh can collapse and some renders are then fitted as "ok" with a wrong turn.
     assert "profile" in fit.reason or "landmarks are visible" in fit.reason
