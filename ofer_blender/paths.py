@@ -18,3 +18,8 @@ def user_folder(sub: str) -> Path:
         folder = Path(tempfile.gettempdir()) / "ofer_face" / sub
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+
+def managed_env_dir() -> Path:
+    """The managed worker environment (kept short: Windows path limits bite deep site-packages)."""
+    return user_folder("worker_env")

@@ -12,6 +12,24 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MissingAssetError
+
+MEDIAPIPE_FIX = (
+    "Install it into the worker's environment without its optional extras: "
+    "`pip install --no-deps mediapipe==0.10.21` (the managed environment does this)."
+)
+
+
+def _mediapipe() -> Any:
+    """MediaPipe is installed with --no-deps (its metadata pulls jax and a second OpenCV it never uses)."""
+    try:
+        import mediapipe as mp
+    except ImportError as exc:
+        raise MissingAssetError(
+            f"The face detector needs MediaPipe, which is not importable ({exc})", MEDIAPIPE_FIX
+        ) from exc
+    return mp
+
 #: Number of face mesh landmarks with the iris refinement.
 N_MESH_LANDMARKS = 478
 #: Face mesh indices of the five ArcFace points, in the template order (the subject's right eye first,
@@ -57,7 +75,7 @@ class MediaPipeFaces:
     def face_mesh(self, rgb: np.ndarray) -> list[np.ndarray]:
         """All faces the face mesh finds: a list of (478, 2) landmark arrays in pixels of ``rgb``."""
         if self._mesh is None:
-            import mediapipe as mp
+            mp = _mediapipe()
 
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True,
@@ -82,7 +100,7 @@ class MediaPipeFaces:
             )
         detector = self._detectors.get(model)
         if detector is None:
-            import mediapipe as mp
+            mp = _mediapipe()
 
             detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=DETECTOR_MODELS[model], min_detection_confidence=self.detector_confidence
