@@ -140,6 +140,7 @@ class OFER_OT_create_managed_env(bpy.types.Operator):
             return {"FINISHED"}
         builder.join()
         if builder.state != "done":
+            SESSION.last_report = builder.error
             self.report({"ERROR"}, builder.error)
             return {"CANCELLED"}
         self.report({"INFO"}, f"Worker environment ready in {request.env_dir}")

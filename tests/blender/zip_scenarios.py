@@ -127,9 +127,12 @@ def acceptance(zip_path: str, photo: str, out_dir: str, torch_requirement: str) 
     folder = install(zip_path)
     prefs = bpy.context.preferences.addons[MODULE].preferences
     assert prefs.worker_mode == "MANAGED", "a fresh install should default to the managed environment"
-    first = bpy.ops.ofer.reconstruct(image_path=photo)
     session = importlib.import_module(f"{MODULE}.ofer_blender.session").SESSION
-    assert first == {"CANCELLED"} and "Create Managed Environment" in session.last_report, session.last_report
+    try:
+        bpy.ops.ofer.reconstruct(image_path=photo)
+        raise AssertionError("Reconstruct ran without a worker")
+    except RuntimeError as exc:  # an operator's ERROR report raises in background mode
+        assert "Create Managed Environment" in str(exc) and "Create Managed Environment" in session.last_report
     prefs.torch_choice, prefs.torch_custom, prefs.device = "CUSTOM", torch_requirement, "cpu"
     start = time.monotonic()
     assert bpy.ops.ofer.create_managed_env() == {"FINISHED"}, session.env_builder and session.env_builder.error
@@ -180,4 +183,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    # bpy 4.2 segfaults in its own atexit teardown after a package install/uninstall; every check is done
+    # and reported above, so leave without running it.
+    os._exit(code)

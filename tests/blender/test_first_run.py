@@ -1,0 +1,80 @@
+"""A fresh install with untouched preferences: Reconstruct says which preference to set and which button to
+press; creating the environment respects online access; a failed install leaves a broken environment that
+Remove deletes."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from pathlib import Path
+
+import bpy
+import pytest
+
+SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
+
+
+@pytest.fixture
+def fresh_user_folder(monkeypatch, tmp_path) -> Path:
+    """The add-on's user folder (outside Blender's extension system it lives in the temp folder) made empty."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("OFER_ALLOW_ONLINE", raising=False)
+    # This machine's pip configuration adds a local wheel folder to every install; an offline studio's would not.
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    return tmp_path / "ofer_face"
+
+
+def _module(addon, name: str):
+    return importlib.import_module(f"{addon.__name__}.{name}")
+
+
+def test_reconstruct_without_a_worker_names_the_preference_and_the_button(addon, fresh_user_folder, scene_counts):
+    session = _module(addon, "session").SESSION
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    assert prefs.worker_mode == "MANAGED" and prefs.worker_python == ""
+    before = scene_counts()
+    with pytest.raises(RuntimeError, match="No worker environment yet"):
+        bpy.ops.ofer.reconstruct(image_path=str(SAMPLE))
+    message = session.last_report
+    assert "No worker environment yet" in message
+    assert "Edit ▸ Preferences ▸ Add-ons ▸ OFER Face Reconstruction" in message
+    assert "'Create Managed Environment'" in message and "'Worker Python'" in message
+    assert session.client is None and scene_counts() == before  # nothing started, nothing built
+
+    prefs.worker_mode = "INTERPRETER"
+    with pytest.raises(RuntimeError, match="No worker Python is set"):
+        bpy.ops.ofer.reconstruct(image_path=str(SAMPLE))
+    assert "'Create Managed Environment'" in session.last_report
+    with pytest.raises(RuntimeError, match="No worker Python is set"):
+        bpy.ops.ofer.test_worker()
+
+
+def test_creating_the_environment_needs_online_access_or_a_wheel_folder(addon, fresh_user_folder) -> None:
+    session = _module(addon, "session").SESSION
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    with pytest.raises(RuntimeError, match="online access is off"):
+        bpy.ops.ofer.create_managed_env()
+    assert "Allow Online Access" in session.last_report and "Local wheel folder" in session.last_report
+    assert not (fresh_user_folder / "worker_env" / "bin").exists()
+
+    # An empty wheel folder: the environment is created, the torch step fails offline (no index consulted),
+    # Reconstruct then asks for Repair, and Remove deletes the half-made environment.
+    wheels = fresh_user_folder.parent / "wheels"
+    wheels.mkdir()
+    prefs.wheel_dir, prefs.torch_choice = str(wheels), "CPU"
+    with pytest.raises(RuntimeError, match="Installing torch"):
+        bpy.ops.ofer.create_managed_env()
+    builder = session.env_builder
+    assert builder.state == "failed" and builder.step == 1 and builder.error.startswith("'Installing torch (CPU build")
+    log = (fresh_user_folder / "logs" / "managed_env.log").read_text()
+    assert "--no-index --find-links " + str(wheels) in log and "No matching distribution found for torch" in log
+    env = _module(addon, "managed_env")
+    env_dir = fresh_user_folder / "worker_env"
+    assert env.env_state(env_dir) == "broken"
+    with pytest.raises(RuntimeError, match="incomplete"):
+        bpy.ops.ofer.reconstruct(image_path=str(SAMPLE))
+    assert "Repair" in session.last_report
+    assert bpy.ops.ofer.remove_managed_env() == {"FINISHED"}
+    assert env.env_state(env_dir) == "missing"
