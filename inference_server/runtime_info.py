@@ -8,7 +8,7 @@ import torch
 
 
 def torch_build() -> str:
-    """"cuda 12.8", "rocm 6.2", "mps" or "cpu": which build of torch this is, not which device is used."""
+    """ "cuda 12.8", "rocm 6.2", "mps" or "cpu": which build of torch this is, not which device is used."""
     if torch.version.cuda:
         return f"cuda {torch.version.cuda}"
     hip = getattr(torch.version, "hip", None)

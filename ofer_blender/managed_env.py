@@ -287,7 +287,7 @@ def read_record(env_dir: Path) -> EnvRecord | None:
 
 
 def env_state(env_dir: Path) -> str:
-    """"missing" (nothing there), "broken" (a half-made or damaged environment) or "ready"."""
+    """ "missing" (nothing there), "broken" (a half-made or damaged environment) or "ready"."""
     if not env_dir.exists():
         return "missing"
     if managed_python(env_dir).is_file() and read_record(env_dir) is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import bpy
@@ -220,4 +219,3 @@ class OFER_AP_preferences(bpy.types.AddonPreferences):
         row.prop(self, "worker_timeout")
         row.prop(self, "cancel_grace")
         box.label(text=f"Python {sys.version.split()[0]} · Blender {bpy.app.version_string}")
-

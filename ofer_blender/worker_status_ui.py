@@ -63,7 +63,9 @@ def draw_managed_env(layout: Any, prefs: Any) -> None:
     row.operator(ids.OT_OPEN_LOG, text="Environment Log", icon="TEXT").which = "ENV"
     if record is not None:
         col = layout.column(align=True)
-        col.label(text=f"Environment ready: worker {record.worker_version}, {record.torch_description}", icon="CHECKMARK")
+        col.label(
+            text=f"Environment ready: worker {record.worker_version}, {record.torch_description}", icon="CHECKMARK"
+        )
         col.label(text=f"Installed with: {record.torch_command}")
         col.label(text=f"{record.size_bytes / 1e9:.2f} GB in {env_dir} · from {record.source} · {record.created}")
     elif state == "broken":

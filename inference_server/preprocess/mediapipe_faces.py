@@ -30,6 +30,7 @@ def _mediapipe() -> Any:
         ) from exc
     return mp
 
+
 #: Number of face mesh landmarks with the iris refinement.
 N_MESH_LANDMARKS = 478
 #: Face mesh indices of the five ArcFace points, in the template order (the subject's right eye first,
@@ -95,9 +96,7 @@ class MediaPipeFaces:
     def face_detector(self, rgb: np.ndarray, model: str) -> list[DetectorFace]:
         """All faces the face detector (``model`` "short" or "full" range) finds in ``rgb``."""
         if model not in DETECTOR_MODELS:
-            raise ValueError(
-                f"unknown MediaPipe detector model {model!r}; use one of {list(DETECTOR_MODELS)}"
-            )
+            raise ValueError(f"unknown MediaPipe detector model {model!r}; use one of {list(DETECTOR_MODELS)}")
         detector = self._detectors.get(model)
         if detector is None:
             mp = _mediapipe()
@@ -123,9 +122,7 @@ class MediaPipeFaces:
             keypoints = np.array([(kp.x * width, kp.y * height) for kp in location.relative_keypoints])
             if keypoints.shape != (6, 2) or not (np.all(np.isfinite(box)) and np.all(np.isfinite(keypoints))):
                 continue
-            faces.append(
-                DetectorFace(box=box, keypoints=keypoints, score=float(detection.score[0]), model=model)
-            )
+            faces.append(DetectorFace(box=box, keypoints=keypoints, score=float(detection.score[0]), model=model))
         return faces
 
     def close(self) -> None:

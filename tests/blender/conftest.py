@@ -7,8 +7,8 @@ registers the extension afresh, and unregisters it afterwards, so no state leaks
 from __future__ import annotations
 
 import atexit
-import os
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -75,7 +75,9 @@ def build_extension_zip(out_dir: Path) -> Path:
     return archive
 
 
-def run_zip_scenario(args: list[str], user_folder: Path, timeout: float, extra_env: dict[str, str] | None = None) -> dict:
+def run_zip_scenario(
+    args: list[str], user_folder: Path, timeout: float, extra_env: dict[str, str] | None = None
+) -> dict:
     """Run tests/blender/zip_scenarios.py in a fresh bpy process whose Blender user folder is ``user_folder``."""
     import json
 
@@ -91,7 +93,7 @@ def run_zip_scenario(args: list[str], user_folder: Path, timeout: float, extra_e
         cwd=user_folder,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("SCENARIO ")]
-    assert proc.returncode == 0 and lines, (proc.stdout[-6000:] + proc.stderr[-6000:])
+    assert proc.returncode == 0 and lines, proc.stdout[-6000:] + proc.stderr[-6000:]
     return json.loads(lines[-1][len("SCENARIO ") :])
 
 

@@ -10,6 +10,7 @@ import zipfile
 
 import bpy
 
+
 def test_the_zip_installs_imports_exports_and_uninstalls_in_an_empty_user_folder(
     tmp_path, extension_zip, result_factory, zip_scenario
 ) -> None:

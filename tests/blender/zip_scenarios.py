@@ -97,7 +97,7 @@ def export_and_reimport(head: Any, out: Path, n_keys: int, n_vertices: int) -> l
         assert len(meshes) == 1 and len(rigs) == 1, (fmt, [o.name for o in new])
         assert len(meshes[0].data.vertices) == n_vertices
         assert len(meshes[0].data.shape_keys.key_blocks) == n_keys, fmt
-        assert BONES <= {b.name for b in rigs[0].data.bones}
+        assert {b.name for b in rigs[0].data.bones} >= BONES
         for obj in new:
             bpy.data.objects.remove(obj)
         done.append(fmt)

@@ -15,7 +15,7 @@ def eb(addon):
 
 
 @pytest.fixture
-def Step(addon):
+def step_type(addon):
     return importlib.import_module(addon.__name__ + ".managed_env").Step
 
 
@@ -23,9 +23,9 @@ def _py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_steps_run_in_order_and_stop_at_the_first_failure(eb, Step, tmp_path) -> None:
-    ok = Step("ok", _py("print('step ok')"))
-    bad = Step("bad step", _py("import sys; sys.exit(3)"))
+def test_steps_run_in_order_and_stop_at_the_first_failure(eb, step_type, tmp_path) -> None:
+    ok = step_type("ok", _py("print('step ok')"))
+    bad = step_type("bad step", _py("import sys; sys.exit(3)"))
     recorded = []
     builder = eb.EnvBuilder([ok, bad, ok], tmp_path / "env.log", on_success=recorded.append)
     builder.start()
@@ -38,7 +38,7 @@ def test_steps_run_in_order_and_stop_at_the_first_failure(eb, Step, tmp_path) ->
     assert builder.state == "done" and builder.step == builder.total == 2 and len(recorded) == 1
 
 
-def test_progress_follows_pips_output(eb, Step, tmp_path) -> None:
+def test_progress_follows_pips_output(eb, step_type, tmp_path) -> None:
     pip_like = (
         "print('Collecting torch==2.13.0'); "
         "print('  Downloading torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl (754.5 MB)'); "
@@ -48,7 +48,7 @@ def test_progress_follows_pips_output(eb, Step, tmp_path) -> None:
         "print('Installing collected packages: numpy, torch'); "
         "import time; time.sleep(30)"
     )
-    builder = eb.EnvBuilder([Step("Installing torch", _py(pip_like))], tmp_path / "env.log")
+    builder = eb.EnvBuilder([step_type("Installing torch", _py(pip_like))], tmp_path / "env.log")
     builder.start()
     deadline = time.monotonic() + 30
     while builder.progress.package != "installing numpy, torch" and time.monotonic() < deadline:
@@ -61,8 +61,8 @@ def test_progress_follows_pips_output(eb, Step, tmp_path) -> None:
     assert builder.state == "cancelled" and "Repair" in builder.error
 
 
-def test_a_missing_program_fails_the_step_with_the_reason_in_the_log(eb, Step, tmp_path) -> None:
-    builder = eb.EnvBuilder([Step("venv", [str(tmp_path / "no-python"), "-m", "venv", "x"])], tmp_path / "env.log")
+def test_a_missing_program_fails_the_step_with_the_reason_in_the_log(eb, step_type, tmp_path) -> None:
+    builder = eb.EnvBuilder([step_type("venv", [str(tmp_path / "no-python"), "-m", "venv", "x"])], tmp_path / "env.log")
     builder.start()
     builder.join(30)
     assert builder.state == "failed" and "'venv' failed" in builder.error

@@ -49,7 +49,9 @@ def test_explicit_cuda_custom_and_impossible_choices(env) -> None:
         env.resolve_torch("CUDA", "cu128", "", _host(env, "darwin", "arm64"))
     with pytest.raises(env.EnvSetupError, match="Unknown CUDA build"):
         env.resolve_torch("CUDA", "cu999", "", _host(env, "linux"))
-    custom = env.resolve_torch("CUSTOM", "cu128", " torch==2.13.0  --index-url https://example.org/simple ", _host(env, "linux"))
+    custom = env.resolve_torch(
+        "CUSTOM", "cu128", " torch==2.13.0  --index-url https://example.org/simple ", _host(env, "linux")
+    )
     assert custom.pip_args(False) == ["torch==2.13.0", "--index-url", "https://example.org/simple"]
     with pytest.raises(env.EnvSetupError, match="custom torch requirement is empty"):
         env.resolve_torch("CUSTOM", "cu128", "  ", _host(env, "linux"))
@@ -103,7 +105,7 @@ def test_online_access_is_blenders_switch_or_the_variable_in_background_only(env
     assert env.allow_online(False, True, {"OFER_ALLOW_ONLINE": "yes"}) is False
     with pytest.raises(env.OnlineAccessRequiredError, match="Allow Online Access"):
         env.check_request(_request(env, tmp_path, online=False))
-    with pytest.raises(env.EnvSetupError, match="wheel folder .* does not exist"):
+    with pytest.raises(env.EnvSetupError, match=r"wheel folder .* does not exist"):
         env.check_request(_request(env, tmp_path, wheel_dir=tmp_path / "nowhere", online=False))
     env.check_request(_request(env, tmp_path, online=True))
 
@@ -125,7 +127,18 @@ def test_the_staged_source_builds_a_wheel_with_the_worker_and_its_demo_weights(e
     assert staged.name == "ofer-blender-worker-" + env.worker_version(ROOT)
     assert not list(staged.rglob("__pycache__"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "w"), str(staged)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "w"),
+            str(staged),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -151,7 +164,9 @@ def test_record_and_state(env, tmp_path) -> None:
     env.write_record(request.env_dir, record)
     assert env.env_state(request.env_dir) == "ready"
     again = env.read_record(request.env_dir)
-    assert again == record and again.torch_command.endswith("install --disable-pip-version-check --no-input torch==2.13.0")
+    assert again == record and again.torch_command.endswith(
+        "install --disable-pip-version-check --no-input torch==2.13.0"
+    )
     assert again.size_bytes == env.folder_size(request.env_dir) - len((request.env_dir / env.RECORD_NAME).read_bytes())
     (request.env_dir / env.RECORD_NAME).write_text("{not json")
     assert env.env_state(request.env_dir) == "broken"
