@@ -106,7 +106,8 @@ class EnvBuilder:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} managed environment\n".encode())
             for index, step in enumerate(self.steps):
                 self.step = index
-                log.write(f"\n# {step.title}\n$ {' '.join(step.argv)}\n".encode())
+                note = f"# ({step.note})\n" if step.note else ""
+                log.write(f"\n# {step.title}\n{note}$ {' '.join(step.argv)}\n".encode())
                 log.flush()
                 code = self._run_step(step, env, log)
                 if self._cancelled:

@@ -182,6 +182,7 @@ def check_disk_space(
 class Step:
     title: str
     argv: list[str]
+    note: str = ""  # written into the log before the command
 
 
 def plan_steps(request: EnvRequest) -> list[Step]:
@@ -194,7 +195,12 @@ def plan_steps(request: EnvRequest) -> list[Step]:
     return [
         Step("Creating the environment", [request.base_python, "-m", "venv", "--clear", str(request.env_dir)]),
         Step(f"Installing torch ({request.torch.description})", [*pip, *request.torch.pip_args(local)]),
-        Step("Installing MediaPipe (without jax)", [*pip, "--no-deps", MEDIAPIPE_REQUIREMENT]),
+        Step(
+            "Installing MediaPipe (without jax)",
+            [*pip, "--no-deps", MEDIAPIPE_REQUIREMENT],
+            note="jax, jaxlib, opencv-contrib-python, sentencepiece and sounddevice are left out on purpose: "
+            "pip's note about those 'dependency conflicts' is expected",
+        ),
         Step("Installing the worker", [*pip, str(request.worker_source)]),
         Step("Checking the worker", [python, "-c", CHECK_SCRIPT]),
     ]
@@ -262,7 +268,7 @@ def make_record(request: EnvRequest, version: str, seconds: float) -> EnvRecord:
         torch_choice=request.torch.choice,
         torch_build=request.torch.build,
         torch_description=request.torch.description,
-        torch_command=shlex.join(steps[1].argv[1:]),
+        torch_command="pip " + shlex.join(steps[1].argv[3:]),  # argv: python -m pip install ...
         source=str(request.wheel_dir) if request.wheel_dir is not None else "index",
         python=str(managed_python(request.env_dir)),
         created=time.strftime("%Y-%m-%d %H:%M:%S"),

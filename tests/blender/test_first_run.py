@@ -78,3 +78,66 @@ def test_creating_the_environment_needs_online_access_or_a_wheel_folder(addon, f
     assert "Repair" in session.last_report
     assert bpy.ops.ofer.remove_managed_env() == {"FINISHED"}
     assert env.env_state(env_dir) == "missing"
+
+
+class RecordingLayout:
+    """Stands in for a UILayout: records what draw code shows (labels, operators, progress)."""
+
+    def __init__(self, log: list[tuple[str, str]] | None = None) -> None:
+        self.log = [] if log is None else log
+
+    def _child(self, *args, **kwargs) -> RecordingLayout:
+        return RecordingLayout(self.log)
+
+    box = row = column = _child
+
+    def label(self, text: str = "", **kwargs) -> None:
+        self.log.append(("label", text))
+
+    def operator(self, idname: str, text: str = "", **kwargs):
+        self.log.append(("operator", idname))
+        return type("Props", (), {})()
+
+    def progress(self, text: str = "", **kwargs) -> None:
+        self.log.append(("progress", text))
+
+    def prop(self, data, name: str, **kwargs) -> None:
+        self.log.append(("prop", name))
+
+    def texts(self) -> str:
+        return "\n".join(text for _kind, text in self.log)
+
+
+def test_the_panel_guides_the_first_run_and_the_status_shows_the_workers_hello(addon, fresh_user_folder) -> None:
+    ui = _module(addon, "worker_status_ui")
+    session = _module(addon, "session").SESSION
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    layout = RecordingLayout()
+    assert ui.draw_first_run(layout, prefs) is True
+    assert ("operator", "ofer.create_managed_env") in layout.log
+    assert ("operator", "preferences.addon_show") in layout.log and "no worker yet" in layout.texts()
+
+    prefs.worker_mode, prefs.worker_python = "INTERPRETER", "/some/python"
+    layout = RecordingLayout()
+    assert ui.draw_first_run(layout, prefs) is False and layout.log == []  # a worker is configured: no guidance
+
+    session.last_hello = {
+        "worker_version": "0.1.0",
+        "python": "3.11.7",
+        "torch": "2.13.0+cu128",
+        "torch_build": "cuda 12.8",
+        "backend": "torch",
+        "device": "cuda",
+        "device_name": "NVIDIA H200",
+        "device_memory_gb": 139.8,
+        "demo": False,
+        "doctor": ["FLAME model: MISSING /x/generic_model.pkl  [from env OFER_FLAME_MODEL] — flame.is.tue.mpg.de"],
+    }
+    layout = RecordingLayout()
+    try:
+        ui.draw_worker_status(layout)
+    finally:
+        session.last_hello = {}
+    text = layout.texts()
+    assert "torch 2.13.0+cu128 (cuda 12.8)" in text and "NVIDIA H200, 139.8 GB" in text
+    assert "MISSING /x/generic_model.pkl" in text and "flame.is.tue.mpg.de" in text
