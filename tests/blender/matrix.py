@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MATRIX_DIR = ROOT / ".matrix"
+#: OFER_MATRIX_DIR keeps the environments outside the checkout (a CI cache shared by clean clones).
+MATRIX_DIR = Path(os.environ.get("OFER_MATRIX_DIR") or ROOT / ".matrix")
 TEST = "tests/blender/test_zip_install.py"
 
 
@@ -65,7 +66,7 @@ def ensure_env(version: BlenderVersion) -> Path:
         return python
     if env.exists():
         shutil.rmtree(env)
-    print(f"    creating {env.relative_to(ROOT)} (first run only)", flush=True)
+    print(f"    creating {env} (first run only)", flush=True)
     for command in (
         [find_python(version.python), "-m", "venv", str(env)],
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", version.requirement, *TEST_TOOLS],

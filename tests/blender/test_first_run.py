@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -141,3 +142,37 @@ def test_the_panel_guides_the_first_run_and_the_status_shows_the_workers_hello(a
     text = layout.texts()
     assert "torch 2.13.0+cu128 (cuda 12.8)" in text and "NVIDIA H200, 139.8 GB" in text
     assert "MISSING /x/generic_model.pkl" in text and "flame.is.tue.mpg.de" in text
+
+
+def test_the_preferences_draw_the_environment_and_its_record(addon, fresh_user_folder) -> None:
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    env = _module(addon, "managed_env")
+
+    class Drawn:
+        def __init__(self) -> None:
+            self.layout = RecordingLayout()
+
+        def __getattr__(self, name: str):
+            return getattr(prefs, name)
+
+    prefs.torch_choice, prefs.torch_custom = "CUSTOM", "torch==2.13.0"
+    drawn = Drawn()
+    type(prefs).draw(drawn, bpy.context)
+    text = drawn.layout.texts()
+    assert "torch: custom: torch==2.13.0" in text and "Online access is off" in text
+    assert ("operator", "ofer.create_managed_env") in drawn.layout.log
+    assert ("operator", "ofer.remove_managed_env") not in drawn.layout.log  # nothing to remove yet
+
+    env_dir = fresh_user_folder / "worker_env"
+    request = env.EnvRequest(
+        env_dir, sys.executable, fresh_user_folder, env.resolve_torch("CPU", "cu128", "", env.detect_platform()),
+        None, True,
+    )  # fmt: skip
+    env.managed_python(env_dir).parent.mkdir(parents=True)
+    env.managed_python(env_dir).write_text("")
+    env.write_record(env_dir, env.make_record(request, "0.1.0", 3.0))
+    drawn = Drawn()
+    type(prefs).draw(drawn, bpy.context)
+    text = drawn.layout.texts()
+    assert "Environment ready: worker 0.1.0, CPU build" in text and "Installed with: pip install" in text
+    assert ("operator", "ofer.remove_managed_env") in drawn.layout.log
