@@ -153,7 +153,7 @@ class OFER_AP_preferences(bpy.types.AddonPreferences):
     managed_base_python: StringProperty(  # type: ignore[valid-type]
         name="Base Python",
         subtype="FILE_PATH",
-        description="Python 3.11+ to create the environment with (empty: auto)",
+        description="Python 3.11+ that creates the environment (empty: Blender's own Python, which is not changed)",
     )
     flame_model: StringProperty(  # type: ignore[valid-type]
         name="FLAME model", subtype="FILE_PATH", description="Your own FLAME generic_model.pkl (or .npz)"

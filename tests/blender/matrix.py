@@ -51,7 +51,11 @@ def find_python(version: str) -> str:
     pyenv_root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
     candidates += sorted(glob.glob(f"{pyenv_root}/versions/{version}.*/bin/python{version}"), reverse=True)
     for candidate in candidates:
-        if candidate and Path(candidate).is_file():
+        # A pyenv shim exists on PATH even when that version is not active: ask the interpreter itself.
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
     raise SystemExit(f"Python {version} not found (needed for a bpy wheel): install it, e.g. `pyenv install {version}`")
 
