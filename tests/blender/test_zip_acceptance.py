@@ -28,5 +28,6 @@ def test_zip_to_managed_environment_to_reconstructed_head(tmp_path, extension_zi
     assert "mediapipe" in info["packages"] and "ofer_blender_worker" in info["packages"]
     print(
         f"\nmanaged environment: {info['env_seconds']} s, {info['env_size_gb']} GB "
-        f"({info['torch_command']}); Reconstruct {info['reconstruct_seconds']} s; packages: {info['packages']}"
+        f"({info['torch_command']}); Reconstruct {info['reconstruct_seconds']} s, face found by {info['detection']}; "
+        f"packages: {info['packages']}"
     )

@@ -155,6 +155,8 @@ def acceptance(zip_path: str, photo: str, out_dir: str, torch_requirement: str) 
     head = next(o for o in bpy.data.objects if o.type == "MESH" and o.ofer.is_result)
     meta = json.loads(head["ofer_meta_json"])
     assert head.ofer.n_identities == 3 and head.ofer.n_expressions == 4 and meta["demo"] is True
+    # No face marks were given: MediaPipe (installed without jax) found the face.
+    assert meta["detection"]["method"] in ("face_mesh", "face_mesh_on_detector_box", "detector_keypoints"), meta
     site = next(env_dir.glob("lib/python3*/site-packages"), None)
     installed = sorted(p.name.split("-")[0].lower() for p in site.glob("*.dist-info")) if site else []
     for absent in ("jax", "jaxlib", "opencv_contrib_python"):
@@ -167,6 +169,7 @@ def acceptance(zip_path: str, photo: str, out_dir: str, torch_requirement: str) 
         "torch": hello.get("torch"),
         "torch_build": hello.get("torch_build"),
         "reconstruct_seconds": round(reconstruct_seconds, 1),
+        "detection": meta["detection"]["method"],
         "keys": len(head.data.shape_keys.key_blocks),
         "packages": installed,
         "extension_folder": str(folder),
