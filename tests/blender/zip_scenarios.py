@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,7 @@ def acceptance(zip_path: str, photo: str, out_dir: str, torch_requirement: str) 
     assert head.ofer.n_identities == 3 and head.ofer.n_expressions == 4 and meta["demo"] is True
     # No face marks were given: MediaPipe (installed without jax) found the face.
     assert meta["detection"]["method"] in ("face_mesh", "face_mesh_on_detector_box", "detector_keypoints"), meta
+    shutil.copyfile(head["ofer_source_path"], Path(out_dir) / "result.npz")  # kept for a look (render_result.py)
     site = next(env_dir.glob("lib/python3*/site-packages"), None)
     installed = sorted(p.name.split("-")[0].lower() for p in site.glob("*.dist-info")) if site else []
     for absent in ("jax", "jaxlib", "opencv_contrib_python"):
