@@ -157,7 +157,12 @@ def acceptance(zip_path: str, photo: str, out_dir: str, torch_requirement: str) 
     meta = json.loads(head["ofer_meta_json"])
     assert head.ofer.n_identities == 3 and head.ofer.n_expressions == 4 and meta["demo"] is True
     # No face marks were given: MediaPipe (installed without jax) found the face.
-    assert meta["detection"]["method"] in ("face_mesh", "face_mesh_on_detector_box", "detector_keypoints"), meta
+    assert meta["detection"]["method"] in (
+        "face_mesh",
+        "face_mesh_on_box",
+        "face_mesh_on_detector_box",
+        "detector_keypoints",
+    ), meta
     shutil.copyfile(head["ofer_source_path"], Path(out_dir) / "result.npz")  # kept for a look (render_result.py)
     site = next(env_dir.glob("lib/python3*/site-packages"), None)
     installed = sorted(p.name.split("-")[0].lower() for p in site.glob("*.dist-info")) if site else []
