@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .assets_config import AssetConfig, default_cache_dir
+from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import calibrate_correspondence
@@ -37,6 +37,7 @@ from .preprocess.input_checks import input_warnings
 from .presets import apply_preset
 from .protocol import ReconstructArgs
 from .result import JOINT_NAMES, ReconstructionResult, write_result
+from .runtime_info import runtime_info
 from .texture.stage import TextureInputs, texture_beside_result
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -151,11 +152,14 @@ class Reconstructor:
     def hello_info(self) -> dict[str, Any]:
         devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         missing = [] if self.assets.use_demo else self.assets.missing()
+        device = str(choose_device("auto")) if self.device_request == "auto" else self.device_request
         return {
+            **runtime_info(device),
+            "doctor": doctor_report(self.assets),
             "worker_version": __version__,
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "device": str(choose_device("auto")) if self.device_request == "auto" else self.device_request,
+            "device": device,
             "devices": devices,
             "backend": self.backend,
             "demo": self.assets.use_demo,

@@ -25,6 +25,8 @@ OT_CHOOSE_FACE: Final = "ofer.choose_face"
 OT_TEST_WORKER: Final = "ofer.test_worker"
 OT_OPEN_LOG: Final = "ofer.open_log"
 OT_CREATE_MANAGED_ENV: Final = "ofer.create_managed_env"
+OT_CANCEL_MANAGED_ENV: Final = "ofer.cancel_managed_env"
+OT_REMOVE_MANAGED_ENV: Final = "ofer.remove_managed_env"
 
 # Panels, lists and menus
 PT_RECONSTRUCT: Final = "OFER_PT_reconstruct"

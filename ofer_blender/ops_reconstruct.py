@@ -157,13 +157,14 @@ class OFER_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         prefs = get_preferences(context)
         settings = getattr(context.scene, ids.SCENE_PROP)
-        command, env = worker_launch(prefs)
         timeout = self.timeout or prefs.worker_timeout
         try:
+            command, env = worker_launch(prefs)
             client = SESSION.client_for(command, user_folder("logs"), env)
             runner = SESSION.runner_for(client, timeout, prefs.cancel_grace)
             runner.start(_request_args(settings, prefs, image_path, image))
         except WorkerUnavailableError as exc:
+            SESSION.last_report = str(exc)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         SESSION.last_report = ""

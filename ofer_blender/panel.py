@@ -8,8 +8,9 @@ from typing import Any
 
 import bpy
 
-from . import face_list, face_marks, hypotheses, ids
+from . import face_list, face_marks, hypotheses, ids, worker_status_ui
 from .ops_export import result_object
+from .preferences import get_preferences
 from .session import SESSION
 
 
@@ -52,6 +53,7 @@ class OFER_PT_reconstruct(bpy.types.Panel):
     def draw(self, context: Any) -> None:
         layout: Any = self.layout
         settings = getattr(context.scene, ids.SCENE_PROP)
+        worker_status_ui.draw_first_run(layout, get_preferences(context))
         col = layout.column()
         col.template_ID(settings, "image", open="image.open")
         if settings.image is None:

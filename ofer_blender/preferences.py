@@ -5,22 +5,20 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import ids, managed_env
-from .paths import user_folder
-from .session import SESSION
-from .worker_client import default_worker_command
+from . import ids, managed_env, worker_status_ui
+from .paths import managed_env_dir
+from .worker_client import WorkerUnavailableError, default_worker_command
 
 WORKER_MODES = [
     (
         "INTERPRETER",
         "Python interpreter",
-        "A Python that has the worker installed (pip install ofer-blender-worker)",
+        "A Python that has the worker installed (e.g. a checkout's .venv/bin/python)",
     ),
     ("MANAGED", "Managed environment", "A virtual environment the add-on creates under its user folder"),
     (
@@ -29,6 +27,13 @@ WORKER_MODES = [
         "Any command line that starts a worker speaking the protocol on stdin/stdout",
     ),
 ]
+TORCH_CHOICES = [
+    ("AUTO", "Auto", "CUDA when an NVIDIA GPU is found, the Apple-silicon build on macOS, else CPU"),
+    ("CPU", "CPU", "The CPU-only build (smallest)"),
+    ("CUDA", "CUDA", "An NVIDIA CUDA build from PyTorch's own index"),
+    ("CUSTOM", "Custom", "Your own pip requirement line for torch"),
+]
+CUDA_ITEMS = [(build, label, f"PyTorch's {label} build") for build, label in managed_env.CUDA_BUILDS]
 DEVICES = [
     ("auto", "Auto", "CUDA when available, else CPU"),
     ("cuda", "CUDA", "NVIDIA GPU"),
@@ -40,10 +45,13 @@ DEVICES = [
 class PreferenceDefaults:
     """What the code reads when the add-on is registered without an add-on entry (scripts, tests)."""
 
-    worker_mode: str = "INTERPRETER"
+    worker_mode: str = "MANAGED"
     worker_python: str = ""
     worker_command: str = ""
-    managed_source: str = managed_env.DEFAULT_SOURCE
+    torch_choice: str = "AUTO"
+    cuda_build: str = managed_env.DEFAULT_CUDA
+    torch_custom: str = ""
+    wheel_dir: str = ""
     managed_base_python: str = ""
     flame_model: str = ""
     checkpoint_dir: str = ""
@@ -64,10 +72,6 @@ def get_preferences(context: Any = None) -> Any:
     return prefs if prefs is not None else PreferenceDefaults()
 
 
-def managed_env_dir() -> Path:
-    return user_folder("worker_env")
-
-
 ASSET_VARIABLES = {
     "flame_model": "OFER_FLAME_MODEL",
     "checkpoint_dir": "OFER_CHECKPOINT_DIR",
@@ -76,14 +80,34 @@ ASSET_VARIABLES = {
 }
 
 
+PREFERENCES_PATH = "Edit ▸ Preferences ▸ Add-ons ▸ OFER Face Reconstruction"
+NO_WORKER_FIX = (
+    f"In {PREFERENCES_PATH}, choose Worker: Managed environment and press 'Create Managed Environment' "
+    "(or set 'Worker Python' to a Python that has the worker installed)"
+)
+
+
 def worker_launch(prefs: Any) -> tuple[list[str], dict[str, str]]:
-    """The worker command line and the extra environment that tells it where the assets are."""
+    """The worker command line and the extra environment that tells it where the assets are.
+
+    Raises WorkerUnavailableError, naming the preference and the button, when no worker is set up yet.
+    """
     if prefs.worker_mode == "COMMAND":
         command = shlex.split(prefs.worker_command)
+        if not command:
+            raise WorkerUnavailableError("The worker command is empty", f"Write it in {PREFERENCES_PATH} ▸ Command")
     elif prefs.worker_mode == "MANAGED":
-        command = default_worker_command(str(managed_env.managed_python(managed_env_dir())))
+        env_dir = managed_env_dir()
+        state = managed_env.env_state(env_dir)
+        if state != "ready":
+            what = "No worker environment yet" if state == "missing" else "The worker environment is incomplete"
+            fix = NO_WORKER_FIX if state == "missing" else f"Press 'Repair' in {PREFERENCES_PATH} ▸ Worker"
+            raise WorkerUnavailableError(what, fix)
+        command = default_worker_command(str(managed_env.managed_python(env_dir)))
     else:
-        command = default_worker_command(bpy.path.abspath(prefs.worker_python) if prefs.worker_python else "python3")
+        if not prefs.worker_python:
+            raise WorkerUnavailableError("No worker Python is set", NO_WORKER_FIX)
+        command = default_worker_command(bpy.path.abspath(prefs.worker_python))
     # The worker reads these variables (inference_server/assets_config.py); unset ones fall back to its own
     # config file, and nothing configured at all means the DEMO assets.
     env: dict[str, str] = {}
@@ -94,10 +118,18 @@ def worker_launch(prefs: Any) -> tuple[list[str], dict[str, str]]:
     return command, env
 
 
+def worker_ready(prefs: Any) -> bool:
+    try:
+        worker_launch(prefs)
+    except WorkerUnavailableError:
+        return False
+    return True
+
+
 class OFER_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = ids.ADDON_PACKAGE
 
-    worker_mode: EnumProperty(name="Worker", items=WORKER_MODES, default="INTERPRETER")  # type: ignore[valid-type]
+    worker_mode: EnumProperty(name="Worker", items=WORKER_MODES, default="MANAGED")  # type: ignore[valid-type]
     worker_python: StringProperty(  # type: ignore[valid-type]
         name="Worker Python",
         subtype="FILE_PATH",
@@ -107,15 +139,21 @@ class OFER_AP_preferences(bpy.types.AddonPreferences):
         name="Command",
         description="Full command line of the worker, e.g. 'conda run -n ofer ofer-worker serve'",
     )
-    managed_source: StringProperty(  # type: ignore[valid-type]
-        name="Install from",
-        default=managed_env.DEFAULT_SOURCE,
-        description="Package name (needs online access), or a local wheel / source folder of the worker",
+    torch_choice: EnumProperty(name="torch", items=TORCH_CHOICES, default="AUTO")  # type: ignore[valid-type]
+    cuda_build: EnumProperty(name="CUDA", items=CUDA_ITEMS, default=managed_env.DEFAULT_CUDA)  # type: ignore[valid-type]
+    torch_custom: StringProperty(  # type: ignore[valid-type]
+        name="Requirement",
+        description="pip arguments for torch, e.g. 'torch==2.13.0' or 'torch --index-url https://…'",
+    )
+    wheel_dir: StringProperty(  # type: ignore[valid-type]
+        name="Local wheel folder",
+        subtype="DIR_PATH",
+        description="Install every package from this folder of wheels, without the internet (empty: package index)",
     )
     managed_base_python: StringProperty(  # type: ignore[valid-type]
         name="Base Python",
         subtype="FILE_PATH",
-        description="Python 3.11+ to create the environment with (empty: auto)",
+        description="Python 3.11+ that creates the environment (empty: Blender's own Python, which is not changed)",
     )
     flame_model: StringProperty(  # type: ignore[valid-type]
         name="FLAME model", subtype="FILE_PATH", description="Your own FLAME generic_model.pkl (or .npz)"
@@ -157,41 +195,12 @@ class OFER_AP_preferences(bpy.types.AddonPreferences):
         elif self.worker_mode == "COMMAND":
             box.prop(self, "worker_command")
         else:
-            box.prop(self, "managed_source")
-            box.prop(self, "managed_base_python")
-            row = box.row()
-            row.operator(ids.OT_CREATE_MANAGED_ENV, icon="PACKAGE")
-            builder = ENV_BUILD.get("builder")
-            if builder is not None and builder.state == "running":
-                row.progress(
-                    factor=builder.step / max(builder.total, 1),
-                    text=f"Step {builder.step + 1}/{builder.total}",
-                )
-            elif builder is not None:
-                box.label(text=f"Environment: {builder.state} {builder.error}")
-            if not bpy.app.online_access and not managed_env.is_local_source(self.managed_source):
-                box.label(text="Online access is off: choose a local wheel or folder", icon="ERROR")
+            worker_status_ui.draw_managed_env(box, self)
         row = box.row()
         row.operator(ids.OT_TEST_WORKER, icon="PLAY")
-        row.operator(ids.OT_OPEN_LOG, icon="TEXT")
+        row.operator(ids.OT_OPEN_LOG, icon="TEXT").which = "WORKER"
         row.operator(ids.OT_RELEASE_GPU, icon="X")
-        hello = SESSION.last_hello
-        if hello:
-            col = box.column(align=True)
-            col.label(text=f"Worker {hello.get('worker_version')} · torch {hello.get('torch')} · {hello.get('device')}")
-            if hello.get("demo"):
-                col.label(text="Demo assets in use (no FLAME/OFER files found)", icon="INFO")
-            for name, where in sorted((hello.get("assets") or {}).items()):
-                if isinstance(where, dict):
-                    found = "found" if where.get("exists") else "missing" if where.get("path") else "not set"
-                    col.label(text=f"{name}: {where.get('path') or '-'} ({found})")
-                else:
-                    col.label(text=f"{name}: {where}")
-            for name in hello.get("missing") or []:
-                col.label(text=f"missing: {name}", icon="ERROR")
-        if SESSION.last_report:
-            for line in SESSION.last_report.splitlines()[:8]:
-                box.label(text=line)
+        worker_status_ui.draw_worker_status(box)
         box = layout.box()
         box.label(text="Assets", icon="FILE_FOLDER")
         box.prop(self, "flame_model")
@@ -210,7 +219,3 @@ class OFER_AP_preferences(bpy.types.AddonPreferences):
         row.prop(self, "worker_timeout")
         row.prop(self, "cancel_grace")
         box.label(text=f"Python {sys.version.split()[0]} · Blender {bpy.app.version_string}")
-
-
-#: The running environment build, read by the preferences' draw (transient).
-ENV_BUILD: dict[str, managed_env.EnvBuilder] = {}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .env_builder import EnvBuilder
 from .job import JobRunner, ReconstructJob
 from .worker_client import WorkerClient
 
@@ -23,6 +24,12 @@ class Session:
     last_report: str = ""
     #: What the timer imports once the running job succeeds (collection name, object name, source).
     pending_import: dict[str, Any] = field(default_factory=dict)
+    #: The managed environment being created (or the last attempt), read by the panels' draw.
+    env_builder: EnvBuilder | None = None
+
+    @property
+    def env_building(self) -> bool:
+        return self.env_builder is not None and self.env_builder.state == "running"
 
     @property
     def job(self) -> ReconstructJob | None:

@@ -12,6 +12,25 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MissingAssetError
+
+MEDIAPIPE_FIX = (
+    "Install it into the worker's environment without its optional extras: "
+    "`pip install --no-deps mediapipe==0.10.21` (the managed environment does this)."
+)
+
+
+def _mediapipe() -> Any:
+    """MediaPipe is installed with --no-deps (its metadata pulls jax and a second OpenCV it never uses)."""
+    try:
+        import mediapipe as mp
+    except ImportError as exc:
+        raise MissingAssetError(
+            f"The face detector needs MediaPipe, which is not importable ({exc})", MEDIAPIPE_FIX
+        ) from exc
+    return mp
+
+
 #: Number of face mesh landmarks with the iris refinement.
 N_MESH_LANDMARKS = 478
 #: Face mesh indices of the five ArcFace points, in the template order (the subject's right eye first,
@@ -57,7 +76,7 @@ class MediaPipeFaces:
     def face_mesh(self, rgb: np.ndarray) -> list[np.ndarray]:
         """All faces the face mesh finds: a list of (478, 2) landmark arrays in pixels of ``rgb``."""
         if self._mesh is None:
-            import mediapipe as mp
+            mp = _mediapipe()
 
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True,
@@ -77,12 +96,10 @@ class MediaPipeFaces:
     def face_detector(self, rgb: np.ndarray, model: str) -> list[DetectorFace]:
         """All faces the face detector (``model`` "short" or "full" range) finds in ``rgb``."""
         if model not in DETECTOR_MODELS:
-            raise ValueError(
-                f"unknown MediaPipe detector model {model!r}; use one of {list(DETECTOR_MODELS)}"
-            )
+            raise ValueError(f"unknown MediaPipe detector model {model!r}; use one of {list(DETECTOR_MODELS)}")
         detector = self._detectors.get(model)
         if detector is None:
-            import mediapipe as mp
+            mp = _mediapipe()
 
             detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=DETECTOR_MODELS[model], min_detection_confidence=self.detector_confidence
@@ -105,9 +122,7 @@ class MediaPipeFaces:
             keypoints = np.array([(kp.x * width, kp.y * height) for kp in location.relative_keypoints])
             if keypoints.shape != (6, 2) or not (np.all(np.isfinite(box)) and np.all(np.isfinite(keypoints))):
                 continue
-            faces.append(
-                DetectorFace(box=box, keypoints=keypoints, score=float(detection.score[0]), model=model)
-            )
+            faces.append(DetectorFace(box=box, keypoints=keypoints, score=float(detection.score[0]), model=model))
         return faces
 
     def close(self) -> None:

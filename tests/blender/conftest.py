@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,50 @@ atexit.register(_unregister_at_exit)
 _CACHE: dict[tuple[int, int, int, str], Path] = {}
 
 
+def torch_python() -> str:
+    """A Python with torch and the worker: this one, unless the version matrix (tests/blender/matrix.py)
+    runs these tests in a bpy-only environment and names the project's Python in OFER_TEST_TORCH_PYTHON."""
+    return os.environ.get("OFER_TEST_TORCH_PYTHON") or sys.executable
+
+
+def blender_ext() -> Path:
+    """Blender's own extension tool, as shipped inside this bpy (what `blender --command extension` runs)."""
+    return Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+
+
+def build_extension_zip(out_dir: Path) -> Path:
+    """Validate the repository as an extension and build its zip with this Blender's tool."""
+    root = HERE.parents[1]
+    for args in (["validate", str(root)], ["build", "--source-dir", str(root), "--output-dir", str(out_dir)]):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([sys.executable, str(blender_ext()), *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    (archive,) = out_dir.glob("*.zip")
+    return archive
+
+
+def run_zip_scenario(
+    args: list[str], user_folder: Path, timeout: float, extra_env: dict[str, str] | None = None
+) -> dict:
+    """Run tests/blender/zip_scenarios.py in a fresh bpy process whose Blender user folder is ``user_folder``."""
+    import json
+
+    user_folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OFER_ALLOW_ONLINE")}
+    env.update({"BLENDER_USER_RESOURCES": str(user_folder), **(extra_env or {})})
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "zip_scenarios.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=user_folder,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("SCENARIO ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-6000:] + proc.stderr[-6000:]
+    return json.loads(lines[-1][len("SCENARIO ") :])
+
+
 def make_result_file(
     path: str | Path, *, n_identities: int = 3, n_expressions: int = 5, seed: int = 0, fit: str = "none"
 ) -> Path:
@@ -68,7 +113,7 @@ def make_result_file(
         args = [str(cached), f"--n-identities={n_identities}", f"--n-expressions={n_expressions}", f"--seed={seed}"]
         args.append(f"--fit={fit}")
         proc = subprocess.run(
-            [sys.executable, str(HERE / "result_factory.py"), *args], capture_output=True, text=True, timeout=600
+            [torch_python(), str(HERE / "result_factory.py"), *args], capture_output=True, text=True, timeout=600
         )
         assert proc.returncode == 0, proc.stderr
         _CACHE[key] = cached
@@ -131,3 +176,14 @@ def _scene_counts() -> tuple[int, ...]:
 def scene_counts() -> Callable[[], tuple[int, ...]]:
     """Counts of objects, meshes, armatures, shape-key sets and collections: equal before and after = unchanged."""
     return _scene_counts
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The extension zip, validated and built once per session with this Blender's own tool."""
+    return build_extension_zip(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture
+def zip_scenario() -> Callable[..., dict]:
+    return run_zip_scenario
