@@ -38,7 +38,7 @@ from .presets import apply_preset
 from .protocol import ReconstructArgs
 from .result import JOINT_NAMES, ReconstructionResult, write_result
 from .runtime_info import runtime_info
-from .texture.stage import TextureInputs, texture_beside_result
+from .texture.stage import TextureInputs, discard_texture, texture_beside_result
 
 ProgressFn = Callable[[str, int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -341,9 +341,13 @@ class Reconstructor:
             camera=pose_arrays["camera"],
             expression_head_pose=pose_arrays["expression_head_pose"],
         )
-        check()  # the last moment a cancel can still prevent the file from appearing
-        clock.start("write")
-        path = write_result(args.output, result)
+        try:
+            check()  # the last moment a cancel can still prevent the file from appearing
+            clock.start("write")
+            path = write_result(args.output, result)
+        except BaseException:
+            discard_texture(args.output, texture_meta)  # no texture without the result that names it
+            raise
         clock.stop()
         result.meta["seconds"] = dict(clock.seconds)
         progress("write", 1, 1, "")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..atomic_io import atomic_write_bytes
 from ..fit.camera import project as project_points
 from ..fit.pose import eye_distance
 from ..flame.model_data import FlameModelData
@@ -107,22 +107,18 @@ def texture_beside_result(
 
 
 def write_texture_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
-    """Write an RGB uint8 image as PNG atomically (temporary name in the folder, then os.replace)."""
+    """Write an RGB uint8 image as PNG atomically; a failed write is an ``io_error`` naming the path."""
     target = Path(path)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode the texture PNG for {target}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_bytes(target, encoded.tobytes())
+
+
+def discard_texture(result_path: str | os.PathLike[str], texture_meta: dict[str, object]) -> None:
+    """Remove the texture written for a result that was then not written (cancel, full disk)."""
+    if texture_meta.get("texture"):
+        texture_path_for(result_path).unlink(missing_ok=True)
 
 
 def texture_path_for(result_path: str | os.PathLike[str]) -> Path:

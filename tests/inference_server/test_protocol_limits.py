@@ -54,7 +54,7 @@ def _reconstruct(**args: Any) -> Request:
     [
         ({"eta": 1.5}, "'eta' must be a number from 0 to 1"),
         ({"eta": "high"}, "'eta'"),
-        ({"expression_order": "random"}, "'expression_order' must be one of typical, diverse, sampled"),
+        ({"expression_order": "random"}, "'expression_order' must be one of best_fit, typical, diverse, sampled"),
         ({"preset": ["fast"]}, "'preset' must be one of fast, fidelity"),
         ({"image": "a\x00.jpg"}, "'image' holds a NUL byte"),
         ({"output": "r\x00.npz"}, "'output' holds a NUL byte"),
