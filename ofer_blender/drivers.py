@@ -52,10 +52,12 @@ def drive_table(owner: Any, data_path: str, index: int, source: Any, prop: str, 
     for modifier in list(fcurve.modifiers):  # a new driver curve carries a generator; a table must not
         fcurve.modifiers.remove(modifier)
     points = fcurve.keyframe_points
+    for point in reversed(list(points)):  # Blender 5.0's new driver curve already holds points
+        points.remove(point, fast=True)
     points.add(len(values))
-    table = np.stack([np.arange(len(values), dtype=np.float64), np.asarray(values, dtype=np.float64)], axis=1)
-    points.foreach_set("co", table.astype(np.float32).ravel())
-    for point in points:
+    # One point at a time: foreach_set on a driver curve's points fails in Blender 5.0 ("internal error").
+    for number, (point, value) in enumerate(zip(points, np.asarray(values, dtype=np.float64), strict=True)):
+        point.co = (float(number), float(value))
         point.interpolation = "CONSTANT"
     fcurve.extrapolation = "CONSTANT"
     fcurve.update()
