@@ -2,7 +2,7 @@
 
 Precedence: flag > environment variable > config file. Nothing here loads a model; it only says which
 file is meant, where that choice came from, and what is missing (``ofer-worker doctor`` prints it).
-With nothing configured at all the worker runs on the generated DEMO assets; a partly configured set is
+With nothing configured at all the worker runs on the shipped DEMO assets; a partly configured set is
 an error (the user clearly meant their own models) that names what is missing.
 """
 

@@ -219,7 +219,7 @@ def load_front_indices(path: Path, n_vertices: int, *, official: bool = True) ->
 
 
 def load_model_bundle(assets: AssetConfig, *, backend: str = "torch", precision: str = "fp32") -> ModelBundle:
-    """The user's models when configured (all of them), else the generated DEMO assets."""
+    """The user's models when configured (all of them), else the shipped DEMO assets."""
     from .checkpoints import load_networks
     from .flame.loading import load_flame_model
 

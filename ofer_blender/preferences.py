@@ -207,7 +207,7 @@ class OFER_AP_preferences(bpy.types.AddonPreferences):
         box.prop(self, "checkpoint_dir")
         box.prop(self, "front_face_indices")
         box.prop(self, "landmark_embedding")
-        box.label(text="Leave all empty to use the generated DEMO assets (not FLAME/OFER)", icon="INFO")
+        box.label(text="Leave all empty to use the DEMO assets (ICT-based head, not FLAME/OFER)", icon="INFO")
         box = layout.box()
         box.label(text="Defaults", icon="PREFERENCES")
         box.prop(self, "device")
