@@ -22,6 +22,10 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 HERE = Path(__file__).resolve().parent
+# The tests import their shared helpers (mesh_probe.py) by plain name, as zip_scenarios.py does when run as a
+# script; pytest's importlib mode does not put this folder on the path by itself.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 FAKE_WORKER = HERE.parent / "ofer_blender" / "fake_worker.py"
 
 

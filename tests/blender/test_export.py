@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 import pytest
+from mesh_probe import basis_world, evaluated_world
 
 from inference_server.result import read_result
 
@@ -79,25 +80,6 @@ def test_export_with_the_rig_hidden_keeps_bones_skin_and_jaw(addon, result_file,
     assert sum(1 for v in mesh.data.vertices for g in v.groups if g.group == jaw.index and g.weight > 0.5) > 50
 
 
-def _world(obj) -> np.ndarray:
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
-    out = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", out)
-    evaluated.to_mesh_clear()
-    matrix = np.array(obj.matrix_world)
-    return out.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
-
-
-def _basis_world(obj) -> np.ndarray:
-    data = obj.data.shape_keys.key_blocks[0].data
-    co = np.empty(len(data) * 3, dtype=np.float32)
-    data.foreach_get("co", co)
-    matrix = np.array(obj.matrix_world)
-    return co.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
-
-
 @pytest.mark.parametrize(("fmt", "suffix"), [("FBX", ".fbx"), ("GLB", ".glb")])
 def test_export_keeps_the_posed_jaw_of_an_expression(addon, result_file, tmp_path, fmt, suffix) -> None:
     """The exported head, read back, shows the chosen expression with its jaw open, where Blender showed it."""
@@ -106,7 +88,7 @@ def test_export_keeps_the_posed_jaw_of_an_expression(addon, result_file, tmp_pat
     head = bpy.context.view_layer.objects.active
     m = int(np.argmax(np.linalg.norm(result.jaw_pose, axis=1))) + 1
     head.ofer.expression = m
-    shown, basis = _world(head), _basis_world(head)
+    shown, basis = evaluated_world(head), basis_world(head)
     jaw_motion = np.linalg.norm(shown - _rest_of(head), axis=1).max()
     assert jaw_motion > 1e-3  # the jaw really moves the mouth by more than a millimetre
     out = tmp_path / f"posed{suffix}"
@@ -114,8 +96,8 @@ def test_export_keeps_the_posed_jaw_of_an_expression(addon, result_file, tmp_pat
     meshes, _ = _reimport(out, fmt)
     back = meshes[0]
     # the exporters may reorder vertices: match them through the (unique) rest positions
-    order = _match(_basis_world(back), basis)
-    error = np.linalg.norm(_world(back) - shown[order], axis=1).max()
+    order = _match(basis_world(back), basis)
+    error = np.linalg.norm(evaluated_world(back) - shown[order], axis=1).max()
     assert error < 1e-5, f"mouth {error * 1000:.2f} mm off"
 
 
@@ -123,7 +105,7 @@ def _rest_of(head) -> np.ndarray:
     modifier = head.modifiers["Armature"]
     modifier.show_viewport = False
     try:
-        return _world(head)
+        return evaluated_world(head)
     finally:
         modifier.show_viewport = True
 

@@ -6,18 +6,9 @@ import json
 import bpy
 import numpy as np
 import pytest
+from mesh_probe import evaluated_local
 
 from inference_server.result import read_result
-
-
-def _evaluated(obj) -> np.ndarray:
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
-    out = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", out)
-    evaluated.to_mesh_clear()
-    return out.reshape(-1, 3)
 
 
 def _id_name(k: int, scores) -> str:
@@ -49,13 +40,15 @@ def test_every_hypothesis_evaluates_to_the_file_mesh(addon, result_file) -> None
     assert all(p.use_smooth for p in mesh.polygons)
     for k in range(1, K + 1):
         state.identity = k
-        np.testing.assert_allclose(_evaluated(obj), result.identity_vertices[k - 1], atol=1e-6, err_msg=f"ID {k}")
+        np.testing.assert_allclose(evaluated_local(obj), result.identity_vertices[k - 1], atol=1e-6, err_msg=f"ID {k}")
     state.identity = 1
     for m in range(1, M + 1):
         state.expression = m
-        np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[m - 1], atol=1e-6, err_msg=f"EXP {m}")
+        np.testing.assert_allclose(
+            evaluated_local(obj), result.expression_vertices[m - 1], atol=1e-6, err_msg=f"EXP {m}"
+        )
     state.expression = 0
-    np.testing.assert_allclose(_evaluated(obj), result.identity_vertices[0], atol=1e-6)
+    np.testing.assert_allclose(evaluated_local(obj), result.identity_vertices[0], atol=1e-6)
 
 
 def test_rest_pose_combination_adds_identity_and_expression(addon, result_file) -> None:
@@ -64,10 +57,10 @@ def test_rest_pose_combination_adds_identity_and_expression(addon, result_file) 
     obj = _import(result_file)
     obj.modifiers["Armature"].show_viewport = False  # the rig at rest
     obj.ofer.expression = 3
-    rest_exp = _evaluated(obj).astype(np.float64)
+    rest_exp = evaluated_local(obj).astype(np.float64)
     obj.ofer.identity = 2
     expected = result.identity_vertices[1] + rest_exp - result.identity_vertices[0]
-    np.testing.assert_allclose(_evaluated(obj), expected, atol=1e-6)
+    np.testing.assert_allclose(evaluated_local(obj), expected, atol=1e-6)
     values = {b.name: b.value for b in obj.data.shape_keys.key_blocks[1:]}
     assert sorted(name for name, v in values.items() if v == 1.0) == [
         "EXP 003",
@@ -141,10 +134,10 @@ def test_save_and_reload_keeps_everything(addon, result_file, tmp_path) -> None:
     assert len(obj.data.shape_keys.key_blocks) == 1 + 2 + 5
     assert json.loads(obj["ofer_meta_json"]) == result.meta
     np.testing.assert_allclose(np.asarray(obj["ofer_identity_params"]).reshape(3, -1), result.identity_params)
-    np.testing.assert_allclose(_evaluated(obj), result.identity_vertices[2], atol=1e-6)
+    np.testing.assert_allclose(evaluated_local(obj), result.identity_vertices[2], atol=1e-6)
     obj.ofer.identity = 1
     obj.ofer.expression = 2
-    np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[1], atol=1e-6)
+    np.testing.assert_allclose(evaluated_local(obj), result.expression_vertices[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong_format", "missing"])
@@ -196,17 +189,17 @@ def test_keyframed_identity_and_expression_play_back(addon, result_file) -> None
     jaw = obj.ofer.rig.pose.bones["jaw"]
     for frame, expected in ((10, result.expression_vertices[m - 1]), (1, result.identity_vertices[0])):
         scene.frame_set(frame)
-        np.testing.assert_allclose(_evaluated(obj), expected, atol=1e-6, err_msg=f"frame {frame}")
+        np.testing.assert_allclose(evaluated_local(obj), expected, atol=1e-6, err_msg=f"frame {frame}")
     scene.frame_set(20)
-    np.testing.assert_allclose(_evaluated(obj), result.identity_vertices[1], atol=1e-6)
+    np.testing.assert_allclose(evaluated_local(obj), result.identity_vertices[1], atol=1e-6)
     assert jaw.rotation_quaternion[0] == pytest.approx(1.0)  # expression 0: the jaw at rest again
     scene.frame_set(14)  # between keys Blender steps the integer through the numbers: one whole head each
     shown, who = obj.ofer.expression, obj.ofer.identity  # the animated values, written back by playback
     assert 0 <= shown <= m and who in (1, 2)
     if shown == 0:
-        np.testing.assert_allclose(_evaluated(obj), result.identity_vertices[who - 1], atol=1e-6)
+        np.testing.assert_allclose(evaluated_local(obj), result.identity_vertices[who - 1], atol=1e-6)
     elif who == 1:
-        np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[shown - 1], atol=1e-6)
+        np.testing.assert_allclose(evaluated_local(obj), result.expression_vertices[shown - 1], atol=1e-6)
 
 
 def test_identity_names_tell_rank_and_relative_score_apart(addon, result_factory, tmp_path) -> None:

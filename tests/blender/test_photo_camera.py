@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
+from mesh_probe import evaluated_world
 from PIL import Image
 
 from inference_server.result import read_result
@@ -85,17 +86,6 @@ def _import(path: Path):
     return bpy.context.view_layer.objects.active
 
 
-def _world_vertices(obj) -> np.ndarray:
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
-    out = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", out)
-    evaluated.to_mesh_clear()
-    matrix = np.array(evaluated.matrix_world)
-    return out.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
-
-
 def test_camera_projects_every_vertex_where_the_result_says(addon, fitted) -> None:
     result = read_result(fitted)
     head = _import(fitted)
@@ -105,7 +95,7 @@ def test_camera_projects_every_vertex_where_the_result_says(addon, fitted) -> No
     width, height = result.meta["image"]["width"], result.meta["image"]["height"]
     assert (scene.render.resolution_x, scene.render.resolution_y) == (width, height)
     expected = project(result.identity_vertices[0], result.head_pose, result.camera)
-    world = _world_vertices(head)
+    world = evaluated_world(head)
     seen = np.array([world_to_camera_view(scene, camera, Vector(p))[:] for p in world])
     pixels = np.stack([seen[:, 0] * width, (1 - seen[:, 1]) * height], axis=1)
     np.testing.assert_allclose(pixels, expected, atol=0.02)  # hundredths of a pixel: float32 in Blender
@@ -217,7 +207,7 @@ def test_without_a_camera_the_head_stands_on_the_grid_facing_minus_y(addon, resu
     result = read_result(path)
     head = _import(path)
     assert head.ofer.camera is None and bpy.context.scene.camera is None
-    world = _world_vertices(head)
+    world = evaluated_world(head)
     assert abs(world[:, 2].min()) < 1e-6  # on the grid
     assert world[:, 2].max() > 0.15  # upright: a head is taller than 15 cm
     nose = int(np.argmax(result.identity_vertices[0][:, 2]))  # the most forward point of the face
@@ -270,7 +260,7 @@ def test_saved_file_keeps_camera_texture_and_playback(addon, fitted, tmp_path) -
     assert len(fcurves) == (result.identity_vertices.shape[0] - 1) + m + 4 + 7
     assert all(fc.driver.type == "AVERAGE" or fc.driver.is_simple_expression for fc in fcurves)
     bpy.context.scene.frame_set(9)
-    seen = world_to_camera_view(bpy.context.scene, camera, Vector(_world_vertices(head)[0]))
+    seen = world_to_camera_view(bpy.context.scene, camera, Vector(evaluated_world(head)[0]))
     u, v = seen[0] * result.meta["image"]["width"], (1 - seen[1]) * result.meta["image"]["height"]
     expected = project(result.expression_vertices[m - 1][:1], result.expression_head_pose[m - 1], result.camera)[0]
     assert (u, v) == pytest.approx(tuple(expected), abs=0.02)

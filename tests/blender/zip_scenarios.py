@@ -23,6 +23,7 @@ from typing import Any
 
 import bpy
 import numpy as np
+from mesh_probe import evaluated_local
 
 PKG_ID = "ofer_face"
 REPO = "user_default"
@@ -47,16 +48,6 @@ def install(zip_path: str) -> Path:
     return folder
 
 
-def evaluated(obj: Any) -> np.ndarray:
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    ev = obj.evaluated_get(depsgraph)
-    mesh = ev.to_mesh()
-    out = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", out)
-    ev.to_mesh_clear()
-    return out.reshape(-1, 3)
-
-
 def import_and_scroll(result_path: str) -> dict[str, Any]:
     """Import through the installed add-on, then scroll identities and expressions."""
     result = importlib.import_module(f"{MODULE}.inference_server.result").read_result(result_path)
@@ -70,11 +61,11 @@ def import_and_scroll(result_path: str) -> dict[str, Any]:
     worst = 0.0
     for k in range(1, K + 1):
         obj.ofer.identity = k
-        worst = max(worst, float(np.abs(evaluated(obj) - result.identity_vertices[k - 1]).max()))
+        worst = max(worst, float(np.abs(evaluated_local(obj) - result.identity_vertices[k - 1]).max()))
     obj.ofer.identity = 1
     for m in range(1, M + 1):
         obj.ofer.expression = m
-        worst = max(worst, float(np.abs(evaluated(obj) - result.expression_vertices[m - 1]).max()))
+        worst = max(worst, float(np.abs(evaluated_local(obj) - result.expression_vertices[m - 1]).max()))
     obj.ofer.expression = 0
     assert worst < 1e-5, f"a hypothesis is {worst} m off the file's mesh"
     return {"keys": len(keys), "bones": len(rig.data.bones), "max_error_m": worst, "vertices": len(obj.data.vertices)}
