@@ -38,6 +38,7 @@ from .presets import apply_preset
 from .protocol import ReconstructArgs
 from .result import JOINT_NAMES, ReconstructionResult, write_result
 from .runtime_info import runtime_info
+from .flame_controls import requested_bases
 from .texture.stage import TextureInputs, discard_texture, texture_beside_result
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -340,6 +341,7 @@ class Reconstructor:
             head_pose=pose_arrays["head_pose"],
             camera=pose_arrays["camera"],
             expression_head_pose=pose_arrays["expression_head_pose"],
+            **requested_bases(args.extra, bundle.flame, expressions.shape[1]),
         )
         try:
             check()  # the last moment a cancel can still prevent the file from appearing

@@ -327,6 +327,12 @@ def number(lo: float, hi: float) -> Callable[[Any, str], float]:
     return check
 
 
+def boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ArgumentError(f"'{name}' must be true or false, got {_shown(value)}")
+    return value
+
+
 def choice(allowed: Callable[[], Iterable[str]]) -> Callable[[Any, str], str]:
     """One of the names ``allowed()`` returns: the enum's own definition, read when a request comes."""
 
@@ -446,6 +452,9 @@ RECONSTRUCT_ARGS: dict[str, ArgSpec] = {
     "eta": ArgSpec(number(0.0, 1.0), extra=True),
     "expression_order": ArgSpec(choice(_expression_orders), extra=True),
     "preset": ArgSpec(choice(_preset_names), extra=True),
+    # FLAME's own controls in the result: the shape, expression and pose-corrective bases (flame_controls.py)
+    "flame_controls": ArgSpec(boolean, extra=True),
+    "flame_controls_shapes": ArgSpec(integer(1, 10_000), extra=True),
 }
 
 

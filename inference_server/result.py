@@ -66,6 +66,10 @@ class ReconstructionResult:
     head_pose: np.ndarray | None = None  # float32 (6,) axis-angle + translation
     camera: np.ndarray | None = None  # float32 (3,) focal length, principal point x, y (pixels)
     expression_head_pose: np.ndarray | None = None  # float32 (M, 6) per-expression head_pose, display order
+    # FLAME controls (request ``flame_controls``), all three or none: model directions per unit coefficient
+    shape_basis: np.ndarray | None = None  # float32 (Sc, V, 3), Sc <= S: the first Sc shape directions
+    expression_basis: np.ndarray | None = None  # float32 (E, V, 3): the directions of expression_params
+    pose_basis: np.ndarray | None = None  # float32 (9 (J - 1), V, 3): pose correctives, (R - I) of joints 1..
     format: str = field(default=FORMAT)
 
     @property
@@ -74,7 +78,10 @@ class ReconstructionResult:
 
 
 _ARRAY_KEYS = tuple(f.name for f in fields(ReconstructionResult) if f.name not in ("meta", "format"))
-_OPTIONAL_KEYS = frozenset({"uv", "uv_faces", "landmarks", "head_pose", "camera", "expression_head_pose"})
+FLAME_CONTROL_KEYS = ("shape_basis", "expression_basis", "pose_basis")
+_OPTIONAL_KEYS = frozenset({"uv", "uv_faces", "landmarks", "head_pose", "camera", "expression_head_pose"}) | frozenset(
+    FLAME_CONTROL_KEYS
+)
 _INT_KEYS = frozenset({"faces", "uv_faces", "parents"})
 _KNOWN_KEYS = frozenset(_ARRAY_KEYS) | {"format", "meta_json"}
 
@@ -164,6 +171,20 @@ def validate(result: ReconstructionResult) -> None:
         _check_array(arrays, "camera", 1, {0: 3})
     if arrays["expression_head_pose"] is not None:
         _check_array(arrays, "expression_head_pose", 2, {0: M, 1: 6})
+    _validate_flame_controls(arrays, V, S=params.shape[1], E=exp.shape[1], J=J)
+
+
+def _validate_flame_controls(arrays: dict[str, np.ndarray], V: int, *, S: int, E: int, J: int) -> None:
+    """The three bases come together; their sizes follow the coefficients they multiply."""
+    present = [key for key in FLAME_CONTROL_KEYS if arrays[key] is not None]
+    if not present:
+        return
+    for key in FLAME_CONTROL_KEYS:
+        _expect(arrays[key] is not None, key, f"is missing although {present[0]} is present (FLAME controls)")
+    shapes = _check_array(arrays, "shape_basis", 3, {1: V, 2: 3})
+    _expect(0 < shapes.shape[0] <= S, "shape_basis", f"holds {shapes.shape[0]} directions; expected 1 to {S}")
+    _check_array(arrays, "expression_basis", 3, {0: E, 1: V, 2: 3})
+    _check_array(arrays, "pose_basis", 3, {0: 9 * (J - 1), 1: V, 2: 3})
 
 
 def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> Path:

@@ -56,6 +56,8 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
                         help="five points x y: left eye, right eye, nose tip, left, right mouth corner")  # fmt: skip
     parser.add_argument("--face", type=int, default=None, metavar="N",
                         help="which detected face: 0 is nearest the centre (ofer-worker faces PHOTO)")  # fmt: skip
+    parser.add_argument("--flame-controls", action="store_true",
+                        help="add FLAME's shape, expression and pose bases to the result (Blender's FLAME controls)")
     parser.add_argument("--millimetres", action="store_true", help="write PLY files in mm (default metres)")
     parser.add_argument("--no-contact-sheet", action="store_true")
 
@@ -192,7 +194,9 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int
         seed=args.seed,
         jaw_scale=args.jaw_scale,
         device=args.device,
-        extra={"expression_order": args.order} | ({"preset": args.preset} if args.preset else {}),
+        extra={"expression_order": args.order}
+        | ({"preset": args.preset} if args.preset else {})
+        | ({"flame_controls": True} if args.flame_controls else {}),
     )
 
 

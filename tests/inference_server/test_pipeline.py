@@ -213,3 +213,20 @@ def test_given_points_keep_the_head_without_a_camera(reconstructor: Reconstructo
     assert res.head_pose is None and res.camera is None and "texture" not in res.meta
     assert res.meta["fit"]["status"] == "untrusted" and res.meta["expression_order"] == "typical"
     assert {w["code"] for w in res.meta["warnings"]} >= {"fit_untrusted", "best_fit_unavailable"}
+
+
+
+def test_flame_controls_add_the_bases_that_rebuild_the_identity(
+    reconstructor: Reconstructor, output: ReconstructionOutput, tmp_path: Path
+) -> None:
+    out = reconstructor.run(
+        _args(tmp_path, n_shapes=4, n_expressions=2, top_k=2, steps=2,
+              extra={"flame_controls": True, "flame_controls_shapes": 300}),
+        lambda *a: None, lambda: False,
+    )  # fmt: skip
+    back = read_result(out.path)
+    assert back.shape_basis is not None and back.expression_basis is not None and back.pose_basis is not None
+    assert back.shape_basis.shape[0] == 300 and back.expression_basis.shape[0] == 50
+    neutral = back.template + np.einsum("k,kvc->vc", back.identity_params[0], back.shape_basis)
+    assert np.abs(neutral - back.identity_vertices[0]).max() < 1e-5
+    assert read_result(output.path).shape_basis is None  # not asked for: not written

@@ -175,3 +175,26 @@ def test_head_on_the_photo_keys_round_trip_and_are_checked(tmp_path: Path, resul
     result.expression_head_pose = np.zeros((M + 1, 6), np.float32)  # one row too many
     with pytest.raises(ResultFileError, match="expression_head_pose"):
         write_result(tmp_path / "bad.npz", result)
+
+
+def test_flame_control_bases_round_trip_together_and_follow_the_coefficients(
+    tmp_path: Path, result: ReconstructionResult
+) -> None:
+    rng = np.random.default_rng(5)
+    V = result.template.shape[0]
+    result.shape_basis = rng.normal(size=(7, V, 3)).astype(np.float32)
+    result.expression_basis = rng.normal(size=(50, V, 3)).astype(np.float32)
+    result.pose_basis = rng.normal(size=(36, V, 3)).astype(np.float32)
+    back = read_result(write_result(tmp_path / "controls.npz", result))
+    for key in ("shape_basis", "expression_basis", "pose_basis"):
+        assert getattr(back, key).tobytes() == getattr(result, key).tobytes()
+    result.pose_basis = None  # the three come together
+    with pytest.raises(ResultFileError, match="pose_basis.*missing although shape_basis"):
+        write_result(tmp_path / "bad.npz", result)
+    result.pose_basis = rng.normal(size=(18, V, 3)).astype(np.float32)  # FLAME's 5 joints have 36 columns
+    with pytest.raises(ResultFileError, match="pose_basis.*expected 36"):
+        write_result(tmp_path / "bad.npz", result)
+    result.pose_basis = rng.normal(size=(36, V, 3)).astype(np.float32)
+    result.expression_basis = result.expression_basis[:10]  # fewer directions than coefficients
+    with pytest.raises(ResultFileError, match="expression_basis"):
+        write_result(tmp_path / "bad.npz", result)
