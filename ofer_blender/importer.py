@@ -18,7 +18,7 @@ import numpy as np
 from mathutils import Quaternion
 
 from ..inference_server.result import JOINT_NAMES, ReconstructionResult, ResultFileError, read_result
-from . import camera_import, drivers, hypotheses, ids, material_import, placement, skinning
+from . import camera_import, drivers, flame_controls, hypotheses, ids, material_import, placement, skinning
 
 BONE_LENGTH = 0.02  # metres; bones point along +Y of the FLAME frame so their rest rotation is the identity
 #: FLAME is y-up, Blender z-up: the rig object turns the head upright; mesh data stays in file coordinates.
@@ -37,14 +37,16 @@ def load_result(path: str | os.PathLike[str]) -> ReconstructionResult:
         raise ResultImportError(f"Cannot import the OFER result: {exc}") from exc
 
 
-def import_result(context: Any, path: str | os.PathLike[str], name: str = "") -> bpy.types.Object:
+def import_result(
+    context: Any, path: str | os.PathLike[str], name: str = "", *, with_flame_controls: bool = False
+) -> bpy.types.Object:
     """Read, validate and build; returns the new mesh object (active and selected).
 
     What the user should know but that did not stop the import (no photo found, an untrusted fit) is
     in :func:`import_warnings` of the returned object.
     """
     result = load_result(path)
-    return build_head(context, result, source_path=str(path), name=name)
+    return build_head(context, result, source_path=str(path), name=name, with_flame_controls=with_flame_controls)
 
 
 def default_name(result: ReconstructionResult, source_path: str) -> str:
@@ -53,11 +55,25 @@ def default_name(result: ReconstructionResult, source_path: str) -> str:
     return f"OFER {stem or Path(source_path).stem}"
 
 
-def build_head(context: Any, result: ReconstructionResult, *, source_path: str, name: str = "") -> bpy.types.Object:
+def build_head(
+    context: Any,
+    result: ReconstructionResult,
+    *,
+    source_path: str,
+    name: str = "",
+    with_flame_controls: bool = False,
+) -> bpy.types.Object:
+    """``with_flame_controls``: FLAME's Shape/Exp/Pose keys beside the hypothesis keys (flame_controls.py)."""
     if context.mode != "OBJECT":
         raise ResultImportError("Switch to Object Mode before importing an OFER result")
     name = name or default_name(result, source_path)
-    plan = hypotheses.plan_shape_keys(result)
+    controls = None
+    if with_flame_controls:
+        try:
+            controls = flame_controls.plan_controls(result)
+        except flame_controls.FlameControlsError as exc:
+            raise ResultImportError(str(exc)) from None
+    plan = hypotheses.plan_shape_keys(result) if controls is None else controls.keys
     collection = context.collection or context.scene.collection
     created: list[Any] = []
     warnings = fit_warnings(result)
@@ -66,6 +82,9 @@ def build_head(context: Any, result: ReconstructionResult, *, source_path: str, 
         lift = placement.grid_lift(result.identity_vertices[0])
         rig.location = (0.0, 0.0, lift)  # stands on the grid facing −Y (placement.py says why)
         obj = _build_mesh(result, plan, name, created)
+        if controls is not None:
+            flame_controls.add_control_keys(obj, controls)
+            flame_controls.store(obj, controls)
         _add_skinning(obj, rig, result)
         _store_data(obj, result, source_path)
         mesh_data: Any = obj.data
@@ -84,7 +103,7 @@ def build_head(context: Any, result: ReconstructionResult, *, source_path: str, 
             item.name = f"ID {k:02d}"
             item.score = float(score)
             item.relative = float(score) / best if best > 0 else 0.0
-        _add_drivers(obj, rig, plan)
+        _add_drivers(obj, rig, plan, jaw=controls is None)  # with FLAME controls the jaw is a control
         camera = camera_import.build_camera(
             context, result, obj, placement.rig_matrix(lift), source_path, created, warnings
         )
@@ -95,6 +114,8 @@ def build_head(context: Any, result: ReconstructionResult, *, source_path: str, 
         obj[P + "import_warnings"] = json.dumps(warnings)
         collection.objects.link(obj)  # the last step: before this the scene holds no half-built head
         apply_hypothesis(obj)
+        if controls is not None:
+            flame_controls.set_from_hypothesis(obj, controls.chosen)
     except BaseException:
         _remove(created)
         raise
@@ -139,7 +160,7 @@ def import_warnings(obj: bpy.types.Object) -> list[str]:
     return [str(m) for m in json.loads(raw)] if isinstance(raw, str) else []
 
 
-def _add_drivers(obj: bpy.types.Object, rig: bpy.types.Object, plan: hypotheses.ShapeKeyPlan) -> None:
+def _add_drivers(obj: bpy.types.Object, rig: bpy.types.Object, plan: hypotheses.ShapeKeyPlan, *, jaw: bool) -> None:
     """Shape keys and the jaw follow Identity/Expression through drivers, so keyframes on them play back."""
     mesh: Any = obj.data
     blocks = mesh.shape_keys.key_blocks
@@ -148,7 +169,7 @@ def _add_drivers(obj: bpy.types.Object, rig: bpy.types.Object, plan: hypotheses.
     for number, key_name in enumerate(plan.expression_names, start=1):
         drivers.drive_switch(blocks[key_name], obj, "expression", number)
     pose: Any = rig.pose
-    if "jaw" not in pose.bones:
+    if not jaw or "jaw" not in pose.bones:
         return
     jaw_pose = np.asarray(obj[P + "jaw_pose"]).reshape(-1, 3)
     table = np.stack([_jaw_local(rig, aa) for aa in np.vstack([np.zeros((1, 3)), jaw_pose])])
@@ -353,8 +374,8 @@ def pose_jaw(obj: Any, expression: int) -> None:
     """Pose the rig's jaw bone with the jaw rotation of ``expression`` (0: rest)."""
     state = getattr(obj, ids.OBJECT_PROP)
     rig = state.rig
-    if rig is None or "jaw" not in rig.pose.bones:
-        return
+    if rig is None or "jaw" not in rig.pose.bones or flame_controls.has_controls(obj):
+        return  # with FLAME controls the jaw bone is one of them: the hypothesis keys allow for its pose
     jaw_pose = stored_array(obj, "jaw_pose")
     axis_angle = jaw_pose[expression - 1] if 0 < expression <= len(jaw_pose) else np.zeros(3)
     bone = rig.pose.bones["jaw"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import BoolProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from . import ids
@@ -24,6 +24,12 @@ class OFER_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
     filepath: StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})  # type: ignore[valid-type]
     object_name: StringProperty(name="Name", description="Name of the new object (empty: from the photo)")  # type: ignore[valid-type]
+    flame_controls: BoolProperty(  # type: ignore[valid-type]
+        name="FLAME controls",
+        description="Add FLAME's Shape, Exp and Pose keys (the MPI FLAME add-on's names) set from the best "
+        "hypothesis; needs a result reconstructed with FLAME controls",
+        default=False,
+    )
 
     @classmethod
     def poll(cls, context: Any) -> bool:
@@ -31,7 +37,9 @@ class OFER_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
 
     def execute(self, context: Any) -> OperatorResult:
         try:
-            obj = import_result(context, bpy.path.abspath(self.filepath), name=self.object_name)
+            obj = import_result(
+                context, bpy.path.abspath(self.filepath), name=self.object_name, with_flame_controls=self.flame_controls
+            )
         except ResultImportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -54,7 +54,7 @@ def _unregister_at_exit() -> None:
 atexit.register(_unregister_at_exit)
 
 
-_CACHE: dict[tuple[int, int, int, str], Path] = {}
+_CACHE: dict[tuple[int, int, int, str, bool], Path] = {}
 
 
 def torch_python() -> str:
@@ -102,7 +102,13 @@ def run_zip_scenario(
 
 
 def make_result_file(
-    path: str | Path, *, n_identities: int = 3, n_expressions: int = 5, seed: int = 0, fit: str = "none"
+    path: str | Path,
+    *,
+    n_identities: int = 3,
+    n_expressions: int = 5,
+    seed: int = 0,
+    fit: str = "none",
+    flame_controls: bool = False,
 ) -> Path:
     """The one source of result files for the Blender tests (see result_factory.py).
 
@@ -111,11 +117,12 @@ def make_result_file(
     head pose and camera, a photo and a texture (the texture is copied beside the copy, as the worker
     writes it; the photo stays where the file records it).
     """
-    key = (n_identities, n_expressions, seed, fit)
+    key = (n_identities, n_expressions, seed, fit, flame_controls)
     if key not in _CACHE:
         cached = Path(tempfile.mkdtemp(prefix="ofer-results-")) / "result.npz"
         args = [str(cached), f"--n-identities={n_identities}", f"--n-expressions={n_expressions}", f"--seed={seed}"]
         args.append(f"--fit={fit}")
+        args += ["--flame-controls"] if flame_controls else []
         proc = subprocess.run(
             [torch_python(), str(HERE / "result_factory.py"), *args], capture_output=True, text=True, timeout=600
         )

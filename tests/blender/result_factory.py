@@ -89,6 +89,7 @@ def make_result_file(
     meta_extra: dict[str, Any] | None = None,
     backend: str = "auto",
     fit: str = "none",
+    flame_controls: bool = False,
 ) -> Path:
     """Write a valid result file at ``path`` and return its path.
 
@@ -100,7 +101,14 @@ def make_result_file(
     ``fit``: ``"ok"`` adds the "head on the photo" part of the contract with a known camera (see
     :func:`add_fit`): ``head_pose``, ``camera``, ``expression_head_pose``, ``meta["fit"]``, a photo and a
     texture PNG beside the file; ``"untrusted"`` a fit that failed (no pose, no camera, a warning saying why).
+
+    ``flame_controls``: the FLAME backend with the shape (first 12 of 20), expression and pose bases.
     """
+    if flame_controls:
+        built = _flame_result(n_identities, n_expressions, seed, meta_extra or {}, with_bases=True)
+        if fit != "none":
+            add_fit(built, Path(path), fit)
+        return write_result(path, built)
     if backend == "worker" or (backend == "auto" and not meta_extra and fit == "none"):
         return _without_fit(_worker_result_file(Path(path), n_identities, n_expressions, seed))
     built: ReconstructionResult | None = None
@@ -150,10 +158,13 @@ def _without_fit(path: Path) -> Path:
     return path
 
 
-def _flame_result(n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any]) -> ReconstructionResult:
+def _flame_result(
+    n_identities: int, n_expressions: int, seed: int, meta_extra: dict[str, Any], with_bases: bool = False
+) -> ReconstructionResult:
     import torch
 
     from inference_server.demo.head import generate_demo_head
+    from inference_server.flame_controls import control_bases
     from inference_server.flame.layer import FlameLayer
 
     data = generate_demo_head()
@@ -201,7 +212,12 @@ def _flame_result(n_identities: int, n_expressions: int, seed: int, meta_extra: 
         spread_expression=np.linalg.norm(expressions.std(axis=0), axis=1).astype(f32),
         uv=None if data.uv is None else data.uv.astype(f32),
         uv_faces=None if data.uv_faces is None else data.uv_faces.astype(np.int32),
+        **(_bases(control_bases(data, psis.shape[1], n_shapes=12)) if with_bases else {}),
     )
+
+
+def _bases(bases: Any) -> dict[str, np.ndarray]:
+    return {"shape_basis": bases.shape_basis, "expression_basis": bases.expression_basis, "pose_basis": bases.pose_basis}
 
 
 def _synthetic_result(
@@ -391,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="auto", choices=["auto", "worker", "flame", "synthetic"])
     parser.add_argument("--fit", default="none", choices=["none", "ok", "untrusted"])
+    parser.add_argument("--flame-controls", action="store_true")
     args = parser.parse_args(argv)
     make_result_file(
         args.output,
@@ -399,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         backend=args.backend,
         fit=args.fit,
+        flame_controls=args.flame_controls,
     )
     return 0
 
