@@ -96,11 +96,17 @@ def plan_controls(result: ReconstructionResult, chosen: int = 1) -> ControlPlan:
 
 def add_control_keys(obj: Any, plan: ControlPlan) -> None:
     """``Shape1..``, ``Exp1..``, ``Pose1..`` keys (range ±10) after the hypothesis keys; values 0."""
-    basis = plan.keys.basis.astype(np.float64)
-    for prefix, directions in (("Shape", plan.shape_basis), ("Exp", plan.expression_basis), ("Pose", plan.pose_basis)):
+    groups = (("Shape", plan.shape_basis), ("Exp", plan.expression_basis), ("Pose", plan.pose_basis))
+    add_direction_keys(obj, plan.keys.basis, groups)
+
+
+def add_direction_keys(obj: Any, basis: np.ndarray, groups: tuple[tuple[str, np.ndarray], ...]) -> None:
+    """One key per direction, named ``<prefix>1..``: basis + direction, so the value is the coefficient."""
+    base = np.asarray(basis, dtype=np.float64)
+    for prefix, directions in groups:
         for name, direction in zip(flame_rig.shape_key_names(prefix, directions.shape[0]), directions, strict=True):
             block = obj.shape_key_add(name=name, from_mix=False)
-            block.data.foreach_set("co", (basis + direction).astype(np.float32).ravel())
+            block.data.foreach_set("co", (base + direction).astype(np.float32).ravel())
             block.slider_min, block.slider_max = -flame_rig.KEY_LIMIT, flame_rig.KEY_LIMIT
             block.value = 0.0
 

@@ -191,6 +191,8 @@ def _remove(created: list[Any]) -> None:
             bpy.data.materials.remove(datablock)
         elif isinstance(datablock, bpy.types.Image):
             bpy.data.images.remove(datablock)
+        elif isinstance(datablock, bpy.types.MovieClip):
+            bpy.data.movieclips.remove(datablock)
 
 
 def _build_rig(

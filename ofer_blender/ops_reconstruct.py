@@ -53,6 +53,8 @@ def _request_args(settings: Any, prefs: Any, image_path: str, image: bpy.types.I
             args["steps"] = int(settings.steps)
     else:
         args["preset"] = settings.preset  # the worker sets sampler, steps and eta (inference_server/presets.py)
+    if settings.flame_controls:
+        args["flame_controls"] = True  # the bases the import needs for FLAME's own keys (flame_controls.py)
     args.update(face_marks.request_marks(image))
     return args
 
@@ -61,7 +63,8 @@ def finish_job(context: Any, job: ReconstructJob, name: str = "") -> tuple[Repor
     """Import a finished job's result; returns (report level, message)."""
     if job.state is JobState.SUCCEEDED and job.result_path:
         try:
-            obj = import_result(context, job.result_path, name=name)
+            controls = bool(getattr(getattr(context.scene, ids.SCENE_PROP, None), "flame_controls", False))
+            obj = import_result(context, job.result_path, name=name, with_flame_controls=controls)
         except ResultImportError as exc:
             return "ERROR", str(exc)
         demo = " (demo assets)" if job.summary.get("demo") else ""

@@ -74,6 +74,7 @@ class OFER_PT_reconstruct(bpy.types.Panel):
         row.prop(settings, "n_expressions", text="Expr.")
         box.prop(settings, "top_k")
         box.prop(settings, "jaw_scale")
+        box.prop(settings, "flame_controls")
         job = SESSION.job
         if SESSION.busy and job is not None:
             layout.progress(factor=job.fraction, type="BAR", text=f"{job.stage} {job.done}/{job.total}")

@@ -111,6 +111,11 @@ class OFER_PG_scene(bpy.types.PropertyGroup):
     n_expressions: IntProperty(name="Expression samples", default=100, min=1, max=10000)  # type: ignore[valid-type]
     top_k: IntProperty(name="Identities kept", default=10, min=1, max=100)  # type: ignore[valid-type]
     jaw_scale: FloatProperty(name="Jaw scale", default=0.5, min=0.0, max=2.0)  # type: ignore[valid-type]
+    flame_controls: BoolProperty(  # type: ignore[valid-type]
+        name="FLAME controls",
+        description="Also give FLAME's own Shape, Exp and Pose keys and a free jaw (the MPI FLAME add-on's names)",
+        default=False,
+    )
 
 
 PROPERTY_CLASSES = (OFER_PG_identity_item, OFER_PG_object, OFER_PG_scene)
