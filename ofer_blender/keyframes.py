@@ -11,15 +11,19 @@ from typing import Any
 import numpy as np
 
 
-def _fcurves(id_data: Any) -> Any:
+def fcurves(id_data: Any) -> Any:
+    """The F-curves animating ``id_data``: its slot's channel bag (4.4+; an action may hold several IDs'
+    curves, and the legacy ``action.fcurves`` shows only the first slot's) or the action's own (4.2)."""
     animation = id_data.animation_data
     action = animation.action
-    legacy = getattr(action, "fcurves", None)  # Blender 4.2-4.5 (removed in 5.0)
-    if legacy is not None:
-        return legacy
-    from bpy_extras import anim_utils
+    slot = getattr(animation, "action_slot", None)
+    if slot is not None:
+        from bpy_extras import anim_utils
 
-    return anim_utils.action_get_channelbag_for_slot(action, animation.action_slot).fcurves
+        bag = anim_utils.action_get_channelbag_for_slot(action, slot)
+        if bag is not None:
+            return bag.fcurves
+    return action.fcurves
 
 
 def set_keys(owner: Any, data_path: str, index: int, frames: np.ndarray, values: np.ndarray) -> Any:
@@ -35,7 +39,7 @@ def set_keys(owner: Any, data_path: str, index: int, frames: np.ndarray, values:
     owner.keyframe_insert(data_path, index=index, frame=float(frames[0]))
     id_data = owner.id_data
     full_path = owner.path_from_id(data_path)
-    fcurve = _fcurves(id_data).find(full_path, index=max(index, 0))
+    fcurve = fcurves(id_data).find(full_path, index=max(index, 0))
     points = fcurve.keyframe_points
     points.add(len(frames) - len(points))
     points.foreach_set("co", np.stack([frames, values], axis=1).astype(np.float32).ravel())

@@ -82,7 +82,7 @@ def export_head(context: Any, obj: bpy.types.Object, fmt: str, filepath: str) ->
         if missing:
             raise ExportError(f"Cannot select {', '.join(missing)} for the export: make it visible and try again")
         view_layer.objects.active = obj
-        _run_exporter(fmt, filepath)
+        _run_exporter(fmt, filepath, animated=is_animated(obj))
     finally:
         for target in targets:
             target.select_set(False)
@@ -92,7 +92,24 @@ def export_head(context: Any, obj: bpy.types.Object, fmt: str, filepath: str) ->
         view_layer.objects.active = active
 
 
-def _run_exporter(fmt: str, filepath: str) -> None:
+def is_animated(obj: Any) -> bool:
+    """Whether the head moves over the scene's frames: keyframes on it (the Identity/Expression scrollers),
+    on its shape keys (FLAME controls, a sequence) or on its rig (jaw, head pose)."""
+    rig = getattr(obj, ids.OBJECT_PROP).rig
+    mesh = obj.data
+    owners = [obj, rig, getattr(mesh, "shape_keys", None)]
+    return any(getattr(getattr(o, "animation_data", None), "action", None) is not None for o in owners if o)
+
+
+def _supported(operator: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The options this Blender's exporter knows (the glTF exporter's grew between 4.2 and 5.2)."""
+    known = set(operator.get_rna_type().properties.keys())
+    return {k: v for k, v in options.items() if k in known}
+
+
+def _run_exporter(fmt: str, filepath: str, *, animated: bool = False) -> None:
+    """An animated head goes out with its animation sampled at every scene frame: the morph-target weights
+    (driven keys included: keyframed scrollers play back) and the bones and rig."""
     if fmt == "FBX":
         bpy.ops.export_scene.fbx(
             filepath=filepath,
@@ -100,22 +117,34 @@ def _run_exporter(fmt: str, filepath: str) -> None:
             object_types={"ARMATURE", "MESH"},
             use_mesh_modifiers=False,  # keep the shape keys; the rig travels as a skin
             add_leaf_bones=False,
-            bake_anim=False,
+            bake_anim=animated,
+            bake_anim_use_all_actions=False,  # the scene's timeline as one take, not every action in the file
+            bake_anim_use_nla_strips=False,
+            bake_anim_force_startend_keying=True,
+            bake_anim_simplify_factor=0.0,  # every frame's value, not a curve fitted through them
             axis_forward="-Z",
             axis_up="Y",
         )
     else:
-        bpy.ops.export_scene.gltf(
+        operator = bpy.ops.export_scene.gltf
+        animation = {
+            "export_animation_mode": "SCENE",  # the timeline, sampled: drivers and constraints included
+            "export_anim_scene_split_object": False,  # one animation: weights, bones and rig together
+            "export_force_sampling": True,
+            "export_morph_animation": True,
+        }
+        operator(
             filepath=filepath,
             export_format="GLB",
             use_selection=True,
             export_morph=True,
             export_skins=True,
             export_apply=False,
-            export_animations=False,
+            export_animations=animated,
             # the joints' nodes carry the current pose (the chosen expression's jaw) over the rest-pose
             # bind matrices; with the default (rest position) the jaw rotation was lost
             export_rest_position_armature=False,
+            **(_supported(operator, animation) if animated else {}),
         )
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import ids
+from . import flame_controls, ids, sequence_import
 from .bl_typing import OperatorResult
 from .importer import ResultImportError, import_result, import_warnings
 
@@ -74,8 +74,64 @@ class OFER_OT_import_again(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class OFER_OT_import_sequence(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
+    """Import an OFER sequence file as a head whose FLAME controls, jaw and pose are keyframed per frame"""
+
+    bl_idname = ids.OT_IMPORT_SEQUENCE
+    bl_label = "Import OFER Sequence"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012
+
+    filename_ext = ".npz"
+    filepath: StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})  # type: ignore[valid-type]
+    frame_start: IntProperty(name="First frame", description="Scene frame of the clip's first frame", default=1)  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return context.mode == "OBJECT"
+
+    def execute(self, context: Any) -> OperatorResult:
+        path = bpy.path.abspath(self.filepath)
+        try:
+            obj = sequence_import.import_sequence(context, path, frame_start=self.frame_start)
+        except (sequence_import.SequenceImportError, ResultImportError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        for message in import_warnings(obj):
+            self.report({"WARNING"}, message)
+        self.report({"INFO"}, f"Imported {obj.name}")
+        return {"FINISHED"}
+
+
+class OFER_OT_set_flame_controls(bpy.types.Operator):
+    """Set the FLAME controls (Shape, Exp, Pose keys and the jaw) to a hypothesis; the Expression scroller goes to 0"""
+
+    bl_idname = ids.OT_SET_FLAME_CONTROLS
+    bl_label = "Set FLAME Controls"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012
+
+    expression: IntProperty(name="Expression", description="Hypothesis (0: the one the scroller shows)", min=0)  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        obj = context.active_object
+        state = None if obj is None else getattr(obj, ids.OBJECT_PROP, None)
+        return state is not None and state.is_result and state.n_expressions > 0
+
+    def execute(self, context: Any) -> OperatorResult:
+        obj: Any = context.active_object
+        state = getattr(obj, ids.OBJECT_PROP)
+        try:
+            flame_controls.set_from_hypothesis(obj, self.expression or max(state.expression, 1))
+        except flame_controls.FlameControlsError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
 def menu_import(self: Any, context: Any) -> None:
     self.layout.operator(ids.OT_IMPORT_RESULT, text="OFER result (.npz)")
+    self.layout.operator(ids.OT_IMPORT_SEQUENCE, text="OFER sequence (.npz)")
 
 
-CLASSES = (OFER_OT_import_result, OFER_OT_import_again)
+CLASSES = (OFER_OT_import_result, OFER_OT_import_again, OFER_OT_import_sequence, OFER_OT_set_flame_controls)

@@ -137,6 +137,8 @@ class OFER_PT_hypotheses(bpy.types.Panel):
         note = hypotheses.expression_note(_meta(obj), state.expression)
         if note:
             layout.label(text=note)
+        if obj.get(ids.OBJECT_DATA_PREFIX + "flame_controls") and state.n_expressions > 0:
+            layout.operator(ids.OT_SET_FLAME_CONTROLS, text="Set FLAME Controls to this Expression", icon="SHAPEKEY_DATA")
         layout.prop(state, "spread_display")
         row = layout.row(align=True)
         row.operator(ids.OT_SHOW_SPREAD, text="Show identity spread").which = "IDENTITY"
