@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,12 @@ import numpy as np
 
 from .atomic_io import atomic_write
 from .npy_guard import write_npz
+from .npz_contract import NpzLayout, ResultFileError, check_array, expect, read_checked
 
 FORMAT = "ofer-result/1"
 
 #: Joint names in FLAME order; ``joints``/``parents``/``skin_weights`` follow it.
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
-
-
-class ResultFileError(ValueError):
-    """A result file that cannot be trusted. ``key`` names the bad entry ("" for the whole file)."""
-
-    def __init__(self, key: str, message: str, path: str | os.PathLike[str] | None = None) -> None:
-        self.key = key
-        self.message = message
-        self.path = None if path is None else str(path)
-        where = f"{self.path}: " if self.path else ""
-        what = f"key '{key}': " if key else ""
-        super().__init__(f"{where}{what}{message}")
 
 
 @dataclass
@@ -86,26 +74,11 @@ _INT_KEYS = frozenset({"faces", "uv_faces", "parents"})
 _KNOWN_KEYS = frozenset(_ARRAY_KEYS) | {"format", "meta_json"}
 
 
-def _expect(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ResultFileError(key, message)
+_expect = expect
 
 
 def _check_array(arrays: dict[str, np.ndarray], key: str, ndim: int, dims: dict[int, int]) -> np.ndarray:
-    value = arrays[key]
-    want = np.dtype(np.int32) if key in _INT_KEYS else np.dtype(np.float32)
-    _expect(isinstance(value, np.ndarray), key, f"expected a numpy array, got {type(value).__name__}")
-    _expect(value.dtype == want, key, f"dtype is {value.dtype}, expected {want}")
-    _expect(value.ndim == ndim, key, f"shape {value.shape} has {value.ndim} dimensions, expected {ndim}")
-    for axis, size in dims.items():
-        _expect(
-            value.shape[axis] == size,
-            key,
-            f"shape {value.shape}: axis {axis} is {value.shape[axis]}, expected {size}",
-        )
-    if want.kind == "f":
-        _expect(bool(np.isfinite(value).all()), key, "contains NaN or infinite values")
-    return value
+    return check_array(arrays, key, ndim, dims, _INT_KEYS)
 
 
 def validate(result: ReconstructionResult) -> None:
@@ -209,131 +182,19 @@ def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> 
 #: their maximum a result is 1.2 GB. Checking one array allocates a quarter of it more (finiteness).
 MAX_MEMBER_BYTES = 640 << 20
 MAX_TOTAL_BYTES = 1280 << 20
-MAX_META_JSON_CHARS = 1 << 22
-MAX_META_DEPTH = 64
 _MAX_MEMBERS = 64
-
-
-def _expected_dtype(key: str) -> tuple[str, int]:
-    """(dtype kind, largest item size) a member may declare, from the key table above."""
-    if key in ("format", "meta_json"):
-        return "U", 4 * MAX_META_JSON_CHARS
-    return ("i", 4) if key in _INT_KEYS else ("f", 4)
-
-
-def _check_header(key: str, info: zipfile.ZipInfo, archive: zipfile.ZipFile) -> None:
-    """Dtype, shape and size of one member from its .npy header, before its data is decompressed."""
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version not in ((1, 0), (2, 0), (3, 0)):
-            raise ResultFileError(key, f"has an unknown .npy version {version}")
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _fortran, dtype = read_header(member)  # numpy caps headers at 10,000 bytes
-        header_bytes = member.tell()
-    kind, max_itemsize = _expected_dtype(key)
-    _expect(
-        dtype.kind == kind and not dtype.hasobject and dtype.itemsize <= max_itemsize and dtype.byteorder in "<=|",
-        key,
-        f"dtype is {dtype}, expected {'a string' if kind == 'U' else 'little-endian ' + kind + '4'}",
-    )
-    _expect(len(shape) <= 3 and all(isinstance(n, int) and n >= 0 for n in shape), key, f"bad shape {shape}")
-    n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
-    _expect(
-        n_bytes == info.file_size - header_bytes,
-        key,
-        f"declares shape {shape} ({n_bytes} bytes) but holds {info.file_size - header_bytes} bytes",
-    )
-
-
-def _inspect_archive(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    """Member names and sizes from the zip directory; nothing is decompressed here."""
-    infos = archive.infolist()
-    _expect(len(infos) <= _MAX_MEMBERS, "", f"has {len(infos)} members; a result file has at most {_MAX_MEMBERS}")
-    members: dict[str, zipfile.ZipInfo] = {}
-    total = 0
-    for info in infos:
-        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-        _expect(key in _KNOWN_KEYS, key[:80], "is not a key of format " + FORMAT)
-        _expect(key not in members, key, "appears twice in the archive")
-        _expect(info.file_size <= MAX_MEMBER_BYTES, key, f"declares {info.file_size} bytes (limit {MAX_MEMBER_BYTES})")
-        total += info.file_size
-        members[key] = info
-    _expect(total <= MAX_TOTAL_BYTES, "", f"declares {total} bytes in all (limit {MAX_TOTAL_BYTES})")
-    for key, info in members.items():
-        _check_header(key, info, archive)
-    return members
-
-
-def _load_members(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise ResultFileError("", "no such result file (or it is a folder)", path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = _inspect_archive(archive)
-            arrays: dict[str, np.ndarray] = {}
-            for key, info in infos.items():
-                with archive.open(info) as member:
-                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
-            return arrays
-    except ResultFileError:
-        raise
-    except ValueError as exc:  # object arrays refused by allow_pickle=False, bad headers, short data
-        raise ResultFileError("", f"not a valid result file ({exc})", path) from exc
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, NotImplementedError) as exc:
-        raise ResultFileError("", f"file is truncated or corrupt ({exc})", path) from exc
-
-
-def _meta(text: str) -> dict[str, Any]:
-    """``meta_json``: free-form JSON, bounded in size and depth (the add-on reads what it knows)."""
-    _expect(len(text) <= MAX_META_JSON_CHARS, "meta_json", f"is longer than {MAX_META_JSON_CHARS} characters")
-    try:
-        meta = json.loads(text)
-    except RecursionError:
-        raise ResultFileError("meta_json", f"is nested deeper than {MAX_META_DEPTH} levels") from None
-    except ValueError as exc:
-        raise ResultFileError("meta_json", f"is not valid JSON ({exc})") from None
-    _expect(isinstance(meta, dict), "meta_json", "must be a JSON object")
-    stack: list[tuple[Any, int]] = [(meta, 1)]
-    while stack:
-        value, depth = stack.pop()
-        _expect(depth <= MAX_META_DEPTH, "meta_json", f"is nested deeper than {MAX_META_DEPTH} levels")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
-    return meta
-
-
-def _string(members: dict[str, np.ndarray], key: str) -> str:
-    value = members[key]
-    _expect(value.ndim == 0 and value.dtype.kind == "U", key, "must be a string")
-    return str(value[()])
+#: The guarded reader's view of this format (npz_contract.py; ``meta_json`` limits are shared there).
+LAYOUT = NpzLayout(FORMAT, _KNOWN_KEYS, _INT_KEYS, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, _MAX_MEMBERS)
 
 
 def read_result(path: str | os.PathLike[str]) -> ReconstructionResult:
     """Read and fully validate a result file. Raises ResultFileError naming the bad key."""
-    source = Path(path)
-    try:
-        members = _load_members(source)
-        _expect("format" in members, "format", "is missing: this is not an OFER result file")
-        fmt = _string(members, "format")
-        _expect(fmt == FORMAT, "format", f"is '{fmt}'; this reader understands '{FORMAT}'")
-        _expect("meta_json" in members, "meta_json", "is missing")
-        meta = _meta(_string(members, "meta_json"))
-        unknown = sorted(set(members) - _KNOWN_KEYS)
-        _expect(not unknown, unknown[0] if unknown else "", "is not a key of format " + FORMAT)
-        for key in _ARRAY_KEYS:
-            _expect(key in members or key in _OPTIONAL_KEYS, key, "is missing")
-        result = ReconstructionResult(
-            meta=meta,
-            format=fmt,
-            **{k: members.get(k) for k in _ARRAY_KEYS},  # type: ignore[arg-type]
-        )
-        validate(result)
-    except ResultFileError as exc:
-        raise ResultFileError(exc.key, exc.message, source) from None
-    except MemoryError:
-        raise ResultFileError("", "is too large to read into memory", source) from None
-    except Exception as exc:  # the contract: nothing but ResultFileError leaves the reader
-        raise ResultFileError("", f"cannot be read ({type(exc).__name__}: {exc})", source) from None
+    return read_checked(path, LAYOUT, _build)
+
+
+def _build(meta: dict[str, Any], members: dict[str, np.ndarray]) -> ReconstructionResult:
+    for key in _ARRAY_KEYS:
+        _expect(key in members or key in _OPTIONAL_KEYS, key, "is missing")
+    result = ReconstructionResult(meta=meta, **{k: members.get(k) for k in _ARRAY_KEYS})  # type: ignore[arg-type]
+    validate(result)
     return result
