@@ -22,7 +22,7 @@ from typing import Any, Final
 
 PROTOCOL_VERSION: Final = 1
 
-OPS: Final = ("hello", "reconstruct", "cancel", "shutdown")
+OPS: Final = ("hello", "reconstruct", "sequence", "cancel", "shutdown")
 EVENTS: Final = ("hello", "progress", "result", "error", "cancelled")
 STAGES: Final = (
     "load",
@@ -35,6 +35,11 @@ STAGES: Final = (
     "fit",
     "texture",
     "write",
+    # sequence requests (docs/protocol.md): per-frame passes, the clip's identity, the temporal path
+    "frames",
+    "identity",
+    "expressions",
+    "path",
 )
 ERROR_CODES: Final = (
     "bad_request",
@@ -69,6 +74,9 @@ MAX_NAME_BYTES: Final = 255
 #: Bytes a temporary name adds to the final name of a file the worker writes (``.NAME.PID.HEX8.part``,
 #: see atomic_io), rounded up.
 TEMP_NAME_OVERHEAD: Final = 24
+#: Most frames one ``sequence`` request may process (sequence_result.MAX_FRAMES: 3,000 frames of the DEMO
+#: head's 16,434 vertices are 592 MB of meshes, under the result reader's 640 MiB per-array limit).
+MAX_SEQUENCE_FRAMES: Final = 3000
 #: Where the worker never reads a photo nor writes a file: kernel file systems (it may run as root).
 SPECIAL_FOLDERS: Final = ("/proc", "/sys", "/dev")
 
@@ -108,6 +116,29 @@ class ReconstructArgs:
     steps: int | None = None
     seed: int = 0
     jaw_scale: float = 0.5
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SequenceArgs:
+    """Validated arguments of a ``sequence`` request (a video or a folder of frames → one animation)."""
+
+    source: str
+    output: str
+    fps: float | None = None  # frames per second to process (a video is subsampled); None: every frame
+    max_frames: int = MAX_SEQUENCE_FRAMES
+    resume: str = "auto"  # "auto" | "require" | "restart" (sequence/workdir.py)
+    n_shapes: int = 100
+    n_expressions: int = 32
+    identity_frames: int = 8
+    sampler: str = "ddpm"
+    steps: int | None = None
+    seed: int = 0
+    jaw_scale: float = 0.5
+    smoothness: float = 1.0
+    smoothing: float = 1.0
+    keep_hypotheses: bool = True
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -458,33 +489,75 @@ RECONSTRUCT_ARGS: dict[str, ArgSpec] = {
 }
 
 
+def _boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ArgumentError(f"'{name}' must be true or false, got {_shown(value)}")
+    return value
+
+
+#: Every argument a ``sequence`` request may carry (the same checkers as ``reconstruct``).
+SEQUENCE_ARGS: dict[str, ArgSpec] = {
+    "source": ArgSpec(_image_path, required=True),
+    "output": ArgSpec(_output_path, required=True),
+    "fps": ArgSpec(number(0.1, 1000.0)),
+    "max_frames": ArgSpec(integer(1, MAX_SEQUENCE_FRAMES), MAX_SEQUENCE_FRAMES),
+    "resume": ArgSpec(choice(lambda: ("auto", "require", "restart")), "auto"),
+    "n_shapes": ArgSpec(integer(1, 10_000), 100),
+    "n_expressions": ArgSpec(integer(1, 1000), 32),
+    "identity_frames": ArgSpec(integer(1, 64), 8),
+    "sampler": ArgSpec(choice(lambda: SAMPLERS), "ddpm"),
+    "steps": ArgSpec(integer(1, 1000)),
+    "seed": ArgSpec(integer(0, 2**62), 0),
+    "jaw_scale": ArgSpec(number(0.0, 2.0), 0.5),
+    "smoothness": ArgSpec(number(0.0, 1000.0), 1.0),
+    "smoothing": ArgSpec(number(0.0, 30.0), 1.0),
+    "keep_hypotheses": ArgSpec(_boolean, True),
+    "device": ArgSpec(choice(lambda: DEVICES), "auto"),
+    "eta": ArgSpec(number(0.0, 1.0), extra=True),
+    "preset": ArgSpec(choice(_preset_names), extra=True),
+}
+
+
 def _cross_checks(values: dict[str, Any]) -> None:
     if values["top_k"] > values["n_shapes"]:
         raise ArgumentError(f"'top_k' ({values['top_k']}) cannot exceed 'n_shapes' ({values['n_shapes']})")
 
 
+def _checked_args(request: Request, table: dict[str, ArgSpec]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fields, extra) of a request checked against ``table``; ArgumentError names the bad argument."""
+    args = request.args
+    unknown = sorted(set(args) - set(table))
+    if unknown:
+        raise ArgumentError(f"unknown argument {_shown(unknown[0])}; a {request.op} request takes {', '.join(table)}")
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, spec in table.items():
+        raw = args.get(name)
+        if raw is None and spec.required:
+            raise ArgumentError(f"'{name}' must be a non-empty path string")
+        value = spec.default if raw is None else spec.check(raw, name)
+        if spec.extra:
+            if value is not None:
+                extra[name] = value
+        else:
+            values[name] = value
+    return values, extra
+
+
 def parse_reconstruct_args(request: Request) -> ReconstructArgs:
     """Validate every argument of a ``reconstruct`` request; the message says which one is wrong and how."""
-    args = request.args
     try:
-        unknown = sorted(set(args) - set(RECONSTRUCT_ARGS))
-        if unknown:
-            raise ArgumentError(
-                f"unknown argument {_shown(unknown[0])}; a reconstruct request takes {', '.join(RECONSTRUCT_ARGS)}"
-            )
-        values: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for name, spec in RECONSTRUCT_ARGS.items():
-            raw = args.get(name)
-            if raw is None and spec.required:
-                raise ArgumentError(f"'{name}' must be a non-empty path string")
-            value = spec.default if raw is None else spec.check(raw, name)
-            if spec.extra:
-                if value is not None:
-                    extra[name] = value
-            else:
-                values[name] = value
+        values, extra = _checked_args(request, RECONSTRUCT_ARGS)
         _cross_checks(values)
     except ArgumentError as exc:
         raise ProtocolError(str(exc), request.id) from None
     return ReconstructArgs(**values, extra=extra)
+
+
+def parse_sequence_args(request: Request) -> SequenceArgs:
+    """Validate every argument of a ``sequence`` request, before any work."""
+    try:
+        values, extra = _checked_args(request, SEQUENCE_ARGS)
+    except ArgumentError as exc:
+        raise ProtocolError(str(exc), request.id) from None
+    return SequenceArgs(**values, extra=extra)
