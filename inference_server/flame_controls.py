@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .flame.model_data import FlameModelData
+from .result import ReconstructionResult
 
 #: Shape directions written by default: as many as DECA/EMOCA fit, the MPI add-on's usual slider count.
 DEFAULT_SHAPES = 100
@@ -43,16 +44,14 @@ def control_bases(flame: FlameModelData, n_expression: int, n_shapes: int = DEFA
     )
 
 
-def requested_bases(
-    extra: dict[str, object], flame: FlameModelData, n_expression: int
-) -> dict[str, np.ndarray | None]:
-    """The result fields for a request: the three bases when ``flame_controls`` is true, else ``None``s."""
+def attach_requested_bases(result: ReconstructionResult, extra: dict[str, object], flame: FlameModelData) -> None:
+    """Put the bases into ``result`` when the request has ``flame_controls`` (and leave it alone otherwise)."""
     if not extra.get("flame_controls"):
-        return {"shape_basis": None, "expression_basis": None, "pose_basis": None}
+        return
     shapes = extra.get("flame_controls_shapes", DEFAULT_SHAPES)
-    bases = control_bases(flame, n_expression, shapes if isinstance(shapes, int) else DEFAULT_SHAPES)
-    return {
-        "shape_basis": bases.shape_basis,
-        "expression_basis": bases.expression_basis,
-        "pose_basis": bases.pose_basis,
-    }
+    bases = control_bases(
+        flame, result.expression_params.shape[1], shapes if isinstance(shapes, int) else DEFAULT_SHAPES
+    )
+    result.shape_basis = bases.shape_basis
+    result.expression_basis = bases.expression_basis
+    result.pose_basis = bases.pose_basis

@@ -27,6 +27,7 @@ from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import calibrate_correspondence
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
+from .flame_controls import attach_requested_bases
 from .hypotheses import checked_order, order_expressions, per_vertex_spread, top_k
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
@@ -38,7 +39,6 @@ from .presets import apply_preset
 from .protocol import ReconstructArgs
 from .result import JOINT_NAMES, ReconstructionResult, write_result
 from .runtime_info import runtime_info
-from .flame_controls import requested_bases
 from .texture.stage import TextureInputs, discard_texture, texture_beside_result
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -341,8 +341,8 @@ class Reconstructor:
             head_pose=pose_arrays["head_pose"],
             camera=pose_arrays["camera"],
             expression_head_pose=pose_arrays["expression_head_pose"],
-            **requested_bases(args.extra, bundle.flame, expressions.shape[1]),
         )
+        attach_requested_bases(result, args.extra, bundle.flame)
         try:
             check()  # the last moment a cancel can still prevent the file from appearing
             clock.start("write")

@@ -56,8 +56,11 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
                         help="five points x y: left eye, right eye, nose tip, left, right mouth corner")  # fmt: skip
     parser.add_argument("--face", type=int, default=None, metavar="N",
                         help="which detected face: 0 is nearest the centre (ofer-worker faces PHOTO)")  # fmt: skip
-    parser.add_argument("--flame-controls", action="store_true",
-                        help="add FLAME's shape, expression and pose bases to the result (Blender's FLAME controls)")
+    parser.add_argument(
+        "--flame-controls",
+        action="store_true",
+        help="add FLAME's shape, expression and pose bases to the result (Blender's FLAME controls)",
+    )
     parser.add_argument("--millimetres", action="store_true", help="write PLY files in mm (default metres)")
     parser.add_argument("--no-contact-sheet", action="store_true")
 

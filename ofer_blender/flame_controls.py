@@ -59,9 +59,13 @@ def plan_controls(result: ReconstructionResult, chosen: int = 1) -> ControlPlan:
     for m in range(M):
         pose = flame_rig.jaw_pose(result.jaw_pose[m], J)
         feature = flame_rig.pose_feature(pose)
-        rest = flame_rig.rest_mesh(identity, result.expression_basis, result.expression_params[m], result.pose_basis, feature)
+        rest = flame_rig.rest_mesh(
+            identity, result.expression_basis, result.expression_params[m], result.pose_basis, feature
+        )
         offsets.append(
-            flame_rig.jaw_offset(rest, result.expression_vertices[m], result.joints, result.parents, result.skin_weights, pose)
+            flame_rig.jaw_offset(
+                rest, result.expression_vertices[m], result.joints, result.parents, result.skin_weights, pose
+            )
         )
         rests.append(rest)
         features.append(feature)
@@ -113,7 +117,11 @@ def add_direction_keys(obj: Any, basis: np.ndarray, groups: tuple[tuple[str, np.
 
 def store(obj: Any, plan: ControlPlan) -> None:
     obj[P + "flame_controls"] = 1
-    for key, value in (("shape_values", plan.shape_values), ("pose_features", plan.features), ("jaw_offset", plan.offsets)):
+    for key, value in (
+        ("shape_values", plan.shape_values),
+        ("pose_features", plan.features),
+        ("jaw_offset", plan.offsets),
+    ):
         obj[P + key] = np.ascontiguousarray(value, dtype=np.float64).ravel()
         obj[P + key + "_shape"] = np.asarray(value.shape, dtype=np.int32)
 

@@ -47,7 +47,9 @@ class ShapeControls:
     values: np.ndarray  # (Sc,) the Shape key values, within ±KEY_LIMIT
 
 
-def shape_controls(identity_vertices: np.ndarray, identity_params: np.ndarray, shape_basis: np.ndarray) -> ShapeControls:
+def shape_controls(
+    identity_vertices: np.ndarray, identity_params: np.ndarray, shape_basis: np.ndarray
+) -> ShapeControls:
     """Shape keys set to the identity's first Sc coefficients reproduce it exactly: the basis is the
     identity minus those keys, i.e. the model's mean plus the coefficients beyond Sc (and any part of a
     coefficient beyond Blender's ±10 slider limit, which would otherwise be clamped)."""
@@ -116,4 +118,6 @@ def unpose_with_offset(
     w = np.asarray(weights, dtype=np.float64)
     total = w.sum(axis=1)
     w_jaw = np.where(total > 0, w[:, JAW] / np.where(total > 0, total, 1.0), 0.0)
-    return skinning.unpose(np.asarray(posed) - w_jaw[:, None] * np.asarray(offset)[None, :], joints, parents, weights, pose)
+    return skinning.unpose(
+        np.asarray(posed) - w_jaw[:, None] * np.asarray(offset)[None, :], joints, parents, weights, pose
+    )

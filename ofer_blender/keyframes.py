@@ -20,7 +20,7 @@ def fcurves(id_data: Any) -> Any:
     if slot is not None:
         from bpy_extras import anim_utils
 
-        bag = anim_utils.action_get_channelbag_for_slot(action, slot)
+        bag = anim_utils.action_get_channelbag_for_slot(action, slot)  # type: ignore[attr-defined]  # 4.4+
         if bag is not None:
             return bag.fcurves
     return action.fcurves

@@ -8,7 +8,7 @@ from typing import Any
 
 import bpy
 
-from . import face_list, face_marks, hypotheses, ids, worker_status_ui
+from . import face_list, face_marks, flame_controls, hypotheses, ids, worker_status_ui
 from .ops_export import result_object
 from .preferences import get_preferences
 from .session import SESSION
@@ -137,8 +137,10 @@ class OFER_PT_hypotheses(bpy.types.Panel):
         note = hypotheses.expression_note(_meta(obj), state.expression)
         if note:
             layout.label(text=note)
-        if obj.get(ids.OBJECT_DATA_PREFIX + "flame_controls") and state.n_expressions > 0:
-            layout.operator(ids.OT_SET_FLAME_CONTROLS, text="Set FLAME Controls to this Expression", icon="SHAPEKEY_DATA")
+        if flame_controls.has_controls(obj) and state.n_expressions > 0:
+            layout.operator(
+                ids.OT_SET_FLAME_CONTROLS, text="Set FLAME Controls to this Expression", icon="SHAPEKEY_DATA"
+            )
         layout.prop(state, "spread_display")
         row = layout.row(align=True)
         row.operator(ids.OT_SHOW_SPREAD, text="Show identity spread").which = "IDENTITY"

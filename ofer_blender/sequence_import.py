@@ -51,8 +51,12 @@ def frame_controls(seq: Any) -> dict[str, np.ndarray]:
     for t in range(seq.frame_vertices.shape[0]):
         pose = flame_rig.jaw_pose(seq.frame_jaw_pose[t], J)
         feature = flame_rig.pose_feature(pose)
-        rest = flame_rig.rest_mesh(identity, seq.expression_basis, seq.frame_expression_params[t], seq.pose_basis, feature)
-        offsets.append(flame_rig.jaw_offset(rest, seq.frame_vertices[t], seq.joints, seq.parents, seq.skin_weights, pose))
+        rest = flame_rig.rest_mesh(
+            identity, seq.expression_basis, seq.frame_expression_params[t], seq.pose_basis, feature
+        )
+        offsets.append(
+            flame_rig.jaw_offset(rest, seq.frame_vertices[t], seq.joints, seq.parents, seq.skin_weights, pose)
+        )
         features.append(feature)
     return {"features": np.stack(features), "offsets": np.stack(offsets)}
 
@@ -116,7 +120,10 @@ def _key_controls(obj: Any, rig: Any, seq: Any, per_frame: dict[str, np.ndarray]
         return
     bone = rig.pose.bones["jaw"]
     bone.rotation_mode = "QUATERNION"
-    pairs = [flame_controls.jaw_bone_values(rig, jaw, d) for jaw, d in zip(seq.frame_jaw_pose, per_frame["offsets"], strict=True)]
+    pairs = [
+        flame_controls.jaw_bone_values(rig, jaw, d)
+        for jaw, d in zip(seq.frame_jaw_pose, per_frame["offsets"], strict=True)
+    ]
     quaternions = camera_import._continuous(np.stack([q for q, _ in pairs]))
     locations = np.stack([loc for _, loc in pairs])
     for axis in range(4):
@@ -131,7 +138,8 @@ def _head_motion(rig: Any, seq: Any, frames: np.ndarray) -> np.ndarray:
     lift = placement.grid_lift(seq.identity_vertices[0])
     camera_world = placement.camera_world_matrix(seq.frame_head_pose[0], placement.rig_matrix(lift))
     placed = [
-        placement.matrix_to_location_quaternion(camera_world @ placement.pose_matrix(pose)) for pose in seq.frame_head_pose
+        placement.matrix_to_location_quaternion(camera_world @ placement.pose_matrix(pose))
+        for pose in seq.frame_head_pose
     ]
     locations = np.stack([p[0] for p in placed])
     quaternions = camera_import._continuous(np.stack([p[1] for p in placed]))

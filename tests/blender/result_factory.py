@@ -164,8 +164,8 @@ def _flame_result(
     import torch
 
     from inference_server.demo.head import generate_demo_head
-    from inference_server.flame_controls import control_bases
     from inference_server.flame.layer import FlameLayer
+    from inference_server.flame_controls import control_bases
 
     data = generate_demo_head()
     layer = FlameLayer(data, dtype=torch.float64)
@@ -217,7 +217,11 @@ def _flame_result(
 
 
 def _bases(bases: Any) -> dict[str, np.ndarray]:
-    return {"shape_basis": bases.shape_basis, "expression_basis": bases.expression_basis, "pose_basis": bases.pose_basis}
+    return {
+        "shape_basis": bases.shape_basis,
+        "expression_basis": bases.expression_basis,
+        "pose_basis": bases.pose_basis,
+    }
 
 
 def _synthetic_result(

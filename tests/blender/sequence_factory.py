@@ -68,10 +68,18 @@ def make_sequence_file(path: Path, n_frames: int = 12, seed: int = 0) -> Path:
         "demo": True,
         "flame_version": data.version,
         "joint_names": ["root", "neck", "jaw", "left_eye", "right_eye"],
-        "source": {"path": str(folder), "kind": "folder", "fps": FPS, "width": FRAME_SIZE[0],
-                   "height": FRAME_SIZE[1], "n_frames": n_frames},  # fmt: skip
-        "frames": [{"index": k, "name": names[k], "status": "ok", "warnings": [], "fit_px": 0.5, "choice": 0}
-                   for k in range(n_frames)],  # fmt: skip
+        "source": {
+            "path": str(folder),
+            "kind": "folder",
+            "fps": FPS,
+            "width": FRAME_SIZE[0],
+            "height": FRAME_SIZE[1],
+            "n_frames": n_frames,
+        },
+        "frames": [
+            {"index": k, "name": names[k], "status": "ok", "warnings": [], "fit_px": 0.5, "choice": 0}
+            for k in range(n_frames)
+        ],
         "warnings": [],
     }
     arrays = {
@@ -97,19 +105,6 @@ def make_sequence_file(path: Path, n_frames: int = 12, seed: int = 0) -> Path:
     }
     np.savez(path, **arrays)
     return path
-
-
-def load_sequence_npz(path: Path):  # noqa: ANN201 - a plain namespace standing in for the reader's dataclass
-    """The file as attributes (what ``SequenceResult`` holds), for tests that bypass the reader."""
-    from types import SimpleNamespace
-
-    with np.load(path, allow_pickle=False) as archive:
-        values = {key: archive[key] for key in archive.files}
-    values["format"] = str(values["format"][()])
-    values["meta"] = json.loads(str(values.pop("meta_json")[()]))
-    for key in ("uv", "uv_faces", "frame_hypotheses", "frame_choice"):
-        values.setdefault(key, None)
-    return SimpleNamespace(**values)
 
 
 if __name__ == "__main__":

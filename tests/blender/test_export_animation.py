@@ -4,15 +4,13 @@ keep the keys on the morph targets and on the jaw bone (frame values)."""
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import bpy
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sequence_factory import load_sequence_npz  # noqa: E402
+from inference_server.sequence_result import read_sequence_result
 
 
 def _fcurves(id_data):
@@ -45,7 +43,7 @@ def _values(fcurves, path: str, index: int, frames) -> np.ndarray:
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("FBX", ".fbx"), ("GLB", ".glb")])
 def test_sequence_animation_survives_export(addon, sequence_file, tmp_path, fmt, suffix) -> None:
-    seq = load_sequence_npz(sequence_file)
+    seq = read_sequence_result(sequence_file)
     T = seq.frame_vertices.shape[0]
     module = importlib.import_module(addon.__name__ + ".sequence_import")
     head = module.build_sequence(bpy.context, seq, source_path=str(sequence_file))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mathutils import Quaternion
 
-from inference_server.result import read_result
+from inference_server.result import read_result, write_result
 
 
 def _evaluated(obj) -> np.ndarray:
@@ -92,8 +92,10 @@ def test_scrollers_still_show_every_hypothesis(addon, controls_file) -> None:
     np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[3], atol=1e-5)
 
 
-def test_a_result_without_bases_says_reconstruct_again(addon, result_factory, tmp_path) -> None:
-    plain = result_factory(tmp_path / "plain.npz", fit="ok")
+def test_a_result_without_bases_says_reconstruct_again(addon, controls_file, tmp_path) -> None:
+    result = read_result(controls_file)
+    result.shape_basis = result.expression_basis = result.pose_basis = None  # as written without the option
+    plain = write_result(tmp_path / "plain.npz", result)
     before = len(bpy.data.objects)
     with pytest.raises(RuntimeError, match="reconstruct again with FLAME controls on"):
         bpy.ops.ofer.import_result(filepath=str(plain), flame_controls=True)

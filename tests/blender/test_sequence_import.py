@@ -4,7 +4,6 @@ in front of the clip's camera, and the scene's frame range and rate follow the c
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -13,8 +12,10 @@ import bpy
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sequence_factory import CAMERA, FPS, FRAME_SIZE, load_sequence_npz  # noqa: E402
+from inference_server.sequence_result import read_sequence_result
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pytest imports test files by path (importlib mode)
+from sequence_factory import CAMERA, FPS, FRAME_SIZE
 
 
 def _evaluated(obj) -> np.ndarray:
@@ -40,15 +41,11 @@ def _pose_matrix(pose: np.ndarray) -> np.ndarray:
 
 
 def _import(addon, path: Path):
-    module = importlib.import_module(addon.__name__ + ".sequence_import")
-    if importlib.util.find_spec("inference_server.sequence_result") is not None:
-        return module.import_sequence(bpy.context, path)
-    # until the reader lands (branch seq): the same data, read by the test
-    return module.build_sequence(bpy.context, load_sequence_npz(path), source_path=str(path))
+    return importlib.import_module(addon.__name__ + ".sequence_import").import_sequence(bpy.context, path)
 
 
 def test_the_head_plays_the_clip(addon, sequence_file) -> None:
-    seq = load_sequence_npz(sequence_file)
+    seq = read_sequence_result(sequence_file)
     T = seq.frame_vertices.shape[0]
     obj = _import(addon, sequence_file)
     scene = bpy.context.scene
@@ -78,7 +75,7 @@ def test_a_clip_that_cannot_be_found_is_a_warning(addon, sequence_file, tmp_path
     import shutil
 
     shutil.rmtree(sequence_file.parent / "frames", ignore_errors=True)
-    seq = load_sequence_npz(sequence_file)
+    seq = read_sequence_result(sequence_file)
     seq.meta["source"]["path"] = str(tmp_path / "gone")
     module = importlib.import_module(addon.__name__ + ".sequence_import")
     obj = module.build_sequence(bpy.context, seq, source_path=str(sequence_file))

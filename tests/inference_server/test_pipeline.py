@@ -215,7 +215,6 @@ def test_given_points_keep_the_head_without_a_camera(reconstructor: Reconstructo
     assert {w["code"] for w in res.meta["warnings"]} >= {"fit_untrusted", "best_fit_unavailable"}
 
 
-
 def test_flame_controls_add_the_bases_that_rebuild_the_identity(
     reconstructor: Reconstructor, output: ReconstructionOutput, tmp_path: Path
 ) -> None:

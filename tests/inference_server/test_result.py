@@ -189,10 +189,10 @@ def test_flame_control_bases_round_trip_together_and_follow_the_coefficients(
     for key in ("shape_basis", "expression_basis", "pose_basis"):
         assert getattr(back, key).tobytes() == getattr(result, key).tobytes()
     result.pose_basis = None  # the three come together
-    with pytest.raises(ResultFileError, match="pose_basis.*missing although shape_basis"):
+    with pytest.raises(ResultFileError, match=r"pose_basis.*missing although shape_basis"):
         write_result(tmp_path / "bad.npz", result)
     result.pose_basis = rng.normal(size=(18, V, 3)).astype(np.float32)  # FLAME's 5 joints have 36 columns
-    with pytest.raises(ResultFileError, match="pose_basis.*expected 36"):
+    with pytest.raises(ResultFileError, match=r"pose_basis.*expected 36"):
         write_result(tmp_path / "bad.npz", result)
     result.pose_basis = rng.normal(size=(36, V, 3)).astype(np.float32)
     result.expression_basis = result.expression_basis[:10]  # fewer directions than coefficients

@@ -10,7 +10,7 @@ import torch
 
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
-from inference_server.flame_controls import DEFAULT_SHAPES, control_bases, requested_bases
+from inference_server.flame_controls import DEFAULT_SHAPES, attach_requested_bases, control_bases
 from ofer_blender import skinning
 
 
@@ -46,12 +46,20 @@ def test_shape_count_is_capped_by_the_model(make_flame_model: Callable[..., Flam
         control_bases(model, 80)
 
 
-def test_requested_only_when_asked(make_flame_model: Callable[..., FlameModelData]) -> None:
+def test_attached_only_when_asked(make_flame_model: Callable[..., FlameModelData]) -> None:
+    from types import SimpleNamespace
+
     model = make_flame_model(n_shape=120)
-    assert requested_bases({}, model, 50) == {"shape_basis": None, "expression_basis": None, "pose_basis": None}
-    asked = requested_bases({"flame_controls": True, "flame_controls_shapes": 7}, model, 50)
-    assert {k: v.shape[0] for k, v in asked.items() if v is not None} == {
-        "shape_basis": 7,
-        "expression_basis": 50,
-        "pose_basis": 36,
-    }
+
+    def result() -> SimpleNamespace:
+        return SimpleNamespace(
+            expression_params=np.zeros((2, 50)), shape_basis=None, expression_basis=None, pose_basis=None
+        )
+
+    plain = result()
+    attach_requested_bases(plain, {}, model)  # type: ignore[arg-type]
+    assert plain.shape_basis is None and plain.expression_basis is None and plain.pose_basis is None
+    asked = result()
+    attach_requested_bases(asked, {"flame_controls": True, "flame_controls_shapes": 7}, model)  # type: ignore[arg-type]
+    assert asked.shape_basis.shape[0] == 7 and asked.expression_basis.shape[0] == 50
+    assert asked.pose_basis.shape[0] == 36
