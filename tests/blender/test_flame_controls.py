@@ -8,18 +8,9 @@ import bpy
 import numpy as np
 import pytest
 from mathutils import Quaternion
+from mesh_probe import evaluated_local
 
 from inference_server.result import read_result, write_result
-
-
-def _evaluated(obj) -> np.ndarray:
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
-    out = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", out)
-    evaluated.to_mesh_clear()
-    return out.reshape(-1, 3)
 
 
 def _rodrigues(aa: np.ndarray) -> np.ndarray:
@@ -69,9 +60,9 @@ def test_keys_set_to_a_hypothesis_reproduce_its_mesh(addon, controls_file) -> No
         angle = float(np.linalg.norm(aa))
         jaw.rotation_quaternion = Quaternion(aa / angle if angle else (1, 0, 0), angle)
         jaw.location = (0.0, 0.0, 0.0)
-        errors_without_offset.append(float(np.abs(_evaluated(obj) - result.expression_vertices[m]).max()))
+        errors_without_offset.append(float(np.abs(evaluated_local(obj) - result.expression_vertices[m]).max()))
         jaw.location = tuple(offsets[m])  # bones at rest point along +Y of the model frame: rig space = bone space
-        error = float(np.abs(_evaluated(obj) - result.expression_vertices[m]).max())
+        error = float(np.abs(evaluated_local(obj) - result.expression_vertices[m]).max())
         assert error < 1e-5, f"hypothesis {m + 1}: {error}"
     # FLAME turns the jaw about a joint that moves with the expression: without the offset the rig is off
     assert max(errors_without_offset) > 1e-4
@@ -82,14 +73,16 @@ def test_scrollers_still_show_every_hypothesis(addon, controls_file) -> None:
     obj = _import(controls_file)
     blocks = obj.data.shape_keys.key_blocks
     assert blocks["Exp1"].value == pytest.approx(float(result.expression_params[0][0]), abs=1e-6)
-    np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[0], atol=1e-5)  # imported: hypothesis 1
+    np.testing.assert_allclose(evaluated_local(obj), result.expression_vertices[0], atol=1e-5)  # imported: hypothesis 1
     for m in range(1, result.expression_vertices.shape[0] + 1):
         obj.ofer.expression = m
-        np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[m - 1], atol=1e-5, err_msg=f"EXP {m}")
+        np.testing.assert_allclose(
+            evaluated_local(obj), result.expression_vertices[m - 1], atol=1e-5, err_msg=f"EXP {m}"
+        )
     addon_module = __import__(type(obj.ofer).__module__.rpartition(".")[0] + ".flame_controls", fromlist=["x"])
     addon_module.set_from_hypothesis(obj, 4)
     assert obj.ofer.expression == 0
-    np.testing.assert_allclose(_evaluated(obj), result.expression_vertices[3], atol=1e-5)
+    np.testing.assert_allclose(evaluated_local(obj), result.expression_vertices[3], atol=1e-5)
 
 
 def test_a_result_without_bases_says_reconstruct_again(addon, controls_file, tmp_path) -> None:

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import importlib
 import math
-import sys
 from pathlib import Path
 
 import bpy
 import numpy as np
 import pytest
-
-from inference_server.sequence_result import read_sequence_result
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # pytest imports test files by path (importlib mode)
+from mesh_probe import evaluated_local
 from sequence_factory import CAMERA, FPS, FRAME_SIZE
 
-
-def _evaluated(obj) -> np.ndarray:
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
-    out = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", out)
-    evaluated.to_mesh_clear()
-    return out.reshape(-1, 3)
+from inference_server.sequence_result import read_sequence_result
 
 
 def _pose_matrix(pose: np.ndarray) -> np.ndarray:
@@ -60,7 +48,7 @@ def test_the_head_plays_the_clip(addon, sequence_file) -> None:
     assert background.source == "MOVIE_CLIP" and background.clip.frame_duration == T
     for k in (0, 3, 6, 11):
         scene.frame_set(1 + k)
-        error = float(np.abs(_evaluated(obj) - seq.frame_vertices[k]).max())
+        error = float(np.abs(evaluated_local(obj) - seq.frame_vertices[k]).max())
         assert error < 1e-5, f"frame {k}: {error} m"
         relative = np.linalg.inv(np.asarray(camera.matrix_world)) @ np.asarray(rig.matrix_world)
         np.testing.assert_allclose(relative, _pose_matrix(seq.frame_head_pose[k]), atol=1e-5)
