@@ -73,6 +73,18 @@ def test_the_preset_reaches_the_worker_as_the_cli_sends_it(addon, photo, fake_wo
     assert (worker_args.sampler, worker_args.steps) == (PRESETS[expected].sampler, PRESETS[expected].steps)
 
 
+def test_flame_controls_are_asked_for_and_built(addon, photo, fake_worker_command) -> None:
+    _use_worker("normal", fake_worker_command)
+    settings = bpy.context.scene.ofer_settings
+    settings.image = photo
+    settings.flame_controls = True
+    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.type == "MESH")
+    assert json.loads(head["ofer_meta_json"])["request"]["extra"]["flame_controls"] is True
+    names = {b.name for b in head.data.shape_keys.key_blocks}
+    assert {"Shape1", "Exp1", "Pose36", "EXP 001"} <= names
+
+
 def test_a_box_reaches_the_worker(addon, photo, fake_worker_command) -> None:
     _use_worker("normal", fake_worker_command)
     bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="BOX", box=(50, 60, 250, 330))

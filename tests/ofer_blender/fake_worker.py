@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "blender"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's worker, not an installed one
 
 from inference_server import protocol
 
@@ -85,7 +86,13 @@ def reconstruct(mode: str, request: protocol.Request) -> None:
     n_id = min(args.top_k, 4)
     n_exp = min(args.n_expressions, 4)
     path = make_result_file(
-        args.output, n_identities=n_id, n_expressions=n_exp, seed=args.seed, meta_extra=echo, backend="synthetic"
+        args.output,
+        n_identities=n_id,
+        n_expressions=n_exp,
+        seed=args.seed,
+        meta_extra=echo,
+        backend="synthetic",
+        flame_controls=bool(args.extra.get("flame_controls")),  # the DEMO FLAME head with its bases (torch)
     )
     send({"id": rid, "event": "result", "path": str(path), "summary": {"demo": True, "identities": n_id}})
 
