@@ -64,9 +64,13 @@ class OFER_OT_import_again(bpy.types.Operator):
 
     def execute(self, context: Any) -> OperatorResult:
         obj: Any = context.active_object
+        path = bpy.path.abspath(getattr(obj, ids.OBJECT_PROP).source_path)
         try:
-            new = import_result(context, bpy.path.abspath(getattr(obj, ids.OBJECT_PROP).source_path))
-        except ResultImportError as exc:
+            if obj.get(ids.OBJECT_DATA_PREFIX + "format") == sequence_import.FORMAT:
+                new = sequence_import.import_sequence(context, path)
+            else:
+                new = import_result(context, path, with_flame_controls=flame_controls.has_controls(obj))
+        except (ResultImportError, sequence_import.SequenceImportError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         for message in import_warnings(new):

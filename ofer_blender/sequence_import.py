@@ -22,6 +22,7 @@ import numpy as np
 from . import camera_import, flame_controls, flame_rig, hypotheses, ids, importer, keyframes, placement
 
 P = ids.OBJECT_DATA_PREFIX
+FORMAT = "ofer-sequence/1"  # inference_server.sequence_result.FORMAT (imported lazily with the reader)
 
 
 class SequenceImportError(RuntimeError):

@@ -69,3 +69,23 @@ def test_a_clip_that_cannot_be_found_is_a_warning(addon, sequence_file, tmp_path
     obj = module.build_sequence(bpy.context, seq, source_path=str(sequence_file))
     assert any("was not found" in m for m in module.import_warnings(obj))
     assert len(obj.ofer.camera.data.background_images) == 0
+
+
+def test_import_again_rebuilds_the_sequence_and_import_operator_works(addon, sequence_file) -> None:
+    assert bpy.ops.ofer.import_sequence(filepath=str(sequence_file), frame_start=10) == {"FINISHED"}
+    first = bpy.context.view_layer.objects.active
+    scene = bpy.context.scene
+    assert (scene.frame_start, scene.frame_end) == (10, 21)
+    assert bpy.ops.ofer.import_again() == {"FINISHED"}
+    again = bpy.context.view_layer.objects.active
+    assert again != first and again["ofer_format"] == "ofer-sequence/1"
+    assert "Exp1" in again.data.shape_keys.key_blocks
+
+
+def test_a_file_that_is_not_a_sequence_is_a_clear_error(addon, tmp_path, scene_counts) -> None:
+    bad = tmp_path / "not-a-sequence.npz"
+    np.savez(bad, format=np.array("ofer-result/1"))
+    before = scene_counts()
+    with pytest.raises(RuntimeError, match="Cannot import the OFER sequence.*format"):
+        bpy.ops.ofer.import_sequence(filepath=str(bad))
+    assert scene_counts() == before
