@@ -86,6 +86,6 @@ def test_a_file_that_is_not_a_sequence_is_a_clear_error(addon, tmp_path, scene_c
     bad = tmp_path / "not-a-sequence.npz"
     np.savez(bad, format=np.array("ofer-result/1"))
     before = scene_counts()
-    with pytest.raises(RuntimeError, match="Cannot import the OFER sequence.*format"):
+    with pytest.raises(RuntimeError, match=r"Cannot import the OFER sequence.*format"):
         bpy.ops.ofer.import_sequence(filepath=str(bad))
     assert scene_counts() == before
