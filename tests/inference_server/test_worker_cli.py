@@ -74,3 +74,12 @@ def test_partial_user_assets_is_a_clear_error(tmp_path: Path, capsys: pytest.Cap
     assert main(["reconstruct", str(SAMPLE), "-o", str(tmp_path / "o"), "--flame-model", str(pkl), *SMALL]) == 1
     err = capsys.readouterr().err
     assert "error (missing_asset)" in err and "checkpoint" in err
+
+
+def test_flame_controls_flag_reaches_the_request(tmp_path: Path) -> None:
+    from inference_server.__main__ import build_parser
+    from inference_server.worker_cli import _job_request
+
+    for flags, expected in (([], None), (["--flame-controls"], True)):
+        args = build_parser().parse_args(["reconstruct", str(SAMPLE), "-o", str(tmp_path), *flags])
+        assert _job_request(args, SAMPLE, tmp_path).extra.get("flame_controls") is expected
