@@ -45,21 +45,25 @@ def import_sequence(context: Any, path: str | os.PathLike[str], *, frame_start: 
 
 
 def frame_controls(seq: Any) -> dict[str, np.ndarray]:
-    """Per frame: Pose key values (T, P), jaw offsets (T, 3) recovered from the file's meshes."""
-    J = seq.joints.shape[0]
-    identity = seq.identity_vertices[0].astype(np.float64)
-    features, offsets = [], []
-    for t in range(seq.frame_vertices.shape[0]):
-        pose = flame_rig.jaw_pose(seq.frame_jaw_pose[t], J)
-        feature = flame_rig.pose_feature(pose)
-        rest = flame_rig.rest_mesh(
-            identity, seq.expression_basis, seq.frame_expression_params[t], seq.pose_basis, feature
+    """Per frame: Pose key values (T, P), jaw offsets (T, 3) recovered from the file's meshes (on the jaw's
+    vertices only: the others do not take part in the offset)."""
+    T, J = seq.frame_vertices.shape[0], seq.joints.shape[0]
+    jaw = flame_rig.jaw_vertices(seq.skin_weights)
+    poses = [flame_rig.jaw_pose(aa, J) for aa in seq.frame_jaw_pose]
+    features = np.stack([flame_rig.pose_feature(pose) for pose in poses])
+    identity = seq.identity_vertices[0][jaw].astype(np.float64).reshape(-1)
+    # one product for all frames: (T, E) @ (E, 3n) + (T, P) @ (P, 3n)
+    expression_basis = seq.expression_basis[:, jaw].astype(np.float64).reshape(seq.expression_basis.shape[0], -1)
+    pose_basis = seq.pose_basis[:, jaw].astype(np.float64).reshape(seq.pose_basis.shape[0], -1)
+    rests = identity + seq.frame_expression_params.astype(np.float64) @ expression_basis + features @ pose_basis
+    weights = seq.skin_weights[jaw]
+    offsets = [
+        flame_rig.jaw_offset(
+            rests[t].reshape(-1, 3), seq.frame_vertices[t][jaw], seq.joints, seq.parents, weights, poses[t]
         )
-        offsets.append(
-            flame_rig.jaw_offset(rest, seq.frame_vertices[t], seq.joints, seq.parents, seq.skin_weights, pose)
-        )
-        features.append(feature)
-    return {"features": np.stack(features), "offsets": np.stack(offsets)}
+        for t in range(T)
+    ]
+    return {"features": features, "offsets": np.stack(offsets)}
 
 
 def build_sequence(context: Any, seq: Any, *, source_path: str, frame_start: int = 1, name: str = "") -> Any:
