@@ -129,6 +129,10 @@ class OFER_PT_hypotheses(bpy.types.Panel):
             col = layout.box().column(align=True)
             for text, icon in lines:
                 col.label(text=text, icon=icon)
+        if obj.get(ids.OBJECT_DATA_PREFIX + "format") == "ofer-sequence/1":  # type: ignore[func-returns-value]
+            layout.label(text="Sequence: Exp, Pose keys, jaw and head pose keyframed per frame", icon="SEQUENCE")
+            layout.operator(ids.OT_IMPORT_AGAIN, icon="IMPORT")
+            return
         if state.fit_note:
             layout.label(text=state.fit_note, icon="CAMERA_DATA" if state.camera is not None else "INFO")
         layout.template_list(ids.UL_IDENTITIES, "", state, "identities", state, "active_identity_row", rows=4)

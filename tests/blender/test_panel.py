@@ -63,3 +63,14 @@ def test_hypotheses_panel_says_how_the_head_sits_on_the_photo(addon, result_fact
     row = Layout([])
     bpy.types.OFER_UL_identities.draw_item(None, bpy.context, row, head.ofer, head.ofer.identities[1], 0, None, "")
     assert any(text.endswith("%") for text in row.log) and any(text.startswith("p = ") for text in row.log)
+
+
+def test_hypotheses_panel_for_flame_controls_and_for_a_sequence(addon, result_factory, sequence_file, tmp_path) -> None:
+    path = result_factory(tmp_path / "c.npz", flame_controls=True)
+    assert bpy.ops.ofer.import_result(filepath=str(path), flame_controls=True) == {"FINISHED"}
+    drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
+    assert "op ofer.set_flame_controls" in drawn and "prop expression" in drawn
+    assert bpy.ops.ofer.import_sequence(filepath=str(sequence_file)) == {"FINISHED"}
+    drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
+    assert any(line.startswith("Sequence:") for line in drawn) and "prop expression" not in drawn
+    assert "op ofer.set_flame_controls" not in drawn
