@@ -28,7 +28,8 @@ from .fit.calibration import calibrate_correspondence
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
-from .hypotheses import checked_order, order_expressions, per_vertex_spread, top_k
+from .hypotheses import checked_order, order_expressions, per_vertex_spread
+from .identity_stage import IdentityConditions, sample_and_rank_identities
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
 from .preprocess.detect import FaceDetection, FaceDetector
@@ -245,20 +246,18 @@ class Reconstructor:
         eta = float(args.extra.get("eta", 1.0 if sampler == "ddim" else 0.0))
 
         clock.start("sample_shapes")
-        shapes = sample_coefficients(
-            bundle.idgen_denoiser, enc.idgen, args.n_shapes, sampler=variant, steps=steps, eta=eta, seed=args.seed,
-            device=device, progress=lambda d, t: progress("sample_shapes", d, t, sampler), should_cancel=should_cancel,
-        )  # fmt: skip
 
-        clock.start("rank")
-        progress("rank", 0, 1, "")
-        with torch.no_grad():
-            neutral = flame.neutral(shapes.to(device=device, dtype=flame.dtype)).vertices  # (N, V, 3) metres
-            front = neutral[:, torch.as_tensor(bundle.front_indices, device=device)] * 1000.0
-            logits = bundle.score_shapes(front, enc.idrank)
-        probabilities = torch.softmax(logits.double(), dim=0).cpu().numpy()
-        keep = top_k(probabilities, args.top_k)
-        progress("rank", 1, 1, f"best p={probabilities[keep[0]]:.3f}")
+        def identity_progress(stage: str, done: int, total: int, message: str) -> None:
+            if stage == "rank" and done == 0:
+                clock.start("rank")
+            progress(stage, done, total, message)
+
+        ranked = sample_and_rank_identities(
+            bundle, flame, IdentityConditions(idgen=enc.idgen, idrank=enc.idrank), n_per_photo=args.n_shapes,
+            top_k=args.top_k, sampler=variant, steps=steps, eta=eta, seed=args.seed, device=device,
+            progress=identity_progress, should_cancel=should_cancel,
+        )  # fmt: skip
+        shapes, neutral, probabilities, keep = ranked.shapes, ranked.neutral, ranked.probabilities, ranked.keep
         check()
 
         clock.start("sample_expressions")
