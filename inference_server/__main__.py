@@ -18,6 +18,7 @@ from . import __version__
 #: Modules that contribute sub-commands, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "inference_server.worker_cli",
+    "inference_server.sequence.cli",
     "inference_server.faces_cli",
     "inference_server.demo.cli",
     "inference_server.checkpoints_cli",

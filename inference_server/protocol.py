@@ -136,7 +136,7 @@ class SequenceArgs:
     steps: int | None = None
     seed: int = 0
     jaw_scale: float = 0.5
-    smoothness: float = 1.0
+    smoothness: float = 0.1
     smoothing: float = 1.0
     keep_hypotheses: bool = True
     device: str = "auto"
@@ -509,7 +509,7 @@ SEQUENCE_ARGS: dict[str, ArgSpec] = {
     "steps": ArgSpec(integer(1, 1000)),
     "seed": ArgSpec(integer(0, 2**62), 0),
     "jaw_scale": ArgSpec(number(0.0, 2.0), 0.5),
-    "smoothness": ArgSpec(number(0.0, 1000.0), 1.0),
+    "smoothness": ArgSpec(number(0.0, 1000.0), 0.1),
     "smoothing": ArgSpec(number(0.0, 30.0), 1.0),
     "keep_hypotheses": ArgSpec(_boolean, True),
     "device": ArgSpec(choice(lambda: DEVICES), "auto"),

@@ -22,12 +22,14 @@ from typing import IO, Any, Protocol
 
 from . import protocol
 from .errors import CancelledError, WorkerError
-from .protocol import ProtocolError, ReconstructArgs, Request
+from .protocol import ProtocolError, ReconstructArgs, Request, SequenceArgs
 
 REPORT_FIX = "This is a bug: please report it with the worker log."
 BAD_ARGUMENT_FIX = "Correct that argument and send the request again."
 CLOSE_PROGRAMS_FIX = "Close other programs, or lower the numbers of samples."
-BAD_REQUEST_FIX = 'Send one JSON object per line: {"id": "...", "op": "hello|reconstruct|cancel|shutdown", "args": {}}'
+BAD_REQUEST_FIX = (
+    'Send one JSON object per line: {"id": "...", "op": "hello|reconstruct|sequence|cancel|shutdown", "args": {}}'
+)
 #: How long ``shutdown`` / EOF waits for a cancelled job before exiting anyway.
 SHUTDOWN_GRACE_S = 5.0
 
@@ -43,6 +45,12 @@ class JobRunner(Protocol):
     def reconstruct(self, args: ReconstructArgs, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         """Run one job; return the ``result`` event's fields (``path``, ``summary``)."""
         ...
+
+
+class SequenceRunner(Protocol):
+    """A runner that also turns clips into animations (``sequence`` requests); optional for test doubles."""
+
+    def sequence(self, args: SequenceArgs, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]: ...
 
 
 class EventWriter:
@@ -113,7 +121,7 @@ class Server:
     def _dispatch(self, request: Request) -> bool:
         if request.op == "hello":
             self._send_hello(request)
-        elif request.op == "reconstruct":
+        elif request.op in ("reconstruct", "sequence"):
             self._start_job(request)
         elif request.op == "cancel":
             self._cancel(request)
@@ -129,9 +137,20 @@ class Server:
             info = {"error": f"{type(exc).__name__}: {exc}"}
         self._events.send({"id": request.id, "event": "hello", "protocol": protocol.PROTOCOL_VERSION, **info})
 
+    def _job_work(self, request: Request) -> Callable[[ProgressFn, CancelFn], dict[str, Any]]:
+        """The job a ``reconstruct`` / ``sequence`` request asks for, its arguments checked (ProtocolError)."""
+        if request.op == "reconstruct":
+            rec_args = protocol.parse_reconstruct_args(request)
+            return lambda progress, cancel: self._runner.reconstruct(rec_args, progress, cancel)
+        seq_args = protocol.parse_sequence_args(request)
+        runner = getattr(self._runner, "sequence", None)
+        if runner is None:
+            raise ProtocolError("this worker does not run sequence jobs", request.id)
+        return lambda progress, cancel: runner(seq_args, progress, cancel)
+
     def _start_job(self, request: Request) -> None:
         try:
-            args = protocol.parse_reconstruct_args(request)
+            work = self._job_work(request)
         except ProtocolError as exc:
             self._events.send(
                 protocol.error_event(request.id, "bad_request", str(exc), BAD_ARGUMENT_FIX)
@@ -149,7 +168,7 @@ class Server:
                 )
                 return
             job = _Job(request.id)
-            job.thread = threading.Thread(target=self._run_job, args=(job, args), name=f"job-{request.id}", daemon=True)
+            job.thread = threading.Thread(target=self._run_job, args=(job, work), name=f"job-{request.id}", daemon=True)
             self._job = job
         try:
             job.thread.start()
@@ -172,7 +191,7 @@ class Server:
         job.cancel.set()
 
     # -- the job thread ----------------------------------------------------------------------------
-    def _run_job(self, job: _Job, args: ReconstructArgs) -> None:
+    def _run_job(self, job: _Job, work: Callable[[ProgressFn, CancelFn], dict[str, Any]]) -> None:
         def progress(stage: str, done: int, total: int, message: str = "") -> None:
             if job.cancel.is_set():
                 raise CancelledError()
@@ -182,7 +201,7 @@ class Server:
         # reads "result", and must not be told that the finished job is still running.
         final: dict[str, Any]
         try:
-            fields = self._runner.reconstruct(args, progress, job.cancel.is_set)
+            fields = work(progress, job.cancel.is_set)
             if job.cancel.is_set():
                 raise CancelledError()
             final = {"id": job.request_id, "event": "result", **fields}

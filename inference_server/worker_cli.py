@@ -128,9 +128,10 @@ def _reconstructor(args: argparse.Namespace) -> Reconstructor:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from .sequence.jobs import WorkerJobs
     from .server import serve_stdio
 
-    return serve_stdio(_reconstructor(args))
+    return serve_stdio(WorkerJobs(_reconstructor(args)))
 
 
 def run_doctor(args: argparse.Namespace) -> int:

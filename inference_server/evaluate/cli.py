@@ -1,4 +1,5 @@
-"""``ofer-worker evaluate {synthetic,now}``: the occlusion benchmark table and the NoW distances."""
+"""``ofer-worker evaluate {synthetic,sequence,now}``: the occlusion benchmark, the temporal path on a rendered
+clip, the NoW distances."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--limit", type=int, help="evaluate only the first N images")
     synthetic.add_argument("--json", type=Path, help="also write the full result here")
     synthetic.set_defaults(run=run_synthetic)
+    seq = jobs.add_parser("sequence", help="a rendered clip: the temporal path against each frame's first sample")
+    seq.add_argument("--frames", type=int, default=48, help="frames of the rendered clip")
+    seq.add_argument("--clips", type=int, default=1, help="clips (seeds 0..clips-1)")
+    seq.add_argument("-m", "--n-expressions", type=int, default=32)
+    seq.add_argument("-n", "--n-shapes", type=int, default=32)
+    seq.add_argument("--identity-frames", type=int, default=4)
+    seq.add_argument("--sampler", default="dpmsolver", choices=("ddpm", "ddim", "dpmsolver"))
+    seq.add_argument("--steps", type=int, default=20)
+    seq.add_argument("--smoothness", type=float, default=0.1)
+    seq.add_argument("--smoothing", type=float, default=1.0)
+    seq.add_argument("--work", type=Path, default=Path("sequence-eval"), help="folder for the frames and results")
+    seq.add_argument("--json", type=Path)
+    seq.set_defaults(run=run_sequence_evaluation)
     now = jobs.add_parser("now", help="NoW: 7-landmark similarity + rigid scan-to-mesh refinement (mm)")
     now.add_argument("--mesh", required=True, help="predicted mesh (.obj or .npz with vertices/faces), mm")
     now.add_argument("--landmarks", required=True, help="its 7 landmarks (.npy/.txt 7x3), mm")
@@ -61,6 +75,39 @@ def run_synthetic(args: argparse.Namespace) -> int:
     print(result.table())
     if args.json:
         args.json.write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def run_sequence_evaluation(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..assets_config import resolve_assets
+    from ..pipeline import Reconstructor
+    from ..protocol import SequenceArgs
+    from ..sequence.run import run_sequence
+    from .sequence import evaluate_sequence
+
+    reconstructor = Reconstructor(resolve_assets({}), device="cpu")
+    head = reconstructor.bundle(torch.device("cpu")).flame
+    rows = []
+    for seed in range(args.clips):
+        folder = args.work / f"clip_{seed}"
+
+        def run(frames: Path, folder: Path = folder, seed: int = seed) -> object:
+            request = SequenceArgs(
+                source=str(frames), output=str(folder / "sequence.npz"), n_shapes=args.n_shapes,
+                n_expressions=args.n_expressions, identity_frames=args.identity_frames, sampler=args.sampler,
+                steps=args.steps, seed=seed, smoothness=args.smoothness, smoothing=args.smoothing, device="cpu",
+            )  # fmt: skip
+            show = lambda s, d, t, m="": print(f"\rclip {seed}: {s} {d}/{t}   ", end="", file=sys.stderr)  # noqa: E731
+            return run_sequence(reconstructor, request, show, lambda: False).result
+
+        scores = evaluate_sequence(run, head, folder, n_frames=args.frames, seed=seed)  # type: ignore[arg-type]
+        print(file=sys.stderr)
+        print(f"clip {seed}\n{scores.table()}\n")
+        rows.append(scores.to_dict())
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
