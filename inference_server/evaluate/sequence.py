@@ -28,7 +28,9 @@ from ..flame.layer import FlameLayer
 from ..flame.model_data import FlameModelData
 from ..preprocess.synthetic_occluders import draw_bar
 from ..render import PinholeCamera, render_mesh, write_png
+from ..sequence.assemble import Rig, animate, hypothesis_metric
 from ..sequence.controls import rig_vertices
+from ..sequence.run import SequenceOutput
 from ..sequence_result import SequenceResult
 
 
@@ -39,10 +41,13 @@ class SyntheticClip:
     occluded: np.ndarray  # (T,) bool: the bar covers the mouth
 
 
-def expression_track(n_frames: int, active: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def expression_track(
+    n_frames: int, active: np.ndarray, rng: np.random.Generator, period: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(T, 50) expressions and (T, 3) jaw: two slow sinusoids per active component (a quarter to one and a
-    half cycles per clip), amplitude about the training prior's 0.6; the jaw opens to 0.25 rad and closes."""
-    t = np.arange(n_frames)[:, None] / max(n_frames - 1, 1)
+    half cycles per clip), amplitude about the training prior's 0.6; the jaw opens to 0.25 rad and closes.
+    ``period``: the frames the whole performance takes (default the clip's; longer films a part of it)."""
+    t = np.arange(n_frames)[:, None] / max((period or n_frames) - 1, 1)
     expression = np.zeros((n_frames, 50))
     for k in range(2):
         freq = rng.uniform(0.25, 0.75, 50) * (k + 1)
@@ -55,13 +60,14 @@ def expression_track(n_frames: int, active: np.ndarray, rng: np.random.Generator
 
 
 def render_clip(
-    head: FlameModelData, n_frames: int, *, seed: int = 0, size: tuple[int, int] = (480, 360)
+    head: FlameModelData, n_frames: int, *, seed: int = 0, size: tuple[int, int] = (480, 360), period: int | None = None
 ) -> SyntheticClip:
+    """``n_frames`` frames of one performance lasting ``period`` frames (default ``n_frames``)."""
     rng = np.random.default_rng(seed)
     layer = FlameLayer(head, dtype=torch.float64)
     moves = np.abs(head.shapedirs).max(axis=(0, 1)) > 0
     shape = rng.normal(0, 1, head.n_shape) * moves[: head.n_shape] * np.where(np.arange(head.n_shape) < 50, 1, 0.3)
-    expression, jaw = expression_track(n_frames, moves[head.n_shape :].astype(float), rng)
+    expression, jaw = expression_track(n_frames, moves[head.n_shape :].astype(float), rng, period)
     with torch.no_grad():
         out = layer.with_expression(torch.as_tensor(shape[None]), torch.as_tensor(expression), torch.as_tensor(jaw))
         neutral = layer.neutral(torch.as_tensor(shape[None])).vertices[0].numpy()
@@ -78,7 +84,7 @@ def render_clip(
     camera = np.array([focal, width / 2.0, height / 2.0])
     frames = []
     for i in range(n_frames):
-        phase = 2 * math.pi * i / max(n_frames - 1, 1)
+        phase = 2 * math.pi * i / max((period or n_frames) - 1, 1)
         rotation = euler_rotation(np.radians([6 * math.sin(phase * 1.5), 18 * math.sin(phase), 3 * math.sin(phase)]))
         centre = landmarks[i, [27, 30, 33]].mean(axis=0)
         translation = np.array([0.01 * math.sin(phase), 0.0, -depth]) - rotation @ centre
@@ -157,10 +163,30 @@ def score_sequence(sequence: SequenceResult, clip: SyntheticClip, front: np.ndar
     )  # fmt: skip
 
 
+def sweep(output: SequenceOutput, clip: SyntheticClip, model: FlameModelData, settings: list[tuple[float, float]]
+          ) -> list[dict[str, float]]:  # fmt: skip
+    """Path error and jitter for other (smoothness, smoothing) pairs on the same per-frame work."""
+    result, front = output.result, model.front_face_indices
+    region = slice(None) if front is None else front
+    rig = Rig(result.identity_vertices[0], result.joints, result.expression_basis, result.pose_basis)
+    metric = hypothesis_metric(model, rig, front)
+    truth = clip.expression_vertices[:, region]
+    rows = []
+    for smoothness, sigma in settings:
+        anim = animate(output.fitted, metric, smoothness, sigma)
+        meshes = _expression_meshes(result, anim.params)[:, region]
+        rows.append({"smoothness": smoothness, "smoothing": sigma, "error_mm": float(_errors(meshes, truth).mean()),
+                     "jitter_mm": _jitter(meshes) - _jitter(truth)})  # fmt: skip
+    return rows
+
+
 def evaluate_sequence(
-    run: Callable[[Path], SequenceResult], head: FlameModelData, folder: Path, *, n_frames: int, seed: int = 0
-) -> SequenceScores:
-    """Render a clip into ``folder``, reconstruct it with ``run`` (frames folder → result) and score it."""
-    clip = render_clip(head, n_frames, seed=seed)
-    result = run(write_clip(clip, folder / "frames"))
-    return score_sequence(result, clip, head.front_face_indices)
+    run: Callable[[Path], SequenceOutput], model: FlameModelData, folder: Path, *, n_frames: int, seed: int = 0,
+    size: tuple[int, int] = (480, 360), period: int | None = None, settings: list[tuple[float, float]] | None = None,
+) -> tuple[SequenceScores, list[dict[str, float]]]:  # fmt: skip
+    """Render a clip into ``folder``, reconstruct it with ``run`` (frames folder → output) and score it;
+    ``settings``: other (smoothness, smoothing) pairs to score on the same per-frame work."""
+    clip = render_clip(model, n_frames, seed=seed, size=size, period=period)
+    output = run(write_clip(clip, folder / "frames"))
+    scores = score_sequence(output.result, clip, model.front_face_indices)
+    return scores, sweep(output, clip, model, settings or [])

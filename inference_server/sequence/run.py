@@ -42,6 +42,7 @@ class SequenceOutput:
     path: Path
     seconds: dict[str, float]
     resumed_frames: int  # pass-2 frames found finished in the work folder
+    fitted: list[FittedFrame]  # every frame's hypotheses and fit (for evaluations that re-run the path)
 
 
 def with_preset(args: SequenceArgs) -> SequenceArgs:
@@ -127,7 +128,7 @@ def run_sequence(
     work.clear()
     clock["write"] = time.perf_counter() - t0
     progress("write", 1, 1, "")
-    return SequenceOutput(result, path, clock, resumed)
+    return SequenceOutput(result, path, clock, resumed, fitted)
 
 
 def _pass_encode(
