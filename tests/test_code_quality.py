@@ -52,7 +52,8 @@ def test_addon_and_shared_modules_import_only_stdlib_numpy_bpy() -> None:
     }
     files = [*(ROOT / "ofer_blender").rglob("*.py"), ROOT / "__init__.py"]
     files += [
-        ROOT / "inference_server" / name for name in ("__init__.py", "protocol.py", "result.py", "errors.py")
+        ROOT / "inference_server" / name
+        for name in ("__init__.py", "protocol.py", "result.py", "errors.py", "npz_contract.py", "sequence_result.py")
     ]
     for path in files:
         extra = _imported_modules(path) - allowed
@@ -61,7 +62,8 @@ def test_addon_and_shared_modules_import_only_stdlib_numpy_bpy() -> None:
 
 def test_importing_the_worker_package_does_not_import_torch() -> None:
     code = (
-        "import sys, inference_server, inference_server.protocol, inference_server.result;"
+        "import sys, inference_server, inference_server.protocol, inference_server.result,"
+        " inference_server.sequence_result;"
         "print('torch' in sys.modules)"
     )
     proc = _run([sys.executable, "-c", code])

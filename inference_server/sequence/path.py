@@ -18,6 +18,7 @@ series is smoothed with a Gaussian of ``sigma`` frames (0: none).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,9 @@ def vertex_metric(columns: np.ndarray) -> np.ndarray:
     return vectors * np.sqrt(np.clip(values, 0.0, None))
 
 
-def best_path(unary: list[np.ndarray | None], embeddings: list[np.ndarray | None], smoothness: float) -> PathResult:
+def best_path(
+    unary: Sequence[np.ndarray | None], embeddings: Sequence[np.ndarray | None], smoothness: float
+) -> PathResult:
     """The minimum-cost choice per frame. ``embeddings[t]`` (M_t, D) or None (frame without hypotheses);
     ``unary[t]`` (M_t,) or None (no unary term)."""
     frames = [t for t, z in enumerate(embeddings) if z is not None and len(z)]

@@ -52,7 +52,7 @@ def contract_mesh(sequence: SequenceResult, t: int) -> np.ndarray:
     feature = np.concatenate([(r - np.eye(3)).ravel() for r in local[1:]])
     shaped = rest + np.tensordot(sequence.frame_expression_params[t], e, axes=1)
     shaped = shaped + np.tensordot(feature, sequence.pose_basis.astype(np.float64), axes=1)
-    world = []
+    world: list[np.ndarray] = []
     for j, parent in enumerate(sequence.parents):
         offset = joints[j] if parent < 0 else joints[j] - joints[parent]
         mine = _homogeneous(local[j], offset)

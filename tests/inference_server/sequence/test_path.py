@@ -11,7 +11,7 @@ from inference_server.sequence.path import best_path, continuous_rotations, fill
 
 def _brute_force(unary: list, embeddings: list, smoothness: float) -> tuple[float, tuple[int, ...]]:
     frames = [t for t, z in enumerate(embeddings) if z is not None]
-    best = (np.inf, ())
+    best: tuple[float, tuple[int, ...]] = (np.inf, ())
     for picks in itertools.product(*(range(len(embeddings[t])) for t in frames)):
         cost = sum(0.0 if unary[t] is None else unary[t][k] for t, k in zip(frames, picks, strict=True))
         for i in range(1, len(frames)):

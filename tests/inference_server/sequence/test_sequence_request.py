@@ -20,7 +20,7 @@ class SequenceRunner(ScriptedRunner):
         self.args: SequenceArgs | None = None
         self.frames_done = 0
 
-    def sequence(self, args: SequenceArgs, progress, should_cancel) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def sequence(self, args: SequenceArgs, progress: Any, should_cancel: Any) -> dict[str, Any]:
         self.args = args
         self.started.set()
         for i in range(self.frames):
@@ -52,13 +52,17 @@ def test_sequence_runs_with_defaults_and_reports_each_frame() -> None:
 def test_bad_sequence_arguments_are_refused_before_work() -> None:
     runner = SequenceRunner(frames=2)
     server, out = _server(runner)
-    for rid, args in [("a", {"output": "x.npz"}), ("b", {"source": "c", "output": "x.npz", "fps": 0}),
-                      ("c", {"source": "c", "output": "x.npz", "top_k": 3}),
-                      ("d", {"source": "c", "output": "x.txt"}),
-                      ("e", {"source": "c", "output": "x.npz", "resume": "maybe"}),
-                      ("f", {"source": "c", "output": "x.npz", "keep_hypotheses": 1})]:  # fmt: skip
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("a", {"output": "x.npz"}),
+        ("b", {"source": "c", "output": "x.npz", "fps": 0}),
+        ("c", {"source": "c", "output": "x.npz", "top_k": 3}),
+        ("d", {"source": "c", "output": "x.txt"}),
+        ("e", {"source": "c", "output": "x.npz", "resume": "maybe"}),
+        ("f", {"source": "c", "output": "x.npz", "keep_hypotheses": 1}),
+    ]
+    for rid, args in cases:
         server.handle_line(_req(rid, "sequence", **args))
-        error = out.wait_for(lambda e, rid=rid: e["id"] == rid)  # type: ignore[misc]
+        error = out.wait_for(lambda e, rid=rid: e["id"] == rid)
         assert error["event"] == "error" and error["code"] == "bad_request", error
     assert runner.args is None
     messages = {e["id"]: e["message"] for e in out.lines}

@@ -52,8 +52,11 @@ def test_a_clip_becomes_a_smooth_animation_and_resumes(tmp_path: Path, monkeypat
     def cancel_at_frame_four() -> bool:
         return ("expressions", 4, FRAMES) in seen
 
+    def record(stage: str, done: int, total: int, message: str = "") -> None:
+        seen.append((stage, done, total))
+
     with pytest.raises(CancelledError):
-        run_module.run_sequence(reconstructor, args, lambda s, d, t, m="": seen.append((s, d, t)), cancel_at_frame_four)
+        run_module.run_sequence(reconstructor, args, record, cancel_at_frame_four)
     work = work_folder_for(args.output)
     assert not Path(args.output).exists()
     assert len(list((work / "encode").glob("*.npz"))) == FRAMES and len(list((work / "fit").glob("*.npz"))) == 4
@@ -61,11 +64,10 @@ def test_a_clip_becomes_a_smooth_animation_and_resumes(tmp_path: Path, monkeypat
     encode, fit = Counting(run_module.encode_frame), Counting(run_module.fit_frame)
     monkeypatch.setattr(run_module, "encode_frame", encode)
     monkeypatch.setattr(run_module, "fit_frame", fit)
-    progress: list[tuple[str, int, int]] = []
-    output = run_module.run_sequence(reconstructor, args, lambda s, d, t, m="": progress.append((s, d, t)),
-                                     lambda: False)  # fmt: skip
+    seen.clear()
+    output = run_module.run_sequence(reconstructor, args, record, lambda: False)
     assert (encode.calls, fit.calls, output.resumed_frames) == (0, FRAMES - 4, 4)  # nothing done twice
-    assert [d for s, d, _ in progress if s == "expressions"] == list(range(4, FRAMES + 1))
+    assert [d for s, d, _ in seen if s == "expressions"] == list(range(4, FRAMES + 1))
     assert not work.exists()
 
     result = read_sequence_result(output.path)

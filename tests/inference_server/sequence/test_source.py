@@ -73,7 +73,7 @@ def test_unusable_folders_are_refused_before_work(tmp_path: Path, case: str) -> 
 
 
 def _video(path: Path, n: int, fps: float = 20.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (64, 48))
     assert writer.isOpened()
     for i in range(n):
         writer.write(cv2.cvtColor(_frame(i), cv2.COLOR_RGB2BGR))
