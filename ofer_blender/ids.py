@@ -11,6 +11,7 @@ PANEL_CATEGORY: Final = "OFER"
 
 # Operators
 OT_RECONSTRUCT: Final = "ofer.reconstruct"
+OT_RECONSTRUCT_SEQUENCE: Final = "ofer.reconstruct_sequence"
 OT_CANCEL: Final = "ofer.cancel"
 OT_RELEASE_GPU: Final = "ofer.release_gpu"
 OT_IMPORT_RESULT: Final = "ofer.import_result"
@@ -32,6 +33,7 @@ OT_REMOVE_MANAGED_ENV: Final = "ofer.remove_managed_env"
 
 # Panels, lists and menus
 PT_RECONSTRUCT: Final = "OFER_PT_reconstruct"
+PT_SEQUENCE: Final = "OFER_PT_sequence"
 PT_HYPOTHESES: Final = "OFER_PT_hypotheses"
 PT_EXPORT: Final = "OFER_PT_export"
 PT_FACE_MARKS: Final = "OFER_PT_face_marks"
@@ -40,6 +42,7 @@ UL_IDENTITIES: Final = "OFER_UL_identities"
 # Properties attached to Blender types
 OBJECT_PROP: Final = "ofer"  # bpy.types.Object.ofer: per-object hypothesis state (saved, keyframable)
 SCENE_PROP: Final = "ofer_settings"  # bpy.types.Scene.ofer_settings: photo and sampler settings
+SCENE_SEQUENCE_PROP: Final = "ofer_sequence"  # bpy.types.Scene.ofer_sequence: the clip and its settings
 
 # Custom (ID) properties
 IMAGE_BOX_KEY: Final = "ofer_box"  # [x0, y0, x1, y1] in photo pixels (origin top-left, y down)

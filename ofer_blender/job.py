@@ -120,16 +120,17 @@ class JobRunner:
     def busy(self) -> bool:
         return self.job is not None and not self.job.finished
 
-    def start(self, args: dict[str, Any]) -> ReconstructJob:
-        """Send a ``reconstruct`` request (starting the worker if needed). Raises WorkerUnavailableError."""
+    def start(self, args: dict[str, Any], op: str = "reconstruct") -> ReconstructJob:
+        """Send a ``reconstruct`` (or ``sequence``) request, starting the worker if needed. Raises
+        WorkerUnavailableError."""
         if self.busy:
             raise WorkerUnavailableError("A reconstruction is already running", "Wait for it or press Cancel")
         self.client.start()
-        rid = self.client.new_id("reconstruct")
+        rid = self.client.new_id(op)
         self._cancel_deadline = None
         self._last_activity = self.clock()
         self.job = ReconstructJob(rid, dict(args))
-        self.client.send("reconstruct", args, request_id=rid)
+        self.client.send(op, args, request_id=rid)
         return self.job
 
     def cancel(self) -> None:

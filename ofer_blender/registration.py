@@ -20,6 +20,7 @@ try:
         ops_import,
         ops_marks,
         ops_reconstruct,
+        ops_sequence,
         ops_worker,
         panel,
         preferences,
@@ -38,6 +39,7 @@ else:
         *ops_faces.CLASSES,
         *ops_import.CLASSES,
         *ops_reconstruct.CLASSES,
+        *ops_sequence.CLASSES,
         *ops_worker.CLASSES,
         *ops_export.CLASSES,
         *panel.CLASSES,
@@ -83,6 +85,7 @@ def register() -> None:
         bpy.utils.register_class(cls)
         _registered.append(cls)
     properties.attach()
+    ops_sequence.attach()
     bpy.types.TOPBAR_MT_file_import.append(ops_import.menu_import)
     face_marks_draw.enable()
 
@@ -91,11 +94,13 @@ def unregister() -> None:
     if not _state["fallback"] and _IMPORT_ERROR is None:
         face_marks_draw.disable()
         bpy.types.TOPBAR_MT_file_import.remove(ops_import.menu_import)
-        if bpy.app.timers.is_registered(ops_reconstruct.drain_timer):
-            bpy.app.timers.unregister(ops_reconstruct.drain_timer)
+        for timer in (ops_reconstruct.drain_timer, ops_sequence.drain_sequence_timer):
+            if bpy.app.timers.is_registered(timer):
+                bpy.app.timers.unregister(timer)
         from .session import SESSION
 
         SESSION.release()
+        ops_sequence.detach()
         properties.detach()
     while _registered:
         bpy.utils.unregister_class(_registered.pop())
