@@ -116,5 +116,6 @@ def frame_records(encoded: list[EncodedFrame], fitted: list[FittedFrame], anim: 
         records.append({
             "index": e.index, "name": e.name, "status": f.status, "warnings": e.warnings + f.warnings,
             "fit_px": None if error is None else round(float(error), 3), "choice": None if k < 0 else k,
+            "visible": f.visible,
         })  # fmt: skip
     return records
