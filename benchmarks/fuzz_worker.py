@@ -62,6 +62,10 @@ CORPUS: tuple[bytes, ...] = (
     b'{"id":"inf","op":"reconstruct","args":{"image":"a.jpg","output":"r.npz","jaw_scale":1e999}}',
     b'{"id":"preset","op":"reconstruct","args":{"image":"a.jpg","output":"r.npz","preset":["fast"]}}',
     b'{"id":"cancel","op":"cancel","args":{"job":' + b"[" * 40 + b"]" * 40 + b"}}",
+    b'{"id":"seq-dev","op":"sequence","args":{"source":"/dev/zero","output":"s.npz"}}',
+    b'{"id":"seq-root","op":"sequence","args":{"source":"/","output":"s.npz"}}',
+    b'{"id":"seq-nan","op":"sequence","args":{"source":"clip.mp4","output":"s.npz","fps":NaN}}',
+    b'{"id":"seq-frames","op":"sequence","args":{"source":"clip.mp4","output":"s.npz","max_frames":100000}}',
     b"\xff\xfe\x00\x00",
     b"x" * (1 << 20) + b"y" * 1000,
     b"",
@@ -76,6 +80,12 @@ _VALID_ARGS: dict[str, Any] = {
     "image": "missing-photo.jpg", "output": "out/r.npz", "n_shapes": 4, "n_expressions": 3, "top_k": 2,
     "sampler": "ddim", "steps": 2, "seed": 1, "jaw_scale": 0.5, "device": "cpu", "box": [1, 2, 30, 40],
     "points": [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]], "eta": 0.5, "expression_order": "diverse", "preset": "fast",
+}  # fmt: skip
+
+_VALID_SEQUENCE_ARGS: dict[str, Any] = {
+    "source": "missing-clip.mp4", "output": "out/s.npz", "fps": 12, "n_shapes": 4, "n_expressions": 3,
+    "identity_frames": 2, "sampler": "ddim", "steps": 2, "seed": 1, "smoothing": 1.0, "smoothness": 0.1,
+    "resume": "auto", "keep_hypotheses": True, "device": "cpu", "preset": "fast",
 }  # fmt: skip
 
 _odd_text = st.one_of(
@@ -99,9 +109,11 @@ def _to_line(obj: Any, ascii_only: bool) -> bytes:
 
 @st.composite
 def perturbed_request(draw: st.DrawFn) -> bytes:
-    op = draw(st.sampled_from(["reconstruct", "reconstruct", "reconstruct", "hello", "cancel", "dance", ""]))
-    args = dict(_VALID_ARGS)
-    for name in draw(st.lists(st.sampled_from([*_VALID_ARGS, "unknown_arg"]), max_size=3)):
+    ops = ["reconstruct", "reconstruct", "reconstruct", "sequence", "hello", "cancel", "dance", ""]
+    op = draw(st.sampled_from(ops))
+    valid = _VALID_SEQUENCE_ARGS if op == "sequence" else _VALID_ARGS
+    args = dict(valid)
+    for name in draw(st.lists(st.sampled_from([*valid, "unknown_arg"]), max_size=3)):
         if draw(st.booleans()) and name in args:
             del args[name]
         else:

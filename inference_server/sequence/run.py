@@ -65,7 +65,13 @@ def source_signature(source: FrameSource) -> dict[str, Any]:
     """The source as the work folder remembers it: its layout plus the size and time of its files."""
     root = Path(source.path)
     files = [root / name for name in source.files] if source.kind == "folder" else [root]
-    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
+    stats = []
+    for f in files:
+        try:
+            info = f.stat()
+        except OSError:
+            continue  # a frame that vanished is reported unreadable when it is read
+        stats.append((f.name, info.st_size, info.st_mtime_ns))
     return {**source.meta(), "path": str(root.resolve()), "files": fingerprint({"stats": stats}, {})}
 
 

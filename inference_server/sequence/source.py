@@ -107,14 +107,18 @@ def natural_key(name: str) -> list[object]:
 def open_source(path: str, *, max_frames: int = MAX_FRAMES, fps: float | None = None) -> FrameSource:
     """Open a video file or a folder of images; raise a clear error before any work if it cannot be used."""
     target = Path(path).expanduser()
-    if not target.exists():
-        raise BadRequestError(
-            f"no such video or folder: {path}", "Give the path of a video file or a folder of images."
-        )
     limit = min(max_frames, MAX_FRAMES)
-    if target.is_dir():
-        return _open_folder(target, limit, fps)
-    return _open_video(target, limit, fps)
+    fix = "Give a video file or a folder of images that you may read."
+    try:
+        if not target.exists():
+            raise BadRequestError(f"no such video or folder: {path}", fix)
+        if target.is_dir():
+            return _open_folder(target, limit, fps)
+        if not target.is_file():
+            raise BadRequestError(f"{path} is neither a file nor a folder", fix)
+        return _open_video(target, limit, fps)
+    except OSError as exc:  # a folder that cannot be listed, a file that cannot be opened
+        raise BadRequestError(f"cannot read {path}: {exc.strerror or exc}", fix) from None
 
 
 def _header_size(path: Path) -> tuple[int, int] | None:
