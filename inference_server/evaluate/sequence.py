@@ -117,6 +117,8 @@ class SequenceScores:
     truth_jitter_mm: float
     path_occluded_error_mm: float
     first_occluded_error_mm: float
+    neutral_error_mm: float  # the identity's neutral face on every frame: what ignoring the pixels scores
+    oracle_error_mm: float  # each frame's hypothesis nearest the truth: the best any choice could do
 
     def table(self) -> str:
         rows = [("chosen path", self.path_error_mm, self.path_occluded_error_mm, self.path_jitter_mm),
@@ -124,7 +126,10 @@ class SequenceScores:
         lines = ["| per frame | error (mm) | error, occluded frames (mm) | jitter − truth's (mm) |",
                  "|---|---|---|---|"]  # fmt: skip
         lines += [f"| {name} | {e:.3f} | {o:.3f} | {j:.3f} |" for name, e, o, j in rows]
-        return "\n".join(lines) + f"\n\ntruth's own jitter {self.truth_jitter_mm:.3f} mm; {self.frames} frames"
+        return "\n".join(lines) + (
+            f"\n\ntruth's own jitter {self.truth_jitter_mm:.3f} mm; {self.frames} frames; neutral face "
+            f"{self.neutral_error_mm:.3f} mm, nearest hypothesis (oracle) {self.oracle_error_mm:.3f} mm"
+        )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -154,12 +159,16 @@ def score_sequence(sequence: SequenceResult, clip: SyntheticClip, front: np.ndar
     truth_jitter = _jitter(truth)
     path_errors, first_errors = _errors(path, truth), _errors(first, truth)
     occ = clip.occluded
+    hypotheses = sequence.frame_hypotheses.astype(np.float64)
+    pairs = zip(hypotheses, truth, strict=True)
+    oracle = [_errors(_expression_meshes(sequence, h)[:, region], t).min() for h, t in pairs]
     return SequenceScores(
         frames=len(truth), occluded_frames=int(occ.sum()),
         path_error_mm=float(path_errors.mean()), first_error_mm=float(first_errors.mean()),
         path_jitter_mm=_jitter(path) - truth_jitter, first_jitter_mm=_jitter(first) - truth_jitter,
         truth_jitter_mm=truth_jitter, path_occluded_error_mm=float(path_errors[occ].mean()),
         first_occluded_error_mm=float(first_errors[occ].mean()),
+        neutral_error_mm=float(_errors(np.zeros_like(truth), truth).mean()), oracle_error_mm=float(np.mean(oracle)),
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ honoured between frames (and inside the samplers), and running the same request 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import CancelledError
+from ..errors import CancelledError, IOFailedError, OutOfMemoryError
 from ..pipeline import DEFAULT_STEPS, SAMPLER_VARIANTS, Reconstructor, check_output_path, choose_device
 from ..presets import resolve_preset
 from ..protocol import SequenceArgs
@@ -78,6 +79,21 @@ def source_signature(source: FrameSource) -> dict[str, Any]:
 def run_sequence(
     reconstructor: Reconstructor, args: SequenceArgs, progress: ProgressFn, should_cancel: CancelFn
 ) -> SequenceOutput:
+    """One clip → one sequence result file. A GPU out of memory is a typed error: the finished frames are
+    kept in the work folder, so running again (or on the CPU) resumes."""
+    try:
+        return _run(reconstructor, args, progress, should_cancel)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise OutOfMemoryError(
+            "the GPU ran out of memory during the sequence (the finished frames are kept)",
+            "Close other GPU programs and run it again, or choose device 'cpu': either resumes where it stopped.",
+        ) from None
+
+
+def _run(
+    reconstructor: Reconstructor, args: SequenceArgs, progress: ProgressFn, should_cancel: CancelFn
+) -> SequenceOutput:
     args = with_preset(args)
     device = choose_device(args.device if args.device != "auto" else reconstructor.device_request)
     clock: dict[str, float] = {}
@@ -131,7 +147,8 @@ def run_sequence(
     result = _result(meta, bundle.flame, identity, rig, anim, focal, source, args.keep_hypotheses)
     check()  # the last moment a cancel can still prevent the file from appearing
     path = write_sequence_result(args.output, result)
-    work.clear()
+    with contextlib.suppress(IOFailedError):  # the result is written: a work folder left behind is harmless
+        work.clear()
     clock["write"] = time.perf_counter() - t0
     progress("write", 1, 1, "")
     return SequenceOutput(result, path, clock, resumed, fitted)
