@@ -13,7 +13,7 @@ hypotheses (no face, unreadable) the allowed change grows with the gap (a random
 The minimum is found exactly by Viterbi in O(T·M²).
 
 Frames without hypotheses are filled by linear interpolation of the chosen parameters, then every
-series is smoothed with a Gaussian of ``sigma`` frames (0: none).
+series is smoothed with a Gaussian of ``sigma`` frames (0: none; the clip's ends point-reflected).
 """
 
 from __future__ import annotations
@@ -99,19 +99,26 @@ def fill_gaps(series: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def gaussian_smooth(series: np.ndarray, sigma: float) -> np.ndarray:
-    """(T, D) smoothed along time by a Gaussian of ``sigma`` frames; weights renormalised at the ends."""
-    if sigma <= 0 or len(series) < 2:
-        return np.asarray(series, np.float64).copy()
+    """(T, D) smoothed along time by a Gaussian of ``sigma`` frames. The ends are extended by point
+    reflection (x[-k] = 2 x[0] - x[k]), so a steady motion (a linear ramp) is kept as it is up to the last
+    frame instead of being pulled towards the middle of the clip."""
+    values = np.asarray(series, np.float64)
+    if sigma <= 0 or len(values) < 2:
+        return values.copy()
+    last = len(values) - 1
     radius = int(np.ceil(3 * sigma))
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    t = np.arange(len(series))
-    out = np.empty(series.shape, np.float64)
-    for i in t:
-        idx = i + offsets
-        inside = (idx >= 0) & (idx < len(series))
-        w = kernel[inside]
-        out[i] = (w[:, None] * series[idx[inside]]).sum(axis=0) / w.sum()
+    kernel /= kernel.sum()
+    idx = np.arange(-radius, last + radius + 1)
+    before, after = idx < 0, idx > last
+    source = np.clip(np.where(before, -idx, np.where(after, 2 * last - idx, idx)), 0, last)
+    padded = values[source]
+    padded[before] = 2 * values[0] - padded[before]
+    padded[after] = 2 * values[last] - padded[after]
+    out = np.empty(values.shape, np.float64)
+    for i in range(len(values)):
+        out[i] = kernel @ padded[i : i + 2 * radius + 1]
     return out
 
 
