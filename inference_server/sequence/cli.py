@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     seq = subparsers.add_parser("sequence", help="a video or a folder of frames → one animated head (resumable)")
     seq.add_argument("source", metavar="VIDEO_OR_FOLDER", help="a video file (OpenCV) or a folder of images")
     seq.add_argument("-o", "--output", type=Path, required=True, help="the sequence result file (.npz)")
-    seq.add_argument("--fps", type=float, help="frames per second to process (a video is subsampled; default all)")
+    seq.add_argument("--fps", type=float, help="video: frames per second kept (default all); folder: its frame rate")
     seq.add_argument("--max-frames", type=int, default=MAX_SEQUENCE_FRAMES,
                      help=f"refuse a clip with more frames (at most {MAX_SEQUENCE_FRAMES})")  # fmt: skip
     again = seq.add_mutually_exclusive_group()
@@ -25,8 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     seq.add_argument("-n", "--n-shapes", type=int, default=100, help="identity samples drawn (over all frames used)")
     seq.add_argument("-m", "--n-expressions", type=int, default=32, help="ExpGen hypotheses per frame")
     seq.add_argument("--identity-frames", type=int, default=8, help="frames the identity is pooled from")
-    seq.add_argument("--preset", choices=("fast", "fidelity"), default=None)
-    seq.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver"), default="ddpm")
+    seq.add_argument("--preset", choices=("fast", "fidelity"), default=None,
+                     help="default: fast (DPM-Solver++ 20 steps), unless --sampler or --steps is given")  # fmt: skip
+    seq.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver"), default=None, help="default: ddpm")
     seq.add_argument("--steps", type=int, default=None)
     seq.add_argument("--seed", type=int, default=0)
     seq.add_argument("--jaw-scale", type=float, default=0.5)
@@ -46,7 +47,7 @@ def sequence_args(args: argparse.Namespace) -> SequenceArgs:
         "n_expressions": args.n_expressions, "identity_frames": args.identity_frames, "sampler": args.sampler,
         "steps": args.steps, "seed": args.seed, "jaw_scale": args.jaw_scale, "smoothness": args.smoothness,
         "smoothing": args.smoothing, "keep_hypotheses": not args.no_hypotheses, "device": args.device,
-        "preset": args.preset,
+        "preset": args.preset or (None if args.sampler or args.steps else "fast"),
     }  # fmt: skip
     return parse_sequence_args(Request("cli", "sequence", {k: v for k, v in fields.items() if v is not None}))
 
