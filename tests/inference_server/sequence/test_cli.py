@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 
 from inference_server.__main__ import build_parser, main
-from inference_server.protocol import ProtocolError
+from inference_server.protocol import ProtocolError, SequenceArgs
 from inference_server.sequence.cli import sequence_args
 
 
-def _parse(*argv: str) -> object:
+def _parse(*argv: str) -> SequenceArgs:
     return sequence_args(build_parser().parse_args(["sequence", *argv]))
 
 
 def test_defaults_and_flags_become_the_request() -> None:
     request = _parse("clip.mp4", "-o", "out/clip.npz")
-    assert (request.resume, request.extra, request.n_expressions, request.fps) == ("auto", {"preset": "fast"}, 32, None)  # type: ignore[attr-defined]
+    assert (request.resume, request.extra, request.n_expressions, request.fps) == ("auto", {"preset": "fast"}, 32, None)
     request = _parse("clip.mp4", "-o", "c.npz", "--sampler", "ddim", "--steps", "7", "--resume", "--fps", "10")
     assert (request.sampler, request.steps, request.extra, request.resume, request.fps) == (
         "ddim",
@@ -25,8 +25,8 @@ def test_defaults_and_flags_become_the_request() -> None:
         {},
         "require",
         10.0,
-    )  # type: ignore[attr-defined]
-    assert _parse("f", "-o", "c.npz", "--restart", "--no-hypotheses").keep_hypotheses is False  # type: ignore[attr-defined]
+    )
+    assert _parse("f", "-o", "c.npz", "--restart", "--no-hypotheses").keep_hypotheses is False
     with pytest.raises(ProtocolError, match="'fps'"):
         _parse("clip.mp4", "-o", "c.npz", "--fps", "0")
     with pytest.raises(ProtocolError, match="'output'"):
