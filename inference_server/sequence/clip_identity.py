@@ -1,7 +1,7 @@
 """One identity and one camera for the whole clip.
 
 The identity is pooled over frames with :func:`..identity_stage.sample_and_rank_identities`: IdGen draws
-from several frames spread over the clip (clear frames first), every sample is scored by every one of
+from several frames with a face spread over the clip, every sample is scored by every one of
 those frames' IdRank, and the best pooled sample is the clip's head. The camera's focal length is the
 median of the focal lengths fitted, with that head, on the same frames (a video has no EXIF).
 """
@@ -47,7 +47,8 @@ class ClipIdentity:
 
 
 def identity_frames(encoded: list[EncodedFrame], most: int) -> list[int]:
-    """Up to ``most`` frames with a face, spread evenly over the clip; unoccluded ones when there are enough."""
+    """Up to ``most`` frames with a face, spread evenly over the clip (frames with status "ok" first, when a
+    caller marks others; pass 1 cannot tell an occluder from the DEMO renders reliably, see frames.py)."""
     with_face = [e for e in encoded if e.has_face]
     clear = [e for e in with_face if e.status == "ok"]
     pool = clear if len(clear) >= min(most, len(with_face)) else with_face
