@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fit.camera import axis_angle, euler_rotation, project
+from ..fit.camera import axis_angle, euler_rotation, project, rotation_angle_deg, rotation_matrix
 from ..fit.synthetic import OCCLUDER_RGB, ground_truth_texture
 from ..flame.layer import FlameLayer
 from ..flame.model_data import FlameModelData
@@ -39,6 +39,8 @@ class SyntheticClip:
     frames: list[np.ndarray]  # (H, W, 3) uint8
     expression_vertices: np.ndarray  # (T, V, 3) model frame: truth minus its neutral
     occluded: np.ndarray  # (T,) bool: the bar covers the mouth
+    poses: np.ndarray  # (T, 6) the true head pose, the sequence result's convention
+    camera: np.ndarray  # (3,) f, cx, cy
 
 
 def expression_track(
@@ -82,13 +84,14 @@ def render_clip(
     occluded = np.zeros(n_frames, bool)
     occluded[n_frames // 3 : 2 * n_frames // 3] = True
     camera = np.array([focal, width / 2.0, height / 2.0])
-    frames = []
+    frames, poses = [], []
     for i in range(n_frames):
         phase = 2 * math.pi * i / max((period or n_frames) - 1, 1)
         rotation = euler_rotation(np.radians([6 * math.sin(phase * 1.5), 18 * math.sin(phase), 3 * math.sin(phase)]))
         centre = landmarks[i, [27, 30, 33]].mean(axis=0)
         translation = np.array([0.01 * math.sin(phase), 0.0, -depth]) - rotation @ centre
         pose = np.concatenate([axis_angle(rotation), translation])
+        poses.append(pose)
         pinhole = PinholeCamera(tuple(pose.tolist()), focal, width / 2.0, height / 2.0, width, height)
         image = render_mesh(vertices[i], head.faces, width=width, height=height, camera=pinhole, ambient=0.5,
                             background=(90, 110, 130), texture=(texture, head.uv, head.uv_faces))  # fmt: skip
@@ -97,7 +100,7 @@ def render_clip(
             points5 = np.stack([xy[36:42].mean(0), xy[42:48].mean(0), xy[30], xy[48], xy[54]])
             image = draw_bar(image, points5, "mouth", OCCLUDER_RGB)
         frames.append(image)
-    return SyntheticClip(frames, vertices - neutral[None], occluded)
+    return SyntheticClip(frames, vertices - neutral[None], occluded, np.stack(poses), camera)
 
 
 def write_clip(clip: SyntheticClip, folder: Path) -> Path:
@@ -119,6 +122,8 @@ class SequenceScores:
     first_occluded_error_mm: float
     neutral_error_mm: float  # the identity's neutral face on every frame: what ignoring the pixels scores
     oracle_error_mm: float  # each frame's hypothesis nearest the truth: the best any choice could do
+    rotation_error_deg: float  # median over frames of the head rotation's angle to the truth
+    focal_error: float  # the clip camera's focal length / the true one - 1
 
     def table(self) -> str:
         rows = [("chosen path", self.path_error_mm, self.path_occluded_error_mm, self.path_jitter_mm),
@@ -128,7 +133,8 @@ class SequenceScores:
         lines += [f"| {name} | {e:.3f} | {o:.3f} | {j:.3f} |" for name, e, o, j in rows]
         return "\n".join(lines) + (
             f"\n\ntruth's own jitter {self.truth_jitter_mm:.3f} mm; {self.frames} frames; neutral face "
-            f"{self.neutral_error_mm:.3f} mm, nearest hypothesis (oracle) {self.oracle_error_mm:.3f} mm"
+            f"{self.neutral_error_mm:.3f} mm, nearest hypothesis (oracle) {self.oracle_error_mm:.3f} mm; head "
+            f"rotation {self.rotation_error_deg:.1f}° (median), focal length {100 * self.focal_error:+.0f} %"
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -169,7 +175,15 @@ def score_sequence(sequence: SequenceResult, clip: SyntheticClip, front: np.ndar
         truth_jitter_mm=truth_jitter, path_occluded_error_mm=float(path_errors[occ].mean()),
         first_occluded_error_mm=float(first_errors[occ].mean()),
         neutral_error_mm=float(_errors(np.zeros_like(truth), truth).mean()), oracle_error_mm=float(np.mean(oracle)),
+        rotation_error_deg=float(np.median(rotation_errors_deg(sequence.frame_head_pose, clip.poses))),
+        focal_error=float(sequence.camera[0] / clip.camera[0] - 1.0),
     )  # fmt: skip
+
+
+def rotation_errors_deg(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(T,) angle of the rotation between each predicted head pose and the true one, degrees."""
+    pairs = zip(np.asarray(predicted, np.float64), np.asarray(truth, np.float64), strict=True)
+    return np.array([rotation_angle_deg(rotation_matrix(p[:3]), rotation_matrix(q[:3])) for p, q in pairs])
 
 
 def sweep(output: SequenceOutput, clip: SyntheticClip, model: FlameModelData, settings: list[tuple[float, float]]
