@@ -489,12 +489,6 @@ RECONSTRUCT_ARGS: dict[str, ArgSpec] = {
 }
 
 
-def _boolean(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ArgumentError(f"'{name}' must be true or false, got {_shown(value)}")
-    return value
-
-
 #: Every argument a ``sequence`` request may carry (the same checkers as ``reconstruct``).
 SEQUENCE_ARGS: dict[str, ArgSpec] = {
     "source": ArgSpec(_image_path, required=True),
@@ -511,7 +505,7 @@ SEQUENCE_ARGS: dict[str, ArgSpec] = {
     "jaw_scale": ArgSpec(number(0.0, 2.0), 0.5),
     "smoothness": ArgSpec(number(0.0, 1000.0), 0.1),
     "smoothing": ArgSpec(number(0.0, 30.0), 1.0),
-    "keep_hypotheses": ArgSpec(_boolean, True),
+    "keep_hypotheses": ArgSpec(boolean, True),
     "device": ArgSpec(choice(lambda: DEVICES), "auto"),
     "eta": ArgSpec(number(0.0, 1.0), extra=True),
     "preset": ArgSpec(choice(_preset_names), extra=True),
