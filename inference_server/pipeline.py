@@ -29,12 +29,14 @@ from .fit.step import fit_photo
 from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
 from .hypotheses import checked_order, order_expressions, per_vertex_spread
-from .identity_stage import IdentityConditions, sample_and_rank_identities
+from .identity_stage import sample_and_rank_identities
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
-from .preprocess.crops import ArcFaceCrop, FarlCrop, arcface_crop, farl_crop
+from .photo_inputs import Encodings as Encodings  # re-exported: tests and benchmarks import it from here
+from .photo_inputs import encode as encode
+from .photo_inputs import encode_photos, load_photos, photos_meta, prepare_photos, request_paths
+from .preprocess.crops import ArcFaceCrop, FarlCrop
 from .preprocess.detect import FaceDetection, FaceDetector
-from .preprocess.face_box import crop_box
-from .preprocess.image import LoadedImage, load_image
+from .preprocess.image import LoadedImage
 from .preprocess.input_checks import input_warnings
 from .presets import apply_preset
 from .protocol import ReconstructArgs
@@ -67,15 +69,6 @@ class StageClock:
         if self._stage is not None:
             self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + time.perf_counter() - self._t0
             self._stage = None
-
-
-@dataclass
-class Encodings:
-    """The image conditions, one row each: computed once per image, never per sample."""
-
-    idgen: torch.Tensor  # (1, 512) normalised ArcFace of IdGen's encoder
-    expgen: torch.Tensor  # (1, 1024) [FaRL ‖ ArcFace] of ExpGen's encoders
-    idrank: torch.Tensor  # (1, 1024) [FaRL ‖ ArcFace] of IdRank's encoders
 
 
 @dataclass
@@ -186,6 +179,7 @@ class Reconstructor:
                 "timings": output.seconds,
                 "demo": res.demo,
                 "detection": output.detection.method,
+                "n_photos": int(res.meta["identity_pooling"]["n_photos"]),
             },
         }
 
@@ -215,27 +209,28 @@ class Reconstructor:
                 raise CancelledError()
 
         clock.start("load")
-        progress("load", 0, 1, Path(args.image).name)
+        paths = request_paths(args)
+        progress("load", 0, len(paths) + 1, Path(args.image).name)
         check_output_path(args.output)
-        image = load_image(args.image)
+        images = load_photos(paths, lambda d, t, m: progress("load", d, t + 1, m))
         bundle = self.bundle(device)
         flame = self.flame_layer(bundle, device)
-        progress("load", 1, 1, f"{image.width}x{image.height}")
+        progress("load", len(paths) + 1, len(paths) + 1, f"{images[0].width}x{images[0].height}")
         check()
 
         clock.start("detect")
-        progress("detect", 0, 1, "points given" if args.points else "finding the face")
-        detection = self.detector().detect(image, box=args.box, points=args.points, face=args.face)
-        arc = arcface_crop(image.rgb, detection.points5, self.channel_order)  # type: ignore[arg-type]
+        progress("detect", 0, len(paths), "points given" if args.points else "finding the face")
         # The DEMO weights were trained on five-point boxes; the official ones on SCRFD's (face_box.py).
-        far = farl_crop(image.rgb, crop_box(detection.box, detection.points5, "five_point" if bundle.demo else "scrfd"))
-        progress("detect", 1, 1, detection.method)
+        photos = prepare_photos(
+            images, self.detector(), args, box_convention="five_point" if bundle.demo else "scrfd",
+            channel_order=self.channel_order, step=lambda d, t, m: progress("detect", d, t, m),  # type: ignore[arg-type]
+        )  # fmt: skip
+        image, detection, arc, far = photos[0].image, photos[0].detection, photos[0].arcface, photos[0].farl
         check()
 
         clock.start("encode")
-        progress("encode", 0, 1, "")
-        enc = encode(bundle, arc, far, device)
-        progress("encode", 1, 1, "")
+        progress("encode", 0, len(paths), "")
+        enc, conditions = encode_photos(bundle, photos, device, lambda d, t, m: progress("encode", d, t, m))
         check()
 
         sampler = args.sampler
@@ -253,7 +248,7 @@ class Reconstructor:
             progress(stage, done, total, message)
 
         ranked = sample_and_rank_identities(
-            bundle, flame, IdentityConditions(idgen=enc.idgen, idrank=enc.idrank), n_per_photo=args.n_shapes,
+            bundle, flame, conditions, n_per_photo=args.n_shapes,
             top_k=args.top_k, sampler=variant, steps=steps, eta=eta, seed=args.seed, device=device,
             progress=identity_progress, should_cancel=should_cancel,
         )  # fmt: skip
@@ -317,7 +312,7 @@ class Reconstructor:
         progress("write", 0, 1, Path(args.output).name)
         clock.stop()
         meta = self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
-        meta |= photo_fit.meta() | texture_meta
+        meta |= photo_fit.meta() | texture_meta | photos_meta(photos, ranked, args.seed)
         meta["warnings"] = meta["warnings"] + photo_fit.warnings + texture_warnings  # after the input warnings
         result = ReconstructionResult(
             meta=meta,
@@ -430,15 +425,6 @@ def check_output_path(output: str) -> None:
         raise BadRequestError(f"cannot create the output folder {str(parent)!r} ({exc.strerror})", fix) from None
     if not os.access(parent, os.W_OK):
         raise BadRequestError(f"the output folder {str(parent)!r} is not writable", fix)
-
-
-def encode(bundle: ModelBundle, arc: ArcFaceCrop, far: FarlCrop, device: torch.device) -> Encodings:
-    """Run every distinct encoder once on the single crop (never on tiled copies, never twice)."""
-    blob = torch.from_numpy(np.ascontiguousarray(arc.blob))[None].to(device)
-    img = torch.from_numpy(np.ascontiguousarray(far.tensor))[None].to(device)
-    with torch.no_grad():
-        idgen, expgen, idrank = bundle.contexts(blob, img)
-        return Encodings(idgen=idgen, expgen=expgen, idrank=idrank)
 
 
 def sample_coefficients(

@@ -77,6 +77,11 @@ TEMP_NAME_OVERHEAD: Final = 24
 #: Most frames one ``sequence`` request may process (sequence_result.MAX_FRAMES: 3,000 frames of the DEMO
 #: head's 16,434 vertices are 592 MB of meshes, under the result reader's 640 MiB per-array limit).
 MAX_SEQUENCE_FRAMES: Final = 3000
+#: Most extra photos of the same person in one ``reconstruct`` (``photos``); the main ``image`` is one more.
+MAX_EXTRA_PHOTOS: Final = 15
+#: Most identity samples one job holds in memory: ``n_shapes`` × the number of photos (a neutral mesh
+#: each, ~60 kB for FLAME: 600 MB at the bound, as a single-photo job with the largest ``n_shapes``).
+MAX_POOLED_SHAPES: Final = 10_000
 #: Where the worker never reads a photo nor writes a file: kernel file systems (it may run as root).
 SPECIAL_FOLDERS: Final = ("/proc", "/sys", "/dev")
 
@@ -109,6 +114,7 @@ class ReconstructArgs:
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float], ...] | None = None
     face: int | None = None  # which detected face (0: nearest the centre, the default)
+    photos: tuple[str, ...] = ()  # extra photos of the same person: they add to the identity only
     n_shapes: int = 100
     n_expressions: int = 100
     top_k: int = 10
@@ -415,6 +421,19 @@ def _image_path(value: Any, name: str) -> str:
     return _plain_path(value, name)
 
 
+def _photo_list(value: Any, name: str) -> tuple[str, ...]:
+    """Extra photo paths: a list of at most MAX_EXTRA_PHOTOS paths, each checked like ``image``, none repeated."""
+    if not isinstance(value, list):
+        raise ArgumentError(f"'{name}' must be a list of photo paths, got {_shown(value)}")
+    if len(value) > MAX_EXTRA_PHOTOS:
+        raise ArgumentError(f"'{name}' holds {len(value)} photos; at most {MAX_EXTRA_PHOTOS} extra photos are taken")
+    paths = tuple(_image_path(item, f"{name}[{i}]") for i, item in enumerate(value))
+    for i, path in enumerate(paths):
+        if path in paths[:i]:
+            raise ArgumentError(f"'{name}[{i}]' repeats {_shown(path)}; give each photo once")
+    return paths
+
+
 def _output_path(value: Any, name: str) -> str:
     """The result file: a ``.npz`` whose temporary name still fits, in a folder that exists or can be made."""
     path = _plain_path(value, name)
@@ -472,6 +491,7 @@ RECONSTRUCT_ARGS: dict[str, ArgSpec] = {
     "box": ArgSpec(_box),
     "points": ArgSpec(_points),
     "face": ArgSpec(integer(0, 1000)),
+    "photos": ArgSpec(_photo_list, ()),
     "n_shapes": ArgSpec(integer(1, 10_000), 100),
     "n_expressions": ArgSpec(integer(1, 10_000), 100),
     "top_k": ArgSpec(integer(1, 10_000), 10),
@@ -515,6 +535,14 @@ SEQUENCE_ARGS: dict[str, ArgSpec] = {
 def _cross_checks(values: dict[str, Any]) -> None:
     if values["top_k"] > values["n_shapes"]:
         raise ArgumentError(f"'top_k' ({values['top_k']}) cannot exceed 'n_shapes' ({values['n_shapes']})")
+    if values["image"] in values["photos"]:
+        raise ArgumentError(f"'photos' repeats the main 'image' {_shown(values['image'])}; list only the other photos")
+    n_photos = 1 + len(values["photos"])
+    if values["n_shapes"] * n_photos > MAX_POOLED_SHAPES:
+        raise ArgumentError(
+            f"'n_shapes' ({values['n_shapes']}) × {n_photos} photos is more than {MAX_POOLED_SHAPES} identity "
+            f"samples; lower 'n_shapes' to at most {MAX_POOLED_SHAPES // n_photos}"
+        )
 
 
 def _checked_args(request: Request, table: dict[str, ArgSpec]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -84,6 +84,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     rec = subparsers.add_parser("reconstruct", help="reconstruct one photo into a folder of results")
     rec.add_argument("photo", type=Path)
     rec.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    rec.add_argument("--photos", type=Path, nargs="+", default=[], metavar="PHOTO",
+                     help="more photos of the same person: the identity is pooled over all photos; expressions, "
+                     "fit, texture and camera come from PHOTO")  # fmt: skip
     _add_asset_flags(rec)
     _add_run_flags(rec)
     _add_job_flags(rec)
@@ -190,6 +193,7 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int
         box=tuple(args.box) if args.box else None,
         points=points,
         face=args.face if face is None else face,
+        photos=tuple(str(p) for p in getattr(args, "photos", ())),
         n_shapes=args.n_shapes,
         n_expressions=args.n_expressions,
         top_k=min(args.top_k, args.n_shapes),
@@ -227,11 +231,23 @@ def _reconstruct_one(
     print(f"  result file:   {output.path}")
     print(f"  identities:    {len(result.identity_params)} kept of {result.meta['n_shapes']} (top scores {scores})")
     print(f"  expressions:   {len(result.expression_params)}")
+    _print_photo_scores(result.meta)
     print("\n".join(face_lines(output.detection, result.meta.get("warnings") or [])))
     if not args.no_contact_sheet:
         print(f"  contact sheet: {out_dir / 'contact_sheet.png'}")
     if result.demo:
         print("  NOTE: DEMO assets were used (the ICT Face Model DEMO head and demo weights, not FLAME/OFER).")
+
+
+def _print_photo_scores(meta: dict[str, Any]) -> None:
+    """With several photos: each photo's own score of the chosen identity (how well it fits that view)."""
+    photos = meta.get("photos") or []
+    if len(photos) < 2:
+        return
+    print(f"  identity pooled over {len(photos)} photos; each photo's score of the chosen identity:")
+    for i, photo in enumerate(photos):
+        name, score, rank = Path(photo["path"]).name, photo["identity_score"], photo["identity_rank"]
+        print(f"    {i + 1}. {name:<32} p={score:.3f}, rank {rank} for this photo alone ({photo['role']})")
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
