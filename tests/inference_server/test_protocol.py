@@ -66,6 +66,12 @@ def test_reconstruct_defaults() -> None:
     assert parsed.box is None and parsed.points is None
 
 
+def test_reconstruct_extra_photos() -> None:
+    assert parse_reconstruct_args(_reconstruct()).photos == ()
+    parsed = parse_reconstruct_args(_reconstruct(photos=["b.jpg", "side view.png"], n_shapes=3333))
+    assert parsed.photos == ("b.jpg", "side view.png") and parsed.image == "a.jpg"
+
+
 def test_reconstruct_box_and_points() -> None:
     pts = [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40.5]]
     parsed = parse_reconstruct_args(_reconstruct(box=[1, 2, 30.5, 40], points=pts))
@@ -89,6 +95,15 @@ def test_reconstruct_box_and_points() -> None:
         ({"seed": -1}, "seed"),
         ({"jaw_scale": "big"}, "jaw_scale"),
         ({"device": "tpu"}, "device"),
+        ({"photos": "b.jpg"}, "list of photo paths"),
+        ({"photos": ["b.jpg", ""]}, "'photos[1]'"),
+        ({"photos": ["b.jpg", 7]}, "'photos[1]'"),
+        ({"photos": ["b.jpg", "c\x00.jpg"]}, "'photos[1]' holds a NUL"),
+        ({"photos": ["/proc/self/environ"]}, "'photos[0]' is on a kernel file system"),
+        ({"photos": [f"{i}.jpg" for i in range(16)]}, "at most 15 extra photos"),
+        ({"photos": ["b.jpg", "c.jpg", "b.jpg"]}, "'photos[2]' repeats 'b.jpg'"),
+        ({"photos": ["a.jpg"]}, "repeats the main 'image'"),
+        ({"photos": ["b.jpg"], "n_shapes": 5001}, "at most 5000"),
     ],
 )
 def test_reconstruct_argument_errors_name_the_argument(args: dict[str, object], word: str) -> None:

@@ -83,3 +83,22 @@ def test_flame_controls_flag_reaches_the_request(tmp_path: Path) -> None:
     for flags, expected in (([], None), (["--flame-controls"], True)):
         args = build_parser().parse_args(["reconstruct", str(SAMPLE), "-o", str(tmp_path), *flags])
         assert _job_request(args, SAMPLE, tmp_path).extra.get("flame_controls") is expected
+
+
+def test_reconstruct_pools_the_identity_over_extra_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from skimage import data
+
+    side = tmp_path / "plain.png"
+    Image.fromarray(data.astronaut()).save(side)
+    out = tmp_path / "o"
+    assert main(["reconstruct", str(SAMPLE), "--photos", str(side), "-o", str(out), "--no-contact-sheet", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "identity pooled over 2 photos" in printed and "plain.png" in printed
+    meta = read_result(out / "result.npz").meta
+    assert [p["path"] for p in meta["photos"]] == [str(SAMPLE.resolve()), str(side.resolve())]
+    assert meta["identity_pooling"]["n_samples"] == 16
+    # A copy of the main photo under another name is refused, naming both.
+    shutil.copy(SAMPLE, tmp_path / "again.jpg")
+    code = main(["reconstruct", str(SAMPLE), "--photos", str(tmp_path / "again.jpg"), "-o", str(out), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "photo 2 of 2 (again.jpg) is the same picture as photo 1 of 2" in err
