@@ -215,9 +215,16 @@ class SyntheticRenderer:
         jaw[0] = abs(rng.normal(0.0, c.jaw_open_std))
         return {"shape": shape, "expression": expression, "jaw": jaw}
 
-    def render(self, rng: np.random.Generator) -> SyntheticSample:
+    def render(
+        self, rng: np.random.Generator, *, shape: np.ndarray | None = None, occluder: str | None = None
+    ) -> SyntheticSample:
+        """One random sample; ``shape`` fixes the identity and ``occluder`` the occluder (a name of
+        :data:`OCCLUDERS` or "none"), e.g. for several views of one person. Without them the random draws
+        are the data set's."""
         c, size = self.config, self.config.size
         params = self.draw_parameters(rng)
+        if shape is not None:
+            params["shape"] = np.asarray(shape, dtype=np.float64).reshape(N_SHAPE)
         yaw = float(rng.uniform(-c.max_yaw_deg, c.max_yaw_deg))
         pitch = float(rng.uniform(-c.max_pitch_deg, c.max_pitch_deg))
         with torch.no_grad():
@@ -252,9 +259,10 @@ class SyntheticRenderer:
 
         face_pixels = np.isin(raster.triangle, self.front_faces)
         name, alpha = "none", np.zeros((size, size), np.float32)
-        if rng.random() >= c.no_occluder_probability:
+        wanted = rng.random() >= c.no_occluder_probability
+        if wanted if occluder is None else occluder != "none":
             for _ in range(8):  # redraw until the occluder hides at most max_occlusion of the face
-                name = str(rng.choice(sorted(OCCLUDERS)))
+                name = occluder or str(rng.choice(sorted(OCCLUDERS)))
                 seed = int(rng.integers(2**31))
                 alpha = occluder_alpha(OCCLUDERS[name], (size, size), points5, seed)
                 if _fraction(alpha, face_pixels) <= c.max_occlusion:
