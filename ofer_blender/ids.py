@@ -25,6 +25,9 @@ OT_CLEAR_FACE_MARKS: Final = "ofer.clear_face_marks"
 OT_CLICK_FACE_POINTS: Final = "ofer.click_face_points"
 OT_FIND_FACES: Final = "ofer.find_faces"
 OT_CHOOSE_FACE: Final = "ofer.choose_face"
+OT_ADD_PHOTOS: Final = "ofer.add_photos"
+OT_REMOVE_PHOTO: Final = "ofer.remove_photo"
+OT_CLEAR_PHOTOS: Final = "ofer.clear_photos"
 OT_TEST_WORKER: Final = "ofer.test_worker"
 OT_OPEN_LOG: Final = "ofer.open_log"
 OT_CREATE_MANAGED_ENV: Final = "ofer.create_managed_env"
@@ -38,6 +41,7 @@ PT_HYPOTHESES: Final = "OFER_PT_hypotheses"
 PT_EXPORT: Final = "OFER_PT_export"
 PT_FACE_MARKS: Final = "OFER_PT_face_marks"
 UL_IDENTITIES: Final = "OFER_UL_identities"
+UL_PHOTOS: Final = "OFER_UL_photos"
 
 # Properties attached to Blender types
 OBJECT_PROP: Final = "ofer"  # bpy.types.Object.ofer: per-object hypothesis state (saved, keyframable)

@@ -18,6 +18,7 @@ from . import face_marks, ids
 from .bl_typing import OperatorResult, ReportLevel
 from .importer import ResultImportError, import_result, import_warnings
 from .job import JobState, ReconstructJob
+from .ops_photos import extra_photo_paths
 from .paths import user_folder
 from .preferences import get_preferences, worker_launch
 from .session import SESSION
@@ -34,7 +35,9 @@ def _find_image(path: str) -> bpy.types.Image | None:
     return None
 
 
-def _request_args(settings: Any, prefs: Any, image_path: str, image: bpy.types.Image | None) -> dict[str, Any]:
+def _request_args(
+    settings: Any, prefs: Any, image_path: str, image: bpy.types.Image | None, photos: list[str]
+) -> dict[str, Any]:
     stem = Path(image_path).stem or "photo"
     output = user_folder("results") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns() % 10**6}.npz"
     args: dict[str, Any] = {
@@ -56,6 +59,8 @@ def _request_args(settings: Any, prefs: Any, image_path: str, image: bpy.types.I
     if settings.flame_controls:
         args["flame_controls"] = True  # the bases the import needs for FLAME's own keys (flame_controls.py)
     args.update(face_marks.request_marks(image))
+    if photos:
+        args["photos"] = photos  # the identity is pooled over these and the main photo
     return args
 
 
@@ -160,12 +165,17 @@ class OFER_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         prefs = get_preferences(context)
         settings = getattr(context.scene, ids.SCENE_PROP)
+        photos = extra_photo_paths(settings, image_path)
+        missing = [p for p in photos if not Path(p).is_file()]
+        if missing:
+            self.report({"ERROR"}, f"The extra photo '{missing[0]}' does not exist: remove it from the extra photos")
+            return {"CANCELLED"}
         timeout = self.timeout or prefs.worker_timeout
         try:
             command, env = worker_launch(prefs)
             client = SESSION.client_for(command, user_folder("logs"), env)
             runner = SESSION.runner_for(client, timeout, prefs.cancel_grace)
-            runner.start(_request_args(settings, prefs, image_path, image))
+            runner.start(_request_args(settings, prefs, image_path, image, photos))
         except WorkerUnavailableError as exc:
             SESSION.last_report = str(exc)
             self.report({"ERROR"}, str(exc))

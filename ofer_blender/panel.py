@@ -10,6 +10,7 @@ import bpy
 
 from . import face_list, face_marks, flame_controls, hypotheses, ids, worker_status_ui
 from .ops_export import result_object
+from .ops_photos import draw_extra_photos
 from .preferences import get_preferences
 from .session import SESSION
 
@@ -63,6 +64,7 @@ class OFER_PT_reconstruct(bpy.types.Panel):
             text="Face: " + ("five points" if "points" in marks else "box" if "box" in marks else "detected"),
             icon="FACESEL",
         )
+        draw_extra_photos(layout, settings)
         box = layout.box()
         box.row().prop(settings, "preset", expand=True)
         if settings.preset == "CUSTOM":
@@ -101,6 +103,9 @@ def result_warning_lines(obj: Any) -> list[tuple[str, str]]:
         score = "no detector score" if confidence is None else f"confidence {confidence:.2f}"
         index, count = detection.get("face_index", 0), detection.get("n_faces", 1)
         lines.append((f"Face {index} of {count} ({detection.get('method', '?')}, {score})", "FACESEL"))
+    photos = meta.get("photos") or []
+    if len(photos) > 1:
+        lines.append((f"Identity pooled over {len(photos)} photos", "RENDERLAYERS"))
     for warning in meta.get("warnings") or []:
         text = f"{warning.get('code', '')}: {warning.get('message', '')}"
         for i, part in enumerate(textwrap.wrap(text, 60)):

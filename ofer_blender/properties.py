@@ -98,6 +98,12 @@ class OFER_PG_object(bpy.types.PropertyGroup):
     )
 
 
+class OFER_PG_photo_item(bpy.types.PropertyGroup):
+    """One extra photo of the person (name: the file name shown in the list)."""
+
+    filepath: StringProperty(name="Photo file", subtype="FILE_PATH")  # type: ignore[valid-type]
+
+
 class OFER_PG_scene(bpy.types.PropertyGroup):
     """The photo and how to sample it (per scene, saved)."""
 
@@ -116,9 +122,12 @@ class OFER_PG_scene(bpy.types.PropertyGroup):
         description="Also give FLAME's own Shape, Exp and Pose keys and a free jaw (the MPI FLAME add-on's names)",
         default=False,
     )
+    #: More photos of the same person, sent as the request's ``photos`` (ops_photos.py).
+    extra_photos: CollectionProperty(type=OFER_PG_photo_item)  # type: ignore[valid-type]
+    active_extra_photo: IntProperty(default=0, min=0)  # type: ignore[valid-type]
 
 
-PROPERTY_CLASSES = (OFER_PG_identity_item, OFER_PG_object, OFER_PG_scene)
+PROPERTY_CLASSES = (OFER_PG_identity_item, OFER_PG_object, OFER_PG_photo_item, OFER_PG_scene)
 
 
 def attach() -> None:

@@ -71,6 +71,7 @@ def reconstruct(mode: str, request: protocol.Request) -> None:
     echo = {
         "request": {
             "image": args.image,
+            "photos": list(args.photos),
             "box": list(args.box) if args.box else None,
             "points": [list(p) for p in args.points] if args.points else None,
             "sampler": args.sampler,
