@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from inference_server.protocol import MAX_EXTRA_PHOTOS
+from ..inference_server.protocol import MAX_EXTRA_PHOTOS
 
 #: File name endings the file browser offers and the list takes (what the worker's loader reads).
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
