@@ -8,13 +8,16 @@ person pool the evidence:
   keeps the single-photo seed and every photo's draw is distinct and reproducible);
 - every one of the P·N pooled samples is scored by every photo's IdRank, a log-softmax over all pooled
   samples per photo (``per_photo_log_probabilities``, (P, P·N));
-- the pooled ranking sums the per-photo log-probabilities and takes a softmax: a sample ranks high only
-  when it is plausible for every view (a product of experts), so one photo's occluder or odd pose cannot
+- the pooled ranking adds, per photo, IdRank's logit and ``CONSENSUS_WEIGHT`` × the sample's log-density
+  under that photo's own IdGen cloud (``identity_consensus``: where the views' generators agree), sums over
+  photos and takes a softmax: a sample ranks high only when it is plausible for every view (a product of
+  experts, the posterior Π_p p(shape | photo_p) up to the prior), so one photo's occluder or odd pose cannot
   carry a sample that the other photos contradict.
 
-Summing log-softmaxes and then taking a softmax equals a softmax of the summed logits (each photo's
-log-normaliser is a constant over the samples), which is how it is computed: with P = 1 it is exactly
-the single-photo softmax, bit for bit.
+Per-photo log-normalisers are constants over the samples, so summing log-softmaxes or logits ranks alike.
+With P = 1 there is nothing to agree with: the ranking is the single-photo softmax, bit for bit (no density
+term). With fewer than ``MIN_SAMPLES_PER_PHOTO`` samples per photo (a long clip's frames, each with one or
+two draws) a cloud has no spread to estimate, and the ranking is IdRank's alone; ``rule`` says which.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .diffusion import sample
 from .errors import CancelledError
 from .flame.layer import FlameLayer
 from .hypotheses import top_k as top_k_indices
+from .identity_consensus import CONSENSUS_WEIGHT, MIN_SAMPLES_PER_PHOTO, RULE, RULE_IDRANK_ONLY, cloud_log_densities
 from .model_bundle import ModelBundle
 
 #: ``progress(stage, done, total, message)`` with stage ``"sample_shapes"`` then ``"rank"`` (the pipeline's own).
@@ -69,6 +73,10 @@ class RankedIdentities:
     per_photo_log_probabilities: np.ndarray  # (P, P·N) float64: log-softmax of photo p's IdRank over all samples
     source_photo: np.ndarray  # (P·N,) int: which photo's IdGen draw each sample is
     keep: np.ndarray  # (top_k,) int: indices of the best samples, best first
+    # (P, P·N) float64 log-density of each sample under each photo's IdGen cloud, None when not used
+    consensus_log_density: np.ndarray | None = None
+    consensus_weight: float = 0.0
+    rule: str = RULE_IDRANK_ONLY
 
     @property
     def n_photos(self) -> int:
@@ -132,7 +140,13 @@ def sample_and_rank_identities(
     logits64 = logits.double()  # (P, P·N)
     per_photo = torch.log_softmax(logits64, dim=1).cpu().numpy()
     # softmax(Σ_p log_softmax_p) == softmax(Σ_p logits_p): the per-photo normalisers are constants.
-    pooled = torch.softmax(logits64.sum(dim=0), dim=0).cpu().numpy()
+    summed = logits64.sum(dim=0)
+    density, weight, rule = None, 0.0, RULE_IDRANK_ONLY
+    if n_photos > 1 and n_per_photo >= MIN_SAMPLES_PER_PHOTO:
+        density = cloud_log_densities(front.reshape(front.shape[0], -1).double().cpu().numpy(), n_photos)
+        weight, rule = CONSENSUS_WEIGHT, RULE
+        summed = summed + weight * torch.from_numpy(density.sum(axis=0)).to(summed.device)
+    pooled = torch.softmax(summed, dim=0).cpu().numpy()
     keep = top_k_indices(pooled, top_k)
     progress("rank", 1, 1, f"best p={pooled[keep[0]]:.3f}")
     return RankedIdentities(
@@ -142,4 +156,7 @@ def sample_and_rank_identities(
         per_photo_log_probabilities=per_photo,
         source_photo=np.repeat(np.arange(n_photos), n_per_photo),
         keep=keep,
+        consensus_log_density=density,
+        consensus_weight=weight,
+        rule=rule,
     )

@@ -187,11 +187,15 @@ def photos_meta(photos: Sequence[PreparedPhoto], ranked: RankedIdentities, seed:
                 "identity_scores": [float(v) for v in kept],
             }
         )
+        if ranked.consensus_log_density is not None:
+            # Where the photos' generators agree: this photo's IdGen-cloud log-density of each kept identity.
+            listed[-1]["consensus_log_densities"] = [float(v) for v in ranked.consensus_log_density[i, ranked.keep]]
     pooling = {
         "n_photos": len(photos),
         "n_per_photo": n_per_photo,
         "n_samples": len(ranked.source_photo),
-        "rule": "softmax of the sum of every photo's IdRank log-softmax over all pooled samples",
+        "rule": ranked.rule,
+        "consensus_weight": ranked.consensus_weight,
         "kept_source_photo": [int(v) for v in ranked.source_photo[ranked.keep]],
     }
     return {"photos": listed, "identity_pooling": pooling}

@@ -10,6 +10,7 @@ from inference_server.assets_config import resolve_assets
 from inference_server.diffusion import sample
 from inference_server.errors import CancelledError
 from inference_server.flame.layer import FlameLayer
+from inference_server.identity_consensus import CONSENSUS_WEIGHT, RULE_IDRANK_ONLY
 from inference_server.identity_stage import (
     IdentityConditions,
     RankedIdentities,
@@ -64,6 +65,7 @@ def test_one_photo_is_exactly_the_single_photo_recipe(models: tuple[ModelBundle,
     np.testing.assert_array_equal(got.keep, np.argsort(-expected, kind="stable")[:4])
     np.testing.assert_allclose(np.exp(got.per_photo_log_probabilities[0]), expected, rtol=1e-12)
     assert got.source_photo.tolist() == [0] * 10
+    assert got.consensus_log_density is None and got.consensus_weight == 0.0  # nothing to agree with
 
 
 def test_several_photos_pool_samples_and_every_photo_scores_every_sample(
@@ -89,9 +91,23 @@ def test_several_photos_pool_samples_and_every_photo_scores_every_sample(
     top = logits.max(1, keepdims=True)
     log_p = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
     np.testing.assert_allclose(got.per_photo_log_probabilities, log_p, atol=1e-9)
-    total = log_p.sum(axis=0)
+    # Plus each photo's leave-one-out Gaussian KDE over its own 6 draws, written out sample by sample.
+    points = front.reshape(18, -1).double().numpy()
+    density = np.empty((3, 18))
+    for p in range(3):
+        centred = points[6 * p : 6 * p + 6] - points[6 * p : 6 * p + 6].mean(axis=0)
+        eig = np.clip(np.linalg.eigvalsh(centred @ centred.T / 5), 0, None)  # the covariance's nonzero spectrum
+        dim = eig.sum() ** 2 / (eig**2).sum()
+        h_sq = eig.sum() / dim * 6 ** (-2 / (dim + 4))
+        for i in range(18):
+            others = [j for j in range(6 * p, 6 * p + 6) if j != i]
+            kernels = [np.exp(-np.sum((points[i] - points[j]) ** 2) / (2 * h_sq)) for j in others]
+            density[p, i] = np.log(np.mean(kernels))
+    np.testing.assert_allclose(got.consensus_log_density, density, rtol=1e-6, atol=1e-6)
+    assert got.consensus_weight == CONSENSUS_WEIGHT > 0
+    total = logits.sum(axis=0) + CONSENSUS_WEIGHT * density.sum(axis=0)
     pooled = np.exp(total - total.max())
-    np.testing.assert_allclose(got.probabilities, pooled / pooled.sum(), atol=1e-12)
+    np.testing.assert_allclose(got.probabilities, pooled / pooled.sum(), rtol=1e-6, atol=1e-12)
     assert got.keep.tolist() == np.argsort(-total, kind="stable")[:5].tolist()
     np.testing.assert_allclose(got.kept_photo_scores(), np.exp(log_p[:, got.keep]).T, rtol=1e-9)
 
@@ -101,6 +117,10 @@ def test_progress_counts_every_photo_and_cancel_stops(models: tuple[ModelBundle,
     sampling = [(d, t) for s, d, t in got.events if s == "sample_shapes"]  # type: ignore[attr-defined]
     assert len(sampling) == 12 and sampling[-1] == (12, 12)
     assert [e for e in got.events if e[0] == "rank"] == [("rank", 0, 1), ("rank", 1, 1)]  # type: ignore[attr-defined]
+    # 3 draws a photo (a clip's frames) leave no cloud to estimate a density from: IdRank's pooling alone.
+    assert got.consensus_log_density is None and got.rule == RULE_IDRANK_ONLY
+    total = got.per_photo_log_probabilities.sum(axis=0)
+    np.testing.assert_allclose(got.probabilities, np.exp(total - total.max()) / np.exp(total - total.max()).sum())
     calls = iter(range(1000))
     with pytest.raises(CancelledError):
         _run(models, _conditions(2), 3, cancel=lambda: next(calls) >= 8)

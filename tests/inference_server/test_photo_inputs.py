@@ -69,11 +69,16 @@ def test_every_photo_is_recorded_and_scores_the_chosen_identity(pooled: tuple, v
     pooling = back.meta["identity_pooling"]
     assert pooling["n_photos"] == 3 and pooling["n_samples"] == 18
     assert [p["samples"] for p in photos] == [[0, 6], [6, 12], [12, 18]]
-    # The pooled score is the product of the photos' own scores, renormalised: check it on the kept pairs.
+    # The pooled score is the product of the photos' own scores times exp(w · their clouds' log-densities),
+    # renormalised: check it on the kept pairs.
     own = np.array([p["identity_scores"] for p in photos])  # (P, K)
+    agree = np.array([p["consensus_log_densities"] for p in photos])  # (P, K)
+    weight = pooling["consensus_weight"]
+    assert weight > 0 and "KDE" in pooling["rule"]
     for k in range(1, len(back.identity_scores)):
         ratio = back.identity_scores[0] / back.identity_scores[k]
-        np.testing.assert_allclose(ratio, np.prod(own[:, 0] / own[:, k]), rtol=1e-4)
+        expected = np.prod(own[:, 0] / own[:, k]) * np.exp(weight * (agree[:, 0] - agree[:, k]).sum())
+        np.testing.assert_allclose(ratio, expected, rtol=1e-4)
     assert [p["identity_score"] for p in photos] == pytest.approx(own[:, 0].tolist())
     assert all(p["identity_rank"] >= 1 for p in photos)
 
