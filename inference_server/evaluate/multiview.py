@@ -10,7 +10,9 @@ Per triple, from one pooled draw (N samples from each view, view p with seed ``p
 
 - **single** (per view): the sample that view's IdRank ranks first among that view's own N samples — exactly
   what a single-photo reconstruction of that view with that seed returns;
-- **pooled**: the sample the pooled ranking (every view scores every sample) ranks first among all P·N;
+- **pooled**: the sample the pooled ranking ranks first among all P·N (every view's IdRank scores every
+  sample, plus each sample's density under every view's own IdGen cloud: ``identity_consensus``); also the
+  pooled choice of the **IdRank terms alone** (the rule before the density term), from the same draw;
 - references: the **mean of the single choices** as one mesh (a naive fusion), view 0 alone ranking P·N
   samples of its own (**more samples**: separates "more views" from "more samples"), and the **oracle** (the
   pool's best sample).
@@ -56,6 +58,7 @@ class MultiviewResult:
     triples: int
     views: int
     pooled_mm: float
+    pooled_idrank_only_mm: float  # the pooled choice without the density term (summed IdRank log-probabilities)
     single_mean_mm: float  # the mean over views of each single photo's choice: the acceptance comparison
     single_best_view_mm: float  # the best single view per triple (needs the ground truth to pick)
     fused_singles_mm: float  # the mean mesh of the single choices
@@ -67,7 +70,8 @@ class MultiviewResult:
 
     def table(self) -> str:
         rows = [
-            ("pooled identity (every view scores every sample)", self.pooled_mm),
+            ("pooled identity (every view's IdRank + where the views' IdGen samples agree)", self.pooled_mm),
+            ("pooled identity, IdRank terms alone (every view scores every sample)", self.pooled_idrank_only_mm),
             ("single photo, mean over the views", self.single_mean_mm),
             ("single photo, best view (chosen with the ground truth)", self.single_best_view_mm),
             ("mean mesh of the single-photo choices", self.fused_singles_mm),
@@ -125,6 +129,7 @@ def _triple_errors(
     alone_mm = alone.neutral[alone.keep[:1]][:, front].double().cpu().numpy() * 1000.0
     return {
         "pooled": float(errors[pooled.keep[0]]),
+        "pooled_idrank_only": float(errors[int(np.argmax(pooled.per_photo_log_probabilities.sum(axis=0)))]),
         "single": [float(errors[i]) for i in single],
         "fused_singles": float(vertex_errors_mm(fused, truth_mm)[0]),
         "more_samples": float(vertex_errors_mm(alone_mm, truth_mm)[0]),
@@ -165,6 +170,7 @@ def run_multiview(
         triples=len(rows),
         views=settings.views,
         pooled_mm=float(pooled.mean()),
+        pooled_idrank_only_mm=float(np.mean([r["pooled_idrank_only"] for r in rows])),
         single_mean_mm=float(singles.mean()),
         single_best_view_mm=float(singles.min(axis=1).mean()),
         fused_singles_mm=float(np.mean([r["fused_singles"] for r in rows])),

@@ -80,4 +80,30 @@ def test_single_errors_are_single_photo_reconstructions_and_pooled_is_reported(
     assert result.single_best_view_mm == pytest.approx(singles.min(axis=1).mean())
     assert result.pooled_mm == pytest.approx(pooled.mean())
     assert result.pooled_better == int(np.sum(pooled < singles.mean(axis=1)))
-    assert f"| pooled identity (every view scores every sample) | {result.pooled_mm:.3f} |" in result.table()
+    assert f"| {result.pooled_mm:.3f} |" in result.table().splitlines()[2]  # the pooled row comes first
+
+
+def test_acceptance_pooled_identity_beats_the_mean_single_photo(models: tuple[ModelBundle, FlameLayer]) -> None:
+    """Issue 18: on synthetic triples the pooled identity error is below the mean of the single-photo errors.
+
+    Small settings (6 triples, 12 samples a view, 8 DDIM steps, 96 px) so it runs in seconds; on such
+    4-triple sets the ratio pooled / mean single measured 0.81–1.08 (seeds 11–16), 0.87 over all 24, and
+    0.70–0.78 at the README's settings — so 6 triples with a 5 % margin, not a hair-thin one.
+    """
+    bundle, flame = models
+    renderer = SyntheticRenderer(bundle.flame, SyntheticConfig(size=96))
+    front = torch.as_tensor(bundle.front_indices)
+    n, pooled, singles = 12, [], []
+    for t in range(6):
+        shape, views = render_views(renderer, np.random.default_rng([11, t]), 3)
+        truth = flame.neutral(torch.as_tensor(shape[None])).vertices[0, front].double().numpy() * 1000.0
+        got = sample_and_rank_identities(
+            bundle, flame, view_conditions(bundle, views, "BGR", CPU), n_per_photo=n, top_k=1, sampler="ddim",
+            steps=8, eta=1.0, seed=11 + 1000 * t, device=CPU, progress=lambda *a: None, should_cancel=lambda: False,
+        )  # fmt: skip
+        errors = np.linalg.norm(got.neutral[:, front].double().numpy() * 1000.0 - truth, axis=-1).mean(axis=1)
+        log_p = got.per_photo_log_probabilities
+        # A single photo's choice: its own IdRank's best of its own n draws (what a one-photo run returns).
+        singles.append(np.mean([errors[p * n + int(np.argmax(log_p[p, p * n : (p + 1) * n]))] for p in range(3)]))
+        pooled.append(errors[got.keep[0]])
+    assert np.mean(pooled) < 0.95 * np.mean(singles), (pooled, singles)
