@@ -103,6 +103,7 @@ def test_several_photos_pool_samples_and_every_photo_scores_every_sample(
             others = [j for j in range(6 * p, 6 * p + 6) if j != i]
             kernels = [np.exp(-np.sum((points[i] - points[j]) ** 2) / (2 * h_sq)) for j in others]
             density[p, i] = np.log(np.mean(kernels))
+    assert got.consensus_log_density is not None
     np.testing.assert_allclose(got.consensus_log_density, density, rtol=1e-6, atol=1e-6)
     assert got.consensus_weight == CONSENSUS_WEIGHT > 0
     total = logits.sum(axis=0) + CONSENSUS_WEIGHT * density.sum(axis=0)
