@@ -4,11 +4,10 @@ Why a separate path from ``trainer.py``: with IdGen and the encoders frozen, eve
 MLP is a fixed function of the image, so the ranker can be iterated on in seconds per hundred steps. The
 samples are drawn as the benchmark and the worker draw them (DDIM 25, η = 1), so training matches inference.
 
-Two choices that made the DEMO ranker learn (demo-weights/6; demo-weights/5 stayed at a ListNet loss of ln 32):
+What made the DEMO ranker learn (demo-weights/6; demo-weights/5 stayed at a ListNet loss of ln 32):
 
-* **The target temperature matches the spread of the errors.** Within one image the N sample errors differ
-  by about 1 mm (std), so softmax(−e / 1 mm) is nearly uniform; ``temperature_mm`` 0.3 gives a target that
-  points at the good samples.
+* **Renders IdGen never saw** (the caller's choice, ``train/demo.py``): on its own training renders IdGen's
+  samples sit near the truth and a ranker learns to trust them; on new faces they do not.
 * **The first layer sees each sample itself, relative to the mean head, in units of a few mm.** The rank
   input is [mean ‖ P_i − mean]; equal weights on both halves read P_i, and the mean head is folded into the
   bias. Training runs on (x − [mean head ‖ 0]) / ``input_scale_mm`` with the context divided by its
@@ -45,7 +44,7 @@ class RankFitSettings:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    temperature_mm: float = 0.3
+    temperature_mm: float = 1.0
     input_scale_mm: float = 4.0
     seed: int = 0
 
