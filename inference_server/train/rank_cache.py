@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ import torch
 from ..checkpoints import LoadedNetworks
 from ..diffusion import sample
 from ..flame.layer import FlameLayer
-from ..nets.idrank import IdRank, build_rank_input
+from ..nets.idrank import IdRank, RankLayer, build_rank_input
 from .datasets import CropDataset, read_index
 from .initialisation import start_on_deviations
 
@@ -154,11 +155,12 @@ def _start_on_samples(rank_net: IdRank, input_scale_mm: float) -> None:
     """``start_on_deviations``, then the mean half gets the deviation half's weights (the layer reads P_i)
     and the context's FiLM weights start at zero (sigmoid(0) = ½ everywhere: blind to the photo)."""
     start_on_deviations(rank_net)
-    first = rank_net.ranklayers[0].mlp
+    layers = _rank_layers(rank_net)
+    first = layers[0].mlp
     half = first.in_features // 2
     first.weight[:, :half] = first.weight[:, half:]
     first.weight.mul_(input_scale_mm)  # on inputs divided by the scale: the same function as unscaled
-    for layer in rank_net.ranklayers:
+    for layer in layers:
         layer.scale.weight.zero_()
         layer.shift.weight.zero_()
 
@@ -166,9 +168,14 @@ def _start_on_samples(rank_net: IdRank, input_scale_mm: float) -> None:
 @torch.no_grad()
 def fold_normalisation(rank_net: IdRank, offset: torch.Tensor, scale: float, context_scale: torch.Tensor) -> None:
     """Rewrite the weights so the network on raw inputs equals the trained one on normalised inputs."""
-    first = rank_net.ranklayers[0].mlp
+    layers = _rank_layers(rank_net)
+    first = layers[0].mlp
     first.weight.div_(scale)
     first.bias.sub_((first.weight.double() @ offset.double()).float())
-    for layer in rank_net.ranklayers:
+    for layer in layers:
         layer.scale.weight.div_(context_scale[None])
         layer.shift.weight.div_(context_scale[None])
+
+
+def _rank_layers(rank_net: IdRank) -> list[RankLayer]:
+    return [cast(RankLayer, layer) for layer in rank_net.ranklayers]
