@@ -2,10 +2,10 @@
 
 What issue 16 asks of them (README, "Demo weights"): ranked at least 5 % below the average of samples and below
 the photo-blind "sample nearest the samples' mean", oracle < ranked, more spread where the face is hidden.
-demo-weights/5 (a short run on a shared CPU) meets oracle < ranked and the larger spread where the face is
-hidden; it does not meet the ranking goals nor beat the mean head. Those are strict xfails: the benchmark is
-seeded, so a retrain that meets them turns them into failures that ask for this file and the README to be
-updated.
+demo-weights/5's IdGen / ExpGen (a short run on a shared CPU) with demo-weights/6's retrained IdRank meet the
+ranking goals, oracle < ranked and the larger spread where the face is hidden; IdGen's samples do not beat the
+mean head. That is a strict xfail: the benchmark is seeded, so a retrain that meets it turns it into a failure
+that asks for this file and the README to be updated.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def test_the_demo_weights_are_committed_small_and_labelled() -> None:
     for kind, path in paths.items():
         networks = load_networks(path)
         assert networks.kind == kind and networks.metadata["demo"] is True
-        assert networks.metadata["provenance"]["source"] == "demo-weights/5"
+        # demo-weights/6 retrained IdRank only; IdGen and ExpGen are the files of demo-weights/5.
+        assert networks.metadata["provenance"]["source"] == ("demo-weights/6" if kind == "idrank" else "demo-weights/5")
 
 
 @needs_trained_weights
@@ -60,16 +61,10 @@ def test_the_best_of_n_beats_the_ranked_choice(benchmark: BenchmarkResult) -> No
 
 
 @needs_trained_weights
-@pytest.mark.xfail(strict=True, reason="demo-weights/5: IdRank learned next to nothing (README, Demo weights)")
 def test_ranked_beats_the_average_of_samples_and_the_photo_blind_pick(benchmark: BenchmarkResult) -> None:
+    # README: 10.5 % below the average of samples on 100 held-out renders (demo-weights/5's ranker: 9.8 % above).
     assert benchmark.ranked_mm < 0.95 * benchmark.average_mm
     assert benchmark.ranked_mm < benchmark.nearest_mean_mm
-
-
-@needs_trained_weights
-def test_the_ranker_is_no_worse_than_a_random_pick_by_much(benchmark: BenchmarkResult) -> None:
-    # What demo-weights/5 does meet: its choice stays within 15 % of the average sample (README: +9.8 %).
-    assert benchmark.ranked_mm < 1.15 * benchmark.average_mm
 
 
 @needs_trained_weights
