@@ -14,13 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..texture.occluder import FeatureZones, SkinModelError, fit_skin_model, occluded
+from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
-from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
+from .landmarks68 import GROUPS, N_LANDMARKS, group_precision, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance, fit_pose
+from .trust import EYES, plain_eyes, pose_doubt
 
 #: Fewer trusted landmarks than this and the pose is not reported.
 MIN_TRUSTED_LANDMARKS = 20
@@ -92,10 +92,7 @@ def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.
     count as cover.
     """
     height, width = rgb.shape[:2]
-    hull = cv2.convexHull(np.round(mesh_points[:, :2]).astype(np.int32))
-    region = np.zeros((height, width), np.uint8)
-    cv2.fillConvexPoly(region, hull, (1,))
-    skin = fit_skin_model(rgb[region > 0])
+    skin = face_skin(rgb, mesh_points)
     radius = max(2, round(PATCH_RADIUS_IOD * eye_distance(landmarks)))
     offsets = np.stack(list(np.mgrid[-radius : radius + 1, -radius : radius + 1]), axis=-1).reshape(-1, 2)
     offsets = offsets[(offsets**2).sum(axis=1) <= radius**2]
@@ -114,6 +111,13 @@ def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.
             )
             visibility[k] = (1.0 - occluded(pixels, skin, zones).mean()) * inside.mean()
     return visibility
+
+
+def solve_weights(weights: np.ndarray) -> np.ndarray:
+    """The weights of the final pose solves: trust × the detector's precision per group. (The first pose,
+    which only decides which landmarks face the camera, and the group consensus weigh by trust alone:
+    there a covered group's guess should not be outweighed by the eyes alone.)"""
+    return weights * group_precision()
 
 
 def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -164,7 +168,7 @@ def score_expressions(
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
     for points in expression_landmarks:
-        fit = fit_pose(points, image, weights, intr, fit_focal=False, start=start)
+        fit = fit_pose(points, image, solve_weights(weights), intr, fit_focal=False, start=start)
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
         errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
@@ -202,8 +206,12 @@ def fit_head(
         image = landmarks68_from_mesh(mesh_points)
     try:
         visibility = landmark_visibility(rgb, np.asarray(mesh_points, dtype=np.float64), image)
+        plain = plain_eyes(rgb, np.asarray(mesh_points, dtype=np.float64), image)
     except SkinModelError as exc:
         return untrusted(f"the face region shows no usable skin ({exc})", source, landmarks=image)
+    for eye, hidden in zip(EYES, plain, strict=True):
+        if hidden:  # the detector drew this eye on plain skin: a guess, not a measurement
+            visibility[list(eye)] = 0.0
     weights = group_weights() * visibility
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
@@ -214,7 +222,7 @@ def fit_head(
                               Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    ref = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,
+    ref = fit_pose(expression_landmarks[reference], image, solve_weights(weights), intr, fit_focal=focal_px is None,
                    start=first.pose)  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
@@ -224,6 +232,9 @@ def fit_head(
     if abs(yaw) > MAX_YAW_DEG:
         return untrusted(f"the head is turned {abs(yaw):.0f}° (a profile; at most {MAX_YAW_DEG:.0f}°)", source,
                          **details)  # fmt: skip
+    doubt = pose_doubt(weights, yaw, plain, _facing(ref.pose, expression_landmarks[reference], reference_normals))
+    if doubt:
+        return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
         return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
     poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose)
