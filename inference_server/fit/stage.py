@@ -20,7 +20,7 @@ from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_precision, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance, fit_pose
-from .trust import EYES, plain_eyes, pose_doubt
+from .trust import plain_eyes, pose_doubt
 
 #: Fewer trusted landmarks than this and the pose is not reported.
 MIN_TRUSTED_LANDMARKS = 20
@@ -209,9 +209,6 @@ def fit_head(
         plain = plain_eyes(rgb, np.asarray(mesh_points, dtype=np.float64), image)
     except SkinModelError as exc:
         return untrusted(f"the face region shows no usable skin ({exc})", source, landmarks=image)
-    for eye, hidden in zip(EYES, plain, strict=True):
-        if hidden:  # the detector drew this eye on plain skin: a guess, not a measurement
-            visibility[list(eye)] = 0.0
     weights = group_weights() * visibility
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
@@ -232,7 +229,8 @@ def fit_head(
     if abs(yaw) > MAX_YAW_DEG:
         return untrusted(f"the head is turned {abs(yaw):.0f}° (a profile; at most {MAX_YAW_DEG:.0f}°)", source,
                          **details)  # fmt: skip
-    doubt = pose_doubt(weights, yaw, plain, _facing(ref.pose, expression_landmarks[reference], reference_normals))
+    facing = _facing(ref.pose, expression_landmarks[reference], reference_normals)
+    doubt = pose_doubt(weights, yaw, plain, facing, yaw_deg(first.pose))
     if doubt:
         return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):

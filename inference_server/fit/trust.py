@@ -39,6 +39,9 @@ EYE_DARK_FRACTION = 0.6
 #: A hidden eye whose landmarks face the camera at least this much (0..1) under the fitted pose
 #: contradicts the pose.
 FACING_EYE = 0.5
+#: The first solve (every landmark by its trust) and the final one (the visible ones by the detector's
+#: precision, so mostly the eyes) agree on the yaw within this many degrees when the landmarks fix it.
+MAX_YAW_DISAGREEMENT = 10.0
 #: The trust level of a landmark (as in stage.TRUSTED_WEIGHT).
 TRUSTED = 0.5
 EYES = (range(36, 42), range(42, 48))
@@ -65,11 +68,17 @@ def plain_eyes(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray) 
     return np.array([eye_feature_share(rgb, landmarks[list(eye)], skin) < MIN_EYE_FEATURE for eye in EYES])
 
 
-def pose_doubt(weights: np.ndarray, yaw: float, plain: np.ndarray, facing: np.ndarray) -> str:
+def pose_doubt(
+    weights: np.ndarray, yaw: float, plain: np.ndarray, facing: np.ndarray, first_yaw: float | None = None
+) -> str:
     """Why a fitted pose with an acceptable residual is still not to be trusted, or "". ``weights`` (68,)
     the landmarks' trust, ``yaw`` of the pose in degrees, ``plain`` (2,) from :func:`plain_eyes`,
-    ``facing`` (68,) how far each landmark faces the camera under the pose."""
+    ``facing`` (68,) how far each landmark faces the camera under the pose, ``first_yaw`` the yaw of the
+    first solve (all landmarks, weighed by trust alone)."""
     trusted = weights >= TRUSTED
+    if first_yaw is not None and abs(first_yaw - yaw) > MAX_YAW_DISAGREEMENT:
+        return (f"two poses fit the landmarks, turned {abs(first_yaw):.0f}° and {abs(yaw):.0f}°: the detector's "
+                "points do not fix the turn")  # fmt: skip
     for eye, hidden in zip(EYES, plain, strict=True):
         if hidden and float(facing[list(eye)].mean()) >= FACING_EYE:
             return ("an eye the pose shows facing the camera is plain skin in the photo: the detector guessed "
