@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_the_project_synthetic_occluders_stay_out(
     xy = project(case.landmarks, case.pose, case.camera)
     points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
     seed = int(rng.integers(2**31))
-    alpha = occluder_alpha(OCCLUDERS[name], case.image.shape[:2], points5, seed)
+    alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
     case.image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
     tex = _bake(head, case)
     rows, cols = np.nonzero(tex.from_photo | tex.occluded)
@@ -128,7 +129,7 @@ def _hand_case(
     xy = project(case.landmarks, case.pose, case.camera)
     points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
     draw_seed = int(rng.integers(2**31))
-    alpha = occluder_alpha(OCCLUDERS["hand_over_mouth"], case.image.shape[:2], points5, draw_seed)
+    alpha = occluder_alpha(OCCLUDERS["hand_over_mouth"], (case.image.shape[0], case.image.shape[1]), points5, draw_seed)
     case.image = OCCLUDERS["hand_over_mouth"](case.image, points5, np.random.default_rng(draw_seed))
     return case, alpha
 
@@ -169,7 +170,7 @@ def test_a_clean_face_has_no_skin_coloured_cover(
 
     masks: list[np.ndarray] = []
 
-    def spy(*args: object) -> np.ndarray:
+    def spy(*args: Any) -> np.ndarray:
         mask = bake_cover(*args)
         masks.append(mask)
         return mask
