@@ -87,7 +87,7 @@ def skin_coloured_cover(
     seed_mask = np.zeros((height, width), np.uint8)
     xy = np.clip(np.round(pixel[seeds] - 0.5).astype(np.int64), 0, [width - 1, height - 1])
     seed_mask[xy[:, 1], xy[:, 0]] = 1
-    seed_mask = cv2.dilate(seed_mask, _disk(max(1, round(0.03 * iod_px))))
+    seed_mask = np.asarray(cv2.dilate(seed_mask, _disk(max(1, round(0.03 * iod_px)))), dtype=np.uint8)
     # The face's colour: skin texels well away from the covered zone.
     gap = cv2.dilate(seed_mask, _disk(max(1, round(FACE_REFERENCE_GAP_IOD * iod_px))))
     sxy = np.clip(np.round(pixel - 0.5).astype(np.int64), 0, [width - 1, height - 1])
