@@ -49,11 +49,6 @@ GROUPS: dict[str, range] = {
 #: Prior trust per group: the jaw line is where landmark conventions disagree most (a contour, not a
 #: feature point), so it counts half; everything else fully.
 GROUP_WEIGHT = {"jaw": 0.5, "brows": 1.0, "nose": 1.0, "eyes": 1.0, "mouth": 1.0}
-#: How precisely the detector places each group, as inverse variances relative to the eyes: RMS scatter
-#: of the measured-correspondence landmarks against the true projections on 39 renders of the DEMO head
-#: (yaw ±30°): eyes 0.025, brows 0.045, nose 0.043, mouth 0.048, jaw 0.070 eye distances. Used to weight
-#: the pose solve only; the trust of a landmark (visible or not) stays GROUP_WEIGHT × evidence.
-GROUP_PRECISION = {"jaw": 0.13, "brows": 0.31, "nose": 0.34, "eyes": 1.0, "mouth": 0.27}
 
 
 def _at(chain: tuple[int, ...], fraction: float) -> list[tuple[int, float]]:
@@ -107,14 +102,6 @@ def landmarks68_from_mesh(mesh_points: np.ndarray) -> np.ndarray:
     if points.ndim != 2 or points.shape[0] < 468 or points.shape[1] not in (2, 3):
         raise ValueError(f"expected MediaPipe face mesh points of shape (478, 2), got {points.shape}")
     return correspondence_matrix(points.shape[0]) @ points
-
-
-def group_precision() -> np.ndarray:
-    """(68,) relative inverse variance of each landmark's placement (see ``GROUP_PRECISION``)."""
-    precision = np.ones(N_LANDMARKS)
-    for name, indices in GROUPS.items():
-        precision[list(indices)] = GROUP_PRECISION[name]
-    return precision
 
 
 def group_weights() -> np.ndarray:

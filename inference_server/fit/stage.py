@@ -18,7 +18,7 @@ import numpy as np
 
 from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
-from .landmarks68 import GROUPS, N_LANDMARKS, group_precision, group_weights, landmarks68_from_mesh
+from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance, fit_pose
 from .trust import plain_eyes, pose_doubt
 
@@ -113,13 +113,6 @@ def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.
     return visibility
 
 
-def solve_weights(weights: np.ndarray) -> np.ndarray:
-    """The weights of the final pose solves: trust × the detector's precision per group. (The first pose,
-    which only decides which landmarks face the camera, and the group consensus weigh by trust alone:
-    there a covered group's guess should not be outweighed by the eyes alone.)"""
-    return weights * group_precision()
-
-
 def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
     """(68,) in [0, 1]: 1 for a landmark whose surface faces the camera, 0 past grazing."""
     cam = to_camera(points, pose)
@@ -168,7 +161,7 @@ def score_expressions(
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
     for points in expression_landmarks:
-        fit = fit_pose(points, image, solve_weights(weights), intr, fit_focal=False, start=start)
+        fit = fit_pose(points, image, weights, intr, fit_focal=False, start=start)
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
         errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
@@ -219,7 +212,7 @@ def fit_head(
                               Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    ref = fit_pose(expression_landmarks[reference], image, solve_weights(weights), intr, fit_focal=focal_px is None,
+    ref = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,
                    start=first.pose)  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)

@@ -35,12 +35,16 @@ MIN_EYE_LANDMARKS = 4
 #: Measured on the DEMO head: open eyes 0.2-0.9; eyes guessed onto the cheek below a bar 0.0-0.03.
 MIN_EYE_FEATURE = 0.05
 EYE_REGION_SCALE = 1.3
+#: The test only judges a face whose skin has colour: its chromaticity at least this far from grey
+#: (DEMO head renders: 0.09; the sequence test's untextured grey renders, and black-and-white photos, ~0,
+#: where eyes without dark lashes at small sizes look like plain skin).
+MIN_SKIN_CHROMA = 0.03
 EYE_DARK_FRACTION = 0.6
 #: A hidden eye whose landmarks face the camera at least this much (0..1) under the fitted pose
 #: contradicts the pose.
 FACING_EYE = 0.5
-#: The first solve (every landmark by its trust) and the final one (the visible ones by the detector's
-#: precision, so mostly the eyes) agree on the yaw within this many degrees when the landmarks fix it.
+#: The first solve (every landmark by its photo evidence) and the final one (after the facing test and the
+#: group consensus reweighed them) agree on the yaw within this many degrees when the landmarks fix it.
 MAX_YAW_DISAGREEMENT = 10.0
 #: The trust level of a landmark (as in stage.TRUSTED_WEIGHT).
 TRUSTED = 0.5
@@ -62,9 +66,12 @@ def eye_feature_share(rgb: np.ndarray, eye: np.ndarray, skin: SkinModel) -> floa
 
 
 def plain_eyes(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(2,) bool, for the eyes 36-41 and 42-47 of ``landmarks`` (68, 2): the photo shows plain skin there.
-    Raises SkinModelError when the face shows no usable skin."""
+    """(2,) bool, for the eyes 36-41 and 42-47 of ``landmarks`` (68, 2): the photo shows plain skin there
+    (never on a grey face, MIN_SKIN_CHROMA). Raises SkinModelError when the face shows no usable
+    skin."""
     skin = face_skin(rgb, mesh_points)
+    if float(np.linalg.norm(skin.mean - 1.0 / 3.0)) < MIN_SKIN_CHROMA:  # a grey face: colour cannot judge
+        return np.array([False, False])
     return np.array([eye_feature_share(rgb, landmarks[list(eye)], skin) < MIN_EYE_FEATURE for eye in EYES])
 
 
@@ -74,7 +81,7 @@ def pose_doubt(
     """Why a fitted pose with an acceptable residual is still not to be trusted, or "". ``weights`` (68,)
     the landmarks' trust, ``yaw`` of the pose in degrees, ``plain`` (2,) from :func:`plain_eyes`,
     ``facing`` (68,) how far each landmark faces the camera under the pose, ``first_yaw`` the yaw of the
-    first solve (all landmarks, weighed by trust alone)."""
+    first solve (before the facing test and the group consensus)."""
     trusted = weights >= TRUSTED
     if first_yaw is not None and abs(first_yaw - yaw) > MAX_YAW_DISAGREEMENT:
         return (f"two poses fit the landmarks, turned {abs(first_yaw):.0f}° and {abs(yaw):.0f}°: the detector's "
