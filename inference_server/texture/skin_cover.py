@@ -34,6 +34,9 @@ MIN_CONTRAST = 6.0
 FALLBACK_GROW_IOD = 0.25
 #: Gaps narrower than this (eye distances) inside the occluder (creases between fingers) are closed.
 CLOSE_IOD = 0.06
+#: A face whose skin chromaticity is closer than this to grey (a black-and-white photo, an untextured
+#: render) shows no lip colour at all: the test is not made there.
+MIN_SKIN_CHROMA = 0.03
 #: Thin bridges between the occluder and face parts of similar colour are cut by an opening this wide.
 OPEN_IOD = 0.04
 
@@ -81,6 +84,8 @@ def skin_coloured_cover(
     feature shows). ``colors`` (S, S, 3) the photo at each texel, ``seen`` (S, S) visible texels,
     ``pixel`` (S, S, 2) their photo positions."""
     height, width = rgb.shape[:2]
+    if float(np.linalg.norm(skin.mean - 1.0 / 3.0)) < MIN_SKIN_CHROMA:  # grey face: lips look like skin
+        return np.zeros((height, width), bool)
     seeds = covered_features(colors, seen, zones, skin, pixel[..., 0])
     if not seeds.any():
         return np.zeros((height, width), bool)
