@@ -36,7 +36,7 @@ MIN_EYE_LANDMARKS = 4
 MIN_EYE_FEATURE = 0.05
 EYE_REGION_SCALE = 1.3
 #: The test only judges a face whose skin has colour: its chromaticity at least this far from grey
-#: (DEMO head renders: 0.09; the sequence test's untextured grey renders, and black-and-white photos, ~0,
+#: (DEMO head renders: 0.08; the sequence test's untextured grey renders, and black-and-white photos, ~0,
 #: where eyes without dark lashes at small sizes look like plain skin).
 MIN_SKIN_CHROMA = 0.03
 EYE_DARK_FRACTION = 0.6
