@@ -14,13 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..texture.occluder import FeatureZones, SkinModelError, fit_skin_model, occluded
+from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance, fit_pose
+from .trust import plain_eyes, pose_doubt
 
 #: Fewer trusted landmarks than this and the pose is not reported.
 MIN_TRUSTED_LANDMARKS = 20
@@ -92,10 +92,7 @@ def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.
     count as cover.
     """
     height, width = rgb.shape[:2]
-    hull = cv2.convexHull(np.round(mesh_points[:, :2]).astype(np.int32))
-    region = np.zeros((height, width), np.uint8)
-    cv2.fillConvexPoly(region, hull, (1,))
-    skin = fit_skin_model(rgb[region > 0])
+    skin = face_skin(rgb, mesh_points)
     radius = max(2, round(PATCH_RADIUS_IOD * eye_distance(landmarks)))
     offsets = np.stack(list(np.mgrid[-radius : radius + 1, -radius : radius + 1]), axis=-1).reshape(-1, 2)
     offsets = offsets[(offsets**2).sum(axis=1) <= radius**2]
@@ -202,6 +199,7 @@ def fit_head(
         image = landmarks68_from_mesh(mesh_points)
     try:
         visibility = landmark_visibility(rgb, np.asarray(mesh_points, dtype=np.float64), image)
+        plain = plain_eyes(rgb, np.asarray(mesh_points, dtype=np.float64), image)
     except SkinModelError as exc:
         return untrusted(f"the face region shows no usable skin ({exc})", source, landmarks=image)
     weights = group_weights() * visibility
@@ -224,6 +222,10 @@ def fit_head(
     if abs(yaw) > MAX_YAW_DEG:
         return untrusted(f"the head is turned {abs(yaw):.0f}° (a profile; at most {MAX_YAW_DEG:.0f}°)", source,
                          **details)  # fmt: skip
+    facing = _facing(ref.pose, expression_landmarks[reference], reference_normals)
+    doubt = pose_doubt(weights, yaw, plain, facing, yaw_deg(first.pose))
+    if doubt:
+        return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
         return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
     poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose)

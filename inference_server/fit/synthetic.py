@@ -61,10 +61,12 @@ def landmark_normals(vertices: np.ndarray, faces: np.ndarray, head: FlameModelDa
 def render_case(
     head: FlameModelData, layer: FlameLayer, texture: np.ndarray, rng: np.random.Generator, *,
     size: tuple[int, int] = (640, 480), max_yaw: float = 30.0, occluder: str | None = None, ambient: float = 0.5,
+    yaw: float | None = None,
 ) -> SyntheticCase:  # fmt: skip
     """One photo: random identity, expression and jaw, pose within ±``max_yaw`` yaw, ±15° pitch, ±8° roll,
     a focal length of 0.8-2.2 × the longer side, the face ~20 % of the width; ``occluder`` "mouth" or
-    "eyes" draws a strongly coloured bar there. ``ambient`` 1.0 renders the texture unshaded."""
+    "eyes" draws a strongly coloured bar there. ``ambient`` 1.0 renders the texture unshaded. ``yaw``
+    (degrees) fixes the turn instead of drawing it (the other draws stay as they were)."""
     width, height = size
     shape = rng.normal(0, 1, 300) * np.where(np.arange(300) < 32, 1.0, 0.3)
     expression = rng.normal(0, 0.3, 50)
@@ -76,6 +78,8 @@ def render_case(
     assert out.landmarks is not None
     landmarks = out.landmarks[0].double().numpy()
     angles = np.radians([rng.uniform(-15, 15), rng.uniform(-max_yaw, max_yaw), rng.uniform(-8, 8)])
+    if yaw is not None:
+        angles[1] = math.radians(yaw)
     rotation = euler_rotation(angles)
     focal = rng.uniform(0.8, 2.2) * max(width, height)
     iod_m = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))

@@ -18,6 +18,7 @@ import numpy as np
 from ..fit.camera import project_camera, rotation_matrix
 from ..render import rasterize, vertex_normals
 from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded, solid_dark
+from .skin_cover import skin_coloured_cover
 
 #: Texels facing the camera less than this (cosine of the angle to the line of sight) are left out.
 MIN_FACING = math.cos(math.radians(72.0))
@@ -149,6 +150,8 @@ def occluder_texels(
     xy[:, 0] = xy[:, 0].clip(0, width - 1)
     xy[:, 1] = xy[:, 1].clip(0, height - 1)
     mask[xy[:, 1], xy[:, 0]] = 255
+    # Skin-coloured occluders (hands) are found by the features they hide (skin_cover.py).
+    mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px)] = 255
     radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))
     # The dilation also closes the gaps between sparse texel hits (texels are coarser than a big photo).
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

@@ -86,6 +86,17 @@ def fit_skin_model(pixels: np.ndarray, rounds: int = 4) -> SkinModel:
     return SkinModel(mean=mean, inv_cov=np.linalg.inv(cov), brightness=brightness)
 
 
+def face_skin(rgb: np.ndarray, mesh_points: np.ndarray) -> SkinModel:
+    """The skin model of the face inside the convex hull of the detector's dense landmarks (N, 2)."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    hull = cv2.convexHull(np.round(np.asarray(mesh_points)[:, :2]).astype(np.int32))
+    region = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(region, hull, (1,))
+    return fit_skin_model(rgb[region > 0])
+
+
 @dataclass(frozen=True)
 class FeatureZones:
     """Where non-skin facial features may show, as boolean masks of the same shape as the pixels tested."""

@@ -37,7 +37,7 @@ def test_pose_and_reprojection_with_noise_and_a_covered_mouth(layer: FlameLayer)
         seen[48:68] += rng.normal(0, 0.25 * eye_distance(truth), (20, 2))  # the detector guesses the mouth
         fit = fit_pose(lmk, seen, np.ones(68), default_intrinsics(width, height), fit_focal=True)
         rotation_errors.append(rotation_angle_deg(rotation_matrix(fit.pose[:3]), rotation_matrix(pose[:3])))
-        back = project(lmk, fit.pose, [fit.focal, width / 2, height / 2])
+        back = project(lmk, fit.pose, np.array([fit.focal, width / 2, height / 2]))
         reprojection.append(np.median(np.linalg.norm(back - truth, axis=1)[:48]) / eye_distance(truth))
         assert fit.robust_weights[48:68].mean() < fit.robust_weights[:48].mean()  # the mouth was distrusted
     assert np.median(rotation_errors) <= 3.0, rotation_errors

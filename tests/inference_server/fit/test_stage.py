@@ -124,6 +124,6 @@ def test_a_turned_head_beyond_the_limit_is_untrusted(
         case.image, None, found[0], case.landmarks[None], case.landmark_normals, correspondence=correspondence
     )
     assert fit.status == "untrusted" and fit.expression_poses is None
-    # Measured on the ICT DEMO head: "turned 61°" for this render (the limit is 55°). Known weakness: past ~65°
-    # the detector's mesh can collapse and some renders are then fitted as "ok" with a wrong turn.
-    assert "profile" in fit.reason or "landmarks are visible" in fit.reason
+    # Measured on the ICT DEMO head: the first solve turns it 61°, the precision-weighted one 41° (the
+    # detector's mesh of a profile collapses): the trust checks (fit/trust.py, test_trust.py) say so.
+    assert any(text in fit.reason for text in ("profile", "landmarks are visible", "two poses"))

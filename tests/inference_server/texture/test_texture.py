@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,8 +96,7 @@ def test_the_project_synthetic_occluders_stay_out(
     head: FlameModelData, layer: FlameLayer, truth: np.ndarray, name: str
 ) -> None:
     """The training renders' occluders (train/synthetic.py) that are not skin-coloured: the texels they
-    cover are left out of the photo's contribution. (Skin-coloured hands are not caught by a colour
-    model: docs/texture.md.)"""
+    cover are left out of the photo's contribution. (Skin-coloured hands: the test below.)"""
     from inference_server.fit.camera import project
     from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
 
@@ -105,7 +105,7 @@ def test_the_project_synthetic_occluders_stay_out(
     xy = project(case.landmarks, case.pose, case.camera)
     points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
     seed = int(rng.integers(2**31))
-    alpha = occluder_alpha(OCCLUDERS[name], case.image.shape[:2], points5, seed)
+    alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
     case.image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
     tex = _bake(head, case)
     rows, cols = np.nonzero(tex.from_photo | tex.occluded)
@@ -116,3 +116,67 @@ def test_the_project_synthetic_occluders_stay_out(
     assert under.sum() > 100
     kept = tex.from_photo[rows, cols]
     assert kept[under].mean() <= 0.05, f"{100 * kept[under].mean():.1f} % of the covered texels were kept"
+
+
+def _hand_case(
+    head: FlameModelData, layer: FlameLayer, truth: np.ndarray, seed: int
+) -> tuple[SyntheticCase, np.ndarray]:
+    from inference_server.fit.camera import project
+    from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
+
+    rng = np.random.default_rng(seed)
+    case = render_case(head, layer, truth, rng, max_yaw=20)
+    xy = project(case.landmarks, case.pose, case.camera)
+    points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
+    draw_seed = int(rng.integers(2**31))
+    alpha = occluder_alpha(OCCLUDERS["hand_over_mouth"], (case.image.shape[0], case.image.shape[1]), points5, draw_seed)
+    case.image = OCCLUDERS["hand_over_mouth"](case.image, points5, np.random.default_rng(draw_seed))
+    return case, alpha
+
+
+def _hand_shares(head: FlameModelData, case: SyntheticCase, alpha: np.ndarray) -> tuple[float, float]:
+    """(share of the hand-covered texels left out, hand share of the texels taken from the photo)."""
+    tex = _bake(head, case)
+    rows, cols = np.nonzero(tex.from_photo | tex.occluded)
+    pixel = _texel_pixels(head, case, rows, cols)
+    h, w = alpha.shape
+    under = alpha[np.clip(pixel[:, 1].astype(int), 0, h - 1), np.clip(pixel[:, 0].astype(int), 0, w - 1)] > 0.5
+    kept = tex.from_photo[rows, cols]
+    return 1.0 - float(kept[under].mean()), float((under & kept).sum() / kept.sum())
+
+
+@pytest.mark.parametrize("seed", [21])
+def test_a_skin_coloured_hand_over_the_mouth_stays_out(
+    head: FlameModelData, layer: FlameLayer, truth: np.ndarray, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand is skin to the colour model; the mouth it hides (no lip colour where the lips are) gives
+    it away, and its own colour delimits it (texture/skin_cover.py)."""
+    from inference_server.texture import bake
+
+    case, alpha = _hand_case(head, layer, truth, seed)
+    with monkeypatch.context() as patch:  # the colour model alone: the hand is baked in
+        patch.setattr(bake, "skin_coloured_cover", lambda rgb, *args: np.zeros(rgb.shape[:2], bool))
+        left_out_before, leak_before = _hand_shares(head, case, alpha)
+    left_out, leak = _hand_shares(head, case, alpha)
+    assert left_out_before < 0.1 and leak_before > 0.15
+    assert left_out >= 0.6 and leak <= 0.5 * leak_before
+
+
+def test_a_clean_face_has_no_skin_coloured_cover(
+    head: FlameModelData, layer: FlameLayer, truth: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every feature shows on a clean render: the hand test masks nothing (no false seed)."""
+    from inference_server.texture import bake
+
+    masks: list[np.ndarray] = []
+
+    def spy(*args: Any) -> np.ndarray:
+        mask = bake_cover(*args)
+        masks.append(mask)
+        return mask
+
+    bake_cover = bake.skin_coloured_cover
+    monkeypatch.setattr(bake, "skin_coloured_cover", spy)
+    for seed in (31, 32):
+        _bake(head, render_case(head, layer, truth, np.random.default_rng(seed), max_yaw=40))
+    assert len(masks) == 2 and not any(m.any() for m in masks)

@@ -1,0 +1,146 @@
+"""The fit's trust checks (inference_server/fit/trust.py) across yaw −90..90°, and skin-coloured hands in
+the texture (texture/skin_cover.py): docs/texture.md, "Trust" and "Texture".
+
+Fit: perspective renders of the DEMO head (fit/synthetic.py) at every 5° of yaw (±2° jitter), clean or
+with a strongly coloured bar over the mouth or the eyes, through MediaPipe and the measured
+correspondence. Each is fitted with the trust checks and with ``pose_doubt`` switched off; a fit is
+*wrong* when its rotation is more than ``--wrong`` degrees off, *correct* when at most 5°.
+
+Texture: renders (yaw ±20°) with the training occluders (train/synthetic.py) baked with the true pose,
+with and without the skin-coloured-cover test: the share of occluder-covered texels left out, and the
+occluder's share of the texels taken from the photo.
+
+Run: ``.venv/bin/python benchmarks/fit_trust.py [--seeds 3] [--texture-cases 4]`` (~6 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference_server.demo.head import generate_demo_head
+from inference_server.fit import stage
+from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
+from inference_server.fit.pose import eye_distance
+from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
+from inference_server.flame.layer import FlameLayer
+from inference_server.flame.model_data import FlameModelData
+from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
+from inference_server.texture import bake
+from inference_server.texture.stage import TextureInputs, make_texture
+
+
+def _fit(case: SyntheticCase, mesh: np.ndarray, correspondence: np.ndarray) -> tuple[bool, float, float]:
+    """(ok, rotation error °, median reprojection of the visible landmarks / eye distance)."""
+    fit = stage.fit_head(case.image, None, mesh, case.landmarks[None], case.landmark_normals,
+                         correspondence=correspondence)  # fmt: skip
+    if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.weights is None:
+        return False, float("nan"), float("nan")
+    pose = fit.expression_poses[0]
+    rotation = rotation_angle_deg(rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3]))
+    truth = project(case.landmarks, case.pose, case.camera)
+    back = project(case.landmarks, pose, fit.camera)
+    seen = fit.weights >= stage.TRUSTED_WEIGHT
+    return True, rotation, float(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth))
+
+
+def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, faces: MediaPipeFaces,
+              occluder: str | None, seeds: int, max_yaw: int, wrong: float) -> None:  # fmt: skip
+    correspondence = calibrate_correspondence(head, faces.face_mesh)
+    assert correspondence is not None
+    rows: list[tuple[tuple[bool, float, float], tuple[bool, float, float]]] = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(1000 + seed)
+        for yaw in range(-max_yaw, max_yaw + 1, 5):
+            case = render_case(head, layer, texture, rng, yaw=yaw + rng.uniform(-2, 2), occluder=occluder)
+            found = faces.face_mesh(case.image)
+            if not found:
+                continue
+            doubt = stage.pose_doubt
+            stage.pose_doubt = lambda *args: ""
+            try:
+                off = _fit(case, found[0], correspondence)
+            finally:
+                stage.pose_doubt = doubt
+            rows.append((off, _fit(case, found[0], correspondence)))
+    n = len(rows)
+    for label, k in (("without the checks", 0), ("with the checks", 1)):
+        ok = [r[k] for r in rows if r[k][0]]
+        bad = sum(r[1] > wrong for r in ok)
+        print(f"  {label:18s}: ok {len(ok)}/{n}, wrong but ok {bad} ({100 * bad / max(n, 1):.1f} %), "
+              f"median rotation {np.median([r[1] for r in ok]):.2f}°, "
+              f"reprojection {100 * np.median([r[2] for r in ok]):.2f} % IOD")  # fmt: skip
+    correct = [r for r in rows if r[0][0] and r[0][1] <= 5.0]
+    flagged = sum(not r[1][0] for r in correct)
+    print(f"  correct fits (≤ 5°) flagged by the checks: {flagged}/{len(correct)}")
+
+
+def _texel_pixels(
+    head: FlameModelData, case: SyntheticCase, raster: Any, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    tri = raster.triangle[rows, cols]
+    points = np.einsum("nk,nkc->nc", raster.barycentric[rows, cols], case.vertices[np.asarray(head.faces)[tri]])
+    return project(points, case.pose, case.camera)
+
+
+def texture_leaks(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, cases: int) -> None:
+    from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
+
+    assert head.uv is not None and head.uv_faces is not None
+    raster = bake.rasterize_uv(head.uv, np.asarray(head.uv_faces), 512)
+    original: Callable[..., np.ndarray] = bake.skin_coloured_cover
+    for name in OCCLUDERS:
+        shares: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+        for i in range(cases):
+            rng = np.random.default_rng(100 + i + sum(map(ord, name)))
+            case = render_case(head, layer, texture, rng, max_yaw=20)
+            xy = project(case.landmarks, case.pose, case.camera)
+            points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
+            seed = int(rng.integers(2**31))
+            alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
+            image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
+            inputs = TextureInputs(case.vertices, head.v_template, head.faces, head.uv, head.uv_faces,
+                                   case.landmarks, case.pose, case.camera)  # fmt: skip
+            for label in shares:
+                bake.skin_coloured_cover = (
+                    original if label == "after" else (lambda rgb, *a: np.zeros(rgb.shape[:2], bool))
+                )
+                tex = make_texture(image, inputs)
+                rows, cols = np.nonzero(tex.from_photo | tex.occluded)
+                pixel = _texel_pixels(head, case, raster, rows, cols)
+                h, w = alpha.shape
+                under = (
+                    alpha[np.clip(pixel[:, 1].astype(int), 0, h - 1), np.clip(pixel[:, 0].astype(int), 0, w - 1)] > 0.5
+                )
+                kept = tex.from_photo[rows, cols]
+                shares[label].append((1.0 - float(kept[under].mean()), float((under & kept).sum() / kept.sum())))
+        bake.skin_coloured_cover = original
+        b, a = np.mean(shares["before"], axis=0), np.mean(shares["after"], axis=0)
+        print(f"  {name:22s} covered texels left out {100 * b[0]:5.1f} → {100 * a[0]:5.1f} %, "
+              f"occluder share of photo texels {100 * b[1]:5.2f} → {100 * a[1]:5.2f} %")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="renders per yaw (clean sweep)")
+    parser.add_argument("--wrong", type=float, default=10.0, help="rotation error (°) that makes a fit wrong")
+    parser.add_argument("--texture-cases", type=int, default=4)
+    args = parser.parse_args()
+    head = generate_demo_head()
+    layer = FlameLayer(head, dtype=torch.float64)
+    texture = ground_truth_texture(head)
+    faces = MediaPipeFaces()
+    for occluder, seeds, max_yaw in ((None, args.seeds, 90), ("mouth", 2, 60), ("eyes", 2, 60)):
+        print(f"fit, {occluder or 'clean'} renders, yaw ±{max_yaw}°, {seeds} per 5°:")
+        fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong)
+    print(f"texture, {args.texture_cases} renders per occluder, true pose:")
+    texture_leaks(head, layer, texture, args.texture_cases)
+
+
+if __name__ == "__main__":
+    main()
