@@ -18,6 +18,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .atomic_io import atomic_write
+from .npy_guard import write_npz
+
 T = TypeVar("T")
 
 #: ``meta_json`` limits, the same for every format.
@@ -191,3 +194,23 @@ def read_checked(
         raise ResultFileError("", "is too large to read into memory", source) from None
     except Exception as exc:  # the contract: nothing but ResultFileError leaves the reader
         raise ResultFileError("", f"cannot be read ({type(exc).__name__}: {exc})", source) from None
+
+
+def write_checked(
+    path: str | os.PathLike[str],
+    format_name: str,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray | None],
+    what: str,
+) -> Path:
+    """Write an already validated file atomically: ``format``, ``meta_json`` and every array that is not None."""
+    target = Path(path)
+    if target.suffix != ".npz":
+        raise ResultFileError("", f"{what} file name must end in .npz", target)
+    payload: dict[str, np.ndarray] = {
+        "format": np.array(format_name),
+        "meta_json": np.array(json.dumps(meta, sort_keys=True, allow_nan=False)),
+    }
+    payload |= {key: np.ascontiguousarray(value) for key, value in arrays.items() if value is not None}
+    atomic_write(target, lambda handle: write_npz(handle, payload))
+    return target

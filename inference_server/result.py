@@ -8,7 +8,6 @@ the offending key, for any problem — never a bare numpy or zipfile exception.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_io import atomic_write
-from .npy_guard import write_npz
-from .npz_contract import NpzLayout, ResultFileError, check_array, expect, read_checked
+from .npz_contract import NpzLayout, check_array, expect, read_checked, write_checked
+from .npz_contract import ResultFileError as ResultFileError  # the add-on and the worker catch it from here
 
 FORMAT = "ofer-result/1"
 
@@ -163,19 +161,8 @@ def _validate_flame_controls(arrays: dict[str, np.ndarray], V: int, *, S: int, E
 def write_result(path: str | os.PathLike[str], result: ReconstructionResult) -> Path:
     """Validate and write ``result`` atomically to ``path`` (a ``.npz``). Returns the final path."""
     validate(result)
-    target = Path(path)
-    if target.suffix != ".npz":
-        raise ResultFileError("", "a result file name must end in .npz", target)
-    payload: dict[str, np.ndarray] = {
-        "format": np.array(result.format),
-        "meta_json": np.array(json.dumps(result.meta, sort_keys=True, allow_nan=False)),
-    }
-    for key in _ARRAY_KEYS:
-        value = getattr(result, key)
-        if value is not None:
-            payload[key] = np.ascontiguousarray(value)
-    atomic_write(target, lambda handle: write_npz(handle, payload))
-    return target
+    arrays = {key: getattr(result, key) for key in _ARRAY_KEYS}
+    return write_checked(path, result.format, result.meta, arrays, "a result")
 
 
 #: The reader's limits: 10,000 expressions (or identities) on a 5,023-vertex head are 603 MB; with both at

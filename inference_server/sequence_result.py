@@ -9,7 +9,6 @@ with the photo result in :mod:`.npz_contract`) and raises only :class:`ResultFil
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_io import atomic_write
-from .npy_guard import write_npz
-from .npz_contract import NpzLayout, ResultFileError, check_array, expect, read_checked
+from .npz_contract import NpzLayout, ResultFileError, check_array, expect, read_checked, write_checked
 from .protocol import MAX_SEQUENCE_FRAMES
 from .result import JOINT_NAMES
 
@@ -144,19 +141,8 @@ def validate(result: SequenceResult) -> None:
 def write_sequence_result(path: str | os.PathLike[str], result: SequenceResult) -> Path:
     """Validate and write ``result`` atomically to ``path`` (a ``.npz``). Returns the final path."""
     validate(result)
-    target = Path(path)
-    if target.suffix != ".npz":
-        raise ResultFileError("", "a sequence result file name must end in .npz", target)
-    payload: dict[str, np.ndarray] = {
-        "format": np.array(result.format),
-        "meta_json": np.array(json.dumps(result.meta, sort_keys=True, allow_nan=False)),
-    }
-    for key in _ARRAY_KEYS:
-        value = getattr(result, key)
-        if value is not None:
-            payload[key] = np.ascontiguousarray(value)
-    atomic_write(target, lambda handle: write_npz(handle, payload))
-    return target
+    arrays = {key: getattr(result, key) for key in _ARRAY_KEYS}
+    return write_checked(path, result.format, result.meta, arrays, "a sequence result")
 
 
 def read_sequence_result(path: str | os.PathLike[str]) -> SequenceResult:
