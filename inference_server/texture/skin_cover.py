@@ -30,6 +30,8 @@ DARK_FRACTION = 0.55
 FACE_REFERENCE_GAP_IOD = 0.5
 #: Occluder and face colours closer than this (CIE Lab ΔE, lightness at half weight) are not told apart.
 MIN_CONTRAST = 6.0
+#: Share of the shown features' texels a grown occluder region may cover before it counts as the face itself.
+MAX_SHOWN_SWALLOWED = 0.25
 #: The seed zone is widened by this (eye distances) when the colours cannot delimit the occluder.
 FALLBACK_GROW_IOD = 0.25
 #: Gaps narrower than this (eye distances) inside the occluder (creases between fingers) are closed.
@@ -118,6 +120,14 @@ def skin_coloured_cover(
     region = np.isin(labels, touching[touching > 0])
     mask = np.zeros((height, width), bool)
     mask[y0:y1, x0:x1] = region
+    # A region that swallows the features the photo does show (an eye with its iris, the other eye) is the face
+    # itself, of the hand's tone: the colours cannot delimit this occluder, so only its widened zone is left out.
+    shown = (zones.eye_opening | zones.mouth) & seen & ~seeds
+    if (
+        int(shown.sum()) >= MIN_ZONE_TEXELS
+        and float(mask[sxy[shown][:, 1], sxy[shown][:, 0]].mean()) > MAX_SHOWN_SWALLOWED
+    ):
+        return fallback | (seed_mask > 0)
     return mask | (seed_mask > 0)
 
 
