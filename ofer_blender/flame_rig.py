@@ -81,15 +81,20 @@ def jaw_vertices(weights: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.asarray(weights)[:, JAW] > 0)
 
 
+def _jaw_share(weights: np.ndarray) -> np.ndarray:
+    """(V,) each vertex's normalised skin weight on the jaw bone: how much of the jaw's offset it follows."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum(axis=1)
+    return np.where(total > 0, w[:, JAW] / np.where(total > 0, total, 1.0), 0.0)
+
+
 def jaw_offset(
     rest: np.ndarray, posed: np.ndarray, joints: np.ndarray, parents: np.ndarray, weights: np.ndarray, pose: np.ndarray
 ) -> np.ndarray:
     """(3,) d with ``posed`` = skinning about the fixed ``joints`` + w_jaw · d (least squares over the
     jaw-weighted vertices; exact for FLAME, where d = (I − R)(J(ψ) − J0))."""
     about_rig = skinning.lbs(rest, joints, parents, weights, pose)
-    w = np.asarray(weights, dtype=np.float64)
-    total = w.sum(axis=1)
-    w_jaw = np.where(total > 0, w[:, JAW] / np.where(total > 0, total, 1.0), 0.0)
+    w_jaw = _jaw_share(weights)
     norm = float(w_jaw @ w_jaw)
     if norm <= 0.0:
         return np.zeros(3)
@@ -105,9 +110,7 @@ def skin_with_offset(
     offset: np.ndarray,
 ) -> np.ndarray:
     """What the rig computes: skinning about the fixed joints with the jaw bone moved by ``offset``."""
-    w = np.asarray(weights, dtype=np.float64)
-    total = w.sum(axis=1)
-    w_jaw = np.where(total > 0, w[:, JAW] / np.where(total > 0, total, 1.0), 0.0)
+    w_jaw = _jaw_share(weights)
     return skinning.lbs(rest, joints, parents, weights, pose) + w_jaw[:, None] * np.asarray(offset)[None, :]
 
 
@@ -120,9 +123,7 @@ def unpose_with_offset(
     offset: np.ndarray,
 ) -> np.ndarray:
     """The rest-space vertices that :func:`skin_with_offset` maps onto ``posed`` (exact inverse)."""
-    w = np.asarray(weights, dtype=np.float64)
-    total = w.sum(axis=1)
-    w_jaw = np.where(total > 0, w[:, JAW] / np.where(total > 0, total, 1.0), 0.0)
+    w_jaw = _jaw_share(weights)
     return skinning.unpose(
         np.asarray(posed) - w_jaw[:, None] * np.asarray(offset)[None, :], joints, parents, weights, pose
     )

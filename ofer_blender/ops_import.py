@@ -43,10 +43,7 @@ class OFER_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
         except ResultImportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        for message in import_warnings(obj):
-            self.report({"WARNING"}, message)
-        self.report({"INFO"}, f"Imported {obj.name}")
-        return {"FINISHED"}
+        return _report_imported(self, obj)
 
 
 class OFER_OT_import_again(bpy.types.Operator):
@@ -101,10 +98,7 @@ class OFER_OT_import_sequence(bpy.types.Operator, ImportHelper):  # type: ignore
         except (sequence_import.SequenceImportError, ResultImportError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        for message in import_warnings(obj):
-            self.report({"WARNING"}, message)
-        self.report({"INFO"}, f"Imported {obj.name}")
-        return {"FINISHED"}
+        return _report_imported(self, obj)
 
 
 class OFER_OT_set_flame_controls(bpy.types.Operator):
@@ -139,3 +133,11 @@ def menu_import(self: Any, context: Any) -> None:
 
 
 CLASSES = (OFER_OT_import_result, OFER_OT_import_again, OFER_OT_import_sequence, OFER_OT_set_flame_controls)
+
+
+def _report_imported(operator: Any, obj: Any) -> OperatorResult:
+    """Tell the user what was imported and what they should know about it (the import's warnings)."""
+    for message in import_warnings(obj):
+        operator.report({"WARNING"}, message)
+    operator.report({"INFO"}, f"Imported {obj.name}")
+    return {"FINISHED"}
