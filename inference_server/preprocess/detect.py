@@ -55,7 +55,13 @@ DetectorChoice = Literal["auto", "mediapipe", "scrfd"]
 LOG = logging.getLogger(__name__)
 #: Detection methods whose five points MTCNN's O-Net refines (refine_points.py): the face mesh's. SCRFD's
 #: points are the official ones; the user's and the detector keypoints' are left as they are.
-REFINED_METHODS = ("face_mesh", "face_mesh_on_box", "face_mesh_on_detector_box", "face_mesh_on_variant")
+REFINED_METHODS = (
+    "face_mesh",
+    "face_mesh_on_box",
+    "face_mesh_on_detector_box",
+    "face_mesh_on_variant",
+    "face_mesh_on_mtcnn_box",
+)
 
 #: Longest side of the copy the detectors see (coordinates are mapped back to the photo).
 DETECTION_MAX_SIDE = 1280
@@ -148,7 +154,7 @@ class FaceDetector:
         mtcnn: bool = True,
     ) -> None:
         self.mediapipe = MediaPipeFaces(mesh_confidence=mesh_confidence, detector_confidence=detector_confidence)
-        self.chain = MediaPipeChain(self.mediapipe)
+        self.chain = MediaPipeChain(self.mediapipe, self.mtcnn_model)
         self.detection_max_side = detection_max_side
         self.scrfd_model = Path(scrfd_model) if scrfd_model is not None else None
         self._scrfd: object | None = None

@@ -77,8 +77,8 @@ SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
 #: box jittered by these scales and shifts (fractions of the box side), each patch also mirrored; the
 #: points are averaged. One 48-px patch is coarse: averaging 16 of them steadies the points (on the
 #: fixtures: 4.84 px from one patch and its mirror, 4.45 from these 16, 4.51 from 54; docs/preprocessing.md).
-REFINE_SCALES = (0.95, 1.05)
-REFINE_SHIFTS = (-0.03, 0.03)
+REFINE_SCALES: tuple[float, ...] = (0.95, 1.05)
+REFINE_SHIFTS: tuple[float, ...] = (-0.03, 0.03)
 #: A mirror image's five points in the ArcFace order (left and right swap).
 MIRROR_ORDER = (1, 0, 2, 4, 3)
 #: Largest weight file accepted (the three are 29 KB, 402 KB and 1.6 MB).
@@ -157,13 +157,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     while order.size:
         best, rest = int(order[0]), order[1:]
         kept.append(best)
-        width = np.clip(np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]), 0, None)
-        height = np.clip(np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]), 0, None)
-        inter = width * height
-        if mode == "union":
-            denominator = areas[best] + areas[rest] - inter
-        else:
-            denominator = np.minimum(areas[best], areas[rest])
+        low = np.maximum(boxes[best, :2], boxes[rest, :2])
+        high = np.minimum(boxes[best, 2:], boxes[rest, 2:])
+        inter = np.prod(np.clip(high - low, 0, None), axis=1)
+        smaller = np.minimum(areas[best], areas[rest])
+        denominator = areas[best] + areas[rest] - inter if mode == "union" else smaller
         ratio = np.where(denominator > 0, inter / np.maximum(denominator, 1e-12), 0.0)
         order = rest[ratio <= threshold]
     return np.array(kept, dtype=np.int64)
