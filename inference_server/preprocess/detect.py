@@ -91,8 +91,9 @@ class FaceDetection:
     in the list (nearest the centre first). ``confidence``: the best face-detector score of a hit on this
     face (None when no detector saw it, only the mesh). ``variant``: the image variant that found it.
     ``cut_by_frame``: the face reaches past the photo's border. ``points_source``: where ``points5`` came
-    from: "mesh" (the step's own points: face mesh, detector, SCRFD or the user), "mesh+mtcnn" (the mean
-    of the face mesh's and MTCNN O-Net's) or "mtcnn" (O-Net's alone); ``onet_score``: O-Net's median face
+    from: "mesh" (the face mesh's), "mesh+mtcnn" (the mean of the face mesh's and MTCNN O-Net's on its
+    box), "mtcnn" (MTCNN's alone: O-Net's on a face cut by the frame, or the ``mtcnn`` step's), else the
+    method ("detector_keypoints", "scrfd", "points"); ``onet_score``: O-Net's median face
     score on the box (None when it did not run). ``occluded_points``: the landmarks
     (``left_eye``, ``right_eye``, ``left_mouth_corner``, ``right_mouth_corner``) that the photo shows lying
     on an occluder (occlusion.py).
@@ -359,6 +360,7 @@ def _finish(
         else bool(box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height)
     )
     return FaceDetection(
+        points_source="mesh" if found.method in REFINED_METHODS else found.method,
         box=box,
         points5=found.points5,
         # A mirrored mesh's indices name the other side of the face: not given out as landmarks.
@@ -404,6 +406,7 @@ def _from_given_points(points: Sequence[Sequence[float]] | np.ndarray, width: in
         method="points",
         n_faces=1,
         found_box=np.concatenate([array.min(axis=0), array.max(axis=0)]),
+        points_source="points",
     )
 
 
