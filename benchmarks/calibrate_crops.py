@@ -17,7 +17,9 @@ official transforms and so the official (SCRFD) box's centre and mean side. Then
 6. the second detector, MTCNN (``preprocess/mtcnn.py``): on the whole photo (found, ArcFace from its five
    points, the 224 box from its box through a 3-number map fitted leave-one-out), and O-Net on the box the
    chain found, combined with the face mesh's points (``refine_points.py``): every rule of a small grid,
-   and the rule chosen on nine photos measured on the tenth (leave-one-out).
+   and the rule chosen on nine photos measured on the tenth (leave-one-out);
+7. faces cut by the frame, made from the fixtures (the photo cut 0.3 eye distances above, through and 0.3
+   below the eyes; the official transform moved with it): the mesh's points, O-Net's and their mean.
 
 Sections 1–5 use the face mesh's own points (``FaceDetector(mtcnn=False)``); the "after" table uses the
 chain as shipped (points refined by O-Net).
@@ -278,7 +280,7 @@ def onet_refinement(officials: list[OfficialCrops], meshes: dict[str, FaceDetect
         onet_px, shipped_px = [], []
         for name in names:
             onet = model.landmarks_in_box(by_name[name].rgb, meshes[name].box)
-            shipped = refine_points5(meshes[name].points5, onet, cut_by_frame=meshes[name].cut_by_frame)
+            shipped = refine_points5(meshes[name].points5, onet)
             onet_px.append(arcface(name, onet.points5))
             shipped_px.append(arcface(name, shipped.points5))
             if scales == saved[0] and shifts == saved[1]:
@@ -298,6 +300,40 @@ def onet_refinement(officials: list[OfficialCrops], meshes: dict[str, FaceDetect
         held_out.append(errors[choice, i])
         print(f"  leave-one-out {name[:32]:32s} rule {RULES[choice]} -> {errors[choice, i]:5.1f}")
     print(f"  leave-one-out mean {np.mean(held_out):.2f} px, median {np.median(held_out):.2f}")
+
+
+def cut_faces(officials: list[OfficialCrops], detector: FaceDetector, model: Mtcnn) -> None:
+    """Section 7: the fixtures cut by the frame at three heights around the eyes (module notes)."""
+    print("\nFaces cut by the frame (photo, cut line in eye distances below the eyes, ArcFace px: mesh / O-Net / mean,")
+    print("O-Net score); only faces the mesh finds (right face), flagged cut_by_frame:")
+    rows = []
+    for official in officials:
+        reference = apply_affine(invert_affine(official.arcface_transform), ARCFACE_TEMPLATE_112)
+        eye_distance = float(np.linalg.norm(reference[1] - reference[0]))
+        for fraction in (-0.3, 0.0, 0.3):
+            top = int(reference[:2, 1].mean() + fraction * eye_distance)
+            rgb = np.ascontiguousarray(official.rgb[top:])
+            moved = official.arcface_transform.copy()
+            moved[:, 2] += moved[:, :2] @ np.array([0.0, top])
+            try:
+                found = detector.detect(rgb)
+            except NoFaceError:
+                continue
+            if np.linalg.norm(found.points5.mean(axis=0) - (reference - [0.0, top]).mean(axis=0)) > eye_distance:
+                continue  # another face
+            onet = model.landmarks_in_box(rgb, found.box)
+            errors = [
+                mean_displacement(moved, fit_similarity(points, ARCFACE_TEMPLATE_112), 112)
+                for points in (found.points5, onet.points5, (found.points5 + onet.points5) / 2)
+            ]
+            if found.cut_by_frame:
+                rows.append([*errors, onet.score])
+            print(f"  {official.name[:32]:32s} {fraction:+.1f} " + " ".join(f"{e:5.1f}" for e in errors)
+                  + f" {onet.score:.2f}{'' if found.cut_by_frame else ' (not flagged cut)'}")  # fmt: skip
+    table = np.array(rows)
+    for label, mask in (("all", table[:, 3] >= 0), ("O-Net score >= 0.95", table[:, 3] >= 0.95)):
+        mesh, onet_px, mean = table[mask, :3].mean(axis=0)
+        print(f"  {label}: n={int(mask.sum())} mesh {mesh:.2f} / O-Net {onet_px:.2f} / mean {mean:.2f} px")
 
 
 def main() -> None:
@@ -356,6 +392,7 @@ def main() -> None:
         if second is not None:
             mtcnn_whole_photo(officials, second)
             onet_refinement(officials, detections, second)
+            cut_faces(officials, detector, second)
         points = {n: d.points5 for n, d in detections.items()}
         arcface_corrections(officials, points)
         print("\nFace mesh jitter (ArcFace px when the photo is rescaled ×0.8, ×0.9, ×1.1, ×1.25):")

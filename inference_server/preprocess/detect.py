@@ -92,8 +92,8 @@ class FaceDetection:
     face (None when no detector saw it, only the mesh). ``variant``: the image variant that found it.
     ``cut_by_frame``: the face reaches past the photo's border. ``points_source``: where ``points5`` came
     from: "mesh" (the face mesh's), "mesh+mtcnn" (the mean of the face mesh's and MTCNN O-Net's on its
-    box), "mtcnn" (MTCNN's alone: O-Net's on a face cut by the frame, or the ``mtcnn`` step's), else the
-    method ("detector_keypoints", "scrfd", "points"); ``onet_score``: O-Net's median face
+    box), else the method ("mtcnn", "detector_keypoints", "scrfd", "points"); ``onet_score``: O-Net's median
+    face
     score on the box (None when it did not run). ``occluded_points``: the landmarks
     (``left_eye``, ``right_eye``, ``left_mouth_corner``, ``right_mouth_corner``) that the photo shows lying
     on an occluder (occlusion.py).
@@ -250,7 +250,7 @@ class FaceDetector:
         if model is None:
             return detection
         onet = model.landmarks_in_box(rgb, detection.box)
-        refined = refine_points5(detection.points5, onet, cut_by_frame=detection.cut_by_frame)
+        refined = refine_points5(detection.points5, onet)
         return replace(detection, points5=refined.points5, points_source=refined.source, onet_score=onet.score)
 
     def run_chain(self, rgb: np.ndarray, target: np.ndarray, steps: Sequence[str] = ALL_STEPS) -> Candidate | None:

