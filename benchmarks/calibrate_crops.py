@@ -13,7 +13,16 @@ official transforms and so the official (SCRFD) box's centre and mean side. Then
    similarity, and per-point offsets of the five points), each measured leave-one-out; the face mesh's
    own jitter (the same photo rescaled);
 5. the 224 box from the face mesh on every image variant, for the faces the mesh does not find whole and
-   as they are (what the best variant could reach).
+   as they are (what the best variant could reach);
+6. the second detector, MTCNN (``preprocess/mtcnn.py``): on the whole photo (found, ArcFace from its five
+   points, the 224 box from its box through a 3-number map fitted leave-one-out), and O-Net on the box the
+   chain found, combined with the face mesh's points (``refine_points.py``): every rule of a small grid,
+   and the rule chosen on nine photos measured on the tenth (leave-one-out);
+7. faces cut by the frame, made from the fixtures (the photo cut 0.3 eye distances above, through and 0.3
+   below the eyes; the official transform moved with it): the mesh's points, O-Net's and their mean.
+
+Sections 1–5 use the face mesh's own points (``FaceDetector(mtcnn=False)``); the "after" table uses the
+chain as shipped (points refined by O-Net).
 
 Run: ``.venv/bin/python benchmarks/calibrate_crops.py [--fixtures DIR]`` (about 15 s).
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +42,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from inference_server.errors import NoFaceError
+from inference_server.preprocess import mtcnn as mtcnn_module
 from inference_server.preprocess.alignment import (
     ARCFACE_TEMPLATE_112,
     apply_affine,
@@ -48,6 +59,7 @@ from inference_server.preprocess.face_box import (
     fit_template_box,
     scrfd_box_from_mesh,
 )
+from inference_server.preprocess.mtcnn import BoxLandmarks, Mtcnn
 from inference_server.preprocess.official_reference import (
     OfficialCrops,
     find_fixtures,
@@ -55,6 +67,7 @@ from inference_server.preprocess.official_reference import (
     placement,
 )
 from inference_server.preprocess.placement import centre_offset, mean_displacement
+from inference_server.preprocess.refine_points import RefinedPoints, refine_points5
 from inference_server.preprocess.variants import DEFAULT_VARIANTS, make_variant
 
 #: Chain ablation on the fixtures (docs/preprocessing.md).
@@ -207,6 +220,122 @@ def variant_boxes(detector: FaceDetector, official: OfficialCrops) -> None:
     print(f"  {official.name[:32]:32s} " + ("; ".join(cells) or "no variant finds it"))
 
 
+def mtcnn_whole_photo(officials: list[OfficialCrops], model: Mtcnn) -> None:
+    """MTCNN alone on each photo: the hit nearest the official box centre (within 56 px of 224), ArcFace
+    from its points, and the 224 box from its box: centre + (a_x, a_y) × side, side × k, fitted on the
+    other photos it finds."""
+    hits = {}
+    for official in officials:
+        faces = model.detect(official.rgb)
+        near = [f for f in faces if np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - official.centre) < official.side / 4]
+        if near:
+            hits[official.name] = near[0]
+    by_name = {o.name: o for o in officials}
+
+    def fitted(names: list[str]) -> tuple[np.ndarray, float]:
+        sides = {n: float((hits[n].box[2:] - hits[n].box[:2]).mean()) for n in names}
+        offsets = [(by_name[n].centre - (hits[n].box[:2] + hits[n].box[2:]) / 2) / sides[n] for n in names]
+        return np.mean(offsets, axis=0), float(np.mean([by_name[n].side / 1.6 / sides[n] for n in names]))
+
+    print(f"\nMTCNN on the whole photo: found {len(hits)}/{len(officials)}")
+    print("(photo, score, ArcFace px from its points, 224 px and scale from its box, leave-one-out)")
+    for name, hit in hits.items():
+        shift, k = fitted([n for n in hits if n != name])
+        side = float((hit.box[2:] - hit.box[:2]).mean())
+        centre = (hit.box[:2] + hit.box[2:]) / 2 + shift * side
+        where = placement(by_name[name], hit.points5, np.concatenate([centre - k * side / 2, centre + k * side / 2]))
+        print(f"  {name[:32]:32s} {hit.score:.3f} {where.arcface_px:5.1f} {where.farl_px:5.1f} {where.farl_scale:.3f}")
+
+
+#: The rules tried for combining the mesh's and O-Net's points: (O-Net weight, minimum O-Net score,
+#: O-Net alone on a face cut by the frame).
+RULES = list(itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), (0.8, 0.9, 0.95), (False, True)))
+#: O-Net's test-time jitter: (scales, shifts) — one patch and its mirror, the shipped 16, 54.
+JITTERS = {"1 box": ((1.0,), (0.0,)), "8 boxes": ((0.95, 1.05), (-0.03, 0.03)),
+           "27 boxes": ((0.9, 1.0, 1.1), (-0.05, 0.0, 0.05))}  # fmt: skip
+
+
+def _rule(rule: tuple[float, float, bool], mesh: FaceDetection, onet: BoxLandmarks) -> RefinedPoints:
+    weight, min_score, cut_alone = rule
+    if onet.score < min_score:
+        return RefinedPoints(mesh.points5, "mesh")
+    if cut_alone and mesh.cut_by_frame:
+        return RefinedPoints(onet.points5, "mtcnn")
+    return RefinedPoints((1 - weight) * mesh.points5 + weight * onet.points5, "mesh+mtcnn")
+
+
+def onet_refinement(officials: list[OfficialCrops], meshes: dict[str, FaceDetection], model: Mtcnn) -> None:
+    """O-Net on the chain's box, alone and combined with the mesh (docs/preprocessing.md section 5)."""
+    names = [o.name for o in officials if o.name in meshes]
+    by_name = {o.name: o for o in officials}
+
+    def arcface(name: str, points5: np.ndarray) -> float:
+        return placement(by_name[name], points5, meshes[name].box).arcface_px
+
+    onets: dict[str, BoxLandmarks] = {}
+    print("\nO-Net on the chain's box (photo, score, ArcFace px: mesh / O-Net per jitter / shipped rule):")
+    saved = (mtcnn_module.REFINE_SCALES, mtcnn_module.REFINE_SHIFTS)
+    for label, (scales, shifts) in JITTERS.items():
+        mtcnn_module.REFINE_SCALES, mtcnn_module.REFINE_SHIFTS = scales, shifts
+        onet_px, shipped_px = [], []
+        for name in names:
+            onet = model.landmarks_in_box(by_name[name].rgb, meshes[name].box)
+            shipped = refine_points5(meshes[name].points5, onet)
+            onet_px.append(arcface(name, onet.points5))
+            shipped_px.append(arcface(name, shipped.points5))
+            if scales == saved[0] and shifts == saved[1]:
+                onets[name] = onet
+        print(f"  {label:9s} O-Net alone {np.round(onet_px, 1).tolist()} mean {np.mean(onet_px):.2f}; "
+              f"shipped rule {np.round(shipped_px, 1).tolist()} mean {np.mean(shipped_px):.2f}")  # fmt: skip
+    mtcnn_module.REFINE_SCALES, mtcnn_module.REFINE_SHIFTS = saved
+    for name in names:
+        print(f"  {name[:32]:32s} {onets[name].score:.3f} mesh {arcface(name, meshes[name].points5):5.1f}")
+    errors = np.array([[arcface(n, _rule(rule, meshes[n], onets[n]).points5) for n in names] for rule in RULES])
+    best = int(errors.mean(axis=1).argmin())
+    print(f"  best rule on all {len(names)}: {RULES[best]} -> {errors[best].mean():.2f} px")
+    held_out = []
+    for i, name in enumerate(names):
+        rest = [j for j in range(len(names)) if j != i]
+        choice = int(errors[:, rest].mean(axis=1).argmin())
+        held_out.append(errors[choice, i])
+        print(f"  leave-one-out {name[:32]:32s} rule {RULES[choice]} -> {errors[choice, i]:5.1f}")
+    print(f"  leave-one-out mean {np.mean(held_out):.2f} px, median {np.median(held_out):.2f}")
+
+
+def cut_faces(officials: list[OfficialCrops], detector: FaceDetector, model: Mtcnn) -> None:
+    """Section 7: the fixtures cut by the frame at three heights around the eyes (module notes)."""
+    print("\nFaces cut by the frame (photo, cut line in eye distances below the eyes, ArcFace px: mesh / O-Net / mean,")
+    print("O-Net score); only faces the mesh finds (right face), flagged cut_by_frame:")
+    rows = []
+    for official in officials:
+        reference = apply_affine(invert_affine(official.arcface_transform), ARCFACE_TEMPLATE_112)
+        eye_distance = float(np.linalg.norm(reference[1] - reference[0]))
+        for fraction in (-0.3, 0.0, 0.3):
+            top = int(reference[:2, 1].mean() + fraction * eye_distance)
+            rgb = np.ascontiguousarray(official.rgb[top:])
+            moved = official.arcface_transform.copy()
+            moved[:, 2] += moved[:, :2] @ np.array([0.0, top])
+            try:
+                found = detector.detect(rgb)
+            except NoFaceError:
+                continue
+            if np.linalg.norm(found.points5.mean(axis=0) - (reference - [0.0, top]).mean(axis=0)) > eye_distance:
+                continue  # another face
+            onet = model.landmarks_in_box(rgb, found.box)
+            errors = [
+                mean_displacement(moved, fit_similarity(points, ARCFACE_TEMPLATE_112), 112)
+                for points in (found.points5, onet.points5, (found.points5 + onet.points5) / 2)
+            ]
+            if found.cut_by_frame:
+                rows.append([*errors, onet.score])
+            print(f"  {official.name[:32]:32s} {fraction:+.1f} " + " ".join(f"{e:5.1f}" for e in errors)
+                  + f" {onet.score:.2f}{'' if found.cut_by_frame else ' (not flagged cut)'}")  # fmt: skip
+    table = np.array(rows)
+    for label, mask in (("all", table[:, 3] >= 0), ("O-Net score >= 0.95", table[:, 3] >= 0.95)):
+        mesh, onet_px, mean = table[mask, :3].mean(axis=0)
+        print(f"  {label}: n={int(mask.sum())} mesh {mesh:.2f} / O-Net {onet_px:.2f} / mean {mean:.2f} px")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", type=Path, default=None)
@@ -216,7 +345,7 @@ def main() -> None:
         raise SystemExit("official-preprocessing fixtures not found; pass --fixtures DIR")
     officials = load_official_crops(folder)
     names = [o.name for o in officials]
-    with FaceDetector() as detector:
+    with FaceDetector(mtcnn=False) as detector, FaceDetector() as shipped:
         detections = {}
         for official in officials:
             with contextlib.suppress(NoFaceError):
@@ -254,8 +383,16 @@ def main() -> None:
                 if hit is not None and placement(official, hit.points5, hit.found_box).farl_px < 56.0:
                     found += 1
             print(f"  {label}: {found}/{len(officials)}")
-        print_table("After (this chain; SCRFD-equivalent box):",
+        print_table("Face mesh chain (SCRFD-equivalent box, the mesh's points):",
                     run_rows(officials, lambda rgb: detector.detect(rgb), lambda d: d.box), names)  # fmt: skip
+        print_table("After (the chain as shipped: points refined by MTCNN's O-Net):",
+                    run_rows(officials, lambda rgb: shipped.detect(rgb), lambda d: d.box), names)  # fmt: skip
+        print("points:", [shipped.detect(o.rgb).points_source for o in officials])
+        second = shipped.mtcnn_model()
+        if second is not None:
+            mtcnn_whole_photo(officials, second)
+            onet_refinement(officials, detections, second)
+            cut_faces(officials, detector, second)
         points = {n: d.points5 for n, d in detections.items()}
         arcface_corrections(officials, points)
         print("\nFace mesh jitter (ArcFace px when the photo is rescaled ×0.8, ×0.9, ×1.1, ×1.25):")

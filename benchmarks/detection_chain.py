@@ -8,6 +8,8 @@ face mesh alone, and the step that found the face is counted. A face counts as f
 points lie within one eye distance (mean) of the clean photo's points moved the same way, and as
 imprecise when they are more than 30 % of the eye distance off.
 
+``--speed`` times ``detect`` with and without MTCNN (alternated, median of 5).
+
 ``--occlusion`` measures instead whether the landmarks an occluder covers are flagged (occlusion.py), on
 the same variants, with the points where the clean photo's features are.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -136,7 +139,11 @@ def variants(faces: dict[str, np.ndarray], detector: FaceDetector) -> Iterator[V
     import cv2
 
     for face_name, clean in faces.items():
-        truth_clean = detector.detect(clean).points5
+        height, width = clean.shape[:2]
+        # The face mesh's own points on the clean photo (not refined by MTCNN: the reference stays the same).
+        mesh = detector.run_chain(clean, np.array([width / 2.0, height / 2.0]), steps=("face_mesh",))
+        assert mesh is not None
+        truth_clean = mesh.points5
         for occluder_name, draw in OCCLUDERS.items():
             occluded = draw(clean, truth_clean)
             for geometry_name, geometry in GEOMETRIES.items():
@@ -171,7 +178,9 @@ def measure_chain() -> None:
         "face_mesh",
         "face_mesh_on_detector_box",
         "face_mesh_on_variant",
+        "face_mesh_on_mtcnn_box",
         "detector_keypoints",
+        "mtcnn",
         "missed",
         "wrong_face",
         "imprecise",
@@ -191,11 +200,11 @@ def measure_chain() -> None:
             "ALL",
         ):
             by_group[group][outcome] += 1
-            if outcome in columns[:4] and error > 100 * IMPRECISE_FRACTION:
+            if outcome in columns[:6] and error > 100 * IMPRECISE_FRACTION:
                 by_group[group]["imprecise"] += 1
             mesh_only[group][alone] += 1
             no_variants[group]["found" if without not in ("missed", "wrong_face") else without] += 1
-        if outcome in columns[:4]:
+        if outcome in columns[:6]:
             errors[outcome].append(error)
     print(
         "| variants | n | mesh alone finds | chain without variants finds | "
@@ -301,11 +310,51 @@ def measure_occlusion() -> None:
         print(f"| {group} | {covered} | {c['covered_flagged']} | {uncovered} | {c['uncovered_flagged']} |")
 
 
+def measure_speed(repeats: int = 5) -> None:
+    """Time of ``detect`` with and without MTCNN (refinement of the mesh's points, second detector),
+    alternated in the same process: the common case, faces found only late, no face."""
+    import time
+
+    import cv2
+    from skimage import data
+
+    from inference_server.preprocess.official_reference import find_fixtures
+
+    faces = real_faces()
+    cases = {"astronaut (mesh at once)": faces["astronaut"], "grace_hopper (mesh at once)": faces["grace_hopper"]}
+    fixtures = find_fixtures()
+    if fixtures is not None:
+        for name in ("despair-alone-being-alone-archetype-thumb", "rope-model-exposure-hands-thumb"):
+            cases[f"{name[:20]} (late step)"] = cv2.cvtColor(cv2.imread(str(fixtures / "images" / f"{name}.jpg")), 4)
+    cases["flat grey 640x480 (no face)"] = np.full((480, 640, 3), 128, np.uint8)
+    cases["noise 640x480 (no face)"] = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    cases["coffee 1600x1200 (no face)"] = cv2.resize(data.coffee(), (1600, 1200))
+    with FaceDetector(mtcnn=False) as without, FaceDetector() as with_mtcnn:
+        for detector in (without, with_mtcnn):  # warm up (graphs, weights)
+            detector.detect(faces["astronaut"])
+        print("| photo | without MTCNN (ms) | with MTCNN (ms) | ratio |")
+        print("|---|---|---|---|")
+        for label, rgb in cases.items():
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(repeats):
+                for use, detector in ((False, without), (True, with_mtcnn)):
+                    start = time.perf_counter()
+                    with contextlib.suppress(NoFaceError):
+                        detector.detect(rgb)
+                    times[use].append(1000 * (time.perf_counter() - start))
+            before, after = np.median(times[False]), np.median(times[True])
+            print(f"| {label} | {before:.0f} | {after:.0f} | {after / before:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", action="store_true", help="also measure the nose index and face box")
     parser.add_argument("--occlusion", action="store_true", help="measure the landmarks-on-an-occluder test only")
+    parser.add_argument("--speed", action="store_true", help="time detection with and without MTCNN only")
     args = parser.parse_args()
+    if args.speed:
+        measure_speed()
+        return
     if args.occlusion:
         measure_occlusion()
         return

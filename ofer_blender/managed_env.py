@@ -30,12 +30,17 @@ DEFAULT_CUDA = "cu128"
 #: detector and face mesh never import; it is installed without dependencies and the worker's
 #: pyproject lists what it does need (absl-py, attrs, flatbuffers, protobuf, matplotlib).
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
+#: The second face detector's weights (MTCNN, MIT licence) come inside this wheel; the worker reads the
+#: three weight files and never imports the package, whose metadata pins torch < 2.3 and pulls torchvision:
+#: installed without dependencies too (inference_server/preprocess/mtcnn.py).
+MTCNN_WEIGHTS_REQUIREMENT = "facenet-pytorch==2.6.0"
 #: Free space asked for before anything is written (a CUDA torch alone unpacks to ~4-5 GB).
 DISK_NEEDED_BYTES = {"cpu": 3 * 10**9, "mps": 3 * 10**9, "custom": 3 * 10**9, "cuda": 8 * 10**9}
 RECORD_NAME = "ofer_env.json"
 #: Imports what a reconstruction needs, so a broken install fails here and not at the first Reconstruct.
 CHECK_SCRIPT = (
     "import torch, cv2, mediapipe, inference_server, inference_server.pipeline; "
+    "from inference_server.preprocess.mtcnn import Mtcnn; Mtcnn(); "
     "print('worker', inference_server.__version__, 'torch', torch.__version__)"
 )
 ONLINE_VARIABLE = "OFER_ALLOW_ONLINE"
@@ -196,10 +201,11 @@ def plan_steps(request: EnvRequest) -> list[Step]:
         Step("Creating the environment", [request.base_python, "-m", "venv", "--clear", str(request.env_dir)]),
         Step(f"Installing torch ({request.torch.description})", [*pip, *request.torch.pip_args(local)]),
         Step(
-            "Installing MediaPipe (without jax)",
-            [*pip, "--no-deps", MEDIAPIPE_REQUIREMENT],
-            note="jax, jaxlib, opencv-contrib-python, sentencepiece and sounddevice are left out on purpose: "
-            "pip's note about those 'dependency conflicts' is expected",
+            "Installing MediaPipe (without jax) and the MTCNN weights",
+            [*pip, "--no-deps", MEDIAPIPE_REQUIREMENT, MTCNN_WEIGHTS_REQUIREMENT],
+            note="jax, jaxlib, opencv-contrib-python, sentencepiece, sounddevice (MediaPipe) and torchvision "
+            "(facenet-pytorch, whose weight files alone are used) are left out on purpose: pip's note about "
+            "those 'dependency conflicts' is expected",
         ),
         Step("Installing the worker", [*pip, str(request.worker_source)]),
         Step("Checking the worker", [python, "-c", CHECK_SCRIPT]),

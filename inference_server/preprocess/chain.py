@@ -13,14 +13,17 @@ Steps, each tried only when the ones before found no face:
 4. ``face_mesh_on_variant``: the face mesh on padded, mirrored, CLAHE and rotated (±30°, ±45°) copies of
    the whole image (bowed and tilted heads, dark photos, faces cut by the frame), kept where both
    detector models see the face on that copy too;
-5. ``detector_keypoints``: the detector's own keypoints, for a confident hit only.
+5. ``face_mesh_on_mtcnn_box``: the second detector, MTCNN (mtcnn.py; when its weights are installed),
+   on the image; the face mesh on the enlarged crop of each MTCNN hit must confirm it, as in step 3;
+6. ``detector_keypoints``: the detector's own keypoints, for a confident hit only;
+7. ``mtcnn``: MTCNN's own five points, for a confident hit (score ≥ 0.95) only.
 
 Every step returns all the faces it found, nearest the target first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -29,6 +32,7 @@ import numpy as np
 from .alignment import ARCFACE_TEMPLATE_112, apply_affine, fit_similarity, invert_affine
 from .face_box import oval_geometry
 from .mediapipe_faces import MESH_POINTS5, DetectorFace, MediaPipeFaces
+from .mtcnn import Mtcnn, MtcnnFace
 from .regions import distance, extent, merge_duplicates, overlap, square_crop, tile_origins, tile_sides
 from .variants import DEFAULT_VARIANTS, ImageVariant, iter_variants, make_variant
 
@@ -38,7 +42,9 @@ DetectionMethod = Literal[
     "face_mesh_on_box",
     "face_mesh_on_detector_box",
     "face_mesh_on_variant",
+    "face_mesh_on_mtcnn_box",
     "detector_keypoints",
+    "mtcnn",
     "scrfd",
 ]
 
@@ -49,8 +55,12 @@ ALL_STEPS = (
     "detector_on_tiles",
     "face_mesh_on_detector_box",
     "face_mesh_on_variant",
+    "face_mesh_on_mtcnn_box",
     "detector_keypoints",
+    "mtcnn",
 )
+#: The MediaPipe chain alone, before the second detector (the baseline of docs/preprocessing.md).
+STEPS_WITHOUT_MTCNN = tuple(step for step in ALL_STEPS if step not in ("face_mesh_on_mtcnn_box", "mtcnn"))
 #: The chain before test-time variants (the measurement baseline in docs/preprocessing.md).
 STEPS_WITHOUT_VARIANTS = (
     "face_mesh",
@@ -62,6 +72,8 @@ STEPS_WITHOUT_VARIANTS = (
 #: A detector hit the face mesh cannot confirm is used alone only above this score: the short-range
 #: detector scores noise and textures up to ~0.65 (docs/preprocessing.md).
 MIN_UNCONFIRMED_SCORE = 0.75
+#: An MTCNN hit the face mesh cannot confirm is used alone (its own five points) only above this score.
+MIN_UNCONFIRMED_MTCNN_SCORE = 0.95
 #: How many detector hits, nearest the target first, the face mesh tries to confirm.
 MAX_CONFIRMATIONS = 4
 #: Accepted detector-box side / mesh eye distance when the mesh confirms a detector hit (frontal faces
@@ -116,8 +128,10 @@ def is_cut_by_frame(landmarks: np.ndarray, width: int, height: int) -> bool:
 class MediaPipeChain:
     """The chain over one ``MediaPipeFaces`` (not thread-safe, as the graphs)."""
 
-    def __init__(self, faces: MediaPipeFaces) -> None:
+    def __init__(self, faces: MediaPipeFaces, mtcnn: Callable[[], Mtcnn | None] | None = None) -> None:
         self.faces = faces
+        # Called only when the MediaPipe steps found nothing: loads the second detector on first use.
+        self.mtcnn = mtcnn
 
     def run(self, rgb: np.ndarray, target: np.ndarray, steps: Sequence[str] = ALL_STEPS) -> list[Candidate]:
         """All faces of the first step that finds any, nearest ``target`` first (see the module notes)."""
@@ -140,8 +154,16 @@ class MediaPipeChain:
                 found = [c.mapped(variant.to_original) for c in candidates if self.detectors_agree(variant.rgb, c)]
                 if found:
                     break
+        mtcnn_hits: list[MtcnnFace] = []
+        if not found and ("face_mesh_on_mtcnn_box" in steps or "mtcnn" in steps):
+            model = self.mtcnn() if self.mtcnn is not None else None
+            mtcnn_hits = sorted(model.detect(rgb), key=lambda h: distance(h.box, target)) if model else []
+            if "face_mesh_on_mtcnn_box" in steps:
+                found = self._confirmed_mtcnn(rgb, mtcnn_hits)
         if not found and "detector_keypoints" in steps:
             found = [_from_keypoints(h) for h in hits if h.score >= MIN_UNCONFIRMED_SCORE]
+        if not found and "mtcnn" in steps:
+            found = [_from_mtcnn(h) for h in mtcnn_hits if h.score >= MIN_UNCONFIRMED_MTCNN_SCORE]
         return sorted(found, key=lambda c: distance(c.found_box, target))
 
     def _meshes(self, rgb: np.ndarray, variant: ImageVariant | None) -> list[Candidate]:
@@ -206,6 +228,23 @@ class MediaPipeChain:
                 )
         return confirmed
 
+    def _confirmed_mtcnn(self, rgb: np.ndarray, hits: list[MtcnnFace]) -> list[Candidate]:
+        """MTCNN hits the face mesh confirms on the plain enlarged crop (as detector hits in step 3)."""
+        confirmed = []
+        for hit in hits[:MAX_CONFIRMATIONS]:
+            found = self.mesh_on_box(rgb, hit.box, with_variants=False)
+            if found is not None:
+                confirmed.append(
+                    replace(
+                        found,
+                        found_box=hit.box,
+                        method="face_mesh_on_mtcnn_box",
+                        score=hit.score,
+                        detector_model="mtcnn",
+                    )
+                )
+        return confirmed
+
     def mesh_on_box(self, rgb: np.ndarray, box: np.ndarray, *, with_variants: bool) -> Candidate | None:
         """The face mesh on an enlarged crop around ``box`` (or on its variants), mapped back; it must
         describe the box's face: eyes inside the box, the box a face's size for that eye distance."""
@@ -262,6 +301,17 @@ def _from_keypoints(hit: DetectorFace) -> Candidate:
         method="detector_keypoints",
         score=hit.score,
         detector_model=hit.model,
+    )
+
+
+def _from_mtcnn(hit: MtcnnFace) -> Candidate:
+    return Candidate(
+        points5=hit.points5,
+        landmarks=None,
+        found_box=hit.box,
+        method="mtcnn",
+        score=hit.score,
+        detector_model="mtcnn",
     )
 
 

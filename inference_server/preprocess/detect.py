@@ -11,6 +11,7 @@ then used as is). No face → ``NoFaceError`` saying how to mark the face by han
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,7 +34,9 @@ from .chain import (
 from .face_box import scrfd_box_from_mesh, scrfd_box_from_points5
 from .image import LoadedImage, downscale_for_detection
 from .mediapipe_faces import MediaPipeFaces
+from .mtcnn import Mtcnn, MtcnnUnavailableError
 from .occlusion import occluded_points
+from .refine_points import refine_points5
 from .regions import distance, overlap, square_crop
 
 __all__ = [
@@ -48,6 +51,17 @@ __all__ = [
 ]
 
 DetectorChoice = Literal["auto", "mediapipe", "scrfd"]
+
+LOG = logging.getLogger(__name__)
+#: Detection methods whose five points MTCNN's O-Net refines (refine_points.py): the face mesh's. SCRFD's
+#: points are the official ones; the user's and the detector keypoints' are left as they are.
+REFINED_METHODS = (
+    "face_mesh",
+    "face_mesh_on_box",
+    "face_mesh_on_detector_box",
+    "face_mesh_on_variant",
+    "face_mesh_on_mtcnn_box",
+)
 
 #: Longest side of the copy the detectors see (coordinates are mapped back to the photo).
 DETECTION_MAX_SIDE = 1280
@@ -76,7 +90,11 @@ class FaceDetection:
     face mesh ran on an unmirrored image, else None. ``n_faces``: faces found; ``index``: this face's place
     in the list (nearest the centre first). ``confidence``: the best face-detector score of a hit on this
     face (None when no detector saw it, only the mesh). ``variant``: the image variant that found it.
-    ``cut_by_frame``: the face reaches past the photo's border. ``occluded_points``: the landmarks
+    ``cut_by_frame``: the face reaches past the photo's border. ``points_source``: where ``points5`` came
+    from: "mesh" (the face mesh's), "mesh+mtcnn" (the mean of the face mesh's and MTCNN O-Net's on its
+    box), else the method ("mtcnn", "detector_keypoints", "scrfd", "points"); ``onet_score``: O-Net's median
+    face
+    score on the box (None when it did not run). ``occluded_points``: the landmarks
     (``left_eye``, ``right_eye``, ``left_mouth_corner``, ``right_mouth_corner``) that the photo shows lying
     on an occluder (occlusion.py).
     """
@@ -94,6 +112,8 @@ class FaceDetection:
     variant: str | None = None
     cut_by_frame: bool = False
     occluded_points: tuple[str, ...] = ()
+    points_source: str = "mesh"
+    onet_score: float | None = None
 
     def to_meta(self) -> dict[str, object]:
         """JSON-ready summary for the result file's ``meta_json``."""
@@ -110,6 +130,8 @@ class FaceDetection:
             "variant": self.variant,
             "cut_by_frame": self.cut_by_frame,
             "occluded_points": list(self.occluded_points),
+            "points_source": self.points_source,
+            "onet_score": None if self.onet_score is None else float(self.onet_score),
             "box_convention": "scrfd" if self.method == "scrfd" else "scrfd-equivalent",
         }
 
@@ -119,6 +141,8 @@ class FaceDetector:
 
     ``scrfd_model``: optional path to an SCRFD ``.onnx`` (insightface antelopev2 ``scrfd_10g_bnkps.onnx``),
     used when ``detector`` is "scrfd", and first by "auto" (the MediaPipe chain stays the fallback).
+    ``mtcnn``: refine the face mesh's five points with MTCNN's O-Net (refine_points.py) when its weights
+    are installed (``facenet-pytorch``, --no-deps); without them the mesh's points are used as they are.
     """
 
     def __init__(
@@ -128,16 +152,22 @@ class FaceDetector:
         detection_max_side: int = DETECTION_MAX_SIDE,
         mesh_confidence: float = 0.5,
         detector_confidence: float = 0.5,
+        mtcnn: bool = True,
     ) -> None:
         self.mediapipe = MediaPipeFaces(mesh_confidence=mesh_confidence, detector_confidence=detector_confidence)
-        self.chain = MediaPipeChain(self.mediapipe)
+        self.chain = MediaPipeChain(self.mediapipe, self.mtcnn_model)
         self.detection_max_side = detection_max_side
         self.scrfd_model = Path(scrfd_model) if scrfd_model is not None else None
         self._scrfd: object | None = None
+        self.use_mtcnn = mtcnn
+        self._mtcnn: Mtcnn | None = None
+        #: Why MTCNN is not used (weights missing or refused), once it was looked for; None otherwise.
+        self.mtcnn_unavailable: str | None = None
 
     def close(self) -> None:
         self.mediapipe.close()
         self._scrfd = None
+        self._mtcnn = None
 
     def __enter__(self) -> FaceDetector:
         return self
@@ -192,10 +222,36 @@ class FaceDetector:
             where = "inside the given box" if user_box is not None else "in the photo"
             raise NoFaceError(f"No face was found {where}.", NO_FACE_FIX)
         hits = None if all(c.score is not None for c in found) else self._photo_hits(rgb)
-        return [
-            replace(_finish(c, i, len(found), width, height, hits), occluded_points=occluded_points(rgb, c.points5))
-            for i, c in enumerate(found)
-        ]
+        out = []
+        for i, candidate in enumerate(found):
+            detection = self._refined(rgb, _finish(candidate, i, len(found), width, height, hits))
+            out.append(replace(detection, occluded_points=occluded_points(rgb, detection.points5)))
+        return out
+
+    def mtcnn_model(self) -> Mtcnn | None:
+        """The MTCNN cascade, loaded on first use; None (with ``mtcnn_unavailable`` saying why, logged
+        once) when its weights are not installed: the face mesh's points are then used alone."""
+        if not self.use_mtcnn or self.mtcnn_unavailable is not None:
+            return None
+        if self._mtcnn is None:
+            try:
+                self._mtcnn = Mtcnn()
+            except (MtcnnUnavailableError, OSError, RuntimeError) as exc:
+                self.mtcnn_unavailable = str(exc)
+                LOG.warning("MTCNN not used: %s", exc)
+                return None
+        return self._mtcnn
+
+    def _refined(self, rgb: np.ndarray, detection: FaceDetection) -> FaceDetection:
+        """A face mesh detection with its five points refined by O-Net on its box (refine_points.py)."""
+        if detection.method not in REFINED_METHODS:
+            return detection
+        model = self.mtcnn_model()
+        if model is None:
+            return detection
+        onet = model.landmarks_in_box(rgb, detection.box)
+        refined = refine_points5(detection.points5, onet)
+        return replace(detection, points5=refined.points5, points_source=refined.source, onet_score=onet.score)
 
     def run_chain(self, rgb: np.ndarray, target: np.ndarray, steps: Sequence[str] = ALL_STEPS) -> Candidate | None:
         """The chain's nearest face to ``target`` on ``rgb`` as it is (no downscaling), or None; ``steps``
@@ -304,6 +360,7 @@ def _finish(
         else bool(box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height)
     )
     return FaceDetection(
+        points_source="mesh" if found.method in REFINED_METHODS else found.method,
         box=box,
         points5=found.points5,
         # A mirrored mesh's indices name the other side of the face: not given out as landmarks.
@@ -349,6 +406,7 @@ def _from_given_points(points: Sequence[Sequence[float]] | np.ndarray, width: in
         method="points",
         n_faces=1,
         found_box=np.concatenate([array.min(axis=0), array.max(axis=0)]),
+        points_source="points",
     )
 
 

@@ -54,10 +54,11 @@ def input_warnings(detection: FaceDetection) -> list[dict[str, str]]:
         )
     if detection.method == "points":
         return warnings  # the user placed the points: nothing was detected to doubt
-    if detection.method == "detector_keypoints":
+    if detection.method in ("detector_keypoints", "mtcnn"):
+        which = "MTCNN's five points" if detection.method == "mtcnn" else "the face detector's keypoints"
         add(
             "low_confidence",
-            f"Only the face detector's keypoints were found (score {detection.score or 0:.2f}); the face mesh "
+            f"Only {which} were found (score {detection.score or 0:.2f}); the face mesh "
             "could not confirm the face, so the crops are coarse. Draw a box or click the five points.",
         )
     elif detection.confidence is None:

@@ -100,12 +100,18 @@ def test_warped_points_land_on_the_face_in_the_crop(detector: FaceDetector, hopp
 
 
 def test_residual_to_the_template_on_a_neutral_face(detector: FaceDetector, hopper: np.ndarray) -> None:
-    """A similarity cannot map five points exactly. On a neutral face (Grace Hopper) the eyes land
-    within 3 % of the eye distance of the template; the nose and mouth within 6 % (measured 2-5 %)."""
-    crop = arcface_crop(hopper, detector.detect(hopper).points5)
+    """A similarity cannot map five points exactly. On a neutral face (Grace Hopper) the face mesh's eyes
+    land within 3 % of the eye distance of the template; the nose and mouth within 6 % (measured 2-5 %)."""
+    with FaceDetector(mtcnn=False) as mesh_only:
+        crop = arcface_crop(hopper, mesh_only.detect(hopper).points5)
     relative = crop.residuals / template_interocular()
     assert relative[:2].max() < 0.03, relative
     assert relative.max() < 0.06, relative
+    # The mean of the mesh's and MTCNN O-Net's points (refine_points.py) is a little less self-consistent
+    # (measured eyes 3.3-3.6 %, nose and mouth 5.3-5.6 %): two landmark conventions averaged.
+    shipped = detector.detect(hopper)
+    relative = arcface_crop(hopper, shipped.points5).residuals / template_interocular()
+    assert relative[:2].max() < 0.04 and relative.max() < 0.06, (shipped.points_source, relative)
 
 
 def test_large_photo_coordinates_stay_in_original_pixels(

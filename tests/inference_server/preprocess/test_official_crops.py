@@ -18,6 +18,7 @@ from inference_server.preprocess.alignment import box_from_points5
 from inference_server.preprocess.chain import STEPS_WITHOUT_VARIANTS
 from inference_server.preprocess.detect import FaceDetection, FaceDetector
 from inference_server.preprocess.image import load_image
+from inference_server.preprocess.mtcnn import weights_folder
 from inference_server.preprocess.official_reference import (
     OfficialCrops,
     Placement,
@@ -123,7 +124,26 @@ def test_224_crop_sits_where_the_official_one_does(measured: list[Measured]) -> 
 
 def test_arcface_crop_is_aligned_like_the_official_one(measured: list[Measured]) -> None:
     errors = np.sort([m.ours.arcface_px for m in measured])
-    # Where the eyes are visible the mesh's five points give the official alignment within ~3 px (of
-    # 112); with the eyes under a hand or out of the frame the mesh and SCRFD guess differently.
+    # Where the eyes are visible the five points give the official alignment within ~3 px (of 112); with
+    # the eyes under a hand or out of the frame the mesh and SCRFD guess differently.
     assert (errors < 3.5).sum() >= 6, errors
     assert np.median(errors) < 3.5 and errors.mean() < 7.5, errors
+    if weights_folder() is not None:
+        # With MTCNN's O-Net refining the points (refine_points.py): 6.20 -> 5.05 px on average; the
+        # issue's 2 px is not reached (docs/preprocessing.md, section 5).
+        assert errors.mean() < 5.5, errors
+
+
+@pytest.mark.skipif(weights_folder() is None, reason="facenet-pytorch (MTCNN weights) not installed")
+def test_mtcnn_refinement_moves_the_points_towards_the_official_ones(measured: list[Measured]) -> None:
+    # The same photos with the face mesh's own points: the refinement must be what brings them closer.
+    with FaceDetector(mtcnn=False) as mesh_only:
+        mesh = np.array([placement(m.official, mesh_only.detect(m.official.rgb).points5, m.detection.box).arcface_px
+                         for m in measured])  # fmt: skip
+    refined = np.array([m.ours.arcface_px for m in measured])
+    sources = [m.detection.points_source for m in measured]
+    # O-Net is confident on the faces with visible eyes; where they are covered the mesh's points stay.
+    assert sources.count("mesh+mtcnn") >= 5, sources
+    kept = [i for i, source in enumerate(sources) if source == "mesh"]
+    assert np.allclose(refined[kept], mesh[kept]), (mesh, refined)
+    assert refined.mean() < mesh.mean() - 0.8, (mesh, refined)
