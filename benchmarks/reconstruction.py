@@ -408,6 +408,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="official-size encoder copies: random each (default) or one set of weights")  # fmt: skip
     parser.add_argument("--no-share-encoders", action="store_true",
                         help="run every encoder copy even where weights are identical (unshared path)")  # fmt: skip
+    parser.add_argument("--plain-encoders", action="store_true",
+                        help="also time every run with the torch encoders (alternating; default: ONNX Runtime fp32)")  # fmt: skip
     parser.add_argument("--n-shapes", type=int, default=100)
     parser.add_argument("--n-expressions", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
@@ -473,16 +475,24 @@ def main(argv: list[str] | None = None) -> int:
         reconstructor.bundle(device)
     accelerate(bundle, device, cuda_graphs=opts.cuda_graphs, compile_=opts.compile, precision=opts.precision)
 
+    open_encoders(reconstructor, bundle, device, report)
     quiet: Callable[..., None] = lambda *a: None  # noqa: E731
-    runs = []
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for i in range(repeats + 1):
-        reset_peak_memory(device)
-        output = reconstructor.run(args, quiet, lambda: False)
-        sync(device)
-        if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
-            runs.append(output.seconds)
+        for plain in (False, True) if opts.plain_encoders else (False,):  # alternated: same machine state
+            bundle.plain_encoders(plain)
+            reset_peak_memory(device)
+            output = reconstructor.run(args, quiet, lambda: False)
+            sync(device)
+            if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
+                runs[plain].append(output.seconds)
+    bundle.plain_encoders(False)
     report.memory_mb["ours"] = peak_memory_mb(device)
-    report.ours = median_stages(runs)
+    report.ours = median_stages(runs[False])
+    if runs[True]:
+        plain_stages = median_stages(runs[True])
+        report.extra["plain (torch) encoders: stages (s)"] = {k: round(v, 3) for k, v in plain_stages.items()}
+        report.extra["encode: torch / ONNX Runtime"] = round(plain_stages["encode"] / report.ours["encode"], 2)
     result_path = Path(output.path)
 
     if not opts.no_baseline:
@@ -517,6 +527,20 @@ def main(argv: list[str] | None = None) -> int:
     if opts.json:
         opts.json.write_text(json.dumps(report.__dict__, indent=2, default=str))
     return 0
+
+
+def open_encoders(reconstructor: Reconstructor, bundle: ModelBundle, device: torch.device, report: Report) -> None:
+    """Open the encoders' ONNX Runtime sessions (exported into the cache on first use) and record the cost."""
+    t = time.perf_counter()
+    reconstructor.bundle(device)
+    runtime = bundle.encoder_runtime
+    if runtime is None:
+        return
+    report.extra["encoder runtime open (s)"] = round(time.perf_counter() - t, 3)
+    report.extra["encoder runtime"] = {
+        "onnxruntime": sorted(runtime.reused + runtime.exported), "exported now": runtime.exported,
+        "torch": runtime.on_torch, "cosine to torch": {k: round(v[0], 7) for k, v in runtime.agreement.items()},
+    }  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:
