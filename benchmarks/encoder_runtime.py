@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reconstruction import FULL, TINY, load_bundle, model_files  # noqa: E402
+from reconstruction import FULL, TINY, load_bundle, model_files
 
-from inference_server.assets_config import default_cache_dir  # noqa: E402
-from inference_server.backends import configure_cpu_threads  # noqa: E402
-from inference_server.encoder_runtime import agreement, probe_input  # noqa: E402
+from inference_server.assets_config import default_cache_dir
+from inference_server.backends import configure_cpu_threads
+from inference_server.encoder_runtime import agreement, probe_input
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     report = bundle.use_encoder_runtime(default_cache_dir())
     print(f"load average {os.getloadavg()}, torch threads {threads}")
-    print(f"open: {time.perf_counter() - start:.2f} s (exported now: {report.exported or 'none'}; on torch: {report.on_torch})")
+    exported = report.exported or "none"
+    print(f"open: {time.perf_counter() - start:.2f} s (exported now: {exported}; on torch: {report.on_torch})")
     inputs = {"idgen.arcface": probe_input(sizes.arcface.input_size), "expgen.farl": probe_input(sizes.clip.image_size)}
     for slot, image in inputs.items():
         times: dict[bool, list[float]] = {True: [], False: []}

@@ -409,7 +409,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-share-encoders", action="store_true",
                         help="run every encoder copy even where weights are identical (unshared path)")  # fmt: skip
     parser.add_argument("--plain-encoders", action="store_true",
-                        help="also time every run with the torch encoders (alternating; default: ONNX Runtime fp32)")  # fmt: skip
+                        help="also time each run with torch encoders (alternated)")  # fmt: skip
     parser.add_argument("--n-shapes", type=int, default=100)
     parser.add_argument("--n-expressions", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)

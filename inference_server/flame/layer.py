@@ -67,6 +67,7 @@ class FlameLayer(nn.Module):
     joint_dirs_flat: torch.Tensor  # (K, 3J)
     posedirs_flat: torch.Tensor  # (9 (J - 1), 3V)
     weights: torch.Tensor  # (V, J)
+    weight_sums: torch.Tensor  # (V,) Σ_j weights
     faces: torch.Tensor  # (F, 3) long
     landmark_vertex_ids: torch.Tensor  # (L, 3) long: the corners of each landmark's triangle
     landmark_bary: torch.Tensor  # (L, 3)
@@ -110,7 +111,7 @@ class FlameLayer(nn.Module):
         weights = np.asarray(data.weights, dtype=np.float64)
         # Sparse skinning (``_skin``): each joint's influenced vertices and weights, and the per-vertex sum.
         buffer("weight_sums", weights.sum(axis=1))
-        self.unit_weights = bool(torch.all(self.weight_sums == 1.0))
+        self.unit_weights = bool(torch.all(torch.eq(self.weight_sums, 1.0)))
         for joint in range(n_joints):
             touched = np.flatnonzero(weights[:, joint])
             self.register_buffer(f"skin_vertices_{joint}", torch.as_tensor(touched, dtype=torch.long), persistent=False)
@@ -258,7 +259,7 @@ class FlameLayer(nn.Module):
         vertices the jaw weighs, instead of blending a (B, V, 3, 4) transform for every vertex (16 k vertices
         × 100 expressions: 79 MB per pass).
         """
-        # Skin weights that sum to exactly 1 (FLAME's, the DEMO head's) leave the unmoved part as it is.
+        # Skin weights that sum to exactly 1 in this dtype leave the unmoved part as it is.
         vertices = v_posed.contiguous() if self.unit_weights else v_posed * self.weight_sums.unsqueeze(-1)
         eye = torch.eye(3, dtype=v_posed.dtype, device=v_posed.device)
         for joint in moving:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ class IdRank(nn.Module):
             return self.forward_per_row(x, context)
         if context.shape[0] > 1 and _rows_equal(context):
             context = context[:1]  # one image's context expanded over its samples: FiLM once
-        first, *rest = self.ranklayers
+        first, *rest = cast(list[RankLayer], list(self.ranklayers))
         half = x.shape[1] // 2
         if 2 * half == x.shape[1] and _rows_equal(x[:, :half]):
             h = first.modulate(first.shared_head_linear(x), context)

@@ -11,7 +11,7 @@ import torch
 from inference_server import encoder_runtime
 from inference_server.encoder_runtime import agreement, encoder_networks, weights_key
 from inference_server.encoder_sharing import module_digest
-from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder
+from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder, IBasicBlock
 from inference_server.nets.clip_visual import ClipImageEncoder, ClipVisionConfig
 
 pytest.importorskip("onnxruntime")
@@ -26,6 +26,7 @@ def _encoders(seed: int) -> dict[str, torch.nn.Module]:
     with torch.no_grad():  # non-trivial BatchNorm statistics, so the exported graph must carry them
         for module in arc.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.normal_(0.0, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
     return {"idgen.arcface": arc.eval(), "expgen.farl": ClipImageEncoder(CLIP).eval()}
@@ -62,7 +63,9 @@ def test_key_follows_every_value_so_fine_tuned_copies_get_their_own_graph(tmp_pa
     arc = ArcFaceEncoder(ArcFaceConfig(layers=(1, 1), widths=(8, 64), embedding_dim=32, input_size=32)).eval()
     nudged = copy.deepcopy(arc)
     with torch.no_grad():
-        weight = nudged.layer2[0].conv2.weight  # type: ignore[index]  # 36,864 values: sampled every 9th
+        block = nudged.stages()[1][0]
+        assert isinstance(block, IBasicBlock)
+        weight = block.conv2.weight  # 36,864 values: the digest samples every 9th
         weight.view(-1)[1] = torch.nextafter(weight.view(-1)[1], torch.tensor(10.0))
     assert module_digest(nudged) == module_digest(arc)  # the sharing digest's sample does not see it
     assert weights_key(nudged) != weights_key(arc)

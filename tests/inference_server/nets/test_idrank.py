@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_server.nets.idrank import IdRank, IdRankConfig, build_rank_input, rank_shapes
+from inference_server.nets.idrank import IdRank, IdRankConfig, RankLayer, build_rank_input, rank_shapes
 
 WIDTHS = (10710, 4096, 1024, 256, 64, 1)
 
@@ -126,9 +126,13 @@ def test_rows_of_one_image_share_the_mean_half_and_the_context(monkeypatch: pyte
     x = build_rank_input(vertices)
     c = torch.randn(1, 1024).expand(20, -1)
     taken: list[int] = []
-    layer = type(model.ranklayers[0])
-    original = layer.shared_head_linear
-    monkeypatch.setattr(layer, "shared_head_linear", lambda self, h: taken.append(h.shape[0]) or original(self, h))
+    original = RankLayer.shared_head_linear
+
+    def counted(self: RankLayer, h: torch.Tensor) -> torch.Tensor:
+        taken.append(h.shape[0])
+        return original(self, h)
+
+    monkeypatch.setattr(RankLayer, "shared_head_linear", counted)
     with torch.no_grad():
         shared = model(x, c)
         assert taken == [20]
