@@ -478,12 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     open_encoders(reconstructor, bundle, device, report)
     quiet: Callable[..., None] = lambda *a: None  # noqa: E731
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    results: dict[bool, ReconstructionResult] = {}
     for i in range(repeats + 1):
         for plain in (False, True) if opts.plain_encoders else (False,):  # alternated: same machine state
             bundle.plain_encoders(plain)
             reset_peak_memory(device)
             output = reconstructor.run(args, quiet, lambda: False)
             sync(device)
+            results[plain] = output.result
             if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
                 runs[plain].append(output.seconds)
     bundle.plain_encoders(False)
@@ -493,6 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         plain_stages = median_stages(runs[True])
         report.extra["plain (torch) encoders: stages (s)"] = {k: round(v, 3) for k, v in plain_stages.items()}
         report.extra["encode: torch / ONNX Runtime"] = round(plain_stages["encode"] / report.ours["encode"], 2)
+        report.extra["meshes, ONNX Runtime vs torch encoders (max mm)"] = {
+            name: float(np.abs(getattr(results[False], name) - getattr(results[True], name)).max() * 1000)
+            for name in ("identity_vertices", "expression_vertices")
+        }
     result_path = Path(output.path)
 
     if not opts.no_baseline:
