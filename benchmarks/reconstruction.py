@@ -502,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     result_path = Path(output.path)
 
     if not opts.no_baseline:
+        bundle.plain_encoders(True)  # the official recipe runs its encoders in torch
         base_runs = []
         reset_peak_memory(device)
         for _ in range(1 if opts.quick else max(1, repeats // 3)):
