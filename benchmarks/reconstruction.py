@@ -408,8 +408,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="official-size encoder copies: random each (default) or one set of weights")  # fmt: skip
     parser.add_argument("--no-share-encoders", action="store_true",
                         help="run every encoder copy even where weights are identical (unshared path)")  # fmt: skip
+    parser.add_argument("--encoder-runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the encoders in torch (the worker's default) or ONNX Runtime fp32")  # fmt: skip
     parser.add_argument("--plain-encoders", action="store_true",
-                        help="also time each run with torch encoders (alternated)")  # fmt: skip
+                        help="with --encoder-runtime onnxruntime: also time each run with torch encoders")  # fmt: skip
     parser.add_argument("--n-shapes", type=int, default=100)
     parser.add_argument("--n-expressions", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
@@ -454,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": "tiny (quick)" if opts.quick else opts.size, "sampler": args.sampler, "steps": args.steps,
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
-        "share_encoders": not opts.no_share_encoders,
+        "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
     })  # fmt: skip
 
     # Cold load of the model files (the DEMO head and detector load with the first run).
@@ -475,12 +477,14 @@ def main(argv: list[str] | None = None) -> int:
         reconstructor.bundle(device)
     accelerate(bundle, device, cuda_graphs=opts.cuda_graphs, compile_=opts.compile, precision=opts.precision)
 
-    open_encoders(reconstructor, bundle, device, report)
+    if opts.encoder_runtime == "onnxruntime":
+        open_encoders(bundle, device, report)
     quiet: Callable[..., None] = lambda *a: None  # noqa: E731
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     results: dict[bool, ReconstructionResult] = {}
     for i in range(repeats + 1):
-        for plain in (False, True) if opts.plain_encoders else (False,):  # alternated: same machine state
+        alternated = opts.plain_encoders and opts.encoder_runtime == "onnxruntime"
+        for plain in (False, True) if alternated else (False,):  # alternated: same machine state
             bundle.plain_encoders(plain)
             reset_peak_memory(device)
             output = reconstructor.run(args, quiet, lambda: False)
@@ -536,13 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def open_encoders(reconstructor: Reconstructor, bundle: ModelBundle, device: torch.device, report: Report) -> None:
+def open_encoders(bundle: ModelBundle, device: torch.device, report: Report) -> None:
     """Open the encoders' ONNX Runtime sessions (exported into the cache on first use) and record the cost."""
     t = time.perf_counter()
-    reconstructor.bundle(device)
-    runtime = bundle.encoder_runtime
-    if runtime is None:
-        return
+    bundle.to(device)
+    runtime = bundle.use_encoder_runtime(default_cache_dir())
     report.extra["encoder runtime open (s)"] = round(time.perf_counter() - t, 3)
     report.extra["encoder runtime"] = {
         "onnxruntime": sorted(runtime.reused + runtime.exported), "exported now": runtime.exported,
