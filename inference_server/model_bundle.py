@@ -176,6 +176,8 @@ class ModelBundle:
 
     def plain_encoders(self, plain: bool) -> None:
         """Switch the encoders between torch (``plain``) and their ONNX Runtime sessions (benchmarks, tests)."""
+        if self.backend != "torch":  # use_onnxruntime replaced every runner: nothing of ours to switch
+            return
         self.runners.update(self._torch_encoders if plain else self._onnx_encoders)
 
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
