@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from inference_server import encoder_runtime
+from inference_server.backends import OnnxNetwork
 from inference_server.encoder_runtime import agreement, encoder_networks, weights_key
 from inference_server.encoder_sharing import module_digest
 from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder, IBasicBlock
@@ -101,3 +102,33 @@ def test_without_onnxruntime_everything_stays_on_torch(tmp_path: Path, monkeypat
     networks, report = encoder_networks(_encoders(0), tmp_path)
     assert networks == {} and set(report.on_torch) == {"idgen.arcface", "expgen.farl"}
     assert not (tmp_path / encoder_runtime.CACHE_FOLDER).exists()
+
+
+def test_demo_bundle_contexts_through_onnxruntime_match_torch(tmp_path: Path) -> None:
+    """The bundle's three contexts of the sample photo's crops: ONNX Runtime encoders against the torch ones."""
+    from inference_server.assets_config import resolve_assets
+    from inference_server.model_bundle import load_model_bundle
+    from inference_server.preprocess.crops import arcface_crop, farl_crop
+    from inference_server.preprocess.detect import FaceDetector
+    from inference_server.preprocess.image import load_image
+
+    sample = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
+    image = load_image(sample)
+    detection = FaceDetector().detect(image)
+    blob = torch.from_numpy(arcface_crop(image.rgb, detection.points5, "BGR").blob)[None]
+    crop = torch.from_numpy(farl_crop(image.rgb, detection.box).tensor)[None]
+    bundle = load_model_bundle(resolve_assets({}))
+    with torch.no_grad():
+        plain = bundle.contexts(blob, crop)
+    report = bundle.use_encoder_runtime(tmp_path)
+    distinct = sorted(set(bundle.encoder_sharing.canonical.values()))
+    assert sorted(report.exported) == distinct and not report.on_torch
+    assert all(isinstance(bundle.runners[slot], OnnxNetwork) for slot in distinct)
+    with torch.no_grad():
+        fast = bundle.contexts(blob, crop)
+        bundle.plain_encoders(True)
+        again = bundle.contexts(blob, crop)
+    for a, b, c in zip(plain, fast, again, strict=True):
+        assert torch.equal(a, c)  # switching back gives torch's contexts bit for bit
+        cosine, difference = agreement(a, b)
+        assert cosine >= 0.99999 and difference < 1e-4
