@@ -408,6 +408,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="official-size encoder copies: random each (default) or one set of weights")  # fmt: skip
     parser.add_argument("--no-share-encoders", action="store_true",
                         help="run every encoder copy even where weights are identical (unshared path)")  # fmt: skip
+    parser.add_argument("--encoder-runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the encoders in torch (the worker's default) or ONNX Runtime fp32")  # fmt: skip
+    parser.add_argument("--plain-encoders", action="store_true",
+                        help="with --encoder-runtime onnxruntime: also time each run with torch encoders")  # fmt: skip
     parser.add_argument("--n-shapes", type=int, default=100)
     parser.add_argument("--n-expressions", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
@@ -452,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": "tiny (quick)" if opts.quick else opts.size, "sampler": args.sampler, "steps": args.steps,
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
-        "share_encoders": not opts.no_share_encoders,
+        "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
     })  # fmt: skip
 
     # Cold load of the model files (the DEMO head and detector load with the first run).
@@ -473,19 +477,36 @@ def main(argv: list[str] | None = None) -> int:
         reconstructor.bundle(device)
     accelerate(bundle, device, cuda_graphs=opts.cuda_graphs, compile_=opts.compile, precision=opts.precision)
 
+    if opts.encoder_runtime == "onnxruntime":
+        open_encoders(bundle, device, report)
     quiet: Callable[..., None] = lambda *a: None  # noqa: E731
-    runs = []
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    results: dict[bool, ReconstructionResult] = {}
     for i in range(repeats + 1):
-        reset_peak_memory(device)
-        output = reconstructor.run(args, quiet, lambda: False)
-        sync(device)
-        if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
-            runs.append(output.seconds)
+        alternated = opts.plain_encoders and opts.encoder_runtime == "onnxruntime"
+        for plain in (False, True) if alternated else (False,):  # alternated: same machine state
+            bundle.plain_encoders(plain)
+            reset_peak_memory(device)
+            output = reconstructor.run(args, quiet, lambda: False)
+            sync(device)
+            results[plain] = output.result
+            if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
+                runs[plain].append(output.seconds)
+    bundle.plain_encoders(False)
     report.memory_mb["ours"] = peak_memory_mb(device)
-    report.ours = median_stages(runs)
+    report.ours = median_stages(runs[False])
+    if runs[True]:
+        plain_stages = median_stages(runs[True])
+        report.extra["plain (torch) encoders: stages (s)"] = {k: round(v, 3) for k, v in plain_stages.items()}
+        report.extra["encode: torch / ONNX Runtime"] = round(plain_stages["encode"] / report.ours["encode"], 2)
+        report.extra["meshes, ONNX Runtime vs torch encoders (max mm)"] = {
+            name: float(np.abs(getattr(results[False], name) - getattr(results[True], name)).max() * 1000)
+            for name in ("identity_vertices", "expression_vertices")
+        }
     result_path = Path(output.path)
 
     if not opts.no_baseline:
+        bundle.plain_encoders(True)  # the official recipe runs its encoders in torch
         base_runs = []
         reset_peak_memory(device)
         for _ in range(1 if opts.quick else max(1, repeats // 3)):
@@ -517,6 +538,18 @@ def main(argv: list[str] | None = None) -> int:
     if opts.json:
         opts.json.write_text(json.dumps(report.__dict__, indent=2, default=str))
     return 0
+
+
+def open_encoders(bundle: ModelBundle, device: torch.device, report: Report) -> None:
+    """Open the encoders' ONNX Runtime sessions (exported into the cache on first use) and record the cost."""
+    t = time.perf_counter()
+    bundle.to(device)
+    runtime = bundle.use_encoder_runtime(default_cache_dir())
+    report.extra["encoder runtime open (s)"] = round(time.perf_counter() - t, 3)
+    report.extra["encoder runtime"] = {
+        "onnxruntime": sorted(runtime.reused + runtime.exported), "exported now": runtime.exported,
+        "torch": runtime.on_torch, "cosine to torch": {k: round(v[0], 7) for k, v in runtime.agreement.items()},
+    }  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:

@@ -87,13 +87,14 @@ def available_onnx_providers() -> list[str]:
 
 
 def create_onnx_session(
-    path: str | Path, *, device: str = "auto", intra_op_threads: int | None = None
+    path: str | Path, *, device: str = "auto", intra_op_threads: int | None = None, spin: bool = True
 ) -> onnxruntime.InferenceSession:
     """An inference session on ``device`` ("auto", "cpu", "cuda" or "cuda:N").
 
     "auto" takes the CUDA execution provider when onnxruntime has it (the ``onnxruntime-gpu`` build) and
     the CPU one otherwise. The intra-op thread count defaults to torch's, so both back ends share the
-    thread budget the worker set; inter-op parallelism is off (these graphs are single chains).
+    thread budget the worker set; inter-op parallelism is off (these graphs are single chains). ``spin=False``
+    stops idle ORT workers from spinning (for a session run between torch stages).
     """
     import onnxruntime
 
@@ -120,6 +121,9 @@ def create_onnx_session(
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        # ORT's idle workers otherwise spin after every run, taking the cores from torch's next stage.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs

@@ -20,6 +20,7 @@ import torch
 
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, find_checkpoint
 from .checkpoints.networks import LoadedNetworks
+from .encoder_runtime import EncoderRuntimeReport, encoder_networks
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
 from .flame.model_data import FlameModelData
@@ -95,6 +96,9 @@ class ModelBundle:
             lambda *a: self.runners["expgen.denoiser"](*a), self.expgen.denoiser.config.feature_dim
         )
         self._device = torch.device("cpu")
+        self.encoder_runtime: EncoderRuntimeReport | None = None
+        self._onnx_encoders: dict[str, Callable[..., torch.Tensor]] = {}
+        self._torch_encoders: dict[str, Callable[..., torch.Tensor]] = {}
 
     def _networks(self, kind: str) -> LoadedNetworks:
         return {"idgen": self.idgen, "expgen": self.expgen, "idrank": self.idrank}[kind]
@@ -127,6 +131,7 @@ class ModelBundle:
                 for module in networks.modules().values():
                     module.to(device=device, dtype=self.dtype)
             self._device = device
+            self.plain_encoders(device.type != "cpu")  # the ONNX Runtime encoders are CPU sessions
         return self
 
     def use_onnxruntime(self, cache_dir: Path) -> None:
@@ -151,6 +156,29 @@ class ModelBundle:
                         for name in self.runners}  # fmt: skip
         self.backend = "onnxruntime"
         self.onnx_device = self._device
+
+    def use_encoder_runtime(self, cache_dir: Path) -> EncoderRuntimeReport:
+        """Run each distinct encoder through ONNX Runtime fp32 (``encoder_runtime``) where it validates; the
+        torch modules stay for everything else. Only for the torch back end on the CPU in fp32; idempotent."""
+        if self.encoder_runtime is not None:
+            return self.encoder_runtime
+        slots = sorted(set(self.encoder_sharing.canonical.values()))
+        if self.backend != "torch" or self._device.type != "cpu" or self.dtype != torch.float32:
+            why = f"{self.backend} back end on {self._device.type} in {self.dtype}: not the CPU fp32 torch path"
+            return EncoderRuntimeReport(on_torch=dict.fromkeys(slots, why))
+        modules = {slot: getattr(self._networks(slot.split(".")[0]), slot.split(".")[1]) for slot in slots}
+        networks, report = encoder_networks(modules, cache_dir)
+        self._onnx_encoders = dict(networks)
+        self._torch_encoders = {slot: self.runners[slot] for slot in networks}
+        self.runners.update(networks)
+        self.encoder_runtime = report
+        return report
+
+    def plain_encoders(self, plain: bool) -> None:
+        """Switch the encoders between torch (``plain``) and their ONNX Runtime sessions (benchmarks, tests)."""
+        if self.backend != "torch":  # use_onnxruntime replaced every runner: nothing of ours to switch
+            return
+        self.runners.update(self._torch_encoders if plain else self._onnx_encoders)
 
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(device=self._device, dtype=torch.float32)

@@ -122,6 +122,9 @@ class Reconstructor:
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
         self._bundle.to(device)
+        if self.backend == "torch" and device.type == "cpu" and os.environ.get("OFER_ENCODER_RUNTIME") == "onnxruntime":
+            # Opt-in: 1.3x on encode, but each worker start opens the sessions (benchmarks/README.md).
+            self._bundle.use_encoder_runtime(default_cache_dir())
         if self.backend == "onnxruntime" and self._bundle.onnx_device != device:
             self._bundle.use_onnxruntime(default_cache_dir())  # sessions belong to one device
         return self._bundle

@@ -3,13 +3,19 @@
 Layer k < last: GroupNorm(SELU(Linear(h))) * sigmoid(scale(c)) + shift(c); the last layer has no
 activation and no normalisation. GroupNorm normalises each row over its channel groups, so a row's score
 does not depend on the batch (the official code skipped it at batch size 1; we never do).
+
+The N rows of one image share two things, and ``forward`` computes them once (same algebra, float rounding
+apart): the first half of every input row (the mean of the N samples, ``build_rank_input``) enters the first
+layer as ``W[:, :half] @ mean`` for every row, and one context row feeds every FiLM scale and shift. That is
+58 % fewer multiply-adds at the official size (first layer 43.9 M → 21.9 M per row, FiLM 5.6 M per row →
+once). Rows that do not share them (or a graph being traced for ONNX) take the plain per-row path.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -63,10 +69,21 @@ class RankLayer(nn.Module):
         self.gn: nn.GroupNorm | None = nn.GroupNorm(groups, d_out) if groups else None
 
     def forward(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        h = self.mlp(h)
+        return self.modulate(self.mlp(h), context)
+
+    def modulate(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Everything after the linear map: activation, GroupNorm, FiLM by ``context`` (N or 1 rows)."""
         if self.gn is not None:
             h = self.gn(F.selu(h))
         return h * torch.sigmoid(self.scale(context)) + self.shift(context)
+
+    def shared_head_linear(self, h: torch.Tensor) -> torch.Tensor:
+        """``mlp(h)`` for rows whose first ``half`` values are equal: that half's product is computed once."""
+        half = h.shape[1] // 2
+        weight = self.mlp.weight
+        common = F.linear(h[:1, :half], weight[:, :half], self.mlp.bias)  # (1, d_out)
+        # A column slice of the row-major weight is a strided matrix BLAS reads in place (no copy).
+        return torch.addmm(common, h[:, half:], weight[:, half:].t())
 
 
 class IdRank(nn.Module):
@@ -83,11 +100,34 @@ class IdRank(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        h = x
         context = context.to(x.dtype)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or x.shape[0] < 2:
+            return self.forward_per_row(x, context)
+        if context.shape[0] > 1 and _rows_equal(context):
+            context = context[:1]  # one image's context expanded over its samples: FiLM once
+        first, *rest = cast(list[RankLayer], list(self.ranklayers))
+        half = x.shape[1] // 2
+        if 2 * half == x.shape[1] and _rows_equal(x[:, :half]):
+            h = first.modulate(first.shared_head_linear(x), context)
+        else:
+            h = first(x, context)
+        for layer in rest:
+            h = layer(h, context)
+        return h[:, 0]
+
+    def forward_per_row(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The plain path: every layer on every row with its own context row (reference, ONNX export)."""
+        h = x
         for layer in self.ranklayers:
             h = layer(h, context)
         return h[:, 0]
+
+
+def _rows_equal(rows: torch.Tensor) -> bool:
+    """Every row equal to the first (an expanded view is, without reading it)."""
+    if rows.stride(0) == 0:
+        return True
+    return bool(torch.equal(rows, rows[:1].expand_as(rows)))
 
 
 def build_rank_input(front_vertices_mm: torch.Tensor | np.ndarray) -> torch.Tensor:

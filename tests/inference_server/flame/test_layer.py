@@ -243,3 +243,35 @@ def test_float32_default_agrees_with_float64(make_flame_model: Callable[..., Fla
 def test_model_without_landmarks_returns_none(make_flame_model: Callable[..., FlameModelData]) -> None:
     layer = FlameLayer(make_flame_model(seed=19, extras=False))
     assert layer(shape=torch.zeros(1, 300)).landmarks is None
+
+
+@pytest.mark.parametrize("case", ["neutral", "jaw", "neck"])
+def test_sparse_skinning_matches_reference_when_few_joints_move(
+    demo_head: FlameModelData, case: str
+) -> None:
+    """Only the joints that move (the jaw for an expression, none for a neutral head) are skinned; the rest of
+    the mesh comes from the weight sum. Same vertices as the per-joint numpy definition."""
+    rng = np.random.default_rng(11)
+    inputs = random_inputs(rng, batch=3, n_shape=demo_head.n_shape, n_expression=demo_head.n_expression)
+    inputs["shape"] *= 0.5
+    inputs["translation"][:] = 0.0
+    moving = {"neutral": [], "jaw": [6, 7, 8], "neck": [3, 4, 5]}[case]
+    keep = np.zeros(15, dtype=bool)
+    keep[moving] = True
+    inputs["pose"] = np.where(keep, inputs["pose"], 0.0)
+    layer = FlameLayer(demo_head, dtype=torch.float64)
+    expected_moving = {"neutral": [], "jaw": [2], "neck": [1, 2, 3, 4]}[case]  # children follow the neck
+    assert layer._moving_joints(torch.from_numpy(inputs["pose"])) == expected_moving
+    if case == "neutral":
+        inputs["expression"][:] = 0.0
+    assert_matches_reference(demo_head, inputs, tolerance=1e-6)
+
+
+def test_gradients_reach_every_joint_at_zero_pose(make_flame_model: Callable[..., FlameModelData]) -> None:
+    """At zero pose no joint moves, but d(vertices)/d(pose) is not zero: with autograd on, every joint is skinned."""
+    layer = FlameLayer(make_flame_model(seed=12), dtype=torch.float64)
+    pose = torch.zeros(1, 15, dtype=torch.float64, requires_grad=True)
+    layer(shape=torch.ones(1, 10, dtype=torch.float64), pose=pose).vertices[..., 0].sum().backward()
+    assert pose.grad is not None
+    per_joint = pose.grad.reshape(5, 3).abs().sum(dim=1)
+    assert bool((per_joint > 0).all()), per_joint

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_server.nets.idrank import IdRank, IdRankConfig, build_rank_input, rank_shapes
+from inference_server.nets.idrank import IdRank, IdRankConfig, RankLayer, build_rank_input, rank_shapes
 
 WIDTHS = (10710, 4096, 1024, 256, 64, 1)
 
@@ -115,3 +115,31 @@ def test_rank_shapes_scores_and_order() -> None:
     assert torch.all(scores.logits[scores.order][:-1] >= scores.logits[scores.order][1:])
     with pytest.raises(ValueError, match="expects 30"):
         rank_shapes(model, torch.randn(6, 4, 3), context)
+
+
+def test_rows_of_one_image_share_the_mean_half_and_the_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The samples of one image (same mean half, one context row expanded) take the shared path; the logits
+    still match the float64 reference of spec section 6, and rows that share nothing take the per-row path."""
+    torch.manual_seed(2)
+    model = IdRank().eval()
+    vertices = torch.randn(20, 1785, 3) * 30.0
+    x = build_rank_input(vertices)
+    c = torch.randn(1, 1024).expand(20, -1)
+    taken: list[int] = []
+    original = RankLayer.shared_head_linear
+
+    def counted(self: RankLayer, h: torch.Tensor) -> torch.Tensor:
+        taken.append(h.shape[0])
+        return original(self, h)
+
+    monkeypatch.setattr(RankLayer, "shared_head_linear", counted)
+    with torch.no_grad():
+        shared = model(x, c)
+        assert taken == [20]
+        reference = _reference_logits(model, x, c)
+        torch.testing.assert_close(shared.double(), reference, atol=1e-4, rtol=0)
+        torch.testing.assert_close(shared, model.forward_per_row(x, c), atol=1e-5, rtol=0)
+        assert float(reference.std()) > 1e-2  # the samples are told apart, so the comparison means something
+        distinct = torch.randn(5, 10710)
+        model(distinct, c[:5].contiguous())
+        assert taken == [20]  # rows without a common half: plain per-row path
