@@ -110,21 +110,40 @@ def sample_photo(rgb: np.ndarray, pixel: np.ndarray) -> np.ndarray:
 def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
     """Feature zones of the UV map from where the model's 68 landmarks sit on the head: texels near the
     lips, near the eyes and brows, and inside each eye's corner-to-corner circle."""
-    position = raster.interpolate(template, faces)
+    cov = raster.covered
+    corners = np.asarray(template, dtype=np.float64)[faces[raster.triangle[cov]]]  # (n, 3, 3)
+    position = np.einsum("nk,nkc->nc", raster.barycentric[cov], corners)  # only covered texels: a third of S²
     iod = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))
 
-    def near(indices: range, radius: float) -> np.ndarray:
-        d = np.linalg.norm(position[:, :, None, :] - landmarks[None, None, list(indices)], axis=3)
-        return np.asarray(d.min(axis=2) <= radius * iod)
+    def within(points: np.ndarray, radius: float) -> np.ndarray:
+        """Texels at most ``radius`` from one of ``points`` (k, 3); only those inside the points'
+        bounding box widened by ``radius`` are measured (a zone is a small part of the map)."""
+        box = np.all((position >= points.min(axis=0) - radius) & (position <= points.max(axis=0) + radius), axis=1)
+        idx = np.nonzero(box)[0]
+        d2 = np.full(len(idx), np.inf)
+        for p in points:
+            d2 = np.minimum(d2, ((position[idx] - p) ** 2).sum(axis=1))
+        out = np.zeros(len(position), bool)
+        out[idx] = np.sqrt(d2) <= radius
+        return out
 
-    opening = np.zeros(position.shape[:2], bool)
+    def near(indices: range, radius: float) -> np.ndarray:
+        return within(landmarks[list(indices)], radius * iod)
+
+    opening = np.zeros(len(position), bool)
     for eye in (range(36, 42), range(42, 48)):
         pts = landmarks[list(eye)]
         width = float(np.linalg.norm(pts[0] - pts[3]))
-        opening |= np.linalg.norm(position - pts.mean(axis=0), axis=2) <= 0.5 * width
+        opening |= within(pts.mean(axis=0, keepdims=True), 0.5 * width)
     mouth = near(range(48, 68), 0.16)
     brows = near(range(17, 27), 0.12) | near(range(36, 48), 0.12) | near(range(31, 36), 0.06)
-    return FeatureZones(mouth=mouth, brows=brows, eye_opening=opening)
+
+    def full(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(cov.shape, bool)
+        out[cov] = values
+        return out
+
+    return FeatureZones(mouth=full(mouth), brows=full(brows), eye_opening=full(opening))
 
 
 def occluder_texels(
