@@ -19,7 +19,8 @@ import numpy as np
 from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
-from .pose import PoseFit, eye_distance, fit_pose
+from .pose import PoseFit, eye_distance
+from .pose_batch import fit_poses
 from .trust import plain_eyes, pose_doubt
 
 #: Fewer trusted landmarks than this and the pose is not reported.
@@ -133,6 +134,7 @@ def group_consensus(
     """
     out = weights.copy()
     limit = CONSENSUS_IOD * eye_distance(image)
+    tested: list[tuple[np.ndarray, np.ndarray]] = []
     for indices in GROUPS.values():
         members = np.zeros(N_LANDMARKS, bool)
         members[list(indices)] = True
@@ -140,7 +142,14 @@ def group_consensus(
         others = np.where(members, 0.0, weights)
         if own.sum() < 3 or int((others >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
             continue
-        fit = fit_pose(points, image, others, intr, fit_focal=False, start=start)
+        tested.append((members, others))
+    if not tested:
+        return out
+    # Every left-out fit at once (one batched solve; each as fit_pose would give it).
+    fits = fit_poses(np.broadcast_to(points, (len(tested), *points.shape)), image,
+                     np.stack([others for _, others in tested]), intr, fit_focal=False, starts=start)  # fmt: skip
+    for (members, _), fit in zip(tested, fits, strict=True):
+        own = members & (weights >= TRUSTED_WEIGHT)
         if float(np.median(fit.residuals[own])) > limit:
             out[members] *= DISTRUSTED_GROUP
     return out
@@ -160,8 +169,8 @@ def score_expressions(
     cap = SCORE_CAP_IOD * eye_distance(image)
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
-    for points in expression_landmarks:
-        fit = fit_pose(points, image, weights, intr, fit_focal=False, start=start)
+    # All expressions in one batched solve (each as fit_pose would fit it alone, to rounding).
+    for fit in fit_poses(expression_landmarks, image, weights, intr, fit_focal=False, starts=start):
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
         errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
@@ -206,14 +215,15 @@ def fit_head(
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
 
-    first: PoseFit = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None)
+    first: PoseFit = fit_poses(expression_landmarks[reference][None], image, weights, intr,
+                               fit_focal=focal_px is None)[0]  # fmt: skip
     weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
     weights = group_consensus(expression_landmarks[reference], image, weights,
                               Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    ref = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,
-                   start=first.pose)  # fmt: skip
+    ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=focal_px is None,
+                    starts=first.pose)[0]  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
     trusted = weights >= TRUSTED_WEIGHT
