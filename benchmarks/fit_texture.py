@@ -83,6 +83,7 @@ def compare(before: Path, after: Path) -> dict[str, float]:
 
 def extract(ref: str, folder: Path) -> Path:
     """``inference_server/`` at git ``ref`` in ``folder`` (with the assets the pipeline reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "archive", ref, "inference_server"], cwd=ROOT, check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
     return folder
