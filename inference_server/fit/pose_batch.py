@@ -64,14 +64,17 @@ class _Batch:
         out[..., 1] = self.intr.cy - f * y / depth - self.image[:, 1]
         return out
 
-    def robust(self, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(b, N) Cauchy weights at params (b, P)."""
-        err = self.errors(params[:, None], rows)[:, 0]
+    def robust(self, err: np.ndarray) -> np.ndarray:
+        """(b, N) Cauchy weights of pixel errors (b, N, 2)."""
         return 1.0 / (1.0 + (np.linalg.norm(err, axis=-1) / self.scale) ** 2)
 
-    def evaluate(self, params: np.ndarray, robust: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N)."""
-        err = self.errors(params, rows)
+    def evaluate(
+        self, params: np.ndarray, robust: np.ndarray, rows: np.ndarray, err: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N);
+        ``err``: their pixel errors when already computed."""
+        if err is None:
+            err = self.errors(params, rows)
         r = (err * np.sqrt(self.prior_w[rows] * robust)[:, None, :, None]).reshape(*params.shape[:2], -1)
         if self.fit_focal:
             r = np.concatenate([r, (self.scale * params[..., 6] / FOCAL_PRIOR_SIGMA)[..., None]], axis=-1)
@@ -115,11 +118,12 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
         if len(rows) == 0:
             break
         x = params[rows]
-        robust = batch.robust(x, rows)
         steps = 1e-6 * np.maximum(1.0, np.abs(x))  # (b, P)
         shifted = np.repeat(x[:, None], p + 1, axis=1)
         shifted[:, 1:][:, np.arange(p), np.arange(p)] += steps
-        r_all, costs = batch.evaluate(shifted, robust, rows)
+        err = batch.errors(shifted, rows)  # [:, 0] is at x itself: the IRLS weights come from there
+        robust = batch.robust(err[:, 0])
+        r_all, costs = batch.evaluate(shifted, robust, rows, err)
         r, cost = r_all[:, 0], costs[:, 0]
         jac = (r_all[:, 1:] - r[:, None]).transpose(0, 2, 1) / steps[:, None, :]  # (b, R, P)
         normal = jac.transpose(0, 2, 1) @ jac
@@ -152,8 +156,8 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
         done = ~improved | (np.abs(delta).max(axis=1) < 1e-8)
         active[rows[done]] = False
     every = np.arange(n)
-    robust = batch.robust(params, every)
-    return params, batch.evaluate(params[:, None], robust, every)[1][:, 0]
+    err = batch.errors(params[:, None], every)
+    return params, batch.evaluate(params[:, None], batch.robust(err[:, 0]), every, err)[1][:, 0]
 
 
 def fit_poses(
