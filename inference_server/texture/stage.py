@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..assets_config import default_cache_dir
 from ..atomic_io import atomic_write_bytes
 from ..fit.camera import project as project_points
 from ..fit.pose import eye_distance
 from ..flame.model_data import FlameModelData
-from .bake import UVRaster, occluder_texels, project_texels, rasterize_uv, sample_photo, texel_zones
-from .fill import mirror_fill, mirror_uv, mirror_vertices, pull_push
+from .bake import occluder_texels, project_texels, sample_photo, texel_zones
+from .fill import mirror_fill, pull_push
+from .layout import uv_layout
 from .occluder import SkinModelError
 
 #: Side of the texture in texels.
@@ -70,43 +70,14 @@ class TextureInputs:
         )  # fmt: skip
 
 
-#: UV layouts kept per process (one per head model and texture size; a worker uses one or two).
-_LAYOUTS: OrderedDict[str, tuple[UVRaster, np.ndarray]] = OrderedDict()
-_MAX_LAYOUTS = 4
-
-
-def uv_layout(head: TextureInputs, size: int) -> tuple[UVRaster, np.ndarray]:
-    """The UV raster and mirror map of ``head``'s model: they depend on the model alone (UVs, faces,
-    template), not on the photo, so they are computed once per model (0.4 s) and kept, keyed by the
-    content of those arrays."""
-    arrays = (head.uv, head.uv_faces, head.faces, head.template)
-    digest = hashlib.sha256(str(size).encode())
-    for a in arrays:
-        c = np.ascontiguousarray(a)
-        digest.update(f"{c.dtype.str}{c.shape}".encode())
-        digest.update(c.tobytes())
-    key = digest.hexdigest()
-    if key in _LAYOUTS:
-        _LAYOUTS.move_to_end(key)
-        return _LAYOUTS[key]
-    uv_faces = np.asarray(head.uv_faces, dtype=np.int64)
-    raster = rasterize_uv(np.asarray(head.uv, dtype=np.float64), uv_faces, size)
-    mirror = mirror_uv(raster, np.asarray(head.faces, dtype=np.int64), np.asarray(head.uv, dtype=np.float64),
-                       uv_faces, mirror_vertices(head.template))  # fmt: skip
-    raster.triangle.setflags(write=False)  # shared between calls: nobody may change them in place
-    raster.barycentric.setflags(write=False)
-    mirror.setflags(write=False)
-    _LAYOUTS[key] = (raster, mirror)
-    while len(_LAYOUTS) > _MAX_LAYOUTS:
-        _LAYOUTS.popitem(last=False)
-    return raster, mirror
-
-
-def make_texture(rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE) -> Texture:
-    """Bake the photo into the UV map of ``head``; raises SkinModelError when no skin is visible."""
+def make_texture(
+    rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE, cache_dir: Path | None = None
+) -> Texture:
+    """Bake the photo into the UV map of ``head``; raises SkinModelError when no skin is visible.
+    ``cache_dir``: where the model's UV layout may be kept between processes (:mod:`.layout`)."""
     height, width = rgb.shape[:2]
     faces = np.asarray(head.faces, dtype=np.int64)
-    raster, mirror = uv_layout(head, size)
+    raster, mirror = uv_layout(head, size, cache_dir)
     projection = project_texels(raster, np.asarray(head.vertices, dtype=np.float64), faces,
                                 np.asarray(head.pose, dtype=np.float64), head.camera, width, height)  # fmt: skip
     colors = sample_photo(rgb, projection.pixel)
@@ -131,7 +102,7 @@ def texture_beside_result(
     if head is None:
         return {}, [{"code": "texture_skipped", "message": "No texture: the head has no trusted pose or no UV map."}]
     try:
-        texture = make_texture(rgb, head)
+        texture = make_texture(rgb, head, cache_dir=default_cache_dir())
     except (SkinModelError, ValueError) as exc:
         return {}, [{"code": "texture_failed", "message": f"No texture: {exc}."}]
     path = write_texture_png(texture_path_for(result_path), texture.image)

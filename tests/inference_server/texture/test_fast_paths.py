@@ -10,7 +10,8 @@ from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.texture.bake import UVRaster, rasterize_uv, texel_zones
 from inference_server.texture.fill import MIRROR_TOLERANCE, mirror_uv, mirror_vertices
-from inference_server.texture.stage import TextureInputs, uv_layout
+from inference_server.texture.layout import uv_layout
+from inference_server.texture.stage import TextureInputs
 
 
 def _all_pairs_partner(template: np.ndarray) -> np.ndarray:
