@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import threading
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -33,6 +34,7 @@ FOLDER = "texture_layout"
 #: Layouts kept per process (one per head model and texture size; a worker uses one or two).
 MAX_KEPT = 4
 _KEPT: OrderedDict[str, tuple[UVRaster, np.ndarray]] = OrderedDict()
+_LOCK = threading.Lock()  # the server runs jobs on threads
 
 
 class HeadModel(Protocol):
@@ -62,9 +64,10 @@ def layout_key(head: HeadModel, size: int) -> str:
 def uv_layout(head: HeadModel, size: int, cache_dir: Path | None = None) -> tuple[UVRaster, np.ndarray]:
     """(raster, mirror UV map) of ``head``'s model at ``size``²; read-only arrays shared between calls."""
     key = layout_key(head, size)
-    if key in _KEPT:
-        _KEPT.move_to_end(key)
-        return _KEPT[key]
+    with _LOCK:
+        if key in _KEPT:
+            _KEPT.move_to_end(key)
+            return _KEPT[key]
     path = None if cache_dir is None else Path(cache_dir) / FOLDER / f"{key}.npz"
     layout = None if path is None else read_layout(path, key, size, len(head.uv_faces))
     if layout is None:
@@ -78,9 +81,10 @@ def uv_layout(head: HeadModel, size: int, cache_dir: Path | None = None) -> tupl
     raster.triangle.setflags(write=False)  # shared between calls: nobody may change them in place
     raster.barycentric.setflags(write=False)
     mirror.setflags(write=False)
-    _KEPT[key] = (raster, mirror)
-    while len(_KEPT) > MAX_KEPT:
-        _KEPT.popitem(last=False)
+    with _LOCK:
+        _KEPT[key] = (raster, mirror)
+        while len(_KEPT) > MAX_KEPT:
+            _KEPT.popitem(last=False)
     return raster, mirror
 
 
