@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write_bytes
+from ..errors import IOFailedError
 from ..flame.model_data import FlameModelData
 from . import calibration, camera, landmarks68
 from .calibration import Detector, calibrate_correspondence
@@ -76,7 +77,7 @@ def cached_correspondence(model: FlameModelData, detect: Detector, cache_dir: Pa
     matrix = calibrate_correspondence(model, detect)
     try:
         write_cached(path, key, matrix)
-    except OSError as exc:  # a read-only or full cache folder must not fail the reconstruction
+    except (OSError, IOFailedError) as exc:  # a read-only or full cache folder must not fail the reconstruction
         log.warning("could not cache the landmark calibration in %s: %s", path, exc)
     return matrix
 

@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from ..atomic_io import atomic_write_bytes
+from ..errors import IOFailedError
 from . import bake, fill
 from .bake import UVRaster, rasterize_uv
 from .fill import mirror_uv, mirror_vertices
@@ -75,7 +76,7 @@ def uv_layout(head: HeadModel, size: int, cache_dir: Path | None = None) -> tupl
         if path is not None:
             try:
                 write_layout(path, key, *layout)
-            except OSError as exc:  # a read-only or full cache folder must not fail the texture
+            except (OSError, IOFailedError) as exc:  # a read-only or full cache folder must not fail the texture
                 log.warning("could not cache the UV layout in %s: %s", path, exc)
     raster, mirror = layout
     raster.triangle.setflags(write=False)  # shared between calls: nobody may change them in place

@@ -73,3 +73,11 @@ def test_the_key_follows_what_the_calibration_reads(head: FlameModelData) -> Non
     assert head.lmk_bary_coords is not None
     other_embedding = dataclasses.replace(head, lmk_bary_coords=head.lmk_bary_coords[::-1].copy())
     assert calibration_key(other_embedding) != key
+
+
+def test_a_cache_folder_that_cannot_be_written_only_costs_the_measurement(head: FlameModelData, tmp_path: Path) -> None:
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")  # the cache folder cannot be created under it
+    detector = CountingDetector()
+    assert cached_correspondence(head, detector, blocked / "cache") is None
+    assert detector.calls == 7

@@ -64,3 +64,13 @@ def test_a_bad_layout_file_is_computed_again_and_replaced(
         replaced = layout.read_layout(path, key, 64, len(head.faces))
         assert replaced is not None, name
         _assert_equal(replaced, expected)
+
+
+def test_a_cache_folder_that_cannot_be_written_still_gives_the_layout(
+    head: FlameModelData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    monkeypatch.setattr(layout, "_KEPT", type(layout._KEPT)())
+    head_in = _inputs(head)
+    _assert_equal(layout.uv_layout(head_in, 48, blocked / "cache"), layout.compute_layout(head_in, 48))
