@@ -24,7 +24,7 @@ from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
-from .fit.calibration import calibrate_correspondence
+from .fit.calibration_cache import cached_correspondence
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
@@ -141,9 +141,10 @@ class Reconstructor:
         return self._detector
 
     def correspondence(self, bundle: ModelBundle) -> np.ndarray | None:
-        """The detector-to-68 correspondence measured on this head model (once per model, a few seconds)."""
+        """The detector-to-68 correspondence measured on this head model (once per model and machine: it is
+        kept in the user cache, fit/calibration_cache.py)."""
         if self._correspondence is None or self._correspondence[0] != id(bundle.flame):
-            matrix = calibrate_correspondence(bundle.flame, self.detector().mediapipe.face_mesh)
+            matrix = cached_correspondence(bundle.flame, self.detector().mediapipe.face_mesh, default_cache_dir())
             self._correspondence = (id(bundle.flame), matrix)
         return self._correspondence[1]
 

@@ -19,7 +19,8 @@ import numpy as np
 from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
-from .pose import PoseFit, eye_distance, fit_pose
+from .pose import PoseFit, eye_distance
+from .pose_batch import fit_poses
 from .trust import plain_eyes, pose_doubt
 
 #: Fewer trusted landmarks than this and the pose is not reported.
@@ -96,21 +97,24 @@ def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.
     radius = max(2, round(PATCH_RADIUS_IOD * eye_distance(landmarks)))
     offsets = np.stack(list(np.mgrid[-radius : radius + 1, -radius : radius + 1]), axis=-1).reshape(-1, 2)
     offsets = offsets[(offsets**2).sum(axis=1) <= radius**2]
-    visibility = np.zeros(N_LANDMARKS)
-    for group, indices in GROUPS.items():
-        for k in indices:
-            xy = np.round(landmarks[k]).astype(np.int64) + offsets[:, ::-1]
-            inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
-            if not inside.any():
-                continue  # outside the photo: not visible
-            pixels = rgb[xy[inside, 1], xy[inside, 0]]
-            n = len(pixels)
-            no = np.zeros(n, bool)
-            zones = FeatureZones(
-                mouth=np.full(n, group == "mouth"), brows=np.full(n, group in ("eyes", "brows")), eye_opening=no
-            )
-            visibility[k] = (1.0 - occluded(pixels, skin, zones).mean()) * inside.mean()
-    return visibility
+    # Every landmark's disk at once: (68, m) pixels, one colour test for all of them.
+    xy = np.round(landmarks).astype(np.int64)[:, None, :] + offsets[None, :, ::-1]
+    inside = (xy[..., 0] >= 0) & (xy[..., 0] < width) & (xy[..., 1] >= 0) & (xy[..., 1] < height)
+    pixels = rgb[np.clip(xy[..., 1], 0, height - 1), np.clip(xy[..., 0], 0, width - 1)]
+    group = np.empty(N_LANDMARKS, dtype=object)
+    for name, indices in GROUPS.items():
+        group[list(indices)] = name
+    shape = inside.shape
+    zones = FeatureZones(
+        mouth=np.broadcast_to((group == "mouth")[:, None], shape),
+        brows=np.broadcast_to(np.isin(group, ["eyes", "brows"])[:, None], shape),
+        eye_opening=np.zeros(shape, bool),
+    )
+    covered = occluded(pixels, skin, zones) & inside
+    n_inside = inside.sum(axis=1)
+    share = covered.sum(axis=1) / np.maximum(n_inside, 1)
+    # Outside the photo: not visible.
+    return np.where(n_inside > 0, (1.0 - share) * (n_inside / inside.shape[1]), 0.0)
 
 
 def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -133,6 +137,7 @@ def group_consensus(
     """
     out = weights.copy()
     limit = CONSENSUS_IOD * eye_distance(image)
+    tested: list[tuple[np.ndarray, np.ndarray]] = []
     for indices in GROUPS.values():
         members = np.zeros(N_LANDMARKS, bool)
         members[list(indices)] = True
@@ -140,7 +145,14 @@ def group_consensus(
         others = np.where(members, 0.0, weights)
         if own.sum() < 3 or int((others >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
             continue
-        fit = fit_pose(points, image, others, intr, fit_focal=False, start=start)
+        tested.append((members, others))
+    if not tested:
+        return out
+    # Every left-out fit at once (one batched solve; each as fit_pose would give it).
+    fits = fit_poses(np.broadcast_to(points, (len(tested), *points.shape)), image,
+                     np.stack([others for _, others in tested]), intr, fit_focal=False, starts=start)  # fmt: skip
+    for (members, _), fit in zip(tested, fits, strict=True):
+        own = members & (weights >= TRUSTED_WEIGHT)
         if float(np.median(fit.residuals[own])) > limit:
             out[members] *= DISTRUSTED_GROUP
     return out
@@ -160,8 +172,8 @@ def score_expressions(
     cap = SCORE_CAP_IOD * eye_distance(image)
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
-    for points in expression_landmarks:
-        fit = fit_pose(points, image, weights, intr, fit_focal=False, start=start)
+    # All expressions in one batched solve (each as fit_pose would fit it alone, to rounding).
+    for fit in fit_poses(expression_landmarks, image, weights, intr, fit_focal=False, starts=start):
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
         errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
@@ -206,14 +218,15 @@ def fit_head(
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
 
-    first: PoseFit = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None)
+    first: PoseFit = fit_poses(expression_landmarks[reference][None], image, weights, intr,
+                               fit_focal=focal_px is None)[0]  # fmt: skip
     weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
     weights = group_consensus(expression_landmarks[reference], image, weights,
                               Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    ref = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,
-                   start=first.pose)  # fmt: skip
+    ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=focal_px is None,
+                    starts=first.pose)[0]  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
     trusted = weights >= TRUSTED_WEIGHT

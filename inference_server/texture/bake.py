@@ -75,15 +75,17 @@ def project_texels(
     rotation = rotation_matrix(pose[:3])
     cam_vertices = vertices @ rotation.T + pose[3:6]
     f, cx, cy = (float(c) for c in camera)
-    points = raster.interpolate(cam_vertices, faces)
-    normals = raster.interpolate(vertex_normals(vertices, faces) @ rotation.T, faces)
+    # Only the covered texels (about a third of the map) are computed; the rest stay 0 / not visible.
     cov = raster.covered
-    pixel = np.zeros((raster.size, raster.size, 2))
-    pixel[cov] = project_camera(points[cov], f, cx, cy)
-    sight = -points / np.maximum(np.linalg.norm(points, axis=2, keepdims=True), 1e-12)
-    facing = (normals * sight).sum(axis=2) / np.maximum(np.linalg.norm(normals, axis=2), 1e-12)
-    in_photo = (pixel[..., 0] >= 0) & (pixel[..., 0] < width) & (pixel[..., 1] >= 0) & (pixel[..., 1] < height)
-    in_front = cov & in_photo & (points[..., 2] < 0)
+    tri = faces[raster.triangle[cov]]  # (n, 3)
+    bary = raster.barycentric[cov]  # (n, 3)
+    points = _blend(bary, cam_vertices, tri)
+    normals = _blend(bary, vertex_normals(vertices, faces) @ rotation.T, tri)
+    pix = project_camera(points, f, cx, cy)
+    sight = -points / np.maximum(_norm(points), 1e-12)[:, None]
+    cos = _dot(normals, sight) / np.maximum(_norm(normals), 1e-12)
+    in_photo = (pix[:, 0] >= 0) & (pix[:, 0] < width) & (pix[:, 1] >= 0) & (pix[:, 1] < height)
+    in_front = in_photo & (points[:, 2] < 0)
     # Z-buffer of the whole head seen by this camera, at a resolution that keeps the face ≤ ZBUFFER_SIDE.
     screen = project_camera(cam_vertices, f, cx, cy)
     lo = np.floor(screen.min(axis=0)) - 2
@@ -92,11 +94,33 @@ def project_texels(
     side_w = math.ceil((screen[:, 0].max() - lo[0] + 4) * scale)
     side_h = math.ceil((screen[:, 1].max() - lo[1] + 4) * scale)
     zbuf = rasterize((screen - lo) * scale, cam_vertices[:, 2], faces, side_w, side_h).depth
-    px = np.clip(((pixel[..., 0] - lo[0]) * scale).astype(np.int64), 0, side_w - 1)
-    py = np.clip(((pixel[..., 1] - lo[1]) * scale).astype(np.int64), 0, side_h - 1)
-    unoccluded = points[..., 2] >= zbuf[py, px] - DEPTH_TOLERANCE
-    visible = in_front & unoccluded & (facing >= MIN_FACING)
+    px = np.clip(((pix[:, 0] - lo[0]) * scale).astype(np.int64), 0, side_w - 1)
+    py = np.clip(((pix[:, 1] - lo[1]) * scale).astype(np.int64), 0, side_h - 1)
+    unoccluded = points[:, 2] >= zbuf[py, px] - DEPTH_TOLERANCE
+    pixel = np.zeros((raster.size, raster.size, 2))
+    facing = np.zeros((raster.size, raster.size))
+    visible = np.zeros((raster.size, raster.size), bool)
+    pixel[cov], facing[cov] = pix, cos
+    visible[cov] = in_front & unoccluded & (cos >= MIN_FACING)
     return Projection(pixel=pixel, visible=visible, facing=facing)
+
+
+def _blend(bary: np.ndarray, values: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """(n, C) barycentric blend of per-vertex ``values`` at the corners ``tri`` (n, 3)."""
+    return (
+        bary[:, 0, None] * values[tri[:, 0]]
+        + bary[:, 1, None] * values[tri[:, 1]]
+        + bary[:, 2, None] * values[tri[:, 2]]
+    )
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot product of (n, 3) arrays (numpy's sum over a length-3 axis is slow)."""
+    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    return np.sqrt(_dot(a, a))
 
 
 def sample_photo(rgb: np.ndarray, pixel: np.ndarray) -> np.ndarray:
@@ -110,21 +134,43 @@ def sample_photo(rgb: np.ndarray, pixel: np.ndarray) -> np.ndarray:
 def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
     """Feature zones of the UV map from where the model's 68 landmarks sit on the head: texels near the
     lips, near the eyes and brows, and inside each eye's corner-to-corner circle."""
-    position = raster.interpolate(template, faces)
+    cov = raster.covered  # only covered texels: a third of S²
+    position = _blend(raster.barycentric[cov], np.asarray(template, dtype=np.float64), faces[raster.triangle[cov]])
     iod = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))
 
-    def near(indices: range, radius: float) -> np.ndarray:
-        d = np.linalg.norm(position[:, :, None, :] - landmarks[None, None, list(indices)], axis=3)
-        return np.asarray(d.min(axis=2) <= radius * iod)
+    def within(points: np.ndarray, radius: float) -> np.ndarray:
+        """Texels at most ``radius`` from one of ``points`` (k, 3); only those inside the points'
+        bounding box widened by ``radius`` are measured (a zone is a small part of the map)."""
+        low, high = points.min(axis=0) - radius, points.max(axis=0) + radius
+        box = np.ones(len(position), bool)
+        for k in range(3):
+            box &= (position[:, k] >= low[k]) & (position[:, k] <= high[k])
+        idx = np.nonzero(box)[0]
+        d2 = np.full(len(idx), np.inf)
+        for p in points:
+            diff = position[idx] - p
+            d2 = np.minimum(d2, _dot(diff, diff))
+        out = np.zeros(len(position), bool)
+        out[idx] = np.sqrt(d2) <= radius
+        return out
 
-    opening = np.zeros(position.shape[:2], bool)
+    def near(indices: range, radius: float) -> np.ndarray:
+        return within(landmarks[list(indices)], radius * iod)
+
+    opening = np.zeros(len(position), bool)
     for eye in (range(36, 42), range(42, 48)):
         pts = landmarks[list(eye)]
         width = float(np.linalg.norm(pts[0] - pts[3]))
-        opening |= np.linalg.norm(position - pts.mean(axis=0), axis=2) <= 0.5 * width
+        opening |= within(pts.mean(axis=0, keepdims=True), 0.5 * width)
     mouth = near(range(48, 68), 0.16)
     brows = near(range(17, 27), 0.12) | near(range(36, 48), 0.12) | near(range(31, 36), 0.06)
-    return FeatureZones(mouth=mouth, brows=brows, eye_opening=opening)
+
+    def full(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(cov.shape, bool)
+        out[cov] = values
+        return out
+
+    return FeatureZones(mouth=full(mouth), brows=full(brows), eye_opening=full(opening))
 
 
 def occluder_texels(
@@ -142,7 +188,10 @@ def occluder_texels(
     x1, y1 = px[seen].max() + 1, py[seen].max() + 1
     dark = np.zeros(px.shape, bool)
     dark[seen] = solid_dark(rgb[y0:y1, x0:x1], skin, iod_px)[py[seen] - y0, px[seen] - x0]
-    flagged = (occluded(colors, skin, zones) | dark) & seen
+    flagged = dark.copy()  # the colour test on the seen texels only (a fraction of the map)
+    seen_zones = FeatureZones(mouth=zones.mouth[seen], brows=zones.brows[seen], eye_opening=zones.eye_opening[seen])
+    flagged[seen] |= occluded(colors[seen], skin, seen_zones)
+    flagged &= seen
     # Paint the flagged texels' pixels into a photo-sized mask and widen it, so the occluder's soft
     # edge (colours halfway to skin) stays out; then read the mask back at every texel.
     mask = np.zeros((height, width), np.uint8)

@@ -21,18 +21,40 @@ MIRROR_TOLERANCE = 2.0e-3
 MAX_MIRROR_UV_SPAN = 0.08
 
 
-def mirror_vertices(template: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """(V,) index of each vertex's mirror partner (-1 when none is close enough)."""
+def mirror_vertices(template: np.ndarray) -> np.ndarray:
+    """(V,) index of each vertex's mirror partner: the vertex nearest its reflection x → -x, when within
+    MIRROR_TOLERANCE (-1 otherwise; the lowest index on a tie).
+
+    Only vertices within the tolerance can be partners, so the vertices are bucketed in a grid of cells
+    one tolerance wide and each reflection is compared with the vertices of its 27 neighbouring cells:
+    O(V) instead of the V² distances of a full search (16 k vertices: 2.5 s → tens of ms)."""
     v = np.asarray(template, dtype=np.float64)
     reflected = v * np.array([-1.0, 1.0, 1.0])
+    cells = np.floor(v / MIRROR_TOLERANCE).astype(np.int64)
+    lo = np.minimum(cells.min(axis=0), np.floor(reflected / MIRROR_TOLERANCE).min(axis=0).astype(np.int64)) - 1
+    dims = np.maximum(cells.max(axis=0), np.floor(reflected / MIRROR_TOLERANCE).max(axis=0).astype(np.int64)) - lo + 2
+
+    def key(c: np.ndarray) -> np.ndarray:
+        c = c - lo
+        return (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
+
+    order = np.argsort(key(cells), kind="stable")  # stable: within a cell, lower indices first
+    sorted_keys = key(cells)[order]
+    query_cells = np.floor(reflected / MIRROR_TOLERANCE).astype(np.int64)
+    best = np.full(len(v), np.inf)
     partner = np.full(len(v), -1, dtype=np.int64)
-    sq = (v**2).sum(axis=1)
-    for start in range(0, len(v), chunk):
-        part = reflected[start : start + chunk]
-        d2 = (part**2).sum(axis=1)[:, None] + sq[None, :] - 2.0 * part @ v.T
-        nearest = d2.argmin(axis=1)
-        close = d2[np.arange(len(part)), nearest] <= MIRROR_TOLERANCE**2
-        partner[start : start + chunk] = np.where(close, nearest, -1)
+    for offset in np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), axis=-1).reshape(-1, 3):
+        k = key(query_cells + offset)
+        first = np.searchsorted(sorted_keys, k, side="left")
+        count = np.searchsorted(sorted_keys, k, side="right") - first
+        for j in range(int(count.max(initial=0))):
+            has = np.nonzero(count > j)[0]
+            candidate = order[first[has] + j]
+            d2 = ((reflected[has] - v[candidate]) ** 2).sum(axis=1)
+            better = (d2 < best[has]) | ((d2 == best[has]) & (candidate < partner[has]))
+            best[has[better]] = d2[better]
+            partner[has[better]] = candidate[better]
+    partner[best > MIRROR_TOLERANCE**2] = -1
     return partner
 
 

@@ -98,7 +98,8 @@ def skin_coloured_cover(
     # The face's colour: skin texels well away from the covered zone.
     gap = cv2.dilate(seed_mask, _disk(max(1, round(FACE_REFERENCE_GAP_IOD * iod_px))))
     sxy = np.clip(np.round(pixel - 0.5).astype(np.int64), 0, [width - 1, height - 1])
-    far = seen & (gap[sxy[..., 1], sxy[..., 0]] == 0) & (skin.distance(colors) <= SKIN_RADIUS)
+    far = seen & (gap[sxy[..., 1], sxy[..., 0]] == 0)
+    far[far] = skin.distance(colors[far]) <= SKIN_RADIUS  # measured where it can matter only
     fallback = cv2.dilate(seed_mask, _disk(max(1, round(FALLBACK_GROW_IOD * iod_px)))) > 0
     if int(far.sum()) < MIN_ZONE_TEXELS:
         return fallback

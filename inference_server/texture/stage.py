@@ -9,12 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..assets_config import default_cache_dir
 from ..atomic_io import atomic_write_bytes
 from ..fit.camera import project as project_points
 from ..fit.pose import eye_distance
 from ..flame.model_data import FlameModelData
-from .bake import occluder_texels, project_texels, rasterize_uv, sample_photo, texel_zones
-from .fill import mirror_fill, mirror_uv, mirror_vertices, pull_push
+from .bake import occluder_texels, project_texels, sample_photo, texel_zones
+from .fill import mirror_fill, pull_push
+from .layout import uv_layout
 from .occluder import SkinModelError
 
 #: Side of the texture in texels.
@@ -68,11 +70,14 @@ class TextureInputs:
         )  # fmt: skip
 
 
-def make_texture(rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE) -> Texture:
-    """Bake the photo into the UV map of ``head``; raises SkinModelError when no skin is visible."""
+def make_texture(
+    rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE, cache_dir: Path | None = None
+) -> Texture:
+    """Bake the photo into the UV map of ``head``; raises SkinModelError when no skin is visible.
+    ``cache_dir``: where the model's UV layout may be kept between processes (:mod:`.layout`)."""
     height, width = rgb.shape[:2]
     faces = np.asarray(head.faces, dtype=np.int64)
-    raster = rasterize_uv(np.asarray(head.uv, dtype=np.float64), np.asarray(head.uv_faces, dtype=np.int64), size)
+    raster, mirror = uv_layout(head, size, cache_dir)
     projection = project_texels(raster, np.asarray(head.vertices, dtype=np.float64), faces,
                                 np.asarray(head.pose, dtype=np.float64), head.camera, width, height)  # fmt: skip
     colors = sample_photo(rgb, projection.pixel)
@@ -82,8 +87,6 @@ def make_texture(rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE)
     valid = projection.visible & ~covered_by_occluder
     if not valid.any():
         raise SkinModelError("no texel of the head is visible in the photo")
-    mirror = mirror_uv(raster, faces, head.uv, np.asarray(head.uv_faces, dtype=np.int64),
-                       mirror_vertices(head.template))  # fmt: skip
     mirrored_colors, after_mirror = mirror_fill(colors, valid, mirror)
     filled = pull_push(mirrored_colors, after_mirror)
     image = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
@@ -99,7 +102,7 @@ def texture_beside_result(
     if head is None:
         return {}, [{"code": "texture_skipped", "message": "No texture: the head has no trusted pose or no UV map."}]
     try:
-        texture = make_texture(rgb, head)
+        texture = make_texture(rgb, head, cache_dir=default_cache_dir())
     except (SkinModelError, ValueError) as exc:
         return {}, [{"code": "texture_failed", "message": f"No texture: {exc}."}]
     path = write_texture_png(texture_path_for(result_path), texture.image)

@@ -10,7 +10,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("load", "detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode", "write")
+STAGES = (
+    "load",
+    "detect",
+    "encode",
+    "sample_shapes",
+    "rank",
+    "sample_expressions",
+    "decode",
+    "fit",
+    "texture",
+    "write",
+)
 
 
 def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path) -> None:

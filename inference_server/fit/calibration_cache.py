@@ -1,0 +1,112 @@
+"""The detector-to-68 correspondence of a head model, measured once and kept in the user cache.
+
+:func:`.calibration.calibrate_correspondence` renders the model's mean head seven times and runs the
+detector on each render: 1.5-2 s on two cores, paid by every fresh worker and every ``ofer-worker
+reconstruct`` before this cache. Its result depends only on what it reads, so the file is named by a
+SHA-256 of exactly that: the mean head (template, faces, vertex colours), the landmark embedding, the
+detector (MediaPipe's version) and the source text of the code that measures it (calibration, landmark
+table, renderer, camera), so a change to any of them measures afresh instead of reading a stale matrix.
+
+The file is written atomically and checked when read (the key inside, shape, finite, rows that sum to
+one); a file that fails any check is measured again and replaced, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import atomic_write_bytes
+from ..errors import IOFailedError
+from ..flame.model_data import FlameModelData
+from . import calibration, camera, landmarks68
+from .calibration import Detector, calibrate_correspondence
+
+log = logging.getLogger(__name__)
+
+#: Bump when the file's layout changes.
+FORMAT = 1
+FOLDER = "fit_calibration"
+
+
+def calibration_key(model: FlameModelData) -> str:
+    """Hex SHA-256 of everything the calibration's result depends on (see the module docstring)."""
+    from .. import render
+
+    digest = hashlib.sha256(f"format {FORMAT}\n".encode())
+    colours = model.extra.get("vertex_colors")
+    arrays = {"v_template": model.v_template, "faces": model.faces, "lmk_faces_idx": model.lmk_faces_idx,
+              "lmk_bary_coords": model.lmk_bary_coords, "vertex_colors": colours}  # fmt: skip
+    for name, value in arrays.items():
+        if value is None:
+            digest.update(f"{name}: none\n".encode())
+            continue
+        a = np.ascontiguousarray(value)
+        digest.update(f"{name}: {a.dtype.str} {a.shape}\n".encode())
+        digest.update(a.tobytes())
+    digest.update(f"mediapipe {_mediapipe_version()}\n".encode())
+    for module in (calibration, landmarks68, camera, render):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()
+
+
+def _mediapipe_version() -> str:
+    try:
+        import mediapipe
+
+        return str(getattr(mediapipe, "__version__", "unknown"))
+    except ImportError:
+        return "absent"
+
+
+def cached_correspondence(model: FlameModelData, detect: Detector, cache_dir: Path | None) -> np.ndarray | None:
+    """:func:`.calibration.calibrate_correspondence`, read from ``cache_dir`` when measured before (None:
+    no cache, always measure). A cache that cannot be written only costs the next run the measurement."""
+    if cache_dir is None:
+        return calibrate_correspondence(model, detect)
+    key = calibration_key(model)
+    path = Path(cache_dir) / FOLDER / f"{key}.npz"
+    found, matrix = read_cached(path, key)
+    if found:
+        return matrix
+    matrix = calibrate_correspondence(model, detect)
+    try:
+        write_cached(path, key, matrix)
+    except (OSError, IOFailedError) as exc:  # a read-only or full cache folder must not fail the reconstruction
+        log.warning("could not cache the landmark calibration in %s: %s", path, exc)
+    return matrix
+
+
+def write_cached(path: Path, key: str, matrix: np.ndarray | None) -> None:
+    """Atomically write the measured matrix (or the fact that there is none) under ``key``."""
+    buffer = io.BytesIO()
+    empty = np.zeros((0, 0))
+    np.savez(buffer, key=np.array(key), found=np.array(matrix is not None),
+             matrix=empty if matrix is None else np.asarray(matrix, dtype=np.float64))  # fmt: skip
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_cached(path: Path, key: str) -> tuple[bool, np.ndarray | None]:
+    """(True, matrix or None) for a valid file of ``key``; (False, None) when absent or invalid."""
+    if not path.is_file():
+        return False, None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key:
+                raise ValueError("the file belongs to another key")
+            if not bool(data["found"]):
+                return True, None
+            matrix = np.array(data["matrix"], dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[0] != landmarks68.N_LANDMARKS or matrix.shape[1] < 468:
+            raise ValueError(f"shape {matrix.shape}")
+        if not np.isfinite(matrix).all() or not np.allclose(matrix.sum(axis=1), 1.0, atol=1e-6):
+            raise ValueError("rows are not affine combinations")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, foreign, tampered
+        log.warning("ignoring the cached landmark calibration %s (%s); measuring again", path, exc)
+        return False, None
+    return True, matrix

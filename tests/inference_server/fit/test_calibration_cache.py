@@ -1,0 +1,83 @@
+"""The landmark calibration kept in the user cache: a hit gives what the measurement gave, without
+running the detector; a damaged or foreign file is measured again; another model is another file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration_cache import FOLDER, cached_correspondence, calibration_key, read_cached
+from inference_server.flame.model_data import FlameModelData
+from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
+
+
+class CountingDetector:
+    def __init__(self, detect=None) -> None:  # type: ignore[no-untyped-def]
+        self.detect, self.calls = detect, 0
+
+    def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
+        self.calls += 1
+        return [] if self.detect is None else list(self.detect(rgb))
+
+
+def test_a_cache_hit_equals_the_measurement_without_detecting(head: FlameModelData, tmp_path: Path) -> None:
+    faces = MediaPipeFaces()
+    try:
+        first = CountingDetector(faces.face_mesh)
+        measured = cached_correspondence(head, first, tmp_path)
+        assert measured is not None and first.calls == 7  # one detection per calibration view
+        np.testing.assert_array_equal(measured, calibrate_correspondence(head, faces.face_mesh))
+        second = CountingDetector(faces.face_mesh)
+        cached = cached_correspondence(head, second, tmp_path)
+    finally:
+        faces.close()
+    assert second.calls == 0
+    assert cached is not None
+    np.testing.assert_array_equal(cached, measured)
+
+
+def test_a_damaged_file_is_measured_again_and_replaced(head: FlameModelData, tmp_path: Path) -> None:
+    path = tmp_path / FOLDER / f"{calibration_key(head)}.npz"
+    path.parent.mkdir(parents=True)
+    for content in (b"not an npz", b"PK\x03\x04truncated"):
+        path.write_bytes(content)
+        detector = CountingDetector()  # finds nothing: the measurement says "no calibration" (None)
+        assert cached_correspondence(head, detector, tmp_path) is None
+        assert detector.calls == 7
+        assert read_cached(path, calibration_key(head)) == (True, None)  # the replacement is valid
+
+
+def test_a_file_with_bad_values_or_another_key_is_not_trusted(head: FlameModelData, tmp_path: Path) -> None:
+    key = calibration_key(head)
+    path = tmp_path / "c.npz"
+    bad_rows = np.full((68, 478), 1.0)  # rows sum to 478, not 1
+    np.savez(path, key=np.array(key), found=np.array(True), matrix=bad_rows)
+    assert read_cached(path, key) == (False, None)
+    good = np.full((68, 478), 1.0 / 478)
+    np.savez(path, key=np.array("another model"), found=np.array(True), matrix=good)
+    assert read_cached(path, key) == (False, None)
+    np.savez(path, key=np.array(key), found=np.array(True), matrix=good)
+    found, matrix = read_cached(path, key)
+    assert found and matrix is not None
+    np.testing.assert_array_equal(matrix, good)
+
+
+def test_the_key_follows_what_the_calibration_reads(head: FlameModelData) -> None:
+    key = calibration_key(head)
+    assert calibration_key(dataclasses.replace(head)) == key
+    moved = dataclasses.replace(head, v_template=head.v_template + 1e-6)
+    assert calibration_key(moved) != key
+    assert head.lmk_bary_coords is not None
+    other_embedding = dataclasses.replace(head, lmk_bary_coords=head.lmk_bary_coords[::-1].copy())
+    assert calibration_key(other_embedding) != key
+
+
+def test_a_cache_folder_that_cannot_be_written_only_costs_the_measurement(head: FlameModelData, tmp_path: Path) -> None:
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")  # the cache folder cannot be created under it
+    detector = CountingDetector()
+    assert cached_correspondence(head, detector, blocked / "cache") is None
+    assert detector.calls == 7
