@@ -24,7 +24,7 @@ from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
-from .fit.calibration import calibrate_correspondence
+from .fit.calibration import Correspondence, calibrate_correspondence
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
@@ -115,7 +115,7 @@ class Reconstructor:
         self._bundle: ModelBundle | None = None
         self._flame: FlameLayer | None = None
         self._detector: FaceDetector | None = None
-        self._correspondence: tuple[int, np.ndarray | None] | None = None
+        self._correspondence: tuple[int, Correspondence | None] | None = None
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:
@@ -137,7 +137,7 @@ class Reconstructor:
             self._detector = FaceDetector()
         return self._detector
 
-    def correspondence(self, bundle: ModelBundle) -> np.ndarray | None:
+    def correspondence(self, bundle: ModelBundle) -> Correspondence | None:
         """The detector-to-68 correspondence measured on this head model (once per model, a few seconds)."""
         if self._correspondence is None or self._correspondence[0] != id(bundle.flame):
             matrix = calibrate_correspondence(bundle.flame, self.detector().mediapipe.face_mesh)

@@ -38,11 +38,22 @@ NEIGHBOURS = 4
 #: Pull of the weights towards the semantic table's, relative to one render's squared error in eye
 #: distances (each render counts the same whatever its size).
 PRIOR = 0.1
+#: Precision of a landmark (inverse variance of its calibrated position over the renders) relative to
+#: the eyes' median, clipped to [MIN_PRECISION, 1]: the solver's weight for how exactly it is placed.
+MIN_PRECISION = 0.05
 #: Renders the detector must find for the calibration to be used.
 MIN_VIEWS = 4
 SIZE = 512
 
 Detector = Callable[[np.ndarray], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Correspondence:
+    """The detector-to-68 map measured on one head model, and how exactly each landmark lands."""
+
+    matrix: np.ndarray  # (68, 478): rows sum to 1; ``matrix @ mesh_points`` = the 68 landmarks
+    precision: np.ndarray  # (68,) in [MIN_PRECISION, 1]: relative inverse variance, the eyes ≈ 1
 
 
 @dataclass(frozen=True)
@@ -97,9 +108,10 @@ def _views(model: FlameModelData) -> list[tuple[np.ndarray, np.ndarray]]:
     return views
 
 
-def calibrate_correspondence(model: FlameModelData, detect: Detector) -> np.ndarray | None:
-    """(68, 478) correspondence matrix for ``model`` (rows sum to 1), or None when the detector found
-    the rendered head in fewer than MIN_VIEWS views or the model has no 68-point embedding."""
+def calibrate_correspondence(model: FlameModelData, detect: Detector) -> Correspondence | None:
+    """The (68, 478) correspondence for ``model`` and each landmark's precision, or None when the
+    detector found the rendered heads in fewer than MIN_VIEWS views or the model has no 68-point
+    embedding."""
     if model.lmk_faces_idx is None or len(model.lmk_faces_idx) != N_LANDMARKS:
         return None
     found: list[tuple[np.ndarray, np.ndarray]] = []
@@ -119,7 +131,17 @@ def calibrate_correspondence(model: FlameModelData, detect: Detector) -> np.ndar
         near = np.argsort(distance)[:NEIGHBOURS]
         matrix[k, near] = _affine_weights([m[near] for m, _ in found], [t[k] for _, t in found],
                                           semantic[k, near])  # fmt: skip
-    return matrix
+    return Correspondence(matrix, _precision(matrix, found))
+
+
+def _precision(matrix: np.ndarray, found: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(68,) inverse variance of each calibrated landmark's miss (eye distances) over the renders,
+    relative to the eyes' median. The misses are scatter, not bias (docs/texture.md): weighing the
+    solve by them lets the eyes fix the pose and the jaw contour only nudge it."""
+    misses = np.stack([matrix @ m - t for m, t in found])  # (R, 68, 2)
+    variance = np.maximum((misses**2).sum(axis=2).mean(axis=0), 1e-12)
+    reference = float(np.median(variance[36:48]))
+    return np.clip(reference / variance, MIN_PRECISION, 1.0)
 
 
 def _affine_weights(points: list[np.ndarray], targets: list[np.ndarray], prior: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
+from .calibration import Correspondence
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance, fit_pose
@@ -122,8 +123,9 @@ def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.nda
 
 
 def group_consensus(
-    points: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray
-) -> np.ndarray:
+    points: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
+    precision: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """Distrust a landmark group the rest of the face contradicts.
 
     A detector guesses hidden features onto visible skin (a covered mouth drawn under the nose), where
@@ -140,7 +142,7 @@ def group_consensus(
         others = np.where(members, 0.0, weights)
         if own.sum() < 3 or int((others >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
             continue
-        fit = fit_pose(points, image, others, intr, fit_focal=False, start=start)
+        fit = fit_pose(points, image, others, intr, fit_focal=False, start=start, precision=precision)
         if float(np.median(fit.residuals[own])) > limit:
             out[members] *= DISTRUSTED_GROUP
     return out
@@ -153,15 +155,16 @@ def yaw_deg(pose: np.ndarray) -> float:
 
 
 def score_expressions(
-    expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
+    precision: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Per expression: its own pose (camera fixed), the capped weighted RMS error over the trusted
     landmarks (pixels), and the median residual over them."""
     cap = SCORE_CAP_IOD * eye_distance(image)
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
     for points in expression_landmarks:
-        fit = fit_pose(points, image, weights, intr, fit_focal=False, start=start)
+        fit = fit_pose(points, image, weights, intr, fit_focal=False, start=start, precision=precision)
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
         errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
@@ -176,14 +179,14 @@ def fit_head(
     expression_landmarks: np.ndarray,
     reference_normals: np.ndarray,
     reference: int = 0,
-    correspondence: np.ndarray | None = None,
+    correspondence: Correspondence | None = None,
 ) -> HeadFit:
     """Fit the camera and a pose per expression. ``focal_px``: the focal length when known (EXIF), else
     it is estimated; ``mesh_points`` (478, 2): the detector's dense landmarks
     (None when the face was found without them); ``expression_landmarks`` (M, 68, 3) model frame;
     ``reference_normals`` (68, 3) surface normals at the landmarks of expression ``reference``;
-    ``correspondence`` (68, 478): the detector-to-68 matrix measured on this model (:mod:`.calibration`),
-    else the semantic table."""
+    ``correspondence``: the detector-to-68 matrix and landmark precision measured on this model
+    (:mod:`.calibration`), else the semantic table with equal precision."""
     height, width = rgb.shape[:2]
     intr = default_intrinsics(width, height)
     source = "exif" if focal_px is not None else "estimated"
@@ -193,8 +196,10 @@ def fit_head(
         return untrusted("the face was found without dense landmarks (five points only)", source)
     if expression_landmarks.ndim != 3 or expression_landmarks.shape[1:] != (N_LANDMARKS, 3):
         return untrusted("the head model has no 68-point landmark embedding", source)
-    if correspondence is not None and correspondence.shape[1] == len(mesh_points):
-        image = correspondence @ np.asarray(mesh_points, dtype=np.float64)[:, :2]
+    precision = None
+    if correspondence is not None and correspondence.matrix.shape[1] == len(mesh_points):
+        image = correspondence.matrix @ np.asarray(mesh_points, dtype=np.float64)[:, :2]
+        precision = correspondence.precision
     else:
         image = landmarks68_from_mesh(mesh_points)
     try:
@@ -206,14 +211,15 @@ def fit_head(
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
 
-    first: PoseFit = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None)
+    first: PoseFit = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,
+                              precision=precision)  # fmt: skip
     weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
     weights = group_consensus(expression_landmarks[reference], image, weights,
-                              Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose)  # fmt: skip
+                              Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose, precision)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
     ref = fit_pose(expression_landmarks[reference], image, weights, intr, fit_focal=focal_px is None,
-                   start=first.pose)  # fmt: skip
+                   start=first.pose, precision=precision)  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
     trusted = weights >= TRUSTED_WEIGHT
@@ -228,7 +234,7 @@ def fit_head(
         return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
         return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
-    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose)
+    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose, precision)
     return HeadFit(
         status="ok", reason="", focal_source=source, camera=np.array([intr.focal, intr.cx, intr.cy]),
         expression_poses=poses, expression_errors=errors, expression_medians=medians, reference=reference,

@@ -4,9 +4,8 @@ cases where the fit must say it cannot be trusted."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration import Correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmarks68 import GROUPS, correspondence_matrix, landmarks68_from_mesh
 from inference_server.fit.pose import eye_distance
@@ -31,21 +30,8 @@ def test_without_dense_landmarks_the_fit_is_untrusted_and_says_why(head: FlameMo
     assert fit.meta(0)["status"] == "untrusted"
 
 
-@pytest.fixture(scope="module")
-def faces() -> MediaPipeFaces:
-    return MediaPipeFaces()
-
-
-@pytest.fixture(scope="module")
-def correspondence(head: FlameModelData, faces: MediaPipeFaces) -> np.ndarray:
-    matrix = calibrate_correspondence(head, faces.face_mesh)
-    assert matrix is not None, "the detector did not find the model's own calibration renders"
-    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
-    return matrix
-
-
 def test_pose_from_the_detector_on_synthetic_renders(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
     """Through the real detector on the DEMO head, with the correspondence measured on the model.
     Measured on these 9 renders: median rotation error 2.72°, reprojection of the visible landmarks
@@ -98,7 +84,7 @@ def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
 
 
 def test_a_face_cut_by_the_frame_is_untrusted(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
     case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(8), max_yaw=5)
     found = faces.face_mesh(case.image)
@@ -114,7 +100,7 @@ def test_a_face_cut_by_the_frame_is_untrusted(
 
 
 def test_a_turned_head_beyond_the_limit_is_untrusted(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
     case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(3), max_yaw=80)
     assert abs(np.degrees(case.pose[1])) > 65  # this seed turns the head ~73°

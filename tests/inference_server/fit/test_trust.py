@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference_server.fit import stage
-from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration import Correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.synthetic import ground_truth_texture, render_case
 from inference_server.fit.trust import EYES, plain_eyes, pose_doubt
@@ -56,21 +56,9 @@ def test_an_eye_painted_over_with_skin_is_plain(head: FlameModelData, layer: Fla
     assert plain_eyes(image, xy, xy).tolist() == [True, False]
 
 
-@pytest.fixture(scope="module")
-def faces() -> MediaPipeFaces:
-    return MediaPipeFaces()
-
-
-@pytest.fixture(scope="module")
-def correspondence(head: FlameModelData, faces: MediaPipeFaces) -> np.ndarray:
-    matrix = calibrate_correspondence(head, faces.face_mesh)
-    assert matrix is not None
-    return matrix
-
-
 @pytest.mark.parametrize(("seed", "yaw"), PROFILES)
 def test_a_profile_fitted_as_a_smaller_turn_is_untrusted(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray, seed: int,
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence, seed: int,
     yaw: float, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(seed), yaw=yaw)
