@@ -85,10 +85,8 @@ def _views(model: FlameModelData) -> list[tuple[np.ndarray, np.ndarray]]:
     layer = FlameLayer(model, dtype=torch.float64)
     draws = _draws(model)
     with torch.no_grad():
-        out = layer.with_expression(
-            torch.as_tensor(np.stack([d.shape for d in draws])), torch.as_tensor(np.stack([d.expression for d in draws])),
-            torch.as_tensor(np.stack([d.jaw for d in draws])),
-        )  # fmt: skip
+        out = layer.with_expression(*(torch.as_tensor(np.stack([getattr(d, name) for d in draws]))
+                                      for name in ("shape", "expression", "jaw")))  # fmt: skip
     assert out.landmarks is not None
     colours = model.extra.get("vertex_colors")
     views = []

@@ -12,8 +12,8 @@ from ..hypotheses import ExpressionOrder, best_fit_order
 from ..preprocess.detect import FaceDetection
 from ..preprocess.image import LoadedImage
 from ..render import vertex_normals
-from .camera import exif_focal_pixels
 from .calibration import Correspondence
+from .camera import exif_focal_pixels
 from .stage import HeadFit, fit_head, untrusted
 
 
