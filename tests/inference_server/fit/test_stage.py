@@ -33,11 +33,12 @@ def test_without_dense_landmarks_the_fit_is_untrusted_and_says_why(head: FlameMo
 def test_pose_from_the_detector_on_synthetic_renders(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
-    """Through the real detector on the DEMO head, with the correspondence measured on the model.
-    Measured on these 9 renders: median rotation error 2.72°, reprojection of the visible landmarks
-    2.76 % of the eye distance (against the true projection). The reprojection bound is looser than the
-    2 % the solver meets with exact landmarks (test_pose.py): MediaPipe's points on this stand-in head
-    scatter by ~5 % of the eye distance from render to render, and that is what is left."""
+    """Through the real detector on the DEMO head, with the correspondence and landmark precision measured
+    on the model (renders disjoint from these: fit/calibration.py draws its own heads from a fixed seed).
+    Measured on these 10 renders: median rotation error 2.54°, reprojection of the visible landmarks
+    1.30 % of the eye distance against the true projection (mean-head calibration without precision:
+    2.95°, 1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %; MediaPipe's points on this stand-in head scatter
+    by 2.5-7 % of the eye distance from render to render, so the margin is that of the median."""
     texture = ground_truth_texture(head)
     rng = np.random.default_rng(3)
     rotation, reprojection = [], []
@@ -58,7 +59,7 @@ def test_pose_from_the_detector_on_synthetic_renders(
         reprojection.append(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth))
     assert len(rotation) >= 8
     assert np.median(rotation) <= 3.0, rotation
-    assert np.median(reprojection) <= 0.035, reprojection
+    assert np.median(reprojection) <= 0.02, reprojection
 
 
 def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
