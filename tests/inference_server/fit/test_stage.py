@@ -30,20 +30,17 @@ def test_without_dense_landmarks_the_fit_is_untrusted_and_says_why(head: FlameMo
     assert fit.meta(0)["status"] == "untrusted"
 
 
-def test_pose_from_the_detector_on_synthetic_renders(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
-) -> None:
-    """Through the real detector on the DEMO head, with the correspondence and landmark precision measured
-    on the model (renders disjoint from these: fit/calibration.py draws its own heads from a fixed seed).
-    Measured on these 10 renders: median rotation error 2.54°, reprojection of the visible landmarks
-    1.30 % of the eye distance against the true projection (mean-head calibration without precision:
-    2.95°, 1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %; MediaPipe's points on this stand-in head scatter
-    by 2.5-7 % of the eye distance from render to render, so the margin is that of the median."""
+def _pose_errors(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence, seed: int,
+    occluder: str | None = None,
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Rotation error (°) and median reprojection of the visible landmarks (eye distances, against the
+    true projection) of the fit on 10 renders drawn from ``seed``."""
     texture = ground_truth_texture(head)
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     rotation, reprojection = [], []
     for _ in range(10):
-        case = render_case(head, layer, texture, rng)
+        case = render_case(head, layer, texture, rng, occluder=occluder)
         found = faces.face_mesh(case.image)
         if not found:  # the detector's business, measured in docs/preprocessing.md
             continue
@@ -56,10 +53,35 @@ def test_pose_from_the_detector_on_synthetic_renders(
         truth = project(case.landmarks, case.pose, case.camera)
         back = project(case.landmarks, pose, fit.camera)
         seen = fit.weights is not None and fit.weights >= 0.5
-        reprojection.append(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth))
+        reprojection.append(float(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth)))
     assert len(rotation) >= 8
+    return rotation, reprojection
+
+
+def test_pose_from_the_detector_on_synthetic_renders(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
+) -> None:
+    """Through the real detector on the DEMO head, with the correspondence and landmark precision measured
+    on the model (renders disjoint from these: fit/calibration.py draws its own heads from a fixed seed).
+    Measured on these 10 renders: median rotation error 2.78°, reprojection of the visible landmarks
+    1.30 % of the eye distance against the true projection (mean-head calibration without precision:
+    2.95°, 1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %; MediaPipe's points on this stand-in head scatter
+    by 2.5-7 % of the eye distance from render to render, so the margin is that of the median."""
+    rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=3)
     assert np.median(rotation) <= 3.0, rotation
     assert np.median(reprojection) <= 0.02, reprojection
+
+
+def test_pose_with_a_bar_over_the_mouth(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
+) -> None:
+    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 3.70°, 2.29 %
+    (mean-head calibration without precision: 4.19°, 2.68 %). Issue 17's 3° and 2 % are NOT met here: the
+    detector's whole mesh bends around the bar (nose base and brows move by 5-15 % of the eye distance,
+    docs/texture.md), so these bounds guard the measured level, not the target."""
+    rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=5, occluder="mouth")
+    assert np.median(rotation) <= 4.5, rotation
+    assert np.median(reprojection) <= 0.026, reprojection
 
 
 def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
