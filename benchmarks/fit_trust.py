@@ -10,7 +10,8 @@ Texture: renders (yaw ±20°) with the training occluders (train/synthetic.py) b
 with and without the skin-coloured-cover test: the share of occluder-covered texels left out, and the
 occluder's share of the texels taken from the photo.
 
-Run: ``.venv/bin/python benchmarks/fit_trust.py [--seeds 3] [--texture-cases 4]`` (~6 minutes on 2 cores).
+Run: ``.venv/bin/python benchmarks/fit_trust.py [--seeds 3] [--texture-cases 4]`` (~6 minutes on 2 free cores;
+``--texture-cases 0`` runs the fit part only).
 """
 
 from __future__ import annotations

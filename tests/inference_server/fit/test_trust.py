@@ -17,7 +17,9 @@ from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
 
 #: (seed, yaw) of renders whose detector mesh, fitted without the trust checks, gives an "ok" pose that
-#: is more than 10° off (measured: 12.5° and 16.3°); a sweep over −90..90° is in docs/texture.md.
+#: is not a correct fit (more than 5° off, the benchmark's "correct" line; measured 9.7° and 17.7° with
+#: the calibration of random heads and landmark precision, 12.5° and 16.3° before); a sweep over
+#: −90..90° is in docs/texture.md.
 PROFILES = ((5, 60.0), (7, 65.0))
 
 
@@ -74,7 +76,7 @@ def test_a_profile_fitted_as_a_smaller_turn_is_untrusted(
         unchecked = fit()
     assert unchecked.trusted and unchecked.expression_poses is not None
     error = rotation_angle_deg(rotation_matrix(unchecked.expression_poses[0][:3]), rotation_matrix(case.pose[:3]))
-    assert error > 10.0
+    assert error > 5.0
     checked = fit()
     assert checked.status == "untrusted" and checked.camera is None and checked.expression_poses is None
     assert "profile" in checked.reason and checked.warnings[0]["code"] == "fit_untrusted"
