@@ -30,7 +30,8 @@ from .landmarks68 import N_LANDMARKS, correspondence_matrix
 
 #: Poses (pitch, yaw in degrees) of the mean-head calibration renders.
 VIEWS = ((0.0, 0.0), (0.0, -20.0), (0.0, 20.0), (0.0, -35.0), (0.0, 35.0), (-12.0, 0.0), (12.0, 0.0))
-#: Renders of random heads of the model (fixed seed) added to VIEWS; ~0.25 s each on one CPU core.
+#: Renders of random heads of the model (fixed seed) added to VIEWS: 40 renders took 35 s against 7-13 s
+#: for VIEWS alone (shared 2-core machine at load 7), once per worker and model.
 RANDOM_VIEWS = 33
 SEED = 20251
 #: Detector points each landmark is combined from (the nearest ones to the semantic table's point).
