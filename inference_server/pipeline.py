@@ -138,7 +138,7 @@ class Reconstructor:
         return self._detector
 
     def correspondence(self, bundle: ModelBundle) -> Correspondence | None:
-        """The detector-to-68 correspondence measured on this head model (once per model, a few seconds)."""
+        """The detector-to-68 map and landmark precision measured on this head model (once per model, 40 renders)."""
         if self._correspondence is None or self._correspondence[0] != id(bundle.flame):
             matrix = calibrate_correspondence(bundle.flame, self.detector().mediapipe.face_mesh)
             self._correspondence = (id(bundle.flame), matrix)

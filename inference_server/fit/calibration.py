@@ -11,7 +11,7 @@ rendered heads, the semantic table stays.
 The renders are the mean head in seven poses plus RANDOM_VIEWS draws from the model's own prior
 (identity, expression, jaw, pose, focal length), from a fixed seed: the detector's habits depend on the
 face it sees (an open jaw, a wide face), and a correspondence measured on the mean head alone carries
-them into every fit (docs/texture.md, "Fit": 2.15 % → see there).
+them into every fit (docs/texture.md, "Fit").
 """
 
 from __future__ import annotations
