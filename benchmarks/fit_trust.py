@@ -10,7 +10,8 @@ Texture: renders (yaw ±20°) with the training occluders (train/synthetic.py) b
 with and without the skin-coloured-cover test: the share of occluder-covered texels left out, and the
 occluder's share of the texels taken from the photo.
 
-Run: ``.venv/bin/python benchmarks/fit_trust.py [--seeds 3] [--texture-cases 4]`` (~6 minutes on 2 cores).
+Run: ``.venv/bin/python benchmarks/fit_trust.py [--seeds 3] [--texture-cases 4]`` (~6 minutes on 2 free cores;
+``--texture-cases 0`` runs the fit part only).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from inference_server.demo.head import generate_demo_head
 from inference_server.fit import stage
-from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration import Correspondence, calibrate_correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.pose import eye_distance
 from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
@@ -35,7 +36,7 @@ from inference_server.texture import bake
 from inference_server.texture.stage import TextureInputs, make_texture
 
 
-def _fit(case: SyntheticCase, mesh: np.ndarray, correspondence: np.ndarray) -> tuple[bool, float, float]:
+def _fit(case: SyntheticCase, mesh: np.ndarray, correspondence: Correspondence) -> tuple[bool, float, float]:
     """(ok, rotation error °, median reprojection of the visible landmarks / eye distance)."""
     fit = stage.fit_head(case.image, None, mesh, case.landmarks[None], case.landmark_normals,
                          correspondence=correspondence)  # fmt: skip
@@ -138,8 +139,9 @@ def main() -> None:
     for occluder, seeds, max_yaw in ((None, args.seeds, 90), ("mouth", 2, 60), ("eyes", 2, 60)):
         print(f"fit, {occluder or 'clean'} renders, yaw ±{max_yaw}°, {seeds} per 5°:")
         fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong)
-    print(f"texture, {args.texture_cases} renders per occluder, true pose:")
-    texture_leaks(head, layer, texture, args.texture_cases)
+    if args.texture_cases > 0:  # the texture part does not depend on the fit (true pose)
+        print(f"texture, {args.texture_cases} renders per occluder, true pose:")
+        texture_leaks(head, layer, texture, args.texture_cases)
 
 
 if __name__ == "__main__":

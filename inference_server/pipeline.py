@@ -24,6 +24,7 @@ from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
+from .fit.calibration import Correspondence
 from .fit.calibration_cache import cached_correspondence
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
@@ -115,7 +116,7 @@ class Reconstructor:
         self._bundle: ModelBundle | None = None
         self._flame: FlameLayer | None = None
         self._detector: FaceDetector | None = None
-        self._correspondence: tuple[int, np.ndarray | None] | None = None
+        self._correspondence: tuple[int, Correspondence | None] | None = None
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:
@@ -140,9 +141,9 @@ class Reconstructor:
             self._detector = FaceDetector()
         return self._detector
 
-    def correspondence(self, bundle: ModelBundle) -> np.ndarray | None:
-        """The detector-to-68 correspondence measured on this head model (once per model and machine: it is
-        kept in the user cache, fit/calibration_cache.py)."""
+    def correspondence(self, bundle: ModelBundle) -> Correspondence | None:
+        """The detector-to-68 map and landmark precision measured on this head model (40 renders, once per
+        model and machine: it is kept in the user cache, fit/calibration_cache.py)."""
         if self._correspondence is None or self._correspondence[0] != id(bundle.flame):
             matrix = cached_correspondence(bundle.flame, self.detector().mediapipe.face_mesh, default_cache_dir())
             self._correspondence = (id(bundle.flame), matrix)

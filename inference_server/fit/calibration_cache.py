@@ -1,14 +1,16 @@
 """The detector-to-68 correspondence of a head model, measured once and kept in the user cache.
 
-:func:`.calibration.calibrate_correspondence` renders the model's mean head seven times and runs the
-detector on each render: 1.5-2 s on two cores, paid by every fresh worker and every ``ofer-worker
-reconstruct`` before this cache. Its result depends only on what it reads, so the file is named by a
-SHA-256 of exactly that: the mean head (template, faces, vertex colours), the landmark embedding, the
-detector (MediaPipe's version) and the source text of the code that measures it (calibration, landmark
-table, renderer, camera), so a change to any of them measures afresh instead of reading a stale matrix.
+:func:`.calibration.calibrate_correspondence` renders 40 heads of the model and runs the detector on
+each render: about 35 s on two loaded cores (1.5-2 s with the seven mean-head renders it used before),
+paid by every fresh worker and every ``ofer-worker reconstruct`` without this cache. Its result depends
+only on what it reads, so the file is named by a SHA-256 of exactly that: the head model (template,
+bases, rig, faces, vertex colours), the landmark embedding, the detector (MediaPipe's version) and the
+source text of the code that measures it (calibration, landmark table, renderer, camera), so a change to
+any of them measures afresh instead of reading a stale correspondence.
 
-The file is written atomically and checked when read (the key inside, shape, finite, rows that sum to
-one); a file that fails any check is measured again and replaced, never trusted.
+The file is written atomically and checked when read (the key inside, shapes, finite, rows that sum to
+one, one precision in (0, 1] per landmark); a file that fails any check is measured again and replaced,
+never trusted.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from ..atomic_io import atomic_write_bytes
 from ..errors import IOFailedError
 from ..flame.model_data import FlameModelData
 from . import calibration, camera, landmarks68
-from .calibration import Detector, calibrate_correspondence
+from .calibration import Correspondence, Detector, calibrate_correspondence
 
 log = logging.getLogger(__name__)
 
 #: Bump when the file's layout changes.
-FORMAT = 1
+FORMAT = 2
 FOLDER = "fit_calibration"
 
 
@@ -40,8 +42,11 @@ def calibration_key(model: FlameModelData) -> str:
 
     digest = hashlib.sha256(f"format {FORMAT}\n".encode())
     colours = model.extra.get("vertex_colors")
+    # The renders are random heads of the model (identity, expression, jaw): its bases and rig count too.
     arrays = {"v_template": model.v_template, "faces": model.faces, "lmk_faces_idx": model.lmk_faces_idx,
-              "lmk_bary_coords": model.lmk_bary_coords, "vertex_colors": colours}  # fmt: skip
+              "lmk_bary_coords": model.lmk_bary_coords, "vertex_colors": colours, "shapedirs": model.shapedirs,
+              "posedirs": model.posedirs, "J_regressor": model.J_regressor, "parents": model.parents,
+              "weights": model.weights, "sizes": np.array([model.n_shape, model.n_expression])}  # fmt: skip
     for name, value in arrays.items():
         if value is None:
             digest.update(f"{name}: none\n".encode())
@@ -64,35 +69,38 @@ def _mediapipe_version() -> str:
         return "absent"
 
 
-def cached_correspondence(model: FlameModelData, detect: Detector, cache_dir: Path | None) -> np.ndarray | None:
+def cached_correspondence(
+    model: FlameModelData, detect: Detector, cache_dir: Path | None
+) -> Correspondence | None:
     """:func:`.calibration.calibrate_correspondence`, read from ``cache_dir`` when measured before (None:
     no cache, always measure). A cache that cannot be written only costs the next run the measurement."""
     if cache_dir is None:
         return calibrate_correspondence(model, detect)
     key = calibration_key(model)
     path = Path(cache_dir) / FOLDER / f"{key}.npz"
-    found, matrix = read_cached(path, key)
+    found, measured = read_cached(path, key)
     if found:
-        return matrix
-    matrix = calibrate_correspondence(model, detect)
+        return measured
+    measured = calibrate_correspondence(model, detect)
     try:
-        write_cached(path, key, matrix)
+        write_cached(path, key, measured)
     except (OSError, IOFailedError) as exc:  # a read-only or full cache folder must not fail the reconstruction
         log.warning("could not cache the landmark calibration in %s: %s", path, exc)
-    return matrix
+    return measured
 
 
-def write_cached(path: Path, key: str, matrix: np.ndarray | None) -> None:
-    """Atomically write the measured matrix (or the fact that there is none) under ``key``."""
+def write_cached(path: Path, key: str, measured: Correspondence | None) -> None:
+    """Atomically write the measured correspondence (or the fact that there is none) under ``key``."""
     buffer = io.BytesIO()
-    empty = np.zeros((0, 0))
-    np.savez(buffer, key=np.array(key), found=np.array(matrix is not None),
-             matrix=empty if matrix is None else np.asarray(matrix, dtype=np.float64))  # fmt: skip
+    matrix, precision = (np.zeros((0, 0)), np.zeros(0)) if measured is None else (measured.matrix, measured.precision)
+    np.savez(buffer, key=np.array(key), found=np.array(measured is not None),
+             matrix=np.asarray(matrix, dtype=np.float64),
+             precision=np.asarray(precision, dtype=np.float64))  # fmt: skip
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_cached(path: Path, key: str) -> tuple[bool, np.ndarray | None]:
-    """(True, matrix or None) for a valid file of ``key``; (False, None) when absent or invalid."""
+def read_cached(path: Path, key: str) -> tuple[bool, Correspondence | None]:
+    """(True, correspondence or None) for a valid file of ``key``; (False, None) when absent or invalid."""
     if not path.is_file():
         return False, None
     try:
@@ -102,11 +110,14 @@ def read_cached(path: Path, key: str) -> tuple[bool, np.ndarray | None]:
             if not bool(data["found"]):
                 return True, None
             matrix = np.array(data["matrix"], dtype=np.float64)
+            precision = np.array(data["precision"], dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != landmarks68.N_LANDMARKS or matrix.shape[1] < 468:
             raise ValueError(f"shape {matrix.shape}")
         if not np.isfinite(matrix).all() or not np.allclose(matrix.sum(axis=1), 1.0, atol=1e-6):
             raise ValueError("rows are not affine combinations")
+        if precision.shape != (matrix.shape[0],) or not ((precision > 0) & (precision <= 1)).all():
+            raise ValueError("precision is not one weight in (0, 1] per landmark")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, foreign, tampered
         log.warning("ignoring the cached landmark calibration %s (%s); measuring again", path, exc)
         return False, None
-    return True, matrix
+    return True, Correspondence(matrix, precision)

@@ -31,7 +31,7 @@ class PoseFit:
     pose: np.ndarray  # (6,) axis-angle + translation, metres
     focal: float
     residuals: np.ndarray  # (N,) pixel distances of the projected model points from the image points
-    robust_weights: np.ndarray  # (N,) final weights (prior × Cauchy), in [0, 1]
+    robust_weights: np.ndarray  # (N,) final weights (prior × precision × Cauchy), in [0, 1]
     cost: float
 
 
@@ -113,13 +113,18 @@ def fit_pose(
     *,
     fit_focal: bool,
     start: np.ndarray | None = None,
+    precision: np.ndarray | None = None,
 ) -> PoseFit:
     """Pose (and with ``fit_focal`` the focal length) putting ``model_points`` (68, 3, model frame) onto
     ``image_points`` (68, 2, pixels); ``weights`` (68,) in [0, 1] say how far each point is trusted.
-    ``start``: a pose to start from (other expressions of the same photo) instead of the yaw search."""
+    ``start``: a pose to start from (other expressions of the same photo) instead of the yaw search.
+    ``precision`` (68,) in (0, 1]: how exactly the detector places each point (:mod:`.calibration`);
+    it scales the trust in the solve, so a scattered contour point pulls less than an eye corner."""
     model = np.asarray(model_points, dtype=np.float64)
     image = np.asarray(image_points, dtype=np.float64)
     prior_w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, 1.0)
+    if precision is not None:
+        prior_w = prior_w * np.clip(np.asarray(precision, dtype=np.float64), 0.0, 1.0)
     scale = max(ROBUST_SCALE_IOD * eye_distance(image), 0.5)
     extra = [0.0] if fit_focal else []
     starts = (

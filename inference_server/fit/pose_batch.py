@@ -168,14 +168,18 @@ def fit_poses(
     *,
     fit_focal: bool,
     starts: np.ndarray | None = None,
+    precision: np.ndarray | None = None,
 ) -> list[PoseFit]:
     """:func:`.pose.fit_pose` for B problems sharing the photo's points ``image_points`` (68, 2):
     ``model_points`` (B, 68, 3), ``weights`` (B, 68) or (68,), ``starts`` (B, 6) or (6,) or None for
-    the yaw search (every problem from every START_YAWS start; the cheapest end wins, the first on a tie)."""
+    the yaw search (every problem from every START_YAWS start; the cheapest end wins, the first on a tie);
+    ``precision`` (68,) scales the weights as in :func:`.pose.fit_pose`."""
     model = np.asarray(model_points, dtype=np.float64)
     image = np.asarray(image_points, dtype=np.float64)
     b = len(model)
     prior_w = np.clip(np.broadcast_to(np.asarray(weights, dtype=np.float64), (b, model.shape[1])), 0.0, 1.0)
+    if precision is not None:
+        prior_w = prior_w * np.clip(np.asarray(precision, dtype=np.float64), 0.0, 1.0)
     scale = max(ROBUST_SCALE_IOD * eye_distance(image), 0.5)
     extra = [0.0] if fit_focal else []
     if starts is not None:

@@ -17,12 +17,18 @@ from typing import Any
 import numpy as np
 
 from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
+from .calibration import Correspondence
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance
 from .pose_batch import fit_poses
 from .trust import plain_eyes, pose_doubt
 
+#: The detector's scatter at the eyes in eye distances (fit calibration on the DEMO head, docs/texture.md).
+EYE_SCATTER_IOD = 0.025
+#: Scatter in pixels that every landmark shares whatever the face size. Not calibrated: chosen between 1 and 3
+#: on the clip test (tests/.../test_sequence_run.py: 7.9°, 6.9°, 6.4°) and test_stage's renders (all pass).
+SHARED_SCATTER_PX = 2.0
 #: Fewer trusted landmarks than this and the pose is not reported.
 MIN_TRUSTED_LANDMARKS = 20
 #: A landmark counts as trusted (visible) at or above this weight.
@@ -126,8 +132,9 @@ def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.nda
 
 
 def group_consensus(
-    points: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray
-) -> np.ndarray:
+    points: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
+    precision: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """Distrust a landmark group the rest of the face contradicts.
 
     A detector guesses hidden features onto visible skin (a covered mouth drawn under the nose), where
@@ -150,7 +157,8 @@ def group_consensus(
         return out
     # Every left-out fit at once (one batched solve; each as fit_pose would give it).
     fits = fit_poses(np.broadcast_to(points, (len(tested), *points.shape)), image,
-                     np.stack([others for _, others in tested]), intr, fit_focal=False, starts=start)  # fmt: skip
+                     np.stack([others for _, others in tested]), intr, fit_focal=False, starts=start,
+                     precision=precision)  # fmt: skip
     for (members, _), fit in zip(tested, fits, strict=True):
         own = members & (weights >= TRUSTED_WEIGHT)
         if float(np.median(fit.residuals[own])) > limit:
@@ -165,20 +173,34 @@ def yaw_deg(pose: np.ndarray) -> float:
 
 
 def score_expressions(
-    expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
+    precision: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Per expression: its own pose (camera fixed), the capped weighted RMS error over the trusted
     landmarks (pixels), and the median residual over them."""
     cap = SCORE_CAP_IOD * eye_distance(image)
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
     # All expressions in one batched solve (each as fit_pose would fit it alone, to rounding).
-    for fit in fit_poses(expression_landmarks, image, weights, intr, fit_focal=False, starts=start):
+    for fit in fit_poses(expression_landmarks, image, weights, intr, fit_focal=False, starts=start,
+                         precision=precision):
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
         errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
         medians.append(float(np.median(fit.residuals[trusted])) if trusted.any() else float("nan"))
     return np.stack(poses), np.asarray(errors), np.asarray(medians)
+
+
+def scatter_precision(precision: np.ndarray, eye_distance_px: float) -> np.ndarray:
+    """The calibration's precision, for a face of this size in pixels. It was measured where the detector's
+    scatter grows with the face (renders ~100 px between the eyes); on a small face a pixel or so of
+    scatter that every landmark shares takes over and the landmarks become about equally precise (a clip
+    of 320 x 240 frames fitted with the calibrated precision as it is turned up to 9° off, against 5° before
+    the precision; with this model 6.9°). At the renders' own size the floor 0.3 becomes 0.41; several hundred
+    px between the eyes keep the calibrated weights."""
+    eyes = (EYE_SCATTER_IOD * eye_distance_px) ** 2
+    shared = SHARED_SCATTER_PX**2
+    return (eyes + shared) / (eyes / np.asarray(precision, dtype=np.float64) + shared)
 
 
 def fit_head(
@@ -188,14 +210,14 @@ def fit_head(
     expression_landmarks: np.ndarray,
     reference_normals: np.ndarray,
     reference: int = 0,
-    correspondence: np.ndarray | None = None,
+    correspondence: Correspondence | None = None,
 ) -> HeadFit:
     """Fit the camera and a pose per expression. ``focal_px``: the focal length when known (EXIF), else
     it is estimated; ``mesh_points`` (478, 2): the detector's dense landmarks
     (None when the face was found without them); ``expression_landmarks`` (M, 68, 3) model frame;
     ``reference_normals`` (68, 3) surface normals at the landmarks of expression ``reference``;
-    ``correspondence`` (68, 478): the detector-to-68 matrix measured on this model (:mod:`.calibration`),
-    else the semantic table."""
+    ``correspondence``: the detector-to-68 matrix and landmark precision measured on this model
+    (:mod:`.calibration`), else the semantic table with equal precision."""
     height, width = rgb.shape[:2]
     intr = default_intrinsics(width, height)
     source = "exif" if focal_px is not None else "estimated"
@@ -205,8 +227,10 @@ def fit_head(
         return untrusted("the face was found without dense landmarks (five points only)", source)
     if expression_landmarks.ndim != 3 or expression_landmarks.shape[1:] != (N_LANDMARKS, 3):
         return untrusted("the head model has no 68-point landmark embedding", source)
-    if correspondence is not None and correspondence.shape[1] == len(mesh_points):
-        image = correspondence @ np.asarray(mesh_points, dtype=np.float64)[:, :2]
+    precision = None
+    if correspondence is not None and correspondence.matrix.shape[1] == len(mesh_points):
+        image = correspondence.matrix @ np.asarray(mesh_points, dtype=np.float64)[:, :2]
+        precision = scatter_precision(correspondence.precision, eye_distance(image))
     else:
         image = landmarks68_from_mesh(mesh_points)
     try:
@@ -219,14 +243,14 @@ def fit_head(
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
 
     first: PoseFit = fit_poses(expression_landmarks[reference][None], image, weights, intr,
-                               fit_focal=focal_px is None)[0]  # fmt: skip
+                               fit_focal=focal_px is None, precision=precision)[0]  # fmt: skip
     weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
     weights = group_consensus(expression_landmarks[reference], image, weights,
-                              Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose)  # fmt: skip
+                              Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose, precision)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
     ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=focal_px is None,
-                    starts=first.pose)[0]  # fmt: skip
+                    starts=first.pose, precision=precision)[0]  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
     trusted = weights >= TRUSTED_WEIGHT
@@ -241,7 +265,7 @@ def fit_head(
         return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
         return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
-    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose)
+    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose, precision)
     return HeadFit(
         status="ok", reason="", focal_source=source, camera=np.array([intr.focal, intr.cx, intr.cy]),
         expression_poses=poses, expression_errors=errors, expression_medians=medians, reference=reference,

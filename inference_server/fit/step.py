@@ -12,6 +12,7 @@ from ..hypotheses import ExpressionOrder, best_fit_order
 from ..preprocess.detect import FaceDetection
 from ..preprocess.image import LoadedImage
 from ..render import vertex_normals
+from .calibration import Correspondence
 from .camera import exif_focal_pixels
 from .stage import HeadFit, fit_head, untrusted
 
@@ -63,11 +64,11 @@ def fit_photo(
     expression_landmarks: np.ndarray | None,
     params: np.ndarray,
     mode: ExpressionOrder,
-    correspondence: np.ndarray | None = None,
+    correspondence: Correspondence | None = None,
 ) -> PhotoFit:
     """Fit the camera and a pose per expression (given in the order they were decoded, the most typical
     first), then choose the display order: ``mode`` "best_fit" sorts by the visible-landmark error;
-    any other mode keeps the order given. ``correspondence``: the detector-to-68 matrix measured on this
+    any other mode keeps the order given. ``correspondence``: the detector-to-68 matrix and precision measured on this
     model (:func:`.calibration.calibrate_correspondence`). Never raises for a photo the fit cannot use: it says why."""
     m = len(expression_vertices)
     keep = np.arange(m)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..fit.calibration import Correspondence
 from ..fit.camera import default_intrinsics
 from ..fit.stage import fit_head
 from ..fit.step import landmark_normals
@@ -85,7 +86,7 @@ def pooled_identity(
 
 def clip_focal(
     source: FrameSource, encoded: list[EncodedFrame], frames: list[int], bundle: ModelBundle, flame: FlameLayer,
-    shape: np.ndarray, correspondence: np.ndarray | None, device: torch.device,
+    shape: np.ndarray, correspondence: Correspondence | None, device: torch.device,
 ) -> tuple[float, str]:  # fmt: skip
     """(focal length in pixels, how it was found): the median over ``frames`` of the focal fitted with the
     clip's neutral head; the default field of view when no frame gives a trusted fit."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import NoFaceError
+from ..fit.calibration import Correspondence
 from ..fit.landmarks68 import N_LANDMARKS
 from ..fit.pose import eye_distance
 from ..fit.stage import TRUSTED_WEIGHT, fit_head
@@ -139,7 +140,7 @@ class FitContext:
     flame: FlameLayer
     identity: torch.Tensor  # (1, S) shape coefficients
     focal_px: float
-    correspondence: np.ndarray | None
+    correspondence: Correspondence | None
     n_expressions: int
     sampler: str  # the diffusion module's variant name
     steps: int

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration import Correspondence
 from inference_server.fit.stage import TRUSTED_WEIGHT, fit_head
 from inference_server.fit.synthetic import ground_truth_texture, render_case
 from inference_server.flame.layer import FlameLayer
@@ -16,12 +16,12 @@ from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
 
 
 @pytest.mark.timeout(600)
-def test_best_fit_first_is_closer_to_the_truth_than_typical_first(head: FlameModelData, layer: FlameLayer) -> None:
+def test_best_fit_first_is_closer_to_the_truth_than_typical_first(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
+) -> None:
     """Each render's candidates: 11 expressions and jaw openings drawn from the prior and one near the
     true expression, as a sampler that found the face would give. The first candidate each order shows is compared with
     the true expression on the landmarks the photo shows (millimetres, model frame)."""
-    faces = MediaPipeFaces()
-    correspondence = calibrate_correspondence(head, faces.face_mesh)
     texture = ground_truth_texture(head)
     rng = np.random.default_rng(21)
     best_errors, typical_errors = [], []

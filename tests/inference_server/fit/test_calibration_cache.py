@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration import RANDOM_VIEWS, VIEWS, Correspondence
 from inference_server.fit.calibration_cache import FOLDER, cached_correspondence, calibration_key, read_cached
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
+
+#: One detection per calibration render.
+RENDERS = len(VIEWS) + RANDOM_VIEWS
 
 
 class CountingDetector:
@@ -23,20 +26,20 @@ class CountingDetector:
         return [] if self.detect is None else list(self.detect(rgb))
 
 
-def test_a_cache_hit_equals_the_measurement_without_detecting(head: FlameModelData, tmp_path: Path) -> None:
-    faces = MediaPipeFaces()
-    try:
-        first = CountingDetector(faces.face_mesh)
-        measured = cached_correspondence(head, first, tmp_path)
-        assert measured is not None and first.calls == 7  # one detection per calibration view
-        np.testing.assert_array_equal(measured, calibrate_correspondence(head, faces.face_mesh))
-        second = CountingDetector(faces.face_mesh)
-        cached = cached_correspondence(head, second, tmp_path)
-    finally:
-        faces.close()
+def test_a_cache_hit_equals_the_measurement_without_detecting(
+    head: FlameModelData, faces: MediaPipeFaces, correspondence: Correspondence, tmp_path: Path
+) -> None:
+    first = CountingDetector(faces.face_mesh)
+    measured = cached_correspondence(head, first, tmp_path)
+    assert measured is not None and first.calls == RENDERS
+    np.testing.assert_array_equal(measured.matrix, correspondence.matrix)  # the fixture measured it directly
+    np.testing.assert_array_equal(measured.precision, correspondence.precision)
+    second = CountingDetector(faces.face_mesh)
+    cached = cached_correspondence(head, second, tmp_path)
     assert second.calls == 0
     assert cached is not None
-    np.testing.assert_array_equal(cached, measured)
+    np.testing.assert_array_equal(cached.matrix, measured.matrix)
+    np.testing.assert_array_equal(cached.precision, measured.precision)
 
 
 def test_a_damaged_file_is_measured_again_and_replaced(head: FlameModelData, tmp_path: Path) -> None:
@@ -46,23 +49,24 @@ def test_a_damaged_file_is_measured_again_and_replaced(head: FlameModelData, tmp
         path.write_bytes(content)
         detector = CountingDetector()  # finds nothing: the measurement says "no calibration" (None)
         assert cached_correspondence(head, detector, tmp_path) is None
-        assert detector.calls == 7
+        assert detector.calls == RENDERS
         assert read_cached(path, calibration_key(head)) == (True, None)  # the replacement is valid
 
 
 def test_a_file_with_bad_values_or_another_key_is_not_trusted(head: FlameModelData, tmp_path: Path) -> None:
     key = calibration_key(head)
     path = tmp_path / "c.npz"
+    good, ones = np.full((68, 478), 1.0 / 478), np.ones(68)
     bad_rows = np.full((68, 478), 1.0)  # rows sum to 478, not 1
-    np.savez(path, key=np.array(key), found=np.array(True), matrix=bad_rows)
-    assert read_cached(path, key) == (False, None)
-    good = np.full((68, 478), 1.0 / 478)
-    np.savez(path, key=np.array("another model"), found=np.array(True), matrix=good)
-    assert read_cached(path, key) == (False, None)
-    np.savez(path, key=np.array(key), found=np.array(True), matrix=good)
-    found, matrix = read_cached(path, key)
-    assert found and matrix is not None
-    np.testing.assert_array_equal(matrix, good)
+    for matrix, precision, owner in ((bad_rows, ones, key), (good, ones, "another model"),
+                                     (good, np.zeros(68), key), (good, np.ones(67), key)):  # fmt: skip
+        np.savez(path, key=np.array(owner), found=np.array(True), matrix=matrix, precision=precision)
+        assert read_cached(path, key) == (False, None)
+    np.savez(path, key=np.array(key), found=np.array(True), matrix=good, precision=ones)
+    found, measured = read_cached(path, key)
+    assert found and measured is not None
+    np.testing.assert_array_equal(measured.matrix, good)
+    np.testing.assert_array_equal(measured.precision, ones)
 
 
 def test_the_key_follows_what_the_calibration_reads(head: FlameModelData) -> None:
@@ -73,6 +77,8 @@ def test_the_key_follows_what_the_calibration_reads(head: FlameModelData) -> Non
     assert head.lmk_bary_coords is not None
     other_embedding = dataclasses.replace(head, lmk_bary_coords=head.lmk_bary_coords[::-1].copy())
     assert calibration_key(other_embedding) != key
+    other_basis = dataclasses.replace(head, shapedirs=head.shapedirs * 1.01)  # the random renders use it
+    assert calibration_key(other_basis) != key
 
 
 def test_a_cache_folder_that_cannot_be_written_only_costs_the_measurement(head: FlameModelData, tmp_path: Path) -> None:
@@ -80,4 +86,4 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_the_measurement(head: 
     blocked.write_text("not a folder")  # the cache folder cannot be created under it
     detector = CountingDetector()
     assert cached_correspondence(head, detector, blocked / "cache") is None
-    assert detector.calls == 7
+    assert detector.calls == RENDERS

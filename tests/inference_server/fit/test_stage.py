@@ -4,9 +4,8 @@ cases where the fit must say it cannot be trusted."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration import Correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmarks68 import GROUPS, correspondence_matrix, landmarks68_from_mesh
 from inference_server.fit.pose import eye_distance
@@ -31,32 +30,17 @@ def test_without_dense_landmarks_the_fit_is_untrusted_and_says_why(head: FlameMo
     assert fit.meta(0)["status"] == "untrusted"
 
 
-@pytest.fixture(scope="module")
-def faces() -> MediaPipeFaces:
-    return MediaPipeFaces()
-
-
-@pytest.fixture(scope="module")
-def correspondence(head: FlameModelData, faces: MediaPipeFaces) -> np.ndarray:
-    matrix = calibrate_correspondence(head, faces.face_mesh)
-    assert matrix is not None, "the detector did not find the model's own calibration renders"
-    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
-    return matrix
-
-
-def test_pose_from_the_detector_on_synthetic_renders(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
-) -> None:
-    """Through the real detector on the DEMO head, with the correspondence measured on the model.
-    Measured on these 9 renders: median rotation error 2.72°, reprojection of the visible landmarks
-    2.76 % of the eye distance (against the true projection). The reprojection bound is looser than the
-    2 % the solver meets with exact landmarks (test_pose.py): MediaPipe's points on this stand-in head
-    scatter by ~5 % of the eye distance from render to render, and that is what is left."""
+def _pose_errors(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence, seed: int,
+    occluder: str | None = None,
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Rotation error (°) and median reprojection of the visible landmarks (eye distances, against the
+    true projection) of the fit on 10 renders drawn from ``seed``."""
     texture = ground_truth_texture(head)
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     rotation, reprojection = [], []
     for _ in range(10):
-        case = render_case(head, layer, texture, rng)
+        case = render_case(head, layer, texture, rng, occluder=occluder)
         found = faces.face_mesh(case.image)
         if not found:  # the detector's business, measured in docs/preprocessing.md
             continue
@@ -69,10 +53,35 @@ def test_pose_from_the_detector_on_synthetic_renders(
         truth = project(case.landmarks, case.pose, case.camera)
         back = project(case.landmarks, pose, fit.camera)
         seen = fit.weights is not None and fit.weights >= 0.5
-        reprojection.append(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth))
+        reprojection.append(float(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth)))
     assert len(rotation) >= 8
+    return rotation, reprojection
+
+
+def test_pose_from_the_detector_on_synthetic_renders(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
+) -> None:
+    """Through the real detector on the DEMO head, with the correspondence and landmark precision measured
+    on the model (renders disjoint from these: fit/calibration.py draws its own heads from a fixed seed).
+    Measured on these 10 renders: median rotation error 2.78°, reprojection of the visible landmarks
+    1.30 % of the eye distance against the true projection (mean-head calibration without precision:
+    2.95°, 1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %; MediaPipe's points on this stand-in head scatter
+    by 2.5-7 % of the eye distance from render to render, so the margin is that of the median."""
+    rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=3)
     assert np.median(rotation) <= 3.0, rotation
-    assert np.median(reprojection) <= 0.035, reprojection
+    assert np.median(reprojection) <= 0.02, reprojection
+
+
+def test_pose_with_a_bar_over_the_mouth(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
+) -> None:
+    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 3.70°, 2.29 %
+    (mean-head calibration without precision: 4.19°, 2.68 %). Issue 17's 3° and 2 % are NOT met here: the
+    detector's whole mesh bends around the bar (nose base and brows move by 5-15 % of the eye distance,
+    docs/texture.md), so these bounds guard the measured level, not the target."""
+    rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=5, occluder="mouth")
+    assert np.median(rotation) <= 4.5, rotation
+    assert np.median(reprojection) <= 0.026, reprojection
 
 
 def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
@@ -98,7 +107,7 @@ def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
 
 
 def test_a_face_cut_by_the_frame_is_untrusted(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
     case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(8), max_yaw=5)
     found = faces.face_mesh(case.image)
@@ -114,7 +123,7 @@ def test_a_face_cut_by_the_frame_is_untrusted(
 
 
 def test_a_turned_head_beyond_the_limit_is_untrusted(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: np.ndarray
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
     case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(3), max_yaw=80)
     assert abs(np.degrees(case.pose[1])) > 65  # this seed turns the head ~73°
@@ -127,3 +136,17 @@ def test_a_turned_head_beyond_the_limit_is_untrusted(
     # Measured on the ICT DEMO head: the first solve turns it 61°, the precision-weighted one 41° (the
     # detector's mesh of a profile collapses): the trust checks (fit/trust.py, test_trust.py) say so.
     assert any(text in fit.reason for text in ("profile", "landmarks are visible", "two poses"))
+
+
+def test_the_calibrated_precision_fades_on_small_faces() -> None:
+    """On a face ~100 px between the eyes the calibrated weights hold; on a 20 px face the shared pixel
+    scatter dominates and every landmark weighs about the same; the eyes stay at 1 at any size."""
+    from inference_server.fit.stage import scatter_precision
+
+    calibrated = np.array([1.0, 0.5, 0.3])
+    large, small = scatter_precision(calibrated, 400.0), scatter_precision(calibrated, 20.0)
+    np.testing.assert_allclose(large, calibrated, atol=0.02)
+    np.testing.assert_allclose(small[0], 1.0)
+    assert small[2] > 0.8 and small[1] > small[2]
+    mid = scatter_precision(calibrated, 100.0)
+    assert (small[1:] > mid[1:]).all() and (mid[1:] > large[1:]).all()
