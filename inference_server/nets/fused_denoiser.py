@@ -71,14 +71,17 @@ class _Linear:
     """y = x Wᵀ + b, optionally followed by SiLU, on a packed oneDNN weight when available."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, packed: bool, batch_hint: int) -> None:
-        self.weight = weight.detach().to(torch.float32).contiguous().clone()
+        weight = weight.detach().to(torch.float32).contiguous().clone()
         self.bias = None if bias is None else bias.detach().to(torch.float32).contiguous().clone()
-        pack = packed and self.weight.numel() >= PACK_MIN_NUMEL
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, batch_hint) if pack else None
+        pack = packed and weight.numel() >= PACK_MIN_NUMEL
+        # The packed copy is oneDNN's own allocation: the plain one is then not kept (half the memory).
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint) if pack else None
+        self.weight = None if pack else weight
 
     def __call__(self, x: torch.Tensor, silu: bool = False) -> torch.Tensor:
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish" if silu else "none", [], "")
+        assert self.weight is not None
         y = F.linear(x, self.weight, self.bias)
         return F.silu(y, inplace=True) if silu else y
 
