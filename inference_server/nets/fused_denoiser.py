@@ -27,7 +27,6 @@ changes to the module's parameters: build a new one after loading other weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -123,7 +122,6 @@ class FusedDenoiser:
         self.feature_dim = net.config.feature_dim
         self.memo_steps = memo_steps
         self.uses_mkldnn = mkldnn_linear_available() if use_mkldnn is None else use_mkldnn
-        self._blocks: list[_Block] = []
         self._film_weights: list[tuple[torch.Tensor, torch.Tensor]] = []  # (weight, bias) rows of each block
         self._gamma1: list[torch.Tensor] = []
         self._beta1: list[torch.Tensor] = []
@@ -248,23 +246,30 @@ class FusedDenoiser:
     # -- the step -----------------------------------------------------------------------------------
     def handles(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> bool:
         """Whether the fused path applies: CPU float32 inputs with one shared (t, context)."""
+        return self._shared(x, t, context) is not None
+
+    def _shared(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """(t, context) as one row each when the fused path applies, else None."""
         if x.device.type != "cpu" or x.dtype != torch.float32 or context.dtype != torch.float32:
-            return False
+            return None
         t1, c1 = shared_condition(t, context)
-        return t1.shape[0] == 1 and c1.shape[0] == 1 and t1.device.type == "cpu" and c1.device.type == "cpu"
+        if t1.shape[0] != 1 or c1.shape[0] != 1 or t1.device.type != "cpu" or c1.device.type != "cpu":
+            return None
+        return t1, c1
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], self.feature_dim)
-        if not self.handles(x, t, context):
-            with torch.no_grad():
-                return cast(torch.Tensor, self.net(x, t, context))
-        t1, c1 = shared_condition(t, context)
+        shared = self._shared(x, t, context)
         with torch.no_grad():
-            a, b = self._film_rows(t1.to(torch.float32), c1)
+            if shared is None:  # per-row conditions, other dtype or device: the plain module
+                return cast(torch.Tensor, self.net(x, t, context))
+            a, b = self._film_rows(shared[0].to(torch.float32), shared[1])
             return self._step(x, a, b)
 
     def _step(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        film: Callable[[_Block, torch.Tensor], torch.Tensor] = lambda blk, h: _resnet(blk, h, a, b)  # noqa: E731
+        def film(block: _Block, h: torch.Tensor) -> torch.Tensor:
+            return _resnet(block, h, a, b)
+
         x = self.init_conv(x)
         initial = x
         skips: list[torch.Tensor] = []
