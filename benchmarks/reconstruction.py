@@ -414,7 +414,8 @@ def print_report(report: Report) -> None:
     c = report.config
     print(f"\nreconstruction benchmark — {c['device_name']}, torch threads {c['threads']}, {c['size']} networks")
     print(f"ours: {c['sampler']} {c['steps']} steps, {c['backend']} {c['precision']}"
-          f"{' cuda-graphs' if c['cuda_graphs'] else ''}; {c['n_shapes']} shapes + {c['n_expressions']} expressions; "
+          f"{' cuda-graphs' if c['cuda_graphs'] else ''}{'' if c['fuse_denoisers'] else ' unfused denoisers'}; "
+          f"{c['n_shapes']} shapes + {c['n_expressions']} expressions; "
           f"median of {c['repeats']} warm runs")  # fmt: skip
     if report.baseline:
         print(f"baseline: official recipe — encoders on {c['baseline_copies']} tiled copies, IdGen DDIM "
@@ -447,6 +448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--cuda-graphs", action="store_true", help="replay the denoiser step as a CUDA graph")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoisers")
+    parser.add_argument("--no-fuse-denoisers", action="store_true",
+                        help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
     parser.add_argument("--size", choices=("full", "demo"), default="full",
                         help="official-size random networks (default) or the DEMO weights")  # fmt: skip
     parser.add_argument("--full-size-encoders", dest="size", action="store_const", const="full",
@@ -504,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
         "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
+        "fuse_denoisers": not opts.no_fuse_denoisers,
     })  # fmt: skip
 
     # Cold load of the model files (the DEMO head and detector load with the first run).
@@ -517,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         bundle = load_model_bundle(resolve_assets({}), precision=opts.precision)
     report.extra["model load, cold (s)"] = round(time.perf_counter() - t, 3)
+    bundle.fuse_denoisers = not opts.no_fuse_denoisers
     report.extra["encoder passes per image"] = f"{len(bundle.encoder_sharing.groups)} ({bundle.encoder_sharing.groups})"
     # The Reconstructor loads its bundle lazily; hand it the benchmark's networks instead.
     reconstructor._bundle = bundle

@@ -41,12 +41,13 @@ class DenoiserModel:
 class TorchRunner:
     """Calls a module with its inputs cast to the module's device and floating dtype (timesteps stay ints)."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, call: Callable[..., torch.Tensor] | None = None) -> None:
         self.module = module
+        self.call = call or module  # e.g. the module's fused inference copy
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         param = next(self.module.parameters())
-        return self.module(*(_cast_like(x, param) for x in inputs))
+        return self.call(*(_cast_like(x, param) for x in inputs))
 
 
 def _cast_like(x: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
@@ -78,6 +79,8 @@ class ModelBundle:
     dtype: torch.dtype = torch.float32
     #: False keeps every encoder copy separate (the unshared reference path for benchmarks and tests).
     share_encoders: bool = True
+    #: Sample with the fused CPU float32 denoiser step (``nets.fused_denoiser``); False runs the plain modules.
+    fuse_denoisers: bool = True
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -90,15 +93,29 @@ class ModelBundle:
             for slot, module in networks.modules().items()
         }
         self.idgen_denoiser = DenoiserModel(
-            lambda *a: self.runners["idgen.denoiser"](*a), self.idgen.denoiser.config.feature_dim
+            lambda *a: self._run_denoiser("idgen", *a), self.idgen.denoiser.config.feature_dim
         )
         self.expgen_denoiser = DenoiserModel(
-            lambda *a: self.runners["expgen.denoiser"](*a), self.expgen.denoiser.config.feature_dim
+            lambda *a: self._run_denoiser("expgen", *a), self.expgen.denoiser.config.feature_dim
         )
         self._device = torch.device("cpu")
         self.encoder_runtime: EncoderRuntimeReport | None = None
         self._onnx_encoders: dict[str, Callable[..., torch.Tensor]] = {}
         self._torch_encoders: dict[str, Callable[..., torch.Tensor]] = {}
+        self._fused: dict[str, Callable[..., torch.Tensor]] = {}
+
+    def _run_denoiser(self, kind: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """The denoiser's runner, or its fused CPU float32 copy (built on first use) when that applies."""
+        fuse = self.fuse_denoisers and self.backend == "torch" and self.dtype == torch.float32
+        if not (fuse and self._device.type == "cpu"):
+            return self.runners[f"{kind}.denoiser"](*inputs)
+        if kind not in self._fused:
+            from .nets.fused_denoiser import FusedDenoiser
+
+            net = self._networks(kind).denoiser
+            assert net is not None
+            self._fused[kind] = TorchRunner(net, FusedDenoiser(net))
+        return self._fused[kind](*inputs)
 
     def _networks(self, kind: str) -> LoadedNetworks:
         return {"idgen": self.idgen, "expgen": self.expgen, "idrank": self.idrank}[kind]
@@ -132,6 +149,7 @@ class ModelBundle:
                     module.to(device=device, dtype=self.dtype)
             self._device = device
             self.plain_encoders(device.type != "cpu")  # the ONNX Runtime encoders are CPU sessions
+            self._fused.clear()
         return self
 
     def use_onnxruntime(self, cache_dir: Path) -> None:

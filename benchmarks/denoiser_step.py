@@ -1,0 +1,94 @@
+"""One denoiser step at batch 100, plain ``Denoiser`` against the fused CPU step, A/B in one process.
+
+Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/denoiser_step.py [--rounds 7] [--threads 2]``
+
+Official-size IdGen and ExpGen with random weights (norm gains and pooling random too). Each round times
+``--calls`` calls of the plain module, then of the fused copy, then plain again (ABA), so load changes on a
+shared machine hit both sides; the median over rounds of each side and of the per-round ratio is reported,
+with the fused copy's build time, the largest relative difference of one step, and the load average.
+Timesteps walk 999 → 0 as in a sampling run (the fused copy's FiLM time rows are memoised after the
+first visit, as they are after the first image of a worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from inference_server.backends import configure_cpu_threads
+from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser
+from inference_server.nets.fused_denoiser import FusedDenoiser
+
+
+def _timed(step: object, x: torch.Tensor, context: torch.Tensor, times: list[int]) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for t in times:
+            step(x, torch.tensor([t]).expand(x.shape[0]), context)  # type: ignore[operator]
+    return (time.perf_counter() - start) / len(times) * 1000.0
+
+
+def measure(name: str, rounds: int, calls: int, batch: int) -> dict[str, float]:
+    config = {"idgen": IDGEN_CONFIG, "expgen": EXPGEN_CONFIG}[name]
+    torch.manual_seed(0)
+    net = Denoiser(config).eval()
+    with torch.no_grad():
+        for key, param in net.named_parameters():
+            if key.endswith((".g", "norm.weight")):
+                param.uniform_(0.5, 1.5)
+    start = time.perf_counter()
+    fused = FusedDenoiser(net)
+    build_s = time.perf_counter() - start
+    x = torch.randn(batch, config.feature_dim)
+    context = torch.randn(1, config.context_dim).expand(batch, -1)
+    with torch.no_grad():
+        want = net(x, torch.tensor([500]).expand(batch), context)
+    error = float((fused(x, torch.tensor([500]).expand(batch), context) - want).abs().max() / want.abs().max())
+    times = list(range(999, -1, -max(1, 1000 // calls)))[:calls]
+    _timed(fused, x, context, list(range(1000)))  # memoise every time row, as after a worker's first image
+    _timed(net, x, context, times[:3])
+    plain_ms, fused_ms, ratios = [], [], []
+    for _ in range(rounds):
+        a1 = _timed(net, x, context, times)
+        b = _timed(fused, x, context, times)
+        a2 = _timed(net, x, context, times)
+        plain_ms.append((a1 + a2) / 2)
+        fused_ms.append(b)
+        ratios.append((a1 + a2) / 2 / b)
+    return {
+        "plain_ms": statistics.median(plain_ms),
+        "fused_ms": statistics.median(fused_ms),
+        "speedup": statistics.median(ratios),
+        "build_s": build_s,
+        "max_rel_diff": error,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--threads", type=int)
+    opts = parser.parse_args()
+    threads = configure_cpu_threads(opts.threads)
+    print(f"torch {torch.__version__}, {threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"load average before {os.getloadavg()[0]:.2f}")  # fmt: skip
+    total_plain = total_fused = 0.0
+    for name in ("idgen", "expgen"):
+        r = measure(name, opts.rounds, opts.calls, opts.batch)
+        total_plain += r["plain_ms"]
+        total_fused += r["fused_ms"]
+        print(f"{name:<7} plain {r['plain_ms']:7.2f} ms  fused {r['fused_ms']:7.2f} ms  speed-up {r['speedup']:.2f}x  "
+              f"build {r['build_s']:.2f} s  max rel diff {r['max_rel_diff']:.1e}")  # fmt: skip
+    print(f"both    plain {total_plain:7.2f} ms  fused {total_fused:7.2f} ms per step pair "
+          f"(1000-step DDPM: {total_plain:.1f} s → {total_fused:.1f} s of sampling); "
+          f"load average after {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
