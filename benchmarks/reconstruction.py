@@ -414,6 +414,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --encoder-runtime onnxruntime: also time each run with torch encoders")  # fmt: skip
     parser.add_argument("--no-fold-rank", action="store_true",
                         help="score identity samples through their meshes (no basis fold)")  # fmt: skip
+    parser.add_argument("--ab-fold-rank", action="store_true",
+                        help="after every run, the same run with the rank fold off (alternated A/B)")  # fmt: skip
     parser.add_argument("--n-shapes", type=int, default=100)
     parser.add_argument("--n-expressions", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
@@ -488,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         report.extra["rank fold, once per model (s)"] = round(time.perf_counter() - t, 3)
     quiet: Callable[..., None] = lambda *a: None  # noqa: E731
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    vertex_runs: list[dict[str, float]] = []
     results: dict[bool, ReconstructionResult] = {}
     for i in range(repeats + 1):
         alternated = opts.plain_encoders and opts.encoder_runtime == "onnxruntime"
@@ -499,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
             results[plain] = output.result
             if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
                 runs[plain].append(output.seconds)
+        if opts.ab_fold_rank:  # the same run with IdRank fed the meshes, right after (same machine state)
+            bundle.fold_rank = False
+            vertex_rank = reconstructor.run(args, quiet, lambda: False)
+            bundle.fold_rank = True
+            if i:
+                vertex_runs.append(vertex_rank.seconds)
     bundle.plain_encoders(False)
     report.memory_mb["ours"] = peak_memory_mb(device)
     report.ours = median_stages(runs[False])
@@ -509,6 +518,15 @@ def main(argv: list[str] | None = None) -> int:
         report.extra["meshes, ONNX Runtime vs torch encoders (max mm)"] = {
             name: float(np.abs(getattr(results[False], name) - getattr(results[True], name)).max() * 1000)
             for name in ("identity_vertices", "expression_vertices")
+        }
+    if vertex_runs:
+        vertex_stages = median_stages(vertex_runs)
+        report.extra["rank through meshes: stages (s)"] = {k: round(v, 3) for k, v in vertex_stages.items()}
+        report.extra["rank: meshes / folded"] = round(vertex_stages["rank"] / report.ours["rank"], 2)
+        ours, theirs = results[False], vertex_rank.result
+        report.extra["identities, folded vs meshes"] = {
+            "same samples in the same order": bool(np.array_equal(ours.identity_params, theirs.identity_params)),
+            "max |d score|": float(np.abs(ours.identity_scores - theirs.identity_scores).max()),
         }
     result_path = Path(output.path)
 
