@@ -9,6 +9,8 @@ apart): the first half of every input row (the mean of the N samples, ``build_ra
 layer as ``W[:, :half] @ mean`` for every row, and one context row feeds every FiLM scale and shift. That is
 58 % fewer multiply-adds at the official size (first layer 43.9 M → 21.9 M per row, FiLM 5.6 M per row →
 once). Rows that do not share them (or a graph being traced for ONNX) take the plain per-row path.
+``forward_from_first_linear`` runs everything after the first linear map, for callers that compute that map
+another way (``rank_fold``: straight from FLAME shape coefficients).
 """
 
 from __future__ import annotations
