@@ -526,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         ours, theirs = results[False], vertex_rank.result
         report.extra["identities, folded vs meshes"] = {
             "same samples in the same order": bool(np.array_equal(ours.identity_params, theirs.identity_params)),
+            "same samples": bool(np.array_equal(*(np.unique(r.identity_params, axis=0) for r in (ours, theirs)))),
             "max |d score|": float(np.abs(ours.identity_scores - theirs.identity_scores).max()),
         }
     result_path = Path(output.path)

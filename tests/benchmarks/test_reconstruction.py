@@ -34,4 +34,6 @@ def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path
     assert "speed-up" in proc.stdout and "total" in proc.stdout
     # --ab-fold-rank: every run repeated with IdRank fed the meshes; the same identities come out
     assert report["config"]["fold_rank"] is True and report["extra"]["rank: meshes / folded"] > 0
-    assert report["extra"]["identities, folded vs meshes"]["same samples in the same order"] is True
+    # (the tiny random ranker scores 8 samples within float rounding of each other: their order may differ)
+    same = report["extra"]["identities, folded vs meshes"]
+    assert same["same samples"] is True and 0 <= same["max |d score|"] < 1e-5
