@@ -5,7 +5,10 @@ read with ``git show <commit>:<path>`` into a temporary folder and imported side
 ones, so both are timed alternately under the same machine load (medians, wall clock). Inputs: the DEMO head,
 100 random shapes (the rank stage decodes their neutral meshes, then scores their front-face vertices with an
 official-size IdRank, random weights), 100 random expressions + jaw on one identity (the decode stage).
-Prints the ratio and the largest difference of every output (mm for meshes, raw logits).
+Prints the ratio and the largest difference of every output (mm for meshes, raw logits). The first two lines
+compare, in the current code, IdRank fed the front-face vertices (the vertex path) against IdRank folded
+through the shape basis (``rank_fold``; "before" = vertex path, "after" = folded), alone and with the
+neutral-mesh decode that the identity stage does in both; ``--fold-only`` runs just those.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from inference_server.demo.assets import ensure_demo_assets
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.loading import load_flame_model
 from inference_server.nets.idrank import IdRank, build_rank_input
+from inference_server.rank_fold import fold_first_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="f0b4812", help="commit whose IdRank / FLAME layer is the baseline")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--fold-only", action="store_true", help="only the rank stage: vertex path vs folded")
     opts = parser.parse_args(argv)
     configure_cpu_threads()
     head = ensure_demo_assets()
@@ -85,7 +90,29 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         x = build_rank_input(new_flame.neutral(shapes).vertices[:, front] * 1000.0)
         ctx = context.expand(100, -1)
-        stages: dict[str, dict[str, Callable[[], Any]]] = {
+        t = time.perf_counter()
+        folded = fold_first_layer(new_rank, new_flame, front.numpy())
+        print(f"fold IdRank's first layer through the basis (once per model): {time.perf_counter() - t:.3f} s")
+
+        def vertex_scores(decode: bool) -> torch.Tensor:
+            meshes = new_flame.neutral(shapes).vertices if decode else neutral
+            return new_rank(build_rank_input(meshes[:, front] * 1000.0), ctx)
+
+        def folded_scores(decode: bool) -> torch.Tensor:
+            if decode:  # the identity stage still decodes every mesh (the result's per-vertex spread)
+                new_flame.neutral(shapes)
+            return new_rank.forward_from_first_linear(folded(shapes), context)
+
+        neutral = new_flame.neutral(shapes).vertices
+        fold_stages: dict[str, dict[str, Callable[[], Any]]] = {
+            "IdRank x100: vertices vs coefficients": {
+                "before": lambda: vertex_scores(False), "after": lambda: folded_scores(False)
+            },
+            "rank stage x100 (meshes decoded in both)": {
+                "before": lambda: vertex_scores(True), "after": lambda: folded_scores(True)
+            },
+        }  # fmt: skip
+        stages: dict[str, dict[str, Callable[[], Any]]] = fold_stages if opts.fold_only else fold_stages | {
             "neutral meshes x100": {
                 "before": lambda: old_flame.neutral(shapes), "after": lambda: new_flame.neutral(shapes)
             },

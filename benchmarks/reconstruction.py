@@ -462,6 +462,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run the encoders in torch (the worker's default) or ONNX Runtime fp32")  # fmt: skip
     parser.add_argument("--plain-encoders", action="store_true",
                         help="with --encoder-runtime onnxruntime: also time each run with torch encoders")  # fmt: skip
+    parser.add_argument("--no-fold-rank", action="store_true",
+                        help="score identity samples through their meshes (no basis fold)")  # fmt: skip
+    parser.add_argument("--ab-fold-rank", action="store_true",
+                        help="after every run, the same run with the rank fold off (alternated A/B)")  # fmt: skip
     parser.add_argument("--n-shapes", type=int, default=100)
     parser.add_argument("--n-expressions", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
@@ -508,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
         "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
         "fuse_denoisers": not opts.no_fuse_denoisers,
+        "fold_rank": not opts.no_fold_rank,
     })  # fmt: skip
 
     # Cold load of the model files (the DEMO head and detector load with the first run).
@@ -531,8 +536,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if opts.encoder_runtime == "onnxruntime":
         open_encoders(bundle, device, report)
+    bundle.fold_rank = not opts.no_fold_rank
+    t = time.perf_counter()
+    if bundle.folded_rank(reconstructor.flame_layer(bundle, device)) is not None:  # once per loaded model
+        report.extra["rank fold, once per model (s)"] = round(time.perf_counter() - t, 3)
     quiet: Callable[..., None] = lambda *a: None  # noqa: E731
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    vertex_runs: list[dict[str, float]] = []
     results: dict[bool, ReconstructionResult] = {}
     for i in range(repeats + 1):
         alternated = opts.plain_encoders and opts.encoder_runtime == "onnxruntime"
@@ -544,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
             results[plain] = output.result
             if i:  # the first run warms caches (detector graph, allocator, CUDA kernels)
                 runs[plain].append(output.seconds)
+        if opts.ab_fold_rank:  # the same run with IdRank fed the meshes, right after (same machine state)
+            bundle.fold_rank = False
+            vertex_rank = reconstructor.run(args, quiet, lambda: False)
+            bundle.fold_rank = True
+            if i:
+                vertex_runs.append(vertex_rank.seconds)
     bundle.plain_encoders(False)
     report.memory_mb["ours"] = peak_memory_mb(device)
     report.ours = median_stages(runs[False])
@@ -565,6 +581,16 @@ def main(argv: list[str] | None = None) -> int:
             f"these networks' head: {fit_status(output.result)}; fit and texture timed on the DEMO-weights "
             f"head instead (as the CLI makes it): {fit_status(demo.result)}"
         )
+    if vertex_runs:
+        vertex_stages = median_stages(vertex_runs)
+        report.extra["rank through meshes: stages (s)"] = {k: round(v, 3) for k, v in vertex_stages.items()}
+        report.extra["rank: meshes / folded"] = round(vertex_stages["rank"] / report.ours["rank"], 2)
+        ours, theirs = results[False], vertex_rank.result
+        report.extra["identities, folded vs meshes"] = {
+            "same samples in the same order": bool(np.array_equal(ours.identity_params, theirs.identity_params)),
+            "same samples": bool(np.array_equal(*(np.unique(r.identity_params, axis=0) for r in (ours, theirs)))),
+            "max |d score|": float(np.abs(ours.identity_scores - theirs.identity_scores).max()),
+        }
     result_path = Path(output.path)
 
     if not opts.no_baseline:

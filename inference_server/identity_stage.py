@@ -106,12 +106,15 @@ def sample_and_rank_identities(
     device: torch.device,
     progress: ProgressFn,
     should_cancel: CancelFn,
+    fold_rank: bool = True,
 ) -> RankedIdentities:
     """Draw ``n_per_photo`` shapes from every photo, score all of them with every photo, keep the best ``top_k``.
 
     ``progress("sample_shapes", done, total, sampler)`` counts network evaluations over all photos' draws;
     ``progress("rank", 0 | 1, 1, message)`` brackets the ranking (a caller timing stages switches its clock
-    on the stage name). ``should_cancel`` is checked before every network evaluation.
+    on the stage name). ``should_cancel`` is checked before every network evaluation. ``fold_rank`` scores the
+    samples from their shape coefficients where the bundle can (``ModelBundle.folded_rank``); False keeps the
+    vertex path (the official recipe written out; benchmarks' A/B).
     """
     n_photos = conditions.n_photos
     draws: list[torch.Tensor] = []
@@ -134,16 +137,24 @@ def sample_and_rank_identities(
             raise CancelledError()
         progress("rank", 0, 1, f"{n_photos} photo(s)" if n_photos > 1 else "")
         shapes = torch.cat(draws) if n_photos > 1 else draws[0]
+        # Every sample's mesh goes in the result (the per-vertex spread reads them all).
         neutral = flame.neutral(shapes.to(device=device, dtype=flame.dtype)).vertices  # (P·N, V, 3) metres
-        front = neutral[:, torch.as_tensor(bundle.front_indices, device=device)] * 1000.0
-        logits = torch.stack([bundle.score_shapes(front, conditions.idrank[p : p + 1]) for p in range(n_photos)])
+        front_index = torch.as_tensor(bundle.front_indices, device=device)
+        folded = bundle.folded_rank(flame) if fold_rank else None
+        if folded is not None:  # IdRank straight from the coefficients (rank_fold): same scores, less work
+            scores = [bundle.score_coefficients(folded, shapes, conditions.idrank[p : p + 1]) for p in range(n_photos)]
+        else:
+            front = neutral[:, front_index] * 1000.0
+            scores = [bundle.score_shapes(front, conditions.idrank[p : p + 1]) for p in range(n_photos)]
+        logits = torch.stack(scores)
     logits64 = logits.double()  # (P, P·N)
     per_photo = torch.log_softmax(logits64, dim=1).cpu().numpy()
     # softmax(Σ_p log_softmax_p) == softmax(Σ_p logits_p): the per-photo normalisers are constants.
     summed = logits64.sum(dim=0)
     density, weight, rule = None, 0.0, RULE_IDRANK_ONLY
     if n_photos > 1 and n_per_photo >= MIN_SAMPLES_PER_PHOTO:
-        density = cloud_log_densities(front.reshape(front.shape[0], -1).double().cpu().numpy(), n_photos)
+        front_mm = (neutral[:, front_index] * 1000.0).double()
+        density = cloud_log_densities(front_mm.reshape(front_mm.shape[0], -1).cpu().numpy(), n_photos)
         weight, rule = CONSENSUS_WEIGHT, RULE
         summed = summed + weight * torch.from_numpy(density.sum(axis=0)).to(summed.device)
     pooled = torch.softmax(summed, dim=0).cpu().numpy()

@@ -23,8 +23,10 @@ from .checkpoints.networks import LoadedNetworks
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
+from .flame.layer import FlameLayer
 from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
+from .rank_fold import FoldedFirstLayer, fold_first_layer
 
 
 class DenoiserModel:
@@ -81,6 +83,8 @@ class ModelBundle:
     share_encoders: bool = True
     #: Sample with the fused CPU float32 denoiser step (``nets.fused_denoiser``); False runs the plain modules.
     fuse_denoisers: bool = True
+    #: False scores identity samples through their meshes (``score_shapes``) even where the fold applies (A/B).
+    fold_rank: bool = True
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -103,6 +107,7 @@ class ModelBundle:
         self._onnx_encoders: dict[str, Callable[..., torch.Tensor]] = {}
         self._torch_encoders: dict[str, Callable[..., torch.Tensor]] = {}
         self._fused: dict[str, Callable[..., torch.Tensor]] = {}
+        self._rank_fold: tuple[tuple[Any, ...], FlameLayer, FoldedFirstLayer] | None = None
 
     def _run_denoiser(self, kind: str, *inputs: torch.Tensor) -> torch.Tensor:
         """The denoiser's runner, or its fused CPU float32 copy (built on first use) when that applies."""
@@ -238,6 +243,31 @@ class ModelBundle:
         x = build_rank_input(front_vertices_mm.float())
         ctx = context.expand(x.shape[0], -1)
         return self.runners["idrank.rank_net"](self._cast(x), self._cast(ctx)).float().reshape(-1)
+
+    def folded_rank(self, flame: FlameLayer) -> FoldedFirstLayer | None:
+        """IdRank's first layer folded through ``flame``'s shape basis (``rank_fold``), or None where the
+        fold does not apply: another back end runs IdRank (its graph takes vertices), or ``flame`` is not the
+        linear FLAME layer. Computed once per (FLAME layer, device, dtype) and kept."""
+        runner = self.runners["idrank.rank_net"]
+        net = self.idrank.rank_net
+        if self.backend != "torch" or not isinstance(runner, TorchRunner) or runner.module is not net:
+            return None
+        if not self.fold_rank or net is None or type(flame) is not FlameLayer:
+            return None
+        param = next(net.parameters())
+        key = (flame.device, flame.dtype, param.device, param.dtype)
+        if self._rank_fold is None or self._rank_fold[0] != key or self._rank_fold[1] is not flame:
+            self._rank_fold = (key, flame, fold_first_layer(net, flame, self.front_indices))
+        return self._rank_fold[2]
+
+    def score_coefficients(self, folded: FoldedFirstLayer, shapes: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """IdRank logits (N,) for the N samples of one image, straight from their shape coefficients
+        (``folded_rank``): equal to ``score_shapes`` of their neutral front-face vertices up to rounding."""
+        net = self.idrank.rank_net
+        assert net is not None
+        param = next(net.parameters())
+        ctx = context.to(device=param.device, dtype=param.dtype).reshape(-1, net.config.context_dim)
+        return net.forward_from_first_linear(folded(shapes), ctx).float().reshape(-1)
 
     def model_ids(self) -> dict[str, Any]:
         return {

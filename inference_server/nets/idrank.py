@@ -9,6 +9,8 @@ apart): the first half of every input row (the mean of the N samples, ``build_ra
 layer as ``W[:, :half] @ mean`` for every row, and one context row feeds every FiLM scale and shift. That is
 58 % fewer multiply-adds at the official size (first layer 43.9 M → 21.9 M per row, FiLM 5.6 M per row →
 once). Rows that do not share them (or a graph being traced for ONNX) take the plain per-row path.
+``forward_from_first_linear`` runs everything after the first linear map, for callers that compute that map
+another way (``rank_fold``: straight from FLAME shape coefficients).
 """
 
 from __future__ import annotations
@@ -103,14 +105,29 @@ class IdRank(nn.Module):
         context = context.to(x.dtype)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or x.shape[0] < 2:
             return self.forward_per_row(x, context)
+        first = cast(RankLayer, self.ranklayers[0])
+        half = x.shape[1] // 2
+        if 2 * half == x.shape[1] and _rows_equal(x[:, :half]):
+            return self.forward_from_first_linear(first.shared_head_linear(x), context)
+        return self.forward_from_first_linear(first.mlp(x), context)
+
+    @property
+    def first_linear(self) -> nn.Linear:
+        """The first layer's linear map (input → hidden_dims[0]), the only part that reads the input."""
+        return cast(RankLayer, self.ranklayers[0]).mlp
+
+    def forward_from_first_linear(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The network after its first linear map: ``h`` (N, hidden_dims[0]) is ``ranklayers[0].mlp(x)``.
+
+        Everything non-linear (SELU, GroupNorm, FiLM) comes after that map, so a caller that computes it
+        another way (``rank_fold``: straight from shape coefficients) runs the rest here. ``context`` has N
+        rows or one row shared by all.
+        """
+        context = context.to(h.dtype)
         if context.shape[0] > 1 and _rows_equal(context):
             context = context[:1]  # one image's context expanded over its samples: FiLM once
         first, *rest = cast(list[RankLayer], list(self.ranklayers))
-        half = x.shape[1] // 2
-        if 2 * half == x.shape[1] and _rows_equal(x[:, :half]):
-            h = first.modulate(first.shared_head_linear(x), context)
-        else:
-            h = first(x, context)
+        h = first.modulate(h, context)
         for layer in rest:
             h = layer(h, context)
         return h[:, 0]
@@ -157,9 +174,7 @@ class RankScores:
 
 
 @torch.no_grad()
-def rank_shapes(
-    net: IdRank, front_vertices_mm: torch.Tensor | np.ndarray, context: torch.Tensor
-) -> RankScores:
+def rank_shapes(net: IdRank, front_vertices_mm: torch.Tensor | np.ndarray, context: torch.Tensor) -> RankScores:
     """Score N identity samples: logits, softmax over the samples, and the descending order."""
     param = next(net.parameters())
     x = build_rank_input(front_vertices_mm).to(device=param.device, dtype=param.dtype)

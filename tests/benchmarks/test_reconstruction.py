@@ -29,7 +29,8 @@ def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # Own process: the benchmark sets torch's thread count, and the Blender part needs its own anyway.
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "reconstruction.py"), "--quick", "--json", str(report_path)],
+        [sys.executable, str(ROOT / "benchmarks" / "reconstruction.py"), "--quick", "--ab-fold-rank",
+         "--json", str(report_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -42,3 +43,8 @@ def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path
     assert report["config"]["baseline_steps"] == [4, 6]
     assert report["extra"]["worker_hello (s)"] > 0
     assert "speed-up" in proc.stdout and "total" in proc.stdout
+    # --ab-fold-rank: every run repeated with IdRank fed the meshes; the same identities come out
+    assert report["config"]["fold_rank"] is True and report["extra"]["rank: meshes / folded"] > 0
+    # (the tiny random ranker scores 8 samples within float rounding of each other: their order may differ)
+    same = report["extra"]["identities, folded vs meshes"]
+    assert same["same samples"] is True and 0 <= same["max |d score|"] < 1e-5

@@ -42,6 +42,7 @@ def _run(models: tuple[ModelBundle, FlameLayer], cond: IdentityConditions, n: in
     out = sample_and_rank_identities(
         models[0], models[1], cond, n_per_photo=n, top_k=kw.pop("top_k", 4), seed=kw.pop("seed", 5),  # type: ignore[arg-type]
         progress=lambda s, d, t, m: events.append((s, d, t)), should_cancel=kw.pop("cancel", lambda: False),  # type: ignore[arg-type]
+        fold_rank=kw.pop("fold_rank", True),  # type: ignore[arg-type]
         **SETTINGS,  # type: ignore[arg-type]
     )  # fmt: skip
     out.events = events  # type: ignore[attr-defined]
@@ -51,7 +52,7 @@ def _run(models: tuple[ModelBundle, FlameLayer], cond: IdentityConditions, n: in
 def test_one_photo_is_exactly_the_single_photo_recipe(models: tuple[ModelBundle, FlameLayer]) -> None:
     bundle, flame = models
     cond = _conditions(1)
-    got = _run(models, cond, 10)
+    got = _run(models, cond, 10, fold_rank=False)  # the recipe's vertex path (the fold: test_rank_fold.py)
     # The single-photo recipe written out: IdGen with the seed, FLAME neutral, IdRank, softmax over N.
     with torch.no_grad():
         shapes = sample(bundle.idgen_denoiser, cond.idgen, 10, bundle.idgen_denoiser.feature_dim,
@@ -73,7 +74,7 @@ def test_several_photos_pool_samples_and_every_photo_scores_every_sample(
 ) -> None:
     bundle, flame = models
     cond = _conditions(3, seed=1)
-    got = _run(models, cond, 6, top_k=5)
+    got = _run(models, cond, 6, top_k=5, fold_rank=False)  # scored as written out below (vertex path)
     assert got.shapes.shape == (18, bundle.idgen_denoiser.feature_dim)
     assert got.source_photo.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     # Photo p's block is IdGen's own draw for photo p with its own, distinct seed.
