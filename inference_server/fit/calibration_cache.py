@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 #: Bump when the file's layout changes.
 FORMAT = 2
 FOLDER = "fit_calibration"
+#: Calibrations that ship with the worker (the DEMO head's, made by ``python -m
+#: inference_server.fit.calibration_cache``): read when the user cache has none, so the first DEMO
+#: reconstruction on a machine does not pay the ~35 s measurement. A stale one (its key no longer matches the
+#: code) is simply not found, and the measurement runs as without it.
+PACKAGED = Path(__file__).resolve().parents[1] / "assets" / FOLDER
 
 
 def calibration_key(model: FlameModelData) -> str:
@@ -78,9 +83,10 @@ def cached_correspondence(
         return calibrate_correspondence(model, detect)
     key = calibration_key(model)
     path = Path(cache_dir) / FOLDER / f"{key}.npz"
-    found, measured = read_cached(path, key)
-    if found:
-        return measured
+    for candidate in (path, PACKAGED / path.name):
+        found, measured = read_cached(candidate, key)
+        if found:
+            return measured
     measured = calibrate_correspondence(model, detect)
     try:
         write_cached(path, key, measured)
@@ -121,3 +127,27 @@ def read_cached(path: Path, key: str) -> tuple[bool, Correspondence | None]:
         log.warning("ignoring the cached landmark calibration %s (%s); measuring again", path, exc)
         return False, None
     return True, Correspondence(matrix, precision)
+
+
+def write_packaged_demo_calibration() -> Path:
+    """Measure the DEMO head's calibration as the worker loads that head, and write it into PACKAGED."""
+    from ..assets_config import resolve_assets
+    from ..model_bundle import load_model_bundle
+    from ..preprocess.mediapipe_faces import MediaPipeFaces
+
+    flame = load_model_bundle(resolve_assets({})).flame
+    faces = MediaPipeFaces()
+    try:
+        measured = calibrate_correspondence(flame, faces.face_mesh)
+    finally:
+        faces.close()
+    key = calibration_key(flame)
+    for stale in PACKAGED.glob("*.npz"):
+        stale.unlink()
+    path = PACKAGED / f"{key}.npz"
+    write_cached(path, key, measured)
+    return path
+
+
+if __name__ == "__main__":
+    print(write_packaged_demo_calibration())

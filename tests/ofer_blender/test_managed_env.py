@@ -148,6 +148,7 @@ def test_the_staged_source_builds_a_wheel_with_the_worker_and_its_demo_weights(e
     names = zipfile.ZipFile(wheel).namelist()
     assert "inference_server/pipeline.py" in names and "inference_server/protocol.py" in names
     assert any(n.startswith("inference_server/assets/demo_weights/") and n.endswith(".safetensors") for n in names)
+    assert any(n.startswith("inference_server/assets/fit_calibration/") and n.endswith(".npz") for n in names)
     assert not any(n.startswith("ofer_blender/") for n in names)
     with pytest.raises(env.EnvSetupError, match="carries no worker source"):
         env.stage_worker_source(tmp_path / "empty", tmp_path / "staging2")

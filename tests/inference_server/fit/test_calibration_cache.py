@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from inference_server.fit.calibration import RANDOM_VIEWS, VIEWS, Correspondence
-from inference_server.fit.calibration_cache import FOLDER, cached_correspondence, calibration_key, read_cached
+from inference_server.fit.calibration import RANDOM_VIEWS, VIEWS, Correspondence, calibrate_correspondence
+from inference_server.fit.calibration_cache import (
+    FOLDER,
+    PACKAGED,
+    cached_correspondence,
+    calibration_key,
+    read_cached,
+)
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
 
@@ -87,3 +93,24 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_the_measurement(head: 
     detector = CountingDetector()
     assert cached_correspondence(head, detector, blocked / "cache") is None
     assert detector.calls == RENDERS
+
+
+def test_the_demo_heads_calibration_ships_with_the_worker(faces: MediaPipeFaces, tmp_path: Path) -> None:
+    """The DEMO head as the worker loads it finds its calibration in the package: an empty user cache, and
+    no detection at all. When this fails after a change to the calibration, the landmark table, the renderer,
+    the camera or the DEMO head, regenerate it: `python -m inference_server.fit.calibration_cache`."""
+    from inference_server.assets_config import resolve_assets
+    from inference_server.model_bundle import load_model_bundle
+
+    flame = load_model_bundle(resolve_assets({})).flame
+    assert (PACKAGED / f"{calibration_key(flame)}.npz").is_file(), "stale packaged calibration: regenerate it"
+    detector = CountingDetector()  # would find nothing: a measurement would give None
+    shipped = cached_correspondence(flame, detector, tmp_path)
+    assert detector.calls == 0 and shipped is not None
+    assert not (tmp_path / FOLDER).exists()  # read from the package, nothing written to the user cache
+    # The numbers the measurement gives on this head now (the worker's DEMO head, which is not the
+    # fixture's array-for-array: it comes through the FLAME file layout).
+    measured = calibrate_correspondence(flame, faces.face_mesh)
+    assert measured is not None
+    np.testing.assert_allclose(shipped.matrix, measured.matrix, atol=1e-6)
+    np.testing.assert_allclose(shipped.precision, measured.precision, atol=1e-6)
