@@ -62,23 +62,14 @@ from inference_server.pipeline import EXPGEN_EXPRESSIONS, Reconstructor, choose_
 from inference_server.preprocess.crops import arcface_crop, farl_crop
 from inference_server.preprocess.image import load_image
 from inference_server.presets import PRESETS, apply_preset
+from inference_server.protocol import STAGES as PROTOCOL_STAGES
 from inference_server.protocol import ReconstructArgs
 from inference_server.result import ReconstructionResult, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "inference_server" / "assets" / "sample_occluded_face.jpg"
-STAGES = (
-    "load",
-    "detect",
-    "encode",
-    "sample_shapes",
-    "rank",
-    "sample_expressions",
-    "decode",
-    "fit",
-    "texture",
-    "write",
-)
+#: The photo job's stages, as the protocol names them (the sequence stages that follow "write" are not timed here).
+STAGES = PROTOCOL_STAGES[: PROTOCOL_STAGES.index("write") + 1]
 #: Stages the official recipe does not have (no pose, camera or texture): ours only, 0 on the baseline side.
 OURS_ONLY = ("fit", "texture")
 #: Official demo: IdGen's broken strided DDIM makes 251 network calls; ExpGen runs full DDPM.

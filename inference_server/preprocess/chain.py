@@ -215,35 +215,25 @@ class MediaPipeChain:
             # detector models: single-model hits on texture gave wrong faces (docs/preprocessing.md).
             if with_variants and not self.both_detectors_see(rgb, hit.box):
                 continue
-            found = self.mesh_on_box(rgb, hit.box, with_variants=with_variants)
+            found = self._mesh_confirms(rgb, hit.box, hit.score, hit.model, "face_mesh_on_detector_box", with_variants)
             if found is not None:
-                confirmed.append(
-                    replace(
-                        found,
-                        found_box=hit.box,
-                        method="face_mesh_on_detector_box",
-                        score=hit.score,
-                        detector_model=hit.model,
-                    )
-                )
+                confirmed.append(found)
         return confirmed
 
     def _confirmed_mtcnn(self, rgb: np.ndarray, hits: list[MtcnnFace]) -> list[Candidate]:
         """MTCNN hits the face mesh confirms on the plain enlarged crop (as detector hits in step 3)."""
-        confirmed = []
-        for hit in hits[:MAX_CONFIRMATIONS]:
-            found = self.mesh_on_box(rgb, hit.box, with_variants=False)
-            if found is not None:
-                confirmed.append(
-                    replace(
-                        found,
-                        found_box=hit.box,
-                        method="face_mesh_on_mtcnn_box",
-                        score=hit.score,
-                        detector_model="mtcnn",
-                    )
-                )
-        return confirmed
+        found = (self._mesh_confirms(rgb, hit.box, hit.score, "mtcnn", "face_mesh_on_mtcnn_box", False)
+                 for hit in hits[:MAX_CONFIRMATIONS])  # fmt: skip
+        return [candidate for candidate in found if candidate is not None]
+
+    def _mesh_confirms(
+        self, rgb: np.ndarray, box: np.ndarray, score: float, model: str, method: DetectionMethod, with_variants: bool
+    ) -> Candidate | None:
+        """The face mesh on a detector's box, labelled with that detector's hit; None when it sees no face."""
+        found = self.mesh_on_box(rgb, box, with_variants=with_variants)
+        if found is None:
+            return None
+        return replace(found, found_box=box, method=method, score=score, detector_model=model)
 
     def mesh_on_box(self, rgb: np.ndarray, box: np.ndarray, *, with_variants: bool) -> Candidate | None:
         """The face mesh on an enlarged crop around ``box`` (or on its variants), mapped back; it must
