@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from .alignment import ARCFACE_TEMPLATE_112, apply_affine, fit_similarity, invert_affine
-from .face_box import oval_geometry
+from .face_box import crossed_edges
 from .mediapipe_faces import MESH_POINTS5, DetectorFace, MediaPipeFaces
 from .mtcnn import Mtcnn, MtcnnFace
 from .regions import distance, extent, merge_duplicates, overlap, square_crop, tile_origins, tile_sides
@@ -86,8 +86,6 @@ CROP_SIDE = 384
 CROP_CONTEXT = 2.0
 #: Variants of a detector-box crop tried when the plain crop gives no mesh.
 BOX_VARIANTS = ("flip", "clahe", "rotate-30", "rotate+30", "clahe-flip")
-#: A face whose mesh outline reaches this fraction of its size past the frame is cut by the frame.
-CUT_FRACTION = 0.02
 #: Mirror-image mesh indices of the five points (the mesh labels a mirrored face's eyes the other way).
 MIRRORED_POINTS5 = (MESH_POINTS5[1], MESH_POINTS5[0], MESH_POINTS5[2], MESH_POINTS5[4], MESH_POINTS5[3])
 
@@ -118,11 +116,9 @@ class Candidate:
 
 
 def is_cut_by_frame(landmarks: np.ndarray, width: int, height: int) -> bool:
-    """Whether a face mesh's outline reaches past the image border (by ``CUT_FRACTION`` of its size)."""
-    geometry = oval_geometry(landmarks)
-    low, high = landmarks[:468].min(axis=0), landmarks[:468].max(axis=0)
-    margin = CUT_FRACTION * geometry.size
-    return bool(low[0] < -margin or low[1] < -margin or high[0] > width + margin or high[1] > height + margin)
+    """Whether a face mesh's outline reaches past the image border (by ``face_box.CUT_FRACTION`` of its
+    size): the same rule that extends such a face's box past the frame."""
+    return bool(crossed_edges(landmarks, width, height))
 
 
 class MediaPipeChain:

@@ -346,7 +346,8 @@ def _finish(
     if found.method == "scrfd":
         box = found.found_box
     elif found.landmarks is not None:
-        box = scrfd_box_from_mesh(found.landmarks)
+        # A face cut by the frame gets its box extended past the edges it crosses (face_box.py).
+        box = scrfd_box_from_mesh(found.landmarks, frame=(width, height))
     else:
         box = scrfd_box_from_points5(found.points5)
     confidence = found.score

@@ -17,6 +17,12 @@ Four numbers, calibrated on the official crops of ``shared/fixtures/official-pre
 ``benchmarks/calibrate_crops.py`` (figures in docs/preprocessing.md). Without a mesh (five points from a
 detector or the user) the box comes from the five-point alignment and a template-frame box calibrated on
 the same fixtures.
+
+A face cut by the frame: the mesh squeezes the face into the visible part (its box comes out small and
+shifted away from the edge) where SCRFD extrapolates the whole face. ``FrameCutModel`` grows the box and
+moves it towards each edge the mesh outline crosses, by how close the nose bridge is to that edge —
+six numbers fitted on the fixtures cut synthetically at the top, left and right (the bottom: no gain,
+not corrected); figures in docs/preprocessing.md, section 5.
 """
 
 from __future__ import annotations
@@ -77,8 +83,23 @@ def oval_geometry(landmarks: np.ndarray) -> OvalGeometry:
     return OvalGeometry(centre=(low + high) / 2.0, bridge=landmarks[NOSE_BRIDGE].copy(), size=size)
 
 
-def scrfd_box_from_mesh(landmarks: np.ndarray, model: BoxModel = DEFAULT_BOX_MODEL) -> np.ndarray:
-    """The SCRFD-equivalent face box [x0, y0, x1, y1] (square) of a face mesh."""
+def scrfd_box_from_mesh(
+    landmarks: np.ndarray,
+    model: BoxModel = DEFAULT_BOX_MODEL,
+    *,
+    frame: tuple[int, int] | None = None,
+    cut_model: FrameCutModel | None = None,
+) -> np.ndarray:
+    """The SCRFD-equivalent face box [x0, y0, x1, y1] (square) of a face mesh; with ``frame`` (width,
+    height of the photo the mesh is in) a face cut by the frame gets the box extended past the edges
+    the mesh crosses (``cut_model``, default ``DEFAULT_FRAME_CUT``)."""
+    box = _uncut_box(landmarks, model)
+    if frame is None:
+        return box
+    return extend_past_frame(box, landmarks, frame, DEFAULT_FRAME_CUT if cut_model is None else cut_model)
+
+
+def _uncut_box(landmarks: np.ndarray, model: BoxModel) -> np.ndarray:
     geometry = oval_geometry(landmarks)
     centre = np.array(
         [
@@ -90,6 +111,125 @@ def scrfd_box_from_mesh(landmarks: np.ndarray, model: BoxModel = DEFAULT_BOX_MOD
     )
     half = model.size * geometry.size / 2.0
     return np.concatenate([centre - half, centre + half])
+
+
+#: Outward unit direction of each edge of the photo.
+EDGE_DIRECTIONS = {
+    "top": np.array([0.0, -1.0]),
+    "bottom": np.array([0.0, 1.0]),
+    "left": np.array([-1.0, 0.0]),
+    "right": np.array([1.0, 0.0]),
+}
+#: A mesh outline (its 468 points) reaching this fraction of the face size past an edge crosses it.
+CUT_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class EdgeCorrection:
+    """How a box grows and moves for one kind of edge. ``reach``: the correction starts when the nose
+    bridge is nearer the edge than ``reach`` × S; per unit of the shortfall ``d`` (``reach`` − distance,
+    in S) the side is multiplied by exp(``grow`` × d) and the centre moves ``shift`` × d × S towards the
+    edge."""
+
+    reach: float
+    grow: float
+    shift: float
+
+
+@dataclass(frozen=True)
+class FrameCutModel:
+    """Corrections for the top edge and for the left and right edges (mirror images of each other)."""
+
+    top: EdgeCorrection
+    side: EdgeCorrection
+
+    def for_edge(self, edge: str) -> EdgeCorrection | None:
+        return self.top if edge == "top" else self.side if edge in ("left", "right") else None
+
+
+#: Fitted on 200 synthetic cuts of the 7 fixtures the mesh finds whole (benchmarks/calibrate_crops.py,
+#: section 8; docs/preprocessing.md section 5).
+DEFAULT_FRAME_CUT = FrameCutModel(
+    top=EdgeCorrection(reach=0.25, grow=0.514, shift=0.240),
+    side=EdgeCorrection(reach=1.10, grow=0.116, shift=0.064),
+)
+
+
+def crossed_edges(landmarks: np.ndarray, width: int, height: int) -> dict[str, float]:
+    """The photo edges the mesh outline crosses (by ``CUT_FRACTION`` of the face size), each with the
+    nose bridge's distance to it in units of the oval size S (negative when the bridge is outside)."""
+    landmarks = np.asarray(landmarks, np.float64)
+    geometry = oval_geometry(landmarks)
+    low, high = landmarks[:468].min(axis=0), landmarks[:468].max(axis=0)
+    margin = CUT_FRACTION * geometry.size
+    bridge = geometry.bridge
+    edges = {
+        "top": (low[1] < -margin, bridge[1]),
+        "bottom": (high[1] > height + margin, height - bridge[1]),
+        "left": (low[0] < -margin, bridge[0]),
+        "right": (high[0] > width + margin, width - bridge[0]),
+    }
+    return {edge: float(distance) / geometry.size for edge, (crossed, distance) in edges.items() if crossed}
+
+
+def extend_past_frame(
+    box: np.ndarray, landmarks: np.ndarray, frame: tuple[int, int], cut_model: FrameCutModel = DEFAULT_FRAME_CUT
+) -> np.ndarray:
+    """``box`` grown and moved towards the edges of the ``frame`` (width, height) the mesh crosses."""
+    box = np.asarray(box, np.float64)
+    size = oval_geometry(landmarks).size
+    centre, side, grow = (box[:2] + box[2:]) / 2.0, float(box[2] - box[0]), 0.0
+    for edge, distance in crossed_edges(landmarks, *frame).items():
+        correction = cut_model.for_edge(edge)
+        if correction is None:
+            continue
+        shortfall = max(0.0, correction.reach - distance)
+        centre = centre + correction.shift * shortfall * size * EDGE_DIRECTIONS[edge]
+        grow += correction.grow * shortfall
+    half = side * float(np.exp(grow)) / 2.0
+    return np.concatenate([centre - half, centre + half])
+
+
+@dataclass(frozen=True)
+class CutSample:
+    """A face mesh in a photo cut by the frame, with the official box's centre and mean side there."""
+
+    landmarks: np.ndarray
+    frame: tuple[int, int]
+    centre: np.ndarray
+    mean_side: float
+
+
+def fit_frame_cut_model(samples: Sequence[CutSample], model: BoxModel = DEFAULT_BOX_MODEL) -> FrameCutModel:
+    """Least-squares ``FrameCutModel``: for the top and the side edges, ``grow`` and ``shift`` through
+    the origin for each ``reach`` on a grid, the reach that reduces the squared errors most."""
+    rows: dict[str, list[tuple[float, float, float]]] = {"top": [], "side": []}
+    for sample in samples:
+        box = _uncut_box(sample.landmarks, model)
+        size = oval_geometry(sample.landmarks).size
+        centre, side = (box[:2] + box[2:]) / 2.0, float(box[2] - box[0])
+        for edge, distance in crossed_edges(sample.landmarks, *sample.frame).items():
+            group = "top" if edge == "top" else "side" if edge in ("left", "right") else None
+            if group is not None:
+                towards = float((sample.centre - centre) @ EDGE_DIRECTIONS[edge]) / size
+                rows[group].append((distance, towards, float(np.log(sample.mean_side / side))))
+    fitted = {group: _fit_edge(np.array(values).reshape(-1, 3)) for group, values in rows.items()}
+    return FrameCutModel(top=fitted["top"], side=fitted["side"])
+
+
+def _fit_edge(rows: np.ndarray) -> EdgeCorrection:
+    best = (0.0, EdgeCorrection(0.0, 0.0, 0.0))
+    for reach in np.arange(0.0, 1.2001, 0.05):
+        shortfall = np.maximum(0.0, reach - rows[:, 0])
+        norm = float(shortfall @ shortfall)
+        if (shortfall > 0).sum() < 3:
+            continue
+        shift, grow = float(shortfall @ rows[:, 1]) / norm, float(shortfall @ rows[:, 2]) / norm
+        # Reduction of the squared errors (centre in S, log side) against no correction.
+        gain = shift * float(shortfall @ rows[:, 1]) + grow * float(shortfall @ rows[:, 2])
+        if gain > best[0]:
+            best = (gain, EdgeCorrection(float(reach), grow, shift))
+    return best[1]
 
 
 def scrfd_box_from_points5(points5: np.ndarray, template_box: np.ndarray = SCRFD_TEMPLATE_BOX_112) -> np.ndarray:

@@ -8,11 +8,17 @@ import pytest
 from inference_server.preprocess.alignment import ARCFACE_TEMPLATE_112, apply_affine
 from inference_server.preprocess.face_box import (
     DEFAULT_BOX_MODEL,
+    DEFAULT_FRAME_CUT,
     FACE_OVAL,
     NOSE_BRIDGE,
     SCRFD_TEMPLATE_BOX_112,
     BoxModel,
+    CutSample,
+    EdgeCorrection,
+    FrameCutModel,
+    crossed_edges,
     fit_box_model,
+    fit_frame_cut_model,
     fit_template_box,
     oval_geometry,
     scrfd_box_from_mesh,
@@ -110,3 +116,69 @@ def test_crop_box_convention_follows_the_weights() -> None:
     np.testing.assert_allclose(crop_box(scrfd, points, "five_point"), box_from_points5(points))
     with pytest.raises(ValueError, match="convention"):
         crop_box(scrfd, points, "mtcnn")
+
+
+CUT_MODEL = FrameCutModel(top=EdgeCorrection(reach=0.3, grow=0.5, shift=0.25), side=EdgeCorrection(1.0, 0.1, 0.05))
+
+
+def test_a_face_inside_the_frame_keeps_its_box() -> None:
+    mesh = _mesh(np.random.default_rng(3), (200.0, 150.0), 60.0, (205.0, 120.0))
+    assert crossed_edges(mesh, 400, 300) == {}
+    np.testing.assert_allclose(scrfd_box_from_mesh(mesh, frame=(400, 300)), scrfd_box_from_mesh(mesh))
+
+
+def test_a_face_cut_at_the_top_grows_upwards_by_the_bridges_shortfall() -> None:
+    # Oval from y = 30 - 100 = -70 to 130 (past the top edge), S = (160 + 200) / 2 = 180, bridge at y = 9:
+    # 0.05 S from the edge, 0.25 S short of the model's reach.
+    mesh = _mesh(np.random.default_rng(4), (200.0, 30.0), 100.0, (200.0, 9.0))
+    mesh[:468, 1] = np.clip(mesh[:468, 1], -70.0, 130.0)
+    assert crossed_edges(mesh, 400, 300) == pytest.approx({"top": 9.0 / 180.0})
+    plain = scrfd_box_from_mesh(mesh)
+    cut = scrfd_box_from_mesh(mesh, frame=(400, 300), cut_model=CUT_MODEL)
+    shortfall = 0.3 - 0.05
+    np.testing.assert_allclose(cut[2] - cut[0], (plain[2] - plain[0]) * np.exp(0.5 * shortfall))
+    np.testing.assert_allclose((cut[:2] + cut[2:]) / 2, (plain[:2] + plain[2:]) / 2 - [0.0, 0.25 * shortfall * 180])
+    # The same face cut at the bottom by the same amount: not corrected (no gain measured there).
+    flipped = mesh * [1.0, -1.0] + [0.0, 300.0]
+    assert set(crossed_edges(flipped, 400, 300)) == {"bottom"}
+    np.testing.assert_allclose(scrfd_box_from_mesh(flipped, frame=(400, 300), cut_model=CUT_MODEL),
+                               scrfd_box_from_mesh(flipped))  # fmt: skip
+
+
+def test_left_and_right_cuts_are_mirror_images() -> None:
+    mesh = _mesh(np.random.default_rng(5), (40.0, 150.0), 70.0, (45.0, 120.0))
+    mirrored = mesh * [-1.0, 1.0] + [400.0, 0.0]
+    assert set(crossed_edges(mesh, 400, 300)) == {"left"} and set(crossed_edges(mirrored, 400, 300)) == {"right"}
+    box = scrfd_box_from_mesh(mesh, frame=(400, 300))
+    box_m = scrfd_box_from_mesh(mirrored, frame=(400, 300))
+    np.testing.assert_allclose([400 - box_m[2], box_m[1], 400 - box_m[0], box_m[3]], box, atol=1e-9)
+    # It moved towards the edge it crosses (left) and grew.
+    plain = scrfd_box_from_mesh(mesh)
+    assert box[0] + box[2] < plain[0] + plain[2] and box[2] - box[0] > plain[2] - plain[0]
+
+
+def test_frame_cut_fit_recovers_the_parameters_that_made_the_boxes() -> None:
+    rng = np.random.default_rng(6)
+    samples = []
+    for _ in range(40):
+        # Every face crosses its edge; the nose bridge lies from outside the photo to well inside.
+        radius, depth, along = rng.uniform(50, 90), rng.uniform(-0.3, 0.6), rng.uniform(150, 250)
+        edge = rng.choice(["top", "left", "right"])
+        if edge == "top":
+            centre, bridge = (along, depth * radius + 0.3 * radius), (along, depth * radius)
+        else:
+            x = depth * radius if edge == "left" else 400 - depth * radius
+            centre, bridge = (x, along), (x, along - 0.3 * radius)
+        mesh = _mesh(rng, centre, radius, bridge)
+        box = scrfd_box_from_mesh(mesh, frame=(400, 400), cut_model=CUT_MODEL)
+        samples.append(CutSample(mesh, (400, 400), (box[:2] + box[2:]) / 2, float(box[2] - box[0])))
+    assert all(crossed_edges(s.landmarks, 400, 400) for s in samples)
+    fitted = fit_frame_cut_model(samples)
+    for got, want in ((fitted.top, CUT_MODEL.top), (fitted.side, CUT_MODEL.side)):
+        assert got.reach == pytest.approx(want.reach, abs=1e-9)
+        assert got.grow == pytest.approx(want.grow, abs=1e-6) and got.shift == pytest.approx(want.shift, abs=1e-6)
+
+
+def test_shipped_frame_cut_model_grows_the_box_towards_the_edge() -> None:
+    for correction in (DEFAULT_FRAME_CUT.top, DEFAULT_FRAME_CUT.side):
+        assert correction.reach > 0 and correction.grow > 0 and correction.shift > 0
