@@ -17,6 +17,7 @@ import pytest
 from inference_server.preprocess.alignment import box_from_points5
 from inference_server.preprocess.chain import STEPS_WITHOUT_VARIANTS
 from inference_server.preprocess.detect import FaceDetection, FaceDetector
+from inference_server.preprocess.face_box import scrfd_box_from_mesh
 from inference_server.preprocess.image import load_image
 from inference_server.preprocess.mtcnn import weights_folder
 from inference_server.preprocess.official_reference import (
@@ -113,10 +114,12 @@ def test_224_crop_sits_where_the_official_one_does(measured: list[Measured]) -> 
     assert plain_mesh.sum() >= 7
     assert offsets[plain_mesh].mean() < 4.0, offsets
     assert np.abs(scales[plain_mesh] - 1).max() < 0.07, scales
-    # Every face not cut by the frame: scale within ±5 % on average.
+    # Every face not cut by the frame: scale within ±5 % on average; all ten (measured 4.1 %) too.
     assert np.abs(scales[uncut] - 1).mean() < 0.05, scales
-    # All ten, including the face whose eyes are outside the frame and the two found only on variants.
-    assert offsets.mean() < 7.5, offsets
+    assert np.abs(scales - 1).mean() < 0.045, scales
+    # All ten, including the face whose eyes are outside the frame and the two found only on variants
+    # (measured 5.54 px; the 4 px is not reached: docs/preprocessing.md, section 5).
+    assert offsets.mean() < 5.8, offsets
     # The five-point box the project used before sits over 20 px off: the new box is 3× closer.
     before = np.array([m.five_point_box.farl_px for m in measured])
     assert before.mean() > 20.0 and offsets.mean() < before.mean() / 3.0, (before, offsets)
@@ -147,3 +150,17 @@ def test_mtcnn_refinement_moves_the_points_towards_the_official_ones(measured: l
     kept = [i for i, source in enumerate(sources) if source == "mesh"]
     assert np.allclose(refined[kept], mesh[kept]), (mesh, refined)
     assert refined.mean() < mesh.mean() - 0.8, (mesh, refined)
+
+
+def test_a_face_cut_by_the_frame_gets_its_box_extended_past_the_edge(measured: list[Measured]) -> None:
+    # The face whose eyes are above the frame (woman-…): the mesh squeezes it into the visible part, and
+    # the box extended past the top edge (face_box.FrameCutModel, fitted on synthetic cuts of the other
+    # fixtures, never on this photo) sits nearer the official one and at its scale (measured 16.3 px,
+    # scale 0.854 without the correction; 12.9 px, 0.947 with it).
+    cut = [m for m in measured if m.detection.cut_by_frame]
+    assert [m.official.name for m in cut] == ["woman-female-hand-face-thumb"]
+    found = cut[0]
+    assert found.detection.landmarks is not None
+    squeezed = placement(found.official, found.detection.points5, scrfd_box_from_mesh(found.detection.landmarks))
+    assert squeezed.farl_px > 15.0 and squeezed.farl_scale < 0.87, squeezed
+    assert found.ours.farl_px < 13.5 and abs(found.ours.farl_scale - 1) < 0.06, found.ours
