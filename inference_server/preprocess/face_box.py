@@ -129,11 +129,13 @@ class EdgeCorrection:
     """How a box grows and moves for one kind of edge. ``reach``: the correction starts when the nose
     bridge is nearer the edge than ``reach`` × S; per unit of the shortfall ``d`` (``reach`` − distance,
     in S) the side is multiplied by exp(``grow`` × d) and the centre moves ``shift`` × d × S towards the
-    edge."""
+    edge. ``limit``: the largest shortfall of the cuts it was fitted on; a face cut deeper is corrected
+    as if cut there (the model is not extrapolated)."""
 
     reach: float
     grow: float
     shift: float
+    limit: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -147,11 +149,11 @@ class FrameCutModel:
         return self.top if edge == "top" else self.side if edge in ("left", "right") else None
 
 
-#: Fitted on 200 synthetic cuts of the 7 fixtures the mesh finds whole (benchmarks/calibrate_crops.py,
-#: section 8; docs/preprocessing.md section 5).
+#: Fitted on 126 synthetic cuts (flagged cut by the frame) of the 7 fixtures the mesh finds whole
+#: (benchmarks/calibrate_crops.py, section 8; docs/preprocessing.md section 5).
 DEFAULT_FRAME_CUT = FrameCutModel(
-    top=EdgeCorrection(reach=0.25, grow=0.514, shift=0.240),
-    side=EdgeCorrection(reach=1.10, grow=0.116, shift=0.064),
+    top=EdgeCorrection(reach=0.25, grow=0.514, shift=0.240, limit=0.317),
+    side=EdgeCorrection(reach=1.10, grow=0.116, shift=0.064, limit=1.076),
 )
 
 
@@ -183,7 +185,7 @@ def extend_past_frame(
         correction = cut_model.for_edge(edge)
         if correction is None:
             continue
-        shortfall = max(0.0, correction.reach - distance)
+        shortfall = min(max(0.0, correction.reach - distance), correction.limit)
         centre = centre + correction.shift * shortfall * size * EDGE_DIRECTIONS[edge]
         grow += correction.grow * shortfall
     half = side * float(np.exp(grow)) / 2.0
@@ -228,7 +230,7 @@ def _fit_edge(rows: np.ndarray) -> EdgeCorrection:
         # Reduction of the squared errors (centre in S, log side) against no correction.
         gain = shift * float(shortfall @ rows[:, 1]) + grow * float(shortfall @ rows[:, 2])
         if gain > best[0]:
-            best = (gain, EdgeCorrection(float(reach), grow, shift))
+            best = (gain, EdgeCorrection(float(reach), grow, shift, float(shortfall.max())))
     return best[1]
 
 

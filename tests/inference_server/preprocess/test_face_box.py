@@ -121,6 +121,16 @@ def test_crop_box_convention_follows_the_weights() -> None:
 CUT_MODEL = FrameCutModel(top=EdgeCorrection(reach=0.3, grow=0.5, shift=0.25), side=EdgeCorrection(1.0, 0.1, 0.05))
 
 
+def test_a_face_cut_deeper_than_the_fitted_cuts_is_not_extrapolated() -> None:
+    # Bridge 0.4 S above the top edge: shortfall 0.7, capped at the model's limit of 0.35.
+    mesh = _mesh(np.random.default_rng(7), (200.0, 20.0), 100.0, (200.0, -72.0))
+    capped = FrameCutModel(top=EdgeCorrection(0.3, 0.5, 0.25, limit=0.35), side=CUT_MODEL.side)
+    plain = scrfd_box_from_mesh(mesh)
+    cut = scrfd_box_from_mesh(mesh, frame=(400, 300), cut_model=capped)
+    np.testing.assert_allclose(cut[2] - cut[0], (plain[2] - plain[0]) * np.exp(0.5 * 0.35))
+    np.testing.assert_allclose((cut[:2] + cut[2:]) / 2, (plain[:2] + plain[2:]) / 2 - [0.0, 0.25 * 0.35 * 180])
+
+
 def test_a_face_inside_the_frame_keeps_its_box() -> None:
     mesh = _mesh(np.random.default_rng(3), (200.0, 150.0), 60.0, (205.0, 120.0))
     assert crossed_edges(mesh, 400, 300) == {}
@@ -177,6 +187,7 @@ def test_frame_cut_fit_recovers_the_parameters_that_made_the_boxes() -> None:
     for got, want in ((fitted.top, CUT_MODEL.top), (fitted.side, CUT_MODEL.side)):
         assert got.reach == pytest.approx(want.reach, abs=1e-9)
         assert got.grow == pytest.approx(want.grow, abs=1e-6) and got.shift == pytest.approx(want.shift, abs=1e-6)
+        assert 0.0 < got.limit < np.inf  # the deepest cut it saw
 
 
 def test_shipped_frame_cut_model_grows_the_box_towards_the_edge() -> None:
