@@ -43,6 +43,14 @@ MIN_SCORE = 0.5
 #: least ``CROP_SIDE`` pixels (the palm detector looks at a 192-pixel image; a small hand becomes larger).
 CROP_FACES = 2.0
 CROP_SIDE = 512
+#: The face box the face crop is centred on: this many eye distances across, around the five points
+#: (about the detector's face box, 2.4-3.2 eye distances on the fixtures). The crop try is fickle: on the
+#: fixture photos a 2.5 / 3.0 / 3.5 box finds a hand in 4 / 6 / 5 of the 7 with a hand at the face.
+FACE_BOX_IOD = 3.0
+#: A "hand" covering this many of the five face points is the face seen as a palm (measured: the palm
+#: detector takes a face blurred by 10-15 % of the eye distance for a hand covering 4-5 of them; real
+#: hands over the fixture faces cover 1).
+FACE_LIKE_POINTS = 4
 
 
 @dataclass(frozen=True)
@@ -165,24 +173,44 @@ _LOCAL = threading.local()
 _CACHE_SIZE = 4
 
 
-def find_hands(rgb: np.ndarray, face_box: np.ndarray | None = None) -> HandEvidence:
+def find_hands(rgb: np.ndarray, face_points: np.ndarray | None = None) -> HandEvidence:
     """The hands in ``rgb`` with this thread's finder, remembered for the last few photos (keyed by the
-    pixels, and for the face-crop try by the rounded face box) so the stages that ask about one photo
-    (the landmark check, the texture) pay for it once."""
+    pixels, and for the face crop by the face) so the stages that ask about one photo (the landmark check,
+    the texture) pay for it once. ``face_points`` (5, 2): the face's five points (eyes, nose tip, mouth
+    corners) in pixels; with them a face crop is tried when the photo shows no hand, and a "hand" that
+    covers FACE_LIKE_POINTS of them is dropped: that is the face itself seen as a palm (it happens on
+    blurred faces), not a hand over it."""
     finder: HandFinder | None = getattr(_LOCAL, "finder", None)
-    cache: OrderedDict[tuple[object, ...], HandEvidence] | None = getattr(_LOCAL, "cache", None)
+    cache: OrderedDict[tuple[object, ...], Any] | None = getattr(_LOCAL, "cache", None)
     if finder is None or cache is None:
         finder, cache = HandFinder(), OrderedDict()
         _LOCAL.finder, _LOCAL.cache = finder, cache
     image = np.ascontiguousarray(rgb)
     digest = hashlib.blake2b(image.data, digest_size=16).hexdigest()
-    whole = _cached(cache, (image.shape, digest), lambda: finder.find(image))
-    if whole.hands or face_box is None or not whole.available:
+    whole: HandEvidence = _cached(cache, (image.shape, digest), lambda: finder.find(image))
+    if face_points is None:
         return whole
-    box = np.asarray(face_box, dtype=np.float64).ravel()
-    box_key = tuple(int(round(v / 8)) for v in box)
-    crop = _cached(cache, (image.shape, digest, box_key), lambda: finder.find_in_face_crop(image, box))
-    return HandEvidence(crop, available=True, tries=(*whole.tries, "face_crop"))
+    points = np.asarray(face_points, np.float64).reshape(5, 2)
+    hands = _not_face(whole.hands, points, image.shape[:2])
+    if hands or not whole.available:
+        return HandEvidence(hands, available=whole.available, tries=whole.tries)
+    iod = max(float(np.linalg.norm(points[1] - points[0])), 1.0)
+    centre, half = points.mean(axis=0), 0.5 * FACE_BOX_IOD * iod
+    box = np.concatenate([centre - half, centre + half])
+    key = (image.shape, digest, *(int(round(v / 8)) for v in box))
+    crop: tuple[Hand, ...] = _cached(cache, key, lambda: finder.find_in_face_crop(image, box))
+    return HandEvidence(_not_face(crop, points, image.shape[:2]), available=True, tries=(*whole.tries, "face_crop"))
+
+
+def _not_face(hands: tuple[Hand, ...], points: np.ndarray, shape: tuple[int, ...]) -> tuple[Hand, ...]:
+    """``hands`` without those whose mask covers FACE_LIKE_POINTS or more of the five face ``points``."""
+    kept = []
+    for hand in hands:
+        mask = hand_mask([hand], shape[0], shape[1])
+        xy = np.clip(np.floor(points).astype(np.int64), 0, [shape[1] - 1, shape[0] - 1])
+        if int(mask[xy[:, 1], xy[:, 0]].sum()) < FACE_LIKE_POINTS:
+            kept.append(hand)
+    return tuple(kept)
 
 
 def _cached(cache: OrderedDict[tuple[object, ...], Any], key: tuple[object, ...], compute: Any) -> Any:

@@ -38,9 +38,6 @@ SKIN_PATCHES_112 = ((36.0, 74.0), (76.0, 74.0), (56.0, 54.0), (48.0, 68.0))
 SKIN_HUE = (3.0, 40.0)
 #: Upscaling of the aligned crop the patches are read from.
 SCALE = 2.0
-#: The face box the hand search falls back to (a crop around it) is this many eye distances across,
-#: centred on the five points: about forehead to chin.
-FACE_BOX_IOD = 2.5
 
 
 @dataclass(frozen=True)
@@ -99,12 +96,7 @@ def point_evidence(
 def hand_mask_near(rgb: np.ndarray, points5: np.ndarray) -> np.ndarray:
     """(H, W) bool mask of the hands in the photo (:mod:`.hands`; a crop around the face when the whole
     photo shows none); all False when there are none or the hand models are missing."""
-    points = np.asarray(points5, np.float64)
-    iod = float(np.linalg.norm(points[1] - points[0]))
-    centre = points.mean(axis=0)
-    half = 0.5 * FACE_BOX_IOD * max(iod, 1.0)
-    evidence = find_hands(rgb, np.concatenate([centre - half, centre + half]))
-    return evidence.mask(*rgb.shape[:2])
+    return find_hands(rgb, np.asarray(points5, np.float64)).mask(*rgb.shape[:2])
 
 
 def _colour_evidence(

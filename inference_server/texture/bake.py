@@ -176,9 +176,11 @@ def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landm
 
 
 def occluder_texels(
-    rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float
-) -> tuple[np.ndarray, SkinModel]:
-    """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used."""
+    rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float,
+    points5: np.ndarray | None = None,
+) -> tuple[np.ndarray, SkinModel]:  # fmt: skip
+    """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used.
+    ``points5`` (5, 2): the head's eyes, nose tip and mouth corners in the photo, for the hand search."""
     seen = projection.visible
     skin = fit_skin_model(colors[seen])
     height, width = rgb.shape[:2]
@@ -203,9 +205,8 @@ def occluder_texels(
     mask[xy[:, 1], xy[:, 0]] = 255
     # Skin-coloured occluders (hands) are found by the features they hide (skin_cover.py).
     mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px)] = 255
-    # Hands by their shape (palm detector + hand landmarks), whatever their colour: the face's box is where a
-    # crop is searched when the whole photo shows no hand.
-    mask[find_hands(rgb, np.array([x0, y0, x1, y1], np.float64)).mask(height, width)] = 255
+    # Hands by their shape (palm detector + hand landmarks), whatever their colour.
+    mask[find_hands(rgb, points5).mask(height, width)] = 255
     radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))
     # The dilation also closes the gaps between sparse texel hits (texels are coarser than a big photo).
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
