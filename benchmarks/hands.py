@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,10 +50,10 @@ def fixture_hands() -> None:
     for path in sorted((fixtures / "images").glob("*.jpg")):
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         box = detector.detect_all(rgb)[0].box
-        tries = {
-            "photo": lambda: finder.run(rgb),
-            "mirrored": lambda: finder.run(np.ascontiguousarray(rgb[:, ::-1])),
-            "crop": lambda: finder.find_in_face_crop(rgb, box),
+        tries: dict[str, Callable[[], Sized]] = {
+            "photo": partial(finder.run, rgb),
+            "mirrored": partial(finder.run, np.ascontiguousarray(rgb[:, ::-1])),
+            "crop": partial(finder.find_in_face_crop, rgb, box),
         }
         counts, costs = [], []
         for run in tries.values():
@@ -69,7 +71,7 @@ def fixture_hands() -> None:
 @contextmanager
 def before() -> Iterator[None]:
     """The texture as it was: no hand detector, the single colour split of skin_cover."""
-    saved = bake.find_hands, skin_cover.COLOUR_RATIOS
+    saved: tuple[Any, tuple[float, ...]] = (bake.find_hands, skin_cover.COLOUR_RATIOS)
     bake.find_hands = lambda rgb, box=None: HandEvidence()  # type: ignore[assignment]
     skin_cover.COLOUR_RATIOS = (1.0,)
     try:
@@ -112,12 +114,13 @@ def texture_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
             xy = project(case.landmarks, case.pose, case.camera)
             points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
             seed = int(rng.integers(2**31))
-            alpha = occluder_alpha(OCCLUDERS[name], case.image.shape[:2], points5, seed)
+            alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
             image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
             rows.setdefault(name, []).append(_shares(head, image, _inputs(head, case), alpha > 0.5))
     for i in range(cases):  # clean renders: what is flagged though nothing covers the face
         case = render_case(head, layer, truth, np.random.default_rng(500 + i), max_yaw=20)
-        rows.setdefault("clean", []).append(_shares(head, case.image, _inputs(head, case), np.zeros(case.image.shape[:2], bool)))
+        nothing = np.zeros(case.image.shape[:2], bool)
+        rows.setdefault("clean", []).append(_shares(head, case.image, _inputs(head, case), nothing))
     fixtures = find_fixtures()
     if fixtures is not None:
         note = _annotation("despair_hand_annotation.json")
@@ -125,7 +128,8 @@ def texture_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
         for seed in range(6):
             case = render_case(head, layer, truth, np.random.default_rng(seed), max_yaw=20)
             region = _paste_hand(case, source, np.asarray(note["polygon"], np.float64))
-            rows.setdefault("real hand, face tone (6)", []).append(_shares(head, case.image, _inputs(head, case), region))
+            shares = _shares(head, case.image, _inputs(head, case), region)
+            rows.setdefault("real hand, face tone (6)", []).append(shares)
     for name, values in rows.items():
         m = 100 * np.mean(values, axis=0)
         print(f"  {name:26s} {m[0]:5.1f} → {m[3]:5.1f} % | {m[1]:5.2f} → {m[4]:5.2f} % | {m[2]:4.1f} → {m[5]:4.1f} %")

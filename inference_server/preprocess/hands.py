@@ -197,7 +197,7 @@ def find_hands(rgb: np.ndarray, face_points: np.ndarray | None = None) -> HandEv
     iod = max(float(np.linalg.norm(points[1] - points[0])), 1.0)
     centre, half = points.mean(axis=0), 0.5 * FACE_BOX_IOD * iod
     box = np.concatenate([centre - half, centre + half])
-    key = (image.shape, digest, *(int(round(v / 8)) for v in box))
+    key = (image.shape, digest, *(round(float(v) / 8) for v in box))
     crop: tuple[Hand, ...] = _cached(cache, key, lambda: finder.find_in_face_crop(image, box))
     return HandEvidence(_not_face(crop, points, image.shape[:2]), available=True, tries=(*whole.tries, "face_crop"))
 

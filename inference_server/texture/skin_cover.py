@@ -41,7 +41,7 @@ CLOSE_IOD = 0.06
 MIN_SKIN_CHROMA = 0.03
 #: The colour split tried in turn: a pixel is occluder when its distance to the occluder's colour is below this
 #: times its distance to the face's (1: plain nearer; smaller: only colours close to the occluder's own).
-COLOUR_RATIOS = (1.0, 0.5, 0.3)
+COLOUR_RATIOS: tuple[float, ...] = (1.0, 0.5, 0.3)
 #: Thin bridges between the occluder and face parts of similar colour are cut by an opening this wide.
 OPEN_IOD = 0.04
 
@@ -134,9 +134,8 @@ def skin_coloured_cover(
 def _grown(nearer: np.ndarray, seed: np.ndarray, iod_px: float) -> np.ndarray:
     """The pixels of ``nearer`` (bool, the face's box) connected to ``seed`` after closing the creases and
     shadows between fingers (they would split the hand) and opening thin bridges to the face."""
-    candidate = nearer.astype(np.uint8)
-    candidate = cv2.morphologyEx(candidate, cv2.MORPH_CLOSE, _disk(max(1, round(CLOSE_IOD * iod_px))))
-    candidate = cv2.morphologyEx(candidate, cv2.MORPH_OPEN, _disk(max(1, round(OPEN_IOD * iod_px))))
+    closed = cv2.morphologyEx(nearer.astype(np.uint8), cv2.MORPH_CLOSE, _disk(max(1, round(CLOSE_IOD * iod_px))))
+    candidate = np.asarray(cv2.morphologyEx(closed, cv2.MORPH_OPEN, _disk(max(1, round(OPEN_IOD * iod_px)))), np.uint8)
     _, labels = cv2.connectedComponents(candidate, connectivity=8)
     touching = np.unique(labels[seed & (candidate > 0)])
     return np.isin(labels, touching[touching > 0])
