@@ -30,7 +30,7 @@ from inference_server.fit.synthetic import ground_truth_texture, render_case
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.detect import FaceDetector
-from inference_server.preprocess.hands import HandEvidence, HandFinder
+from inference_server.preprocess.hands import FACE_BOX_IOD, HandEvidence, HandFinder
 from inference_server.preprocess.official_reference import find_fixtures
 from inference_server.texture import bake, skin_cover
 from inference_server.texture.stage import TextureInputs, make_texture
@@ -49,7 +49,9 @@ def fixture_hands() -> None:
     print("photo | hands: photo / mirrored / face crop | ms each (median of 3, after a first run)")
     for path in sorted((fixtures / "images").glob("*.jpg")):
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        box = detector.detect_all(rgb)[0].box
+        points = detector.detect_all(rgb)[0].points5
+        half = 0.5 * FACE_BOX_IOD * float(np.linalg.norm(points[1] - points[0]))
+        box = np.concatenate([points.mean(axis=0) - half, points.mean(axis=0) + half])  # as find_hands makes it
         tries: dict[str, Callable[[], Sized]] = {
             "photo": partial(finder.run, rgb),
             "mirrored": partial(finder.run, np.ascontiguousarray(rgb[:, ::-1])),
