@@ -43,6 +43,10 @@ MIN_SCORE = 0.5
 #: least ``CROP_SIDE`` pixels (the palm detector looks at a 192-pixel image; a small hand becomes larger).
 CROP_FACES = 2.0
 CROP_SIDE = 512
+#: Hands found only in the face crop need this handedness score: there the palm detector also takes a blurred
+#: jaw or face for a palm (scores 0.81 and 0.97 on blurred faces; the real hands the crop finds on the fixtures
+#: score 0.84-0.98, so the score alone cannot tell them: the landmark check also asks for a sharp face).
+CROP_MIN_SCORE = 0.8
 #: The face box the face crop is centred on: this many eye distances across, around the five points
 #: (about the detector's face box, 2.4-3.2 eye distances on the fixtures). The crop try is fickle: on the
 #: fixture photos a 2.5 / 3.0 / 3.5 box finds a hand in 4 / 6 / 5 of the 7 with a hand at the face.
@@ -164,6 +168,8 @@ class HandFinder:
         crop = cv2.warpAffine(rgb, warp, (out_side, out_side), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
         hands = []
         for points, score in self.run(np.ascontiguousarray(crop)):
+            if score < CROP_MIN_SCORE:
+                continue
             hands.append(Hand(points / scale + (centre - side / 2), score, "face_crop"))
         return tuple(hands)
 

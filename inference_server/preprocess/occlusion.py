@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .alignment import ARCFACE_TEMPLATE_112, fit_similarity
-from .hands import find_hands
+from .hands import find_hands, hand_mask
 
 #: The points that are tested, by their place in the ArcFace five points (the nose tip is left out: the
 #: nose is skin with little structure, so "featureless skin" is its normal state).
@@ -93,10 +93,12 @@ def point_evidence(
     return out
 
 
-def hand_mask_near(rgb: np.ndarray, points5: np.ndarray) -> np.ndarray:
+def hand_mask_near(rgb: np.ndarray, points5: np.ndarray, sharp: bool = True) -> np.ndarray:
     """(H, W) bool mask of the hands in the photo (:mod:`.hands`; a crop around the face when the whole
-    photo shows none); all False when there are none or the hand models are missing."""
-    return find_hands(rgb, np.asarray(points5, np.float64)).mask(*rgb.shape[:2])
+    photo shows none); all False when there are none or the hand models are missing. On a face that is not
+    ``sharp`` the face crop's hands are left out: there the palm detector takes a blurred jaw for a palm."""
+    found = find_hands(rgb, np.asarray(points5, np.float64)).hands
+    return hand_mask([h for h in found if sharp or h.variant != "face_crop"], *rgb.shape[:2])
 
 
 def _colour_evidence(
@@ -136,7 +138,8 @@ def occluded_points(
 ) -> tuple[str, ...]:
     """Names of the landmarks that lie on an occluder (empty when the face looks uncovered there), by
     their colours and by the hands detected in the photo."""
-    hands = hand_mask_near(rgb, points5)
+    lab, _ = _aligned_lab(rgb, np.asarray(points5, np.float64))
+    hands = hand_mask_near(rgb, points5, sharp=face_sharpness(lab) >= thresholds.min_sharpness)
     return tuple(e.name for e in point_evidence(rgb, points5, thresholds, hands) if e.occluder is not None)
 
 
