@@ -12,6 +12,9 @@ size so that small faces get a few hundred pixels per patch):
   pixels lies on a non-skin occluder (sunglasses, a mask, a bar, hair, an object); a patch that is
   almost all skin and nothing else lies on skin without features: a hand or fingers.
 
+- a point inside a hand that MediaPipe's hand detector found in the photo (:mod:`.hands`) lies on a
+  hand, whatever its colours say: fingers on a mouth corner can keep lip colour and creases in the patch.
+
 The thresholds are in ``OcclusionThresholds`` (measured in docs/preprocessing.md, section 6). On a black
 and white photo only lightness differs: the test still sees dark lashes and creases and non-skin occluders
 of another grey, but a hand in the same grey as the face is not told from a closed eye as reliably.
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .alignment import ARCFACE_TEMPLATE_112, fit_similarity
+from .hands import find_hands, hand_mask
 
 #: The points that are tested, by their place in the ArcFace five points (the nose tip is left out: the
 #: nose is skin with little structure, so "featureless skin" is its normal state).
@@ -61,7 +65,8 @@ DEFAULT_THRESHOLDS = OcclusionThresholds()
 @dataclass(frozen=True)
 class PointEvidence:
     """What the patch around one landmark shows: ``skin`` and ``feature`` fractions (see the module notes)
-    and the verdict ``occluder`` (None when the point is on skin-and-feature, as a face should be)."""
+    and the verdict ``occluder`` (None when the point is on skin-and-feature, as a face should be; "hand"
+    when it lies inside a detected hand, "not_skin", "featureless_skin" or "outside_frame")."""
 
     name: str
     skin: float
@@ -70,9 +75,36 @@ class PointEvidence:
 
 
 def point_evidence(
+    rgb: np.ndarray, points5: np.ndarray, thresholds: OcclusionThresholds = DEFAULT_THRESHOLDS,
+    hands: np.ndarray | None = None,
+) -> list[PointEvidence]:  # fmt: skip
+    """The evidence for the eyes and mouth corners of ``points5`` (photo pixels) in ``rgb`` (H, W, 3).
+    ``hands``: (H, W) bool mask of detected hands (:func:`hand_mask_near`); None: colour evidence only."""
+    verdicts = _colour_evidence(rgb, points5, thresholds)
+    if hands is None:
+        return verdicts
+    height, width = hands.shape
+    out = []
+    for evidence, index in zip(verdicts, TESTED_POINTS, strict=True):
+        x, y = (int(np.floor(v)) for v in points5[index])
+        if 0 <= x < width and 0 <= y < height and hands[y, x]:
+            evidence = PointEvidence(evidence.name, evidence.skin, evidence.feature, "hand")
+        out.append(evidence)
+    return out
+
+
+def hand_mask_near(rgb: np.ndarray, points5: np.ndarray, sharp: bool = True) -> np.ndarray:
+    """(H, W) bool mask of the hands in the photo (:mod:`.hands`; a crop around the face when the whole
+    photo shows none); all False when there are none or the hand models are missing. On a face that is not
+    ``sharp`` the face crop's hands are left out: there the palm detector takes a blurred jaw for a palm."""
+    found = find_hands(rgb, np.asarray(points5, np.float64)).hands
+    return hand_mask([h for h in found if sharp or h.variant != "face_crop"], *rgb.shape[:2])
+
+
+def _colour_evidence(
     rgb: np.ndarray, points5: np.ndarray, thresholds: OcclusionThresholds = DEFAULT_THRESHOLDS
 ) -> list[PointEvidence]:
-    """The evidence for the eyes and mouth corners of ``points5`` (photo pixels) in ``rgb`` (H, W, 3)."""
+    """The colour evidence (skin and feature shares) for the tested points."""
     lab, scale = _aligned_lab(rgb, np.asarray(points5, np.float64))
     eye_distance = float(np.linalg.norm(ARCFACE_TEMPLATE_112[1] - ARCFACE_TEMPLATE_112[0])) * scale
     radius = thresholds.radius * eye_distance
@@ -104,8 +136,11 @@ def point_evidence(
 def occluded_points(
     rgb: np.ndarray, points5: np.ndarray, thresholds: OcclusionThresholds = DEFAULT_THRESHOLDS
 ) -> tuple[str, ...]:
-    """Names of the landmarks that lie on an occluder (empty when the face looks uncovered there)."""
-    return tuple(e.name for e in point_evidence(rgb, points5, thresholds) if e.occluder is not None)
+    """Names of the landmarks that lie on an occluder (empty when the face looks uncovered there), by
+    their colours and by the hands detected in the photo."""
+    lab, _ = _aligned_lab(rgb, np.asarray(points5, np.float64))
+    hands = hand_mask_near(rgb, points5, sharp=face_sharpness(lab) >= thresholds.min_sharpness)
+    return tuple(e.name for e in point_evidence(rgb, points5, thresholds, hands) if e.occluder is not None)
 
 
 def face_sharpness(lab: np.ndarray) -> float:

@@ -3,7 +3,8 @@
 Every texel is sent through its triangle to a point on the posed head, through the fitted camera to a
 pixel of the photo, and kept only when (a) the head's own z-buffer says that point is what the camera
 sees, (b) the surface faces the camera more than a grazing angle, and (c) the photo's colour there is
-face, not occluder (:mod:`.occluder`); the occluder mask is widened in the photo so an occluder's soft
+face, not occluder (:mod:`.occluder`, :mod:`.skin_cover`, and the hands a hand detector finds in the
+photo, :mod:`..preprocess.hands`); the occluder mask is widened in the photo so an occluder's soft
 edge stays out too.
 """
 
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..fit.camera import project_camera, rotation_matrix
+from ..preprocess.hands import find_hands
 from ..render import rasterize, vertex_normals
 from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded, solid_dark
 from .skin_cover import skin_coloured_cover
@@ -174,9 +176,11 @@ def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landm
 
 
 def occluder_texels(
-    rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float
-) -> tuple[np.ndarray, SkinModel]:
-    """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used."""
+    rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float,
+    points5: np.ndarray | None = None,
+) -> tuple[np.ndarray, SkinModel]:  # fmt: skip
+    """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used.
+    ``points5`` (5, 2): the head's eyes, nose tip and mouth corners in the photo, for the hand search."""
     seen = projection.visible
     skin = fit_skin_model(colors[seen])
     height, width = rgb.shape[:2]
@@ -201,6 +205,8 @@ def occluder_texels(
     mask[xy[:, 1], xy[:, 0]] = 255
     # Skin-coloured occluders (hands) are found by the features they hide (skin_cover.py).
     mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px)] = 255
+    # Hands by their shape (palm detector + hand landmarks), whatever their colour.
+    mask[find_hands(rgb, points5).mask(height, width)] = 255
     radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))
     # The dilation also closes the gaps between sparse texel hits (texels are coarser than a big photo).
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

@@ -39,6 +39,9 @@ CLOSE_IOD = 0.06
 #: A face whose skin chromaticity is closer than this to grey (a black-and-white photo, an untextured
 #: render) shows no lip colour at all: the test is not made there.
 MIN_SKIN_CHROMA = 0.03
+#: The colour split tried in turn: a pixel is occluder when its distance to the occluder's colour is below this
+#: times its distance to the face's (1: plain nearer; smaller: only colours close to the occluder's own).
+COLOUR_RATIOS: tuple[float, ...] = (1.0, 0.5, 0.3)
 #: Thin bridges between the occluder and face parts of similar colour are cut by an opening this wide.
 OPEN_IOD = 0.04
 
@@ -111,25 +114,31 @@ def skin_coloured_cover(
     x0, y0 = sxy[seen].min(axis=0)
     x1, y1 = sxy[seen].max(axis=0) + 1
     lab = _lab(rgb[y0:y1, x0:x1].reshape(-1, 3))
-    nearer = np.linalg.norm(lab - occluder_lab, axis=1) < np.linalg.norm(lab - face_lab, axis=1)
-    candidate = nearer.reshape(y1 - y0, x1 - x0).astype(np.uint8)
-    # Close first: creases and shadows between fingers would split the hand into separate pieces.
-    candidate = cv2.morphologyEx(candidate, cv2.MORPH_CLOSE, _disk(max(1, round(CLOSE_IOD * iod_px))))
-    candidate = cv2.morphologyEx(candidate, cv2.MORPH_OPEN, _disk(max(1, round(OPEN_IOD * iod_px))))
-    _, labels = cv2.connectedComponents(candidate, connectivity=8)
-    touching = np.unique(labels[(seed_mask[y0:y1, x0:x1] > 0) & (candidate > 0)])
-    region = np.isin(labels, touching[touching > 0])
-    mask = np.zeros((height, width), bool)
-    mask[y0:y1, x0:x1] = region
-    # A region that swallows the features the photo does show (an eye with its iris, the other eye) is the face
-    # itself, of the hand's tone: the colours cannot delimit this occluder, so only its widened zone is left out.
+    to_occluder = np.linalg.norm(lab - occluder_lab, axis=1).reshape(y1 - y0, x1 - x0)
+    to_face = np.linalg.norm(lab - face_lab, axis=1).reshape(y1 - y0, x1 - x0)
     shown = (zones.eye_opening | zones.mouth) & seen & ~seeds
-    if (
-        int(shown.sum()) >= MIN_ZONE_TEXELS
-        and float(mask[sxy[shown][:, 1], sxy[shown][:, 0]].mean()) > MAX_SHOWN_SWALLOWED
-    ):
-        return fallback | (seed_mask > 0)
-    return mask | (seed_mask > 0)
+    shown_xy = sxy[shown]
+    seed_box = seed_mask[y0:y1, x0:x1] > 0
+    # A region that swallows the features the photo does show (an eye with its iris, the other eye) is the face
+    # itself, of the hand's tone: the colour split is tightened (an occluder much nearer its own colour than the
+    # face's: a flat-coloured one) until it does not; if none does, only the widened zone is left out.
+    for ratio in COLOUR_RATIOS:
+        region = _grown(to_occluder < ratio * to_face, seed_box, iod_px)
+        mask = np.zeros((height, width), bool)
+        mask[y0:y1, x0:x1] = region
+        if len(shown_xy) < MIN_ZONE_TEXELS or float(mask[shown_xy[:, 1], shown_xy[:, 0]].mean()) <= MAX_SHOWN_SWALLOWED:
+            return mask | (seed_mask > 0)
+    return fallback | (seed_mask > 0)
+
+
+def _grown(nearer: np.ndarray, seed: np.ndarray, iod_px: float) -> np.ndarray:
+    """The pixels of ``nearer`` (bool, the face's box) connected to ``seed`` after closing the creases and
+    shadows between fingers (they would split the hand) and opening thin bridges to the face."""
+    closed = cv2.morphologyEx(nearer.astype(np.uint8), cv2.MORPH_CLOSE, _disk(max(1, round(CLOSE_IOD * iod_px))))
+    candidate = np.asarray(cv2.morphologyEx(closed, cv2.MORPH_OPEN, _disk(max(1, round(OPEN_IOD * iod_px)))), np.uint8)
+    _, labels = cv2.connectedComponents(candidate, connectivity=8)
+    touching = np.unique(labels[seed & (candidate > 0)])
+    return np.isin(labels, touching[touching > 0])
 
 
 def _disk(radius: int) -> np.ndarray:

@@ -82,8 +82,10 @@ def make_texture(
                                 np.asarray(head.pose, dtype=np.float64), head.camera, width, height)  # fmt: skip
     colors = sample_photo(rgb, projection.pixel)
     zones = texel_zones(raster, np.asarray(head.vertices, dtype=np.float64), faces, head.landmarks)
-    iod_px = eye_distance(project_points(head.landmarks, head.pose, head.camera))
-    covered_by_occluder, _ = occluder_texels(rgb, colors, projection, zones, iod_px)
+    xy = project_points(head.landmarks, head.pose, head.camera)
+    iod_px = eye_distance(xy)
+    points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])[:, :2]
+    covered_by_occluder, _ = occluder_texels(rgb, colors, projection, zones, iod_px, points5)
     valid = projection.visible & ~covered_by_occluder
     if not valid.any():
         raise SkinModelError("no texel of the head is visible in the photo")

@@ -205,8 +205,11 @@ def test_photo_gets_a_camera_a_pose_per_expression_and_a_texture(output: Reconst
     with Image.open(texture) as image:
         assert image.mode == "RGB" and image.size == (512, 512)
     # The hand hides the mouth; the eyes, brows and forehead it leaves in view come from the photo. (A hand region
-    # grown by colour once swallowed this face of the hand's tone: 7 % of the texels from the photo, 25 % before.)
-    assert res.meta["texture_stats"]["from_photo"] > 0.15
+    # grown by colour once swallowed this face of the hand's tone: 7 % of the texels from the photo, 25 % before;
+    # 16.8 % while ~2 % of the map still came from the hand beside the nose, 12.7 % since the hand (and some skin
+    # beside it) is left out:
+    # tests/inference_server/texture/test_hands_in_texture.py.)
+    assert res.meta["texture_stats"]["from_photo"] > 0.11
 
 
 def test_given_points_keep_the_head_without_a_camera(reconstructor: Reconstructor, tmp_path: Path) -> None:
