@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,7 @@ def open_int8(
         return opened[0]
 
     verdict = None
+    start = time.perf_counter()
     for _ in range(2):
         if not files.graph.is_file() and fp32_once() is None:  # the int8 graph is made from the fp32 one
             return None
@@ -174,6 +176,7 @@ def open_int8(
         if verdict is None:
             return None
         break
+    report.timings.setdefault(slot, {})["int8"] = time.perf_counter() - start  # fp32's own steps included
     if verdict is None:
         report.int8[slot] = {"adopted": False, "why": "the int8 graph could not be made or opened"}
         return fp32_once()
