@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .assets_config import CHECKPOINT_NAMES, AssetConfig, find_checkpoint
+from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
 from .backends import BackendError
 from .checkpoints.networks import LoadedNetworks
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks
@@ -27,7 +27,7 @@ from .errors import BadModelFileError
 from .flame.layer import FlameLayer
 from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
-from .rank_fold import FoldedFirstLayer, fold_first_layer
+from .rank_fold import FoldedFirstLayer, cached_fold
 
 
 class DenoiserModel:
@@ -86,6 +86,8 @@ class ModelBundle:
     fuse_denoisers: bool = True
     #: False scores identity samples through their meshes (``score_shapes``) even where the fold applies (A/B).
     fold_rank: bool = True
+    #: Where the rank fold is kept between processes (``rank_fold.cached_fold``); None computes it every load.
+    fold_cache_dir: Path | None = field(default_factory=default_cache_dir)
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -293,7 +295,7 @@ class ModelBundle:
         param = next(net.parameters())
         key = (flame.device, flame.dtype, param.device, param.dtype)
         if self._rank_fold is None or self._rank_fold[0] != key or self._rank_fold[1] is not flame:
-            self._rank_fold = (key, flame, fold_first_layer(net, flame, self.front_indices))
+            self._rank_fold = (key, flame, cached_fold(net, flame, self.front_indices, self.fold_cache_dir))
         return self._rank_fold[2]
 
     def score_coefficients(self, folded: FoldedFirstLayer, shapes: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
