@@ -29,6 +29,7 @@ costs and gains in benchmarks/README.md ("Encoders through ONNX Runtime: start-u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -229,6 +230,18 @@ def load_array(path: Path) -> torch.Tensor | None:
     if array.dtype != np.float32 or array.ndim != 2 or array.shape[0] != 1 or array.shape[1] > 1 << 16:
         return None
     return torch.from_numpy(array)
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise: releasing the five official-size
+    torch encoders dropped the RSS by 0.15 GB without this, by 1.4 GB with it). A no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _timed(timings: dict[str, float], step: str, start: float) -> float:

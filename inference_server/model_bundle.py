@@ -21,7 +21,7 @@ import torch
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
 from .backends import BackendError
 from .checkpoints.networks import LoadedNetworks
-from .encoder_runtime import EncoderRuntimeReport, encoder_networks
+from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
 from .flame.layer import FlameLayer
@@ -214,6 +214,7 @@ class ModelBundle:
                 modules[slot].to_empty(device="meta")
             self._released_encoders = set(networks)
             self._torch_encoders = {}
+            trim_heap()
         return report
 
     def encoder_runtimes(self) -> dict[str, str]:
