@@ -243,6 +243,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run every encoder copy even where weights are identical (unshared path)")  # fmt: skip
     parser.add_argument("--encoder-runtime", choices=("torch", "onnxruntime"), default="torch",
                         help="run the encoders in torch (the worker's default) or ONNX Runtime fp32")  # fmt: skip
+    parser.add_argument(
+        "--encoder-precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: each encoder's int8 graph where its probe cosine passes (implies onnxruntime)",
+    )
     parser.add_argument("--plain-encoders", action="store_true",
                         help="with --encoder-runtime onnxruntime: also time each run with torch encoders")  # fmt: skip
     parser.add_argument("--no-fold-rank", action="store_true",
@@ -259,7 +265,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-blender", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (for tests; numbers mean nothing)")
     parser.add_argument("--json", type=Path, help="also write the report here")
-    return parser.parse_args(argv)
+    opts = parser.parse_args(argv)
+    if opts.encoder_precision == "int8":
+        opts.encoder_runtime = "onnxruntime"  # int8 graphs run in ONNX Runtime
+    return opts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
         "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
+        "encoder_precision": opts.encoder_precision,
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "fold_rank": not opts.no_fold_rank,
     })  # fmt: skip
@@ -415,11 +425,13 @@ def open_encoders(bundle: ModelBundle, device: torch.device, report: Report) -> 
     """Open the encoders' ONNX Runtime sessions (exported into the cache on first use) and record the cost."""
     t = time.perf_counter()
     bundle.to(device)
-    runtime = bundle.use_encoder_runtime(default_cache_dir())
+    runtime = bundle.use_encoder_runtime(default_cache_dir(), report.config["encoder_precision"])
     report.extra["encoder runtime open (s)"] = round(time.perf_counter() - t, 3)
     report.extra["encoder runtime"] = {
         "onnxruntime": sorted(runtime.reused + runtime.exported), "exported now": runtime.exported,
         "torch": runtime.on_torch, "cosine to torch": {k: round(v[0], 7) for k, v in runtime.agreement.items()},
+        "optimised graph reused": runtime.optimised_reused, "runtimes": bundle.encoder_runtimes(),
+        "int8": {slot: verdict.get("why") for slot, verdict in runtime.int8.items()},
     }  # fmt: skip
 
 
