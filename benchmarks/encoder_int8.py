@@ -145,6 +145,47 @@ def mesh_effect(int8: dict[str, OnnxNetwork], opts: argparse.Namespace, folder: 
     }
 
 
+def arcface_conv_rows(bundle: ModelBundle, folder: Path, repeats: int) -> list[dict[str, Any]]:
+    """ArcFace's convolutions in int8: dynamic (ConvInteger) and static QDQ calibrated on the probe crops,
+    against ONNX Runtime fp32 — time of one crop and cosine over the probe crops."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from inference_server.encoder_quantise import probe_crops
+
+    module = bundle.idgen.arcface.float().eval()
+    crops = probe_crops("arcface", module.config.input_size)
+    fp32_path = export_arcface(module, folder / "arcface.onnx")
+
+    name = OnnxNetwork.from_path(fp32_path, device="cpu").input_names[0]
+
+    class Reader(CalibrationDataReader):  # the probe crops, one at a time
+        def __init__(self) -> None:
+            self.items = iter([{name: c.numpy()} for c in crops])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    variants = {"ort fp32": fp32_path}
+    variants["dynamic Conv+MatMul+Gemm"] = quantise(fp32_path, folder / "arcface.dyn.onnx", conv=True)
+    static = folder / "arcface.qdq.onnx"
+    quantize_static(str(fp32_path), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)  # fmt: skip
+    variants["static QDQ (probe-calibrated)"] = static
+    reference = OnnxNetwork.from_path(fp32_path, device="cpu")
+    rows = []
+    for label, path in variants.items():
+        network = OnnxNetwork.from_path(path, device="cpu")
+        cosines = [agreement_cos(reference(c), network(c)) for c in crops]
+        rows.append({"arcface": label, "ms": round(1000 * median_time(network, crops[0], repeats), 1),
+                     "cos_min": round(min(cosines), 5), "mb": round(path.stat().st_size / 2**20, 1)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def agreement_cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double()).item())
+
+
 def turned(embedding: torch.Tensor, cosine: float, generator: torch.Generator) -> torch.Tensor:
     """Each row of ``embedding`` rotated to exactly ``cosine`` of itself (same norm), towards a random
     direction orthogonal to it."""
@@ -200,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--conv", action="store_true", help="also quantise Conv nodes (ArcFace)")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--arcface-conv", action="store_true", help="only ArcFace's convolutions in int8")
     parser.add_argument("--cosine-sweep", help="comma-separated cosine levels (DEMO weights): meshes only")
     parser.add_argument("--directions", type=int, default=2, help="random directions per cosine level")
     parser.add_argument("--json", type=Path)
@@ -222,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="ofer-int8-") as tmp:
         folder = Path(tmp)
+        if opts.arcface_conv:
+            report["arcface_conv"] = arcface_conv_rows(bundle, folder, opts.repeats)
+            if opts.json:
+                opts.json.write_text(json.dumps(report, indent=1))
+            return 0
         inputs = crops(opts.photos, folder)
         report["encoders"], int8 = encoder_rows(bundle, inputs, folder, opts)
         if opts.size == "demo":
