@@ -220,7 +220,9 @@ def cosine_sweep(levels: list[float], folder: Path, directions: int) -> list[dic
         return reconstructor.run(out, lambda *a: None, lambda: False).result
 
     reference = run("reference")
-    rows = [{"cosine": "other seed (scale)"} | mesh_distances(reference, run("seed1", seed=1), bundle.front_indices)]
+    rows: list[dict[str, Any]] = [
+        {"cosine": "other seed (scale)"} | mesh_distances(reference, run("seed1", seed=1), bundle.front_indices)
+    ]
     print(json.dumps(rows[-1]), flush=True)
     for level in levels:
         for direction in range(directions):

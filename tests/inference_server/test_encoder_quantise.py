@@ -58,9 +58,14 @@ def test_int8_adopted_where_close_and_reused_without_fp32(tmp_path: Path, monkey
     assert _min_cosine_to_torch(modules["expgen.farl"], networks["expgen.farl"]) >= MIN_INT8_COSINE
     opened: list[str] = []
     real = encoder_runtime.open_encoder
-    monkeypatch.setattr(
-        encoder_runtime, "open_encoder", lambda m, f, slot, r: opened.append(slot) or real(m, f, slot, r)
-    )
+
+    def spy(
+        m: torch.nn.Module, f: encoder_runtime.EncoderFiles, slot: str, r: encoder_runtime.EncoderRuntimeReport
+    ) -> encoder_runtime.OnnxNetwork | None:
+        opened.append(slot)
+        return real(m, f, slot, r)
+
+    monkeypatch.setattr(encoder_runtime, "open_encoder", spy)
     again, report = encoder_networks(modules, tmp_path, "int8")
     assert opened == ["idgen.arcface"]  # the FaRL verdict is stored: no fp32 session, no probe set
     assert report.precision["expgen.farl"] == "int8" and "expgen.farl" in report.optimised_reused

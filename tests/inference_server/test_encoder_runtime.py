@@ -117,9 +117,8 @@ def test_damaged_optimised_graph_is_rebuilt(tmp_path: Path) -> None:
     optimised.write_bytes(optimised.read_bytes()[: optimised.stat().st_size // 2])  # a half-written file
     networks, report = encoder_networks(modules, tmp_path)
     assert report.optimised_reused == ["expgen.farl"] and not report.on_torch and not report.exported
-    assert optimised.stat().st_size > 0 and optimised.read_bytes() != b""
     _assert_matches_torch(modules, networks)
-    again, report = encoder_networks(modules, tmp_path)  # rebuilt: used again
+    _, report = encoder_networks(modules, tmp_path)  # rebuilt: used again
     assert sorted(report.optimised_reused) == sorted(modules)
 
 

@@ -202,7 +202,12 @@ def test_fold_cache_serves_the_same_fold_and_never_a_stale_or_foreign_one(
     (path,) = (tmp_path / rank_fold.CACHE_FOLDER).glob("*.pt")
     calls: list[int] = []
     real = rank_fold.fold_first_layer
-    monkeypatch.setattr(rank_fold, "fold_first_layer", lambda *a: calls.append(1) or real(*a))
+
+    def spy(*a: Any) -> rank_fold.FoldedFirstLayer:
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(rank_fold, "fold_first_layer", spy)
     _assert_same_fold(cached_fold(net, flame, bundle.front_indices, tmp_path), fresh)
     assert calls == []  # read from the cache, not folded
     # one weight of the first layer nudged by one float32 step: another key, folded anew, not the stored one
