@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,34 @@ def test_demo_bundle_records_each_encoders_runtime(tmp_path: Path) -> None:
         assert min(agreement(a, b)[0] for a, b in zip(expected[first], got, strict=True)) >= floor
     with pytest.raises(Exception, match="released"):
         bundle.plain_encoders(True)
+
+
+def test_worker_switch_runs_the_encoders_in_onnxruntime_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OFER_ENCODER_PRECISION=int8``: the pipeline opens the runtime (torch copies released) and the result's
+    meta names each encoder's runtime; the meshes stay close to the torch encoders' reconstruction."""
+    from inference_server.assets_config import resolve_assets
+    from inference_server.pipeline import Reconstructor
+    from inference_server.protocol import ReconstructArgs
+
+    sample = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
+    args = ReconstructArgs(image=str(sample), output="", n_shapes=8, n_expressions=4, top_k=3, seed=1,
+                           device="cpu", extra={"preset": "fast"})  # fmt: skip
+    results = {}
+    for precision in ("torch", "int8"):
+        if precision == "int8":
+            monkeypatch.setenv("OFER_ENCODER_PRECISION", "int8")
+        reconstructor = Reconstructor(resolve_assets({}), device="cpu")
+        out = reconstructor.run(
+            dataclasses.replace(args, output=str(tmp_path / f"{precision}.npz")),
+            lambda *a: None,
+            lambda: False,
+        )
+        results[precision] = out.result
+    runtimes = results["int8"].meta["encoder_runtimes"]
+    assert all(value.startswith("torch fp32") for value in results["torch"].meta["encoder_runtimes"].values())
+    assert runtimes and all(value.startswith("onnxruntime") for value in runtimes.values())
+    front = reconstructor.bundle(torch.device("cpu")).front_indices
+    a, b = (results[k].identity_vertices[:, front] * 1000 for k in ("torch", "int8"))
+    assert float(abs(a - b).max()) < 0.05  # mm (measured 1.5e-5): at cosine ≥ 0.999 the sweep moved meshes ~0.02 mm
