@@ -13,6 +13,11 @@ crops of ``--photos`` re-framings of the bundled sample photo:
   reconstruction with the int8 encoders against fp32, same seed: the mean distance of every identity sample
   (paired) and of the mean head, front-face vertices, in mm.
 
+``--cosine-sweep 0.9999,0.999,0.99,0.95`` (DEMO weights): how far the sampled meshes move when every
+embedding is turned to exactly a given cosine of itself (a fixed random direction orthogonal to it), against
+the unperturbed reconstruction and, for scale, against the same reconstruction with another seed — the
+evidence for ``encoder_quantise.MIN_INT8_COSINE``.
+
 ``--size full`` uses the official-size random networks of ``benchmarks/reconstruction.py`` (timings are the
 real model cost; the similarities of random weights say little about trained ones).
 """
@@ -140,6 +145,97 @@ def mesh_effect(int8: dict[str, OnnxNetwork], opts: argparse.Namespace, folder: 
     }
 
 
+def arcface_conv_rows(bundle: ModelBundle, folder: Path, repeats: int) -> list[dict[str, Any]]:
+    """ArcFace's convolutions in int8: dynamic (ConvInteger) and static QDQ calibrated on the probe crops,
+    against ONNX Runtime fp32 — time of one crop and cosine over the probe crops."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from inference_server.encoder_quantise import probe_crops
+
+    module = bundle.idgen.arcface.float().eval()
+    crops = probe_crops("arcface", module.config.input_size)
+    fp32_path = export_arcface(module, folder / "arcface.onnx")
+
+    name = OnnxNetwork.from_path(fp32_path, device="cpu").input_names[0]
+
+    class Reader(CalibrationDataReader):  # the probe crops, one at a time
+        def __init__(self) -> None:
+            self.items = iter([{name: c.numpy()} for c in crops])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    variants = {"ort fp32": fp32_path}
+    variants["dynamic Conv+MatMul+Gemm"] = quantise(fp32_path, folder / "arcface.dyn.onnx", conv=True)
+    static = folder / "arcface.qdq.onnx"
+    quantize_static(str(fp32_path), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)  # fmt: skip
+    variants["static QDQ (probe-calibrated)"] = static
+    reference = OnnxNetwork.from_path(fp32_path, device="cpu")
+    rows = []
+    for label, path in variants.items():
+        network = OnnxNetwork.from_path(path, device="cpu")
+        cosines = [agreement_cos(reference(c), network(c)) for c in crops]
+        rows.append({"arcface": label, "ms": round(1000 * median_time(network, crops[0], repeats), 1),
+                     "cos_min": round(min(cosines), 5), "mb": round(path.stat().st_size / 2**20, 1)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def agreement_cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double()).item())
+
+
+def turned(embedding: torch.Tensor, cosine: float, generator: torch.Generator) -> torch.Tensor:
+    """Each row of ``embedding`` rotated to exactly ``cosine`` of itself (same norm), towards a random
+    direction orthogonal to it."""
+    direction = torch.randn(embedding.shape, generator=generator, dtype=torch.float64)
+    e = embedding.double()
+    unit = e / e.norm(dim=1, keepdim=True)
+    direction -= (direction * unit).sum(dim=1, keepdim=True) * unit
+    direction *= e.norm(dim=1, keepdim=True) / direction.norm(dim=1, keepdim=True)
+    return (cosine * e + (1 - cosine**2) ** 0.5 * direction).to(embedding.dtype)
+
+
+def mesh_distances(a: Any, b: Any, front: np.ndarray) -> dict[str, float]:
+    ida, idb = a.identity_vertices[:, front] * 1000, b.identity_vertices[:, front] * 1000
+    exa, exb = a.expression_vertices[:, front] * 1000, b.expression_vertices[:, front] * 1000
+    return {
+        "top identity (mm)": round(float(np.linalg.norm(ida[0] - idb[0], axis=-1).mean()), 4),
+        "mean kept identity (mm)": round(float(np.linalg.norm(ida.mean(0) - idb.mean(0), axis=-1).mean()), 4),
+        "expressions, mean head (mm)": round(float(np.linalg.norm(exa.mean(0) - exb.mean(0), axis=-1).mean()), 4),
+    }
+
+
+def cosine_sweep(levels: list[float], folder: Path, directions: int) -> list[dict[str, Any]]:
+    """Meshes of the DEMO fast reconstruction with every embedding turned to each cosine level."""
+    args = ReconstructArgs(image=str(SAMPLE), output="", n_shapes=100, n_expressions=100, top_k=10, seed=0,
+                           device="cpu", extra={"preset": "fast"})  # fmt: skip
+    reconstructor = Reconstructor(resolve_assets({}), device="cpu")
+    bundle = reconstructor.bundle(torch.device("cpu"))
+    plain = dict(bundle.runners)
+
+    def run(label: str, seed: int = 0) -> Any:
+        out = replace(args, output=str(folder / f"{label}.npz"), seed=seed)
+        return reconstructor.run(out, lambda *a: None, lambda: False).result
+
+    reference = run("reference")
+    rows: list[dict[str, Any]] = [
+        {"cosine": "other seed (scale)"} | mesh_distances(reference, run("seed1", seed=1), bundle.front_indices)
+    ]
+    print(json.dumps(rows[-1]), flush=True)
+    for level in levels:
+        for direction in range(directions):
+            generator = torch.Generator().manual_seed(1000 + direction)
+            for slot in (s for s in plain if s.endswith(("arcface", "farl"))):
+                bundle.runners[slot] = lambda x, f=plain[slot], c=level, g=generator: turned(f(x), c, g)
+            rows.append({"cosine": level, "direction": direction} | mesh_distances(reference, run(f"c{level}"),
+                                                                                   bundle.front_indices))  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+        bundle.runners.update(plain)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("demo", "full"), default="demo")
@@ -147,19 +243,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--conv", action="store_true", help="also quantise Conv nodes (ArcFace)")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--arcface-conv", action="store_true", help="only ArcFace's convolutions in int8")
+    parser.add_argument("--cosine-sweep", help="comma-separated cosine levels (DEMO weights): meshes only")
+    parser.add_argument("--directions", type=int, default=2, help="random directions per cosine level")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     configure_cpu_threads(opts.threads)
     if opts.size == "full":
         sys.path.insert(0, str(ROOT / "benchmarks"))
-        from reconstruction import FULL, load_bundle, model_files
+        from bench_setup import FULL, load_bundle, model_files
 
         bundle = load_bundle(model_files(FULL, default_cache_dir() / "benchmark_full_size"), "fp32")
     else:
         bundle = load_model_bundle(resolve_assets({}))
     report: dict[str, Any] = {"size": opts.size, "threads": torch.get_num_threads()}
+    if opts.cosine_sweep:
+        with tempfile.TemporaryDirectory(prefix="ofer-sweep-") as tmp:
+            levels = [float(v) for v in opts.cosine_sweep.split(",")]
+            report["sweep"] = cosine_sweep(levels, Path(tmp), opts.directions)
+        if opts.json:
+            opts.json.write_text(json.dumps(report, indent=1))
+        return 0
     with tempfile.TemporaryDirectory(prefix="ofer-int8-") as tmp:
         folder = Path(tmp)
+        if opts.arcface_conv:
+            report["arcface_conv"] = arcface_conv_rows(bundle, folder, opts.repeats)
+            if opts.json:
+                opts.json.write_text(json.dumps(report, indent=1))
+            return 0
         inputs = crops(opts.photos, folder)
         report["encoders"], int8 = encoder_rows(bundle, inputs, folder, opts)
         if opts.size == "demo":

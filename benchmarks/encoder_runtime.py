@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reconstruction import FULL, TINY, load_bundle, model_files
+from bench_setup import FULL, TINY, load_bundle, model_files
 
 from inference_server.assets_config import default_cache_dir
 from inference_server.backends import configure_cpu_threads

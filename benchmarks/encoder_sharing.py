@@ -34,7 +34,7 @@ from inference_server.preprocess.image import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reconstruction import FULL, SAMPLE, load_bundle, model_files  # noqa: E402
+from bench_setup import FULL, SAMPLE, load_bundle, model_files  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

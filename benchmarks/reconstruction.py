@@ -32,7 +32,6 @@ DEMO head, detector and photo are the real ones. ``--size demo`` uses the DEMO w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -49,241 +48,34 @@ from typing import Any
 import numpy as np
 import torch
 
+# The networks, the bundle and the measuring helpers (bench_setup) and the official recipe (official_recipe)
+# live in their own modules; FULL, TINY, SAMPLE, load_bundle and model_files are re-exported from here.
+from bench_setup import (
+    FULL,
+    ROOT,
+    SAMPLE,
+    TINY,
+    load_bundle,
+    model_files,
+    peak_memory_mb,
+    reset_peak_memory,
+    sync,
+)
+from official_recipe import BASELINE_EXPGEN_STEPS, BASELINE_IDGEN_STEPS, baseline_run
+
 from inference_server.assets_config import default_cache_dir, resolve_assets
 from inference_server.backends import configure_cpu_threads
-from inference_server.checkpoints import LoadedNetworks, load_networks, save_project_checkpoint
-from inference_server.diffusion import NoiseSchedule
 from inference_server.model_bundle import ModelBundle, load_model_bundle
-from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder
-from inference_server.nets.clip_visual import ClipImageEncoder, ClipVisionConfig
-from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser, DenoiserConfig
-from inference_server.nets.idrank import IdRank, IdRankConfig
-from inference_server.pipeline import EXPGEN_EXPRESSIONS, Reconstructor, choose_device
-from inference_server.preprocess.crops import arcface_crop, farl_crop
-from inference_server.preprocess.image import load_image
+from inference_server.pipeline import Reconstructor, choose_device
 from inference_server.presets import PRESETS, apply_preset
 from inference_server.protocol import STAGES as PROTOCOL_STAGES
 from inference_server.protocol import ReconstructArgs
-from inference_server.result import ReconstructionResult, write_result
+from inference_server.result import ReconstructionResult
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "inference_server" / "assets" / "sample_occluded_face.jpg"
 #: The photo job's stages, as the protocol names them (the sequence stages that follow "write" are not timed here).
 STAGES = PROTOCOL_STAGES[: PROTOCOL_STAGES.index("write") + 1]
 #: Stages the official recipe does not have (no pose, camera or texture): ours only, 0 on the baseline side.
 OURS_ONLY = ("fit", "texture")
-#: Official demo: IdGen's broken strided DDIM makes 251 network calls; ExpGen runs full DDPM.
-BASELINE_IDGEN_STEPS = 251
-BASELINE_EXPGEN_STEPS = 1000
-
-
-@dataclass(frozen=True)
-class Sizes:
-    arcface: ArcFaceConfig
-    clip: ClipVisionConfig
-    idrank: IdRankConfig
-    idgen: DenoiserConfig
-    expgen: DenoiserConfig
-
-
-FULL = Sizes(ArcFaceConfig(), ClipVisionConfig(), IdRankConfig(), IDGEN_CONFIG, EXPGEN_CONFIG)
-TINY = Sizes(
-    ArcFaceConfig(layers=(1, 1, 1, 1), widths=(4, 4, 8, 8)),
-    ClipVisionConfig(width=32, layers=1, heads=1, patch_size=56),
-    IdRankConfig(hidden_dims=(16, 16, 8, 8)),
-    DenoiserConfig(feature_dim=300, dims=(300, 16, 8), context_dim=512, time_dim=16, n_tokens=2, heads=1, head_dim=8),
-    DenoiserConfig(feature_dim=53, dims=(53, 16, 8), context_dim=1024, time_dim=16, n_tokens=2, heads=1, head_dim=8),
-)  # fmt: skip
-
-
-# -- memory -------------------------------------------------------------------------------------------
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    with contextlib.suppress(OSError):  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# -- networks ---------------------------------------------------------------------------------------
-def build_networks(sizes: Sizes, seed: int = 0) -> dict[str, LoadedNetworks]:
-    """Random networks of the given sizes, in the layout the loaders return."""
-    torch.manual_seed(seed)
-    meta = {"demo": True, "provenance": {"benchmark": "random weights, official sizes"}}
-    nets = {
-        "idgen": LoadedNetworks("idgen", ArcFaceEncoder(sizes.arcface), denoiser=Denoiser(sizes.idgen),
-                                metadata=dict(meta)),
-        "expgen": LoadedNetworks("expgen", ArcFaceEncoder(sizes.arcface), denoiser=Denoiser(sizes.expgen),
-                                 farl=ClipImageEncoder(sizes.clip), metadata=dict(meta)),
-        "idrank": LoadedNetworks("idrank", ArcFaceEncoder(sizes.arcface), farl=ClipImageEncoder(sizes.clip),
-                                 rank_net=IdRank(sizes.idrank), metadata=dict(meta)),
-    }  # fmt: skip
-    # Random denoisers amplify noise over 1000 steps; scaling the output layer keeps the samples in a
-    # plausible coefficient range (the cost of the arithmetic does not depend on the values).
-    with torch.no_grad():
-        for kind in ("idgen", "expgen"):
-            denoiser = nets[kind].denoiser
-            assert denoiser is not None
-            out_conv = denoiser.finals[0][2]  # type: ignore[index]
-            out_conv.weight.mul_(0.05)
-    return {kind: n.eval() for kind, n in nets.items()}
-
-
-def model_files(sizes: Sizes, folder: Path) -> dict[str, Path]:
-    """The benchmark's model files (written once): loading them is the cold 'load' cost."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {kind: folder / f"{kind}.safetensors" for kind in ("idgen", "expgen", "idrank")}
-    if not all(p.is_file() and p.with_suffix(".json").is_file() for p in paths.values()):
-        for kind, networks in build_networks(sizes).items():
-            save_project_checkpoint(paths[kind], networks)
-    return paths
-
-
-def load_bundle(
-    files: dict[str, Path], precision: str, *, identical_encoders: bool = False, share_encoders: bool = True
-) -> ModelBundle:
-    """A bundle with the benchmark's networks and the DEMO FLAME head (no DEMO weights needed).
-
-    ``identical_encoders``: every ArcFace copy takes IdGen's weights and IdRank's FaRL takes ExpGen's, as in
-    checkpoints whose encoders were frozen or handed over; ``share_encoders`` is the bundle's option."""
-    from inference_server.demo.assets import ensure_demo_assets
-    from inference_server.flame.loading import load_flame_model
-    from inference_server.model_bundle import load_front_indices
-
-    head = ensure_demo_assets()
-    flame = load_flame_model(head.model_pkl, landmark_embedding=head.landmark_embedding)
-    front = load_front_indices(head.front_face_indices, flame.n_vertices, official=False)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    nets = {kind: load_networks(path) for kind, path in files.items()}
-    if identical_encoders:
-        for kind in ("expgen", "idrank"):
-            nets[kind].arcface.load_state_dict(nets["idgen"].arcface.state_dict())
-        farl, twin = nets["expgen"].farl, nets["idrank"].farl
-        assert farl is not None and twin is not None
-        twin.load_state_dict(farl.state_dict())
-    sources = {"flame": str(head.model_pkl)} | {k: str(p) for k, p in files.items()}
-    return ModelBundle(nets["idgen"], nets["expgen"], nets["idrank"], flame, front, True, sources, dtype,
-                       share_encoders=share_encoders)  # fmt: skip
-
-
-# -- the baseline (official recipe) -------------------------------------------------------------------
-def eager_sampler(net: Denoiser, context: torch.Tensor, n: int, steps: int, *, ddpm: bool, seed: int) -> torch.Tensor:
-    """The official-style loop: per-step table lookups on the device, per-row conditions, fp32."""
-    schedule = NoiseSchedule.linear()
-    device = context.device
-    betas = schedule.betas.float().to(device)
-    abar = schedule.alphas_cumprod.float().to(device)
-    abar_prev = schedule.alphas_cumprod_prev.float().to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    feature_dim = net.config.feature_dim
-    x = torch.randn(n, feature_dim, generator=generator, device=device)
-    dense_context = context.expand(n, -1).contiguous()  # the tiled copies: n identical dense rows
-    timesteps = schedule.trailing_timesteps(steps)
-    with torch.no_grad():
-        for i, step in enumerate(timesteps):
-            t = torch.full((n,), step, device=device, dtype=torch.int64)
-            eps = net(x, t, dense_context)
-            if ddpm:
-                mean = (x - betas[t][:, None] / (1 - abar[t][:, None]).sqrt() * eps) / (1 - betas[t][:, None]).sqrt()
-                variance = betas[t] * (1 - abar_prev[t]) / (1 - abar[t])
-                noise = torch.randn(x.shape, generator=generator, device=device)
-                x = mean + (variance.sqrt()[:, None] * noise if step > 0 else 0)
-            else:
-                a_next = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones((), device=device)
-                x0 = (x - (1 - abar[t][:, None]).sqrt() * eps) / abar[t][:, None].sqrt()
-                x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
-    return x
-
-
-def baseline_run(
-    reconstructor: Reconstructor, args: ReconstructArgs, device: torch.device, copies: int, steps: tuple[int, int]
-) -> dict[str, float]:
-    """One reconstruction the official way; returns seconds per stage."""
-    seconds: dict[str, float] = {}
-
-    def clock(stage: str, start: float) -> float:
-        sync(device)
-        now = time.perf_counter()
-        seconds[stage] = now - start
-        return now
-
-    t = time.perf_counter()
-    image = load_image(args.image)
-    bundle = reconstructor.bundle(device)
-    flame = reconstructor.flame_layer(bundle, device)
-    t = clock("load", t)
-    detection = reconstructor.detector().detect(image)
-    arc = arcface_crop(image.rgb, detection.points5)
-    far = farl_crop(image.rgb, detection.box)
-    t = clock("detect", t)
-    blob = torch.from_numpy(np.ascontiguousarray(arc.blob))[None].to(device)
-    img = torch.from_numpy(np.ascontiguousarray(far.tensor))[None].to(device)
-    with torch.no_grad():
-        idgen_ctx = bundle.idgen_context(blob.expand(copies, -1, -1, -1).contiguous())[:1]
-        expgen_ctx = bundle.expgen_context(
-            blob.expand(copies, -1, -1, -1).contiguous(), img.expand(copies, -1, -1, -1).contiguous()
-        )[:1]
-        idrank_ctx = bundle.idrank_context(blob, img)
-    t = clock("encode", t)
-    assert bundle.idgen.denoiser is not None and bundle.expgen.denoiser is not None
-    shapes = eager_sampler(bundle.idgen.denoiser, idgen_ctx, args.n_shapes, steps[0], ddpm=False, seed=args.seed)
-    t = clock("sample_shapes", t)
-    with torch.no_grad():
-        neutral = flame.neutral(shapes).vertices
-        front = neutral[:, torch.as_tensor(bundle.front_indices, device=device)] * 1000.0
-        logits = bundle.score_shapes(front, idrank_ctx)
-    best = int(torch.argmax(logits))
-    t = clock("rank", t)
-    exps = eager_sampler(
-        bundle.expgen.denoiser, expgen_ctx, args.n_expressions, steps[1], ddpm=True, seed=args.seed + 1
-    )
-    t = clock("sample_expressions", t)
-    with torch.no_grad():
-        posed = flame.with_expression(
-            shapes[best : best + 1], exps[:, :EXPGEN_EXPRESSIONS], exps[:, EXPGEN_EXPRESSIONS:] * 0.5
-        )
-        rest = flame.neutral(shapes[best : best + 1])
-    t = clock("decode", t)
-    n_vertices = bundle.flame.n_vertices
-    result = ReconstructionResult(
-        meta={"producer": "benchmark baseline", "demo": True, "units": "metres", "seconds": {}},
-        faces=bundle.flame.faces.astype(np.int32),
-        template=bundle.flame.v_template.astype(np.float32),
-        identity_params=shapes[best : best + 1].cpu().numpy().astype(np.float32),
-        identity_scores=np.ones(1, np.float32),
-        identity_vertices=neutral[best : best + 1].cpu().numpy().astype(np.float32),
-        expression_params=exps[:, :EXPGEN_EXPRESSIONS].cpu().numpy().astype(np.float32),
-        jaw_pose=(exps[:, EXPGEN_EXPRESSIONS:] * 0.5).cpu().numpy().astype(np.float32),
-        expression_vertices=posed.vertices.cpu().numpy().astype(np.float32),
-        joints=rest.rest_joints[0].cpu().numpy().astype(np.float32),
-        parents=bundle.flame.parents.astype(np.int32),
-        skin_weights=bundle.flame.weights.astype(np.float32),
-        spread_identity=np.zeros(n_vertices, np.float32),
-        spread_expression=np.zeros(n_vertices, np.float32),
-    )
-    try:
-        write_result(args.output, result)
-    except Exception:  # the baseline file is not the contract's; only its cost counts
-        np.savez(args.output, vertices=result.expression_vertices)
-    clock("write", t)
-    return seconds
 
 
 # -- the worker and Blender --------------------------------------------------------------------------
@@ -451,6 +243,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run every encoder copy even where weights are identical (unshared path)")  # fmt: skip
     parser.add_argument("--encoder-runtime", choices=("torch", "onnxruntime"), default="torch",
                         help="run the encoders in torch (the worker's default) or ONNX Runtime fp32")  # fmt: skip
+    parser.add_argument(
+        "--encoder-precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: each encoder's int8 graph where its probe cosine passes (implies onnxruntime)",
+    )
     parser.add_argument("--plain-encoders", action="store_true",
                         help="with --encoder-runtime onnxruntime: also time each run with torch encoders")  # fmt: skip
     parser.add_argument("--no-fold-rank", action="store_true",
@@ -467,7 +265,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-blender", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (for tests; numbers mean nothing)")
     parser.add_argument("--json", type=Path, help="also write the report here")
-    return parser.parse_args(argv)
+    opts = parser.parse_args(argv)
+    if opts.encoder_precision == "int8":
+        opts.encoder_runtime = "onnxruntime"  # int8 graphs run in ONNX Runtime
+    return opts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
         "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
+        "encoder_precision": opts.encoder_precision,
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "fold_rank": not opts.no_fold_rank,
     })  # fmt: skip
@@ -623,11 +425,13 @@ def open_encoders(bundle: ModelBundle, device: torch.device, report: Report) -> 
     """Open the encoders' ONNX Runtime sessions (exported into the cache on first use) and record the cost."""
     t = time.perf_counter()
     bundle.to(device)
-    runtime = bundle.use_encoder_runtime(default_cache_dir())
+    runtime = bundle.use_encoder_runtime(default_cache_dir(), report.config["encoder_precision"])
     report.extra["encoder runtime open (s)"] = round(time.perf_counter() - t, 3)
     report.extra["encoder runtime"] = {
         "onnxruntime": sorted(runtime.reused + runtime.exported), "exported now": runtime.exported,
         "torch": runtime.on_torch, "cosine to torch": {k: round(v[0], 7) for k, v in runtime.agreement.items()},
+        "optimised graph reused": runtime.optimised_reused, "runtimes": bundle.encoder_runtimes(),
+        "int8": {slot: verdict.get("why") for slot, verdict in runtime.int8.items()},
     }  # fmt: skip
 
 

@@ -11,22 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .assets_config import CHECKPOINT_NAMES, AssetConfig, find_checkpoint
+from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
+from .backends import BackendError
 from .checkpoints.networks import LoadedNetworks
-from .encoder_runtime import EncoderRuntimeReport, encoder_networks
+from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
 from .flame.layer import FlameLayer
 from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
-from .rank_fold import FoldedFirstLayer, fold_first_layer
+from .rank_fold import FoldedFirstLayer, cached_fold
 
 
 class DenoiserModel:
@@ -85,6 +86,8 @@ class ModelBundle:
     fuse_denoisers: bool = True
     #: False scores identity samples through their meshes (``score_shapes``) even where the fold applies (A/B).
     fold_rank: bool = True
+    #: Where the rank fold is kept between processes (``rank_fold.cached_fold``); None computes it every load.
+    fold_cache_dir: Path | None = field(default_factory=default_cache_dir)
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -106,6 +109,7 @@ class ModelBundle:
         self.encoder_runtime: EncoderRuntimeReport | None = None
         self._onnx_encoders: dict[str, Callable[..., torch.Tensor]] = {}
         self._torch_encoders: dict[str, Callable[..., torch.Tensor]] = {}
+        self._released_encoders: set[str] = set()  # encoders whose torch weights were freed (ONNX Runtime only)
         self._fused: dict[str, Callable[..., torch.Tensor]] = {}
         self._rank_fold: tuple[tuple[Any, ...], FlameLayer, FoldedFirstLayer] | None = None
 
@@ -149,6 +153,12 @@ class ModelBundle:
 
     def to(self, device: torch.device) -> ModelBundle:
         if device != self._device:
+            if self._released_encoders:
+                raise BackendError(
+                    f"the encoders run in CPU ONNX Runtime sessions (their torch weights were released): cannot "
+                    f"move the models to {device}",
+                    "Restart the worker without OFER_ENCODER_RUNTIME / OFER_ENCODER_PRECISION to use another device.",
+                )
             for networks in (self.idgen, self.expgen, self.idrank):
                 for module in networks.modules().values():
                     module.to(device=device, dtype=self.dtype)
@@ -180,9 +190,13 @@ class ModelBundle:
         self.backend = "onnxruntime"
         self.onnx_device = self._device
 
-    def use_encoder_runtime(self, cache_dir: Path) -> EncoderRuntimeReport:
-        """Run each distinct encoder through ONNX Runtime fp32 (``encoder_runtime``) where it validates; the
-        torch modules stay for everything else. Only for the torch back end on the CPU in fp32; idempotent."""
+    def use_encoder_runtime(
+        self, cache_dir: Path, precision: str = "fp32", *, release_torch: bool = False
+    ) -> EncoderRuntimeReport:
+        """Run each distinct encoder through ONNX Runtime (``encoder_runtime``; int8 where ``encoder_quantise``
+        adopts it) where it validates; the torch modules stay for everything else. Only for the torch back end
+        on the CPU in fp32; idempotent. ``release_torch`` frees the torch weights of the encoders that now run
+        in a session (one copy of the weights in memory, not two); the bundle then stays on the CPU."""
         if self.encoder_runtime is not None:
             return self.encoder_runtime
         slots = sorted(set(self.encoder_sharing.canonical.values()))
@@ -190,17 +204,42 @@ class ModelBundle:
             why = f"{self.backend} back end on {self._device.type} in {self.dtype}: not the CPU fp32 torch path"
             return EncoderRuntimeReport(on_torch=dict.fromkeys(slots, why))
         modules = {slot: getattr(self._networks(slot.split(".")[0]), slot.split(".")[1]) for slot in slots}
-        networks, report = encoder_networks(modules, cache_dir)
+        networks, report = encoder_networks(modules, cache_dir, precision)
         self._onnx_encoders = dict(networks)
         self._torch_encoders = {slot: self.runners[slot] for slot in networks}
         self.runners.update(networks)
         self.encoder_runtime = report
+        if release_torch:
+            for slot in networks:  # shared copies are the same module: released once for all their slots
+                modules[slot].to_empty(device="meta")
+            self._released_encoders = set(networks)
+            self._torch_encoders = {}
+            trim_heap()
         return report
+
+    def encoder_runtimes(self) -> dict[str, str]:
+        """slot → what computes its embedding ("torch fp32", "onnxruntime fp32", "onnxruntime int8"), for the
+        result's meta; shared copies name the slot they use."""
+        report = self.encoder_runtime
+        out = {}
+        names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+        plain = f"{self.backend} {names.get(self.dtype, str(self.dtype))}"
+        for slot, first in self.encoder_sharing.canonical.items():
+            precision = None if report is None else report.precision.get(first)
+            on_ort = precision is not None and self.runners.get(first) is self._onnx_encoders.get(first)
+            runtime = f"onnxruntime {precision}" if on_ort else plain
+            out[slot] = runtime + ("" if first == slot else f" (shares {first})")
+        return out
 
     def plain_encoders(self, plain: bool) -> None:
         """Switch the encoders between torch (``plain``) and their ONNX Runtime sessions (benchmarks, tests)."""
         if self.backend != "torch":  # use_onnxruntime replaced every runner: nothing of ours to switch
             return
+        if plain and self._released_encoders:
+            raise BackendError(
+                f"the torch weights of {', '.join(sorted(self._released_encoders))} were released",
+                "Open the encoder runtime with release_torch=False to switch back and forth.",
+            )
         self.runners.update(self._torch_encoders if plain else self._onnx_encoders)
 
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,7 +296,7 @@ class ModelBundle:
         param = next(net.parameters())
         key = (flame.device, flame.dtype, param.device, param.dtype)
         if self._rank_fold is None or self._rank_fold[0] != key or self._rank_fold[1] is not flame:
-            self._rank_fold = (key, flame, fold_first_layer(net, flame, self.front_indices))
+            self._rank_fold = (key, flame, cached_fold(net, flame, self.front_indices, self.fold_cache_dir))
         return self._rank_fold[2]
 
     def score_coefficients(self, folded: FoldedFirstLayer, shapes: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -123,9 +123,11 @@ class Reconstructor:
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
         self._bundle.to(device)
-        if self.backend == "torch" and device.type == "cpu" and os.environ.get("OFER_ENCODER_RUNTIME") == "onnxruntime":
-            # Opt-in: 1.3x on encode, but each worker start opens the sessions (benchmarks/README.md).
-            self._bundle.use_encoder_runtime(default_cache_dir())
+        precision = os.environ.get("OFER_ENCODER_PRECISION", "fp32")
+        wanted = os.environ.get("OFER_ENCODER_RUNTIME") == "onnxruntime" or precision == "int8"
+        if self.backend == "torch" and device.type == "cpu" and wanted:
+            # Opt-in: faster encode, but a first start exports and optimises the graphs (benchmarks/README.md).
+            self._bundle.use_encoder_runtime(default_cache_dir(), precision, release_torch=True)
         if self.backend == "onnxruntime" and self._bundle.onnx_device != device:
             self._bundle.use_onnxruntime(default_cache_dir())  # sessions belong to one device
         return self._bundle
@@ -388,6 +390,7 @@ class Reconstructor:
             "farl_transform": far.transform.tolist(),
             "arcface_channel_order": arc.channel_order,
             "models": bundle.model_ids(),
+            "encoder_runtimes": bundle.encoder_runtimes(),
             "attention_synthetic": bundle.attention_synthetic,
             "flame_version": bundle.flame.version,
             "n_shape_coefficients": int(bundle.flame.n_shape),

@@ -14,21 +14,37 @@ the network's dtype. Ranking then needs neither the N meshes nor the (N × 10,71
 4096 × 300 instead of 4096 × 5,355 multiply-adds per sample at the official size (18×). The float results
 differ from the vertex path only by rounding (the vertex path rounds the meshes to float32 first).
 
+The fold costs two 4096 × 5,355 × 300 float64 products (0.5–3 s on 2 cores, depending on the load), so
+``cached_fold`` keeps the result in the user cache (``<cache>/rank_fold/<key>.pt``, 9.8 MB at the official
+size): ``key`` is a SHA-256 over every value the fold reads (IdRank's first layer, FLAME's template, shape
+basis and skin-weight sums, the front-face indices) with their dtypes and shapes, and the file carries its key
+and is checked against it and against the expected sizes when loaded (``weights_only``), so a stale or foreign
+file is never used — it is computed again and replaced.
+
 The fold is exact only for the plain linear head; ``foldable`` says when it applies (a torch IdRank and a
 ``FlameLayer``); anything else, and the official-parity tests, keep the vertex path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic_io import atomic_write
 from .flame.layer import FlameLayer
 from .nets.idrank import IdRank
 
-__all__ = ["FoldedFirstLayer", "fold_first_layer"]
+__all__ = ["FoldedFirstLayer", "cached_fold", "fold_first_layer", "fold_key"]
+
+log = logging.getLogger(__name__)
+#: Folder under the user cache; bump ``FORMAT`` when the stored layout or the fold's arithmetic changes.
+CACHE_FOLDER = "rank_fold"
+FORMAT = "rank-fold/1"
 
 
 @dataclass(frozen=True)
@@ -84,3 +100,60 @@ def fold_first_layer(net: IdRank, flame: FlameLayer, front_indices: np.ndarray) 
         return t.to(device=weight.device, dtype=weight.dtype).contiguous()
 
     return FoldedFirstLayer(stored(mean_weight), stored(offset_weight), stored(bias64))
+
+
+def fold_key(net: IdRank, flame: FlameLayer, front_indices: np.ndarray) -> str:
+    """SHA-256 over every value the fold reads, with dtypes and shapes (any change gives another key)."""
+    digest = hashlib.sha256(FORMAT.encode())
+    n_shape = flame.n_shape
+    tensors = (net.first_linear.weight, net.first_linear.bias, flame.v_template, flame.shapedirs_flat[:n_shape],
+               flame.weight_sums, torch.as_tensor(np.asarray(front_indices, dtype=np.int64)))  # fmt: skip
+    for tensor in tensors:
+        flat = tensor.detach().cpu().contiguous()
+        digest.update(f"{flat.dtype}|{tuple(flat.shape)}|".encode())
+        digest.update(flat.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()[:40]
+
+
+def _load(path: Path, key: str, hidden: int, n_shape: int, like: torch.Tensor) -> FoldedFirstLayer | None:
+    """The stored fold when it is this key's and has the expected sizes, else None."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # damaged, truncated, not a torch file
+        log.warning("rank fold cache %s unreadable (%s): folding again", path, exc)
+        return None
+    tensors = ("mean_weight", "offset_weight", "bias")
+    if (
+        not isinstance(data, dict)
+        or data.get("key") != key
+        or not all(isinstance(data.get(t), torch.Tensor) for t in tensors)
+    ):
+        return None
+    shapes = {"mean_weight": (hidden, n_shape), "offset_weight": (hidden, n_shape), "bias": (hidden,)}
+    if any(tuple(data[t].shape) != shapes[t] or data[t].dtype != like.dtype for t in tensors):
+        return None
+    return FoldedFirstLayer(*(data[t].to(like.device).contiguous() for t in tensors))
+
+
+def cached_fold(net: IdRank, flame: FlameLayer, front_indices: np.ndarray, cache_dir: Path | None) -> FoldedFirstLayer:
+    """``fold_first_layer``, read from / written to ``cache_dir/rank_fold`` (None: no cache)."""
+    if cache_dir is None:
+        return fold_first_layer(net, flame, front_indices)
+    key = fold_key(net, flame, front_indices)
+    weight = net.first_linear.weight
+    path = cache_dir / CACHE_FOLDER / f"{key}-{str(weight.dtype).removeprefix('torch.')}.pt"
+    found = _load(path, key, int(weight.shape[0]), flame.n_shape, weight)
+    if found is not None:
+        return found
+    folded = fold_first_layer(net, flame, front_indices)
+    payload = {"key": key, "format": FORMAT} | {
+        name: getattr(folded, name).detach().cpu() for name in ("mean_weight", "offset_weight", "bias")
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda handle: torch.save(payload, handle))
+    except Exception as exc:  # a read-only or full cache costs the fold next time, nothing else
+        log.warning("rank fold not stored in %s (%s)", path, exc)
+    return folded

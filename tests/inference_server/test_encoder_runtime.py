@@ -34,7 +34,9 @@ def _encoders(seed: int) -> dict[str, torch.nn.Module]:
 
 
 def _graphs(cache: Path) -> dict[str, float]:
-    return {path.name: path.stat().st_mtime_ns for path in (cache / encoder_runtime.CACHE_FOLDER).glob("*.onnx")}
+    """The exported fp32 graphs (not the optimised or int8 ones derived from them)."""
+    paths = (cache / encoder_runtime.CACHE_FOLDER).glob("*.onnx")
+    return {path.name: path.stat().st_mtime_ns for path in paths if path.name.count(".") == 1}
 
 
 def test_exported_once_then_reused_and_equal_to_torch(tmp_path: Path) -> None:
@@ -78,23 +80,66 @@ def test_key_follows_every_value_so_fine_tuned_copies_get_their_own_graph(tmp_pa
     assert sorted(report.exported) == ["a", "b"] and len(_graphs(tmp_path)) == 2
 
 
-def test_damaged_or_foreign_cached_graph_is_exported_again(tmp_path: Path) -> None:
-    modules = _encoders(0)
-    encoder_networks(modules, tmp_path)
-    folder = tmp_path / encoder_runtime.CACHE_FOLDER
-    arc_path = folder / f"arcface-{weights_key(modules['idgen.arcface'])}.onnx"
-    farl_path = folder / f"farl-{weights_key(modules['expgen.farl'])}.onnx"
-    arc_path.write_bytes(b"not an onnx graph")  # a damaged file
-    other = _encoders(1)["expgen.farl"]  # a graph of other weights under this key (stale)
-    encoder_networks({"other": other}, tmp_path)
-    farl_path.write_bytes((folder / f"farl-{weights_key(other)}.onnx").read_bytes())
-    networks, report = encoder_networks(modules, tmp_path)
-    assert sorted(report.exported) == sorted(modules) and not report.on_torch
+def _files(cache: Path, module: torch.nn.Module) -> encoder_runtime.EncoderFiles:
+    kind = encoder_runtime.kind_and_size(module)[0]
+    stem = cache / encoder_runtime.CACHE_FOLDER / f"{kind}-{weights_key(module)}"
+    return encoder_runtime.EncoderFiles(stem, encoder_runtime.cpu_identity())
+
+
+def _assert_matches_torch(modules: dict[str, torch.nn.Module], networks: dict[str, OnnxNetwork]) -> None:
     for slot, module in modules.items():
         image = encoder_runtime.probe_input(32) * 0.5
         with torch.no_grad():
             cosine, _ = agreement(module(image), networks[slot](image))
-        assert cosine >= 0.99999
+        assert cosine >= 0.99999, slot
+
+
+def test_second_open_uses_the_stored_optimised_graph_and_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    modules = _encoders(0)
+    encoder_networks(modules, tmp_path)
+    for module in modules.values():
+        files = _files(tmp_path, module)
+        assert files.graph.is_file() and files.probe.is_file() and files.optimised().is_file()
+    calls: list[str] = []
+    for module in modules.values():  # a torch pass at open would show here
+        module.register_forward_hook(lambda *_: calls.append("torch"))
+    networks, report = encoder_networks(modules, tmp_path)
+    assert (
+        calls == [] and sorted(report.optimised_reused) == sorted(modules) and sorted(report.reused) == sorted(modules)
+    )
+    _assert_matches_torch(modules, networks)
+
+
+def test_damaged_optimised_graph_is_rebuilt(tmp_path: Path) -> None:
+    modules = _encoders(0)
+    encoder_networks(modules, tmp_path)
+    optimised = _files(tmp_path, modules["idgen.arcface"]).optimised()
+    optimised.write_bytes(optimised.read_bytes()[: optimised.stat().st_size // 2])  # a half-written file
+    networks, report = encoder_networks(modules, tmp_path)
+    assert report.optimised_reused == ["expgen.farl"] and not report.on_torch and not report.exported
+    _assert_matches_torch(modules, networks)
+    _, report = encoder_networks(modules, tmp_path)  # rebuilt: used again
+    assert sorted(report.optimised_reused) == sorted(modules)
+
+
+def test_damaged_or_foreign_cached_graph_is_exported_again(tmp_path: Path) -> None:
+    modules = _encoders(0)
+    encoder_networks(modules, tmp_path)
+    arc, farl = _files(tmp_path, modules["idgen.arcface"]), _files(tmp_path, modules["expgen.farl"])
+    for path in (arc.graph, arc.optimised()):
+        path.write_bytes(b"not an onnx graph")  # damaged files
+    other = _encoders(1)["expgen.farl"]  # graphs of other weights under this key (stale)
+    encoder_networks({"other": other}, tmp_path)
+    foreign = _files(tmp_path, other)
+    farl.graph.write_bytes(foreign.graph.read_bytes())
+    farl.optimised().write_bytes(foreign.optimised().read_bytes())
+    networks, report = encoder_networks(modules, tmp_path)
+    assert sorted(report.exported) == sorted(modules) and not report.on_torch
+    _assert_matches_torch(modules, networks)
+    farl.probe.write_bytes(b"\x93NUMPY garbage")  # a damaged stored probe: torch computes it again
+    networks, report = encoder_networks(modules, tmp_path)
+    assert sorted(report.reused) == sorted(modules) and not report.on_torch
+    _assert_matches_torch(modules, networks)
 
 
 def test_without_onnxruntime_everything_stays_on_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

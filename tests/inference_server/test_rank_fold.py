@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from inference_server import rank_fold
 from inference_server.assets_config import resolve_assets
 from inference_server.flame.layer import FlameLayer
 from inference_server.identity_stage import IdentityConditions, sample_and_rank_identities
@@ -23,7 +24,7 @@ from inference_server.model_bundle import ModelBundle
 from inference_server.nets.idrank import IdRank, RankLayer, build_rank_input
 from inference_server.pipeline import Reconstructor
 from inference_server.protocol import ReconstructArgs
-from inference_server.rank_fold import fold_first_layer
+from inference_server.rank_fold import cached_fold, fold_first_layer, fold_key
 
 CPU = torch.device("cpu")
 SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
@@ -178,3 +179,63 @@ def test_whole_reconstruction_keeps_the_same_identities(reconstructor: Reconstru
     np.testing.assert_allclose(folded.identity_scores, vertex.identity_scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(folded.identity_vertices, vertex.identity_vertices)
     np.testing.assert_array_equal(folded.spread_identity, vertex.spread_identity)
+
+
+def _official_size_net(seed: int) -> IdRank:
+    torch.manual_seed(seed)
+    return IdRank().eval()
+
+
+def _assert_same_fold(a: rank_fold.FoldedFirstLayer, b: rank_fold.FoldedFirstLayer) -> None:
+    for name in ("mean_weight", "offset_weight", "bias"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_fold_cache_serves_the_same_fold_and_never_a_stale_or_foreign_one(
+    models: tuple[ModelBundle, FlameLayer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, flame = models
+    net = _official_size_net(5)
+    fresh = fold_first_layer(net, flame, bundle.front_indices)
+    first = cached_fold(net, flame, bundle.front_indices, tmp_path)
+    _assert_same_fold(first, fresh)
+    (path,) = (tmp_path / rank_fold.CACHE_FOLDER).glob("*.pt")
+    calls: list[int] = []
+    real = rank_fold.fold_first_layer
+
+    def spy(*a: Any) -> rank_fold.FoldedFirstLayer:
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(rank_fold, "fold_first_layer", spy)
+    _assert_same_fold(cached_fold(net, flame, bundle.front_indices, tmp_path), fresh)
+    assert calls == []  # read from the cache, not folded
+    # one weight of the first layer nudged by one float32 step: another key, folded anew, not the stored one
+    tuned = _official_size_net(5)
+    with torch.no_grad():
+        w = tuned.first_linear.weight.view(-1)
+        w[123] = torch.nextafter(w[123], torch.tensor(10.0))
+    assert fold_key(tuned, flame, bundle.front_indices) != fold_key(net, flame, bundle.front_indices)
+    _assert_same_fold(
+        cached_fold(tuned, flame, bundle.front_indices, tmp_path), real(tuned, flame, bundle.front_indices)
+    )
+    assert calls == [1]
+    # a foreign file under this key's name (another IdRank's fold) and a damaged one: both refused
+    other = _official_size_net(6)
+    cached_fold(other, flame, bundle.front_indices, tmp_path)
+    other_path = next(
+        p
+        for p in (tmp_path / rank_fold.CACHE_FOLDER).glob("*.pt")
+        if p.name.startswith(fold_key(other, flame, bundle.front_indices))
+    )
+    path.write_bytes(other_path.read_bytes())
+    _assert_same_fold(cached_fold(net, flame, bundle.front_indices, tmp_path), fresh)
+    assert len(calls) == 3  # other's fold, then this one again
+    path.write_bytes(path.read_bytes()[:1000])
+    _assert_same_fold(cached_fold(net, flame, bundle.front_indices, tmp_path), fresh)
+    assert len(calls) == 4
+    _assert_same_fold(cached_fold(net, flame, bundle.front_indices, tmp_path), fresh)  # repaired: served again
+    assert len(calls) == 4
+    front = bundle.front_indices.copy()
+    front[[0, 1]] = front[[1, 0]]  # other front-face rows (same count): another key
+    assert fold_key(net, flame, front) != fold_key(net, flame, bundle.front_indices)
