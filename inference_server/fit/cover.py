@@ -5,8 +5,10 @@ over the mouth MediaPipe draws the nostrils 5-15 % of the eye distance too high 
 points whose own neighbourhood is plain skin, so the per-landmark colour test of
 :func:`.stage.landmark_visibility` keeps them, and with the mouth gone the pitch rests on exactly them. The
 photo says where the occluder is: pixels of the face region that are neither skin nor the facial feature
-allowed there (:func:`..texture.occluder.occluded`), kept where they form a blob too large to be a nostril,
-a pupil or a brow. A landmark's weight then falls with its distance to that blob, in eye distances.
+allowed there (:func:`..texture.occluder.occluded`, each pixel in the zone of its nearest landmark; zones
+only permit colours, so the landmarks never mark a pixel as occluder), kept where they form a blob too large
+to be a nostril, a pupil or a brow. A landmark's weight then falls with its distance to that blob, in eye
+distances.
 """
 
 from __future__ import annotations
@@ -18,36 +20,39 @@ from .landmarks68 import GROUPS, N_LANDMARKS
 from .pose import eye_distance
 
 #: Landmarks closer than this to the occluder (eye distances) lose weight, linearly down to CLOSE_WEIGHT at
-#: the occluder's edge.
-REACH_IOD = 0.3
+#: its edge. Chosen on dev renders with a bar over the mouth (seeds 21000+, docs/texture.md): 0.3, 0.45,
+#: 0.6, 0.75, 0.9 gave 3.68°, 3.35°, 3.15°, 3.06°, 3.14° median rotation error and 2.15-1.94 % reprojection;
+#: 0.6 cuts the bent nostrils to ~0.4 and the jaw next to the bar to ~0.1-0.3 and leaves the eyes at 1.
+REACH_IOD = 0.6
 CLOSE_WEIGHT = 0.1
 #: Connected non-skin regions smaller than this (square eye distances) are features or noise, not occluders:
-#: a nostril or an open eye is ~0.02-0.05, the synthetic bar over the mouth ~1.
-MIN_BLOB_IOD2 = 0.15
-#: The face region is the hull of the detector's mesh, widened by this (eye distances) so that an occluder's
-#: part beyond the bent mesh still counts.
-MARGIN_IOD = 0.1
+#: a nostril or an open eye is ~0.02-0.05, the synthetic bar over the mouth ~1 inside the face region. At
+#: 0.15 the clean dev renders had a blob in 2.5 % of the faces, at 0.3 in none.
+MIN_BLOB_IOD2 = 0.3
+#: The face region is the hull of the detector's mesh shrunk by this (eye distances): its rim is where the
+#: background, the hair and the shaded jaw edge meet the face (widened by 0.1 instead, 92 % of the clean dev
+#: renders had a "blob" there).
+SHRINK_IOD = 0.08
 #: Above this many pixels between the eyes the mask is computed on a reduced image (extent, not detail).
 WORK_IOD_PX = 80.0
 
 
-def _zones(points: np.ndarray, shape: tuple[int, int], landmarks: np.ndarray) -> FeatureZones:
-    """Each pixel gets the feature zone of its nearest landmark: lips may show by the mouth's landmarks, dark
-    and colourless pixels by the eyes' and brows'. Zones only permit colours (texture/occluder.py)."""
+def _zones(points: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
+    """Zones of pixels ``points`` (P, 2): each gets the zone of its nearest landmark, so lips may show by the
+    mouth's landmarks and dark or colourless pixels by the eyes' and brows'. Zones only permit colours."""
     group = np.empty(N_LANDMARKS, dtype=object)
     for name, indices in GROUPS.items():
         group[list(indices)] = name
-    d2 = ((points[:, None, :] - landmarks[None, :, :]) ** 2).sum(axis=2)
-    nearest = group[np.argmin(d2, axis=1)]
-    mouth = np.zeros(shape, bool)
-    brows = np.zeros(shape, bool)
-    mouth.reshape(-1)[:] = nearest == "mouth"
-    brows.reshape(-1)[:] = np.isin(nearest, ["eyes", "brows"])
-    return FeatureZones(mouth=mouth, brows=brows, eye_opening=np.zeros(shape, bool))
+    nearest = group[np.argmin(((points[:, None, :] - landmarks[None, :, :]) ** 2).sum(axis=2), axis=1)]
+    return FeatureZones(
+        mouth=nearest == "mouth", brows=np.isin(nearest, ["eyes", "brows"]), eye_opening=np.zeros(len(points), bool)
+    )
 
 
-def occluder_mask(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray, skin: SkinModel) -> np.ndarray:
-    """(H, W) bool at ``scale`` = the mask's pixels per photo pixel: True on occluder blobs in the face region."""
+def occluder_mask(
+    rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray, skin: SkinModel
+) -> tuple[np.ndarray, float]:
+    """(mask, scale): True on occluder blobs in the face region, on the photo resized by ``scale``."""
     import cv2
 
     iod = eye_distance(landmarks)
@@ -58,16 +63,16 @@ def occluder_mask(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarra
     hull = cv2.convexHull(np.round(np.asarray(mesh_points)[:, :2] * scale).astype(np.int32))
     region = np.zeros(small.shape[:2], np.uint8)
     cv2.fillConvexPoly(region, hull, (1,))
-    grow = round(abs(MARGIN_IOD) * iod * scale)
-    if grow > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-        region = (cv2.dilate if MARGIN_IOD > 0 else cv2.erode)(region, kernel)
+    shrink = round(SHRINK_IOD * iod * scale)
+    if shrink > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * shrink + 1, 2 * shrink + 1))
+        region = np.asarray(cv2.erode(region, kernel), dtype=np.uint8)
     rows, cols = np.nonzero(region)
     points = np.stack([cols, rows], axis=1).astype(np.float64)
-    zones = _zones(points, (len(points),), np.asarray(landmarks, dtype=np.float64) * scale)
+    zones = _zones(points, np.asarray(landmarks, dtype=np.float64) * scale)
     mask = np.zeros(small.shape[:2], np.uint8)
     mask[rows, cols] = occluded(small[rows, cols], skin, zones)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_BLOB_IOD2 * (iod * scale) ** 2)
     big = big[big > 0]
     return np.isin(labels, big), scale
