@@ -13,6 +13,8 @@ distances.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..texture.occluder import FeatureZones, SkinModel, occluded
@@ -33,6 +35,11 @@ MIN_BLOB_IOD2 = 0.3
 #: background, the hair and the shaded jaw edge meet the face (widened by 0.1 instead, 92 % of the clean dev
 #: renders had a "blob" there).
 SHRINK_IOD = 0.08
+#: The background is read in a ring this wide (eye distances) around the detector's mesh; occluder pixels
+#: within BACKGROUND_RGB (RGB distance) of its median colour are background seen past the face's silhouette
+#: (a turned head: the hull of the mesh spans background beyond the far cheek), not something in front.
+RING_IOD = 0.3
+BACKGROUND_RGB = 40.0
 #: Above this many pixels between the eyes the mask is computed on a reduced image (extent, not detail).
 WORK_IOD_PX = 80.0
 
@@ -49,6 +56,17 @@ def _zones(points: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
     )
 
 
+def _morph(operation: Any, region: np.ndarray, radius: float) -> np.ndarray:
+    """``region`` (uint8) dilated or eroded (cv2.dilate, cv2.erode) by a disk of ``radius`` pixels."""
+    import cv2
+
+    r = round(radius)
+    if r <= 0:
+        return region
+    return np.asarray(operation(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))),
+                      dtype=np.uint8)  # fmt: skip
+
+
 def occluder_mask(
     rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray, skin: SkinModel
 ) -> tuple[np.ndarray, float]:
@@ -63,15 +81,18 @@ def occluder_mask(
     hull = cv2.convexHull(np.round(np.asarray(mesh_points)[:, :2] * scale).astype(np.int32))
     region = np.zeros(small.shape[:2], np.uint8)
     cv2.fillConvexPoly(region, hull, (1,))
-    shrink = round(SHRINK_IOD * iod * scale)
-    if shrink > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * shrink + 1, 2 * shrink + 1))
-        region = np.asarray(cv2.erode(region, kernel), dtype=np.uint8)
+    ring = (_morph(cv2.dilate, region, RING_IOD * iod * scale) > 0) & (region == 0)
+    region = _morph(cv2.erode, region, SHRINK_IOD * iod * scale)
     rows, cols = np.nonzero(region)
     points = np.stack([cols, rows], axis=1).astype(np.float64)
     zones = _zones(points, np.asarray(landmarks, dtype=np.float64) * scale)
+    pixels = small[rows, cols]
+    cover = occluded(pixels, skin, zones)
+    if ring.any():
+        background = np.median(small[ring].astype(np.float64), axis=0)
+        cover &= np.linalg.norm(pixels - background, axis=1) > BACKGROUND_RGB
     mask = np.zeros(small.shape[:2], np.uint8)
-    mask[rows, cols] = occluded(small[rows, cols], skin, zones)
+    mask[rows, cols] = cover
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_BLOB_IOD2 * (iod * scale) ** 2)
     big = big[big > 0]
