@@ -40,8 +40,9 @@ SHRINK_IOD = 0.08
 #: (a turned head: the hull of the mesh spans background beyond the far cheek), not something in front.
 RING_IOD = 0.3
 BACKGROUND_RGB = 40.0
-#: Above this many pixels between the eyes the mask is computed on a reduced image (extent, not detail).
-WORK_IOD_PX = 80.0
+#: Above this many pixels between the eyes the mask is computed on a reduced image (extent, not detail): at
+#: 40 px 49 ms per photo against 208 ms at 80 (A/B alternated in one process, load 10), same fits within 0.05°.
+WORK_IOD_PX = 40.0
 
 
 def _zones(points: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
