@@ -40,9 +40,10 @@ SHRINK_IOD = 0.08
 #: (a turned head: the hull of the mesh spans background beyond the far cheek), not something in front.
 RING_IOD = 0.3
 BACKGROUND_RGB = 40.0
-#: Above this many pixels between the eyes the mask is computed on a reduced image (extent, not detail): at
-#: 40 px 49 ms per photo against 208 ms at 80 (A/B alternated in one process, load 10), same fits within 0.05°.
-WORK_IOD_PX = 40.0
+#: Above this many pixels between the eyes the mask is computed on a reduced image (extent, not detail):
+#: 34 ms per photo (load 2). At 40 px it was 4x cheaper and moved the 30° fits by at most 0.05°, but in
+#: benchmarks/fit_trust.py one more mouth-bar fit was wrong and kept (2 of 50 against 1): not kept.
+WORK_IOD_PX = 80.0
 
 
 def _zones(points: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
@@ -86,9 +87,12 @@ def occluder_mask(
     region = _morph(cv2.erode, region, SHRINK_IOD * iod * scale)
     rows, cols = np.nonzero(region)
     points = np.stack([cols, rows], axis=1).astype(np.float64)
-    zones = _zones(points, np.asarray(landmarks, dtype=np.float64) * scale)
     pixels = small[rows, cols]
-    cover = occluded(pixels, skin, zones)
+    # Zones only permit colours, so only pixels that are not skin need theirs (the nearest-landmark search
+    # over every pixel was three quarters of the time).
+    cover = occluded(pixels, skin)
+    zones = _zones(points[cover], np.asarray(landmarks, dtype=np.float64) * scale)
+    cover[cover] = occluded(pixels[cover], skin, zones)
     if ring.any():
         background = np.median(small[ring].astype(np.float64), axis=0)
         cover &= np.linalg.norm(pixels - background, axis=1) > BACKGROUND_RGB
