@@ -74,9 +74,7 @@ def _mediapipe_version() -> str:
         return "absent"
 
 
-def cached_correspondence(
-    model: FlameModelData, detect: Detector, cache_dir: Path | None
-) -> Correspondence | None:
+def cached_correspondence(model: FlameModelData, detect: Detector, cache_dir: Path | None) -> Correspondence | None:
     """:func:`.calibration.calibrate_correspondence`, read from ``cache_dir`` when measured before (None:
     no cache, always measure). A cache that cannot be written only costs the next run the measurement."""
     if cache_dir is None:

@@ -4,7 +4,8 @@ agrees with what is visible (numpy + OpenCV; no torch).
 Inputs are the detector's dense landmarks (MediaPipe's 478, mapped to iBUG's 68 by
 :mod:`.landmarks68`), the photo (for the colour evidence of occluders and for EXIF), and the model's 68
 landmarks on every expression mesh. A landmark is trusted by (a) its group's prior, (b) the photo's
-evidence that it is not covered (:mod:`..texture.occluder`), (c) facing the camera once a first pose is
+evidence that it is not covered (:mod:`..texture.occluder`) and not next to an occluder the detector bends
+its mesh around (:mod:`.cover`), (c) facing the camera once a first pose is
 known, and (d) the robust loss. When the result cannot be trusted the stage says why and gives no pose.
 """
 
@@ -16,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..texture.occluder import FeatureZones, SkinModelError, face_skin, occluded
+from ..texture.occluder import FeatureZones, SkinModel, SkinModelError, face_skin, occluded
 from .calibration import Correspondence
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
+from .cover import cover_weights
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance
 from .pose_batch import fit_poses
@@ -91,15 +93,18 @@ def untrusted(reason: str, focal_source: str = "estimated", **kwargs: Any) -> He
     return fit
 
 
-def landmark_visibility(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+def landmark_visibility(
+    rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray, skin: SkinModel | None = None
+) -> np.ndarray:
     """(68,) in [0, 1]: the share of each landmark's neighbourhood that the photo shows as face.
 
-    The skin colour is learnt inside the detected face outline; around each landmark, pixels that are
-    neither skin nor the feature expected there (lips at the mouth; dark or colourless at eyes and brows)
-    count as cover.
+    The skin colour is learnt inside the detected face outline (unless ``skin`` is given); around each
+    landmark, pixels that are neither skin nor the feature expected there (lips at the mouth; dark or
+    colourless at eyes and brows) count as cover.
     """
     height, width = rgb.shape[:2]
-    skin = face_skin(rgb, mesh_points)
+    if skin is None:
+        skin = face_skin(rgb, mesh_points)
     radius = max(2, round(PATCH_RADIUS_IOD * eye_distance(landmarks)))
     offsets = np.stack(list(np.mgrid[-radius : radius + 1, -radius : radius + 1]), axis=-1).reshape(-1, 2)
     offsets = offsets[(offsets**2).sum(axis=1) <= radius**2]
@@ -182,8 +187,9 @@ def score_expressions(
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
     # All expressions in one batched solve (each as fit_pose would fit it alone, to rounding).
-    for fit in fit_poses(expression_landmarks, image, weights, intr, fit_focal=False, starts=start,
-                         precision=precision):
+    for fit in fit_poses(
+        expression_landmarks, image, weights, intr, fit_focal=False, starts=start, precision=precision
+    ):
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
         errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
@@ -233,9 +239,12 @@ def fit_head(
         precision = scatter_precision(correspondence.precision, eye_distance(image))
     else:
         image = landmarks68_from_mesh(mesh_points)
+    points = np.asarray(mesh_points, dtype=np.float64)
     try:
-        visibility = landmark_visibility(rgb, np.asarray(mesh_points, dtype=np.float64), image)
-        plain = plain_eyes(rgb, np.asarray(mesh_points, dtype=np.float64), image)
+        skin = face_skin(rgb, points)
+        # The landmark's own neighbourhood, then its distance to an occluder the photo shows (fit/cover.py).
+        visibility = landmark_visibility(rgb, points, image, skin) * cover_weights(rgb, points, image, skin)
+        plain = plain_eyes(rgb, points, image)
     except SkinModelError as exc:
         return untrusted(f"the face region shows no usable skin ({exc})", source, landmarks=image)
     weights = group_weights() * visibility

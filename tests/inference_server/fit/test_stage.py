@@ -75,13 +75,15 @@ def test_pose_from_the_detector_on_synthetic_renders(
 def test_pose_with_a_bar_over_the_mouth(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
-    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 3.70°, 2.29 %
-    (mean-head calibration without precision: 4.19°, 2.68 %). Issue 17's 3° and 2 % are NOT met here: the
-    detector's whole mesh bends around the bar (nose base and brows move by 5-15 % of the eye distance,
-    docs/texture.md), so these bounds guard the measured level, not the target."""
+    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 3.26°, 1.96 %
+    with the landmarks next to the occluder the photo shows down-weighted (fit/cover.py); 3.88°, 2.42 %
+    without (mean-head calibration without precision: 4.19°, 2.68 %). The detector's whole mesh bends around
+    the bar (nostrils drawn 5-8 % of the eye distance too high, the chin far more, docs/texture.md). Issue
+    17's 2 % is met here; its 3° is NOT (3.1-3.7° on 40-render dev and held-out sets): the bound guards the
+    measured level with a small margin, not the target."""
     rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=5, occluder="mouth")
-    assert np.median(rotation) <= 4.5, rotation
-    assert np.median(reprojection) <= 0.026, reprojection
+    assert np.median(rotation) <= 3.5, rotation
+    assert np.median(reprojection) <= 0.021, reprojection
 
 
 def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
