@@ -133,7 +133,8 @@ class CompiledStep(nn.Module):
         x = self.init_conv(x)
         initial = x
         skips: list[torch.Tensor] = []
-        for block1, block2, attention, down1, down2 in self.downs:
+        for level in self.downs:
+            block1, block2, attention, down1, down2 = list(cast(nn.ModuleList, level))
             x = block1(x, a, b)
             skips.append(x)
             x = attention(block2(x, a, b))
@@ -141,7 +142,8 @@ class CompiledStep(nn.Module):
             x = down2(down1(x, silu=True))
         mid1, mid_attention, mid2 = self.mid
         x = mid2(mid_attention(mid1(x, a, b)), a, b)
-        for up1, up2, block1, block2, attention in self.ups:
+        for level in self.ups:
+            up1, up2, block1, block2, attention = list(cast(nn.ModuleList, level))
             x = up2(up1(x, silu=True))
             x = block1(torch.cat([x, skips.pop()], dim=1), a, b)
             x = block2(torch.cat([x, skips.pop()], dim=1), a, b)
