@@ -70,7 +70,7 @@ def test_packed_weights_cannot_be_traced() -> None:
 @pytest.mark.parametrize("batch", [100])  # batch 1 is one more compile (~1-2 min): left out
 def test_the_compiled_step_equals_the_plain_denoiser(batch: int) -> None:
     net = _net("expgen")
-    fused = _compiled_expgen()
+    fused, packed = _compiled_expgen()
     x, context = _inputs("expgen", batch)
     for step in (999, 500, 1, 0):
         t = torch.tensor([step])
@@ -78,11 +78,22 @@ def test_the_compiled_step_equals_the_plain_denoiser(batch: int) -> None:
             want = net(x, t.expand(batch), context.expand(batch, -1))
         _assert_close(fused(x, t.expand(batch), context.expand(batch, -1)), want)
     assert fused.compile_requested and fused._compiled is not None, fused.compile_note
+    if torch.backends.mkldnn.is_available():  # freezing took effect: the GEMMs were packed for oneDNN
+        assert packed > 0
 
 
 @functools.cache
-def _compiled_expgen() -> FusedDenoiser:
-    return FusedDenoiser(_net("expgen"), compile_step=True)
+def _compiled_expgen() -> tuple[FusedDenoiser, int]:
+    """The compiled ExpGen step and how many linear layers inductor packed for oneDNN while compiling it."""
+    from torch._dynamo.utils import counters
+
+    fused = FusedDenoiser(_net("expgen"), compile_step=True)
+    x, context = _inputs("expgen", 100)
+    counters.clear()
+    # Caches off for this compile: a cached graph would skip the passes whose counter is read.
+    with torch._inductor.config.patch(force_disable_caches=True), torch.no_grad():
+        fused(x, torch.tensor([3]).expand(100), context.expand(100, -1))
+    return fused, counters["inductor"]["mkldnn_linear_weight_pack_matcher_count"]
 
 
 def test_without_a_compiler_the_eager_step_runs_and_says_so(
