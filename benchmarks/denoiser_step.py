@@ -1,6 +1,6 @@
 """One denoiser step at batch 100, plain ``Denoiser`` against the fused CPU step, A/B in one process.
 
-Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/denoiser_step.py [--rounds 7] [--threads 2]``
+Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/denoiser_step.py [--rounds 7] [--threads 2] [--compile]``
 
 Official-size IdGen and ExpGen with random weights (norm gains and pooling random too). Each round times
 ``--calls`` calls of the plain module, then of the fused copy, then plain again (ABA), so load changes on a
@@ -8,6 +8,10 @@ shared machine hit both sides; the median over rounds of each side and of the pe
 with the fused copy's build time, the largest relative difference of one step, and the load average.
 Timesteps walk 999 → 0 as in a sampling run (the fused copy's FiLM time rows are memoised after the
 first visit, as they are after the first image of a worker).
+
+``--compile`` adds a third side, the fused copy with its step compiled by inductor
+(``nets/compiled_step.py``), timed between the fused copy and the second plain call of each round, with
+its compile time (first call) and its largest relative difference; a C++ compiler is needed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def _timed(step: object, x: torch.Tensor, context: torch.Tensor, times: list[int
     return (time.perf_counter() - start) / len(times) * 1000.0
 
 
-def measure(name: str, rounds: int, calls: int, batch: int) -> dict[str, float]:
+def measure(name: str, rounds: int, calls: int, batch: int, compile_: bool = False) -> dict[str, float]:
     config = {"idgen": IDGEN_CONFIG, "expgen": EXPGEN_CONFIG}[name]
     torch.manual_seed(0)
     net = Denoiser(config).eval()
@@ -41,25 +45,42 @@ def measure(name: str, rounds: int, calls: int, batch: int) -> dict[str, float]:
             if key.endswith((".g", "norm.weight")):
                 param.uniform_(0.5, 1.5)
     start = time.perf_counter()
-    fused = FusedDenoiser(net)
+    fused = FusedDenoiser(net, compile_step=False)
     build_s = time.perf_counter() - start
+    compiled = FusedDenoiser(net, compile_step=True) if compile_ else None
     x = torch.randn(batch, config.feature_dim)
     context = torch.randn(1, config.context_dim).expand(batch, -1)
     with torch.no_grad():
         want = net(x, torch.tensor([500]).expand(batch), context)
     error = float((fused(x, torch.tensor([500]).expand(batch), context) - want).abs().max() / want.abs().max())
+    extra: dict[str, float] = {}
+    if compiled is not None:
+        start = time.perf_counter()
+        got = compiled(x, torch.tensor([500]).expand(batch), context)
+        extra["compile_s"] = time.perf_counter() - start
+        extra["compiled_rel_diff"] = float((got - want).abs().max() / want.abs().max())
+        if compiled._compiled is None:
+            raise SystemExit(f"the compiled step did not build: {compiled.compile_note}")
+        _timed(compiled, x, context, list(range(1000)))
     times = list(range(999, -1, -max(1, 1000 // calls)))[:calls]
     _timed(fused, x, context, list(range(1000)))  # memoise every time row, as after a worker's first image
     _timed(net, x, context, times[:3])
-    plain_ms, fused_ms, ratios = [], [], []
+    plain_ms, fused_ms, ratios, compiled_ms, compiled_ratios = [], [], [], [], []
     for _ in range(rounds):
         a1 = _timed(net, x, context, times)
         b = _timed(fused, x, context, times)
+        if compiled is not None:
+            c = _timed(compiled, x, context, times)
+            compiled_ms.append(c)
+            compiled_ratios.append(b / c)
         a2 = _timed(net, x, context, times)
         plain_ms.append((a1 + a2) / 2)
         fused_ms.append(b)
         ratios.append((a1 + a2) / 2 / b)
-    return {
+    if compiled is not None:
+        extra["compiled_ms"] = statistics.median(compiled_ms)
+        extra["compiled_vs_fused"] = statistics.median(compiled_ratios)
+    return extra | {
         "plain_ms": statistics.median(plain_ms),
         "fused_ms": statistics.median(fused_ms),
         "speedup": statistics.median(ratios),
@@ -74,17 +95,21 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--compile", action="store_true", help="also time the inductor-compiled fused step")
     opts = parser.parse_args()
     threads = configure_cpu_threads(opts.threads)
     print(f"torch {torch.__version__}, {threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
           f"load average before {os.getloadavg()[0]:.2f}")  # fmt: skip
     total_plain = total_fused = 0.0
     for name in ("idgen", "expgen"):
-        r = measure(name, opts.rounds, opts.calls, opts.batch)
+        r = measure(name, opts.rounds, opts.calls, opts.batch, opts.compile)
         total_plain += r["plain_ms"]
         total_fused += r["fused_ms"]
         print(f"{name:<7} plain {r['plain_ms']:7.2f} ms  fused {r['fused_ms']:7.2f} ms  speed-up {r['speedup']:.2f}x  "
               f"build {r['build_s']:.2f} s  max rel diff {r['max_rel_diff']:.1e}")  # fmt: skip
+        if opts.compile:
+            print(f"{'':<7} compiled {r['compiled_ms']:7.2f} ms  {r['compiled_vs_fused']:.2f}x the fused step  "
+                  f"compile {r['compile_s']:.1f} s  max rel diff {r['compiled_rel_diff']:.1e}")  # fmt: skip
     print(f"both    plain {total_plain:7.2f} ms  fused {total_fused:7.2f} ms per step pair "
           f"(1000-step DDPM: {total_plain:.1f} s → {total_fused:.1f} s of sampling); "
           f"load average after {os.getloadavg()[0]:.2f}")  # fmt: skip

@@ -23,10 +23,15 @@ at 1e-5 relative per step. Dense per-row conditions (training-style calls) and o
 are passed to the plain module unchanged. The plain ``Denoiser`` stays the reference and the training
 module; this copy holds its own weights (about the model's size again) and does not follow later
 changes to the module's parameters: build a new one after loading other weights.
+
+Opt-in: ``compile_step=True`` (or ``OFER_CPU_COMPILE=1`` in the environment) runs the step through
+``torch.compile`` (``nets/compiled_step.py``; needs a C++ compiler, falls back to this eager step with a
+log line when there is none or compilation fails).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import cast
 
@@ -34,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import compiled_step
 from .denoiser import (
     Attention,
     Denoiser,
@@ -45,6 +51,8 @@ from .denoiser import (
 )
 
 __all__ = ["FusedDenoiser", "mkldnn_linear_available"]
+
+log = logging.getLogger(__name__)
 
 #: Integer timesteps below this (the OFER schedule's T) have their FiLM time row memoised.
 MEMO_STEPS = 1000
@@ -116,7 +124,14 @@ class _Attention:
 class FusedDenoiser:
     """ε̂ = denoiser(x, t, context), equal to ``net`` within float rounding; see the module docstring."""
 
-    def __init__(self, net: Denoiser, *, memo_steps: int = MEMO_STEPS, use_mkldnn: bool | None = None) -> None:
+    def __init__(
+        self,
+        net: Denoiser,
+        *,
+        memo_steps: int = MEMO_STEPS,
+        use_mkldnn: bool | None = None,
+        compile_step: bool | None = None,
+    ) -> None:
         self.net = net
         self.config = net.config
         self.feature_dim = net.config.feature_dim
@@ -130,6 +145,10 @@ class FusedDenoiser:
             self._finish_film()
         self._time_rows: dict[int, torch.Tensor] = {}
         self._context: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Opt-in inductor step (nets/compiled_step.py), built on the first fused call; None = eager.
+        self.compile_requested = compiled_step.compile_requested() if compile_step is None else compile_step
+        self._compiled: compiled_step.StepFn | None = None
+        self.compile_note = ""
 
     # -- building -----------------------------------------------------------------------------------
     def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Linear:
@@ -264,7 +283,23 @@ class FusedDenoiser:
             if shared is None:  # per-row conditions, other dtype or device: the plain module
                 return cast(torch.Tensor, self.net(x, t, context))
             a, b = self._film_rows(shared[0].to(torch.float32), shared[1])
+            if self.compile_requested:
+                return self._compiled_step(x, a, b)
             return self._step(x, a, b)
+
+    def _compiled_step(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The inductor step; on any failure to build or compile it, the eager step from then on (logged)."""
+        if self._compiled is None:
+            log.info("compiling the %d-feature denoiser step with inductor (once per process)", self.feature_dim)
+            self._compiled, self.compile_note = compiled_step.compile_step(self)
+        if self._compiled is not None:
+            try:
+                return self._compiled(x, a, b)
+            except Exception as exc:  # inductor raises many types (compiler missing/broken, codegen)
+                self._compiled, self.compile_note = None, f"compilation failed: {type(exc).__name__}: {exc}"
+        log.warning("compiled denoiser step not used (%s): running the eager fused step", self.compile_note)
+        self.compile_requested = False
+        return self._step(x, a, b)
 
     def _step(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         def film(block: _Block, h: torch.Tensor) -> torch.Tensor:
