@@ -12,22 +12,14 @@ from inference_server.nets import compiled_step
 from inference_server.nets.compiled_step import CompiledStep, compile_requested, compiler_available
 from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser
 from inference_server.nets.fused_denoiser import FusedDenoiser
+from tests.inference_server.nets.test_fused_denoiser import random_official_denoiser
 
 CONFIGS = {"idgen": IDGEN_CONFIG, "expgen": EXPGEN_CONFIG}
 
 
 @functools.cache
 def _net(name: str) -> Denoiser:
-    """Official-size network with every parameter random, norms and pooling included (nothing at 1 or 0)."""
-    torch.manual_seed({"idgen": 5, "expgen": 6}[name])
-    net = Denoiser(CONFIGS[name]).eval()
-    with torch.no_grad():
-        for key, param in net.named_parameters():
-            if key.endswith((".g", "norm.weight")):
-                param.uniform_(0.5, 1.5)
-            elif key.endswith("norm.bias") or "to_out_linear" in key:
-                param.normal_(0.0, 0.3)
-    return net
+    return random_official_denoiser(name, {"idgen": 5, "expgen": 6}[name])
 
 
 def _assert_close(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-5) -> None:

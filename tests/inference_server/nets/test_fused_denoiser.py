@@ -16,10 +16,9 @@ from inference_server.nets.fused_denoiser import FusedDenoiser, mkldnn_linear_av
 CONFIGS = {"idgen": IDGEN_CONFIG, "expgen": EXPGEN_CONFIG}
 
 
-@functools.cache
-def _net(name: str) -> Denoiser:
+def random_official_denoiser(name: str, seed: int) -> Denoiser:
     """Official-size network with every parameter random, norms and pooling included (nothing at 1 or 0)."""
-    torch.manual_seed({"idgen": 1, "expgen": 2}[name])
+    torch.manual_seed(seed)
     net = Denoiser(CONFIGS[name]).eval()
     with torch.no_grad():
         for key, param in net.named_parameters():
@@ -28,6 +27,11 @@ def _net(name: str) -> Denoiser:
             elif key.endswith("norm.bias") or "to_out_linear" in key:
                 param.normal_(0.0, 0.3)
     return net
+
+
+@functools.cache
+def _net(name: str) -> Denoiser:
+    return random_official_denoiser(name, {"idgen": 1, "expgen": 2}[name])
 
 
 @functools.cache
