@@ -38,7 +38,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from torch import nn
 from .atomic_io import atomic_write_bytes
 from .backends import OnnxNetwork
 from .encoder_sharing import module_digest
+from .errors import BadRequestError
 from .nets.arcface import ArcFaceEncoder
 from .nets.clip_visual import ClipImageEncoder
 
@@ -60,6 +61,25 @@ ATOL = 1e-3
 #: Folder under the user cache.
 CACHE_FOLDER = "encoders_onnx"
 PRECISIONS = ("fp32", "int8")
+
+
+def requested_encoder_runtime(environ: Mapping[str, str]) -> str | None:
+    """The encoder precision the environment opts into (``OFER_ENCODER_RUNTIME`` / ``OFER_ENCODER_PRECISION``),
+    or None for torch. A misspelt value is an error, not a silent fall back to torch: the user asked for
+    something and would otherwise measure the wrong thing."""
+    runtime = environ.get("OFER_ENCODER_RUNTIME", "torch")
+    precision = environ.get("OFER_ENCODER_PRECISION", "fp32")
+    if runtime not in ("torch", "onnxruntime"):
+        raise BadRequestError(
+            f"OFER_ENCODER_RUNTIME={runtime!r} is not a known encoder runtime.",
+            "Set it to 'onnxruntime' or 'torch', or unset it, and restart the worker.",
+        )
+    if precision not in PRECISIONS:
+        raise BadRequestError(
+            f"OFER_ENCODER_PRECISION={precision!r} is not a known encoder precision.",
+            f"Set it to one of {', '.join(PRECISIONS)}, or unset it, and restart the worker.",
+        )
+    return precision if runtime == "onnxruntime" or precision == "int8" else None
 
 
 def onnxruntime_available() -> bool:

@@ -23,6 +23,7 @@ import torch
 from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
+from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import Correspondence
 from .fit.calibration_cache import cached_correspondence
@@ -120,12 +121,11 @@ class Reconstructor:
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:
+        precision = requested_encoder_runtime(os.environ)  # a misspelt switch fails before any loading
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
         self._bundle.to(device)
-        precision = os.environ.get("OFER_ENCODER_PRECISION", "fp32")
-        wanted = os.environ.get("OFER_ENCODER_RUNTIME") == "onnxruntime" or precision == "int8"
-        if self.backend == "torch" and device.type == "cpu" and wanted:
+        if self.backend == "torch" and device.type == "cpu" and precision is not None:
             # Opt-in: faster encode, but a first start exports and optimises the graphs (benchmarks/README.md).
             self._bundle.use_encoder_runtime(default_cache_dir(), precision, release_torch=True)
         if self.backend == "onnxruntime" and self._bundle.onnx_device != device:

@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from inference_server import encoder_runtime
+from inference_server.assets_config import resolve_assets
 from inference_server.backends import OnnxNetwork
-from inference_server.encoder_runtime import agreement, encoder_networks, weights_key
+from inference_server.encoder_runtime import agreement, encoder_networks, requested_encoder_runtime, weights_key
 from inference_server.encoder_sharing import module_digest
+from inference_server.errors import BadRequestError
 from inference_server.nets.arcface import ArcFaceConfig, ArcFaceEncoder, IBasicBlock
 from inference_server.nets.clip_visual import ClipImageEncoder, ClipVisionConfig
+from inference_server.pipeline import Reconstructor
 
 pytest.importorskip("onnxruntime")
 
@@ -177,3 +180,39 @@ def test_demo_bundle_contexts_through_onnxruntime_match_torch(tmp_path: Path) ->
         assert torch.equal(a, c)  # switching back gives torch's contexts bit for bit
         cosine, difference = agreement(a, b)
         assert cosine >= 0.99999 and difference < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, None),
+        ({"OFER_ENCODER_RUNTIME": "torch"}, None),
+        ({"OFER_ENCODER_RUNTIME": "onnxruntime"}, "fp32"),
+        ({"OFER_ENCODER_PRECISION": "int8"}, "int8"),
+        ({"OFER_ENCODER_RUNTIME": "onnxruntime", "OFER_ENCODER_PRECISION": "int8"}, "int8"),
+    ],
+)
+def test_environment_switches_select_the_encoder_runtime(environ: dict[str, str], expected: str | None) -> None:
+    assert requested_encoder_runtime(environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"OFER_ENCODER_RUNTIME": "onnx"}, "OFER_ENCODER_RUNTIME"),
+        ({"OFER_ENCODER_PRECISION": "INT8"}, "OFER_ENCODER_PRECISION"),
+    ],
+)
+def test_misspelt_switch_is_a_bad_request_naming_the_variable(
+    environ: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        requested_encoder_runtime(environ)
+    assert named in caught.value.message and "restart the worker" in caught.value.fix
+    # Through the pipeline: the request fails with the same error before any model is loaded.
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    reconstructor = Reconstructor(resolve_assets({}))
+    with pytest.raises(BadRequestError, match=named):
+        reconstructor.bundle(torch.device("cpu"))
+    assert reconstructor._bundle is None
