@@ -311,6 +311,7 @@ class Reconstructor:
             image.rgb,
             TextureInputs.of_fit(bundle.flame, exp_vertices, exp_landmarks, photo_fit.order, pose_arrays),
             args.output,
+            face_points5=detection.points5,
         )
         progress("texture", 1, 1, "")
         check()

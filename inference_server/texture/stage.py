@@ -71,10 +71,14 @@ class TextureInputs:
 
 
 def make_texture(
-    rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE, cache_dir: Path | None = None
-) -> Texture:
+    rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE, cache_dir: Path | None = None,
+    face_points5: np.ndarray | None = None,
+) -> Texture:  # fmt: skip
     """Bake the photo into the UV map of ``head``; raises SkinModelError when no skin is visible.
-    ``cache_dir``: where the model's UV layout may be kept between processes (:mod:`.layout`)."""
+    ``cache_dir``: where the model's UV layout may be kept between processes (:mod:`.layout`).
+    ``face_points5``: the face's five points as the detection placed them, so the hand search asks about
+    the same face as the detection's landmark check did and reuses its answer (preprocess/hands.py keeps
+    it per photo and face); default: the head's own projected points."""
     height, width = rgb.shape[:2]
     faces = np.asarray(head.faces, dtype=np.int64)
     raster, mirror = uv_layout(head, size, cache_dir)
@@ -84,7 +88,9 @@ def make_texture(
     zones = texel_zones(raster, np.asarray(head.vertices, dtype=np.float64), faces, head.landmarks)
     xy = project_points(head.landmarks, head.pose, head.camera)
     iod_px = eye_distance(xy)
-    points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])[:, :2]
+    points5 = face_points5
+    if points5 is None:
+        points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])[:, :2]
     covered_by_occluder, _ = occluder_texels(rgb, colors, projection, zones, iod_px, points5)
     valid = projection.visible & ~covered_by_occluder
     if not valid.any():
@@ -97,14 +103,15 @@ def make_texture(
 
 
 def texture_beside_result(
-    rgb: np.ndarray, head: TextureInputs | None, result_path: str | os.PathLike[str]
-) -> tuple[dict[str, object], list[dict[str, str]]]:
+    rgb: np.ndarray, head: TextureInputs | None, result_path: str | os.PathLike[str],
+    face_points5: np.ndarray | None = None,
+) -> tuple[dict[str, object], list[dict[str, str]]]:  # fmt: skip
     """Make and write the texture next to the result; returns the meta entries and warnings. A photo
     that cannot give a texture (no pose, no UVs, no visible skin) gives a warning, never an error."""
     if head is None:
         return {}, [{"code": "texture_skipped", "message": "No texture: the head has no trusted pose or no UV map."}]
     try:
-        texture = make_texture(rgb, head, cache_dir=default_cache_dir())
+        texture = make_texture(rgb, head, cache_dir=default_cache_dir(), face_points5=face_points5)
     except (SkinModelError, ValueError) as exc:
         return {}, [{"code": "texture_failed", "message": f"No texture: {exc}."}]
     path = write_texture_png(texture_path_for(result_path), texture.image)
