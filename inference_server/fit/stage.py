@@ -244,7 +244,7 @@ def fit_head(
         skin = face_skin(rgb, points)
         # The landmark's own neighbourhood, then its distance to an occluder the photo shows (fit/cover.py).
         visibility = landmark_visibility(rgb, points, image, skin) * cover_weights(rgb, points, image, skin)
-        plain = plain_eyes(rgb, points, image)
+        plain = plain_eyes(rgb, points, image, skin)
     except SkinModelError as exc:
         return untrusted(f"the face region shows no usable skin ({exc})", source, landmarks=image)
     weights = group_weights() * visibility

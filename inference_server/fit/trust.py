@@ -65,11 +65,14 @@ def eye_feature_share(rgb: np.ndarray, eye: np.ndarray, skin: SkinModel) -> floa
     return float((dark | (skin.distance(pixels) > SKIN_RADIUS)).mean())
 
 
-def plain_eyes(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+def plain_eyes(
+    rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarray, skin: SkinModel | None = None
+) -> np.ndarray:
     """(2,) bool, for the eyes 36-41 and 42-47 of ``landmarks`` (68, 2): the photo shows plain skin there
-    (never on a grey face, MIN_SKIN_CHROMA). Raises SkinModelError when the face shows no usable
-    skin."""
-    skin = face_skin(rgb, mesh_points)
+    (never on a grey face, MIN_SKIN_CHROMA). ``skin``: the face's skin model when the caller has it
+    (learnt inside the mesh outline otherwise). Raises SkinModelError when the face shows no usable skin."""
+    if skin is None:
+        skin = face_skin(rgb, mesh_points)
     if float(np.linalg.norm(skin.mean - 1.0 / 3.0)) < MIN_SKIN_CHROMA:  # a grey face: colour cannot judge
         return np.array([False, False])
     return np.array([eye_feature_share(rgb, landmarks[list(eye)], skin) < MIN_EYE_FEATURE for eye in EYES])
