@@ -105,11 +105,7 @@ class AssetConfig:
         out = [name for name in REQUIRED if not self.choices[name].exists]
         folder = self.path("checkpoint_dir")
         if folder is not None and folder.is_dir():
-            out += [
-                f"checkpoint {stem}"
-                for stem in CHECKPOINT_NAMES.values()
-                if find_checkpoint(folder, stem) is None
-            ]
+            out += [f"checkpoint {stem}" for stem in CHECKPOINT_NAMES.values() if find_checkpoint(folder, stem) is None]
         return out
 
     def require_complete(self) -> None:
@@ -161,7 +157,7 @@ def _config_text(path: Path, problems: list[str]) -> str | None:
 def _config_path(path: Path, where: str, value: object, problems: list[str]) -> str | None:
     if not isinstance(value, str) or not value or "\x00" in value or len(value) > 4096:
         problems.append(
-            f"config file {path}: {where} must be a path string (e.g. {where.split('.')[-1]} = \"/path/to/file\"), "
+            f'config file {path}: {where} must be a path string (e.g. {where.split(".")[-1]} = "/path/to/file"), '
             f"got {type(value).__name__}; it was ignored"
         )
         return None
@@ -234,9 +230,7 @@ def resolve_assets(
 
 def doctor_report(config: AssetConfig) -> list[str]:
     """Human-readable lines: what was found where, what is missing and where to get it."""
-    lines = [
-        f"config file: {config.config_file} ({'found' if config.config_file.is_file() else 'not present'})"
-    ]
+    lines = [f"config file: {config.config_file} ({'found' if config.config_file.is_file() else 'not present'})"]
     for name, (env_name, _key, what, where) in ASSETS.items():
         choice = config.choices[name]
         if choice.path is None:
@@ -248,9 +242,7 @@ def doctor_report(config: AssetConfig) -> list[str]:
         lines.append(f"{what}: {state}")
     lines += config.problems
     if config.use_demo:
-        lines.append(
-            "-> nothing configured: the DEMO assets (ICT Face Model DEMO head and demo weights) are used."
-        )
+        lines.append("-> nothing configured: the DEMO assets (ICT Face Model DEMO head and demo weights) are used.")
     elif config.missing():
         lines.append("-> incomplete: " + ", ".join(config.missing()))
     else:

@@ -152,9 +152,7 @@ class Server:
         try:
             work = self._job_work(request)
         except ProtocolError as exc:
-            self._events.send(
-                protocol.error_event(request.id, "bad_request", str(exc), BAD_ARGUMENT_FIX)
-            )
+            self._events.send(protocol.error_event(request.id, "bad_request", str(exc), BAD_ARGUMENT_FIX))
             return
         with self._lock:
             if self._job is not None:

@@ -48,12 +48,8 @@ class LoadedNetworks:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         needs_denoiser = self.kind != "idrank"
-        if needs_denoiser != (self.denoiser is not None) or (self.kind == "idrank") != (
-            self.rank_net is not None
-        ):
-            raise ValueError(
-                f"a {self.kind} model needs {'a denoiser' if needs_denoiser else 'a rank net'} only"
-            )
+        if needs_denoiser != (self.denoiser is not None) or (self.kind == "idrank") != (self.rank_net is not None):
+            raise ValueError(f"a {self.kind} model needs {'a denoiser' if needs_denoiser else 'a rank net'} only")
         if self.kind in ("expgen", "idrank") and self.farl is None:
             raise ValueError(f"a {self.kind} model needs the FaRL encoder")
         self.metadata.setdefault("format_version", FORMAT_VERSION)

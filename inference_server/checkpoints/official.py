@@ -86,9 +86,7 @@ def _load_strict(module: nn.Module, state: StateDict, file_name: str, entry: str
             parts.append(f"missing keys [{_key_list(missing)}]")
         if unexpected:
             parts.append(f"unexpected keys [{_key_list(unexpected)}]")
-        raise _bad(
-            file_name, f"'{entry}' does not match the {type(module).__name__} layout: {'; '.join(parts)}"
-        )
+        raise _bad(file_name, f"'{entry}' does not match the {type(module).__name__} layout: {'; '.join(parts)}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:  # shape mismatches
@@ -102,8 +100,7 @@ def _check_top_level(raw: Mapping[str, Any], required: set[str], file_name: str)
     if missing or unexpected:
         raise _bad(
             file_name,
-            f"top-level entries missing {sorted(missing)} / unexpected {sorted(unexpected)}; "
-            f"found {sorted(raw)}",
+            f"top-level entries missing {sorted(missing)} / unexpected {sorted(unexpected)}; found {sorted(raw)}",
         )
 
 
@@ -154,9 +151,7 @@ def _denoiser_state(net: StateDict, model: Denoiser, file_name: str) -> dict[str
              not in model.attention_paths()]  # fmt: skip
     if stray:
         raise _bad(file_name, f"'net' has attention keys at unknown paths [{_key_list(stray)}]")
-    missing_qkv = [
-        p + OFFICIAL_QKV_SUFFIX for p in model.attention_paths() if p + OFFICIAL_QKV_SUFFIX not in net
-    ]
+    missing_qkv = [p + OFFICIAL_QKV_SUFFIX for p in model.attention_paths() if p + OFFICIAL_QKV_SUFFIX not in net]
     if missing_qkv:
         raise _bad(
             file_name,
@@ -180,8 +175,7 @@ def _check_diffusion(raw: Mapping[str, Any], net: StateDict, file_name: str) -> 
     if differing:
         raise _bad(
             file_name,
-            f"'diffusion' holds different denoiser weights than 'net' (corrupt file): "
-            f"[{_key_list(differing)}]",
+            f"'diffusion' holds different denoiser weights than 'net' (corrupt file): [{_key_list(differing)}]",
         )
     schedule = {name: diffusion[f"var_sched.{name}"] for name in VAR_SCHED_BUFFERS}
     check_var_sched(schedule, file_name, "diffusion.var_sched")

@@ -46,9 +46,7 @@ def project_paths(path: str | Path) -> tuple[Path, Path]:
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
 
 
-def save_project_checkpoint(
-    destination: str | Path, networks: LoadedNetworks, *, name: str | None = None
-) -> Path:
+def save_project_checkpoint(destination: str | Path, networks: LoadedNetworks, *, name: str | None = None) -> Path:
     """Write ``networks`` to ``destination`` (a ``.safetensors`` file, or a folder + ``name``).
 
     ``name`` defaults to the source file's stem, else the kind. Returns the ``.safetensors`` path; the
@@ -71,9 +69,7 @@ def save_project_checkpoint(
         for key, value in module.state_dict().items():
             tensors[f"{slot}.{key}"] = value.detach().to("cpu").contiguous().clone()
 
-    metadata = {
-        key: value for key, value in networks.metadata.items() if key not in ("networks", "tensor_file")
-    }
+    metadata = {key: value for key, value in networks.metadata.items() if key not in ("networks", "tensor_file")}
     metadata.update(
         format_version=FORMAT_VERSION,
         kind=networks.kind,
@@ -88,15 +84,11 @@ def save_project_checkpoint(
 
 def _read_metadata(meta_path: Path, tensor_path: Path) -> dict[str, Any]:
     if not meta_path.is_file():
-        raise BadCheckpointError(
-            f"checkpoint {tensor_path.name} has no metadata file {meta_path.name}", _RECONVERT
-        )
+        raise BadCheckpointError(f"checkpoint {tensor_path.name} has no metadata file {meta_path.name}", _RECONVERT)
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadCheckpointError(
-            f"metadata {meta_path.name} is not valid JSON: {error}", _RECONVERT
-        ) from None
+        raise BadCheckpointError(f"metadata {meta_path.name} is not valid JSON: {error}", _RECONVERT) from None
     if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
         found = metadata.get("format_version") if isinstance(metadata, dict) else None
         raise BadCheckpointError(
@@ -109,9 +101,7 @@ def _read_metadata(meta_path: Path, tensor_path: Path) -> dict[str, Any]:
 def _build(slot: str, description: Any, meta_name: str) -> nn.Module:
     architecture, config_cls, module_cls = ARCHITECTURES[slot]
     if not isinstance(description, dict) or description.get("architecture") != architecture:
-        raise BadCheckpointError(
-            f"metadata {meta_name}: network '{slot}' is not a {architecture}", _RECONVERT
-        )
+        raise BadCheckpointError(f"metadata {meta_name}: network '{slot}' is not a {architecture}", _RECONVERT)
     try:
         return module_cls(config_cls.from_dict(description["config"]))
     except (KeyError, TypeError, ValueError) as error:
@@ -122,9 +112,7 @@ def load_project_checkpoint(path: str | Path) -> LoadedNetworks:
     """Load a project checkpoint (either of its two files may be named); networks in eval mode."""
     tensor_path, meta_path = project_paths(path)
     if not tensor_path.is_file():
-        raise MissingAssetError(
-            f"checkpoint {tensor_path} does not exist", "check the checkpoint folder setting"
-        )
+        raise MissingAssetError(f"checkpoint {tensor_path} does not exist", "check the checkpoint folder setting")
     metadata = _read_metadata(meta_path, tensor_path)
     descriptions = metadata.get("networks")
     if not isinstance(descriptions, dict) or not set(descriptions) <= set(ARCHITECTURES):
@@ -156,9 +144,7 @@ def load_project_checkpoint(path: str | Path) -> LoadedNetworks:
         modules[slot] = module.eval()
     stray = sorted(key for key in tensors if key.split(".", 1)[0] not in descriptions)
     if stray:
-        raise BadCheckpointError(
-            f"checkpoint {tensor_path.name} has unexplained tensors {stray[:12]}", _RECONVERT
-        )
+        raise BadCheckpointError(f"checkpoint {tensor_path.name} has unexplained tensors {stray[:12]}", _RECONVERT)
 
     info = {key: value for key, value in metadata.items() if key != "networks"}
     try:
@@ -171,6 +157,4 @@ def load_project_checkpoint(path: str | Path) -> LoadedNetworks:
             metadata=info,
         )
     except (KeyError, ValueError) as error:
-        raise BadCheckpointError(
-            f"checkpoint {tensor_path.name} is incomplete: {error}", _RECONVERT
-        ) from None
+        raise BadCheckpointError(f"checkpoint {tensor_path.name} is incomplete: {error}", _RECONVERT) from None

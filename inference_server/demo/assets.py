@@ -134,9 +134,7 @@ def demo_assets_current(paths: DemoAssetPaths) -> bool:
         manifest = json.loads(paths.manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if not isinstance(manifest, dict) or any(
-        manifest.get(k) != v for k, v in _expected_manifest_header().items()
-    ):
+    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in _expected_manifest_header().items()):
         return False
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(_ASSET_FILES):

@@ -46,9 +46,7 @@ def batch_rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     angles lose no precision and need no branch.
     """
     if axis_angle.shape[-1] != 3:
-        raise FlameInputError(
-            f"axis-angle vectors must have 3 values in the last dimension, got {axis_angle.shape}"
-        )
+        raise FlameInputError(f"axis-angle vectors must have 3 values in the last dimension, got {axis_angle.shape}")
     angle = torch.linalg.vector_norm(axis_angle, dim=-1, keepdim=True).unsqueeze(-1)  # (..., 1, 1)
     sin_term = torch.sinc(angle / torch.pi)
     cos_term = 0.5 * torch.sinc(angle / (2 * torch.pi)) ** 2
@@ -122,9 +120,7 @@ class FlameLayer(nn.Module):
         self.has_landmarks = data.lmk_faces_idx is not None and data.lmk_bary_coords is not None
         if self.has_landmarks:
             assert data.lmk_faces_idx is not None and data.lmk_bary_coords is not None
-            buffer(
-                "landmark_vertex_ids", np.asarray(data.faces)[data.lmk_faces_idx].astype(np.int64), torch.long
-            )
+            buffer("landmark_vertex_ids", np.asarray(data.faces)[data.lmk_faces_idx].astype(np.int64), torch.long)
             buffer("landmark_bary", data.lmk_bary_coords)
 
     # ------------------------------------------------------------------------------------------
@@ -136,9 +132,7 @@ class FlameLayer(nn.Module):
     def device(self) -> torch.device:
         return self.v_template.device
 
-    def _as_batch(
-        self, name: str, value: torch.Tensor | None, width: int, exact: bool
-    ) -> torch.Tensor | None:
+    def _as_batch(self, name: str, value: torch.Tensor | None, width: int, exact: bool) -> torch.Tensor | None:
         if value is None:
             return None
         value = torch.as_tensor(value).to(device=self.device, dtype=self.dtype)
@@ -150,9 +144,7 @@ class FlameLayer(nn.Module):
             )
         if (exact and value.shape[1] != width) or value.shape[1] > width:
             limit = f"exactly {width}" if exact else f"at most {width}"
-            raise FlameInputError(
-                f"{name} has {value.shape[1]} values per sample; this FLAME model takes {limit}"
-            )
+            raise FlameInputError(f"{name} has {value.shape[1]} values per sample; this FLAME model takes {limit}")
         return value
 
     @staticmethod
@@ -270,9 +262,7 @@ class FlameLayer(nn.Module):
             vertices = vertices.index_add(1, index, moved * weight.unsqueeze(-1))
         return vertices
 
-    def _kinematic_chain(
-        self, rotations: torch.Tensor, rest_joints: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _kinematic_chain(self, rotations: torch.Tensor, rest_joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """World rotation (B, J, 3, 3) and position (B, J, 3) of every joint; parents precede children."""
         world_rotations: list[torch.Tensor] = []
         world_translations: list[torch.Tensor] = []
@@ -284,9 +274,7 @@ class FlameLayer(nn.Module):
             parent_rotation = world_rotations[parent]
             local_offset = (rest_joints[:, joint] - rest_joints[:, parent]).unsqueeze(-1)
             world_rotations.append(parent_rotation @ rotations[:, joint])
-            world_translations.append(
-                (parent_rotation @ local_offset).squeeze(-1) + world_translations[parent]
-            )
+            world_translations.append((parent_rotation @ local_offset).squeeze(-1) + world_translations[parent])
         return torch.stack(world_rotations, dim=1), torch.stack(world_translations, dim=1)
 
     # ------------------------------------------------------------------------------------------

@@ -124,9 +124,7 @@ def _bad(path: Path | str, field: str, problem: str, fix: str = "") -> BadModelF
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle or .npy
-        raise BadModelFileError(
-            f"{path} is not a readable .npz (not a zip archive)", "write or download it again"
-        )
+        raise BadModelFileError(f"{path} is not a readable .npz (not a zip archive)", "write or download it again")
     try:
         return npy_guard.load_npz(path)
     except npy_guard.NpyGuardError as exc:
@@ -167,25 +165,19 @@ def _float_array(path: Path, fields: Mapping[str, Any], name: str, ndim: int) ->
         raise _bad(path, name, f"could not be read ({value!r})")
     array = np.asarray(value)
     if array.dtype.kind not in "fiu" or array.ndim != ndim:
-        raise _bad(
-            path, name, f"must be a {ndim}-D numeric array, got dtype {array.dtype} shape {array.shape}"
-        )
+        raise _bad(path, name, f"must be a {ndim}-D numeric array, got dtype {array.dtype} shape {array.shape}")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         raise _bad(path, name, "contains NaN or infinite values")
     return array
 
 
-def _index_array(
-    path: Path, fields: Mapping[str, Any], name: str, ndim: int, upper: int | None
-) -> np.ndarray:
+def _index_array(path: Path, fields: Mapping[str, Any], name: str, ndim: int, upper: int | None) -> np.ndarray:
     array = np.asarray(fields[name])
     if array.dtype.kind == "f" and array.size and np.all(array == np.round(array)):
         array = array.astype(np.int64)  # some tools save indices as floats; exact integers are fine
     if array.dtype.kind not in "iu" or array.ndim != ndim:
-        raise _bad(
-            path, name, f"must be a {ndim}-D integer array, got dtype {array.dtype} shape {array.shape}"
-        )
+        raise _bad(path, name, f"must be a {ndim}-D integer array, got dtype {array.dtype} shape {array.shape}")
     array = array.astype(np.int64)
     if upper is not None and array.size and (array.min() < 0 or array.max() >= upper):
         raise _bad(path, name, f"has indices outside [0, {upper}) (min {array.min()}, max {array.max()})")
@@ -230,9 +222,7 @@ def _split_shapedirs(path: Path, fields: Mapping[str, Any], n_columns: int) -> t
             "add n_shape / n_expression fields if this is a custom model",
         )
     if n_shape < 1 or n_expression < 0 or n_shape + n_expression != n_columns:
-        raise _bad(
-            path, "shapedirs", f"has {n_columns} columns, not n_shape {n_shape} + n_expression {n_expression}"
-        )
+        raise _bad(path, "shapedirs", f"has {n_columns} columns, not n_shape {n_shape} + n_expression {n_expression}")
     return n_shape, n_expression
 
 
@@ -246,9 +236,7 @@ def _parents_from_kintree(path: Path, kintree: np.ndarray) -> np.ndarray:
     parents = kintree[0].copy()
     parents[(parents >= _ROOT_PARENT_THRESHOLD) | (parents < 0)] = -1
     if parents[0] != -1 or any(not 0 <= parents[j] < j for j in range(1, n_joints)):
-        raise _bad(
-            path, "kintree_table", f"must be a tree rooted at joint 0 with parents before children: {parents}"
-        )
+        raise _bad(path, "kintree_table", f"must be a tree rooted at joint 0 with parents before children: {parents}")
     return parents
 
 
@@ -291,9 +279,7 @@ def _fields_to_model(path: Path, fields: Mapping[str, Any], version: str | None)
         raise _bad(path, "kintree_table", f"has {n_joints} joints; FLAME has 5 (limit {MAX_JOINTS})")
     J_regressor = _float_array(path, fields, "J_regressor", 2)
     if J_regressor.shape != (n_joints, n_vertices):
-        raise _bad(
-            path, "J_regressor", f"must have shape ({n_joints}, {n_vertices}), got {J_regressor.shape}"
-        )
+        raise _bad(path, "J_regressor", f"must have shape ({n_joints}, {n_vertices}), got {J_regressor.shape}")
     weights = _float_array(path, fields, "weights", 2)
     if weights.shape != (n_vertices, n_joints):
         raise _bad(path, "weights", f"must have shape ({n_vertices}, {n_joints}), got {weights.shape}")
@@ -363,9 +349,7 @@ def load_flame_model(
                 "front_face_indices argument", front_face_indices, model.n_vertices
             )
         else:
-            model.front_face_indices = load_front_face_indices(
-                front_face_indices, n_vertices=model.n_vertices
-            )
+            model.front_face_indices = load_front_face_indices(front_face_indices, n_vertices=model.n_vertices)
     return model
 
 
@@ -400,8 +384,7 @@ def _embedding_from_fields(path: Path | str, fields: Mapping[str, Any]) -> Landm
     else:
         raise BadModelFileError(
             f"{path}: no landmark table found (keys: {', '.join(sorted(fields))})",
-            "use flame_static_embedding.pkl, landmark_embedding.npy "
-            "or an .npz with lmk_faces_idx and lmk_bary_coords",
+            "use flame_static_embedding.pkl, landmark_embedding.npy or an .npz with lmk_faces_idx and lmk_bary_coords",
         )
     squeezed = {
         faces_key: _squeeze_leading(path, faces_key, fields[faces_key], 1),
@@ -437,9 +420,7 @@ def _read_object_npy(path: Path) -> Any:
             else:
                 raise BadModelFileError(f"{path}: .npy format version {major} is not supported")
         except ValueError as exc:
-            raise BadModelFileError(
-                f"{path} is not a readable .npy file ({exc})", "download it again"
-            ) from exc
+            raise BadModelFileError(f"{path} is not a readable .npy file ({exc})", "download it again") from exc
         offset = file.tell()
     if not dtype.hasobject:
         return _load_npy(path)
@@ -461,9 +442,7 @@ def load_landmark_embedding(path: str | Path) -> LandmarkEmbedding:
     elif suffix in (".pkl", ".npz"):
         fields = _load_mapping(path, "landmark embedding")
     else:
-        raise BadModelFileError(
-            f"{path}: unknown landmark embedding type '{suffix}'", "use a .pkl, .npy or .npz"
-        )
+        raise BadModelFileError(f"{path}: unknown landmark embedding type '{suffix}'", "use a .pkl, .npy or .npz")
     if not isinstance(fields, dict):
         raise BadModelFileError(f"{path} holds a {type(fields).__name__}, not a landmark embedding dict")
     return _embedding_from_fields(path, {str(key): value for key, value in fields.items()})
@@ -481,9 +460,7 @@ def _validated_uv(
         raise _bad(path, uv_key, f"must have shape (T, 2), got {uv.shape}")
     uv_faces = _index_array(path, fields, faces_key, 2, uv.shape[0])
     if uv_faces.shape[1] != 3 or (n_faces is not None and uv_faces.shape[0] != n_faces):
-        raise _bad(
-            path, faces_key, f"must have shape ({n_faces}, 3) like the mesh faces, got {uv_faces.shape}"
-        )
+        raise _bad(path, faces_key, f"must have shape ({n_faces}, 3) like the mesh faces, got {uv_faces.shape}")
     return uv, uv_faces
 
 
@@ -523,20 +500,14 @@ def load_uv_file(path: str | Path, *, n_faces: int | None = None) -> tuple[np.nd
         raise BadModelFileError(f"{path}: unknown UV file type '{suffix}'", "use an .npz (vt, ft) or an .obj")
     uv_key, faces_key = _first_key(fields, "uv", "vt"), _first_key(fields, "uv_faces", "ft")
     if uv_key is None or faces_key is None:
-        raise BadModelFileError(
-            f"{path}: no UV coordinates and UV faces found (need vt and ft, or uv and uv_faces)"
-        )
+        raise BadModelFileError(f"{path}: no UV coordinates and UV faces found (need vt and ft, or uv and uv_faces)")
     return _validated_uv(path, fields, uv_key, faces_key, n_faces)
 
 
 def _validated_front_indices(source: Path | str, value: Any, n_vertices: int | None) -> np.ndarray:
-    indices = _index_array(
-        Path(str(source)), {"front_face_indices": value}, "front_face_indices", 1, n_vertices
-    )
+    indices = _index_array(Path(str(source)), {"front_face_indices": value}, "front_face_indices", 1, n_vertices)
     if indices.size == 0 or np.any(np.diff(indices) <= 0):
-        raise _bad(
-            source, "front_face_indices", "must be a non-empty, strictly increasing list of vertex ids"
-        )
+        raise _bad(source, "front_face_indices", "must be a non-empty, strictly increasing list of vertex ids")
     return indices
 
 
@@ -554,18 +525,12 @@ def load_front_face_indices(path: str | Path, *, n_vertices: int | None = None) 
             if key is None and len(arrays) == 1:
                 key = next(iter(arrays))
             if key is None:
-                raise BadModelFileError(
-                    f"{path}: no 'front_face_indices' array", "store the ids under that name"
-                )
+                raise BadModelFileError(f"{path}: no 'front_face_indices' array", "store the ids under that name")
             value = arrays[key]
         else:
-            raise BadModelFileError(
-                f"{path}: unknown front-face index file type '{suffix}'", "use a .npy file"
-            )
+            raise BadModelFileError(f"{path}: unknown front-face index file type '{suffix}'", "use a .npy file")
     except ValueError as exc:
-        raise BadModelFileError(
-            f"{path} is not a plain numeric .npy ({exc})", "use frontindices.npy"
-        ) from exc
+        raise BadModelFileError(f"{path} is not a plain numeric .npy ({exc})", "use frontindices.npy") from exc
     return _validated_front_indices(path, value, n_vertices)
 
 

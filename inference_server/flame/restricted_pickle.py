@@ -67,9 +67,7 @@ class ChumpyArrayStandIn:
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
             state = state[0]
         if not isinstance(state, dict):
-            raise BadModelFileError(
-                f"a chumpy array in the pickle has a {type(state).__name__} state, not a dict"
-            )
+            raise BadModelFileError(f"a chumpy array in the pickle has a {type(state).__name__} state, not a dict")
         self.state = state
 
     def to_numpy(self) -> np.ndarray:
@@ -94,9 +92,7 @@ class SparseMatrixStandIn:
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
             state = state[0]
         if not isinstance(state, dict):
-            raise BadModelFileError(
-                f"a sparse matrix in the pickle has a {type(state).__name__} state, not a dict"
-            )
+            raise BadModelFileError(f"a sparse matrix in the pickle has a {type(state).__name__} state, not a dict")
         self.state = state
 
     def _field(self, *names: str) -> Any:
@@ -199,9 +195,7 @@ def _shape(value: Any, what: str) -> tuple[int, ...]:
 
 def _reconstruct_ndarray(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
     if subtype is not _NDARRAY:
-        raise UnsafePickleError(
-            f"numpy array reconstruction with subtype {subtype!r} refused (only numpy.ndarray)"
-        )
+        raise UnsafePickleError(f"numpy array reconstruction with subtype {subtype!r} refused (only numpy.ndarray)")
     # numpy writes (0,) here and the real shape in the BUILD state, whose size is checked against its data.
     if _shape(shape, "a numpy array") != (0,) or not isinstance(dtype_code, bytes | str) or len(dtype_code) > 4:
         raise BadModelFileError(f"a numpy array in the pickle starts with shape {shape!r}, not (0,)")
@@ -432,9 +426,7 @@ def restricted_loads(data: bytes, *, source: str = "pickle data", inert_globals:
     return _load(io.BytesIO(data), source, inert_globals)
 
 
-def restricted_load(
-    path: str | Path, *, plain: bool = True, inert_globals: Iterable[str] = (), offset: int = 0
-) -> Any:
+def restricted_load(path: str | Path, *, plain: bool = True, inert_globals: Iterable[str] = (), offset: int = 0) -> Any:
     """Unpickle a file through the allow-list; with ``plain`` the stand-ins become numpy arrays.
 
     ``offset`` skips a header (the pickle payload of an object ``.npy`` starts after its header).

@@ -20,18 +20,14 @@ def _official_style_file(path: Path) -> dict[str, torch.Tensor]:
     state = Denoiser(DenoiserConfig(feature_dim=8, dims=(8, 4, 2), context_dim=32)).state_dict()
     net = {k: v for k, v in state.items() if ".to_qkv." not in k}
     net |= {k.replace(".to_qkv.15.", ".qkv."): v for k, v in state.items() if ".to_qkv.15." in k}
-    arcface = ArcFaceEncoder(
-        ArcFaceConfig(layers=(1, 1, 1, 1), widths=(8, 8, 8, 8), embedding_dim=32)
-    ).state_dict()
+    arcface = ArcFaceEncoder(ArcFaceConfig(layers=(1, 1, 1, 1), widths=(8, 8, 8, 8), embedding_dim=32)).state_dict()
     sched = var_sched_buffers()
     diffusion = {f"net.{k}": v for k, v in net.items()} | {f"var_sched.{k}": v for k, v in sched.items()}
     torch.save({"arcface": arcface, "net": net, "var_sched": sched, "diffusion": diffusion, "epoch": 3}, path)
     return net
 
 
-def test_convert_writes_a_loadable_project_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_convert_writes_a_loadable_project_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "model_idgen_flame20.tar"
     net = _official_style_file(source)
     assert main(["convert", str(source), "-o", str(tmp_path / "out")]) == 0

@@ -33,9 +33,7 @@ def _idrank_file(folder: Path) -> Path:
     return save_project_checkpoint(folder, networks, name="model_idrank")
 
 
-def test_export_onnx_writes_checked_graphs_and_a_manifest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_export_onnx_writes_checked_graphs_and_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = _idrank_file(tmp_path / "models")
     out = tmp_path / "onnx"
     assert main(["export-onnx", str(tmp_path / "models"), "-o", str(out)]) == 0  # a folder of model files
@@ -48,9 +46,7 @@ def test_export_onnx_writes_checked_graphs_and_a_manifest(
     # The graphs compute what the checkpoint's networks compute.
     loaded = load_networks(checkpoint)
     assert loaded.rank_net is not None
-    session = onnxruntime.InferenceSession(
-        str(out / "idrank_rank_net.onnx"), providers=["CPUExecutionProvider"]
-    )
+    session = onnxruntime.InferenceSession(str(out / "idrank_rank_net.onnx"), providers=["CPUExecutionProvider"])
     x, context = torch.randn(5, 48), torch.randn(1, 32)
     (logits,) = session.run(None, {"x": x.numpy(), "context": context.numpy()})
     with torch.no_grad():

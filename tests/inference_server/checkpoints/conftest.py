@@ -104,9 +104,7 @@ def idrank_shapes() -> Shapes:
 BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def arcface_shapes(
-    layers: tuple[int, ...] = (3, 13, 30, 3), widths: tuple[int, ...] = (64, 128, 256, 512)
-) -> Shapes:
+def arcface_shapes(layers: tuple[int, ...] = (3, 13, 30, 3), widths: tuple[int, ...] = (64, 128, 256, 512)) -> Shapes:
     shapes: Shapes = {}
 
     def bn(prefix: str, width: int) -> None:

@@ -135,9 +135,7 @@ def ref_resblock(P: Raw, prefix: str, x: torch.Tensor, cond: torch.Tensor) -> to
     h = _lin(h, P[f"{prefix}.block2.proj.weight"], P[f"{prefix}.block2.proj.bias"])
     h = _silu(_group_norm_1(h, P[f"{prefix}.block2.norm.weight"], P[f"{prefix}.block2.norm.bias"]))
     skip = (
-        _lin(x, P[f"{prefix}.res_conv.weight"], P[f"{prefix}.res_conv.bias"])
-        if f"{prefix}.res_conv.weight" in P
-        else x
+        _lin(x, P[f"{prefix}.res_conv.weight"], P[f"{prefix}.res_conv.bias"]) if f"{prefix}.res_conv.weight" in P else x
     )
     return h + skip
 

@@ -40,9 +40,7 @@ def test_unexpected_net_key_is_listed(tmp_path: Path, small_idgen_raw: dict[str,
         load_official_checkpoint(_save(tmp_path, small_idgen_raw))
 
 
-def test_missing_saved_attention_projection_is_an_error(
-    tmp_path: Path, small_idgen_raw: dict[str, Any]
-) -> None:
+def test_missing_saved_attention_projection_is_an_error(tmp_path: Path, small_idgen_raw: dict[str, Any]) -> None:
     del small_idgen_raw["net"]["ups.1.3.fn.fn.qkv.weight"]
     small_idgen_raw["diffusion"].pop("net.ups.1.3.fn.fn.qkv.weight")
     with pytest.raises(BadCheckpointError, match=r"ups\.1\.3\.fn\.fn\.qkv\.weight"):
@@ -104,8 +102,6 @@ def test_context_width_must_match_the_encoders(tmp_path: Path, small_idgen_raw: 
 
 
 def test_corrupt_diffusion_copy_is_rejected(tmp_path: Path, small_idgen_raw: dict[str, Any]) -> None:
-    small_idgen_raw["diffusion"]["net.init_conv.bias"] = (
-        small_idgen_raw["diffusion"]["net.init_conv.bias"] + 1.0
-    )
+    small_idgen_raw["diffusion"]["net.init_conv.bias"] = small_idgen_raw["diffusion"]["net.init_conv.bias"] + 1.0
     with pytest.raises(BadCheckpointError, match=r"different denoiser weights.*init_conv\.bias"):
         load_official_checkpoint(_save(tmp_path, small_idgen_raw))

@@ -35,9 +35,7 @@ def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 def _demo_networks(kind: str) -> LoadedNetworks:
     torch.manual_seed(3)
     arcface = ArcFaceEncoder(ArcFaceConfig(layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), embedding_dim=32))
-    farl = ClipImageEncoder(
-        ClipVisionConfig(width=64, layers=2, heads=2, patch_size=16, image_size=64, output_dim=32)
-    )
+    farl = ClipImageEncoder(ClipVisionConfig(width=64, layers=2, heads=2, patch_size=16, image_size=64, output_dim=32))
     if kind == "idrank":
         rank = IdRank(IdRankConfig(input_dim=60, hidden_dims=(32, 16), context_dim=64))
         return LoadedNetworks(kind, arcface, farl=farl, rank_net=rank, metadata={"demo": True})

@@ -6,9 +6,7 @@ import numpy as np
 import torch
 
 
-def var_sched_buffers(
-    steps: int = 1000, beta_1: float = 1e-4, beta_T: float = 1e-2
-) -> dict[str, torch.Tensor]:
+def var_sched_buffers(steps: int = 1000, beta_1: float = 1e-4, beta_T: float = 1e-2) -> dict[str, torch.Tensor]:
     """The 17 buffers with the dtypes of appendix D (float64 where the official code prepends a float)."""
     b = np.linspace(beta_1, beta_T, steps)
     a = 1.0 - b

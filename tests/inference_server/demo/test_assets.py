@@ -65,9 +65,7 @@ def test_the_flame_loader_reads_back_the_generated_head(
         np.testing.assert_array_equal(getattr(loaded, field), getattr(demo_head, field), err_msg=field)
 
 
-def test_separate_landmark_and_front_face_files(
-    demo_assets: DemoAssetPaths, demo_head: FlameModelData
-) -> None:
+def test_separate_landmark_and_front_face_files(demo_assets: DemoAssetPaths, demo_head: FlameModelData) -> None:
     assert demo_head.lmk_faces_idx is not None and demo_head.lmk_bary_coords is not None
     assert demo_head.front_face_indices is not None
     embedding = load_landmark_embedding(demo_assets.landmark_embedding)
@@ -79,9 +77,7 @@ def test_separate_landmark_and_front_face_files(
     assert colors.shape == demo_head.v_template.shape and colors.min() >= 0.0 and colors.max() <= 1.0
 
 
-def test_current_assets_are_not_rewritten(
-    demo_assets: DemoAssetPaths, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_current_assets_are_not_rewritten(demo_assets: DemoAssetPaths, monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(_paths: DemoAssetPaths) -> None:
         raise AssertionError("regenerated although the assets are current")
 

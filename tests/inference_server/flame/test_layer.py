@@ -68,9 +68,7 @@ def reference_flame(
     return result
 
 
-def random_inputs(
-    rng: np.random.Generator, batch: int, n_shape: int, n_expression: int
-) -> dict[str, np.ndarray]:
+def random_inputs(rng: np.random.Generator, batch: int, n_shape: int, n_expression: int) -> dict[str, np.ndarray]:
     pose = 0.3 * rng.normal(size=(batch, 15))
     pose[0, 3:6] = 0.0  # an exact zero rotation exercises the small-angle path
     pose[-1, 9:12] = 1e-9
@@ -91,14 +89,10 @@ def assert_matches_reference(model: FlameModelData, inputs: dict[str, np.ndarray
         )
         np.testing.assert_allclose(output.vertices[row].numpy(), expected["vertices"], rtol=0, atol=tolerance)
         np.testing.assert_allclose(output.joints[row].numpy(), expected["joints"], rtol=0, atol=tolerance)
-        np.testing.assert_allclose(
-            output.rest_joints[row].numpy(), expected["rest_joints"], rtol=0, atol=tolerance
-        )
+        np.testing.assert_allclose(output.rest_joints[row].numpy(), expected["rest_joints"], rtol=0, atol=tolerance)
         if "landmarks" in expected:
             assert output.landmarks is not None
-            np.testing.assert_allclose(
-                output.landmarks[row].numpy(), expected["landmarks"], rtol=0, atol=tolerance
-            )
+            np.testing.assert_allclose(output.landmarks[row].numpy(), expected["landmarks"], rtol=0, atol=tolerance)
     # The comparison is meaningful: posing and skinning move vertices far more than the tolerance.
     assert np.abs(output.vertices.numpy() - model.v_template).max() > 1e3 * tolerance
 
@@ -119,18 +113,14 @@ def test_forward_matches_reference_with_deca_sized_coefficients(
 
 def test_forward_matches_reference_on_the_demo_head(demo_head: FlameModelData) -> None:
     model = demo_head
-    inputs = random_inputs(
-        np.random.default_rng(5), batch=2, n_shape=model.n_shape, n_expression=model.n_expression
-    )
+    inputs = random_inputs(np.random.default_rng(5), batch=2, n_shape=model.n_shape, n_expression=model.n_expression)
     inputs["shape"] *= 0.5
     assert_matches_reference(model, inputs, tolerance=1e-6)
 
 
 def test_batch_rodrigues_matches_matrix_exponential() -> None:
     rng = np.random.default_rng(6)
-    vectors = np.concatenate(
-        [rng.normal(size=(20, 3)), [[0.0, 0.0, 0.0], [1e-12, 0.0, -1e-12], [np.pi, 0, 0]]]
-    )
+    vectors = np.concatenate([rng.normal(size=(20, 3)), [[0.0, 0.0, 0.0], [1e-12, 0.0, -1e-12], [np.pi, 0, 0]]])
     vectors[:5] *= 1e-4  # small angles
     matrices = batch_rodrigues(torch.from_numpy(vectors)).numpy()
     for vector, matrix in zip(vectors, matrices, strict=True):
@@ -177,9 +167,7 @@ def test_wrong_coefficient_counts_are_refused(
 def test_batch_of_one_and_row_independence(make_flame_model: Callable[..., FlameModelData]) -> None:
     model = make_flame_model(seed=11)
     layer = FlameLayer(model, dtype=torch.float64)
-    inputs = {
-        k: torch.from_numpy(v) for k, v in random_inputs(np.random.default_rng(12), 5, 300, 100).items()
-    }
+    inputs = {k: torch.from_numpy(v) for k, v in random_inputs(np.random.default_rng(12), 5, 300, 100).items()}
     batched = layer(**inputs)
     assert batched.vertices.shape == (5, model.n_vertices, 3)
     assert batched.landmarks is not None and batched.landmarks.shape == (5, 68, 3)
@@ -229,9 +217,7 @@ def test_neutral_equals_shape_only_and_ignores_nothing(
 
 def test_float32_default_agrees_with_float64(make_flame_model: Callable[..., FlameModelData]) -> None:
     model = make_flame_model(seed=17)
-    inputs = {
-        k: torch.from_numpy(v) for k, v in random_inputs(np.random.default_rng(18), 3, 300, 100).items()
-    }
+    inputs = {k: torch.from_numpy(v) for k, v in random_inputs(np.random.default_rng(18), 3, 300, 100).items()}
     single = FlameLayer(model)
     assert single.v_template.dtype == torch.float32
     out32 = single(**inputs)
@@ -246,9 +232,7 @@ def test_model_without_landmarks_returns_none(make_flame_model: Callable[..., Fl
 
 
 @pytest.mark.parametrize("case", ["neutral", "jaw", "neck"])
-def test_sparse_skinning_matches_reference_when_few_joints_move(
-    demo_head: FlameModelData, case: str
-) -> None:
+def test_sparse_skinning_matches_reference_when_few_joints_move(demo_head: FlameModelData, case: str) -> None:
     """Only the joints that move (the jaw for an expression, none for a neutral head) are skinned; the rest of
     the mesh comes from the weight sum. Same vertices as the per-joint numpy definition."""
     rng = np.random.default_rng(11)

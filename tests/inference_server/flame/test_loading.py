@@ -72,9 +72,7 @@ def test_demo_head_round_trip(tmp_path: Path, demo_head: FlameModelData, writer:
     assert loaded.is_demo and loaded.version == demo_head.version
 
 
-def test_written_pickle_has_the_flame_layout(
-    tmp_path: Path, make_flame_model: Callable[..., FlameModelData]
-) -> None:
+def test_written_pickle_has_the_flame_layout(tmp_path: Path, make_flame_model: Callable[..., FlameModelData]) -> None:
     model = make_flame_model(seed=2)
     path = save_flame_pkl(model, tmp_path / "generic_model.pkl")
     with path.open("rb") as file:
@@ -148,9 +146,7 @@ def test_bad_fields_name_the_field_and_file(
     assert expected in message and str(path) in message and caught.value.fix
 
 
-def test_missing_fields_and_wrong_contents(
-    tmp_path: Path, make_flame_model: Callable[..., FlameModelData]
-) -> None:
+def test_missing_fields_and_wrong_contents(tmp_path: Path, make_flame_model: Callable[..., FlameModelData]) -> None:
     fields = _plain_fields(make_flame_model(seed=5, extras=False))
     del fields["J_regressor"], fields["weights"]
     with pytest.raises(BadModelFileError, match=r"missing field.*J_regressor.*weights"):
@@ -172,11 +168,7 @@ def test_missing_file_is_a_missing_asset_with_a_fix(tmp_path: Path) -> None:
     for call in (load_flame_model, load_landmark_embedding, load_front_face_indices, load_uv_file):
         with pytest.raises(MissingAssetError) as caught:
             call(tmp_path / "nowhere.pkl")
-        assert (
-            type(caught.value) is MissingAssetError
-            and "nowhere.pkl" in str(caught.value)
-            and caught.value.fix
-        )
+        assert type(caught.value) is MissingAssetError and "nowhere.pkl" in str(caught.value) and caught.value.fix
 
 
 def test_version_detection(tmp_path: Path, make_flame_model: Callable[..., FlameModelData]) -> None:
@@ -190,9 +182,7 @@ def test_version_detection(tmp_path: Path, make_flame_model: Callable[..., Flame
     assert load_flame_model(_write_fields(tmp_path / "generic.npz", fields)).version == "FLAME2023"
 
 
-def test_flattened_posedirs_are_folded_back(
-    tmp_path: Path, make_flame_model: Callable[..., FlameModelData]
-) -> None:
+def test_flattened_posedirs_are_folded_back(tmp_path: Path, make_flame_model: Callable[..., FlameModelData]) -> None:
     model = make_flame_model(seed=7, extras=False)
     fields = _plain_fields(model)
     fields["posedirs"] = model.posedirs.reshape(-1, 36).T  # (36, 3V) as some re-exports store it
@@ -214,9 +204,7 @@ def test_landmark_embedding_formats(tmp_path: Path, make_flame_model: Callable[.
     faces51, bary51 = faces68[17:], bary68[17:]
 
     static = tmp_path / "flame_static_embedding.pkl"
-    static.write_bytes(
-        pickle.dumps({"lmk_face_idx": faces51.astype(np.uint32), "lmk_b_coords": bary51}, protocol=2)
-    )
+    static.write_bytes(pickle.dumps({"lmk_face_idx": faces51.astype(np.uint32), "lmk_b_coords": bary51}, protocol=2))
     deca = tmp_path / "landmark_embedding.npy"
     _torch_tensor_pickle_inside_npy(
         deca,
@@ -246,9 +234,7 @@ def test_landmark_embedding_formats(tmp_path: Path, make_flame_model: Callable[.
     assert loaded51.lmk_bary_coords is not None and loaded51.lmk_bary_coords.shape == (51, 3)
 
 
-def test_landmark_embedding_errors_and_attacks(
-    tmp_path: Path, make_flame_model: Callable[..., FlameModelData]
-) -> None:
+def test_landmark_embedding_errors_and_attacks(tmp_path: Path, make_flame_model: Callable[..., FlameModelData]) -> None:
     marker = tmp_path / "marker"
 
     class Evil:

@@ -227,9 +227,7 @@ def test_calls_to_other_globals_are_refused_and_never_run(
     path.write_bytes(data)
     # The first name outside the allow-list (protocol 2 writes Python 2 names: __builtin__.eval, ...).
     offending = next(name for name in _globals_in(data) if name not in allowed_globals())
-    assert offending.endswith(
-        {"system": ".system", "eval": ".eval", "subprocess": ".call"}.get(attack, ".getattr")
-    )
+    assert offending.endswith({"system": ".system", "eval": ".eval", "subprocess": ".call"}.get(attack, ".getattr"))
     with pytest.raises(UnsafePickleError) as caught:
         load_flame_model(path)
     message = str(caught.value)

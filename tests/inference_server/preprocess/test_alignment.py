@@ -24,9 +24,7 @@ def _similarity(angle_deg: float, scale: float, shift: tuple[float, float]) -> n
     )
 
 
-@pytest.mark.parametrize(
-    ("angle", "scale", "shift"), [(0, 1, (0, 0)), (25, 3.7, (410, -20)), (-170, 0.4, (5, 9))]
-)
+@pytest.mark.parametrize(("angle", "scale", "shift"), [(0, 1, (0, 0)), (25, 3.7, (410, -20)), (-170, 0.4, (5, 9))])
 def test_fit_recovers_an_exact_similarity(angle: float, scale: float, shift: tuple[float, float]) -> None:
     M = _similarity(angle, scale, shift)
     photo_points = apply_affine(M, ARCFACE_TEMPLATE_112)

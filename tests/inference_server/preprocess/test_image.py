@@ -22,15 +22,11 @@ from inference_server.preprocess.image import MIN_SIDE, downscale_for_detection,
 def _pattern(width: int = 64, height: int = 48) -> np.ndarray:
     """An asymmetric RGB test pattern (distinct values along both axes)."""
     ys, xs = np.mgrid[:height, :width]
-    return np.stack([xs * 255 // (width - 1), ys * 255 // (height - 1), (xs + ys) % 256], axis=-1).astype(
-        np.uint8
-    )
+    return np.stack([xs * 255 // (width - 1), ys * 255 // (height - 1), (xs + ys) % 256], axis=-1).astype(np.uint8)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 @functools.cache
@@ -41,12 +37,7 @@ def _huge_png(width: int, height: int) -> bytes:
     parts = [compressor.compress(row) for _ in range(height)]
     idat = b"".join(parts) + compressor.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def _encoded(array: np.ndarray, fmt: str, **kwargs: object) -> bytes:

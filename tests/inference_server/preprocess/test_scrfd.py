@@ -36,9 +36,7 @@ def _outputs() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     # Below the 0.5 threshold: ignored.
     scores[32][3] = 0.45
     boxes[32][3] = [1.0, 1.0, 1.0, 1.0]
-    outputs = (
-        [scores[s] for s in (8, 16, 32)] + [boxes[s] for s in (8, 16, 32)] + [kps[s] for s in (8, 16, 32)]
-    )
+    outputs = [scores[s] for s in (8, 16, 32)] + [boxes[s] for s in (8, 16, 32)] + [kps[s] for s in (8, 16, 32)]
     return outputs, expected_box, expected_points
 
 
