@@ -23,8 +23,9 @@ unreadable file is removed with the files derived from it and made again once (w
 if that still disagrees the encoder stays on torch. Without ``onnxruntime`` (or off the CPU, or in half
 precision) encoders run in torch.
 
-Opt-in for the worker (``OFER_ENCODER_RUNTIME=onnxruntime``, ``OFER_ENCODER_PRECISION=int8``); measured
-costs and gains in benchmarks/README.md ("Encoders through ONNX Runtime: start-up, int8").
+Opt-in for the worker (``OFER_ENCODER_RUNTIME=onnxruntime``, ``OFER_ENCODER_PRECISION=int8|bf16|auto``; what
+each precision tries per encoder: ``CHOICES``; bf16 runs a torch copy, ``encoder_bf16``); measured costs and
+gains in benchmarks/README.md ("Encoders through ONNX Runtime: start-up, int8", "Encoders in bfloat16").
 """
 
 from __future__ import annotations
