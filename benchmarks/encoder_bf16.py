@@ -38,6 +38,8 @@ from inference_server.encoder_probe import probe_crops
 from inference_server.encoder_quantise import QUANTISED_OPS, quantise
 from inference_server.encoder_runtime import agreement, kind_and_size, open_session
 from inference_server.model_bundle import ModelBundle, load_model_bundle
+from inference_server.nets.arcface import ArcFaceEncoder
+from inference_server.nets.clip_visual import ClipImageEncoder
 from inference_server.onnx_export import export_arcface, export_clip_visual
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +65,11 @@ def variants(module: torch.nn.Module, folder: Path, slot: str) -> dict[str, Embe
     out: dict[str, Embed] = {"torch fp32": fp32, "torch bf16 (copy)": Bf16Encoder(module),
                              "torch bf16 (autocast)": autocast}  # fmt: skip
     graph = path(".onnx")
-    (export_arcface if kind == "arcface" else export_clip_visual)(module, graph)  # type: ignore[operator]
+    if isinstance(module, ArcFaceEncoder):
+        export_arcface(module, graph)
+    else:
+        assert isinstance(module, ClipImageEncoder)
+        export_clip_visual(module, graph)
     out["ORT fp32"] = open_session(graph, path(".opt.onnx"))[0]
     if QUANTISED_OPS[kind]:
         quantise(graph, path(".int8.onnx"), QUANTISED_OPS[kind])
