@@ -1,6 +1,6 @@
 """What opening the ONNX Runtime encoders costs: cold (empty cache) vs warm, and memory, each in a fresh process.
 
-Run: ``.venv/bin/python benchmarks/encoder_startup.py [--size full|tiny] [--precision fp32|int8]
+Run: ``.venv/bin/python benchmarks/encoder_startup.py [--size full|tiny] [--precision fp32|int8|bf16|auto]
 [--encoders distinct|identical] [--cache DIR]`` (numbers in benchmarks/README.md, "Encoders through ONNX
 Runtime: start-up, int8").
 
@@ -8,7 +8,7 @@ Every step runs in its own Python process (so memory and caches start the same),
 cache folder of its own (``--cache``, emptied first; never the user cache):
 
 1. ``torch``: the bundle loaded, encoders in torch — the reference RSS and one encode pass;
-2. ``cold``: the runtime opened on the empty cache (export, torch probe, optimisation, int8 verdict);
+2. ``cold``: the runtime opened on the empty cache (export, torch probe, optimisation, int8 / bf16 verdicts);
 3. ``warm``: opened again (stored optimised graphs and probes: no export, no torch pass, no optimisation);
 4. ``warm-release``: as 3, then the torch copies of the encoders freed (what the worker does).
 
@@ -70,6 +70,7 @@ def one_step(opts: argparse.Namespace) -> dict[str, object]:
         row["steps_s"] = {slot: {k: round(v, 2) for k, v in t.items()} for slot, t in report.timings.items()}
         row["optimised_reused"] = report.optimised_reused
         row["int8"] = {slot: v.get("why") for slot, v in report.int8.items()}
+        row["bf16"] = {slot: v.get("why") for slot, v in report.bf16.items()}
     row["rss_after_open_mb"], row["peak_rss_mb"] = (round(v) for v in rss_mb())
     blob, image = probe_input(sizes.arcface.input_size), probe_input(sizes.clip.image_size)
     times = []
@@ -86,7 +87,7 @@ def one_step(opts: argparse.Namespace) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
-    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "int8", "bf16", "auto"), default="fp32")
     parser.add_argument("--encoders", choices=("distinct", "identical"), default="distinct")
     parser.add_argument("--cache", type=Path, default=default_cache_dir() / "benchmark_encoder_startup")
     parser.add_argument("--step", choices=STEPS + EXTRA_STEPS)  # one step, in this process

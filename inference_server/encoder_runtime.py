@@ -23,8 +23,9 @@ unreadable file is removed with the files derived from it and made again once (w
 if that still disagrees the encoder stays on torch. Without ``onnxruntime`` (or off the CPU, or in half
 precision) encoders run in torch.
 
-Opt-in for the worker (``OFER_ENCODER_RUNTIME=onnxruntime``, ``OFER_ENCODER_PRECISION=int8``); measured
-costs and gains in benchmarks/README.md ("Encoders through ONNX Runtime: start-up, int8").
+Opt-in for the worker (``OFER_ENCODER_RUNTIME=onnxruntime``, ``OFER_ENCODER_PRECISION=int8|bf16|auto``; what
+each precision tries per encoder: ``CHOICES``; bf16 runs a torch copy, ``encoder_bf16``); measured costs and
+gains in benchmarks/README.md ("Encoders through ONNX Runtime: start-up, int8", "Encoders in bfloat16").
 """
 
 from __future__ import annotations
@@ -60,7 +61,17 @@ MIN_COSINE = 0.99999
 ATOL = 1e-3
 #: Folder under the user cache.
 CACHE_FOLDER = "encoders_onnx"
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "bf16", "auto")
+#: What each precision switch tries, per encoder kind, in order (the first adopted wins; "fp32" is ONNX Runtime
+#: fp32, or torch fp32 where that is missing or disagrees). "auto" is ordered by the measured speed on a 2-core
+#: EPYC with AVX512-BF16 (benchmarks/README.md, "Encoders in bfloat16"): FaRL ORT int8 < torch bf16 < ORT fp32,
+#: ArcFace torch bf16 < ORT fp32 (ArcFace has no int8 recipe: slower on that CPU).
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "fp32": {"arcface": ("fp32",), "farl": ("fp32",)},
+    "int8": {"arcface": ("int8", "fp32"), "farl": ("int8", "fp32")},  # ArcFace: the report says why not
+    "bf16": {"arcface": ("bf16", "fp32"), "farl": ("bf16", "fp32")},
+    "auto": {"arcface": ("bf16", "fp32"), "farl": ("int8", "bf16", "fp32")},
+}
 
 
 def requested_encoder_runtime(environ: Mapping[str, str]) -> str | None:
@@ -79,7 +90,7 @@ def requested_encoder_runtime(environ: Mapping[str, str]) -> str | None:
             f"OFER_ENCODER_PRECISION={precision!r} is not a known encoder precision.",
             f"Set it to one of {', '.join(PRECISIONS)}, or unset it, and restart the worker.",
         )
-    return precision if runtime == "onnxruntime" or precision == "int8" else None
+    return precision if runtime == "onnxruntime" or precision != "fp32" else None
 
 
 def onnxruntime_available() -> bool:
@@ -144,8 +155,9 @@ class EncoderRuntimeReport:
     reused: list[str] = field(default_factory=list)
     on_torch: dict[str, str] = field(default_factory=dict)  # slot → why
     agreement: dict[str, tuple[float, float]] = field(default_factory=dict)
-    precision: dict[str, str] = field(default_factory=dict)  # slot → "fp32" / "int8" (ONNX Runtime slots)
+    precision: dict[str, str] = field(default_factory=dict)  # slot → "fp32" / "int8" (ONNX Runtime), "bf16" (torch)
     int8: dict[str, dict[str, object]] = field(default_factory=dict)  # slot → verdict (cosines, adopted, why)
+    bf16: dict[str, dict[str, object]] = field(default_factory=dict)  # slot → verdict (cosines, adopted, why)
     optimised_reused: list[str] = field(default_factory=list)  # sessions opened from a stored optimised graph
     timings: dict[str, dict[str, float]] = field(default_factory=dict)  # slot → step → seconds
     seconds: float = 0.0
@@ -311,40 +323,77 @@ def open_encoder(module: nn.Module, files: EncoderFiles, slot: str, report: Enco
     return None
 
 
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+Fp32Opener = Callable[[], OnnxNetwork | None]
+
+
 def encoder_networks(
-    modules: dict[str, nn.Module], cache_dir: Path, precision: str = "fp32"
-) -> tuple[dict[str, OnnxNetwork], EncoderRuntimeReport]:
-    """ONNX Runtime networks for the given encoder slots (only those that validated) and the report.
+    modules: Mapping[str, nn.Module], cache_dir: Path, precision: str = "fp32"
+) -> tuple[dict[str, Encoder], EncoderRuntimeReport]:
+    """Faster networks for the given encoder slots (only those that validated or were adopted) and the report.
 
-    ``precision="int8"``: each encoder runs its int8 graph where ``encoder_quantise`` adopts it (probe
-    crops within the threshold of fp32), else fp32."""
-    from .encoder_quantise import open_int8
-
+    Per encoder the ``CHOICES`` of ``precision`` are tried in order: "int8" (ONNX Runtime, where
+    ``encoder_quantise`` adopts it), "bf16" (torch, where ``encoder_bf16`` adopts it), "fp32" (ONNX Runtime);
+    a slot with none of them stays on its torch fp32 module."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown encoder precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
     report = EncoderRuntimeReport()
     start = time.perf_counter()
-    networks: dict[str, OnnxNetwork] = {}
-    if not onnxruntime_available():
-        report.on_torch = {slot: "onnxruntime is not installed" for slot in modules}
-        return networks, report
+    networks: dict[str, Encoder] = {}
     folder = cache_dir / CACHE_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    cpu = cpu_identity()
+    ort = onnxruntime_available()
+    cpu = cpu_identity() if ort else "no-onnxruntime"
+    if _wants_bf16(precision) or ort:  # nothing is written otherwise (and the bf16 check logs once)
+        folder.mkdir(parents=True, exist_ok=True)
     for slot, module in modules.items():
         step = time.perf_counter()
         kind = kind_and_size(module)[0]
         files = EncoderFiles(folder / f"{kind}-{weights_key(module)}", cpu)
         _timed(report.timings.setdefault(slot, {}), "hash", step)
-
-        def fp32(module: nn.Module = module, files: EncoderFiles = files, slot: str = slot) -> OnnxNetwork | None:
-            return open_encoder(module, files, slot, report)
-
-        network = open_int8(module, files, slot, report, fp32) if precision == "int8" else fp32()
+        network = open_choices(module, files, slot, report, CHOICES[precision][kind], ort)
         if network is not None:
             networks[slot] = network
+        elif slot not in report.on_torch:
+            report.on_torch[slot] = "onnxruntime is not installed" if not ort else "no faster precision adopted"
     report.seconds = time.perf_counter() - start
     return networks, report
 
 
-Fp32Opener = Callable[[], OnnxNetwork | None]
+def open_choices(
+    module: nn.Module, files: EncoderFiles, slot: str, report: EncoderRuntimeReport, choices: tuple[str, ...], ort: bool
+) -> Encoder | None:
+    """The first of ``choices`` that opens and is adopted for this encoder, or None (torch fp32)."""
+    from .encoder_bf16 import open_bf16
+    from .encoder_quantise import open_int8
+
+    opened: list[OnnxNetwork | None] = []
+
+    def fp32() -> OnnxNetwork | None:  # the ONNX Runtime fp32 session, opened at most once
+        if not opened:
+            opened.append(open_encoder(module, files, slot, report) if ort else None)
+        return opened[0]
+
+    for choice in choices:
+        network: Encoder | None = None
+        if choice == "bf16":
+            network = open_bf16(module, files.stem, slot, report)
+        elif choice == "int8" and ort:
+            network = open_int8(module, files, slot, report, fp32)
+        elif choice == "fp32":
+            network = fp32()
+        if network is not None:
+            return network
+    return None
+
+
+def _wants_bf16(precision: str) -> bool:
+    """Whether ``precision`` tries bf16 on a CPU that has it; one log line when it would but the CPU has not
+    (each encoder's report says so too)."""
+    from .encoder_bf16 import native_bf16
+
+    if not any("bf16" in choices for choices in CHOICES[precision].values()):
+        return False
+    if not native_bf16():
+        log.info("encoder precision %s: this CPU has no native bf16 arithmetic; bf16 is not used", precision)
+        return False
+    return True

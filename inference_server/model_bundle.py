@@ -109,7 +109,7 @@ class ModelBundle:
         self.encoder_runtime: EncoderRuntimeReport | None = None
         self._onnx_encoders: dict[str, Callable[..., torch.Tensor]] = {}
         self._torch_encoders: dict[str, Callable[..., torch.Tensor]] = {}
-        self._released_encoders: set[str] = set()  # encoders whose torch weights were freed (ONNX Runtime only)
+        self._released_encoders: set[str] = set()  # encoders whose fp32 torch weights were freed (worker)
         self._fused: dict[str, Callable[..., torch.Tensor]] = {}
         self._rank_fold: tuple[tuple[Any, ...], FlameLayer, FoldedFirstLayer] | None = None
 
@@ -155,8 +155,8 @@ class ModelBundle:
         if device != self._device:
             if self._released_encoders:
                 raise BackendError(
-                    f"the encoders run in CPU ONNX Runtime sessions (their torch weights were released): cannot "
-                    f"move the models to {device}",
+                    f"the encoders run in CPU ONNX Runtime sessions or bf16 copies (their fp32 weights were released): "
+                    f"cannot move the models to {device}",
                     "Restart the worker without OFER_ENCODER_RUNTIME / OFER_ENCODER_PRECISION to use another device.",
                 )
             for networks in (self.idgen, self.expgen, self.idrank):
@@ -193,10 +193,12 @@ class ModelBundle:
     def use_encoder_runtime(
         self, cache_dir: Path, precision: str = "fp32", *, release_torch: bool = False
     ) -> EncoderRuntimeReport:
-        """Run each distinct encoder through ONNX Runtime (``encoder_runtime``; int8 where ``encoder_quantise``
-        adopts it) where it validates; the torch modules stay for everything else. Only for the torch back end
-        on the CPU in fp32; idempotent. ``release_torch`` frees the torch weights of the encoders that now run
-        in a session (one copy of the weights in memory, not two); the bundle then stays on the CPU."""
+        """Run each distinct encoder in a faster form where one validates or is adopted (``encoder_runtime``:
+        ONNX Runtime fp32, int8 where ``encoder_quantise`` adopts it, a torch bf16 copy where ``encoder_bf16``
+        adopts it — per ``precision``, see ``encoder_runtime.CHOICES``); the torch modules stay for everything
+        else. Only for the torch back end on the CPU in fp32; idempotent. ``release_torch`` frees the fp32
+        torch weights of the encoders that now run in another form (one copy of the weights in memory, not
+        two); the bundle then stays on the CPU."""
         if self.encoder_runtime is not None:
             return self.encoder_runtime
         slots = sorted(set(self.encoder_sharing.canonical.values()))
@@ -218,16 +220,17 @@ class ModelBundle:
         return report
 
     def encoder_runtimes(self) -> dict[str, str]:
-        """slot → what computes its embedding ("torch fp32", "onnxruntime fp32", "onnxruntime int8"), for the
-        result's meta; shared copies name the slot they use."""
+        """slot → what computes its embedding ("torch fp32", "onnxruntime fp32", "onnxruntime int8", "torch
+        bf16"), for the result's meta; shared copies name the slot they use."""
         report = self.encoder_runtime
         out = {}
         names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
         plain = f"{self.backend} {names.get(self.dtype, str(self.dtype))}"
         for slot, first in self.encoder_sharing.canonical.items():
             precision = None if report is None else report.precision.get(first)
-            on_ort = precision is not None and self.runners.get(first) is self._onnx_encoders.get(first)
-            runtime = f"onnxruntime {precision}" if on_ort else plain
+            faster = precision is not None and self.runners.get(first) is self._onnx_encoders.get(first)
+            engine = "torch" if precision == "bf16" else "onnxruntime"  # bf16: a torch copy (encoder_bf16)
+            runtime = f"{engine} {precision}" if faster else plain
             out[slot] = runtime + ("" if first == slot else f" (shares {first})")
         return out
 
