@@ -4,9 +4,11 @@ ExpGen does not need IdGen's result, so the two sampling chains could overlap. E
 official-size random fused denoisers (batch 100, DDPM):
 
 - **sequential**: IdGen's chain then ExpGen's, ``--threads`` intra-op threads (the pipeline today);
-- **concurrent**: two Python threads, each sets ``torch.set_num_threads(1)`` for itself and runs one chain
-  (torch ops release the GIL; with OpenMP the thread count is a per-thread setting: checked below by
-  reading ``torch.get_num_threads()`` back inside each worker thread and in the main thread afterwards).
+- **concurrent**: what the pipeline runs (``diffusion/background_draw.py``): ExpGen's chain in a background
+  thread with ``torch.set_num_threads(1)``, IdGen's in the calling thread with the other thread(s), given all
+  threads back between its steps once ExpGen is done (torch ops release the GIL; with OpenMP the thread count
+  is a per-thread setting: checked by reading ``torch.get_num_threads()`` back in both threads while they run
+  and in the main thread afterwards).
 
 Rounds alternate sequential / concurrent (ABAB…) so load changes hit both; the median per-round ratio is
 reported, with the load average, and whether both ways drew the same samples (same seeds).
@@ -19,13 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import threading
 import time
+from collections.abc import Callable
 
 import torch
 
 from inference_server.backends import configure_cpu_threads
 from inference_server.diffusion import sample
+from inference_server.diffusion.background_draw import BackgroundDraw
 from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser, DenoiserConfig
 from inference_server.nets.fused_denoiser import FusedDenoiser
 
@@ -40,9 +43,16 @@ def _fused(config: DenoiserConfig, seed: int, precision: str) -> FusedDenoiser:
     return FusedDenoiser(net, precision=precision)
 
 
-def _chain(step: FusedDenoiser, context: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
-    config = step.config
-    return sample(step, context, 100, config.feature_dim, sampler="ddpm", steps=steps, seed=seed)
+def _chain(
+    step: FusedDenoiser,
+    context: torch.Tensor,
+    steps: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    return sample(step, context, 100, step.feature_dim, sampler="ddpm", steps=steps, seed=seed,
+                  progress=progress, should_cancel=should_cancel)  # fmt: skip
 
 
 def main() -> int:
@@ -62,25 +72,19 @@ def main() -> int:
     def sequential() -> tuple[torch.Tensor, torch.Tensor]:
         return _chain(idgen, contexts[0], opts.steps, 1), _chain(expgen, contexts[1], opts.steps, 2)
 
-    seen_threads: list[int] = []
+    seen_threads: dict[str, int] = {}
 
     def concurrent() -> tuple[torch.Tensor, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
+        """What the pipeline runs: ExpGen in a BackgroundDraw, IdGen here, rebalanced between its steps."""
 
-        def run(name: str, step: FusedDenoiser, context: torch.Tensor, seed: int) -> None:
-            torch.set_num_threads(1)
-            seen_threads.append(torch.get_num_threads())
-            out[name] = _chain(step, context, opts.steps, seed)
+        def draw(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
+            seen_threads["background"] = torch.get_num_threads()
+            return _chain(expgen, contexts[1], opts.steps, 2, progress, should_cancel)
 
-        workers = [
-            threading.Thread(target=run, args=("idgen", idgen, contexts[0], 1)),
-            threading.Thread(target=run, args=("expgen", expgen, contexts[1], 2)),
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        return out["idgen"], out["expgen"]
+        with BackgroundDraw(draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False) as bg:
+            seen_threads["main"] = torch.get_num_threads()
+            shapes = _chain(idgen, contexts[0], opts.steps, 1, lambda d, t: bg.balance(), lambda: False)
+            return shapes, bg.result()
 
     _chain(idgen, contexts[0], 10, 0), _chain(expgen, contexts[1], 10, 0)  # warm: FiLM rows, allocator
     times: dict[str, list[float]] = {"sequential": [], "concurrent": []}
@@ -92,7 +96,8 @@ def main() -> int:
             times[name].append(time.perf_counter() - start)
     ratios = [a / b for a, b in zip(times["sequential"], times["concurrent"], strict=True)]
     same = [float((c - s).abs().max() / s.abs().max()) for s, c in zip(*results.values(), strict=True)]
-    print(f"threads read back: in the workers {sorted(set(seen_threads))}, main thread after {torch.get_num_threads()}")
+    print(f"threads read back while both ran: {seen_threads}; main thread after: "
+          f"{torch.get_num_threads()}")  # fmt: skip
     for name, values in times.items():
         print(
             f"{name:<11} " + "  ".join(f"{v:6.2f}" for v in values) + f" s   median {statistics.median(values):.2f} s"

@@ -199,7 +199,8 @@ def print_report(report: Report) -> None:
     print(f"\nreconstruction benchmark — {c['device_name']}, torch threads {c['threads']}, {c['size']} networks")
     print(f"ours: {c['sampler']} {c['steps']} steps, {c['backend']} {c['precision']}"
           f"{' cuda-graphs' if c['cuda_graphs'] else ''}{'' if c['fuse_denoisers'] else ' unfused denoisers'}"
-          f"{' bf16 denoiser GEMMs' if c.get('cpu_precision') == 'bf16' else ''}; "
+          f"{' bf16 denoiser GEMMs' if c.get('cpu_precision') == 'bf16' else ''}"
+          f"{' IdGen ∥ ExpGen' if c.get('concurrent_samplers') else ''}; "
           f"{c['n_shapes']} shapes + {c['n_expressions']} expressions; "
           f"median of {c['repeats']} warm runs")  # fmt: skip
     if report.baseline:
@@ -237,6 +238,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
     parser.add_argument("--cpu-precision", choices=("fp32", "bf16"),
                         help="fused CPU denoiser step GEMMs (sets OFER_CPU_PRECISION; bf16 is inexact)")  # fmt: skip
+    parser.add_argument("--concurrent-samplers", action="store_true",
+                        help="draw ExpGen in a background thread while IdGen draws (CPU)")  # fmt: skip
     parser.add_argument("--size", choices=("full", "demo"), default="full",
                         help="official-size random networks (default) or the DEMO weights")  # fmt: skip
     parser.add_argument("--full-size-encoders", dest="size", action="store_const", const="full",
@@ -312,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder_precision": opts.encoder_precision,
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
+        "concurrent_samplers": opts.concurrent_samplers,
         "fold_rank": not opts.no_fold_rank,
     })  # fmt: skip
 
@@ -330,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     report.extra["encoder passes per image"] = f"{len(bundle.encoder_sharing.groups)} ({bundle.encoder_sharing.groups})"
     # The Reconstructor loads its bundle lazily; hand it the benchmark's networks instead.
     reconstructor._bundle = bundle
+    reconstructor.concurrent_samplers = opts.concurrent_samplers
     if opts.backend == "onnxruntime":
         reconstructor.bundle(device)
     accelerate(bundle, device, cuda_graphs=opts.cuda_graphs, compile_=opts.compile, precision=opts.precision)
