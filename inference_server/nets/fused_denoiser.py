@@ -27,6 +27,10 @@ changes to the module's parameters: build a new one after loading other weights.
 Opt-in: ``compile_step=True`` (or ``OFER_CPU_COMPILE=1`` in the environment) runs the step through
 ``torch.compile`` (``nets/compiled_step.py``; needs a C++ compiler, falls back to this eager step with a
 log line when there is none or compilation fails).
+
+Opt-in, inexact: ``precision="bf16"`` (or ``OFER_CPU_PRECISION=bf16``) packs the large GEMMs' weights as bf16
+and rounds their inputs to bf16 (``nets/cpu_precision.py``); only on CPUs with native bf16 dot products,
+fp32 elsewhere (logged). The compiled step, when it runs, stays fp32.
 """
 
 from __future__ import annotations
