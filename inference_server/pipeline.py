@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
-from .diffusion.background_draw import BackgroundDraw
+from .diffusion.background_draw import BackgroundDraw, concurrent_requested
 from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import Correspondence
@@ -120,7 +120,7 @@ class Reconstructor:
         self._detector: FaceDetector | None = None
         self._correspondence: tuple[int, Correspondence | None] | None = None
         #: Draw ExpGen's samples in a background thread while IdGen draws (CPU, 2+ threads); same samples.
-        self.concurrent_samplers = False
+        self.concurrent_samplers = concurrent_requested()  # opt-in: OFER_CPU_CONCURRENT_SAMPLERS=1
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:

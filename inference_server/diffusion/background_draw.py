@@ -15,18 +15,36 @@ chain sees the caller's ``should_cancel`` and also stops when the caller leaves 
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Generic, TypeVar
 
 import torch
 
-__all__ = ["BackgroundDraw", "DrawFn"]
+from ..errors import BadRequestError
+
+__all__ = ["CONCURRENT_ENV", "BackgroundDraw", "DrawFn", "concurrent_requested"]
+
+#: ``OFER_CPU_CONCURRENT_SAMPLERS=1`` makes the worker draw ExpGen in the background while IdGen draws (CPU).
+CONCURRENT_ENV = "OFER_CPU_CONCURRENT_SAMPLERS"
 
 T = TypeVar("T")
 #: draw(progress(done, total), should_cancel) -> result
 DrawFn = Callable[[Callable[[int, int], None], Callable[[], bool]], T]
+
+
+def concurrent_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OFER_CPU_CONCURRENT_SAMPLERS`` asks for IdGen ∥ ExpGen (off when unset); other values are errors."""
+    value = (os.environ if environ is None else environ).get(CONCURRENT_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise BadRequestError(
+        f"{CONCURRENT_ENV}={value!r} is not understood.", "Set it to 1 or 0, or unset it, and restart the worker."
+    )
 
 
 class BackgroundDraw(Generic[T]):

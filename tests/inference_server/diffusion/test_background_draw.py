@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from inference_server.diffusion import sample
-from inference_server.diffusion.background_draw import BackgroundDraw
-from inference_server.errors import CancelledError
+from inference_server.diffusion.background_draw import CONCURRENT_ENV, BackgroundDraw, concurrent_requested
+from inference_server.errors import BadRequestError, CancelledError
 from inference_server.nets.denoiser import Denoiser, DenoiserConfig
 
 CONFIG = DenoiserConfig(feature_dim=53, dims=(53, 25, 10), context_dim=64, time_dim=32, n_tokens=4, heads=2, head_dim=8)
@@ -105,3 +105,11 @@ def test_cancel_and_a_failing_caller_stop_the_background_chain() -> None:
     )
     with cancelled, pytest.raises(CancelledError):
         cancelled.result()
+
+
+def test_the_switch_is_off_by_default_and_rejects_a_misspelt_value() -> None:
+    assert concurrent_requested({}) is False
+    assert concurrent_requested({CONCURRENT_ENV: "0"}) is False
+    assert concurrent_requested({CONCURRENT_ENV: " 1 "}) is True and concurrent_requested({CONCURRENT_ENV: "on"})
+    with pytest.raises(BadRequestError, match=CONCURRENT_ENV):
+        concurrent_requested({CONCURRENT_ENV: "both"})
