@@ -110,7 +110,8 @@ def main() -> int:
     for name, (a, b) in pairs.items():
         r = compare(a, b, front)
         print(f"{name:<24} {r['same_rank']:>5}/{r['kept']:<3} {r['top_mm']:>9.3f} {r['kept_mm']:>10.3f} "
-              f"{r['mean_expression_mm']:>12.3f} {r['expression_spread_ratio']:>11.3f} {r['max_param_rel']:>12.1e}")  # fmt: skip
+              f"{r['mean_expression_mm']:>12.3f} {r['expression_spread_ratio']:>11.3f} "
+              f"{r['max_param_rel']:>12.1e}")  # fmt: skip
     return 0
 
 

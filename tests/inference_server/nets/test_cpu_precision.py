@@ -14,7 +14,6 @@ from inference_server.nets import cpu_precision
 from inference_server.nets.cpu_precision import PRECISION_ENV, bf16_supported, requested_precision
 from inference_server.nets.denoiser import Denoiser
 from inference_server.nets.fused_denoiser import FusedDenoiser, mkldnn_linear_available
-
 from tests.inference_server.nets.test_fused_denoiser import random_official_denoiser
 
 
