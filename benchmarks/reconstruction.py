@@ -66,6 +66,7 @@ from official_recipe import BASELINE_EXPGEN_STEPS, BASELINE_IDGEN_STEPS, baselin
 from inference_server.assets_config import default_cache_dir, resolve_assets
 from inference_server.backends import configure_cpu_threads
 from inference_server.model_bundle import ModelBundle, load_model_bundle
+from inference_server.nets.cpu_precision import PRECISION_ENV
 from inference_server.pipeline import Reconstructor, choose_device
 from inference_server.presets import PRESETS, apply_preset
 from inference_server.protocol import STAGES as PROTOCOL_STAGES
@@ -197,7 +198,9 @@ def print_report(report: Report) -> None:
     c = report.config
     print(f"\nreconstruction benchmark — {c['device_name']}, torch threads {c['threads']}, {c['size']} networks")
     print(f"ours: {c['sampler']} {c['steps']} steps, {c['backend']} {c['precision']}"
-          f"{' cuda-graphs' if c['cuda_graphs'] else ''}{'' if c['fuse_denoisers'] else ' unfused denoisers'}; "
+          f"{' cuda-graphs' if c['cuda_graphs'] else ''}{'' if c['fuse_denoisers'] else ' unfused denoisers'}"
+          f"{' bf16 denoiser GEMMs' if c.get('cpu_precision') == 'bf16' else ''}"
+          f"{' IdGen ∥ ExpGen' if c.get('concurrent_samplers') else ''}; "
           f"{c['n_shapes']} shapes + {c['n_expressions']} expressions; "
           f"median of {c['repeats']} warm runs")  # fmt: skip
     if report.baseline:
@@ -233,6 +236,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoisers")
     parser.add_argument("--no-fuse-denoisers", action="store_true",
                         help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
+    parser.add_argument("--cpu-precision", choices=("fp32", "bf16"),
+                        help="fused CPU denoiser step GEMMs (sets OFER_CPU_PRECISION; bf16 is inexact)")  # fmt: skip
+    parser.add_argument("--concurrent-samplers", action="store_true",
+                        help="draw ExpGen in a background thread while IdGen draws (CPU)")  # fmt: skip
     parser.add_argument("--size", choices=("full", "demo"), default="full",
                         help="official-size random networks (default) or the DEMO weights")  # fmt: skip
     parser.add_argument("--full-size-encoders", dest="size", action="store_const", const="full",
@@ -274,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.cpu_precision:  # read where the fused denoiser copies are built (nets/cpu_precision.py)
+        os.environ[PRECISION_ENV] = opts.cpu_precision
     threads = configure_cpu_threads(opts.threads)
     device = choose_device(opts.device)
     sizes = TINY if opts.quick else FULL
@@ -306,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
         "encoder_precision": opts.encoder_precision,
         "fuse_denoisers": not opts.no_fuse_denoisers,
+        "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
+        "concurrent_samplers": opts.concurrent_samplers,
         "fold_rank": not opts.no_fold_rank,
     })  # fmt: skip
 
@@ -324,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     report.extra["encoder passes per image"] = f"{len(bundle.encoder_sharing.groups)} ({bundle.encoder_sharing.groups})"
     # The Reconstructor loads its bundle lazily; hand it the benchmark's networks instead.
     reconstructor._bundle = bundle
+    reconstructor.concurrent_samplers = opts.concurrent_samplers
     if opts.backend == "onnxruntime":
         reconstructor.bundle(device)
     accelerate(bundle, device, cuda_graphs=opts.cuda_graphs, compile_=opts.compile, precision=opts.precision)

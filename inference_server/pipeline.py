@@ -23,6 +23,7 @@ import torch
 from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
+from .diffusion.background_draw import BackgroundDraw, concurrent_requested
 from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import Correspondence
@@ -118,6 +119,8 @@ class Reconstructor:
         self._flame: FlameLayer | None = None
         self._detector: FaceDetector | None = None
         self._correspondence: tuple[int, Correspondence | None] | None = None
+        #: Draw ExpGen's samples in a background thread while IdGen draws (CPU, 2+ threads); same samples.
+        self.concurrent_samplers = concurrent_requested()  # opt-in: OFER_CPU_CONCURRENT_SAMPLERS=1
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:
@@ -248,26 +251,32 @@ class Reconstructor:
         eta = float(args.extra.get("eta", 1.0 if sampler == "ddim" else 0.0))
 
         clock.start("sample_shapes")
+        # ExpGen does not need IdGen's result: on CPU it can draw in the background (diffusion/background_draw.py).
+        expression_draw = BackgroundDraw(
+            lambda report, cancel: sample_coefficients(
+                bundle.expgen_denoiser, enc.expgen, args.n_expressions, sampler=variant, steps=steps, eta=eta,
+                seed=args.seed + 1, device=device, progress=report, should_cancel=cancel,
+            ),
+            concurrent=self.concurrent_samplers and device.type == "cpu",
+            progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
+        )  # fmt: skip
 
         def identity_progress(stage: str, done: int, total: int, message: str) -> None:
+            expression_draw.balance()
             if stage == "rank" and done == 0:
                 clock.start("rank")
             progress(stage, done, total, message)
 
-        ranked = sample_and_rank_identities(
-            bundle, flame, conditions, n_per_photo=args.n_shapes,
-            top_k=args.top_k, sampler=variant, steps=steps, eta=eta, seed=args.seed, device=device,
-            progress=identity_progress, should_cancel=should_cancel,
-        )  # fmt: skip
-        shapes, neutral, probabilities, keep = ranked.shapes, ranked.neutral, ranked.probabilities, ranked.keep
-        check()
-
-        clock.start("sample_expressions")
-        exp_samples = sample_coefficients(
-            bundle.expgen_denoiser, enc.expgen, args.n_expressions, sampler=variant, steps=steps, eta=eta,
-            seed=args.seed + 1, device=device,
-            progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
-        )  # fmt: skip
+        with expression_draw:
+            ranked = sample_and_rank_identities(
+                bundle, flame, conditions, n_per_photo=args.n_shapes,
+                top_k=args.top_k, sampler=variant, steps=steps, eta=eta, seed=args.seed, device=device,
+                progress=identity_progress, should_cancel=should_cancel,
+            )  # fmt: skip
+            shapes, neutral, probabilities, keep = ranked.shapes, ranked.neutral, ranked.probabilities, ranked.keep
+            check()
+            clock.start("sample_expressions")  # concurrent: only what is left of ExpGen's draw after the ranking
+            exp_samples = expression_draw.result()
         expressions = exp_samples[:, :EXPGEN_EXPRESSIONS].cpu().numpy()
         jaw = exp_samples[:, EXPGEN_EXPRESSIONS:].cpu().numpy() * args.jaw_scale
         order_mode = checked_order(args.extra.get("expression_order", "best_fit"))

@@ -165,7 +165,9 @@ def compile_step(fused: FusedDenoiser) -> tuple[StepFn | None, str]:
     try:
         import torch._inductor.config as inductor_config
 
-        module = CompiledStep(_Fused(fused.net, memo_steps=0, use_mkldnn=False, compile_step=False)).eval()
+        module = CompiledStep(
+            _Fused(fused.net, memo_steps=0, use_mkldnn=False, compile_step=False, precision="fp32")
+        ).eval()
         compiled = torch.compile(module, dynamic=False)
     except Exception as exc:  # torch builds without dynamo/inductor raise various types
         return None, f"torch.compile unavailable: {exc}"

@@ -27,6 +27,10 @@ changes to the module's parameters: build a new one after loading other weights.
 Opt-in: ``compile_step=True`` (or ``OFER_CPU_COMPILE=1`` in the environment) runs the step through
 ``torch.compile`` (``nets/compiled_step.py``; needs a C++ compiler, falls back to this eager step with a
 log line when there is none or compilation fails).
+
+Opt-in, inexact: ``precision="bf16"`` (or ``OFER_CPU_PRECISION=bf16``) packs the large GEMMs' weights as bf16
+and rounds their inputs to bf16 (``nets/cpu_precision.py``); only on CPUs with native bf16 dot products,
+fp32 elsewhere (logged). The compiled step, when it runs, stays fp32.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import compiled_step
+from . import compiled_step, cpu_precision
 from .denoiser import (
     Attention,
     Denoiser,
@@ -75,21 +79,33 @@ def mkldnn_linear_available() -> bool:
 
 
 class _Linear:
-    """y = x Wᵀ + b, optionally followed by SiLU, on a packed oneDNN weight when available."""
+    """y = x Wᵀ + b, optionally followed by SiLU, on a packed oneDNN weight when available.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, packed: bool, batch_hint: int) -> None:
+    With ``bf16`` the packed weight is bf16 and the input is rounded to bf16 here, at the GEMM; oneDNN
+    accumulates and adds the fp32 bias in fp32 and returns bf16, widened to fp32 unless ``widen=False``
+    (an output that only feeds the next GEMM, which would round it to bf16 anyway)."""
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, *, packed: bool, batch_hint: int, bf16: bool = False
+    ) -> None:
         weight = weight.detach().to(torch.float32).contiguous().clone()
         self.bias = None if bias is None else bias.detach().to(torch.float32).contiguous().clone()
         pack = packed and weight.numel() >= PACK_MIN_NUMEL
+        self.bf16 = bf16 and pack
+        if self.bf16:
+            weight = weight.to(torch.bfloat16)
         # The packed copy is oneDNN's own allocation: the plain one is then not kept (half the memory).
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint) if pack else None
         self.weight = None if pack else weight
 
-    def __call__(self, x: torch.Tensor, silu: bool = False) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, silu: bool = False, widen: bool = True) -> torch.Tensor:
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish" if silu else "none", [], "")
+            if self.bf16:
+                x = x.to(torch.bfloat16)
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish" if silu else "none", [], "")
+            return y.float() if widen and self.bf16 else y
         assert self.weight is not None
-        y = F.linear(x, self.weight, self.bias)
+        y = F.linear(x.float(), self.weight, self.bias)
         return F.silu(y, inplace=True) if silu else y
 
 
@@ -131,12 +147,16 @@ class FusedDenoiser:
         memo_steps: int = MEMO_STEPS,
         use_mkldnn: bool | None = None,
         compile_step: bool | None = None,
+        precision: str | None = None,
     ) -> None:
         self.net = net
         self.config = net.config
         self.feature_dim = net.config.feature_dim
         self.memo_steps = memo_steps
         self.uses_mkldnn = mkldnn_linear_available() if use_mkldnn is None else use_mkldnn
+        # Opt-in bf16 GEMMs (nets/cpu_precision.py); fp32, with the reason, where the CPU has no native bf16.
+        requested = cpu_precision.requested_precision() if precision is None else precision
+        self.precision, self.precision_note = cpu_precision.resolve_precision(requested, onednn=self.uses_mkldnn)
         self._film_weights: list[tuple[torch.Tensor, torch.Tensor]] = []  # (weight, bias) rows of each block
         self._gamma1: list[torch.Tensor] = []
         self._beta1: list[torch.Tensor] = []
@@ -152,7 +172,7 @@ class FusedDenoiser:
 
     # -- building -----------------------------------------------------------------------------------
     def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Linear:
-        return _Linear(weight, bias, packed=self.uses_mkldnn, batch_hint=100)
+        return _Linear(weight, bias, packed=self.uses_mkldnn, batch_hint=100, bf16=self.precision == "bf16")
 
     def _build(self, net: Denoiser) -> None:
         self.init_conv = self._linear(*_conv(net.init_conv))
@@ -313,11 +333,11 @@ class FusedDenoiser:
             skips.append(x)
             x = _attend(attention, film(block2, x))
             skips.append(x)
-            x = down2(down1(x, silu=True))
+            x = down2(down1(x, silu=True, widen=False))
         block1, attention, block2 = self.mid
         x = film(block2, _attend(attention, film(block1, x)))
         for (up1, up2), block1, block2, attention in self.ups:
-            x = up2(up1(x, silu=True))
+            x = up2(up1(x, silu=True, widen=False))
             x = film(block1, torch.cat([x, skips.pop()], dim=1))
             x = film(block2, torch.cat([x, skips.pop()], dim=1))
             x = _attend(attention, x)

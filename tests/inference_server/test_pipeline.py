@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from inference_server import pipeline
 from inference_server.assets_config import resolve_assets
 from inference_server.errors import BadRequestError, CancelledError
 from inference_server.flame.layer import FlameLayer
@@ -235,3 +238,39 @@ def test_flame_controls_add_the_bases_that_rebuild_the_identity(
     neutral = back.template + np.einsum("k,kvc->vc", back.identity_params[0], back.shape_basis)
     assert np.abs(neutral - back.identity_vertices[0]).max() < 1e-5
     assert read_result(output.path).shape_basis is None  # not asked for: not written
+
+
+def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
+    reconstructor: Reconstructor, output: ReconstructionOutput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IdGen ∥ ExpGen (diffusion/background_draw.py): the same result as the sequential run, ExpGen drawn off the
+    calling thread, every stage still reported in order from the caller, and the caller's threads restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    drawn_in: list[str] = []
+    original = pipeline.sample_coefficients
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        drawn_in.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "sample_coefficients", spy)
+    monkeypatch.setattr(reconstructor, "concurrent_samplers", True)
+    events: list[tuple[str, threading.Thread]] = []
+    try:
+        again = reconstructor.run(
+            _args(tmp_path, "concurrent.npz"),
+            lambda s, *a: events.append((s, threading.current_thread())),
+            lambda: False,
+        )
+        assert torch.get_num_threads() == max(2, threads)
+    finally:
+        torch.set_num_threads(threads)
+    assert drawn_in == ["background-draw"]
+    first = read_result(output.path)
+    for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
+        assert np.array_equal(getattr(first, key), getattr(again.result, key)), key
+    stages = [s for s, _ in events]
+    order = ["load", "detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode", "write"]
+    assert [stages.index(s) for s in order] == sorted(stages.index(s) for s in order)
+    assert {thread for _, thread in events} == {threading.current_thread()}

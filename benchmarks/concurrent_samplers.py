@@ -1,0 +1,113 @@
+"""IdGen ∥ ExpGen: the two fidelity samplers run concurrently (one intra-op thread each) vs one after the other.
+
+ExpGen does not need IdGen's result, so the two sampling chains could overlap. Each round times, on the same
+official-size random fused denoisers (batch 100, DDPM):
+
+- **sequential**: IdGen's chain then ExpGen's, ``--threads`` intra-op threads (the pipeline today);
+- **concurrent**: what the pipeline runs (``diffusion/background_draw.py``): ExpGen's chain in a background
+  thread with ``torch.set_num_threads(1)``, IdGen's in the calling thread with the other thread(s), given all
+  threads back between its steps once ExpGen is done (torch ops release the GIL; with OpenMP the thread count
+  is a per-thread setting: checked by reading ``torch.get_num_threads()`` back in both threads while they run
+  and in the main thread afterwards).
+
+Rounds alternate sequential / concurrent (ABAB…) so load changes hit both; the median per-round ratio is
+reported, with the load average, and whether both ways drew the same samples (same seeds).
+
+Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/concurrent_samplers.py [--steps 200] [--rounds 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from inference_server.backends import configure_cpu_threads
+from inference_server.diffusion import sample
+from inference_server.diffusion.background_draw import BackgroundDraw
+from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser, DenoiserConfig
+from inference_server.nets.fused_denoiser import FusedDenoiser
+
+
+def _fused(config: DenoiserConfig, seed: int, precision: str) -> FusedDenoiser:
+    torch.manual_seed(seed)
+    net = Denoiser(config).eval()
+    with torch.no_grad():
+        for key, param in net.named_parameters():
+            if key.endswith((".g", "norm.weight")):
+                param.uniform_(0.5, 1.5)
+    return FusedDenoiser(net, precision=precision)
+
+
+def _chain(
+    step: FusedDenoiser,
+    context: torch.Tensor,
+    steps: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    return sample(step, context, 100, step.feature_dim, sampler="ddpm", steps=steps, seed=seed,
+                  progress=progress, should_cancel=should_cancel)  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--cpu-precision", choices=("fp32", "bf16"), default="fp32")
+    opts = parser.parse_args()
+    threads = configure_cpu_threads(opts.threads)
+    idgen, expgen = _fused(IDGEN_CONFIG, 0, opts.cpu_precision), _fused(EXPGEN_CONFIG, 1, opts.cpu_precision)
+    contexts = torch.randn(1, 512), torch.randn(1, 1024)
+    print(f"torch {torch.__version__}, {threads} threads sequential, 1 + 1 concurrent, {opts.steps} DDPM steps, "
+          f"{opts.cpu_precision}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"load average before {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+    def sequential() -> tuple[torch.Tensor, torch.Tensor]:
+        return _chain(idgen, contexts[0], opts.steps, 1), _chain(expgen, contexts[1], opts.steps, 2)
+
+    seen_threads: dict[str, int] = {}
+
+    def concurrent() -> tuple[torch.Tensor, torch.Tensor]:
+        """What the pipeline runs: ExpGen in a BackgroundDraw, IdGen here, rebalanced between its steps."""
+
+        def draw(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
+            seen_threads["background"] = torch.get_num_threads()
+            return _chain(expgen, contexts[1], opts.steps, 2, progress, should_cancel)
+
+        with BackgroundDraw(draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False) as bg:
+            seen_threads["main"] = torch.get_num_threads()
+            shapes = _chain(idgen, contexts[0], opts.steps, 1, lambda d, t: bg.balance(), lambda: False)
+            return shapes, bg.result()
+
+    _chain(idgen, contexts[0], 10, 0), _chain(expgen, contexts[1], 10, 0)  # warm: FiLM rows, allocator
+    times: dict[str, list[float]] = {"sequential": [], "concurrent": []}
+    results = {}
+    for _ in range(opts.rounds):
+        for name, fn in (("sequential", sequential), ("concurrent", concurrent)):
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(times["sequential"], times["concurrent"], strict=True)]
+    same = [float((c - s).abs().max() / s.abs().max()) for s, c in zip(*results.values(), strict=True)]
+    print(f"threads read back while both ran: {seen_threads}; main thread after: "
+          f"{torch.get_num_threads()}")  # fmt: skip
+    for name, values in times.items():
+        print(
+            f"{name:<11} " + "  ".join(f"{v:6.2f}" for v in values) + f" s   median {statistics.median(values):.2f} s"
+        )
+    print("sequential / concurrent per round: " + "  ".join(f"{r:.2f}x" for r in ratios)
+          + f"   median {statistics.median(ratios):.2f}x")  # fmt: skip
+    print(f"same samples: max relative difference IdGen {same[0]:.1e}, ExpGen {same[1]:.1e}; "
+          f"load average after {os.getloadavg()[0]:.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
