@@ -267,7 +267,7 @@ def fit_head(
     yaw = yaw_deg(ref.pose)
     trusted = weights >= TRUSTED_WEIGHT
     median = float(np.median(ref.residuals[trusted]))
-    details = {"landmarks": image, "weights": weights, "reprojection_px": median}
+    details: dict[str, Any] = {"landmarks": image, "weights": weights, "reprojection_px": median}
     if abs(yaw) > MAX_YAW_DEG:
         return untrusted(f"the head is turned {abs(yaw):.0f}° (a profile; at most {MAX_YAW_DEG:.0f}°)", source,
                          **details)  # fmt: skip

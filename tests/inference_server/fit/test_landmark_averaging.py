@@ -114,6 +114,7 @@ def test_a_second_observation_equal_to_the_first_changes_nothing(layer: FlameLay
     np.testing.assert_allclose(twice.residuals, alone.residuals, atol=1e-4)
     assert twice.residuals.shape == (68,)
     # A second run that moves the points shifts the pose halfway (by about the mean of the two runs).
-    shifted = fit_poses(lmk[None], seen + [4.0, 0.0], weights, intr, fit_focal=False)[0]
-    both = fit_poses(lmk[None], seen, weights, intr, fit_focal=False, second=seen + [4.0, 0.0])[0]
+    moved = seen + np.array([4.0, 0.0])
+    shifted = fit_poses(lmk[None], moved, weights, intr, fit_focal=False)[0]
+    both = fit_poses(lmk[None], seen, weights, intr, fit_focal=False, second=moved)[0]
     np.testing.assert_allclose(both.pose[3], 0.5 * (alone.pose[3] + shifted.pose[3]), rtol=0.05)
