@@ -226,7 +226,36 @@ def fit_head(
     ``correspondence``: the detector-to-68 matrix and landmark precision measured on this model
     (:mod:`.calibration`), else the semantic table with equal precision; ``mirrored`` (68, 2): the
     landmarks of the detector's run on the mirrored photo, in the photo's pixels and labels
-    (:mod:`.landmark_averaging`), fitted beside the direct ones in every pose solve."""
+    (:mod:`.landmark_averaging`), fitted beside the direct ones in every pose solve.
+
+    With ``mirrored``, the trust is still decided on the direct run: the fit of the reference expression
+    without it must be trusted too, else that untrusted fit is returned (near a profile the second run
+    let two turned heads through 10-16° off, ``benchmarks/fit_trust.py``); and when the fit with it is
+    untrusted where the direct run's alone is not, the direct run's fit is returned."""
+    args = (rgb, focal_px, mesh_points)
+    if mirrored is None:
+        return _fit_head(*args, expression_landmarks, reference_normals, reference, correspondence, None)
+    alone = _fit_head(*args, expression_landmarks[reference : reference + 1], reference_normals, 0, correspondence,
+                      None)  # fmt: skip
+    if not alone.trusted:
+        return alone
+    both = _fit_head(*args, expression_landmarks, reference_normals, reference, correspondence, mirrored)
+    if both.trusted:
+        return both
+    return _fit_head(*args, expression_landmarks, reference_normals, reference, correspondence, None)
+
+
+def _fit_head(
+    rgb: np.ndarray,
+    focal_px: float | None,
+    mesh_points: np.ndarray | None,
+    expression_landmarks: np.ndarray,
+    reference_normals: np.ndarray,
+    reference: int,
+    correspondence: Correspondence | None,
+    mirrored: np.ndarray | None,
+) -> HeadFit:
+    """:func:`fit_head` with or without the mirrored run, trusted or not by its own checks alone."""
     height, width = rgb.shape[:2]
     intr = default_intrinsics(width, height)
     source = "exif" if focal_px is not None else "estimated"
