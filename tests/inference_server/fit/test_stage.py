@@ -69,8 +69,9 @@ def test_pose_from_the_detector_on_synthetic_renders(
     on the model (renders disjoint from these: fit/calibration.py draws its own heads from a fixed seed).
     Measured on these 10 renders: median rotation error 1.98°, reprojection of the visible landmarks
     1.44 % of the eye distance against the true projection (2.90°, 1.33 % with the direct detector run
-    alone; mean-head calibration without precision: 2.95°, 1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %; MediaPipe's points on this stand-in head scatter
-    by 2.5-7 % of the eye distance from render to render, so the margin is that of the median."""
+    alone; mean-head calibration without precision: 2.95°, 1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %;
+    MediaPipe's points on this stand-in head scatter by 2.5-7 % of the eye distance from render to render,
+    so the margin is that of the median."""
     rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=3)
     assert np.median(rotation) <= 3.0, rotation
     assert np.median(reprojection) <= 0.02, reprojection
