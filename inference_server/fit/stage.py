@@ -232,30 +232,35 @@ def fit_head(
     without it must be trusted too, else that untrusted fit is returned (near a profile the second run
     let two turned heads through 10-16° off, ``benchmarks/fit_trust.py``); and when the fit with it is
     untrusted where the direct run's alone is not, the direct run's fit is returned."""
-    args = (rgb, focal_px, mesh_points)
+    found = _evidence(rgb, focal_px, mesh_points, expression_landmarks, correspondence)
+    if isinstance(found, HeadFit):
+        return found
     if mirrored is None:
-        return _fit_head(*args, expression_landmarks, reference_normals, reference, correspondence, None)
-    alone = _fit_head(*args, expression_landmarks[reference : reference + 1], reference_normals, 0, correspondence,
-                      None)  # fmt: skip
+        return _solve(found, expression_landmarks, reference_normals, reference, None)
+    # The photo's evidence is the same with and without the mirrored run: only the solves are repeated.
+    alone = _solve(found, expression_landmarks[reference : reference + 1], reference_normals, 0, None)
     if not alone.trusted:
         return alone
-    both = _fit_head(*args, expression_landmarks, reference_normals, reference, correspondence, mirrored)
-    if both.trusted:
-        return both
-    return _fit_head(*args, expression_landmarks, reference_normals, reference, correspondence, None)
+    both = _solve(found, expression_landmarks, reference_normals, reference, mirrored)
+    return both if both.trusted else _solve(found, expression_landmarks, reference_normals, reference, None)
 
 
-def _fit_head(
-    rgb: np.ndarray,
-    focal_px: float | None,
-    mesh_points: np.ndarray | None,
-    expression_landmarks: np.ndarray,
-    reference_normals: np.ndarray,
-    reference: int,
+@dataclass
+class _Evidence:
+    """What the photo says before any pose: the camera guess, the 68 landmarks and their trust."""
+
+    intr: Intrinsics
+    image: np.ndarray  # (68, 2)
+    precision: np.ndarray | None
+    weights: np.ndarray  # (68,) group prior × visibility
+    plain: np.ndarray  # plain_eyes' answer (fit/trust.py)
+
+
+def _evidence(
+    rgb: np.ndarray, focal_px: float | None, mesh_points: np.ndarray | None, expression_landmarks: np.ndarray,
     correspondence: Correspondence | None,
-    mirrored: np.ndarray | None,
-) -> HeadFit:
-    """:func:`fit_head` with or without the mirrored run, trusted or not by its own checks alone."""
+) -> _Evidence | HeadFit:  # fmt: skip
+    """The photo's evidence for :func:`fit_head`, or the untrusted fit when it already says no."""
     height, width = rgb.shape[:2]
     intr = default_intrinsics(width, height)
     source = "exif" if focal_px is not None else "estimated"
@@ -281,16 +286,26 @@ def _fit_head(
     weights = group_weights() * visibility
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
+    return _Evidence(intr, image, precision, weights, plain)
 
-    first: PoseFit = fit_poses(expression_landmarks[reference][None], image, weights, intr,
-                               fit_focal=focal_px is None, precision=precision, second=mirrored)[0]  # fmt: skip
-    weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
+
+def _solve(
+    found: _Evidence, expression_landmarks: np.ndarray, reference_normals: np.ndarray, reference: int,
+    mirrored: np.ndarray | None,
+) -> HeadFit:  # fmt: skip
+    """The camera and poses from the photo's evidence, with or without the mirrored run, trusted or not by
+    its own checks alone."""
+    intr, image, precision, plain = found.intr, found.image, found.precision, found.plain
+    source, fit_focal = intr.source, intr.source != "exif"
+    first: PoseFit = fit_poses(expression_landmarks[reference][None], image, found.weights, intr,
+                               fit_focal=fit_focal, precision=precision, second=mirrored)[0]  # fmt: skip
+    weights = found.weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
     weights = group_consensus(expression_landmarks[reference], image, weights,
                               Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose, precision,
                               mirrored)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=focal_px is None,
+    ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=fit_focal,
                     starts=first.pose, precision=precision, second=mirrored)[0]  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
