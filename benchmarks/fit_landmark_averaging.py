@@ -3,7 +3,8 @@
 by the stage with the direct run alone (before) and with the mirrored run beside it (after). Prints per
 set the median rotation error, the median reprojection of the visible landmarks (% of the eye distance,
 against the true projection), the mean signed yaw error (± standard error) and the median |pitch| error,
-and the face mesh's time per photo, direct and mirrored, alternated.
+the face mesh's time per photo, direct and mirrored, and the fit's with and without the mirrored run,
+alternated.
 
 Run: ``.venv/bin/python benchmarks/fit_landmark_averaging.py [--renders 40]`` (~8 minutes on 2 free cores).
 """
@@ -88,6 +89,25 @@ def detector_cost(faces: MediaPipeFaces, rows: list[Row]) -> None:
         print(f"face mesh {label}: {1000 * (time.perf_counter() - start) / len(images):.1f} ms per photo")
 
 
+def fit_cost(faces: MediaPipeFaces, rows: list[Row], corr: Correspondence) -> None:
+    """ms per photo of the fit of 20 expressions, direct run alone vs with the mirrored face mesh run and
+    fitted (as fit/step.py does), alternated."""
+    to68 = lambda points: stage.to_68(points, corr)  # noqa: E731
+    total = {False: 0.0, True: 0.0}
+    for mirror in (False, True, False, True):
+        start = time.perf_counter()
+        for case, mesh, _ in rows[:8]:
+            mirrored = mirrored_landmarks(case.image, to68(mesh), faces.face_mesh, to68) if mirror else None
+            stage.fit_head(case.image, None, mesh, np.repeat(case.landmarks[None], 20, axis=0),
+                           case.landmark_normals, correspondence=corr, mirrored=mirrored)  # fmt: skip
+        total[mirror] += time.perf_counter() - start
+    n = 2 * len(rows[:8])
+    print(
+        f"fit of 20 expressions: direct {1000 * total[False] / n:.0f} ms, with the mirrored run "
+        f"{1000 * total[True] / n:.0f} ms per photo (x{total[True] / total[False]:.2f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--renders", type=int, default=40)
@@ -102,6 +122,7 @@ def main() -> None:
         rows = render_set(name, args.renders, tools, corr)
         if i == 0:
             detector_cost(tools["faces"], rows)
+            fit_cost(tools["faces"], rows, corr)
         print(f"{name:16s} direct        {evaluate(rows, corr, mirror=False)}", flush=True)
         print(f"{name:16s} + mirrored    {evaluate(rows, corr, mirror=True)}", flush=True)
 
