@@ -27,6 +27,7 @@ from inference_server.demo.head import generate_demo_head
 from inference_server.fit import stage
 from inference_server.fit.calibration import Correspondence, calibrate_correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
+from inference_server.fit.landmark_averaging import mirrored_landmarks
 from inference_server.fit.pose import eye_distance
 from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
 from inference_server.flame.layer import FlameLayer
@@ -36,10 +37,12 @@ from inference_server.texture import bake
 from inference_server.texture.stage import TextureInputs, make_texture
 
 
-def _fit(case: SyntheticCase, mesh: np.ndarray, correspondence: Correspondence) -> tuple[bool, float, float]:
+def _fit(
+    case: SyntheticCase, mesh: np.ndarray, correspondence: Correspondence, mirrored: np.ndarray | None
+) -> tuple[bool, float, float]:
     """(ok, rotation error °, median reprojection of the visible landmarks / eye distance)."""
     fit = stage.fit_head(case.image, None, mesh, case.landmarks[None], case.landmark_normals,
-                         correspondence=correspondence)  # fmt: skip
+                         correspondence=correspondence, mirrored=mirrored)  # fmt: skip
     if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.weights is None:
         return False, float("nan"), float("nan")
     pose = fit.expression_poses[0]
@@ -51,7 +54,7 @@ def _fit(case: SyntheticCase, mesh: np.ndarray, correspondence: Correspondence) 
 
 
 def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, faces: MediaPipeFaces,
-              occluder: str | None, seeds: int, max_yaw: int, wrong: float) -> None:  # fmt: skip
+              occluder: str | None, seeds: int, max_yaw: int, wrong: float, mirror: bool = True) -> None:  # fmt: skip
     correspondence = calibrate_correspondence(head, faces.face_mesh)
     assert correspondence is not None
     rows: list[tuple[tuple[bool, float, float], tuple[bool, float, float]]] = []
@@ -62,13 +65,16 @@ def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, face
             found = faces.face_mesh(case.image)
             if not found:
                 continue
+            to68 = lambda points: stage.to_68(points, correspondence)  # noqa: E731
+            # The worker's path (fit/step.py): the mirrored photo's run beside the direct one.
+            mirrored = mirrored_landmarks(case.image, to68(found[0]), faces.face_mesh, to68) if mirror else None
             doubt = stage.pose_doubt
             stage.pose_doubt = lambda *args: ""
             try:
-                off = _fit(case, found[0], correspondence)
+                off = _fit(case, found[0], correspondence, mirrored)
             finally:
                 stage.pose_doubt = doubt
-            rows.append((off, _fit(case, found[0], correspondence)))
+            rows.append((off, _fit(case, found[0], correspondence, mirrored)))
     n = len(rows)
     for label, k in (("without the checks", 0), ("with the checks", 1)):
         ok = [r[k] for r in rows if r[k][0]]
@@ -131,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="renders per yaw (clean sweep)")
     parser.add_argument("--wrong", type=float, default=10.0, help="rotation error (°) that makes a fit wrong")
     parser.add_argument("--texture-cases", type=int, default=4)
+    parser.add_argument("--no-mirror", action="store_true", help="the direct run alone (before the mirrored run)")
     args = parser.parse_args()
     head = generate_demo_head()
     layer = FlameLayer(head, dtype=torch.float64)
@@ -138,7 +145,7 @@ def main() -> None:
     faces = MediaPipeFaces()
     for occluder, seeds, max_yaw in ((None, args.seeds, 90), ("mouth", 2, 60), ("eyes", 2, 60)):
         print(f"fit, {occluder or 'clean'} renders, yaw ±{max_yaw}°, {seeds} per 5°:")
-        fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong)
+        fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong, mirror=not args.no_mirror)
     if args.texture_cases > 0:  # the texture part does not depend on the fit (true pose)
         print(f"texture, {args.texture_cases} renders per occluder, true pose:")
         texture_leaks(head, layer, texture, args.texture_cases)

@@ -308,7 +308,8 @@ class Reconstructor:
         exp_landmarks = None if exp_out.landmarks is None else exp_out.landmarks.cpu().numpy()
         photo_fit = fit_photo(image, detection, bundle.flame, exp_vertices, exp_landmarks,
                               np.concatenate([expressions, jaw], axis=1), order_mode,
-                              self.correspondence(bundle) if detection.landmarks is not None else None)  # fmt: skip
+                              self.correspondence(bundle) if detection.landmarks is not None else None,
+                              self.detector().mediapipe.face_mesh)  # fmt: skip
         expressions, jaw, exp_vertices = (a[photo_fit.order] for a in (expressions, jaw, exp_vertices))
         pose_arrays = photo_fit.arrays()
         progress("fit", 1, 1, photo_fit.head_fit.status)

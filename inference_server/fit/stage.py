@@ -138,7 +138,7 @@ def _facing(pose: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.nda
 
 def group_consensus(
     points: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
-    precision: np.ndarray | None = None,
+    precision: np.ndarray | None = None, second: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Distrust a landmark group the rest of the face contradicts.
 
@@ -163,7 +163,7 @@ def group_consensus(
     # Every left-out fit at once (one batched solve; each as fit_pose would give it).
     fits = fit_poses(np.broadcast_to(points, (len(tested), *points.shape)), image,
                      np.stack([others for _, others in tested]), intr, fit_focal=False, starts=start,
-                     precision=precision)  # fmt: skip
+                     precision=precision, second=second)  # fmt: skip
     for (members, _), fit in zip(tested, fits, strict=True):
         own = members & (weights >= TRUSTED_WEIGHT)
         if float(np.median(fit.residuals[own])) > limit:
@@ -179,7 +179,7 @@ def yaw_deg(pose: np.ndarray) -> float:
 
 def score_expressions(
     expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
-    precision: np.ndarray | None = None,
+    precision: np.ndarray | None = None, second: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Per expression: its own pose (camera fixed), the capped weighted RMS error over the trusted
     landmarks (pixels), and the median residual over them."""
@@ -188,7 +188,7 @@ def score_expressions(
     poses, errors, medians = [], [], []
     # All expressions in one batched solve (each as fit_pose would fit it alone, to rounding).
     for fit in fit_poses(
-        expression_landmarks, image, weights, intr, fit_focal=False, starts=start, precision=precision
+        expression_landmarks, image, weights, intr, fit_focal=False, starts=start, precision=precision, second=second
     ):
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
@@ -217,13 +217,50 @@ def fit_head(
     reference_normals: np.ndarray,
     reference: int = 0,
     correspondence: Correspondence | None = None,
+    mirrored: np.ndarray | None = None,
 ) -> HeadFit:
     """Fit the camera and a pose per expression. ``focal_px``: the focal length when known (EXIF), else
     it is estimated; ``mesh_points`` (478, 2): the detector's dense landmarks
     (None when the face was found without them); ``expression_landmarks`` (M, 68, 3) model frame;
     ``reference_normals`` (68, 3) surface normals at the landmarks of expression ``reference``;
     ``correspondence``: the detector-to-68 matrix and landmark precision measured on this model
-    (:mod:`.calibration`), else the semantic table with equal precision."""
+    (:mod:`.calibration`), else the semantic table with equal precision; ``mirrored`` (68, 2): the
+    landmarks of the detector's run on the mirrored photo, in the photo's pixels and labels
+    (:mod:`.landmark_averaging`), fitted beside the direct ones in every pose solve.
+
+    With ``mirrored``, the trust is still decided on the direct run: the fit of the reference expression
+    without it must be trusted too, else that untrusted fit is returned (near a profile the second run
+    let two turned heads through 10-16° off, ``benchmarks/fit_trust.py``); and when the fit with it is
+    untrusted where the direct run's alone is not, the direct run's fit is returned."""
+    found = _evidence(rgb, focal_px, mesh_points, expression_landmarks, correspondence)
+    if isinstance(found, HeadFit):
+        return found
+    if mirrored is None:
+        return _solve(found, expression_landmarks, reference_normals, reference, None)
+    # The photo's evidence is the same with and without the mirrored run: only the solves are repeated.
+    alone = _solve(found, expression_landmarks[reference : reference + 1], reference_normals, 0, None)
+    if not alone.trusted:
+        return alone
+    both = _solve(found, expression_landmarks, reference_normals, reference, mirrored)
+    return both if both.trusted else _solve(found, expression_landmarks, reference_normals, reference, None)
+
+
+@dataclass
+class _Evidence:
+    """What the photo says before any pose: the camera guess, the 68 landmarks and their trust."""
+
+    intr: Intrinsics
+    image: np.ndarray  # (68, 2)
+    precision: np.ndarray | None
+    weights: np.ndarray  # (68,) group prior × visibility
+    plain: np.ndarray  # plain_eyes' answer (fit/trust.py)
+
+
+def _evidence(
+    rgb: np.ndarray, focal_px: float | None, mesh_points: np.ndarray | None, expression_landmarks: np.ndarray,
+    correspondence: Correspondence | None,
+) -> _Evidence | HeadFit:  # fmt: skip
+    """The photo's evidence for :func:`fit_head`, or the untrusted fit when it already says no."""
     height, width = rgb.shape[:2]
     intr = default_intrinsics(width, height)
     source = "exif" if focal_px is not None else "estimated"
@@ -233,12 +270,11 @@ def fit_head(
         return untrusted("the face was found without dense landmarks (five points only)", source)
     if expression_landmarks.ndim != 3 or expression_landmarks.shape[1:] != (N_LANDMARKS, 3):
         return untrusted("the head model has no 68-point landmark embedding", source)
+    calibrated = correspondence is not None and correspondence.matrix.shape[1] == len(mesh_points)
+    image = to_68(mesh_points, correspondence)
     precision = None
-    if correspondence is not None and correspondence.matrix.shape[1] == len(mesh_points):
-        image = correspondence.matrix @ np.asarray(mesh_points, dtype=np.float64)[:, :2]
+    if correspondence is not None and calibrated:
         precision = scatter_precision(correspondence.precision, eye_distance(image))
-    else:
-        image = landmarks68_from_mesh(mesh_points)
     points = np.asarray(mesh_points, dtype=np.float64)
     try:
         skin = face_skin(rgb, points)
@@ -250,21 +286,32 @@ def fit_head(
     weights = group_weights() * visibility
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
+    return _Evidence(intr, image, precision, weights, plain)
 
-    first: PoseFit = fit_poses(expression_landmarks[reference][None], image, weights, intr,
-                               fit_focal=focal_px is None, precision=precision)[0]  # fmt: skip
-    weights = weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
+
+def _solve(
+    found: _Evidence, expression_landmarks: np.ndarray, reference_normals: np.ndarray, reference: int,
+    mirrored: np.ndarray | None,
+) -> HeadFit:  # fmt: skip
+    """The camera and poses from the photo's evidence, with or without the mirrored run, trusted or not by
+    its own checks alone."""
+    intr, image, precision, plain = found.intr, found.image, found.precision, found.plain
+    source, fit_focal = intr.source, intr.source != "exif"
+    first: PoseFit = fit_poses(expression_landmarks[reference][None], image, found.weights, intr,
+                               fit_focal=fit_focal, precision=precision, second=mirrored)[0]  # fmt: skip
+    weights = found.weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
     weights = group_consensus(expression_landmarks[reference], image, weights,
-                              Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose, precision)  # fmt: skip
+                              Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose, precision,
+                              mirrored)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=focal_px is None,
-                    starts=first.pose, precision=precision)[0]  # fmt: skip
+    ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=fit_focal,
+                    starts=first.pose, precision=precision, second=mirrored)[0]  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
     trusted = weights >= TRUSTED_WEIGHT
     median = float(np.median(ref.residuals[trusted]))
-    details = {"landmarks": image, "weights": weights, "reprojection_px": median}
+    details: dict[str, Any] = {"landmarks": image, "weights": weights, "reprojection_px": median}
     if abs(yaw) > MAX_YAW_DEG:
         return untrusted(f"the head is turned {abs(yaw):.0f}° (a profile; at most {MAX_YAW_DEG:.0f}°)", source,
                          **details)  # fmt: skip
@@ -274,12 +321,21 @@ def fit_head(
         return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
         return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
-    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose, precision)
+    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose, precision,
+                                               mirrored)  # fmt: skip
     return HeadFit(
         status="ok", reason="", focal_source=source, camera=np.array([intr.focal, intr.cx, intr.cy]),
         expression_poses=poses, expression_errors=errors, expression_medians=medians, reference=reference,
         **details,
     )  # fmt: skip
+
+
+def to_68(mesh_points: np.ndarray, correspondence: Correspondence | None) -> np.ndarray:
+    """(68, 2) the landmarks of the detector's (478, 2) points: the calibrated map when it fits them."""
+    points = np.asarray(mesh_points, dtype=np.float64)
+    if correspondence is not None and correspondence.matrix.shape[1] == len(points):
+        return correspondence.matrix @ points[:, :2]
+    return landmarks68_from_mesh(points)
 
 
 def _too_few(weights: np.ndarray) -> str:

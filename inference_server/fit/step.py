@@ -14,7 +14,8 @@ from ..preprocess.image import LoadedImage
 from ..render import vertex_normals
 from .calibration import Correspondence
 from .camera import exif_focal_pixels
-from .stage import HeadFit, fit_head, untrusted
+from .landmark_averaging import Detector, mirrored_landmarks
+from .stage import HeadFit, fit_head, to_68, untrusted
 
 
 @dataclass
@@ -65,11 +66,14 @@ def fit_photo(
     params: np.ndarray,
     mode: ExpressionOrder,
     correspondence: Correspondence | None = None,
+    detect: Detector | None = None,
 ) -> PhotoFit:
     """Fit the camera and a pose per expression (given in the order they were decoded, the most typical
     first), then choose the display order: ``mode`` "best_fit" sorts by the visible-landmark error;
     any other mode keeps the order given. ``correspondence``: the detector-to-68 matrix and precision measured on this
-    model (:func:`.calibration.calibrate_correspondence`). Never raises for a photo the fit cannot use: it says why."""
+    model (:func:`.calibration.calibrate_correspondence`); ``detect``: the face mesh, run once more on the
+    mirrored photo for a second observation of the landmarks (:mod:`.landmark_averaging`; None: the
+    detection's run alone). Never raises for a photo the fit cannot use: it says why."""
     m = len(expression_vertices)
     keep = np.arange(m)
     if expression_landmarks is None or model.lmk_faces_idx is None or len(model.lmk_faces_idx) != 68:
@@ -77,8 +81,12 @@ def fit_photo(
     else:
         normals = landmark_normals(np.asarray(expression_vertices[0], dtype=np.float64), model)
         focal = exif_focal_pixels(image.path, image.width, image.height)
+        mirrored = None
+        if detect is not None and detection.landmarks is not None:
+            direct = to_68(detection.landmarks, correspondence)
+            mirrored = mirrored_landmarks(image.rgb, direct, detect, lambda points: to_68(points, correspondence))
         fit = fit_head(image.rgb, focal, detection.landmarks, np.asarray(expression_landmarks, np.float64),
-                       normals, correspondence=correspondence)  # fmt: skip
+                       normals, correspondence=correspondence, mirrored=mirrored)  # fmt: skip
     warnings = list(fit.warnings)
     if mode != "best_fit":
         return PhotoFit(keep, mode, fit, warnings)
