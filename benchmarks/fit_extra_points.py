@@ -22,7 +22,7 @@ import torch
 
 from inference_server.demo.head import generate_demo_head
 from inference_server.fit import cover, stage
-from inference_server.fit.calibration import calibrate_correspondence
+from inference_server.fit.calibration import Correspondence, calibrate_correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.pose import PoseFit, eye_distance
 from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
@@ -123,6 +123,17 @@ def evaluate(cases: list[Case], corr: Any, extra: dict[str, np.ndarray], plan: d
     return f"{np.median(rotation):.2f}°, {100 * np.median(reprojection):.2f} % ({len(rotation)}/{len(cases)} ok)"
 
 
+def demo_fit_tools() -> tuple[dict[str, Any], Correspondence]:
+    """The DEMO head, its float64 layer, its ground-truth texture, a face-mesh detector and the head's
+    landmark calibration: what the fit benchmarks render and fit with."""
+    head = generate_demo_head()
+    tools: dict[str, Any] = {"head": head, "layer": FlameLayer(head, dtype=torch.float64),
+                             "texture": ground_truth_texture(head), "faces": MediaPipeFaces()}  # fmt: skip
+    corr = calibrate_correspondence(head, tools["faces"].face_mesh)
+    assert corr is not None
+    return tools, corr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weight", type=float, default=0.3)
@@ -130,11 +141,7 @@ def main() -> None:
     parser.add_argument("--cover", action="store_true", help="times fit/cover.py's weight at each extra point")
     parser.add_argument("--renders", type=int, default=40)
     args = parser.parse_args()
-    head = generate_demo_head()
-    tools: dict[str, Any] = {"head": head, "layer": FlameLayer(head, dtype=torch.float64),
-                             "texture": ground_truth_texture(head), "faces": MediaPipeFaces()}  # fmt: skip
-    corr = calibrate_correspondence(head, tools["faces"].face_mesh)
-    assert corr is not None
+    tools, corr = demo_fit_tools()
     points = [j for g in args.groups.split(",") for j in GROUPS[g]]
     vertex, precision = match_vertices(render_set(20000, None, args.renders, tools), points, corr)
     plan = {"points": points, "vertex": vertex, "precision": precision, "weight": args.weight, "cover": args.cover}

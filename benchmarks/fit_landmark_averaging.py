@@ -16,17 +16,15 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
+from fit_extra_points import demo_fit_tools
 from scipy.spatial.transform import Rotation
 
-from inference_server.demo.head import generate_demo_head
 from inference_server.fit import stage
-from inference_server.fit.calibration import Correspondence, calibrate_correspondence
+from inference_server.fit.calibration import Correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmark_averaging import mirrored_landmarks
 from inference_server.fit.pose import eye_distance
-from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
-from inference_server.flame.layer import FlameLayer
+from inference_server.fit.synthetic import SyntheticCase, render_case
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
 
 #: name: (seed, occluder, renders or None for --renders, one generator for all like test_stage).
@@ -113,11 +111,7 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=40)
     parser.add_argument("--sets", default=DEFAULT_SETS, help=f"comma-separated, of {', '.join(SETS)}")
     args = parser.parse_args()
-    head = generate_demo_head()
-    tools: dict[str, Any] = {"head": head, "layer": FlameLayer(head, dtype=torch.float64),
-                             "texture": ground_truth_texture(head), "faces": MediaPipeFaces()}  # fmt: skip
-    corr = calibrate_correspondence(head, tools["faces"].face_mesh)
-    assert corr is not None
+    tools, corr = demo_fit_tools()
     for i, name in enumerate(args.sets.split(",")):
         rows = render_set(name, args.renders, tools, corr)
         if i == 0:
