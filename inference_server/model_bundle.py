@@ -234,6 +234,22 @@ class ModelBundle:
             out[slot] = runtime + ("" if first == slot else f" (shares {first})")
         return out
 
+    def denoiser_runtimes(self) -> dict[str, str]:
+        """kind → what runs its denoiser steps now ("torch fp32 fused", "torch fp32 fused, bf16 GEMMs", or the
+        plain runner's backend and dtype), for the result's meta: a bf16 step (``OFER_CPU_PRECISION``) gives
+        other samples than fp32, and a reader of the file must be able to tell."""
+        names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+        plain = f"{self.backend} {names.get(self.dtype, str(self.dtype))}"
+        out = {}
+        for kind in ("idgen", "expgen"):
+            fused = self._fused.get(kind)
+            if isinstance(fused, TorchRunner) and self._device.type == "cpu":
+                gemms = getattr(fused.call, "precision", "fp32")
+                out[kind] = "torch fp32 fused" + (", bf16 GEMMs" if gemms == "bf16" else "")
+            else:
+                out[kind] = plain
+        return out
+
     def plain_encoders(self, plain: bool) -> None:
         """Switch the encoders between torch (``plain``) and their ONNX Runtime sessions (benchmarks, tests)."""
         if self.backend != "torch":  # use_onnxruntime replaced every runner: nothing of ours to switch

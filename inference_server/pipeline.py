@@ -34,6 +34,7 @@ from .flame_controls import attach_requested_bases
 from .hypotheses import checked_order, order_expressions, per_vertex_spread
 from .identity_stage import sample_and_rank_identities
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
+from .nets.cpu_precision import requested_precision
 from .photo_inputs import Encodings as Encodings  # re-exported: tests and benchmarks import it from here
 from .photo_inputs import encode as encode
 from .photo_inputs import encode_photos, load_photos, photos_meta, prepare_photos, request_paths
@@ -120,11 +121,15 @@ class Reconstructor:
         self._detector: FaceDetector | None = None
         self._correspondence: tuple[int, Correspondence | None] | None = None
         #: Draw ExpGen's samples in a background thread while IdGen draws (CPU, 2+ threads); same samples.
-        self.concurrent_samplers = concurrent_requested()  # opt-in: OFER_CPU_CONCURRENT_SAMPLERS=1
+        #: None: ``OFER_CPU_CONCURRENT_SAMPLERS`` decides, read per request so that a misspelt value is that
+        #: request's error and not a worker that dies before its handshake.
+        self.concurrent_samplers: bool | None = None
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:
         precision = requested_encoder_runtime(os.environ)  # a misspelt switch fails before any loading
+        concurrent_requested()  # likewise
+        requested_precision()  # likewise (OFER_CPU_PRECISION, read again where the fused denoiser is built)
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
         self._bundle.to(device)
@@ -134,6 +139,10 @@ class Reconstructor:
         if self.backend == "onnxruntime" and self._bundle.onnx_device != device:
             self._bundle.use_onnxruntime(default_cache_dir())  # sessions belong to one device
         return self._bundle
+
+    def _draws_concurrently(self, device: torch.device) -> bool:
+        wanted = concurrent_requested() if self.concurrent_samplers is None else self.concurrent_samplers
+        return wanted and device.type == "cpu"
 
     def flame_layer(self, bundle: ModelBundle, device: torch.device) -> FlameLayer:
         if self._flame is None:
@@ -257,7 +266,7 @@ class Reconstructor:
                 bundle.expgen_denoiser, enc.expgen, args.n_expressions, sampler=variant, steps=steps, eta=eta,
                 seed=args.seed + 1, device=device, progress=report, should_cancel=cancel,
             ),
-            concurrent=self.concurrent_samplers and device.type == "cpu",
+            concurrent=self._draws_concurrently(device),
             progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
         )  # fmt: skip
 
@@ -402,6 +411,7 @@ class Reconstructor:
             "arcface_channel_order": arc.channel_order,
             "models": bundle.model_ids(),
             "encoder_runtimes": bundle.encoder_runtimes(),
+            "denoiser_runtimes": bundle.denoiser_runtimes(),
             "attention_synthetic": bundle.attention_synthetic,
             "flame_version": bundle.flame.version,
             "n_shape_coefficients": int(bundle.flame.n_shape),

@@ -20,13 +20,14 @@ WORKER = [sys.executable, "-u", "-m", "inference_server", "serve", "--device", "
 
 
 class Worker:
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             WORKER,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=str(SAMPLE.parents[2]),
+            env=None if env is None else {**os.environ, **env},
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stderr: list[bytes] = []
@@ -178,3 +179,28 @@ def test_killed_client_leaves_no_worker(tmp_path: Path) -> None:
         time.sleep(0.2)
     os.kill(worker_pid, signal.SIGKILL)
     raise AssertionError("the worker outlived its killed client")
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("OFER_CPU_CONCURRENT_SAMPLERS", "maybe"), ("OFER_CPU_PRECISION", "bfloat"), ("OFER_ENCODER_PRECISION", "INT8")],
+)
+def test_a_misspelt_speed_switch_is_a_request_error_not_a_dead_worker(
+    variable: str, value: str, tmp_path: Path
+) -> None:
+    """The opt-in speed switches are read from the worker's environment: a typo must not stop the worker before
+    its handshake (the add-on would only see it die); each request says which variable and how to fix it."""
+    worker = Worker({variable: value})
+    try:
+        worker.send("h", "hello")
+        hello, _ = worker.until("h", ("hello",), timeout=60)
+        assert hello["demo"] is True
+        for rid in ("r1", "r2"):
+            worker.send(rid, "reconstruct", **_job(tmp_path, f"{rid}.npz"))
+            answer, _ = worker.until(rid, ("result", "error"))
+            assert answer["event"] == "error" and answer["code"] == "bad_request", answer
+            assert variable in answer["message"] and "restart the worker" in answer["fix"]
+        assert not any(tmp_path.iterdir())
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
