@@ -29,7 +29,7 @@ from inference_server.fit.calibration import Correspondence, calibrate_correspon
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmark_averaging import mirrored_landmarks
 from inference_server.fit.pose import eye_distance
-from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
+from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case, with_training_occluder
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
@@ -96,7 +96,7 @@ def _texel_pixels(
 
 
 def texture_leaks(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, cases: int) -> None:
-    from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
+    from inference_server.train.synthetic import OCCLUDERS
 
     assert head.uv is not None and head.uv_faces is not None
     raster = bake.rasterize_uv(head.uv, np.asarray(head.uv_faces), 512)
@@ -106,11 +106,7 @@ def texture_leaks(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, 
         for i in range(cases):
             rng = np.random.default_rng(100 + i + sum(map(ord, name)))
             case = render_case(head, layer, texture, rng, max_yaw=20)
-            xy = project(case.landmarks, case.pose, case.camera)
-            points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
-            seed = int(rng.integers(2**31))
-            alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
-            image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
+            image, alpha = with_training_occluder(case, name, rng)
             inputs = TextureInputs(case.vertices, head.v_template, head.faces, head.uv, head.uv_faces,
                                    case.landmarks, case.pose, case.camera)  # fmt: skip
             for label in shares:

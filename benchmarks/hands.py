@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from inference_server.demo.head import generate_demo_head
-from inference_server.fit.camera import project
-from inference_server.fit.synthetic import ground_truth_texture, render_case
+from inference_server.fit.synthetic import ground_truth_texture, render_case, with_training_occluder
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.detect import FaceDetector
@@ -104,7 +103,7 @@ def _shares(head: FlameModelData, image: np.ndarray, inputs: TextureInputs, cove
 
 
 def texture_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
-    from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
+    from inference_server.train.synthetic import OCCLUDERS
 
     truth = ground_truth_texture(head)
     print("occluder | covered texels left out before → after | occluder share of photo texels | photo texels")
@@ -113,11 +112,7 @@ def texture_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
         for i in range(cases):
             rng = np.random.default_rng(100 + i + sum(map(ord, name)))
             case = render_case(head, layer, truth, rng, max_yaw=20)
-            xy = project(case.landmarks, case.pose, case.camera)
-            points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
-            seed = int(rng.integers(2**31))
-            alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
-            image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
+            image, alpha = with_training_occluder(case, name, rng)
             rows.setdefault(name, []).append(_shares(head, image, _inputs(head, case), alpha > 0.5))
     for i in range(cases):  # clean renders: what is flagged though nothing covers the face
         case = render_case(head, layer, truth, np.random.default_rng(500 + i), max_yaw=20)

@@ -107,3 +107,20 @@ def render_case(
         landmark_normals=landmark_normals(vertices, head.faces, head), pose=pose, camera=camera,
         texture=texture, occluder_alpha=alpha, expression=expression, jaw=jaw, shape=shape,
     )  # fmt: skip
+
+
+def five_points(case: SyntheticCase) -> np.ndarray:
+    """(5, 2) the case's eye centres, nose tip and mouth corners in its pixels (where occluders are drawn)."""
+    xy = project(case.landmarks, case.pose, case.camera)
+    return np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
+
+
+def with_training_occluder(case: SyntheticCase, name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, coverage in [0, 1]) of ``case`` under the training renders' occluder ``name``
+    (``train/synthetic.py``'s ``OCCLUDERS``), its random choices seeded from ``rng``; ``case`` is not changed."""
+    from ..train.synthetic import OCCLUDERS, occluder_alpha
+
+    points5 = five_points(case)
+    seed = int(rng.integers(2**31))
+    alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
+    return OCCLUDERS[name](case.image, points5, np.random.default_rng(seed)), alpha

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
+from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case, with_training_occluder
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.texture.stage import Texture, TextureInputs, make_texture, write_texture_png
@@ -97,16 +97,9 @@ def test_the_project_synthetic_occluders_stay_out(
 ) -> None:
     """The training renders' occluders (train/synthetic.py) that are not skin-coloured: the texels they
     cover are left out of the photo's contribution. (Skin-coloured hands: the test below.)"""
-    from inference_server.fit.camera import project
-    from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
-
     rng = np.random.default_rng(sum(map(ord, name)))
     case = render_case(head, layer, truth, rng, max_yaw=20)
-    xy = project(case.landmarks, case.pose, case.camera)
-    points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
-    seed = int(rng.integers(2**31))
-    alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
-    case.image = OCCLUDERS[name](case.image, points5, np.random.default_rng(seed))
+    case.image, alpha = with_training_occluder(case, name, rng)
     tex = _bake(head, case)
     rows, cols = np.nonzero(tex.from_photo | tex.occluded)
     pixel = _texel_pixels(head, case, rows, cols)
@@ -121,16 +114,9 @@ def test_the_project_synthetic_occluders_stay_out(
 def _hand_case(
     head: FlameModelData, layer: FlameLayer, truth: np.ndarray, seed: int
 ) -> tuple[SyntheticCase, np.ndarray]:
-    from inference_server.fit.camera import project
-    from inference_server.train.synthetic import OCCLUDERS, occluder_alpha
-
     rng = np.random.default_rng(seed)
     case = render_case(head, layer, truth, rng, max_yaw=20)
-    xy = project(case.landmarks, case.pose, case.camera)
-    points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])
-    draw_seed = int(rng.integers(2**31))
-    alpha = occluder_alpha(OCCLUDERS["hand_over_mouth"], (case.image.shape[0], case.image.shape[1]), points5, draw_seed)
-    case.image = OCCLUDERS["hand_over_mouth"](case.image, points5, np.random.default_rng(draw_seed))
+    case.image, alpha = with_training_occluder(case, "hand_over_mouth", rng)
     return case, alpha
 
 
