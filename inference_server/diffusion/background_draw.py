@@ -69,7 +69,9 @@ def work_share(background: object, background_rows: int, caller: object, caller_
 
 
 def _parameters(denoiser: object) -> int:
+    """Parameters of a torch module, or of the module behind a ``DenoiserModel``'s runner; 0 if none shows."""
     module = getattr(getattr(denoiser, "runner", None), "module", None)
+    module = denoiser if isinstance(denoiser, torch.nn.Module) else module
     return sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else 0
 
 
