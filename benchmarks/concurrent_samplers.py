@@ -3,7 +3,8 @@
 ExpGen does not need IdGen's result, so the two sampling chains could overlap. Each round times, on the same
 official-size random fused denoisers (batch 100, DDPM):
 
-- **sequential**: IdGen's chain then ExpGen's, ``--threads`` intra-op threads (the pipeline with ``OFER_CPU_CONCURRENT_SAMPLERS=0``);
+- **sequential**: IdGen's chain then ExpGen's, ``--threads`` intra-op threads (the pipeline with
+  ``OFER_CPU_CONCURRENT_SAMPLERS=0``);
 - **concurrent**: what the pipeline runs (``diffusion/background_draw.py``): ExpGen's chain in a background
   thread with its share of the threads (``split_threads`` of ``work_share``: one of two here), IdGen's in the
   calling thread with the others, given all threads back between its steps once ExpGen is done (torch ops

@@ -343,6 +343,8 @@ class Reconstructor:
         meta = self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
         meta |= photo_fit.meta() | texture_meta | photos_meta(photos, ranked, args.seed)
         meta["warnings"] = meta["warnings"] + photo_fit.warnings + texture_warnings  # after the input warnings
+        # Drawn during sample_shapes, so seconds.sample_expressions holds only what was left after the ranking.
+        meta["concurrent_samplers"] = expression_draw.concurrent
         result = ReconstructionResult(
             meta=meta,
             faces=bundle.flame.faces.astype(np.int32),
