@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .occluder import LIP_RADIUS, SKIN_RADIUS, FeatureZones, SkinModel, chromaticity
+from .occluder import LIP_RADIUS, SKIN_RADIUS, FeatureZones, SkinModel, channel_max, chromaticity
 
 #: Share of a zone's visible texels that must show the feature for the feature to count as seen:
 #: measured on clean DEMO-head renders, lips 0.2-0.5 of the mouth zone, eye details 0.3-0.9 of the
@@ -58,7 +58,7 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
 def _feature_share(colors: np.ndarray, skin: SkinModel, kind: str) -> float:
     """Share of ``colors`` (N, 3) that show the feature: dark, or off the skin colour (lips: redder)."""
     x = np.asarray(colors, dtype=np.float64)
-    dark = x.max(axis=1) < DARK_FRACTION * skin.brightness
+    dark = channel_max(x) < DARK_FRACTION * skin.brightness
     distance = skin.distance(x)
     if kind == "mouth":
         redder = chromaticity(x)[:, 0] >= skin.mean[0] - 0.01
