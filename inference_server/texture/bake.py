@@ -197,8 +197,10 @@ def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landm
     boxes = [(p.min(axis=0) - r, p.max(axis=0) + r) for p, r in eye_parts + mouth_parts + brow_parts]
     low = np.min([b[0] for b in boxes], axis=0) - ZONE_BOX_MARGIN
     high = np.max([b[1] for b in boxes], axis=0) + ZONE_BOX_MARGIN
-    corners = np.asarray(template, dtype=np.float64)[faces]  # (F, 3, 3)
-    reaches = ((corners.max(axis=1) >= low) & (corners.min(axis=1) <= high)).all(axis=1)
+    vertices = np.asarray(template, dtype=np.float64)
+    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
+    reaches = (np.maximum(np.maximum(a, b), c) >= low) & (np.minimum(np.minimum(a, b), c) <= high)
+    reaches = reaches[:, 0] & reaches[:, 1] & reaches[:, 2]
     rows = np.flatnonzero(reaches[texels.triangle])
     position = texels.blend(template, rows)  # (3, m)
 

@@ -51,7 +51,7 @@ class SkinModel:
 
 # numpy's reductions over a length-3 (or 2) last axis cost ~50x the elementwise form on ~10⁵ pixels (ufunc
 # reduce's per-row overhead); these give bit-identical results (max / min are exact; the sums below add in
-# the order numpy's reduce and einsum do, checked in tests/inference_server/texture/test_occluder_fast.py).
+# the order numpy's reduce and einsum do, checked in tests/inference_server/texture/test_fast_paths.py).
 def channel_max(x: np.ndarray) -> np.ndarray:
     """``x.max(axis=-1)`` of (..., 3) colours."""
     return np.maximum(np.maximum(x[..., 0], x[..., 1]), x[..., 2])

@@ -44,12 +44,22 @@ MIN_SKIN_CHROMA = 0.03
 COLOUR_RATIOS: tuple[float, ...] = (1.0, 0.5, 0.3)
 #: Thin bridges between the occluder and face parts of similar colour are cut by an opening this wide.
 OPEN_IOD = 0.04
+#: Pixels per row handed to OpenCV's colour conversion (see _lab).
+LAB_ROW = 4096
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
     """(N, 3) RGB 0..255 → (N, 3) CIE Lab with lightness halved (shading varies more than hue)."""
-    pixels = np.clip(np.asarray(rgb, dtype=np.float64), 0, 255).astype(np.uint8).reshape(-1, 1, 3)
-    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    pixels = np.asarray(rgb)
+    if pixels.dtype != np.uint8:  # photo pixels already are: clipping and converting would change nothing
+        pixels = np.clip(np.asarray(pixels, dtype=np.float64), 0, 255).astype(np.uint8)
+    pixels = pixels.reshape(-1, 3)
+    n = len(pixels)
+    # Rows of LAB_ROW pixels (the last one padded): OpenCV converts row by row, and N rows of one pixel cost
+    # ~6x as much; each pixel's value does not depend on the layout.
+    block = np.zeros((-(-n // LAB_ROW) * LAB_ROW, 3), np.uint8)
+    block[:n] = pixels
+    lab = cv2.cvtColor(block.reshape(-1, LAB_ROW, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)[:n].astype(np.float64)
     lab[:, 0] *= 100.0 / 255.0 * 0.5
     lab[:, 1:] -= 128.0
     return lab
