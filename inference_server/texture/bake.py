@@ -19,7 +19,7 @@ import numpy as np
 
 from ..fit.camera import project_camera, rotation_matrix
 from ..preprocess.hands import find_hands
-from ..render import rasterize, vertex_normals
+from ..render import depth_buffer, rasterize, vertex_normals
 from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded, solid_dark
 from .skin_cover import skin_coloured_cover
 
@@ -150,7 +150,7 @@ def project_texels(
     scale = min(1.0, ZBUFFER_SIDE / max(extent, 1.0))
     side_w = math.ceil((screen[:, 0].max() - lo[0] + 4) * scale)
     side_h = math.ceil((screen[:, 1].max() - lo[1] + 4) * scale)
-    zbuf = rasterize((screen - lo) * scale, cam_vertices[:, 2], faces, side_w, side_h).depth
+    zbuf = depth_buffer((screen - lo) * scale, cam_vertices[:, 2], faces, side_w, side_h)
     px = np.clip(((pix[:, 0] - lo[0]) * scale).astype(np.int64), 0, side_w - 1)
     py = np.clip(((pix[:, 1] - lo[1]) * scale).astype(np.int64), 0, side_h - 1)
     unoccluded = points[2] >= zbuf[py, px] - DEPTH_TOLERANCE
