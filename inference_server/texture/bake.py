@@ -238,27 +238,23 @@ def occluder_texels(
     """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used.
     ``points5`` (5, 2): the head's eyes, nose tip and mouth corners in the photo, for the hand search."""
     seen = projection.visible
-    skin = fit_skin_model(colors[seen])
+    # Everything per texel is computed on the seen texels only (a fraction of the map).
+    seen_colors, seen_pixel = colors[seen], projection.pixel[seen]
+    skin = fit_skin_model(seen_colors)
     height, width = rgb.shape[:2]
-    px = np.clip((projection.pixel[..., 0] - 0.5).round().astype(np.int64), 0, width - 1)
-    py = np.clip((projection.pixel[..., 1] - 0.5).round().astype(np.int64), 0, height - 1)
+    px = np.clip((seen_pixel[:, 0] - 0.5).round().astype(np.int64), 0, width - 1)
+    py = np.clip((seen_pixel[:, 1] - 0.5).round().astype(np.int64), 0, height - 1)
     # Dark objects are judged in the photo (their extent, not their colour, tells them from brows), on
     # the face's bounding box only: a large photo is mostly not face.
-    x0, y0 = px[seen].min(), py[seen].min()
-    x1, y1 = px[seen].max() + 1, py[seen].max() + 1
-    dark = np.zeros(px.shape, bool)
-    dark[seen] = solid_dark(rgb[y0:y1, x0:x1], skin, iod_px)[py[seen] - y0, px[seen] - x0]
-    flagged = dark.copy()  # the colour test on the seen texels only (a fraction of the map)
+    x0, y0 = px.min(), py.min()
+    x1, y1 = px.max() + 1, py.max() + 1
+    flagged = solid_dark(rgb[y0:y1, x0:x1], skin, iod_px)[py - y0, px - x0]
     seen_zones = FeatureZones(mouth=zones.mouth[seen], brows=zones.brows[seen], eye_opening=zones.eye_opening[seen])
-    flagged[seen] |= occluded(colors[seen], skin, seen_zones)
-    flagged &= seen
+    flagged |= occluded(seen_colors, skin, seen_zones)
     # Paint the flagged texels' pixels into a photo-sized mask and widen it, so the occluder's soft
     # edge (colours halfway to skin) stays out; then read the mask back at every texel.
     mask = np.zeros((height, width), np.uint8)
-    xy = np.round(projection.pixel[flagged] - 0.5).astype(np.int64)
-    xy[:, 0] = xy[:, 0].clip(0, width - 1)
-    xy[:, 1] = xy[:, 1].clip(0, height - 1)
-    mask[xy[:, 1], xy[:, 0]] = 255
+    mask[py[flagged], px[flagged]] = 255
     # Skin-coloured occluders (hands) are found by the features they hide (skin_cover.py).
     mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px)] = 255
     # Hands by their shape (palm detector + hand landmarks), whatever their colour.
@@ -267,4 +263,6 @@ def occluder_texels(
     # The dilation also closes the gaps between sparse texel hits (texels are coarser than a big photo).
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     mask = np.asarray(cv2.dilate(mask, kernel), dtype=np.uint8)
-    return (mask[py, px] > 0) & seen, skin
+    out = np.zeros(seen.shape, bool)
+    out[seen] = mask[py, px] > 0
+    return out, skin
