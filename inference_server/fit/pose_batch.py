@@ -36,15 +36,33 @@ def rotation_matrices(axis_angles: np.ndarray) -> np.ndarray:
 
 #: Batches smaller than this are solved by LAPACK (measured crossover ~40 on the 2-core EPYC).
 SMALL_BATCH = 32
+#: Weight of a landmark's depth residual relative to its 2D residual (both in pixels): the face mesh's
+#: relative depth scatters ~2x its 2D position at the eyes (docs/texture.md, "Depth from the face mesh").
+DEPTH_WEIGHT = 0.5
+#: The face mesh's relative depth per pixel of the model's (weak-perspective) depth, measured on clean renders.
+DEPTH_SCALE = 1.0
+#: Cauchy scale of the depth residual relative to the 2D one's (ROBUST_SCALE_IOD).
+DEPTH_ROBUST = 2.0
 
 
 class _Batch:
-    """The data of B problems: model points (B, N, 3), shared image points (N, 2), weights (B, N)."""
+    """The data of B problems: model points (B, N, 3), shared image points (N, 2) or (N, 3) with the
+    detector's relative depth (NaN where there is none), weights (B, N)."""
 
     def __init__(self, model: np.ndarray, image: np.ndarray, prior_w: np.ndarray, intr: Intrinsics,
                  fit_focal: bool, scale: float) -> None:  # fmt: skip
-        self.model, self.image, self.prior_w = model, image, prior_w
+        self.model, self.image, self.prior_w = model, image[:, :2], prior_w
         self.intr, self.fit_focal, self.scale = intr, fit_focal, scale
+        self.depth: np.ndarray | None = None
+        if image.shape[1] > 2 and np.isfinite(image[:, 2]).any():
+            # Depth is relative: both the detector's and the model's are taken from their mean over the
+            # trusted points, weighted like the 2D residuals (so a hidden point does not shift the mean).
+            ok = np.isfinite(image[:, 2])
+            w = prior_w * ok
+            self.depth_w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)  # (B, N)
+            z = np.where(ok, image[:, 2], 0.0) / DEPTH_SCALE
+            self.depth = z - (self.depth_w * z).sum(axis=1, keepdims=True)  # (B, N)
+            self.depth_ok = ok
 
     def errors(self, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(b, K, N, 2) pixel errors for params (b, K, P) of the problems ``rows`` (b,)."""
@@ -59,23 +77,34 @@ class _Batch:
         x, y, z = (rot[..., i, 0, :] * m[..., 0] + rot[..., i, 1, :] * m[..., 1] + rot[..., i, 2, :] * m[..., 2]
                    + t[..., i, :] for i in range(3))  # fmt: skip
         depth = np.maximum(-z, 1e-9)
-        out = np.empty((*x.shape, 2))
+        out = np.empty((*x.shape, 2 if self.depth is None else 3))
         out[..., 0] = self.intr.cx + f * x / depth - self.image[:, 0]
         out[..., 1] = self.intr.cy - f * y / depth - self.image[:, 1]
+        if self.depth is not None:
+            # The model's depth about its weighted mean, in pixels at that mean's distance (weak perspective,
+            # the scale the detector's z is given in).
+            mean = (depth * self.depth_w[rows][:, None]).sum(axis=-1, keepdims=True)
+            miss = f * (depth - mean) / mean - self.depth[rows][:, None]
+            out[..., 2] = np.where(self.depth_ok, DEPTH_WEIGHT * miss, 0.0)
         return out
 
     def robust(self, err: np.ndarray) -> np.ndarray:
-        """(b, N) Cauchy weights of pixel errors (b, N, 2)."""
-        return 1.0 / (1.0 + (np.linalg.norm(err, axis=-1) / self.scale) ** 2)
+        """(b, N, C) Cauchy weights of pixel errors (b, N, C): the 2D error's for x and y, and for the depth
+        its own (with its own scale: a depth the detector got wrong yields without taking the point's 2D)."""
+        planar = 1.0 / (1.0 + (np.linalg.norm(err[..., :2], axis=-1) / self.scale) ** 2)
+        if err.shape[-1] == 2:
+            return np.repeat(planar[..., None], 2, axis=-1)
+        depth = 1.0 / (1.0 + (err[..., 2] / (DEPTH_WEIGHT * DEPTH_ROBUST * self.scale)) ** 2)
+        return np.stack([planar, planar, planar * depth], axis=-1)
 
     def evaluate(
         self, params: np.ndarray, robust: np.ndarray, rows: np.ndarray, err: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N);
+        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N, C);
         ``err``: their pixel errors when already computed."""
         if err is None:
             err = self.errors(params, rows)
-        r = (err * np.sqrt(self.prior_w[rows] * robust)[:, None, :, None]).reshape(*params.shape[:2], -1)
+        r = (err * np.sqrt(self.prior_w[rows][..., None] * robust)[:, None]).reshape(*params.shape[:2], -1)
         if self.fit_focal:
             r = np.concatenate([r, (self.scale * params[..., 6] / FOCAL_PRIOR_SIGMA)[..., None]], axis=-1)
         return r, (r * r).sum(axis=-1)
@@ -182,7 +211,7 @@ def fit_poses(
     if second is not None:
         n = np.asarray(model_points).shape[1]
         w = np.asarray(weights, dtype=np.float64)
-        fits = fit_poses(np.concatenate([model_points, model_points], axis=1), np.concatenate([image_points, second]),
+        fits = fit_poses(np.concatenate([model_points, model_points], axis=1), _stacked(image_points, second),
                          np.concatenate([w, w], axis=-1), intrinsics, fit_focal=fit_focal, starts=starts,
                          precision=None if precision is None else np.concatenate([precision, precision]))  # fmt: skip
         return [PoseFit(f.pose, f.focal, f.residuals[:n], f.robust_weights[:n], f.cost) for f in fits]
@@ -192,14 +221,14 @@ def fit_poses(
     prior_w = np.clip(np.broadcast_to(np.asarray(weights, dtype=np.float64), (b, model.shape[1])), 0.0, 1.0)
     if precision is not None:
         prior_w = prior_w * np.clip(np.asarray(precision, dtype=np.float64), 0.0, 1.0)
-    scale = max(ROBUST_SCALE_IOD * eye_distance(image), 0.5)
+    scale = max(ROBUST_SCALE_IOD * eye_distance(image[:, :2]), 0.5)
     extra = [0.0] if fit_focal else []
     if starts is not None:
         first = np.broadcast_to(np.asarray(starts, dtype=np.float64), (b, 6))
         tries, owner = np.concatenate([first, np.zeros((b, len(extra)))], axis=1), np.arange(b)
     else:
         tries = np.array([
-            np.concatenate([_initial_pose(model[i], image, prior_w[i], intrinsics, intrinsics.focal, y), extra])
+            np.concatenate([_initial_pose(model[i], image[:, :2], prior_w[i], intrinsics, intrinsics.focal, y), extra])
             for i in range(b) for y in START_YAWS
         ])  # fmt: skip
         owner = np.repeat(np.arange(b), len(START_YAWS))
@@ -208,7 +237,7 @@ def fit_poses(
     per_problem = costs.reshape(b, -1)
     best = np.arange(b) * per_problem.shape[1] + np.argmin(per_problem, axis=1)
     err = _Batch(model, image, prior_w, intrinsics, fit_focal, scale).errors(params[best][:, None], np.arange(b))[:, 0]
-    distance = np.linalg.norm(err, axis=-1)
+    distance = np.linalg.norm(err[..., :2], axis=-1)
     focal = intrinsics.focal * np.exp(params[best, 6]) if fit_focal else np.full(b, intrinsics.focal)
     robust = prior_w / (1.0 + (distance / scale) ** 2)
     return [
@@ -216,3 +245,11 @@ def fit_poses(
                 cost=float(costs[j]))
         for i, j in enumerate(best)
     ]  # fmt: skip
+
+
+def _stacked(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Both runs' points one under the other; when only one run has depth, the other's is NaN (none)."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if a.shape[1] != b.shape[1]:
+        a, b = (np.column_stack([p, np.full(len(p), np.nan)]) if p.shape[1] == 2 else p for p in (a, b))
+    return np.concatenate([a, b])
