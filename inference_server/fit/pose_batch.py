@@ -38,7 +38,7 @@ def rotation_matrices(axis_angles: np.ndarray) -> np.ndarray:
 SMALL_BATCH = 32
 #: Weight of a landmark's depth residual relative to its 2D residual (both in pixels): the face mesh's
 #: relative depth scatters ~2x its 2D position at the eyes (docs/texture.md, "Depth from the face mesh").
-DEPTH_WEIGHT = 0.5
+DEPTH_WEIGHT = 0.2
 #: The face mesh's relative depth per pixel of the model's (weak-perspective) depth, measured on clean renders.
 DEPTH_SCALE = 1.0
 #: Cauchy scale of the depth residual relative to the 2D one's (ROBUST_SCALE_IOD).
@@ -62,7 +62,7 @@ class _Batch:
             self.depth_w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)  # (B, N)
             z = np.where(ok, image[:, 2], 0.0) / DEPTH_SCALE
             self.depth = z - (self.depth_w * z).sum(axis=1, keepdims=True)  # (B, N)
-            self.depth_ok = ok
+            self.depth_gain = DEPTH_WEIGHT * ok  # (N,): no depth, no residual
 
     def errors(self, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(b, K, N, 2) pixel errors for params (b, K, P) of the problems ``rows`` (b,)."""
@@ -84,27 +84,31 @@ class _Batch:
             # The model's depth about its weighted mean, in pixels at that mean's distance (weak perspective,
             # the scale the detector's z is given in).
             mean = (depth * self.depth_w[rows][:, None]).sum(axis=-1, keepdims=True)
-            miss = f * (depth - mean) / mean - self.depth[rows][:, None]
-            out[..., 2] = np.where(self.depth_ok, DEPTH_WEIGHT * miss, 0.0)
+            out[..., 2] = (f * (depth - mean) / mean - self.depth[rows][:, None]) * self.depth_gain
         return out
 
     def robust(self, err: np.ndarray) -> np.ndarray:
-        """(b, N, C) Cauchy weights of pixel errors (b, N, C): the 2D error's for x and y, and for the depth
-        its own (with its own scale: a depth the detector got wrong yields without taking the point's 2D)."""
-        planar = 1.0 / (1.0 + (np.linalg.norm(err[..., :2], axis=-1) / self.scale) ** 2)
+        """Cauchy weights of pixel errors (b, N, C): (b, N) of the 2D error without depth; with depth
+        (b, N, 3), the 2D error's for x and y and for the depth also its own (with its own scale: a depth
+        the detector got wrong yields without taking the point's 2D along)."""
+        planar = 1.0 / (1.0 + (err[..., 0] ** 2 + err[..., 1] ** 2) / self.scale**2)
         if err.shape[-1] == 2:
-            return np.repeat(planar[..., None], 2, axis=-1)
+            return planar
         depth = 1.0 / (1.0 + (err[..., 2] / (DEPTH_WEIGHT * DEPTH_ROBUST * self.scale)) ** 2)
-        return np.stack([planar, planar, planar * depth], axis=-1)
+        out = np.repeat(planar[..., None], 3, axis=-1)
+        out[..., 2] *= depth
+        return out
 
     def evaluate(
         self, params: np.ndarray, robust: np.ndarray, rows: np.ndarray, err: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N, C);
+        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N) or
+        (b, N, C);
         ``err``: their pixel errors when already computed."""
         if err is None:
             err = self.errors(params, rows)
-        r = (err * np.sqrt(self.prior_w[rows][..., None] * robust)[:, None]).reshape(*params.shape[:2], -1)
+        w = self.prior_w[rows] * robust if robust.ndim == 2 else self.prior_w[rows][..., None] * robust
+        r = (err * np.sqrt(w if w.ndim == 3 else w[..., None])[:, None]).reshape(*params.shape[:2], -1)
         if self.fit_focal:
             r = np.concatenate([r, (self.scale * params[..., 6] / FOCAL_PRIOR_SIGMA)[..., None]], axis=-1)
         return r, (r * r).sum(axis=-1)

@@ -37,17 +37,19 @@ def _pose_errors(
 ) -> tuple[list[float], list[float]]:  # fmt: skip
     """Rotation error (°) and median reprojection of the visible landmarks (eye distances, against the
     true projection) of the fit on 10 renders drawn from ``seed``, as the worker fits a photo: with the
-    face mesh's run on the mirrored photo beside the direct one (fit/landmark_averaging.py)."""
+    face mesh's run on the mirrored photo beside the direct one (fit/landmark_averaging.py), and both runs'
+    relative depth in the pose solves (fit/pose_batch.py)."""
     texture = ground_truth_texture(head)
     rng = np.random.default_rng(seed)
     rotation, reprojection = [], []
     for _ in range(10):
         case = render_case(head, layer, texture, rng, occluder=occluder)
-        found = faces.face_mesh(case.image)
+        found = faces.face_mesh(case.image, depth=True)
         if not found:  # the detector's business, measured in docs/preprocessing.md
             continue
         to68 = lambda points: to_68(points, correspondence)  # noqa: E731
-        mirrored = mirrored_landmarks(case.image, to68(found[0]), faces.face_mesh, to68)
+        detect = lambda rgb: faces.face_mesh(rgb, depth=True)  # noqa: E731
+        mirrored = mirrored_landmarks(case.image, to68(found[0]), detect, to68)
         fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
                        correspondence=correspondence, mirrored=mirrored)  # fmt: skip
         assert fit.trusted, fit.reason
