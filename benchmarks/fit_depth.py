@@ -23,7 +23,7 @@ from scipy.spatial.transform import Rotation
 from inference_server.fit import pose_batch, stage
 from inference_server.fit.calibration import Correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
-from inference_server.fit.landmark_averaging import mirrored_landmarks, with_depth
+from inference_server.fit.landmark_averaging import mirrored_landmarks
 from inference_server.fit.pose import eye_distance
 from inference_server.fit.synthetic import SyntheticCase, render_case
 
@@ -71,16 +71,17 @@ def evaluate(rows: list[Row], corr: Correspondence, depth: bool) -> str:
 
 
 def fit_cost(tools: dict[str, Any], rows: list[Row], corr: Correspondence, rounds: int) -> None:
-    """ms per photo of fit/step.py's work for 20 expressions: the mirrored face mesh run and the fit, and
-    with depth the extra direct run that gives it; without and with depth alternated, median of rounds."""
+    """ms per photo of fit/step.py's work for 20 expressions: the mirrored face mesh run and the fit; with
+    depth the direct run's depth comes with the detection (``FaceDetection.landmark_depth``), so only the
+    mirrored run is asked for depth. Without and with depth alternated, median of ``rounds``."""
     to68 = lambda points: stage.to_68(points, corr)  # noqa: E731
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(rounds):
         for depth in (False, True):
             detect = (lambda rgb: tools["faces"].face_mesh(rgb, depth=True)) if depth else tools["faces"].face_mesh
             start = time.perf_counter()
-            for case, flat, _, _ in rows[:8]:
-                mesh = with_depth(case.image, flat, detect, to68) if depth else flat
+            for case, flat, _, deep in rows[:8]:
+                mesh = deep if depth else flat
                 mirrored = mirrored_landmarks(case.image, to68(mesh), detect, to68)
                 stage.fit_head(case.image, None, mesh, np.repeat(case.landmarks[None], 20, axis=0),
                                case.landmark_normals, correspondence=corr, mirrored=mirrored)  # fmt: skip
