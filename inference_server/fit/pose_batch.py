@@ -204,14 +204,16 @@ def fit_poses(
     precision: np.ndarray | None = None,
     second: np.ndarray | None = None,
 ) -> list[PoseFit]:
-    """:func:`.pose.fit_pose` for B problems sharing the photo's points ``image_points`` (68, 2):
-    ``model_points`` (B, 68, 3), ``weights`` (B, 68) or (68,), ``starts`` (B, 6) or (6,) or None for
-    the yaw search (every problem from every START_YAWS start; the cheapest end wins, the first on a tie);
-    ``precision`` (68,) scales the weights as in :func:`.pose.fit_pose`; ``second`` (68, 2): a second
-    detector run's points for the same landmarks (the mirrored photo's, :mod:`.landmark_averaging`), fitted
-    as observations of their own with the same weights (the robust loss weighs each run's point on its
-    own, so where the runs disagree the one the rest of the face contradicts yields); the residuals and
-    robust weights reported are the first run's."""
+    """:func:`.pose.fit_pose` for B problems sharing the photo's points ``image_points`` (68, 2), or (68, 3)
+    with the detector's relative depth in pixels (NaN: none), fitted as a weak third residual per point
+    (``DEPTH_WEIGHT``; :func:`.pose.fit_pose` has no depth): ``model_points`` (B, 68, 3), ``weights``
+    (B, 68) or (68,), ``starts`` (B, 6) or (6,) or None for the yaw search (every problem from every
+    START_YAWS start; the cheapest end wins, the first on a tie); ``precision`` (68,) scales the weights as
+    in :func:`.pose.fit_pose`; ``second`` (68, 2) or (68, 3): a second detector run's points for the same
+    landmarks (the mirrored photo's, :mod:`.landmark_averaging`), fitted as observations of their own with
+    the same weights (the robust loss weighs each run's point on its own, so where the runs disagree the
+    one the rest of the face contradicts yields); the residuals (2D) and robust weights reported are the
+    first run's."""
     if second is not None:
         n = np.asarray(model_points).shape[1]
         w = np.asarray(weights, dtype=np.float64)
