@@ -54,7 +54,8 @@ def _fit(
 
 
 def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, faces: MediaPipeFaces,
-              occluder: str | None, seeds: int, max_yaw: int, wrong: float, mirror: bool = True) -> None:  # fmt: skip
+              occluder: str | None, seeds: int, max_yaw: int, wrong: float, mirror: bool = True,
+              depth: bool = True) -> None:  # fmt: skip
     correspondence = calibrate_correspondence(head, faces.face_mesh)
     assert correspondence is not None
     rows: list[tuple[tuple[bool, float, float], tuple[bool, float, float]]] = []
@@ -62,12 +63,14 @@ def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, face
         rng = np.random.default_rng(1000 + seed)
         for yaw in range(-max_yaw, max_yaw + 1, 5):
             case = render_case(head, layer, texture, rng, yaw=yaw + rng.uniform(-2, 2), occluder=occluder)
-            found = faces.face_mesh(case.image)
+            detect = lambda rgb: faces.face_mesh(rgb, depth=depth)  # noqa: E731
+            found = detect(case.image)
             if not found:
                 continue
             to68 = lambda points: stage.to_68(points, correspondence)  # noqa: E731
-            # The worker's path (fit/step.py): the mirrored photo's run beside the direct one.
-            mirrored = mirrored_landmarks(case.image, to68(found[0]), faces.face_mesh, to68) if mirror else None
+            # The worker's path (fit/step.py): the mirrored photo's run beside the direct one, both with the
+            # face mesh's relative depth.
+            mirrored = mirrored_landmarks(case.image, to68(found[0]), detect, to68) if mirror else None
             doubt = stage.pose_doubt
             stage.pose_doubt = lambda *args: ""
             try:
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--wrong", type=float, default=10.0, help="rotation error (°) that makes a fit wrong")
     parser.add_argument("--texture-cases", type=int, default=4)
     parser.add_argument("--no-mirror", action="store_true", help="the direct run alone (before the mirrored run)")
+    parser.add_argument("--no-depth", action="store_true", help="without the face mesh's depth (before stop 27)")
     args = parser.parse_args()
     head = generate_demo_head()
     layer = FlameLayer(head, dtype=torch.float64)
@@ -141,7 +145,8 @@ def main() -> None:
     faces = MediaPipeFaces()
     for occluder, seeds, max_yaw in ((None, args.seeds, 90), ("mouth", 2, 60), ("eyes", 2, 60)):
         print(f"fit, {occluder or 'clean'} renders, yaw ±{max_yaw}°, {seeds} per 5°:")
-        fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong, mirror=not args.no_mirror)
+        fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong, mirror=not args.no_mirror,
+                  depth=not args.no_depth)  # fmt: skip
     if args.texture_cases > 0:  # the texture part does not depend on the fit (true pose)
         print(f"texture, {args.texture_cases} renders per occluder, true pose:")
         texture_leaks(head, layer, texture, args.texture_cases)

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +321,7 @@ class Reconstructor:
         photo_fit = fit_photo(image, detection, bundle.flame, exp_vertices, exp_landmarks,
                               np.concatenate([expressions, jaw], axis=1), order_mode,
                               self.correspondence(bundle) if detection.landmarks is not None else None,
-                              self.detector().mediapipe.face_mesh)  # fmt: skip
+                              partial(self.detector().mediapipe.face_mesh, depth=True))  # fmt: skip
         expressions, jaw, exp_vertices = (a[photo_fit.order] for a in (expressions, jaw, exp_vertices))
         pose_arrays = photo_fit.arrays()
         progress("fit", 1, 1, photo_fit.head_fit.status)

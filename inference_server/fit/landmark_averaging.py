@@ -82,10 +82,33 @@ def mirrored_landmarks(rgb: np.ndarray, direct: np.ndarray, detect: Detector, to
     width = rgb.shape[1]
     best, best_miss = None, np.inf
     for points in detect(np.ascontiguousarray(rgb[:, ::-1])):
-        landmarks = to68(unmirror(np.asarray(points, np.float64)[:, :2], width))[MIRROR]
-        miss = float(np.median(np.linalg.norm(landmarks - direct, axis=1)))
+        # Depth, when the detector gives it, maps back unchanged (mirroring moves x only).
+        landmarks = to68(unmirror(np.asarray(points, np.float64), width))[MIRROR]
+        miss = float(np.median(np.linalg.norm(landmarks[:, :2] - direct[:, :2], axis=1)))
         if miss < best_miss:
             best, best_miss = landmarks, miss
-    if best is None or best_miss > MAX_DISAGREEMENT_IOD * eye_distance(direct):
+    if best is None or best_miss > MAX_DISAGREEMENT_IOD * eye_distance(direct[:, :2]):
         return None
     return best
+
+
+def with_depth(rgb: np.ndarray, mesh: np.ndarray, detect: Detector, to68: To68) -> np.ndarray:
+    """``mesh`` (478, 2) with the relative depth (third column) of the detector's run on ``rgb`` that found
+    the same face, when the detector gives depth ((478, 3) points); else ``mesh`` unchanged. The detection
+    may come from another run (a crop, a variant of the photo): its 2D points are kept, and the depth is
+    taken only from a run whose 68 land within MAX_DISAGREEMENT_IOD of the detection's."""
+    points = np.asarray(mesh, dtype=np.float64)
+    if points.shape[1] > 2:
+        return points
+    direct = to68(points)
+    best, best_miss = None, np.inf
+    for found in detect(rgb):
+        found = np.asarray(found, dtype=np.float64)
+        if found.shape != (len(points), 3):
+            continue
+        miss = float(np.median(np.linalg.norm(to68(found[:, :2]) - direct, axis=1)))
+        if miss < best_miss:
+            best, best_miss = found, miss
+    if best is None or best_miss > MAX_DISAGREEMENT_IOD * eye_distance(direct):
+        return points
+    return np.column_stack([points, best[:, 2]])

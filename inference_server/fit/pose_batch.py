@@ -36,15 +36,33 @@ def rotation_matrices(axis_angles: np.ndarray) -> np.ndarray:
 
 #: Batches smaller than this are solved by LAPACK (measured crossover ~40 on the 2-core EPYC).
 SMALL_BATCH = 32
+#: Weight of a landmark's depth residual relative to its 2D residual (both in pixels): the face mesh's
+#: relative depth scatters ~2x its 2D position at the eyes (docs/texture.md, "Depth from the face mesh").
+DEPTH_WEIGHT = 0.2
+#: The face mesh's relative depth per pixel of the model's (weak-perspective) depth, measured on clean renders.
+DEPTH_SCALE = 1.0
+#: Cauchy scale of the depth residual relative to the 2D one's (ROBUST_SCALE_IOD).
+DEPTH_ROBUST = 2.0
 
 
 class _Batch:
-    """The data of B problems: model points (B, N, 3), shared image points (N, 2), weights (B, N)."""
+    """The data of B problems: model points (B, N, 3), shared image points (N, 2) or (N, 3) with the
+    detector's relative depth (NaN where there is none), weights (B, N)."""
 
     def __init__(self, model: np.ndarray, image: np.ndarray, prior_w: np.ndarray, intr: Intrinsics,
                  fit_focal: bool, scale: float) -> None:  # fmt: skip
-        self.model, self.image, self.prior_w = model, image, prior_w
+        self.model, self.image, self.prior_w = model, image[:, :2], prior_w
         self.intr, self.fit_focal, self.scale = intr, fit_focal, scale
+        self.depth: np.ndarray | None = None
+        if image.shape[1] > 2 and np.isfinite(image[:, 2]).any():
+            # Depth is relative: both the detector's and the model's are taken from their mean over the
+            # trusted points, weighted like the 2D residuals (so a hidden point does not shift the mean).
+            ok = np.isfinite(image[:, 2])
+            w = prior_w * ok
+            self.depth_w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)  # (B, N)
+            z = np.where(ok, image[:, 2], 0.0) / DEPTH_SCALE
+            self.depth = z - (self.depth_w * z).sum(axis=1, keepdims=True)  # (B, N)
+            self.depth_gain = DEPTH_WEIGHT * ok  # (N,): no depth, no residual
 
     def errors(self, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(b, K, N, 2) pixel errors for params (b, K, P) of the problems ``rows`` (b,)."""
@@ -59,23 +77,38 @@ class _Batch:
         x, y, z = (rot[..., i, 0, :] * m[..., 0] + rot[..., i, 1, :] * m[..., 1] + rot[..., i, 2, :] * m[..., 2]
                    + t[..., i, :] for i in range(3))  # fmt: skip
         depth = np.maximum(-z, 1e-9)
-        out = np.empty((*x.shape, 2))
+        out = np.empty((*x.shape, 2 if self.depth is None else 3))
         out[..., 0] = self.intr.cx + f * x / depth - self.image[:, 0]
         out[..., 1] = self.intr.cy - f * y / depth - self.image[:, 1]
+        if self.depth is not None:
+            # The model's depth about its weighted mean, in pixels at that mean's distance (weak perspective,
+            # the scale the detector's z is given in).
+            mean = (depth * self.depth_w[rows][:, None]).sum(axis=-1, keepdims=True)
+            out[..., 2] = (f * (depth - mean) / mean - self.depth[rows][:, None]) * self.depth_gain
         return out
 
     def robust(self, err: np.ndarray) -> np.ndarray:
-        """(b, N) Cauchy weights of pixel errors (b, N, 2)."""
-        return 1.0 / (1.0 + (np.linalg.norm(err, axis=-1) / self.scale) ** 2)
+        """Cauchy weights of pixel errors (b, N, C): (b, N) of the 2D error without depth; with depth
+        (b, N, 3), the 2D error's for x and y and for the depth also its own (with its own scale: a depth
+        the detector got wrong yields without taking the point's 2D along)."""
+        planar = 1.0 / (1.0 + (err[..., 0] ** 2 + err[..., 1] ** 2) / self.scale**2)
+        if err.shape[-1] == 2:
+            return planar
+        depth = 1.0 / (1.0 + (err[..., 2] / (DEPTH_WEIGHT * DEPTH_ROBUST * self.scale)) ** 2)
+        out = np.repeat(planar[..., None], 3, axis=-1)
+        out[..., 2] *= depth
+        return out
 
     def evaluate(
         self, params: np.ndarray, robust: np.ndarray, rows: np.ndarray, err: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N);
+        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N) or
+        (b, N, C);
         ``err``: their pixel errors when already computed."""
         if err is None:
             err = self.errors(params, rows)
-        r = (err * np.sqrt(self.prior_w[rows] * robust)[:, None, :, None]).reshape(*params.shape[:2], -1)
+        w = self.prior_w[rows] * robust if robust.ndim == 2 else self.prior_w[rows][..., None] * robust
+        r = (err * np.sqrt(w if w.ndim == 3 else w[..., None])[:, None]).reshape(*params.shape[:2], -1)
         if self.fit_focal:
             r = np.concatenate([r, (self.scale * params[..., 6] / FOCAL_PRIOR_SIGMA)[..., None]], axis=-1)
         return r, (r * r).sum(axis=-1)
@@ -171,18 +204,20 @@ def fit_poses(
     precision: np.ndarray | None = None,
     second: np.ndarray | None = None,
 ) -> list[PoseFit]:
-    """:func:`.pose.fit_pose` for B problems sharing the photo's points ``image_points`` (68, 2):
-    ``model_points`` (B, 68, 3), ``weights`` (B, 68) or (68,), ``starts`` (B, 6) or (6,) or None for
-    the yaw search (every problem from every START_YAWS start; the cheapest end wins, the first on a tie);
-    ``precision`` (68,) scales the weights as in :func:`.pose.fit_pose`; ``second`` (68, 2): a second
-    detector run's points for the same landmarks (the mirrored photo's, :mod:`.landmark_averaging`), fitted
-    as observations of their own with the same weights (the robust loss weighs each run's point on its
-    own, so where the runs disagree the one the rest of the face contradicts yields); the residuals and
-    robust weights reported are the first run's."""
+    """:func:`.pose.fit_pose` for B problems sharing the photo's points ``image_points`` (68, 2), or (68, 3)
+    with the detector's relative depth in pixels (NaN: none), fitted as a weak third residual per point
+    (``DEPTH_WEIGHT``; :func:`.pose.fit_pose` has no depth): ``model_points`` (B, 68, 3), ``weights``
+    (B, 68) or (68,), ``starts`` (B, 6) or (6,) or None for the yaw search (every problem from every
+    START_YAWS start; the cheapest end wins, the first on a tie); ``precision`` (68,) scales the weights as
+    in :func:`.pose.fit_pose`; ``second`` (68, 2) or (68, 3): a second detector run's points for the same
+    landmarks (the mirrored photo's, :mod:`.landmark_averaging`), fitted as observations of their own with
+    the same weights (the robust loss weighs each run's point on its own, so where the runs disagree the
+    one the rest of the face contradicts yields); the residuals (2D) and robust weights reported are the
+    first run's."""
     if second is not None:
         n = np.asarray(model_points).shape[1]
         w = np.asarray(weights, dtype=np.float64)
-        fits = fit_poses(np.concatenate([model_points, model_points], axis=1), np.concatenate([image_points, second]),
+        fits = fit_poses(np.concatenate([model_points, model_points], axis=1), _stacked(image_points, second),
                          np.concatenate([w, w], axis=-1), intrinsics, fit_focal=fit_focal, starts=starts,
                          precision=None if precision is None else np.concatenate([precision, precision]))  # fmt: skip
         return [PoseFit(f.pose, f.focal, f.residuals[:n], f.robust_weights[:n], f.cost) for f in fits]
@@ -192,14 +227,14 @@ def fit_poses(
     prior_w = np.clip(np.broadcast_to(np.asarray(weights, dtype=np.float64), (b, model.shape[1])), 0.0, 1.0)
     if precision is not None:
         prior_w = prior_w * np.clip(np.asarray(precision, dtype=np.float64), 0.0, 1.0)
-    scale = max(ROBUST_SCALE_IOD * eye_distance(image), 0.5)
+    scale = max(ROBUST_SCALE_IOD * eye_distance(image[:, :2]), 0.5)
     extra = [0.0] if fit_focal else []
     if starts is not None:
         first = np.broadcast_to(np.asarray(starts, dtype=np.float64), (b, 6))
         tries, owner = np.concatenate([first, np.zeros((b, len(extra)))], axis=1), np.arange(b)
     else:
         tries = np.array([
-            np.concatenate([_initial_pose(model[i], image, prior_w[i], intrinsics, intrinsics.focal, y), extra])
+            np.concatenate([_initial_pose(model[i], image[:, :2], prior_w[i], intrinsics, intrinsics.focal, y), extra])
             for i in range(b) for y in START_YAWS
         ])  # fmt: skip
         owner = np.repeat(np.arange(b), len(START_YAWS))
@@ -208,7 +243,7 @@ def fit_poses(
     per_problem = costs.reshape(b, -1)
     best = np.arange(b) * per_problem.shape[1] + np.argmin(per_problem, axis=1)
     err = _Batch(model, image, prior_w, intrinsics, fit_focal, scale).errors(params[best][:, None], np.arange(b))[:, 0]
-    distance = np.linalg.norm(err, axis=-1)
+    distance = np.linalg.norm(err[..., :2], axis=-1)
     focal = intrinsics.focal * np.exp(params[best, 6]) if fit_focal else np.full(b, intrinsics.focal)
     robust = prior_w / (1.0 + (distance / scale) ** 2)
     return [
@@ -216,3 +251,11 @@ def fit_poses(
                 cost=float(costs[j]))
         for i, j in enumerate(best)
     ]  # fmt: skip
+
+
+def _stacked(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Both runs' points one under the other; when only one run has depth, the other's is NaN (none)."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if a.shape[1] != b.shape[1]:
+        a, b = (np.column_stack([p, np.full(len(p), np.nan)]) if p.shape[1] == 2 else p for p in (a, b))
+    return np.concatenate([a, b])

@@ -148,7 +148,7 @@ def group_consensus(
     weighted down when its median miss exceeds CONSENSUS_IOD eye distances.
     """
     out = weights.copy()
-    limit = CONSENSUS_IOD * eye_distance(image)
+    limit = CONSENSUS_IOD * eye_distance(image[:, :2])
     tested: list[tuple[np.ndarray, np.ndarray]] = []
     for indices in GROUPS.values():
         members = np.zeros(N_LANDMARKS, bool)
@@ -183,7 +183,7 @@ def score_expressions(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Per expression: its own pose (camera fixed), the capped weighted RMS error over the trusted
     landmarks (pixels), and the median residual over them."""
-    cap = SCORE_CAP_IOD * eye_distance(image)
+    cap = SCORE_CAP_IOD * eye_distance(image[:, :2])
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
     # All expressions in one batched solve (each as fit_pose would fit it alone, to rounding).
@@ -251,6 +251,7 @@ class _Evidence:
 
     intr: Intrinsics
     image: np.ndarray  # (68, 2)
+    depth: np.ndarray | None  # (68,) the detector's relative depth in pixels, when it gives one
     precision: np.ndarray | None
     weights: np.ndarray  # (68,) group prior × visibility
     plain: np.ndarray  # plain_eyes' answer (fit/trust.py)
@@ -271,11 +272,12 @@ def _evidence(
     if expression_landmarks.ndim != 3 or expression_landmarks.shape[1:] != (N_LANDMARKS, 3):
         return untrusted("the head model has no 68-point landmark embedding", source)
     calibrated = correspondence is not None and correspondence.matrix.shape[1] == len(mesh_points)
-    image = to_68(mesh_points, correspondence)
+    observed = to_68(mesh_points, correspondence)
+    image, depth = observed[:, :2], (observed[:, 2] if observed.shape[1] > 2 else None)
     precision = None
     if correspondence is not None and calibrated:
         precision = scatter_precision(correspondence.precision, eye_distance(image))
-    points = np.asarray(mesh_points, dtype=np.float64)
+    points = np.asarray(mesh_points, dtype=np.float64)[:, :2]
     try:
         skin = face_skin(rgb, points)
         # The landmark's own neighbourhood, then its distance to an occluder the photo shows (fit/cover.py).
@@ -286,7 +288,7 @@ def _evidence(
     weights = group_weights() * visibility
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    return _Evidence(intr, image, precision, weights, plain)
+    return _Evidence(intr, image, depth, precision, weights, plain)
 
 
 def _solve(
@@ -296,16 +298,18 @@ def _solve(
     """The camera and poses from the photo's evidence, with or without the mirrored run, trusted or not by
     its own checks alone."""
     intr, image, precision, plain = found.intr, found.image, found.precision, found.plain
+    # The solves see the depth beside the 2D points (pose_batch); everything else reads the 2D points.
+    seen = image if found.depth is None else np.column_stack([image, found.depth])
     source, fit_focal = intr.source, intr.source != "exif"
-    first: PoseFit = fit_poses(expression_landmarks[reference][None], image, found.weights, intr,
+    first: PoseFit = fit_poses(expression_landmarks[reference][None], seen, found.weights, intr,
                                fit_focal=fit_focal, precision=precision, second=mirrored)[0]  # fmt: skip
     weights = found.weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
-    weights = group_consensus(expression_landmarks[reference], image, weights,
+    weights = group_consensus(expression_landmarks[reference], seen, weights,
                               Intrinsics(first.focal, intr.cx, intr.cy, source), first.pose, precision,
                               mirrored)  # fmt: skip
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    ref = fit_poses(expression_landmarks[reference][None], image, weights, intr, fit_focal=fit_focal,
+    ref = fit_poses(expression_landmarks[reference][None], seen, weights, intr, fit_focal=fit_focal,
                     starts=first.pose, precision=precision, second=mirrored)[0]  # fmt: skip
     intr = Intrinsics(ref.focal, intr.cx, intr.cy, source)
     yaw = yaw_deg(ref.pose)
@@ -321,7 +325,7 @@ def _solve(
         return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
         return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
-    poses, errors, medians = score_expressions(expression_landmarks, image, weights, intr, ref.pose, precision,
+    poses, errors, medians = score_expressions(expression_landmarks, seen, weights, intr, ref.pose, precision,
                                                mirrored)  # fmt: skip
     return HeadFit(
         status="ok", reason="", focal_source=source, camera=np.array([intr.focal, intr.cx, intr.cy]),
@@ -331,10 +335,11 @@ def _solve(
 
 
 def to_68(mesh_points: np.ndarray, correspondence: Correspondence | None) -> np.ndarray:
-    """(68, 2) the landmarks of the detector's (478, 2) points: the calibrated map when it fits them."""
+    """(68, 2) the landmarks of the detector's (478, 2) points: the calibrated map when it fits them; from
+    (478, 3) points with the mesh's relative depth, (68, 3) (both maps are affine: depth maps like x and y)."""
     points = np.asarray(mesh_points, dtype=np.float64)
     if correspondence is not None and correspondence.matrix.shape[1] == len(points):
-        return correspondence.matrix @ points[:, :2]
+        return correspondence.matrix @ points
     return landmarks68_from_mesh(points)
 
 

@@ -15,7 +15,7 @@ from ..preprocess.image import LoadedImage
 from ..render import vertex_normals
 from .calibration import Correspondence
 from .camera import exif_focal_pixels
-from .landmark_averaging import Detector, mirrored_landmarks
+from .landmark_averaging import Detector, mirrored_landmarks, with_depth
 from .stage import HeadFit, fit_head, to_68, untrusted
 
 
@@ -75,7 +75,10 @@ def fit_photo(
     any other mode keeps the order given. ``correspondence``: the detector-to-68 matrix and precision measured on this
     model (:func:`.calibration.calibrate_correspondence`); ``detect``: the face mesh, run once more on the
     mirrored photo for a second observation of the landmarks (:mod:`.landmark_averaging`; None: the
-    detection's run alone). Never raises for a photo the fit cannot use: it says why."""
+    detection's run alone); a detector that gives depth ((478, 3) points) keeps it on the mirrored run's
+    points, the direct run's comes with the detection (``landmark_depth``; else from one more run on the
+    photo, :func:`.landmark_averaging.with_depth`), and the pose solves weigh it (:mod:`.pose_batch`).
+    Never raises for a photo the fit cannot use: it says why."""
     m = len(expression_vertices)
     keep = np.arange(m)
     if expression_landmarks is None or model.lmk_faces_idx is None or len(model.lmk_faces_idx) != 68:
@@ -83,11 +86,17 @@ def fit_photo(
     else:
         normals = landmark_normals(np.asarray(expression_vertices[0], dtype=np.float64), model)
         focal = exif_focal_pixels(image.path, image.width, image.height)
-        mirrored = None
-        if detect is not None and detection.landmarks is not None:
-            direct = to_68(detection.landmarks, correspondence)
-            mirrored = mirrored_landmarks(image.rgb, direct, detect, lambda points: to_68(points, correspondence))
-        fit = fit_head(image.rgb, focal, detection.landmarks, np.asarray(expression_landmarks, np.float64),
+        mirrored, mesh = None, detection.landmarks
+        if detect is not None and mesh is not None:
+            to68 = lambda points: to_68(points, correspondence)  # noqa: E731
+            depth = detection.landmark_depth
+            # The detection's own run gave the depth (preprocess/chain.py); else one more run gives it.
+            if depth is not None and len(depth) == len(mesh):
+                mesh = np.column_stack([mesh, depth])
+            else:
+                mesh = with_depth(image.rgb, mesh, detect, to68)
+            mirrored = mirrored_landmarks(image.rgb, to68(mesh), detect, to68)
+        fit = fit_head(image.rgb, focal, mesh, np.asarray(expression_landmarks, np.float64),
                        normals, correspondence=correspondence, mirrored=mirrored)  # fmt: skip
     warnings = list(fit.warnings)
     if mode != "best_fit":

@@ -23,6 +23,7 @@ Every step returns all the faces it found, nearest the target first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -93,7 +94,9 @@ MIRRORED_POINTS5 = (MESH_POINTS5[1], MESH_POINTS5[0], MESH_POINTS5[2], MESH_POIN
 @dataclass(frozen=True)
 class Candidate:
     """A face found on a working copy; coordinates in that copy. ``mirrored``: the landmarks came from a
-    mirror image (indices name the other side of the face); ``variant``: the image variant that found it."""
+    mirror image (indices name the other side of the face); ``variant``: the image variant that found it;
+    ``depth`` (478,): the face mesh's relative depth of the landmarks, in the copy's pixels (the fit uses
+    it, fit/pose_batch.py)."""
 
     points5: np.ndarray
     landmarks: np.ndarray | None
@@ -103,6 +106,7 @@ class Candidate:
     detector_model: str | None = None
     variant: str | None = None
     mirrored: bool = False
+    depth: np.ndarray | None = None
 
     def mapped(self, to_photo: np.ndarray) -> Candidate:
         """The same face with coordinates sent through the 2×3 affine ``to_photo``."""
@@ -111,6 +115,8 @@ class Candidate:
             self,
             points5=apply_affine(to_photo, self.points5),
             landmarks=None if self.landmarks is None else apply_affine(to_photo, self.landmarks),
+            # Depth is a length: it scales with the map's scale (rotations and flips keep it).
+            depth=None if self.depth is None else self.depth * math.sqrt(abs(np.linalg.det(to_photo[:, :2]))),
             found_box=np.concatenate([corners.min(axis=0), corners.max(axis=0)]),
         )
 
@@ -167,14 +173,15 @@ class MediaPipeChain:
         indices = list(MIRRORED_POINTS5 if mirrored else MESH_POINTS5)
         return [
             Candidate(
-                points5=landmarks[indices],
-                landmarks=landmarks,
-                found_box=extent(landmarks),
+                points5=points[indices, :2],
+                landmarks=points[:, :2],
+                depth=points[:, 2],
+                found_box=extent(points[:, :2]),
                 method="face_mesh" if variant is None else "face_mesh_on_variant",
                 variant=None if variant is None else variant.name,
                 mirrored=mirrored,
             )
-            for landmarks in self.faces.face_mesh(rgb)
+            for points in self.faces.face_mesh(rgb, depth=True)
         ]
 
     def detector_faces(self, rgb: np.ndarray, tiles: bool) -> list[DetectorFace]:

@@ -114,6 +114,7 @@ class FaceDetection:
     occluded_points: tuple[str, ...] = ()
     points_source: str = "mesh"
     onet_score: float | None = None
+    landmark_depth: np.ndarray | None = None  # (478,) the face mesh's relative depth of ``landmarks``, px
 
     def to_meta(self) -> dict[str, object]:
         """JSON-ready summary for the result file's ``meta_json``."""
@@ -366,6 +367,7 @@ def _finish(
         points5=found.points5,
         # A mirrored mesh's indices name the other side of the face: not given out as landmarks.
         landmarks=None if found.mirrored else found.landmarks,
+        landmark_depth=None if found.mirrored or found.landmarks is None else found.depth,
         method=found.method,
         n_faces=n_faces,
         found_box=found.found_box,

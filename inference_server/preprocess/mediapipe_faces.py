@@ -73,8 +73,10 @@ class MediaPipeFaces:
         self._mesh: Any = None
         self._detectors: dict[str, Any] = {}
 
-    def face_mesh(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """All faces the face mesh finds: a list of (478, 2) landmark arrays in pixels of ``rgb``."""
+    def face_mesh(self, rgb: np.ndarray, *, depth: bool = False) -> list[np.ndarray]:
+        """All faces the face mesh finds: a list of (478, 2) landmark arrays in pixels of ``rgb``; with
+        ``depth``, (478, 3): the third column is the mesh's relative depth in pixels (MediaPipe's ``z``
+        shares x's normalised scale, so it is multiplied by the width; smaller is nearer the camera)."""
         if self._mesh is None:
             mp = _mediapipe()
 
@@ -88,8 +90,10 @@ class MediaPipeFaces:
         result = self._mesh.process(_contiguous_rgb(rgb))
         faces = []
         for face in result.multi_face_landmarks or ():
-            points = np.array([(lm.x * width, lm.y * height) for lm in face.landmark], dtype=np.float64)
-            if points.shape == (N_MESH_LANDMARKS, 2) and np.all(np.isfinite(points)):
+            points = np.array([(lm.x * width, lm.y * height, lm.z * width) for lm in face.landmark], dtype=np.float64)
+            if not depth:
+                points = points[:, :2]
+            if points.shape == (N_MESH_LANDMARKS, 3 if depth else 2) and np.all(np.isfinite(points)):
                 faces.append(points)
         return faces
 

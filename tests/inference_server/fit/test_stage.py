@@ -37,17 +37,19 @@ def _pose_errors(
 ) -> tuple[list[float], list[float]]:  # fmt: skip
     """Rotation error (°) and median reprojection of the visible landmarks (eye distances, against the
     true projection) of the fit on 10 renders drawn from ``seed``, as the worker fits a photo: with the
-    face mesh's run on the mirrored photo beside the direct one (fit/landmark_averaging.py)."""
+    face mesh's run on the mirrored photo beside the direct one (fit/landmark_averaging.py), and both runs'
+    relative depth in the pose solves (fit/pose_batch.py)."""
     texture = ground_truth_texture(head)
     rng = np.random.default_rng(seed)
     rotation, reprojection = [], []
     for _ in range(10):
         case = render_case(head, layer, texture, rng, occluder=occluder)
-        found = faces.face_mesh(case.image)
+        found = faces.face_mesh(case.image, depth=True)
         if not found:  # the detector's business, measured in docs/preprocessing.md
             continue
         to68 = lambda points: to_68(points, correspondence)  # noqa: E731
-        mirrored = mirrored_landmarks(case.image, to68(found[0]), faces.face_mesh, to68)
+        detect = lambda rgb: faces.face_mesh(rgb, depth=True)  # noqa: E731
+        mirrored = mirrored_landmarks(case.image, to68(found[0]), detect, to68)
         fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
                        correspondence=correspondence, mirrored=mirrored)  # fmt: skip
         assert fit.trusted, fit.reason
@@ -67,11 +69,11 @@ def test_pose_from_the_detector_on_synthetic_renders(
 ) -> None:
     """Through the real detector on the DEMO head, with the correspondence and landmark precision measured
     on the model (renders disjoint from these: fit/calibration.py draws its own heads from a fixed seed).
-    Measured on these 10 renders: median rotation error 1.98°, reprojection of the visible landmarks
-    1.44 % of the eye distance against the true projection (2.90°, 1.33 % with the direct detector run
-    alone; mean-head calibration without precision: 2.95°, 1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %;
-    MediaPipe's points on this stand-in head scatter by 2.5-7 % of the eye distance from render to render,
-    so the margin is that of the median."""
+    Measured on these 10 renders: median rotation error 1.99°, reprojection of the visible landmarks
+    1.38 % of the eye distance against the true projection (1.98°, 1.44 % without the face mesh's depth;
+    2.90°, 1.33 % with the direct detector run alone; mean-head calibration without precision: 2.95°,
+    1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %; MediaPipe's points on this stand-in head scatter by 2.5-7 %
+    of the eye distance from render to render, so the margin is that of the median."""
     rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=3)
     assert np.median(rotation) <= 3.0, rotation
     assert np.median(reprojection) <= 0.02, reprojection
@@ -80,15 +82,16 @@ def test_pose_from_the_detector_on_synthetic_renders(
 def test_pose_with_a_bar_over_the_mouth(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
-    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 3.18°, 1.93 %
-    with the mirrored photo's detector run fitted beside the direct one (fit/landmark_averaging.py); 3.26°,
-    1.96 % without it; 3.88°, 2.42 % without the down-weighting of the landmarks next to the occluder the
-    photo shows either (fit/cover.py). The detector's whole mesh bends around the bar (nostrils drawn 5-8 %
-    of the eye distance too high, the chin far more, docs/texture.md). Issue 17's 2 % is met here; its 3°
-    is met on the 40-render dev and held-out sets (2.48°, 2.89°) but not on these 10 renders: the bound
-    guards the measured level with a small margin."""
+    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 3.03°, 1.91 %
+    with both runs' relative depth in the solves (fit/pose_batch.py, docs/texture.md "Depth from the face
+    mesh"); 3.18°, 1.93 % without the depth, with the mirrored photo's detector run fitted beside the
+    direct one (fit/landmark_averaging.py); 3.26°, 1.96 % without that either; 3.88°, 2.42 % without the
+    down-weighting of the landmarks next to the occluder the photo shows (fit/cover.py). The detector's
+    whole mesh bends around the bar (nostrils drawn 5-8 % of the eye distance too high, the chin far more,
+    docs/texture.md). Issue 17's 2 % is met here; its 3° is met on the 40-render dev and held-out sets
+    (2.48°, 2.85°) and missed by 0.03° on these 10 renders: the bound guards the measured level."""
     rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=5, occluder="mouth")
-    assert np.median(rotation) <= 3.3, rotation
+    assert np.median(rotation) <= 3.1, rotation
     assert np.median(reprojection) <= 0.02, reprojection
 
 

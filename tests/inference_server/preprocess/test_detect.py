@@ -123,6 +123,25 @@ def test_large_photo_coordinates_stay_in_original_pixels(
     assert _relative_errors(found.points5, truth).max() < 0.06
 
 
+def test_the_face_mesh_depth_comes_with_the_detection_in_photo_pixels(
+    detector: FaceDetector, astronaut: np.ndarray
+) -> None:
+    """The fit's depth residual (fit/pose_batch.py) takes the detection's own face mesh depth. On the photo
+    as it is, it is the face mesh's z of that run (× the width); on a 4× copy, detected on a 1280 working
+    copy, it is mapped back to the photo's pixels like x and y, so it is ~4× the small photo's (the
+    network sees nearly the same picture; measured slope 4.0)."""
+    small = detector.detect(astronaut)
+    assert small.landmarks is not None and small.landmark_depth is not None
+    assert small.landmark_depth.shape == (478,)
+    own = MediaPipeFaces().face_mesh(astronaut, depth=True)[0]
+    np.testing.assert_allclose(small.landmark_depth, own[:, 2], atol=1e-6)
+    np.testing.assert_allclose(small.landmarks, own[:, :2], atol=1e-6)
+    big = detector.detect(cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC))
+    assert big.landmark_depth is not None
+    a, b = small.landmark_depth - small.landmark_depth.mean(), big.landmark_depth - big.landmark_depth.mean()
+    assert 3.6 < float(a @ b / (a @ a)) < 4.4
+
+
 def _in_large_photo(face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The face photo pasted into a 1600×1200 photo of a coffee cup; returns it and the offset."""
     from skimage import data
