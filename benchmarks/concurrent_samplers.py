@@ -7,8 +7,7 @@ official-size random fused denoisers (batch 100, DDPM):
   ``OFER_CPU_CONCURRENT_SAMPLERS=0``);
 - **concurrent**: what the pipeline runs (``diffusion/background_draw.py``): ExpGen's chain in a background
   thread with its share of the threads (``split_threads`` of ``work_share``: one of two here), IdGen's in the
-  calling thread with the others, given all threads back between its steps once ExpGen is done (torch ops
-  release the GIL; with OpenMP the thread count
+  calling thread with the others, for the whole draw (torch ops release the GIL; with OpenMP the thread count
   is a per-thread setting: checked by reading ``torch.get_num_threads()`` back in both threads while they run
   and in the main thread afterwards).
 
@@ -79,7 +78,7 @@ def main() -> int:
     seen_threads: dict[str, int] = {}
 
     def concurrent() -> tuple[torch.Tensor, torch.Tensor]:
-        """What the pipeline runs: ExpGen in a BackgroundDraw, IdGen here, rebalanced between its steps."""
+        """What the pipeline runs: ExpGen in a BackgroundDraw, IdGen here, each on its share of the threads."""
 
         def draw(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
             seen_threads["background"] = torch.get_num_threads()
@@ -90,7 +89,7 @@ def main() -> int:
         )
         with background as bg:
             seen_threads["main"] = torch.get_num_threads()
-            shapes = _chain(idgen, contexts[0], opts.steps, 1, lambda d, t: bg.balance(), lambda: False)
+            shapes = _chain(idgen, contexts[0], opts.steps, 1)
             return shapes, bg.result()
 
     _chain(idgen, contexts[0], 10, 0), _chain(expgen, contexts[1], 10, 0)  # warm: FiLM rows, allocator

@@ -269,12 +269,11 @@ class Reconstructor:
             ),
             concurrent=self._draws_concurrently(device),
             progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
-            background_share=work_share(bundle.expgen_denoiser, args.n_expressions,
-                                        bundle.idgen_denoiser, args.n_shapes * len(photos)),
+            background_share=work_share(bundle.expgen.denoiser, args.n_expressions,
+                                        bundle.idgen.denoiser, args.n_shapes * len(photos)),
         )  # fmt: skip
 
         def identity_progress(stage: str, done: int, total: int, message: str) -> None:
-            expression_draw.balance()
             if stage == "rank" and done == 0:
                 clock.start("rank")
             progress(stage, done, total, message)

@@ -1,16 +1,20 @@
 """One sampling chain in a background thread while the caller runs another: IdGen ∥ ExpGen on CPU.
 
 ExpGen's draw does not need IdGen's result, and a batch-100 denoiser step does not keep two cores busy in
-lockstep (many small kernels, each ending at an OpenMP barrier): two chains on one intra-op thread each
-finished sooner than the two one after the other on two threads (benchmarks/concurrent_samplers.py,
+lockstep (many small kernels, each ending at an OpenMP barrier): on the quiet 2-core EPYC the fused IdGen step
+took 24.7 ms on one thread and 24.1 ms on two, ExpGen's 7.4 ms on one and 12.2 ms on two, so the two chains on
+one thread each finish well before the two one after the other (benchmarks/concurrent_samplers.py,
 benchmarks/README.md). torch ops release the GIL, and with OpenMP ``torch.set_num_threads`` is a setting of
 the calling thread, so the threads are split between the two chains in proportion to their work
-(``split_threads``: on 2 cores one each; on 16, ExpGen's smaller step gets about a sixth), and whichever chain
-ends first hands its threads to the other: ``balance`` (called by the caller between its own steps) widens the
-caller once the background is done, and the background widens itself once the caller waits in ``result``.
-No chain is left on a few threads while the others idle, which is what made a fixed one-thread split
-unsafe as a default on many cores. Each chain seeds its own generator and the GEMMs do not split their
-reductions across threads, so the samples are the ones a sequential run draws, bit for bit (tests).
+(``split_threads`` of ``work_share``: one each on 2 cores; on 16, 3 for ExpGen and 13 for IdGen).
+
+The split is fixed for the whole draw: the caller keeps its share until it collects the result, and neither
+side is handed the other's threads when it ends first. A hand-back at a moment set by timing would make the
+results depend on timing: at some batch sizes (6 and 10 rows, not 1, 3 or 100, measured) a denoiser step's
+last bits depend on the thread count it runs with, so a run whose widening came one step later would differ
+from the one before by ~1e-6. With a fixed split a request gives the same samples every time; at those batch
+sizes they may differ in the last bits from a sequential draw on all the threads, as any change of thread
+count does. Each chain seeds its own generator.
 
 Progress: the background chain's progress is kept and reported from the caller's thread when the caller
 collects the result (the worker's progress events stay in stage order). Cancellation: the background
@@ -93,8 +97,6 @@ class BackgroundDraw(Generic[T]):
         self.concurrent = concurrent and self.threads >= 2
         self.background_threads = split_threads(self.threads, background_share) if self.concurrent else 0
         self._stop = threading.Event()
-        self._done = threading.Event()
-        self._caller_waiting = threading.Event()
         self._last: tuple[int, int] | None = None
         self._result: T | None = None
         self._error: BaseException | None = None
@@ -114,30 +116,17 @@ class BackgroundDraw(Generic[T]):
             def record(done: int, total: int) -> None:
                 self._last = (done, total)
 
-            def stop_or_widen() -> bool:  # checked before each of the background chain's steps
-                if self._caller_waiting.is_set() and torch.get_num_threads() != self.threads:
-                    torch.set_num_threads(self.threads)  # the caller is done: all threads to this chain
-                return self._stop.is_set() or self._should_cancel()
-
-            self._result = self._draw(record, stop_or_widen)
+            self._result = self._draw(record, lambda: self._stop.is_set() or self._should_cancel())
         except BaseException as exc:  # handed to the caller's thread in result()
             self._error = exc
-        finally:
-            self._done.set()
-
-    def balance(self) -> None:
-        """Call between the caller's own steps: all threads back to the caller once the background is done."""
-        if self.concurrent and self._done.is_set() and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
 
     def result(self) -> T:
         """The draw's result (waits for the background thread; runs the draw here when not concurrent)."""
         if not self.concurrent:
             return self._draw(self._progress, self._should_cancel)
         assert self._thread is not None
-        self._caller_waiting.set()
         self._thread.join()
-        self.balance()
+        torch.set_num_threads(self.threads)  # the caller's own count again, from here on
         if self._error is not None:
             raise self._error
         if self._last is not None:

@@ -244,9 +244,10 @@ def test_flame_controls_add_the_bases_that_rebuild_the_identity(
 def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
     reconstructor: Reconstructor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """IdGen ∥ ExpGen (diffusion/background_draw.py, the CPU default): the same result as the sequential run,
-    ExpGen drawn off the calling thread, every stage still reported in order from the caller, the caller's
-    threads restored, and the result saying which way it was drawn."""
+    """IdGen ∥ ExpGen (diffusion/background_draw.py, the CPU default): ExpGen drawn off the calling thread, every
+    stage still reported in order from the caller, the caller's threads restored, the result saying which way
+    it was drawn; the same request gives the same result bit for bit, and the sequential draw's within float
+    rounding (at these batch sizes a step's last bits depend on the thread count each chain runs with)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, threads))
     drawn_in: list[str] = []
@@ -270,12 +271,15 @@ def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
             lambda: False,
         )
         assert torch.get_num_threads() == max(2, threads)
+        repeat = reconstructor.run(_args(tmp_path, "repeat.npz"), lambda *a: None, lambda: False).result
     finally:
         torch.set_num_threads(threads)
-    assert drawn_in == ["background-draw"]
+    assert drawn_in == ["background-draw", "background-draw"]
     assert first.meta["concurrent_samplers"] is False and again.result.meta["concurrent_samplers"] is True
-    for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
-        assert np.array_equal(getattr(first, key), getattr(again.result, key)), key
+    for key in ("identity_params", "identity_scores", "expression_params", "jaw_pose", "expression_vertices"):
+        assert np.array_equal(getattr(repeat, key), getattr(again.result, key)), key
+        ours, theirs = getattr(again.result, key), getattr(first, key)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * float(np.abs(theirs).max()), err_msg=key)
     stages = [s for s, _ in events]
     order = ["load", "detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode", "write"]
     assert [stages.index(s) for s in order] == sorted(stages.index(s) for s in order)

@@ -44,7 +44,7 @@ def _draw(seed: int, steps: int = 30) -> Callable[..., torch.Tensor]:
     return draw
 
 
-def test_the_background_draw_gives_the_inline_samples_and_hands_the_threads_back(two_threads: int) -> None:
+def test_the_background_draw_gives_the_inline_samples_and_restores_the_threads(two_threads: int) -> None:
     inline = BackgroundDraw(_draw(5), concurrent=False, progress=lambda d, t: None, should_cancel=lambda: False)
     assert not inline.concurrent
     with inline:
@@ -62,7 +62,7 @@ def test_the_background_draw_gives_the_inline_samples_and_hands_the_threads_back
     with BackgroundDraw(draw, concurrent=True, progress=report, should_cancel=lambda: False) as background:
         assert background.concurrent and torch.get_num_threads() == two_threads - 1
         got = background.result()
-        assert torch.get_num_threads() == two_threads  # balanced once the background is done
+        assert torch.get_num_threads() == two_threads  # the caller's own count once the result is in
     assert torch.equal(got, want)
     assert seen == {"thread": "background-draw", "threads": 1}
     assert reports == [(30, 30, threading.current_thread().name)]  # the last progress, from the caller's thread
@@ -147,25 +147,36 @@ def test_the_work_share_weighs_parameters_by_rows() -> None:
     assert work_share(object(), 100, _Model(large), 100) == 0.5  # no torch parameters to weigh: even
 
 
-def test_threads_go_by_share_and_the_background_takes_them_all_once_the_caller_waits() -> None:
+def test_each_side_keeps_its_share_for_the_whole_draw_so_runs_repeat_bit_for_bit() -> None:
+    """A hand-back timed by whichever chain ends first made runs differ where a step's last bits depend on the
+    thread count (batch 6 or 10 here): the split is fixed, and the same request draws the same samples."""
     torch.set_num_threads(4)
-    want = _draw(7, steps=40)(lambda d, t: None, lambda: False)
-    counts: list[int] = []
+    background_counts: list[int] = []
+    caller_counts: list[int] = []
+    background_chain, caller_chain = _draw(7, steps=12), _draw(8, steps=40)  # built here: torch's global RNG
 
-    def draw(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
+    def background(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
         def watched() -> bool:
-            stop = should_cancel()  # may widen this thread first
-            counts.append(torch.get_num_threads())
-            return stop
+            background_counts.append(torch.get_num_threads())
+            return should_cancel()
 
-        return _draw(7, steps=40)(progress, watched)
+        return background_chain(progress, watched)
 
-    draw_in_background = BackgroundDraw(
-        draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False, background_share=0.25
-    )
-    with draw_in_background:
-        assert draw_in_background.background_threads == 1 and torch.get_num_threads() == 3
-        got = draw_in_background.result()  # the caller has nothing to do: it waits at once
-    assert torch.equal(got, want)  # widening mid-chain changes no sample
-    assert counts[-1] == 4 and set(counts) <= {1, 4}
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        draw = BackgroundDraw(
+            background, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False, background_share=0.25
+        )
+        with draw:
+            assert draw.background_threads == 1
+
+            def caller_check() -> bool:
+                caller_counts.append(torch.get_num_threads())
+                return False
+
+            mine = caller_chain(lambda d, t: None, caller_check)
+            return mine, draw.result()
+
+    first, again = run(), run()
+    assert set(background_counts) == {1} and set(caller_counts) == {3}
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert torch.get_num_threads() == 4
