@@ -1,0 +1,173 @@
+"""The distinct image encoders of one photo on two lanes (threads) on the CPU, each with its share of threads.
+
+A batch-1 encoder pass does not keep two cores busy in lockstep (many kernels, each ending at an OpenMP
+barrier; the shared host also steals CPU time), so two passes on one intra-op thread each finish sooner than
+the same passes one after the other on two threads (benchmarks/README.md, "Encoders on two lanes"). torch ops
+and ONNX Runtime's ``run`` release the GIL, and with OpenMP ``torch.set_num_threads`` is a setting of the
+calling thread: the caller runs one lane with its share of the threads, a helper thread runs the other.
+
+The lanes are balanced by estimated cost: multiply-accumulates from the encoder's kind and configuration
+(``encoder_macs``; the runner's form — fp32, bf16, int8 — is not known to the estimate). A lane that starts a
+pass after the other lane has finished takes all the threads. The embeddings are the ones a sequential run
+computes, bit for bit: the kernels of these encoders split work over outputs, not over the reductions, so the
+thread count does not change the rounding (checked by the tests for torch fp32, torch bf16 and ONNX Runtime).
+
+Switch: ``OFER_CPU_ENCODER_LANES`` (``lanes_requested``; on by default), read per request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import BadRequestError
+from .nets.arcface import ArcFaceConfig, ArcFaceEncoder
+from .nets.clip_visual import ClipImageEncoder, ClipVisionConfig
+
+__all__ = ["LANES_ENV", "EncoderJob", "LaneRun", "encoder_macs", "lanes_requested", "partition", "run_encoders"]
+
+#: ``OFER_CPU_ENCODER_LANES=0`` runs the encoders one after the other on all threads.
+LANES_ENV = "OFER_CPU_ENCODER_LANES"
+#: Whether lanes are on when the variable is unset (measured faster on the 2-core benchmark machine).
+DEFAULT_ON = True
+
+
+def lanes_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OFER_CPU_ENCODER_LANES`` asks for two lanes (``DEFAULT_ON`` when unset); other values are errors."""
+    value = (os.environ if environ is None else environ).get(LANES_ENV, "").strip().lower()
+    if value == "":
+        return DEFAULT_ON
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise BadRequestError(
+        f"{LANES_ENV}={value!r} is not understood.", "Set it to 1 or 0, or unset it, and restart the worker."
+    )
+
+
+def arcface_macs(config: ArcFaceConfig) -> int:
+    """Multiply-accumulates of one iresnet pass (convolutions and the embedding layer; norms are negligible)."""
+    size = config.input_size
+    macs = 3 * config.widths[0] * 9 * size**2  # stem
+    d_in = config.widths[0]
+    for count, width in zip(config.layers, config.widths, strict=True):
+        out = size // 2
+        macs += d_in * width * 9 * size**2 + width * width * 9 * out**2 + d_in * width * out**2  # block 0
+        macs += (count - 1) * 2 * width * width * 9 * out**2
+        d_in, size = width, out
+    return macs + d_in * size**2 * config.embedding_dim
+
+
+def vit_macs(config: ClipVisionConfig) -> int:
+    """Multiply-accumulates of one ViT pass: patch embedding, per layer QKV / output / MLP products and the
+    two attention products, and the output projection."""
+    grid = config.image_size // config.patch_size
+    tokens, width = grid * grid + 1, config.width
+    patch = grid * grid * 3 * config.patch_size**2 * width
+    layer = (4 + 2 * config.mlp_ratio) * tokens * width**2 + 2 * tokens**2 * width
+    return patch + config.layers * layer + width * config.output_dim
+
+
+def encoder_macs(module: nn.Module) -> int:
+    """Estimated cost of one pass of an encoder (works on released, meta-device modules: reads the config);
+    1 for anything else (then every pass counts alike)."""
+    if isinstance(module, ArcFaceEncoder):
+        return arcface_macs(module.config)
+    if isinstance(module, ClipImageEncoder):
+        return vit_macs(module.config)
+    return 1
+
+
+@dataclass(frozen=True)
+class EncoderJob:
+    """One distinct encoder pass: ``run()`` returns its embedding; ``cost`` balances the lanes."""
+
+    slot: str
+    run: Callable[[], torch.Tensor]
+    cost: float
+
+
+def partition(jobs: Sequence[EncoderJob]) -> tuple[list[EncoderJob], list[EncoderJob]]:
+    """Two lanes whose larger estimated cost is smallest (exhaustive: a photo has at most five encoders; ties
+    keep the first split found), each in the jobs' order; the costlier lane first."""
+    best: tuple[float, list[EncoderJob], list[EncoderJob]] | None = None
+    rest = list(jobs[1:])
+    for picks in itertools.product((True, False), repeat=len(rest)):  # jobs[0] is always in lane a
+        a = [jobs[0]] + [job for job, pick in zip(rest, picks, strict=True) if pick]
+        b = [job for job, pick in zip(rest, picks, strict=True) if not pick]
+        worst = max(sum(j.cost for j in a), sum(j.cost for j in b))
+        if best is None or worst < best[0]:
+            best = (worst, a, b)
+    assert best is not None
+    a, b = best[1], best[2]
+    return (a, b) if sum(j.cost for j in a) >= sum(j.cost for j in b) else (b, a)
+
+
+@dataclass
+class LaneRun:
+    """What one call ran (for the benchmark): each lane's slots and seconds (one lane when sequential)."""
+
+    lanes: list[list[str]]
+    seconds: list[float]
+
+
+def run_encoders(jobs: Sequence[EncoderJob], *, lanes: bool, record: LaneRun | None = None) -> dict[str, torch.Tensor]:
+    """slot → embedding of every job: on two lanes when ``lanes`` and torch has ≥ 2 threads and there are ≥ 2
+    jobs, else one after the other here. The caller's thread count (and torch's process-wide default) is
+    restored; an error in either lane reaches the caller after both lanes have stopped."""
+    threads = torch.get_num_threads()
+    if not lanes or threads < 2 or len(jobs) < 2:
+        start = time.perf_counter()
+        embeddings = {job.slot: job.run() for job in jobs}
+        if record is not None:
+            record.lanes, record.seconds = [[job.slot for job in jobs]], [time.perf_counter() - start]
+        return embeddings
+    first, second = partition(jobs)
+    shares = (threads - threads // 2, threads // 2)
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()  # thread-local: carried over
+    out: dict[str, torch.Tensor] = {}
+    errors: list[BaseException] = []
+    seconds = [0.0, 0.0]
+    stop = threading.Event()
+    done = (threading.Event(), threading.Event())
+
+    def lane(index: int, own: list[EncoderJob]) -> None:
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                for job in own:
+                    if stop.is_set():
+                        return
+                    # The other lane done: this pass may use every thread (a setting of this thread).
+                    torch.set_num_threads(threads if done[1 - index].is_set() else shares[index])
+                    out[job.slot] = job.run()
+        except BaseException as exc:  # handed to the caller once both lanes stopped
+            errors.append(exc)
+            stop.set()
+        finally:
+            seconds[index] = time.perf_counter() - start
+            done[index].set()
+
+    helper = threading.Thread(target=lane, args=(1, second), name="encoder-lane", daemon=True)
+    try:
+        helper.start()
+        lane(0, first)
+    finally:
+        helper.join()
+        # Back to the caller's count; this also resets torch's process-wide default that threads started
+        # later begin with, which the helper thread's set_num_threads had changed.
+        torch.set_num_threads(threads)
+    if errors:
+        raise errors[0]
+    if record is not None:
+        record.lanes = [[j.slot for j in first], [j.slot for j in second]]
+        record.seconds = seconds
+    return {job.slot: out[job.slot] for job in jobs}
