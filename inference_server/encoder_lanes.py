@@ -7,7 +7,8 @@ and ONNX Runtime's ``run`` release the GIL, and with OpenMP ``torch.set_num_thre
 calling thread: the caller runs one lane with its share of the threads, a helper thread runs the other.
 
 The lanes are balanced by estimated cost: multiply-accumulates from the encoder's kind and configuration
-(``encoder_macs``; the runner's form — fp32, bf16, int8 — is not known to the estimate). A lane that starts a
+(``encoder_macs``) over the measured speed of the form it runs in (torch fp32 or bf16, ONNX Runtime fp32 or
+int8: ``RUNTIME_SPEED``). A lane that starts a
 pass after the other lane has finished takes all the threads. The embeddings are the ones a sequential run
 computes, bit for bit: the kernels of these encoders split work over outputs, not over the reductions, so the
 thread count does not change the rounding (checked by the tests for torch fp32, torch bf16 and ONNX Runtime).
@@ -31,7 +32,16 @@ from .errors import BadRequestError
 from .nets.arcface import ArcFaceConfig, ArcFaceEncoder
 from .nets.clip_visual import ClipImageEncoder, ClipVisionConfig
 
-__all__ = ["LANES_ENV", "EncoderJob", "LaneRun", "encoder_macs", "lanes_requested", "partition", "run_encoders"]
+__all__ = [
+    "LANES_ENV",
+    "EncoderJob",
+    "LaneRun",
+    "encoder_macs",
+    "estimated_cost",
+    "lanes_requested",
+    "partition",
+    "run_encoders",
+]
 
 #: ``OFER_CPU_ENCODER_LANES=0`` runs the encoders one after the other on all threads.
 LANES_ENV = "OFER_CPU_ENCODER_LANES"
@@ -84,6 +94,19 @@ def encoder_macs(module: nn.Module) -> int:
     if isinstance(module, ClipImageEncoder):
         return vit_macs(module.config)
     return 1
+
+
+#: Speed of each form an encoder runs in, relative to torch fp32 on the same CPU (official sizes, 2 threads:
+#: benchmarks/README.md, "Encoders in bfloat16": bf16 copy 2.09× ArcFace / 2.63× FaRL, ONNX Runtime fp32
+#: 1.35× / 1.44×, int8 4.15× FaRL). Without it three bf16 ArcFace passes (3 × 12.1 G) would be set against two
+#: int8 FaRL passes (2 × 17.6 G) that take half as long.
+RUNTIME_SPEED = {"torch fp32": 1.0, "torch bf16": 2.3, "onnxruntime fp32": 1.4, "onnxruntime int8": 4.15}
+
+
+def estimated_cost(module: nn.Module, runtime: str = "torch fp32") -> float:
+    """Estimated time of one pass, in torch-fp32 multiply-accumulates: ``encoder_macs`` over the speed of the
+    form it runs in (``runtime`` as ``ModelBundle.encoder_runtimes`` names it; unknown forms count as fp32)."""
+    return encoder_macs(module) / RUNTIME_SPEED.get(runtime, 1.0)
 
 
 @dataclass(frozen=True)

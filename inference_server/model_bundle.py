@@ -21,7 +21,7 @@ import torch
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
 from .backends import BackendError
 from .checkpoints.networks import LoadedNetworks
-from .encoder_lanes import EncoderJob, LaneRun, encoder_macs, lanes_requested, run_encoders
+from .encoder_lanes import EncoderJob, LaneRun, estimated_cost, lanes_requested, run_encoders
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
@@ -273,8 +273,9 @@ class ModelBundle:
         """IdGen, ExpGen and IdRank contexts of one image, each distinct encoder run once (on two lanes on the
         CPU: ``encoder_lanes``; the same embeddings either way)."""
         firsts = [self.encoder_sharing.canonical.get(slot, slot) for slot in ENCODER_SLOTS]
+        runtimes = self.encoder_runtimes()
         embeddings = run_encoders(
-            [self._encoder_job(first, blob, image) for first in dict.fromkeys(firsts)],
+            [self._encoder_job(first, runtimes.get(first, ""), blob, image) for first in dict.fromkeys(firsts)],
             lanes=self._device.type == "cpu" and self._lanes_wanted(),
             record=self.last_lanes,
         )
@@ -290,12 +291,12 @@ class ModelBundle:
     def _lanes_wanted(self) -> bool:
         return lanes_requested() if self.encoder_lanes is None else self.encoder_lanes
 
-    def _encoder_job(self, slot: str, blob: torch.Tensor, image: torch.Tensor) -> EncoderJob:
+    def _encoder_job(self, slot: str, runtime: str, blob: torch.Tensor, image: torch.Tensor) -> EncoderJob:
         source = self._cast(blob if slot.endswith("arcface") else image)
         runner = self.runners[slot]
         kind, name = slot.split(".")
         module = getattr(self._networks(kind), name, None)
-        return EncoderJob(slot, lambda: runner(source).float(), float(encoder_macs(module)))
+        return EncoderJob(slot, lambda: runner(source).float(), estimated_cost(module, runtime))
 
     def idgen_context(self, blob: torch.Tensor) -> torch.Tensor:
         return self.runners["idgen.arcface"](self._cast(blob)).float()

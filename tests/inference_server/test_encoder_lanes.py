@@ -17,6 +17,7 @@ from inference_server.encoder_lanes import (
     EncoderJob,
     LaneRun,
     encoder_macs,
+    estimated_cost,
     lanes_requested,
     partition,
     run_encoders,
@@ -82,6 +83,20 @@ def test_lanes_split_the_cost_as_evenly_as_possible() -> None:
     assert sorted([sum(j.cost for j in first), sum(j.cost for j in second)]) == [9, 9]
 
 
+def test_the_cost_follows_the_form_each_encoder_runs_in() -> None:
+    with torch.device("meta"):
+        arcface, farl = ArcFaceEncoder(), ClipImageEncoder(ClipVisionConfig())
+    assert estimated_cost(arcface, "torch fp32") == encoder_macs(arcface) == estimated_cost(arcface, "unknown")
+    # OFER_ENCODER_PRECISION=auto on a bf16 CPU: ArcFace torch bf16, FaRL ONNX Runtime int8 (4.15× torch fp32).
+    # By multiply-accumulates alone the three ArcFace passes would be one lane and the two FaRL the other;
+    # int8 FaRL costs a third of a bf16 ArcFace pass, so one ArcFace joins the FaRL lane.
+    jobs = [EncoderJob(f"arcface{i}", lambda: torch.zeros(1), estimated_cost(arcface, "torch bf16")) for i in range(3)]
+    jobs += [EncoderJob(f"farl{i}", lambda: torch.zeros(1), estimated_cost(farl, "onnxruntime int8")) for i in range(2)]
+    first, second = partition(jobs)
+    assert [j.slot for j in first] == ["arcface2", "farl0", "farl1"]
+    assert [j.slot for j in second] == ["arcface0", "arcface1"]
+
+
 def _official_encoders() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     return {"a1": ArcFaceEncoder().eval(), "a2": ArcFaceEncoder().eval(), "f1": ClipImageEncoder().eval()}
@@ -98,7 +113,7 @@ def test_lanes_give_the_sequential_embeddings_bit_for_bit(precision: str) -> Non
         sequential = run_encoders(jobs, lanes=False)
         record = LaneRun([], [])
         laned = run_encoders(jobs, lanes=True, record=record)
-    assert record.lanes == [["f1"], ["a1", "a2"]]  # 17.6 G against 2 × 12.1 G: the costlier lane first
+    assert record.lanes == [["a1", "a2"], ["f1"]]  # 2 × 12.1 G against 17.6 G: the costlier lane first
     assert list(laned) == ["a1", "a2", "f1"]
     for slot in sequential:
         assert torch.equal(sequential[slot], laned[slot]), slot
