@@ -10,7 +10,8 @@ slots (two passes). Per precision (``fp32``: torch fp32 modules; ``auto`` / ``bf
 so load changes hit both, and report the medians, the median per-round ratio, the load average, the lanes'
 split and seconds, and whether every embedding was bit-identical. Where ONNX Runtime sessions run (int8
 FaRL under ``auto``), a third arm runs lanes with the sessions opened on one intra-op thread each
-(``--ort-one-thread``), since a session's thread count is fixed when it opens.
+(a session's thread count is fixed when it opens), and a fourth splits the lanes by multiply-accumulates alone
+(``encoder_lanes.RUNTIME_SPEED`` emptied: every form costed as torch fp32).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from inference_server import encoder_lanes
 from inference_server.assets_config import default_cache_dir
 from inference_server.backends import configure_cpu_threads
 from inference_server.encoder_runtime import encoder_networks, probe_input
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 Contexts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+SPEEDS = dict(encoder_lanes.RUNTIME_SPEED)
 
 
 def open_precision(bundle: ModelBundle, precision: str, cache: Path) -> dict[str, Any]:
@@ -70,12 +73,21 @@ def arms(bundle: ModelBundle, opened: dict[str, Any]) -> dict[str, Callable[[], 
 
     def setter(lanes: bool, runners: dict[str, Any]) -> Callable[[], None]:
         def apply() -> None:
+            encoder_lanes.RUNTIME_SPEED = SPEEDS
             bundle.encoder_lanes = lanes
             bundle.runners.update(runners)
 
         return apply
 
     out = {"sequential": setter(False, default), "lanes": setter(True, default)}
+    if opened.get("runtimes"):  # the split by multiply-accumulates alone, as if every encoder ran torch fp32
+        by_macs = setter(True, default)
+
+        def macs_only() -> None:
+            by_macs()
+            encoder_lanes.RUNTIME_SPEED = {}
+
+        out["lanes, split by MACs only"] = macs_only
     if opened.get("one_thread"):
         out["lanes, ORT 1 thread"] = setter(True, opened["one_thread"])
     return out
@@ -86,6 +98,7 @@ def measure(bundle: ModelBundle, opened: dict[str, Any], rounds: int) -> dict[st
     setups = arms(bundle, opened)
     times: dict[str, list[float]] = {name: [] for name in setups}
     splits: dict[str, list[list[float]]] = {name: [] for name in setups}
+    lanes_of: dict[str, list[list[str]]] = {}
     identical = True
     reference: Contexts | None = None
     loads = [os.getloadavg()[0]]
@@ -98,6 +111,7 @@ def measure(bundle: ModelBundle, opened: dict[str, Any], rounds: int) -> dict[st
             seconds, contexts = timed(bundle, blob, image)
             times[name].append(seconds)
             splits[name].append([round(s, 3) for s in bundle.last_lanes.seconds])
+            lanes_of[name] = bundle.last_lanes.lanes
             reference = reference or contexts
             identical &= all(torch.equal(a, b) for a, b in zip(reference, contexts, strict=True))
         loads.append(os.getloadavg()[0])
@@ -111,9 +125,7 @@ def measure(bundle: ModelBundle, opened: dict[str, Any], rounds: int) -> dict[st
                 statistics.median(b / t for b, t in zip(base, times[name], strict=True)), 3
             )
             row[f"{name}: lane seconds (median round)"] = sorted(splits[name], key=max)[len(splits[name]) // 2]
-    setups["lanes"]()
-    timed(bundle, blob, image)
-    row["split"] = bundle.last_lanes.lanes
+            row[f"{name}: split"] = lanes_of[name]
     return row
 
 

@@ -1,19 +1,23 @@
 """The distinct image encoders of one photo on two lanes (threads) on the CPU, each with its share of threads.
 
 A batch-1 encoder pass does not keep two cores busy in lockstep (many kernels, each ending at an OpenMP
-barrier; the shared host also steals CPU time), so two passes on one intra-op thread each finish sooner than
-the same passes one after the other on two threads (benchmarks/README.md, "Encoders on two lanes"). torch ops
+barrier; the shared host also steals CPU time), so two passes on one intra-op thread each can finish sooner
+than the same passes one after the other on two threads: measured so for the bf16 / int8 encoders, not for
+torch fp32 (benchmarks/README.md, "Encoders on two lanes"). torch ops
 and ONNX Runtime's ``run`` release the GIL, and with OpenMP ``torch.set_num_threads`` is a setting of the
 calling thread: the caller runs one lane with its share of the threads, a helper thread runs the other.
 
 The lanes are balanced by estimated cost: multiply-accumulates from the encoder's kind and configuration
 (``encoder_macs``) over the measured speed of the form it runs in (torch fp32 or bf16, ONNX Runtime fp32 or
-int8: ``RUNTIME_SPEED``). A lane that starts a
-pass after the other lane has finished takes all the threads. The embeddings are the ones a sequential run
-computes, bit for bit: the kernels of these encoders split work over outputs, not over the reductions, so the
-thread count does not change the rounding (checked by the tests for torch fp32, torch bf16 and ONNX Runtime).
+int8: ``RUNTIME_SPEED``). A lane that starts a pass after the other lane has finished takes all the threads.
+The embeddings are the ones a sequential run computes, bit for bit: the kernels of these encoders split work
+over outputs, not over the reductions, so the thread count does not change the rounding (checked by the tests
+for torch fp32, torch bf16 and ONNX Runtime).
 
-Switch: ``OFER_CPU_ENCODER_LANES`` (``lanes_requested``; on by default), read per request.
+Switch: ``OFER_CPU_ENCODER_LANES`` (``lanes_requested``), read per request. Unset, lanes are used where they
+measured faster on the 2-core benchmark machine: when at least one distinct encoder runs in a form of
+``OFER_ENCODER_PRECISION=auto`` (torch bf16, ONNX Runtime int8: 1.2× on five distinct official-size encoders,
+1.4× on two), not when all run torch fp32 (five distinct: 0.92–0.96×, three runs) — ``lanes_by_default``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .errors import BadRequestError
 from .nets.arcface import ArcFaceConfig, ArcFaceEncoder
@@ -38,22 +41,25 @@ __all__ = [
     "LaneRun",
     "encoder_macs",
     "estimated_cost",
+    "lanes_by_default",
     "lanes_requested",
     "partition",
     "run_encoders",
 ]
 
-#: ``OFER_CPU_ENCODER_LANES=0`` runs the encoders one after the other on all threads.
+#: ``OFER_CPU_ENCODER_LANES=1`` / ``0``: two lanes / one after the other on all threads; unset: ``lanes_by_default``.
 LANES_ENV = "OFER_CPU_ENCODER_LANES"
-#: Whether lanes are on when the variable is unset (measured faster on the 2-core benchmark machine).
-DEFAULT_ON = True
+#: The encoder forms that measured faster on lanes (``ModelBundle.encoder_runtimes`` names); torch fp32 did not,
+#: ONNX Runtime fp32 was not measured.
+LANE_RUNTIMES = frozenset({"torch bf16", "onnxruntime int8"})
 
 
-def lanes_requested(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``OFER_CPU_ENCODER_LANES`` asks for two lanes (``DEFAULT_ON`` when unset); other values are errors."""
+def lanes_requested(environ: Mapping[str, str] | None = None) -> bool | None:
+    """Whether ``OFER_CPU_ENCODER_LANES`` asks for two lanes, None when it is unset (``lanes_by_default``
+    decides); other values are errors."""
     value = (os.environ if environ is None else environ).get(LANES_ENV, "").strip().lower()
     if value == "":
-        return DEFAULT_ON
+        return None
     if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
@@ -61,6 +67,12 @@ def lanes_requested(environ: Mapping[str, str] | None = None) -> bool:
     raise BadRequestError(
         f"{LANES_ENV}={value!r} is not understood.", "Set it to 1 or 0, or unset it, and restart the worker."
     )
+
+
+def lanes_by_default(runtimes: Iterable[str]) -> bool:
+    """Lanes for encoders running in these forms when the switch is unset: yes where at least one runs in a form
+    that measured faster on lanes (``LANE_RUNTIMES``)."""
+    return any(runtime in LANE_RUNTIMES for runtime in runtimes)
 
 
 def arcface_macs(config: ArcFaceConfig) -> int:
@@ -86,7 +98,7 @@ def vit_macs(config: ClipVisionConfig) -> int:
     return patch + config.layers * layer + width * config.output_dim
 
 
-def encoder_macs(module: nn.Module) -> int:
+def encoder_macs(module: object) -> int:
     """Estimated cost of one pass of an encoder (works on released, meta-device modules: reads the config);
     1 for anything else (then every pass counts alike)."""
     if isinstance(module, ArcFaceEncoder):
@@ -103,7 +115,7 @@ def encoder_macs(module: nn.Module) -> int:
 RUNTIME_SPEED = {"torch fp32": 1.0, "torch bf16": 2.3, "onnxruntime fp32": 1.4, "onnxruntime int8": 4.15}
 
 
-def estimated_cost(module: nn.Module, runtime: str = "torch fp32") -> float:
+def estimated_cost(module: object, runtime: str = "torch fp32") -> float:
     """Estimated time of one pass, in torch-fp32 multiply-accumulates: ``encoder_macs`` over the speed of the
     form it runs in (``runtime`` as ``ModelBundle.encoder_runtimes`` names it; unknown forms count as fp32)."""
     return encoder_macs(module) / RUNTIME_SPEED.get(runtime, 1.0)
