@@ -11,7 +11,8 @@ so load changes hit both, and report the medians, the median per-round ratio, th
 split and seconds, and whether every embedding was bit-identical. Where ONNX Runtime sessions run (int8
 FaRL under ``auto``), a third arm runs lanes with the sessions opened on one intra-op thread each
 (a session's thread count is fixed when it opens), and a fourth splits the lanes by multiply-accumulates alone
-(``encoder_lanes.RUNTIME_SPEED`` emptied: every form costed as torch fp32).
+(``encoder_lanes.RUNTIME_SPEED`` emptied: every form costed as torch fp32). ``--pipeline``: then the whole fast
+preset on the sample photo with the same bundle, lanes off / on alternated (the pipeline's stage clock).
 """
 
 from __future__ import annotations
@@ -129,6 +130,46 @@ def measure(bundle: ModelBundle, opened: dict[str, Any], rounds: int) -> dict[st
     return row
 
 
+def pipeline_pairs(bundle: ModelBundle, rounds: int) -> dict[str, Any]:
+    """The fast preset on the sample photo (``Reconstructor.run``, as ``reconstruction.py`` runs it), lanes off /
+    on alternated in one process: the pipeline's own stage clock, medians of ``rounds`` pairs after one warm-up."""
+    import tempfile
+
+    from bench_setup import SAMPLE
+
+    from inference_server.assets_config import resolve_assets
+    from inference_server.pipeline import Reconstructor
+    from inference_server.presets import apply_preset
+    from inference_server.protocol import ReconstructArgs
+
+    workdir = Path(tempfile.mkdtemp(prefix="ofer-lanes-"))
+    args = apply_preset(ReconstructArgs(image=str(SAMPLE), output=str(workdir / "out.npz"), n_shapes=100,
+                                        n_expressions=100, top_k=10, sampler="ddpm", steps=20, seed=0, device="cpu",
+                                        extra={"preset": "fast"}))  # fmt: skip
+    reconstructor = Reconstructor(resolve_assets({}), device="cpu")
+    reconstructor._bundle = bundle  # the benchmark's networks, as reconstruction.py hands them over
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    loads = [os.getloadavg()[0]]
+    for index in range(rounds + 1):
+        for lanes in (False, True):
+            bundle.encoder_lanes = lanes
+            seconds = reconstructor.run(args, lambda *a: None, lambda: False).seconds
+            if index:
+                runs[lanes].append(seconds)
+        loads.append(os.getloadavg()[0])
+    before_fit = ("detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode")
+    row: dict[str, Any] = {"load": [round(min(loads), 2), round(max(loads), 2)], "pairs": rounds}
+    for lanes, name in ((False, "sequential"), (True, "lanes")):
+        row[f"{name}: encode s"] = round(statistics.median(r["encode"] for r in runs[lanes]), 3)
+        row[f"{name}: detect..decode s"] = round(
+            statistics.median(sum(r[k] for k in before_fit) for r in runs[lanes]), 3
+        )
+    row["encode speed-up (median of pairs)"] = round(
+        statistics.median(a["encode"] / b["encode"] for a, b in zip(runs[False], runs[True], strict=True)), 3
+    )
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench_setup import FULL, load_bundle, model_files
 
@@ -137,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--copies", nargs="+", choices=("distinct", "identical"), default=["distinct", "identical"])
     parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "auto"), default=["fp32", "auto"])
+    parser.add_argument("--pipeline", action="store_true", help="also the fast preset, lanes off / on alternated")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     threads = configure_cpu_threads(opts.threads)
@@ -152,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             row = {"copies": copies, "precision": precision, "runtimes": opened.get("runtimes")}
             row |= measure(bundle, opened, opts.rounds)
             print(json.dumps(row), flush=True)
+            if opts.pipeline:
+                row["pipeline"] = pipeline_pairs(bundle, opts.rounds)
+                print(json.dumps({"copies": copies, "precision": precision, "pipeline": row["pipeline"]}), flush=True)
             rows.append(row)
             del bundle, opened
     if opts.json:
