@@ -160,7 +160,7 @@ def pipeline_pairs(bundle: ModelBundle, rounds: int) -> dict[str, Any]:
     before_fit = ("detect", "encode", "sample_shapes", "rank", "sample_expressions", "decode")
     row: dict[str, Any] = {"load": [round(min(loads), 2), round(max(loads), 2)], "pairs": rounds}
     for lanes, name in ((False, "sequential"), (True, "lanes")):
-        row[f"{name}: encode s"] = round(statistics.median(r["encode"] for r in runs[lanes]), 3)
+        row[f"{name}: stages s"] = {k: round(statistics.median(r[k] for r in runs[lanes]), 3) for k in before_fit}
         row[f"{name}: detect..decode s"] = round(
             statistics.median(sum(r[k] for k in before_fit) for r in runs[lanes]), 3
         )
