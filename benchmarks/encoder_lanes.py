@@ -12,7 +12,9 @@ split and seconds, and whether every embedding was bit-identical. Where ONNX Run
 FaRL under ``auto``), a third arm runs lanes with the sessions opened on one intra-op thread each
 (a session's thread count is fixed when it opens), and a fourth splits the lanes by multiply-accumulates alone
 (``encoder_lanes.RUNTIME_SPEED`` emptied: every form costed as torch fp32). ``--pipeline``: then the whole fast
-preset on the sample photo with the same bundle, lanes off / on alternated (the pipeline's stage clock).
+preset on the sample photo with the same bundle, lanes off / on alternated (the pipeline's stage clock);
+``--sampling-after``: 20 IdGen sampling steps right after each ``contexts`` call, timed apart (does the stage
+after the lanes pay for the thread hand-over?).
 """
 
 from __future__ import annotations
@@ -170,6 +172,35 @@ def pipeline_pairs(bundle: ModelBundle, rounds: int) -> dict[str, Any]:
     return row
 
 
+def sampling_after(bundle: ModelBundle, rounds: int) -> dict[str, Any]:
+    """Whether the stage after the lanes pays for them: ``contexts`` (lanes off / on, alternated) then 20
+    DPM-Solver++ IdGen steps at batch 100 on the caller's threads, timed separately."""
+    from inference_server.diffusion import sample
+
+    blob, image = probe_input(112), probe_input(224)
+    encode: dict[bool, list[float]] = {False: [], True: []}
+    after: dict[bool, list[float]] = {False: [], True: []}
+    model = bundle.idgen_denoiser
+    with torch.no_grad():
+        for index in range(rounds + 1):
+            for lanes in (False, True):
+                bundle.encoder_lanes = lanes
+                seconds, contexts = timed(bundle, blob, image)
+                start = time.perf_counter()
+                sample(model, contexts[0], 100, model.feature_dim, sampler="dpmsolver", steps=20, seed=0)
+                if index:  # the first pair warms the fused denoiser
+                    encode[lanes].append(seconds)
+                    after[lanes].append(time.perf_counter() - start)
+    return {
+        "load": round(os.getloadavg()[0], 2),
+        "encode off / on s": [round(statistics.median(encode[k]), 3) for k in (False, True)],
+        "sampling after, off / on s": [round(statistics.median(after[k]), 3) for k in (False, True)],
+        "sampling speed-up after lanes (median of pairs)": round(
+            statistics.median(a / b for a, b in zip(after[False], after[True], strict=True)), 3
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench_setup import FULL, load_bundle, model_files
 
@@ -179,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", nargs="+", choices=("distinct", "identical"), default=["distinct", "identical"])
     parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "auto"), default=["fp32", "auto"])
     parser.add_argument("--pipeline", action="store_true", help="also the fast preset, lanes off / on alternated")
+    parser.add_argument("--sampling-after", action="store_true", help="also: IdGen sampling right after the lanes")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     threads = configure_cpu_threads(opts.threads)
@@ -194,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             row = {"copies": copies, "precision": precision, "runtimes": opened.get("runtimes")}
             row |= measure(bundle, opened, opts.rounds)
             print(json.dumps(row), flush=True)
+            if opts.sampling_after:
+                row["sampling_after"] = sampling_after(bundle, opts.rounds)
+                print(
+                    json.dumps({"copies": copies, "precision": precision, "after": row["sampling_after"]}), flush=True
+                )
             if opts.pipeline:
                 row["pipeline"] = pipeline_pairs(bundle, opts.rounds)
                 print(json.dumps({"copies": copies, "precision": precision, "pipeline": row["pipeline"]}), flush=True)
