@@ -1,12 +1,14 @@
-"""IdGen ∥ ExpGen: the two fidelity samplers run concurrently (one intra-op thread each) vs one after the other.
+"""IdGen ∥ ExpGen: the two fidelity samplers run concurrently (threads split by work) vs one after the other.
 
 ExpGen does not need IdGen's result, so the two sampling chains could overlap. Each round times, on the same
 official-size random fused denoisers (batch 100, DDPM):
 
-- **sequential**: IdGen's chain then ExpGen's, ``--threads`` intra-op threads (the pipeline today);
+- **sequential**: IdGen's chain then ExpGen's, ``--threads`` intra-op threads (the pipeline with
+  ``OFER_CPU_CONCURRENT_SAMPLERS=0``);
 - **concurrent**: what the pipeline runs (``diffusion/background_draw.py``): ExpGen's chain in a background
-  thread with ``torch.set_num_threads(1)``, IdGen's in the calling thread with the other thread(s), given all
-  threads back between its steps once ExpGen is done (torch ops release the GIL; with OpenMP the thread count
+  thread with its share of the threads (``split_threads`` of ``work_share``: one of two here), IdGen's in the
+  calling thread with the others, given all threads back between its steps once ExpGen is done (torch ops
+  release the GIL; with OpenMP the thread count
   is a per-thread setting: checked by reading ``torch.get_num_threads()`` back in both threads while they run
   and in the main thread afterwards).
 
@@ -28,7 +30,7 @@ import torch
 
 from inference_server.backends import configure_cpu_threads
 from inference_server.diffusion import sample
-from inference_server.diffusion.background_draw import BackgroundDraw
+from inference_server.diffusion.background_draw import BackgroundDraw, work_share
 from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser, DenoiserConfig
 from inference_server.nets.fused_denoiser import FusedDenoiser
 
@@ -64,8 +66,10 @@ def main() -> int:
     opts = parser.parse_args()
     threads = configure_cpu_threads(opts.threads)
     idgen, expgen = _fused(IDGEN_CONFIG, 0, opts.cpu_precision), _fused(EXPGEN_CONFIG, 1, opts.cpu_precision)
+    share = work_share(Denoiser(EXPGEN_CONFIG), 100, Denoiser(IDGEN_CONFIG), 100)
     contexts = torch.randn(1, 512), torch.randn(1, 1024)
-    print(f"torch {torch.__version__}, {threads} threads sequential, 1 + 1 concurrent, {opts.steps} DDPM steps, "
+    print(f"torch {torch.__version__}, {threads} threads sequential, ExpGen's work share {share:.2f} concurrent, "
+          f"{opts.steps} DDPM steps, "
           f"{opts.cpu_precision}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
           f"load average before {os.getloadavg()[0]:.2f}")  # fmt: skip
 
@@ -81,7 +85,10 @@ def main() -> int:
             seen_threads["background"] = torch.get_num_threads()
             return _chain(expgen, contexts[1], opts.steps, 2, progress, should_cancel)
 
-        with BackgroundDraw(draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False) as bg:
+        background = BackgroundDraw(
+            draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False, background_share=share
+        )
+        with background as bg:
             seen_threads["main"] = torch.get_num_threads()
             shapes = _chain(idgen, contexts[0], opts.steps, 1, lambda d, t: bg.balance(), lambda: False)
             return shapes, bg.result()

@@ -65,6 +65,7 @@ from official_recipe import BASELINE_EXPGEN_STEPS, BASELINE_IDGEN_STEPS, baselin
 
 from inference_server.assets_config import default_cache_dir, resolve_assets
 from inference_server.backends import configure_cpu_threads
+from inference_server.diffusion.background_draw import concurrent_requested
 from inference_server.encoder_lanes import lanes_requested
 from inference_server.model_bundle import ModelBundle, load_model_bundle
 from inference_server.nets.cpu_precision import PRECISION_ENV
@@ -239,8 +240,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
     parser.add_argument("--cpu-precision", choices=("fp32", "bf16"),
                         help="fused CPU denoiser step GEMMs (sets OFER_CPU_PRECISION; bf16 is inexact)")  # fmt: skip
-    parser.add_argument("--concurrent-samplers", action="store_true",
-                        help="draw ExpGen in a background thread while IdGen draws (CPU)")  # fmt: skip
+    parser.add_argument("--concurrent-samplers", action="store_true", default=None,
+                        help="draw ExpGen in a background thread while IdGen draws (CPU; the default)")  # fmt: skip
+    parser.add_argument("--sequential-samplers", dest="concurrent_samplers", action="store_false",
+                        help="draw IdGen's samples, then ExpGen's (the default before stop 27)")  # fmt: skip
     parser.add_argument("--size", choices=("full", "demo"), default="full",
                         help="official-size random networks (default) or the DEMO weights")  # fmt: skip
     parser.add_argument("--full-size-encoders", dest="size", action="store_const", const="full",
@@ -317,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder_precision": opts.encoder_precision,
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
-        "concurrent_samplers": opts.concurrent_samplers,
+        "concurrent_samplers": concurrent_requested() if opts.concurrent_samplers is None else opts.concurrent_samplers,
         "fold_rank": not opts.no_fold_rank,
         "encoder_lanes": lanes_requested(),  # OFER_CPU_ENCODER_LANES
     })  # fmt: skip

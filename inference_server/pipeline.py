@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
-from .diffusion.background_draw import BackgroundDraw, concurrent_requested
+from .diffusion.background_draw import BackgroundDraw, concurrent_requested, work_share
 from .encoder_lanes import lanes_requested
 from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
@@ -121,7 +121,7 @@ class Reconstructor:
         self._flame: FlameLayer | None = None
         self._detector: FaceDetector | None = None
         self._correspondence: tuple[int, Correspondence | None] | None = None
-        #: Draw ExpGen's samples in a background thread while IdGen draws (CPU, 2+ threads); same samples.
+        #: Draw ExpGen's samples in a background thread while IdGen draws (CPU, 2+ threads; the default).
         #: None: ``OFER_CPU_CONCURRENT_SAMPLERS`` decides, read per request so that a misspelt value is that
         #: request's error and not a worker that dies before its handshake.
         self.concurrent_samplers: bool | None = None
@@ -270,6 +270,8 @@ class Reconstructor:
             ),
             concurrent=self._draws_concurrently(device),
             progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
+            background_share=work_share(bundle.expgen_denoiser, args.n_expressions,
+                                        bundle.idgen_denoiser, args.n_shapes * len(photos)),
         )  # fmt: skip
 
         def identity_progress(stage: str, done: int, total: int, message: str) -> None:
@@ -343,6 +345,8 @@ class Reconstructor:
         meta = self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
         meta |= photo_fit.meta() | texture_meta | photos_meta(photos, ranked, args.seed)
         meta["warnings"] = meta["warnings"] + photo_fit.warnings + texture_warnings  # after the input warnings
+        # Drawn during sample_shapes, so seconds.sample_expressions holds only what was left after the ranking.
+        meta["concurrent_samplers"] = expression_draw.concurrent
         result = ReconstructionResult(
             meta=meta,
             faces=bundle.flame.faces.astype(np.int32),

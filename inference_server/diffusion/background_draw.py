@@ -4,9 +4,13 @@ ExpGen's draw does not need IdGen's result, and a batch-100 denoiser step does n
 lockstep (many small kernels, each ending at an OpenMP barrier): two chains on one intra-op thread each
 finished sooner than the two one after the other on two threads (benchmarks/concurrent_samplers.py,
 benchmarks/README.md). torch ops release the GIL, and with OpenMP ``torch.set_num_threads`` is a setting of
-the calling thread, so the background thread takes one thread and the caller keeps the rest; once the
-background chain is done, ``balance`` (called by the caller between its own steps) gives the caller all its
-threads back. Each chain seeds its own generator, so the samples are the ones a sequential run draws.
+the calling thread, so the threads are split between the two chains in proportion to their work
+(``split_threads``: on 2 cores one each; on 16, ExpGen's smaller step gets about a sixth), and whichever chain
+ends first hands its threads to the other: ``balance`` (called by the caller between its own steps) widens the
+caller once the background is done, and the background widens itself once the caller waits in ``result``.
+No chain is left on a few threads while the others idle, which is what made a fixed one-thread split
+unsafe as a default on many cores. Each chain seeds its own generator and the GEMMs do not split their
+reductions across threads, so the samples are the ones a sequential run draws, bit for bit (tests).
 
 Progress: the background chain's progress is kept and reported from the caller's thread when the caller
 collects the result (the worker's progress events stay in stage order). Cancellation: the background
@@ -25,9 +29,9 @@ import torch
 
 from ..errors import BadRequestError
 
-__all__ = ["CONCURRENT_ENV", "BackgroundDraw", "DrawFn", "concurrent_requested"]
+__all__ = ["CONCURRENT_ENV", "BackgroundDraw", "DrawFn", "concurrent_requested", "split_threads", "work_share"]
 
-#: ``OFER_CPU_CONCURRENT_SAMPLERS=1`` makes the worker draw ExpGen in the background while IdGen draws (CPU).
+#: ExpGen draws in the background while IdGen draws (CPU) unless ``OFER_CPU_CONCURRENT_SAMPLERS=0``.
 CONCURRENT_ENV = "OFER_CPU_CONCURRENT_SAMPLERS"
 
 T = TypeVar("T")
@@ -36,19 +40,44 @@ DrawFn = Callable[[Callable[[int, int], None], Callable[[], bool]], T]
 
 
 def concurrent_requested(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``OFER_CPU_CONCURRENT_SAMPLERS`` asks for IdGen ∥ ExpGen (off when unset); other values are errors."""
+    """Whether ``OFER_CPU_CONCURRENT_SAMPLERS`` leaves IdGen ∥ ExpGen on (on when unset); other values are errors."""
     value = (os.environ if environ is None else environ).get(CONCURRENT_ENV, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if value in ("0", "false", "no", "off"):
         return False
-    if value in ("1", "true", "yes", "on"):
+    if value in ("", "1", "true", "yes", "on"):
         return True
     raise BadRequestError(
         f"{CONCURRENT_ENV}={value!r} is not understood.", "Set it to 1 or 0, or unset it, and restart the worker."
     )
 
 
+def split_threads(threads: int, background_share: float) -> int:
+    """The background chain's intra-op threads out of ``threads``: its share of the two chains' work, rounded,
+    at least one and leaving the caller at least one (``threads`` ≥ 2)."""
+    if not 0.0 <= background_share <= 1.0:
+        raise ValueError(f"background_share must lie in [0, 1], got {background_share}")
+    return min(threads - 1, max(1, round(threads * background_share)))
+
+
+def work_share(background: object, background_rows: int, caller: object, caller_rows: int) -> float:
+    """The background chain's fraction of the two chains' work per step: parameters × rows of each denoiser
+    (a step's GEMMs cost about 2 × parameters × rows; the official sizes give 0.20 at batch 100 each, against
+    0.16 from a FLOP count of the fused steps: benchmarks/README.md). Even (0.5) where a runner shows no torch
+    parameters (an ONNX Runtime session)."""
+    sizes = [_parameters(background) * background_rows, _parameters(caller) * caller_rows]
+    return 0.5 if min(sizes) <= 0 else sizes[0] / (sizes[0] + sizes[1])
+
+
+def _parameters(denoiser: object) -> int:
+    """Parameters of a torch module, or of the module behind a ``DenoiserModel``'s runner; 0 if none shows."""
+    module = getattr(getattr(denoiser, "runner", None), "module", None)
+    module = denoiser if isinstance(denoiser, torch.nn.Module) else module
+    return sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else 0
+
+
 class BackgroundDraw(Generic[T]):
-    """Runs ``draw`` in a thread with one intra-op thread when ``concurrent``, else inline in ``result``."""
+    """Runs ``draw`` in a thread with its share of the intra-op threads when ``concurrent``, else inline in
+    ``result``. ``background_share``: the background chain's fraction of the two chains' work."""
 
     def __init__(
         self,
@@ -57,12 +86,15 @@ class BackgroundDraw(Generic[T]):
         concurrent: bool,
         progress: Callable[[int, int], None],
         should_cancel: Callable[[], bool],
+        background_share: float = 0.5,
     ) -> None:
         self._draw, self._progress, self._should_cancel = draw, progress, should_cancel
         self.threads = torch.get_num_threads()  # the caller's count, restored on exit
         self.concurrent = concurrent and self.threads >= 2
+        self.background_threads = split_threads(self.threads, background_share) if self.concurrent else 0
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._caller_waiting = threading.Event()
         self._last: tuple[int, int] | None = None
         self._result: T | None = None
         self._error: BaseException | None = None
@@ -70,19 +102,24 @@ class BackgroundDraw(Generic[T]):
 
     def __enter__(self) -> BackgroundDraw[T]:
         if self.concurrent:
-            torch.set_num_threads(self.threads - 1)
+            torch.set_num_threads(self.threads - self.background_threads)
             self._thread = threading.Thread(target=self._run, name="background-draw", daemon=True)
             self._thread.start()
         return self
 
     def _run(self) -> None:
         try:
-            torch.set_num_threads(1)
+            torch.set_num_threads(self.background_threads)
 
             def record(done: int, total: int) -> None:
                 self._last = (done, total)
 
-            self._result = self._draw(record, lambda: self._stop.is_set() or self._should_cancel())
+            def stop_or_widen() -> bool:  # checked before each of the background chain's steps
+                if self._caller_waiting.is_set() and torch.get_num_threads() != self.threads:
+                    torch.set_num_threads(self.threads)  # the caller is done: all threads to this chain
+                return self._stop.is_set() or self._should_cancel()
+
+            self._result = self._draw(record, stop_or_widen)
         except BaseException as exc:  # handed to the caller's thread in result()
             self._error = exc
         finally:
@@ -98,6 +135,7 @@ class BackgroundDraw(Generic[T]):
         if not self.concurrent:
             return self._draw(self._progress, self._should_cancel)
         assert self._thread is not None
+        self._caller_waiting.set()
         self._thread.join()
         self.balance()
         if self._error is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..blas_threads import one_blas_thread
 from ..flame.model_data import FlameModelData
 from ..hypotheses import ExpressionOrder, best_fit_order
 from ..preprocess.detect import FaceDetection
@@ -57,6 +58,7 @@ def landmark_normals(vertices: np.ndarray, model: FlameModelData) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
+@one_blas_thread()  # hundreds of tiny LAPACK solves: threads only add waits (blas_threads.py)
 def fit_photo(
     image: LoadedImage,
     detection: FaceDetection,

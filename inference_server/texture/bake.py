@@ -11,6 +11,7 @@ edge stays out too.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..fit.camera import project_camera, rotation_matrix
 from ..preprocess.hands import find_hands
-from ..render import rasterize, vertex_normals
+from ..render import depth_buffer, rasterize, vertex_normals
 from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded, solid_dark
 from .skin_cover import skin_coloured_cover
 
@@ -30,6 +31,10 @@ DEPTH_TOLERANCE = 2.0e-3
 ZBUFFER_SIDE = 1024
 #: The occluder mask is widened by this fraction of the eye distance in the photo.
 OCCLUDER_GROW_IOD = 0.06
+#: Covered-texel layouts kept per process (one per model and texture size; a worker uses one or two).
+MAX_COVERED_KEPT = 4
+#: Margin (metres) of the zones' box against rounding when triangles are picked by their corners' box.
+ZONE_BOX_MARGIN = 1e-9
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,58 @@ def rasterize_uv(uv: np.ndarray, uv_faces: np.ndarray, size: int) -> UVRaster:
 
 
 @dataclass(frozen=True)
+class CoveredTexels:
+    """The covered texels of a UV raster with the model's faces, laid out for blending per-vertex values.
+    They depend on the model only, so they are made once per raster (:func:`covered_texels`)."""
+
+    index: np.ndarray  # (n,) flat (row-major) indices of the covered texels
+    triangle: np.ndarray  # (n,) their triangles
+    corners: np.ndarray  # (3, n) the triangles' vertex ids, one contiguous row per corner
+    weights: np.ndarray  # (3, n) the barycentric weights, one contiguous row per corner
+
+    def blend(self, values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """(C, n) barycentric blend of per-vertex ``values`` (V, C) at the covered texels (``rows`` of them
+        when given): w0 v0 + w1 v1 + w2 v2, the same products and sums in the same order at every texel as
+        the (n, 3) form, but gathered along contiguous rows (~2x faster on 185 k texels)."""
+        table = np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)
+        corners, weights = self.corners, self.weights
+        if rows is not None:
+            corners, weights = corners[:, rows], weights[:, rows]
+        out = np.take(table, corners[0], axis=1)
+        out *= weights[0]
+        term = np.take(table, corners[1], axis=1)
+        term *= weights[1]
+        out += term
+        np.take(table, corners[2], axis=1, out=term)
+        term *= weights[2]
+        out += term
+        return out
+
+
+#: Covered-texel layouts kept per process: (raster, faces, layout), newest last.
+_COVERED: list[tuple[UVRaster, np.ndarray, CoveredTexels]] = []
+_COVERED_LOCK = threading.Lock()  # the server runs jobs on threads
+
+
+def covered_texels(raster: UVRaster, faces: np.ndarray) -> CoveredTexels:
+    """The covered texels of ``raster`` (triangle ids into ``faces``), made once per raster and faces."""
+    with _COVERED_LOCK:
+        for kept_raster, kept_faces, texels in _COVERED:
+            if kept_raster is raster and np.array_equal(kept_faces, faces):
+                return texels
+    index = np.flatnonzero(raster.triangle.reshape(-1) >= 0)
+    triangle = raster.triangle.reshape(-1)[index]
+    texels = CoveredTexels(
+        index=index, triangle=triangle, corners=np.ascontiguousarray(np.asarray(faces, dtype=np.int64)[triangle].T),
+        weights=np.ascontiguousarray(raster.barycentric.reshape(-1, 3)[index].T),
+    )  # fmt: skip
+    with _COVERED_LOCK:
+        _COVERED.append((raster, np.array(faces, copy=True), texels))
+        del _COVERED[:-MAX_COVERED_KEPT]
+    return texels
+
+
+@dataclass(frozen=True)
 class Projection:
     """Where each covered texel lands in the photo and whether the photo shows it there."""
 
@@ -77,17 +134,15 @@ def project_texels(
     rotation = rotation_matrix(pose[:3])
     cam_vertices = vertices @ rotation.T + pose[3:6]
     f, cx, cy = (float(c) for c in camera)
-    # Only the covered texels (about a third of the map) are computed; the rest stay 0 / not visible.
-    cov = raster.covered
-    tri = faces[raster.triangle[cov]]  # (n, 3)
-    bary = raster.barycentric[cov]  # (n, 3)
-    points = _blend(bary, cam_vertices, tri)
-    normals = _blend(bary, vertex_normals(vertices, faces) @ rotation.T, tri)
-    pix = project_camera(points, f, cx, cy)
-    sight = -points / np.maximum(_norm(points), 1e-12)[:, None]
+    # Only the covered texels (about two thirds of the map) are computed; the rest stay 0 / not visible.
+    texels = covered_texels(raster, faces)
+    points = texels.blend(cam_vertices)  # (3, n)
+    normals = texels.blend(vertex_normals(vertices, faces) @ rotation.T)
+    pix = project_camera(points.T, f, cx, cy)
+    sight = -points / np.maximum(_norm(points), 1e-12)
     cos = _dot(normals, sight) / np.maximum(_norm(normals), 1e-12)
     in_photo = (pix[:, 0] >= 0) & (pix[:, 0] < width) & (pix[:, 1] >= 0) & (pix[:, 1] < height)
-    in_front = in_photo & (points[:, 2] < 0)
+    in_front = in_photo & (points[2] < 0)
     # Z-buffer of the whole head seen by this camera, at a resolution that keeps the face ≤ ZBUFFER_SIDE.
     screen = project_camera(cam_vertices, f, cx, cy)
     lo = np.floor(screen.min(axis=0)) - 2
@@ -95,30 +150,22 @@ def project_texels(
     scale = min(1.0, ZBUFFER_SIDE / max(extent, 1.0))
     side_w = math.ceil((screen[:, 0].max() - lo[0] + 4) * scale)
     side_h = math.ceil((screen[:, 1].max() - lo[1] + 4) * scale)
-    zbuf = rasterize((screen - lo) * scale, cam_vertices[:, 2], faces, side_w, side_h).depth
+    zbuf = depth_buffer((screen - lo) * scale, cam_vertices[:, 2], faces, side_w, side_h)
     px = np.clip(((pix[:, 0] - lo[0]) * scale).astype(np.int64), 0, side_w - 1)
     py = np.clip(((pix[:, 1] - lo[1]) * scale).astype(np.int64), 0, side_h - 1)
-    unoccluded = points[:, 2] >= zbuf[py, px] - DEPTH_TOLERANCE
+    unoccluded = points[2] >= zbuf[py, px] - DEPTH_TOLERANCE
     pixel = np.zeros((raster.size, raster.size, 2))
     facing = np.zeros((raster.size, raster.size))
     visible = np.zeros((raster.size, raster.size), bool)
-    pixel[cov], facing[cov] = pix, cos
-    visible[cov] = in_front & unoccluded & (cos >= MIN_FACING)
+    pixel.reshape(-1, 2)[texels.index] = pix
+    facing.reshape(-1)[texels.index] = cos
+    visible.reshape(-1)[texels.index] = in_front & unoccluded & (cos >= MIN_FACING)
     return Projection(pixel=pixel, visible=visible, facing=facing)
 
 
-def _blend(bary: np.ndarray, values: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    """(n, C) barycentric blend of per-vertex ``values`` at the corners ``tri`` (n, 3)."""
-    return (
-        bary[:, 0, None] * values[tri[:, 0]]
-        + bary[:, 1, None] * values[tri[:, 1]]
-        + bary[:, 2, None] * values[tri[:, 2]]
-    )
-
-
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot product of (n, 3) arrays (numpy's sum over a length-3 axis is slow)."""
-    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+    """Dot products of (3, n) arrays' columns (numpy's sum over a length-3 axis is slow)."""
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
 def _norm(a: np.ndarray) -> np.ndarray:
@@ -136,43 +183,52 @@ def sample_photo(rgb: np.ndarray, pixel: np.ndarray) -> np.ndarray:
 def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
     """Feature zones of the UV map from where the model's 68 landmarks sit on the head: texels near the
     lips, near the eyes and brows, and inside each eye's corner-to-corner circle."""
-    cov = raster.covered  # only covered texels: a third of S²
-    position = _blend(raster.barycentric[cov], np.asarray(template, dtype=np.float64), faces[raster.triangle[cov]])
     iod = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))
+    # (points, radius) of every zone part: a texel is in the part when within radius of one of its points.
+    eye_parts = []
+    for eye in (range(36, 42), range(42, 48)):
+        pts = landmarks[list(eye)]
+        eye_parts.append((pts.mean(axis=0, keepdims=True), 0.5 * float(np.linalg.norm(pts[0] - pts[3]))))
+    mouth_parts = [(landmarks[48:68], 0.16 * iod)]
+    brow_parts = [(landmarks[17:27], 0.12 * iod), (landmarks[36:48], 0.12 * iod), (landmarks[31:36], 0.06 * iod)]
+    texels = covered_texels(raster, faces)
+    # The zones are a small part of the head: only the texels of triangles that reach the zones' bounding box
+    # are blended and measured (a texel lies in its triangle's corner box, to rounding: the margin).
+    boxes = [(p.min(axis=0) - r, p.max(axis=0) + r) for p, r in eye_parts + mouth_parts + brow_parts]
+    low = np.min([b[0] for b in boxes], axis=0) - ZONE_BOX_MARGIN
+    high = np.max([b[1] for b in boxes], axis=0) + ZONE_BOX_MARGIN
+    vertices = np.asarray(template, dtype=np.float64)
+    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
+    reaches = (np.maximum(np.maximum(a, b), c) >= low) & (np.minimum(np.minimum(a, b), c) <= high)
+    reaches = reaches[:, 0] & reaches[:, 1] & reaches[:, 2]
+    rows = np.flatnonzero(reaches[texels.triangle])
+    position = texels.blend(template, rows)  # (3, m)
 
     def within(points: np.ndarray, radius: float) -> np.ndarray:
         """Texels at most ``radius`` from one of ``points`` (k, 3); only those inside the points'
-        bounding box widened by ``radius`` are measured (a zone is a small part of the map)."""
+        bounding box widened by ``radius`` are measured."""
         low, high = points.min(axis=0) - radius, points.max(axis=0) + radius
-        box = np.ones(len(position), bool)
+        box = np.ones(position.shape[1], bool)
         for k in range(3):
-            box &= (position[:, k] >= low[k]) & (position[:, k] <= high[k])
+            box &= (position[k] >= low[k]) & (position[k] <= high[k])
         idx = np.nonzero(box)[0]
         d2 = np.full(len(idx), np.inf)
         for p in points:
-            diff = position[idx] - p
+            diff = position[:, idx] - p[:, None]
             d2 = np.minimum(d2, _dot(diff, diff))
-        out = np.zeros(len(position), bool)
+        out = np.zeros(position.shape[1], bool)
         out[idx] = np.sqrt(d2) <= radius
         return out
 
-    def near(indices: range, radius: float) -> np.ndarray:
-        return within(landmarks[list(indices)], radius * iod)
+    def full(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
+        values = np.zeros(position.shape[1], bool)
+        for points, radius in parts:
+            values |= within(points, radius)
+        out = np.zeros(raster.size * raster.size, bool)
+        out[texels.index[rows]] = values
+        return out.reshape(raster.size, raster.size)
 
-    opening = np.zeros(len(position), bool)
-    for eye in (range(36, 42), range(42, 48)):
-        pts = landmarks[list(eye)]
-        width = float(np.linalg.norm(pts[0] - pts[3]))
-        opening |= within(pts.mean(axis=0, keepdims=True), 0.5 * width)
-    mouth = near(range(48, 68), 0.16)
-    brows = near(range(17, 27), 0.12) | near(range(36, 48), 0.12) | near(range(31, 36), 0.06)
-
-    def full(values: np.ndarray) -> np.ndarray:
-        out = np.zeros(cov.shape, bool)
-        out[cov] = values
-        return out
-
-    return FeatureZones(mouth=full(mouth), brows=full(brows), eye_opening=full(opening))
+    return FeatureZones(mouth=full(mouth_parts), brows=full(brow_parts), eye_opening=full(eye_parts))
 
 
 def occluder_texels(
@@ -182,27 +238,23 @@ def occluder_texels(
     """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used.
     ``points5`` (5, 2): the head's eyes, nose tip and mouth corners in the photo, for the hand search."""
     seen = projection.visible
-    skin = fit_skin_model(colors[seen])
+    # Everything per texel is computed on the seen texels only (a fraction of the map).
+    seen_colors, seen_pixel = colors[seen], projection.pixel[seen]
+    skin = fit_skin_model(seen_colors)
     height, width = rgb.shape[:2]
-    px = np.clip((projection.pixel[..., 0] - 0.5).round().astype(np.int64), 0, width - 1)
-    py = np.clip((projection.pixel[..., 1] - 0.5).round().astype(np.int64), 0, height - 1)
+    px = np.clip((seen_pixel[:, 0] - 0.5).round().astype(np.int64), 0, width - 1)
+    py = np.clip((seen_pixel[:, 1] - 0.5).round().astype(np.int64), 0, height - 1)
     # Dark objects are judged in the photo (their extent, not their colour, tells them from brows), on
     # the face's bounding box only: a large photo is mostly not face.
-    x0, y0 = px[seen].min(), py[seen].min()
-    x1, y1 = px[seen].max() + 1, py[seen].max() + 1
-    dark = np.zeros(px.shape, bool)
-    dark[seen] = solid_dark(rgb[y0:y1, x0:x1], skin, iod_px)[py[seen] - y0, px[seen] - x0]
-    flagged = dark.copy()  # the colour test on the seen texels only (a fraction of the map)
+    x0, y0 = px.min(), py.min()
+    x1, y1 = px.max() + 1, py.max() + 1
+    flagged = solid_dark(rgb[y0:y1, x0:x1], skin, iod_px)[py - y0, px - x0]
     seen_zones = FeatureZones(mouth=zones.mouth[seen], brows=zones.brows[seen], eye_opening=zones.eye_opening[seen])
-    flagged[seen] |= occluded(colors[seen], skin, seen_zones)
-    flagged &= seen
+    flagged |= occluded(seen_colors, skin, seen_zones)
     # Paint the flagged texels' pixels into a photo-sized mask and widen it, so the occluder's soft
     # edge (colours halfway to skin) stays out; then read the mask back at every texel.
     mask = np.zeros((height, width), np.uint8)
-    xy = np.round(projection.pixel[flagged] - 0.5).astype(np.int64)
-    xy[:, 0] = xy[:, 0].clip(0, width - 1)
-    xy[:, 1] = xy[:, 1].clip(0, height - 1)
-    mask[xy[:, 1], xy[:, 0]] = 255
+    mask[py[flagged], px[flagged]] = 255
     # Skin-coloured occluders (hands) are found by the features they hide (skin_cover.py).
     mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px)] = 255
     # Hands by their shape (palm detector + hand landmarks), whatever their colour.
@@ -211,4 +263,6 @@ def occluder_texels(
     # The dilation also closes the gaps between sparse texel hits (texels are coarser than a big photo).
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     mask = np.asarray(cv2.dilate(mask, kernel), dtype=np.uint8)
-    return (mask[py, px] > 0) & seen, skin
+    out = np.zeros(seen.shape, bool)
+    out[seen] = mask[py, px] > 0
+    return out, skin

@@ -82,7 +82,7 @@ def mirror_uv(
 def mirror_fill(colors: np.ndarray, valid: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Copy the mirror texel's colour into invalid texels whose mirror texel is valid."""
     size = colors.shape[0]
-    need = ~valid & np.isfinite(mirror).all(axis=2)
+    need = ~valid & np.isfinite(mirror[..., 0]) & np.isfinite(mirror[..., 1])  # all(axis=2) is slow on 2 values
     col = np.clip((mirror[need, 0] * size).astype(np.int64), 0, size - 1)
     row = np.clip(((1.0 - mirror[need, 1]) * size).astype(np.int64), 0, size - 1)
     source_ok = valid[row, col]

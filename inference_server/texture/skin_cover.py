@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .occluder import LIP_RADIUS, SKIN_RADIUS, FeatureZones, SkinModel, chromaticity
+from .occluder import LIP_RADIUS, SKIN_RADIUS, FeatureZones, SkinModel, channel_max, chromaticity
 
 #: Share of a zone's visible texels that must show the feature for the feature to count as seen:
 #: measured on clean DEMO-head renders, lips 0.2-0.5 of the mouth zone, eye details 0.3-0.9 of the
@@ -44,12 +44,22 @@ MIN_SKIN_CHROMA = 0.03
 COLOUR_RATIOS: tuple[float, ...] = (1.0, 0.5, 0.3)
 #: Thin bridges between the occluder and face parts of similar colour are cut by an opening this wide.
 OPEN_IOD = 0.04
+#: Pixels per row handed to OpenCV's colour conversion (see _lab).
+LAB_ROW = 4096
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
     """(N, 3) RGB 0..255 → (N, 3) CIE Lab with lightness halved (shading varies more than hue)."""
-    pixels = np.clip(np.asarray(rgb, dtype=np.float64), 0, 255).astype(np.uint8).reshape(-1, 1, 3)
-    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    pixels = np.asarray(rgb)
+    if pixels.dtype != np.uint8:  # photo pixels already are: clipping and converting would change nothing
+        pixels = np.clip(np.asarray(pixels, dtype=np.float64), 0, 255).astype(np.uint8)
+    pixels = pixels.reshape(-1, 3)
+    n = len(pixels)
+    # Rows of LAB_ROW pixels (the last one padded): OpenCV converts row by row, and N rows of one pixel cost
+    # ~6x as much; each pixel's value does not depend on the layout.
+    block = np.zeros((-(-n // LAB_ROW) * LAB_ROW, 3), np.uint8)
+    block[:n] = pixels
+    lab = cv2.cvtColor(block.reshape(-1, LAB_ROW, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)[:n].astype(np.float64)
     lab[:, 0] *= 100.0 / 255.0 * 0.5
     lab[:, 1:] -= 128.0
     return lab
@@ -58,7 +68,7 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
 def _feature_share(colors: np.ndarray, skin: SkinModel, kind: str) -> float:
     """Share of ``colors`` (N, 3) that show the feature: dark, or off the skin colour (lips: redder)."""
     x = np.asarray(colors, dtype=np.float64)
-    dark = x.max(axis=1) < DARK_FRACTION * skin.brightness
+    dark = channel_max(x) < DARK_FRACTION * skin.brightness
     distance = skin.distance(x)
     if kind == "mouth":
         redder = chromaticity(x)[:, 0] >= skin.mean[0] - 0.01
@@ -98,25 +108,29 @@ def skin_coloured_cover(
     xy = np.clip(np.round(pixel[seeds] - 0.5).astype(np.int64), 0, [width - 1, height - 1])
     seed_mask[xy[:, 1], xy[:, 0]] = 1
     seed_mask = np.asarray(cv2.dilate(seed_mask, _disk(max(1, round(0.03 * iod_px)))), dtype=np.uint8)
-    # The face's colour: skin texels well away from the covered zone.
+    # The face's colour: skin texels well away from the covered zone (all per-texel work on the seen texels).
     gap = cv2.dilate(seed_mask, _disk(max(1, round(FACE_REFERENCE_GAP_IOD * iod_px))))
-    sxy = np.clip(np.round(pixel - 0.5).astype(np.int64), 0, [width - 1, height - 1])
-    far = seen & (gap[sxy[..., 1], sxy[..., 0]] == 0)
-    far[far] = skin.distance(colors[far]) <= SKIN_RADIUS  # measured where it can matter only
-    fallback = cv2.dilate(seed_mask, _disk(max(1, round(FALLBACK_GROW_IOD * iod_px)))) > 0
+    sxy = np.clip(np.round(pixel[seen] - 0.5).astype(np.int64), 0, [width - 1, height - 1])
+    seen_colors = colors[seen]
+    far = gap[sxy[:, 1], sxy[:, 0]] == 0
+    far[far] = skin.distance(seen_colors[far]) <= SKIN_RADIUS  # measured where it can matter only
+
+    def fallback() -> np.ndarray:
+        return np.asarray(cv2.dilate(seed_mask, _disk(max(1, round(FALLBACK_GROW_IOD * iod_px)))) > 0)
+
     if int(far.sum()) < MIN_ZONE_TEXELS:
-        return fallback
+        return fallback()
     occluder_lab = np.median(_lab(colors[seeds]), axis=0)
-    face_lab = np.median(_lab(colors[far]), axis=0)
+    face_lab = np.median(_lab(seen_colors[far]), axis=0)
     if float(np.linalg.norm(occluder_lab - face_lab)) < MIN_CONTRAST:
-        return fallback
+        return fallback()
     # Pixels nearer the occluder's colour than the face's, on the face's bounding box, connected to the seed.
-    x0, y0 = sxy[seen].min(axis=0)
-    x1, y1 = sxy[seen].max(axis=0) + 1
+    x0, y0 = sxy.min(axis=0)
+    x1, y1 = sxy.max(axis=0) + 1
     lab = _lab(rgb[y0:y1, x0:x1].reshape(-1, 3))
     to_occluder = np.linalg.norm(lab - occluder_lab, axis=1).reshape(y1 - y0, x1 - x0)
     to_face = np.linalg.norm(lab - face_lab, axis=1).reshape(y1 - y0, x1 - x0)
-    shown = (zones.eye_opening | zones.mouth) & seen & ~seeds
+    shown = ((zones.eye_opening | zones.mouth) & ~seeds)[seen]
     shown_xy = sxy[shown]
     seed_box = seed_mask[y0:y1, x0:x1] > 0
     # A region that swallows the features the photo does show (an eye with its iris, the other eye) is the face
@@ -128,7 +142,7 @@ def skin_coloured_cover(
         mask[y0:y1, x0:x1] = region
         if len(shown_xy) < MIN_ZONE_TEXELS or float(mask[shown_xy[:, 1], shown_xy[:, 0]].mean()) <= MAX_SHOWN_SWALLOWED:
             return mask | (seed_mask > 0)
-    return fallback | (seed_mask > 0)
+    return fallback() | (seed_mask > 0)
 
 
 def _grown(nearer: np.ndarray, seed: np.ndarray, iod_px: float) -> np.ndarray:

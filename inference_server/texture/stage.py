@@ -11,6 +11,7 @@ import numpy as np
 
 from ..assets_config import default_cache_dir
 from ..atomic_io import atomic_write_bytes
+from ..blas_threads import one_blas_thread
 from ..fit.camera import project as project_points
 from ..fit.pose import eye_distance
 from ..flame.model_data import FlameModelData
@@ -70,6 +71,7 @@ class TextureInputs:
         )  # fmt: skip
 
 
+@one_blas_thread()  # small products and 2x2 inverses: threads only add waits (blas_threads.py)
 def make_texture(
     rgb: np.ndarray, head: TextureInputs, size: int = TEXTURE_SIZE, cache_dir: Path | None = None,
     face_points5: np.ndarray | None = None,

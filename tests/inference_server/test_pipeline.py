@@ -242,10 +242,11 @@ def test_flame_controls_add_the_bases_that_rebuild_the_identity(
 
 
 def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
-    reconstructor: Reconstructor, output: ReconstructionOutput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    reconstructor: Reconstructor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """IdGen ∥ ExpGen (diffusion/background_draw.py): the same result as the sequential run, ExpGen drawn off the
-    calling thread, every stage still reported in order from the caller, and the caller's threads restored."""
+    """IdGen ∥ ExpGen (diffusion/background_draw.py, the CPU default): the same result as the sequential run,
+    ExpGen drawn off the calling thread, every stage still reported in order from the caller, the caller's
+    threads restored, and the result saying which way it was drawn."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, threads))
     drawn_in: list[str] = []
@@ -256,9 +257,13 @@ def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "sample_coefficients", spy)
-    monkeypatch.setattr(reconstructor, "concurrent_samplers", True)
     events: list[tuple[str, threading.Thread]] = []
     try:
+        monkeypatch.setattr(reconstructor, "concurrent_samplers", False)
+        first = reconstructor.run(_args(tmp_path, "sequential.npz"), lambda *a: None, lambda: False).result
+        assert drawn_in == [threading.current_thread().name]
+        drawn_in.clear()
+        monkeypatch.setattr(reconstructor, "concurrent_samplers", None)  # the default
         again = reconstructor.run(
             _args(tmp_path, "concurrent.npz"),
             lambda s, *a: events.append((s, threading.current_thread())),
@@ -268,7 +273,7 @@ def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
     finally:
         torch.set_num_threads(threads)
     assert drawn_in == ["background-draw"]
-    first = read_result(output.path)
+    assert first.meta["concurrent_samplers"] is False and again.result.meta["concurrent_samplers"] is True
     for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
         assert np.array_equal(getattr(first, key), getattr(again.result, key)), key
     stages = [s for s, _ in events]

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from inference_server.diffusion import sample
-from inference_server.diffusion.background_draw import CONCURRENT_ENV, BackgroundDraw, concurrent_requested
+from inference_server.diffusion.background_draw import (
+    CONCURRENT_ENV,
+    BackgroundDraw,
+    concurrent_requested,
+    split_threads,
+    work_share,
+)
 from inference_server.errors import BadRequestError, CancelledError
 from inference_server.nets.denoiser import Denoiser, DenoiserConfig
 
@@ -107,9 +113,59 @@ def test_cancel_and_a_failing_caller_stop_the_background_chain() -> None:
         cancelled.result()
 
 
-def test_the_switch_is_off_by_default_and_rejects_a_misspelt_value() -> None:
-    assert concurrent_requested({}) is False
+def test_the_switch_is_on_by_default_and_rejects_a_misspelt_value() -> None:
+    assert concurrent_requested({}) is True and concurrent_requested({CONCURRENT_ENV: ""}) is True
+    assert concurrent_requested({CONCURRENT_ENV: "off"}) is False
     assert concurrent_requested({CONCURRENT_ENV: "0"}) is False
     assert concurrent_requested({CONCURRENT_ENV: " 1 "}) is True and concurrent_requested({CONCURRENT_ENV: "on"})
     with pytest.raises(BadRequestError, match=CONCURRENT_ENV):
         concurrent_requested({CONCURRENT_ENV: "both"})
+
+
+def test_threads_are_split_by_work_and_each_side_keeps_one() -> None:
+    assert split_threads(2, 0.16) == 1 and split_threads(2, 0.9) == 1
+    assert split_threads(16, 0.16) == 3 and split_threads(16, 0.5) == 8 and split_threads(16, 0.99) == 15
+    assert split_threads(3, 0.0) == 1
+    with pytest.raises(ValueError):
+        split_threads(4, 1.5)
+
+
+class _Runner:
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+
+class _Model:
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.runner = _Runner(module)
+
+
+def test_the_work_share_weighs_parameters_by_rows() -> None:
+    small, large = torch.nn.Linear(10, 10), torch.nn.Linear(30, 10)  # 110 and 310 parameters
+    assert work_share(_Model(small), 100, _Model(large), 100) == pytest.approx(110 / 420)
+    assert work_share(_Model(small), 300, _Model(large), 100) == pytest.approx(330 / 640)
+    assert work_share(object(), 100, _Model(large), 100) == 0.5  # no torch parameters to weigh: even
+
+
+def test_threads_go_by_share_and_the_background_takes_them_all_once_the_caller_waits() -> None:
+    torch.set_num_threads(4)
+    want = _draw(7, steps=40)(lambda d, t: None, lambda: False)
+    counts: list[int] = []
+
+    def draw(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
+        def watched() -> bool:
+            stop = should_cancel()  # may widen this thread first
+            counts.append(torch.get_num_threads())
+            return stop
+
+        return _draw(7, steps=40)(progress, watched)
+
+    draw_in_background = BackgroundDraw(
+        draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False, background_share=0.25
+    )
+    with draw_in_background:
+        assert draw_in_background.background_threads == 1 and torch.get_num_threads() == 3
+        got = draw_in_background.result()  # the caller has nothing to do: it waits at once
+    assert torch.equal(got, want)  # widening mid-chain changes no sample
+    assert counts[-1] == 4 and set(counts) <= {1, 4}
+    assert torch.get_num_threads() == 4

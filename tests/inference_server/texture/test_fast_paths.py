@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
+from inference_server.fit.camera import project_camera, rotation_matrix
 from inference_server.fit.synthetic import render_case
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
-from inference_server.texture.bake import UVRaster, rasterize_uv, texel_zones
+from inference_server.render import vertex_normals
+from inference_server.texture.bake import UVRaster, covered_texels, project_texels, rasterize_uv, texel_zones
 from inference_server.texture.fill import MIRROR_TOLERANCE, mirror_uv, mirror_vertices
 from inference_server.texture.layout import uv_layout
+from inference_server.texture.occluder import channel_max, channel_min, chromaticity, quadratic_form
+from inference_server.texture.skin_cover import _lab
 from inference_server.texture.stage import TextureInputs
 
 
@@ -101,3 +106,72 @@ def test_the_kept_uv_layout_is_the_one_computed_afresh(head: FlameModelData) -> 
     shifted = uv_layout(_inputs(head, uv=head.uv * 0.5), 128)  # another model's UVs
     assert not np.array_equal(shifted[0].triangle, raster.triangle)
     assert uv_layout(_inputs(head), 64)[0].size == 64  # another size, another layout
+
+
+def test_covered_texel_blends_are_the_per_texel_interpolation(head: FlameModelData, layer: FlameLayer) -> None:
+    """The contiguous-row blend against the raster's own (n, 3) einsum interpolation and the plain
+    w0 v0 + w1 v1 + w2 v2 at every covered texel (the latter bit for bit: same products, same order)."""
+    assert head.uv is not None and head.uv_faces is not None
+    raster = rasterize_uv(head.uv, np.asarray(head.uv_faces), 256)
+    faces = np.asarray(head.faces, dtype=np.int64)
+    values = render_case(head, layer, np.zeros((64, 64, 3), np.uint8), np.random.default_rng(3)).vertices
+    texels = covered_texels(raster, faces)
+    got = texels.blend(values)
+    cov = raster.covered
+    np.testing.assert_allclose(got.T, raster.interpolate(values, faces)[cov], rtol=0, atol=1e-15)
+    tri, w = faces[raster.triangle[cov]], raster.barycentric[cov]
+    plain = w[:, 0, None] * values[tri[:, 0]] + w[:, 1, None] * values[tri[:, 1]] + w[:, 2, None] * values[tri[:, 2]]
+    np.testing.assert_array_equal(got.T, plain)
+    rows = np.arange(0, got.shape[1], 7)
+    np.testing.assert_array_equal(texels.blend(values, rows), got[:, rows])
+    assert covered_texels(raster, faces) is texels  # kept for the next photo
+    assert covered_texels(raster, faces[:, ::-1]) is not texels  # other faces: made afresh
+
+
+def test_projected_texels_match_the_per_texel_camera(head: FlameModelData, layer: FlameLayer) -> None:
+    """Pixel positions and facing of project_texels against the interpolated camera-frame head."""
+    assert head.uv is not None and head.uv_faces is not None
+    raster = rasterize_uv(head.uv, np.asarray(head.uv_faces), 128)
+    faces = np.asarray(head.faces, dtype=np.int64)
+    case = render_case(head, layer, np.zeros((512, 512, 3), np.uint8), np.random.default_rng(4))
+    pose, camera = np.asarray(case.pose, np.float64), np.asarray(case.camera, np.float64)
+    got = project_texels(raster, case.vertices, faces, pose, camera, 512, 512)
+    rotation = rotation_matrix(pose[:3])
+    points = raster.interpolate(case.vertices @ rotation.T + pose[3:], faces)
+    normals = raster.interpolate(vertex_normals(case.vertices, faces) @ rotation.T, faces)
+    cov = raster.covered
+    pix = project_camera(points[cov], *camera)
+    np.testing.assert_allclose(got.pixel[cov], pix, rtol=0, atol=1e-9)
+    sight = -points[cov] / np.linalg.norm(points[cov], axis=1, keepdims=True)
+    cos = (normals[cov] * sight).sum(axis=1) / np.linalg.norm(normals[cov], axis=1)
+    np.testing.assert_allclose(got.facing[cov], cos, rtol=0, atol=1e-12)
+    assert 0.2 < got.visible[cov].mean() < 0.9 and not got.visible[~cov].any()
+
+
+def test_elementwise_colour_reductions_are_numpy_s_bit_for_bit() -> None:
+    rng = np.random.default_rng(5)
+    floats = rng.uniform(0, 255, (5000, 3)) * rng.choice([1.0, 1e-3, 0.0], (5000, 1))
+    image = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    for x in (floats, image, floats.reshape(50, 100, 3)):
+        np.testing.assert_array_equal(channel_max(x), x.max(axis=-1))
+        np.testing.assert_array_equal(channel_min(x), x.min(axis=-1))
+    for x in (floats, floats.reshape(50, 100, 3)):
+        total = np.maximum(x.sum(axis=-1, keepdims=True), 1.0)
+        np.testing.assert_array_equal(chromaticity(x), (x / total)[..., :2])
+    d = chromaticity(floats) - np.array([0.45, 0.32])
+    matrix = np.linalg.inv(np.cov(d.T) + np.eye(2) * 1e-4)
+    np.testing.assert_array_equal(quadratic_form(d, matrix), np.einsum("ni,ij,nj->n", d, matrix, d))
+    grid = d.reshape(50, 100, 2)
+    np.testing.assert_array_equal(quadratic_form(grid, matrix), np.einsum("...i,ij,...j->...", grid, matrix, grid))
+
+
+def test_lab_of_a_pixel_list_is_opencv_s_per_pixel_conversion() -> None:
+    rng = np.random.default_rng(6)
+    for n in (1, 4095, 4096, 4097, 20000):
+        x = rng.uniform(-30, 290, (n, 3))
+        pixels = np.clip(x, 0, 255).astype(np.uint8)
+        expected = cv2.cvtColor(pixels.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+        expected[:, 0] *= 100.0 / 255.0 * 0.5
+        expected[:, 1:] -= 128.0
+        np.testing.assert_array_equal(_lab(x), expected)
+        np.testing.assert_array_equal(_lab(pixels), expected)
