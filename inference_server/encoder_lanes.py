@@ -1,9 +1,8 @@
 """The distinct image encoders of one photo on two lanes (threads) on the CPU, each with its share of threads.
 
 A batch-1 encoder pass does not keep two cores busy in lockstep (many kernels, each ending at an OpenMP
-barrier; the shared host also steals CPU time), so two passes on one intra-op thread each can finish sooner
-than the same passes one after the other on two threads: measured so for the bf16 / int8 encoders alone, not
-for torch fp32 (benchmarks/README.md, "Encoders on two lanes"). torch ops
+barrier; the shared host also steals CPU time), so two passes on one intra-op thread each finish sooner than
+the same passes one after the other on two threads (benchmarks/README.md, "Encoders on two lanes"). torch ops
 and ONNX Runtime's ``run`` release the GIL, and with OpenMP ``torch.set_num_threads`` is a setting of the
 calling thread: the caller runs one lane with its share of the threads, a helper thread runs the other.
 
@@ -14,10 +13,11 @@ The embeddings are the ones a sequential run computes, bit for bit: the kernels 
 over outputs, not over the reductions, so the thread count does not change the rounding (checked by the tests
 for torch fp32, torch bf16 and ONNX Runtime).
 
-Switch: ``OFER_CPU_ENCODER_LANES=1`` (``lanes_requested``; off when unset), read per request. It stays opt-in:
-on the 2-core benchmark machine (load 5–8) lanes were 1.1–1.3× faster for the ``OFER_ENCODER_PRECISION=auto``
-encoders measured alone, but inside the fast preset the encode stage gained nothing measurable, and torch
-fp32 encoders were slower on lanes (0.81–0.96×).
+Switch: ``OFER_CPU_ENCODER_LANES`` (``lanes_requested``), read per request: ``1`` lanes, ``0`` one after the
+other; unset, lanes where they measured faster (``lanes_by_default``): when at least one distinct encoder runs in
+a form of ``OFER_ENCODER_PRECISION=auto`` (torch bf16, ONNX Runtime int8: the fast preset's encode stage 1.16–1.21×
+faster in-process on the 2-core machine at load 2–4, 1.34× in a separate-process pair), not when all run torch
+fp32 (1.07–1.18× in-process but 0.81× in a separate-process pair at load 2–3, and 0.81–0.96× under load 5–8).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,25 +41,38 @@ __all__ = [
     "LaneRun",
     "encoder_macs",
     "estimated_cost",
+    "lanes_by_default",
     "lanes_requested",
     "partition",
     "run_encoders",
 ]
 
-#: ``OFER_CPU_ENCODER_LANES=1`` runs the distinct encoders on two lanes; unset or ``0``: one after the other.
+#: ``OFER_CPU_ENCODER_LANES=1`` / ``0``: two lanes / one after the other; unset: ``lanes_by_default``.
 LANES_ENV = "OFER_CPU_ENCODER_LANES"
+#: The encoder forms that measured faster on lanes (``ModelBundle.encoder_runtimes`` names): the ``auto`` ones.
+#: Torch fp32 did not reliably; ONNX Runtime fp32 was not measured.
+LANE_RUNTIMES = frozenset({"torch bf16", "onnxruntime int8"})
 
 
-def lanes_requested(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``OFER_CPU_ENCODER_LANES`` asks for two lanes (off when unset); other values are errors."""
+def lanes_requested(environ: Mapping[str, str] | None = None) -> bool | None:
+    """Whether ``OFER_CPU_ENCODER_LANES`` asks for two lanes; None when unset (``lanes_by_default`` decides);
+    other values are errors."""
     value = (os.environ if environ is None else environ).get(LANES_ENV, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if value == "":
+        return None
+    if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
     raise BadRequestError(
         f"{LANES_ENV}={value!r} is not understood.", "Set it to 1 or 0, or unset it, and restart the worker."
     )
+
+
+def lanes_by_default(runtimes: Iterable[str]) -> bool:
+    """Lanes for encoders running in these forms when the switch is unset: where at least one runs in a form that
+    measured faster on lanes (``LANE_RUNTIMES``)."""
+    return any(runtime in LANE_RUNTIMES for runtime in runtimes)
 
 
 def arcface_macs(config: ArcFaceConfig) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
 from .backends import BackendError
 from .checkpoints.networks import LoadedNetworks
-from .encoder_lanes import EncoderJob, LaneRun, estimated_cost, lanes_requested, run_encoders
+from .encoder_lanes import EncoderJob, LaneRun, estimated_cost, lanes_by_default, lanes_requested, run_encoders
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
@@ -90,7 +90,7 @@ class ModelBundle:
     #: Where the rank fold is kept between processes (``rank_fold.cached_fold``); None computes it every load.
     fold_cache_dir: Path | None = field(default_factory=default_cache_dir)
     #: Run the distinct encoders on two lanes on the CPU (``encoder_lanes``); None: ``OFER_CPU_ENCODER_LANES``
-    #: decides, read at every ``contexts`` call (off when unset).
+    #: decides, read at every ``contexts`` call (unset: ``encoder_lanes.lanes_by_default``).
     encoder_lanes: bool | None = None
 
     def __post_init__(self) -> None:
@@ -277,7 +277,7 @@ class ModelBundle:
         distinct = {first: runtimes.get(first, "") for first in dict.fromkeys(firsts)}
         embeddings = run_encoders(
             [self._encoder_job(first, runtime, blob, image) for first, runtime in distinct.items()],
-            lanes=self._device.type == "cpu" and self._lanes_wanted(),
+            lanes=self._device.type == "cpu" and self._lanes_wanted(distinct.values()),
             record=self.last_lanes,
         )
 
@@ -289,8 +289,10 @@ class ModelBundle:
 
         return embed("idgen.arcface"), joint("expgen"), joint("idrank")
 
-    def _lanes_wanted(self) -> bool:
-        return lanes_requested() if self.encoder_lanes is None else self.encoder_lanes
+    def _lanes_wanted(self, runtimes: Iterable[str]) -> bool:
+        """The bundle's setting, else the switch, else lanes where they measured faster (``lanes_by_default``)."""
+        wanted = lanes_requested() if self.encoder_lanes is None else self.encoder_lanes
+        return lanes_by_default(runtimes) if wanted is None else wanted
 
     def _encoder_job(self, slot: str, runtime: str, blob: torch.Tensor, image: torch.Tensor) -> EncoderJob:
         source = self._cast(blob if slot.endswith("arcface") else image)

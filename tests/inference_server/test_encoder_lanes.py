@@ -18,6 +18,7 @@ from inference_server.encoder_lanes import (
     LaneRun,
     encoder_macs,
     estimated_cost,
+    lanes_by_default,
     lanes_requested,
     partition,
     run_encoders,
@@ -235,12 +236,19 @@ def test_one_thread_or_one_encoder_runs_in_sequence_here() -> None:
     assert record.lanes == [["a"]]
 
 
-def test_the_switch_is_off_by_default_and_rejects_a_misspelt_value() -> None:
-    assert lanes_requested({}) is False and lanes_requested({LANES_ENV: " "}) is False
+def test_the_switch_reads_on_off_or_unset_and_rejects_a_misspelt_value() -> None:
+    assert lanes_requested({}) is None and lanes_requested({LANES_ENV: " "}) is None
     assert lanes_requested({LANES_ENV: "0"}) is False and lanes_requested({LANES_ENV: " Off "}) is False
     assert lanes_requested({LANES_ENV: "1"}) is True and lanes_requested({LANES_ENV: "yes"}) is True
     with pytest.raises(BadRequestError, match=LANES_ENV):
         lanes_requested({LANES_ENV: "two"})
+
+
+def test_unset_lanes_are_used_where_an_encoder_runs_a_form_that_measured_faster() -> None:
+    assert not lanes_by_default(["torch fp32", "torch fp32"])
+    assert not lanes_by_default(["onnxruntime fp32"])  # not measured: left as it was
+    assert lanes_by_default(["torch bf16", "torch bf16", "onnxruntime int8"])  # auto
+    assert lanes_by_default(["torch fp32", "torch bf16"])
 
 
 def test_the_bundle_runs_its_distinct_encoders_on_lanes_with_the_same_contexts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,7 +272,7 @@ def test_the_bundle_runs_its_distinct_encoders_on_lanes_with_the_same_contexts(m
     bundle.contexts(blob, image)
     assert len(bundle.last_lanes.lanes) == 1
     bundle.encoder_lanes = None
-    monkeypatch.delenv(LANES_ENV)  # unset: one after the other
+    monkeypatch.delenv(LANES_ENV)  # unset: torch fp32 encoders run one after the other
     bundle.contexts(blob, image)
     assert len(bundle.last_lanes.lanes) == 1
     monkeypatch.setenv(LANES_ENV, "sometimes")
@@ -273,7 +281,9 @@ def test_the_bundle_runs_its_distinct_encoders_on_lanes_with_the_same_contexts(m
 
 
 @pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16: the bundle keeps its fp32 encoders")
-def test_the_bundles_bf16_encoders_on_lanes_give_the_sequential_contexts(tmp_path: Path) -> None:
+def test_the_bundles_bf16_encoders_on_lanes_give_the_sequential_contexts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from inference_server.assets_config import resolve_assets
     from inference_server.model_bundle import load_model_bundle
 
@@ -281,6 +291,10 @@ def test_the_bundles_bf16_encoders_on_lanes_give_the_sequential_contexts(tmp_pat
     bundle.use_encoder_runtime(tmp_path, "bf16")
     assert "torch bf16" in bundle.encoder_runtimes().values()
     blob, image = torch.rand(1, 3, 112, 112) * 2 - 1, torch.rand(1, 3, 224, 224) * 2 - 1
+    monkeypatch.delenv(LANES_ENV, raising=False)
+    with torch.no_grad():
+        bundle.contexts(blob, image)
+    assert len(bundle.last_lanes.lanes) == 2  # unset: bf16 encoders run on lanes
     results = {}
     for lanes in (True, False):
         bundle.encoder_lanes = lanes
