@@ -66,6 +66,7 @@ from official_recipe import BASELINE_EXPGEN_STEPS, BASELINE_IDGEN_STEPS, baselin
 from inference_server.assets_config import default_cache_dir, resolve_assets
 from inference_server.backends import configure_cpu_threads
 from inference_server.diffusion.background_draw import concurrent_requested
+from inference_server.encoder_lanes import lanes_requested
 from inference_server.model_bundle import ModelBundle, load_model_bundle
 from inference_server.nets.cpu_precision import PRECISION_ENV
 from inference_server.pipeline import Reconstructor, choose_device
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
         "concurrent_samplers": concurrent_requested() if opts.concurrent_samplers is None else opts.concurrent_samplers,
         "fold_rank": not opts.no_fold_rank,
+        "encoder_lanes": lanes_requested(),  # OFER_CPU_ENCODER_LANES
     })  # fmt: skip
 
     # Cold load of the model files (the DEMO head and detector load with the first run).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
 from .backends import BackendError
 from .checkpoints.networks import LoadedNetworks
+from .encoder_lanes import EncoderJob, LaneRun, estimated_cost, lanes_by_default, lanes_requested, run_encoders
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
 from .errors import BadModelFileError
@@ -88,6 +89,9 @@ class ModelBundle:
     fold_rank: bool = True
     #: Where the rank fold is kept between processes (``rank_fold.cached_fold``); None computes it every load.
     fold_cache_dir: Path | None = field(default_factory=default_cache_dir)
+    #: Run the distinct encoders on two lanes on the CPU (``encoder_lanes``); None: ``OFER_CPU_ENCODER_LANES``
+    #: decides, read at every ``contexts`` call (unset: ``encoder_lanes.lanes_by_default``).
+    encoder_lanes: bool | None = None
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -112,6 +116,7 @@ class ModelBundle:
         self._released_encoders: set[str] = set()  # encoders whose fp32 torch weights were freed (worker)
         self._fused: dict[str, Callable[..., torch.Tensor]] = {}
         self._rank_fold: tuple[tuple[Any, ...], FlameLayer, FoldedFirstLayer] | None = None
+        self.last_lanes = LaneRun([], [])  # what the last ``contexts`` ran on its lanes (benchmarks)
 
     def _run_denoiser(self, kind: str, *inputs: torch.Tensor) -> torch.Tensor:
         """The denoiser's runner, or its fused CPU float32 copy (built on first use) when that applies."""
@@ -265,20 +270,36 @@ class ModelBundle:
         return x.to(device=self._device, dtype=torch.float32)
 
     def contexts(self, blob: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """IdGen, ExpGen and IdRank contexts of one image, each distinct encoder run once."""
-        embeddings: dict[str, torch.Tensor] = {}
+        """IdGen, ExpGen and IdRank contexts of one image, each distinct encoder run once (on two lanes on the
+        CPU: ``encoder_lanes``; the same embeddings either way)."""
+        firsts = [self.encoder_sharing.canonical.get(slot, slot) for slot in ENCODER_SLOTS]
+        runtimes = self.encoder_runtimes()
+        distinct = {first: runtimes.get(first, "") for first in dict.fromkeys(firsts)}
+        embeddings = run_encoders(
+            [self._encoder_job(first, runtime, blob, image) for first, runtime in distinct.items()],
+            lanes=self._device.type == "cpu" and self._lanes_wanted(distinct.values()),
+            record=self.last_lanes,
+        )
 
         def embed(slot: str) -> torch.Tensor:
-            first = self.encoder_sharing.canonical.get(slot, slot)
-            if first not in embeddings:
-                source = blob if first.endswith("arcface") else image
-                embeddings[first] = self.runners[first](self._cast(source)).float()
-            return embeddings[first]
+            return embeddings[self.encoder_sharing.canonical.get(slot, slot)]
 
         def joint(kind: str) -> torch.Tensor:
             return torch.cat([embed(f"{kind}.farl"), embed(f"{kind}.arcface")], dim=1)
 
         return embed("idgen.arcface"), joint("expgen"), joint("idrank")
+
+    def _lanes_wanted(self, runtimes: Iterable[str]) -> bool:
+        """The bundle's setting, else the switch, else lanes where they measured faster (``lanes_by_default``)."""
+        wanted = lanes_requested() if self.encoder_lanes is None else self.encoder_lanes
+        return lanes_by_default(runtimes) if wanted is None else wanted
+
+    def _encoder_job(self, slot: str, runtime: str, blob: torch.Tensor, image: torch.Tensor) -> EncoderJob:
+        source = self._cast(blob if slot.endswith("arcface") else image)
+        runner = self.runners[slot]
+        kind, name = slot.split(".")
+        module = getattr(self._networks(kind), name, None)
+        return EncoderJob(slot, lambda: runner(source).float(), estimated_cost(module, runtime))
 
     def idgen_context(self, blob: torch.Tensor) -> torch.Tensor:
         return self.runners["idgen.arcface"](self._cast(blob)).float()

@@ -25,6 +25,7 @@ from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion import sample
 from .diffusion.background_draw import BackgroundDraw, concurrent_requested, work_share
+from .encoder_lanes import lanes_requested
 from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import Correspondence
@@ -130,6 +131,7 @@ class Reconstructor:
     def bundle(self, device: torch.device) -> ModelBundle:
         precision = requested_encoder_runtime(os.environ)  # a misspelt switch fails before any loading
         concurrent_requested()  # likewise
+        lanes_requested()  # likewise (OFER_CPU_ENCODER_LANES, read again by ModelBundle.contexts)
         requested_precision()  # likewise (OFER_CPU_PRECISION, read again where the fused denoiser is built)
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)

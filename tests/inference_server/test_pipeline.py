@@ -309,7 +309,8 @@ def test_bf16_denoisers_are_named_in_the_result_and_stay_close(
 
 def test_a_misspelt_switch_fails_before_the_models_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fresh = Reconstructor(resolve_assets({}), device="cpu")
-    for variable, value in (("OFER_CPU_PRECISION", "fp16"), ("OFER_CPU_CONCURRENT_SAMPLERS", "2")):
+    switches = (("OFER_CPU_PRECISION", "fp16"), ("OFER_CPU_CONCURRENT_SAMPLERS", "2"), ("OFER_CPU_ENCODER_LANES", "2"))
+    for variable, value in switches:
         with monkeypatch.context() as env:
             env.setenv(variable, value)
             with pytest.raises(BadRequestError, match=variable):

@@ -183,7 +183,12 @@ def test_killed_client_leaves_no_worker(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "variable, value",
-    [("OFER_CPU_CONCURRENT_SAMPLERS", "maybe"), ("OFER_CPU_PRECISION", "bfloat"), ("OFER_ENCODER_PRECISION", "INT8")],
+    [
+        ("OFER_CPU_CONCURRENT_SAMPLERS", "maybe"),
+        ("OFER_CPU_PRECISION", "bfloat"),
+        ("OFER_ENCODER_PRECISION", "INT8"),
+        ("OFER_CPU_ENCODER_LANES", "both"),
+    ],
 )
 def test_a_misspelt_speed_switch_is_a_request_error_not_a_dead_worker(
     variable: str, value: str, tmp_path: Path
