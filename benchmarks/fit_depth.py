@@ -17,14 +17,11 @@ from typing import Any
 
 import numpy as np
 from fit_extra_points import demo_fit_tools
-from fit_landmark_averaging import DEFAULT_SETS, SETS
-from scipy.spatial.transform import Rotation
+from fit_landmark_averaging import DEFAULT_SETS, SETS, pose_errors
 
 from inference_server.fit import pose_batch, stage
 from inference_server.fit.calibration import Correspondence
-from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmark_averaging import mirrored_landmarks
-from inference_server.fit.pose import eye_distance
 from inference_server.fit.synthetic import SyntheticCase, render_case
 
 #: (render, direct mesh (478, 2), the 68 of the mirrored run (68, 3) with its depth or None).
@@ -55,17 +52,13 @@ def evaluate(rows: list[Row], corr: Correspondence, depth: bool) -> str:
         points, second = (mesh, mirrored) if depth else (flat, None if mirrored is None else mirrored[:, :2])
         fit = stage.fit_head(case.image, None, points, case.landmarks[None], case.landmark_normals,
                              correspondence=corr, mirrored=second)  # fmt: skip
-        if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.weights is None:
+        errors = pose_errors(fit, case)
+        if errors is None:
             continue
-        pose = fit.expression_poses[0]
-        r_fit, r_true = rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3])
-        rotation.append(rotation_angle_deg(r_fit, r_true))
-        delta = np.degrees(Rotation.from_matrix(r_fit @ r_true.T).as_rotvec())  # camera frame: x pitch, y yaw
-        pitch.append(abs(delta[0]))
-        yaw.append(abs(delta[1]))
-        truth = project(case.landmarks, case.pose, case.camera)
-        miss = np.linalg.norm(project(case.landmarks, pose, fit.camera) - truth, axis=1)
-        reprojection.append(float(np.median(miss[fit.weights >= stage.TRUSTED_WEIGHT])) / eye_distance(truth))
+        rotation.append(errors[0])
+        pitch.append(abs(errors[1]))
+        yaw.append(abs(errors[2]))
+        reprojection.append(errors[3])
     return (f"{np.median(rotation):.2f}°, {100 * np.median(reprojection):.2f} % ({len(rotation)}/{len(rows)} ok; "
             f"|pitch| {np.median(pitch):.2f}°, |yaw| {np.median(yaw):.2f}°)")  # fmt: skip
 

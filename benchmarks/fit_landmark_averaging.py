@@ -54,22 +54,32 @@ def render_set(name: str, n_default: int, tools: dict[str, Any], corr: Correspon
     return rows
 
 
+def pose_errors(fit: stage.HeadFit, case: SyntheticCase) -> tuple[float, float, float, float] | None:
+    """(rotation error °, signed pitch °, signed yaw ° — camera frame —, median reprojection of the visible
+    landmarks / eye distance) of the reference expression's pose, or None for an untrusted fit."""
+    if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.weights is None:
+        return None
+    pose = fit.expression_poses[0]
+    r_fit, r_true = rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3])
+    delta = np.degrees(Rotation.from_matrix(r_fit @ r_true.T).as_rotvec())  # camera frame: x pitch, y yaw
+    truth = project(case.landmarks, case.pose, case.camera)
+    miss = np.linalg.norm(project(case.landmarks, pose, fit.camera) - truth, axis=1)
+    reprojection = float(np.median(miss[fit.weights >= stage.TRUSTED_WEIGHT])) / eye_distance(truth)
+    return rotation_angle_deg(r_fit, r_true), float(delta[0]), float(delta[1]), reprojection
+
+
 def evaluate(rows: list[Row], corr: Correspondence, mirror: bool) -> str:
     rotation, reprojection, yaw, pitch = [], [], [], []
     for case, mesh, mirrored in rows:
         fit = stage.fit_head(case.image, None, mesh, case.landmarks[None], case.landmark_normals,
                              correspondence=corr, mirrored=mirrored if mirror else None)  # fmt: skip
-        if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.weights is None:
+        errors = pose_errors(fit, case)
+        if errors is None:
             continue
-        pose = fit.expression_poses[0]
-        r_fit, r_true = rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3])
-        rotation.append(rotation_angle_deg(r_fit, r_true))
-        delta = np.degrees(Rotation.from_matrix(r_fit @ r_true.T).as_rotvec())  # camera frame: x pitch, y yaw
-        pitch.append(abs(delta[0]))
-        yaw.append(delta[1])
-        truth = project(case.landmarks, case.pose, case.camera)
-        miss = np.linalg.norm(project(case.landmarks, pose, fit.camera) - truth, axis=1)
-        reprojection.append(float(np.median(miss[fit.weights >= stage.TRUSTED_WEIGHT])) / eye_distance(truth))
+        rotation.append(errors[0])
+        pitch.append(abs(errors[1]))
+        yaw.append(errors[2])
+        reprojection.append(errors[3])
     found = sum(m is not None for _, _, m in rows)
     return (f"{np.median(rotation):.2f}°, {100 * np.median(reprojection):.2f} % ({len(rotation)}/{len(rows)} ok, "
             f"mirror found {found}; yaw {np.mean(yaw):+.2f}±{np.std(yaw) / np.sqrt(len(yaw)):.2f}°, "
