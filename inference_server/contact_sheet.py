@@ -92,6 +92,14 @@ def _texture_tile(output: ReconstructionOutput) -> np.ndarray | None:
     return None if image is None else _fit(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
+def identity_label(number: int, score: float, best: float) -> str:
+    """A tile's label in the add-on's key-name wording ("ID 02 (87.5% of ID 01)"): IdRank's softmax over 100
+    samples is flat, so absolute probabilities all read alike (0.014, 0.013, 0.013 …); relative ones differ."""
+    percent = 100.0 * score / best if best > 0 else 0.0
+    relative = "100%" if percent >= 99.95 else "<0.001%" if percent < 1e-3 else f"{percent:.3g}%"
+    return f"ID {number:02d}" if number == 1 else f"ID {number:02d} ({relative} of ID 01)"
+
+
 def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     res = output.result
     faces = res.faces
@@ -111,7 +119,7 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
             labels.append(label)
     for k in range(min(SHEET_IDENTITIES, len(res.identity_vertices))):
         images.append(render_mesh(res.identity_vertices[k], faces, width=TILE, height=TILE, camera=camera))
-        labels.append(f"ID {k + 1:02d} p={res.identity_scores[k]:.3f}")
+        labels.append(identity_label(k + 1, float(res.identity_scores[k]), float(res.identity_scores[0])))
     images.append(render_mesh(first, faces, width=TILE, height=TILE, camera=camera, colors=_heat(res.spread_identity)))
     labels.append("identity spread")
     for m in range(min(SHEET_EXPRESSIONS, len(res.expression_vertices))):
