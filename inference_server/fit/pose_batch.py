@@ -52,6 +52,9 @@ class _Batch:
     def __init__(self, model: np.ndarray, image: np.ndarray, prior_w: np.ndarray, intr: Intrinsics,
                  fit_focal: bool, scale: float) -> None:  # fmt: skip
         self.model, self.image, self.prior_w = model, image[:, :2], prior_w
+        # The model's x, y and z each contiguous (3, B, N): the rotation reads them per axis, ~40 % faster
+        # than strided views of (B, N, 3).
+        self.axes = np.ascontiguousarray(np.moveaxis(model, -1, 0))
         self.intr, self.fit_focal, self.scale = intr, fit_focal, scale
         self.depth: np.ndarray | None = None
         if image.shape[1] > 2 and np.isfinite(image[:, 2]).any():
@@ -71,11 +74,11 @@ class _Batch:
         else:
             f = np.full((*params.shape[:-1], 1), self.intr.focal)
         rot = rotation_matrices(params[..., :3])[..., None]  # (b, K, 3, 3, 1)
-        m = self.model[rows][:, None]  # (b, 1, N, 3)
+        m = self.axes[:, rows, None]  # (3, b, 1, N)
         t = params[..., 3:6, None]  # (b, K, 3, 1)
         # Camera coordinates one axis at a time: elementwise arrays instead of many tiny matmuls.
-        x, y, z = (rot[..., i, 0, :] * m[..., 0] + rot[..., i, 1, :] * m[..., 1] + rot[..., i, 2, :] * m[..., 2]
-                   + t[..., i, :] for i in range(3))  # fmt: skip
+        x, y, z = (rot[..., i, 0, :] * m[0] + rot[..., i, 1, :] * m[1] + rot[..., i, 2, :] * m[2] + t[..., i, :]
+                   for i in range(3))  # fmt: skip
         depth = np.maximum(-z, 1e-9)
         out = np.empty((*x.shape, 2 if self.depth is None else 3))
         out[..., 0] = self.intr.cx + f * x / depth - self.image[:, 0]
@@ -99,16 +102,21 @@ class _Batch:
         out[..., 2] *= depth
         return out
 
+    def root_weights(self, robust: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(b, 1, N, C or 1): the square roots of the prior times the robust weights (b, N) or (b, N, C) of the
+        problems ``rows``, that scale the pixel errors into residuals; fixed through an LM iteration, so
+        computed once for its Jacobian and trial steps."""
+        w = self.prior_w[rows] * robust if robust.ndim == 2 else self.prior_w[rows][..., None] * robust
+        return np.sqrt(w if w.ndim == 3 else w[..., None])[:, None]
+
     def evaluate(
-        self, params: np.ndarray, robust: np.ndarray, rows: np.ndarray, err: np.ndarray | None = None
+        self, params: np.ndarray, root: np.ndarray, rows: np.ndarray, err: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed robust weights (b, N) or
-        (b, N, C);
-        ``err``: their pixel errors when already computed."""
+        """Residual vectors (b, K, R) and costs (b, K) of params (b, K, P) under fixed weights (their
+        :meth:`root_weights`); ``err``: their pixel errors when already computed."""
         if err is None:
             err = self.errors(params, rows)
-        w = self.prior_w[rows] * robust if robust.ndim == 2 else self.prior_w[rows][..., None] * robust
-        r = (err * np.sqrt(w if w.ndim == 3 else w[..., None])[:, None]).reshape(*params.shape[:2], -1)
+        r = (err * root).reshape(*params.shape[:2], -1)
         if self.fit_focal:
             r = np.concatenate([r, (self.scale * params[..., 6] / FOCAL_PRIOR_SIGMA)[..., None]], axis=-1)
         return r, (r * r).sum(axis=-1)
@@ -155,8 +163,8 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
         shifted = np.repeat(x[:, None], p + 1, axis=1)
         shifted[:, 1:][:, np.arange(p), np.arange(p)] += steps
         err = batch.errors(shifted, rows)  # [:, 0] is at x itself: the IRLS weights come from there
-        robust = batch.robust(err[:, 0])
-        r_all, costs = batch.evaluate(shifted, robust, rows, err)
+        root = batch.root_weights(batch.robust(err[:, 0]), rows)
+        r_all, costs = batch.evaluate(shifted, root, rows, err)
         r, cost = r_all[:, 0], costs[:, 0]
         jac = (r_all[:, 1:] - r[:, None]).transpose(0, 2, 1) / steps[:, None, :]  # (b, R, P)
         normal = jac.transpose(0, 2, 1) @ jac
@@ -167,7 +175,7 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
         # take the first; the others get their 7 remaining tries in one batch, the first that improves wins.
         delta = solve_spd(normal + lam[rows, None, None] * scaled_eye, -gradient)
         trial = x + delta
-        improved = batch.evaluate(trial[:, None], robust, rows)[1][:, 0] < cost
+        improved = batch.evaluate(trial[:, None], root, rows)[1][:, 0] < cost
         params[rows[improved]] = trial[improved]
         lam[rows[improved]] = np.maximum(lam[rows[improved]] / 3.0, 1e-7)
         if not improved.all():
@@ -176,7 +184,7 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
             damped = normal[t, None] + lams[..., None, None] * scaled_eye[t, None]
             deltas = solve_spd(damped.reshape(-1, p, p), np.repeat(-gradient[t], 7, axis=0)).reshape(len(t), 7, p)
             trials = x[t, None] + deltas
-            ok = batch.evaluate(trials, robust[t], rows[t])[1] < cost[t, None]  # (m, 7)
+            ok = batch.evaluate(trials, root[t], rows[t])[1] < cost[t, None]  # (m, 7)
             first = np.argmax(ok, axis=1)
             won = ok.any(axis=1)
             pick = np.where(won, first, 6)  # without a win, the last delta tried decides the stop
@@ -190,7 +198,8 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
         active[rows[done]] = False
     every = np.arange(n)
     err = batch.errors(params[:, None], every)
-    return params, batch.evaluate(params[:, None], batch.robust(err[:, 0]), every, err)[1][:, 0]
+    root = batch.root_weights(batch.robust(err[:, 0]), every)
+    return params, batch.evaluate(params[:, None], root, every, err)[1][:, 0]
 
 
 def fit_poses(

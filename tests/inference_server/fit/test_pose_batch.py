@@ -4,11 +4,12 @@ fit_pose calls per photo in the fit stage; see docs/texture.md, "Cost")."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from inference_server.fit.camera import Intrinsics, default_intrinsics, project, rotation_matrix
+from inference_server.fit.camera import Intrinsics, default_intrinsics, project, rotation_matrix, to_camera
 from inference_server.fit.pose import PoseFit, eye_distance, fit_pose
-from inference_server.fit.pose_batch import fit_poses, rotation_matrices
+from inference_server.fit.pose_batch import _Batch, fit_poses, rotation_matrices
 from inference_server.flame.layer import FlameLayer
 
 #: Poses agree to this (radians for the rotation, metres for the translation): the two solvers take the
@@ -76,3 +77,52 @@ def test_yaw_search_with_the_focal_as_fit_pose_alone(layer: FlameLayer) -> None:
     batched = fit_poses(lmk, seen, weights, intr, fit_focal=True)
     for points, w, fit in zip(lmk, weights, batched, strict=True):
         _assert_same(fit_pose(points, seen, w, intr, fit_focal=True), fit)
+
+
+def _reference_errors(batch: _Batch, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The pixel errors of :meth:`_Batch.errors` the slow way: one problem and one parameter column at a
+    time, the model turned by :func:`.camera.rotation_matrix` as a matrix product (the solver's own path
+    keeps the model's axes apart and turns them elementwise)."""
+    out = np.empty((*params.shape[:2], batch.model.shape[1], 2 if batch.depth is None else 3))
+    for i, row in enumerate(rows):
+        for k, p in enumerate(params[i]):
+            focal = batch.intr.focal * (np.exp(p[6]) if batch.fit_focal else 1.0)
+            cam = batch.model[row] @ rotation_matrix(p[:3]).T + p[3:6]
+            depth = np.maximum(-cam[:, 2], 1e-9)
+            out[i, k, :, 0] = batch.intr.cx + focal * cam[:, 0] / depth - batch.image[:, 0]
+            out[i, k, :, 1] = batch.intr.cy - focal * cam[:, 1] / depth - batch.image[:, 1]
+            if batch.depth is not None:
+                mean = float(depth @ batch.depth_w[row])
+                out[i, k, :, 2] = (focal * (depth - mean) / mean - batch.depth[row]) * batch.depth_gain
+    return out
+
+
+def test_the_solver_matches_a_slow_per_problem_projection(layer: FlameLayer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fit stage's three kinds of solve (yaw search with the focal, group left out, expressions from a
+    start) with depth and a second detector run, as the solver computes them and as the slow projection
+    above does: same poses (rad, m) to 1e-6, residuals to 1e-4 px, same costs to rounding."""
+    rng = np.random.default_rng(5)
+    lmk = _expressions(layer, rng, 6)
+    seen, pose, camera = _photo(lmk[0], rng)
+    depth = -to_camera(lmk[0], pose)[:, 2]
+    z = camera[0] * (depth - depth.mean()) / depth.mean()  # the detector's relative depth, in pixels
+    first = np.column_stack([seen, z + rng.normal(0, 2.0, 68)])
+    second = np.column_stack([seen + rng.normal(0, 1.0, (68, 2)), np.full(68, np.nan)])
+    weights = rng.uniform(0.2, 1.0, (6, 68))
+    weights[2, 36:48] = 0.0
+    start = pose + np.concatenate([rng.normal(0, 0.05, 3), rng.normal(0, 0.01, 3)])
+    calls = [
+        dict(intrinsics=default_intrinsics(640, 480), fit_focal=True, second=second),
+        dict(intrinsics=Intrinsics(float(camera[0]), 320.0, 240.0, "exif"), fit_focal=False, starts=start,
+             second=second),
+        dict(intrinsics=Intrinsics(float(camera[0]), 320.0, 240.0, "exif"), fit_focal=False, starts=start),
+    ]  # fmt: skip
+    fast = [fit_poses(lmk[:3], first, weights[:3], **kw) for kw in calls]  # type: ignore[arg-type]
+    monkeypatch.setattr(_Batch, "errors", _reference_errors)
+    slow = [fit_poses(lmk[:3], first, weights[:3], **kw) for kw in calls]  # type: ignore[arg-type]
+    for ours, theirs in zip(fast, slow, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a.pose, b.pose, atol=POSE_TOL, rtol=0)
+            np.testing.assert_allclose(a.residuals, b.residuals, atol=1e-4, rtol=0)
+            np.testing.assert_allclose(a.focal, b.focal, rtol=PIXEL_RTOL)
+            np.testing.assert_allclose(a.cost, b.cost, rtol=1e-9)
