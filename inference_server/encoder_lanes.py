@@ -23,7 +23,6 @@ fp32 (1.07–1.18× in-process but 0.81× in a separate-process pair at load 2�
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import BadRequestError
+from .env_switch import read_switch
 from .nets.arcface import ArcFaceConfig, ArcFaceEncoder
 from .nets.clip_visual import ClipImageEncoder, ClipVisionConfig
 
@@ -57,16 +56,7 @@ LANE_RUNTIMES = frozenset({"torch bf16", "onnxruntime int8"})
 def lanes_requested(environ: Mapping[str, str] | None = None) -> bool | None:
     """Whether ``OFER_CPU_ENCODER_LANES`` asks for two lanes; None when unset (``lanes_by_default`` decides);
     other values are errors."""
-    value = (os.environ if environ is None else environ).get(LANES_ENV, "").strip().lower()
-    if value == "":
-        return None
-    if value in ("0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise BadRequestError(
-        f"{LANES_ENV}={value!r} is not understood.", "Set it to 1 or 0, or unset it, and restart the worker."
-    )
+    return read_switch(LANES_ENV, environ)
 
 
 def lanes_by_default(runtimes: Iterable[str]) -> bool:

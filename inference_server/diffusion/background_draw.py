@@ -23,7 +23,6 @@ chain sees the caller's ``should_cancel`` and also stops when the caller leaves 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -31,7 +30,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-from ..errors import BadRequestError
+from ..env_switch import read_switch
 
 __all__ = ["CONCURRENT_ENV", "BackgroundDraw", "DrawFn", "concurrent_requested", "split_threads", "work_share"]
 
@@ -45,14 +44,7 @@ DrawFn = Callable[[Callable[[int, int], None], Callable[[], bool]], T]
 
 def concurrent_requested(environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``OFER_CPU_CONCURRENT_SAMPLERS`` leaves IdGen ∥ ExpGen on (on when unset); other values are errors."""
-    value = (os.environ if environ is None else environ).get(CONCURRENT_ENV, "").strip().lower()
-    if value in ("0", "false", "no", "off"):
-        return False
-    if value in ("", "1", "true", "yes", "on"):
-        return True
-    raise BadRequestError(
-        f"{CONCURRENT_ENV}={value!r} is not understood.", "Set it to 1 or 0, or unset it, and restart the worker."
-    )
+    return read_switch(CONCURRENT_ENV, environ) is not False
 
 
 def split_threads(threads: int, background_share: float) -> int:
