@@ -1,4 +1,5 @@
-"""IdGen ∥ ExpGen: the two fidelity samplers run concurrently (threads split by work) vs one after the other.
+"""IdGen ∥ ExpGen: the two fidelity samplers run concurrently (threads split by work) vs one after the other,
+whole or with each step's rows split over the threads.
 
 ExpGen does not need IdGen's result, so the two sampling chains could overlap. Each round times, on the same
 official-size random fused denoisers (batch 100, DDPM):
@@ -9,10 +10,12 @@ official-size random fused denoisers (batch 100, DDPM):
   thread with its share of the threads (``split_threads`` of ``work_share``: one of two here), IdGen's in the
   calling thread with the others, for the whole draw (torch ops release the GIL; with OpenMP the thread count
   is a per-thread setting: checked by reading ``torch.get_num_threads()`` back in both threads while they run
-  and in the main thread afterwards).
+  and in the main thread afterwards);
+- **row split**: one after the other, each step's batch cut into blocks of rows, one per thread
+  (``nets/row_lanes.py``, ``OFER_CPU_ROW_SPLIT``); the other two ways run the batch whole.
 
-Rounds alternate sequential / concurrent (ABAB…) so load changes hit both; the median per-round ratio is
-reported, with the load average, and whether both ways drew the same samples (same seeds).
+Rounds alternate the three ways (ABCABC…) so load changes hit all; the median per-round ratio to the
+concurrent draw is reported, with the load average, and whether the ways drew the same samples (same seeds).
 
 Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/concurrent_samplers.py [--steps 200] [--rounds 3]``
 """
@@ -34,14 +37,14 @@ from inference_server.nets.denoiser import EXPGEN_CONFIG, IDGEN_CONFIG, Denoiser
 from inference_server.nets.fused_denoiser import FusedDenoiser
 
 
-def _fused(config: DenoiserConfig, seed: int, precision: str) -> FusedDenoiser:
+def _fused(config: DenoiserConfig, seed: int, precision: str, row_split: bool = False) -> FusedDenoiser:
     torch.manual_seed(seed)
     net = Denoiser(config).eval()
     with torch.no_grad():
         for key, param in net.named_parameters():
             if key.endswith((".g", "norm.weight")):
                 param.uniform_(0.5, 1.5)
-    return FusedDenoiser(net, precision=precision)
+    return FusedDenoiser(net, precision=precision, row_split=row_split)
 
 
 def _chain(
@@ -65,6 +68,8 @@ def main() -> int:
     opts = parser.parse_args()
     threads = configure_cpu_threads(opts.threads)
     idgen, expgen = _fused(IDGEN_CONFIG, 0, opts.cpu_precision), _fused(EXPGEN_CONFIG, 1, opts.cpu_precision)
+    split_idgen = _fused(IDGEN_CONFIG, 0, opts.cpu_precision, row_split=True)
+    split_expgen = _fused(EXPGEN_CONFIG, 1, opts.cpu_precision, row_split=True)
     share = work_share(Denoiser(EXPGEN_CONFIG), 100, Denoiser(IDGEN_CONFIG), 100)
     contexts = torch.randn(1, 512), torch.randn(1, 1024)
     print(f"torch {torch.__version__}, {threads} threads sequential, ExpGen's work share {share:.2f} concurrent, "
@@ -74,6 +79,9 @@ def main() -> int:
 
     def sequential() -> tuple[torch.Tensor, torch.Tensor]:
         return _chain(idgen, contexts[0], opts.steps, 1), _chain(expgen, contexts[1], opts.steps, 2)
+
+    def row_split() -> tuple[torch.Tensor, torch.Tensor]:
+        return _chain(split_idgen, contexts[0], opts.steps, 1), _chain(split_expgen, contexts[1], opts.steps, 2)
 
     seen_threads: dict[str, int] = {}
 
@@ -92,26 +100,31 @@ def main() -> int:
             shapes = _chain(idgen, contexts[0], opts.steps, 1)
             return shapes, bg.result()
 
-    _chain(idgen, contexts[0], 10, 0), _chain(expgen, contexts[1], 10, 0)  # warm: FiLM rows, allocator
-    times: dict[str, list[float]] = {"sequential": [], "concurrent": []}
+    for step in (idgen, expgen, split_idgen, split_expgen):  # warm: FiLM rows, allocator, lane threads
+        _chain(step, contexts[0 if step.feature_dim == idgen.feature_dim else 1], 10, 0)
+    ways = {"sequential": sequential, "concurrent": concurrent, "row split": row_split}
+    times: dict[str, list[float]] = {name: [] for name in ways}
     results = {}
     for _ in range(opts.rounds):
-        for name, fn in (("sequential", sequential), ("concurrent", concurrent)):
+        for name, fn in ways.items():
             start = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
-    ratios = [a / b for a, b in zip(times["sequential"], times["concurrent"], strict=True)]
-    same = [float((c - s).abs().max() / s.abs().max()) for s, c in zip(*results.values(), strict=True)]
     print(f"threads read back while both ran: {seen_threads}; main thread after: "
           f"{torch.get_num_threads()}")  # fmt: skip
     for name, values in times.items():
         print(
             f"{name:<11} " + "  ".join(f"{v:6.2f}" for v in values) + f" s   median {statistics.median(values):.2f} s"
         )
-    print("sequential / concurrent per round: " + "  ".join(f"{r:.2f}x" for r in ratios)
-          + f"   median {statistics.median(ratios):.2f}x")  # fmt: skip
-    print(f"same samples: max relative difference IdGen {same[0]:.1e}, ExpGen {same[1]:.1e}; "
-          f"load average after {os.getloadavg()[0]:.2f}")  # fmt: skip
+    for name in ("sequential", "row split"):
+        ratios = [a / b for a, b in zip(times[name], times["concurrent"], strict=True)]
+        print(f"concurrent / {name} per round: " + "  ".join(f"{1 / r:.2f}x" for r in ratios)
+              + f"   median {statistics.median(1 / r for r in ratios):.2f}x")  # fmt: skip
+        pairs = zip(results["concurrent"], results[name], strict=True)
+        same = [float((c - s).abs().max() / s.abs().max()) for c, s in pairs]
+        print(f"  samples against the concurrent draw's: max relative difference IdGen {same[0]:.1e}, "
+              f"ExpGen {same[1]:.1e}")  # fmt: skip
+    print(f"load average after {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -31,6 +31,9 @@ log line when there is none or compilation fails).
 Opt-in, inexact: ``precision="bf16"`` (or ``OFER_CPU_PRECISION=bf16``) packs the large GEMMs' weights as bf16
 and rounds their inputs to bf16 (``nets/cpu_precision.py``); only on CPUs with native bf16 dot products,
 fp32 elsewhere (logged). The compiled step, when it runs, stays fp32.
+
+By default the eager step cuts a batch of 50 rows or more into blocks, one per thread of the caller's
+(``nets/row_lanes.py``; ``row_split=False`` or ``OFER_CPU_ROW_SPLIT=0`` runs it whole).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import compiled_step, cpu_precision
+from . import compiled_step, cpu_precision, row_lanes
 from .denoiser import (
     Attention,
     Denoiser,
@@ -148,6 +151,7 @@ class FusedDenoiser:
         use_mkldnn: bool | None = None,
         compile_step: bool | None = None,
         precision: str | None = None,
+        row_split: bool | None = None,
     ) -> None:
         self.net = net
         self.config = net.config
@@ -169,6 +173,9 @@ class FusedDenoiser:
         self.compile_requested = compiled_step.compile_requested() if compile_step is None else compile_step
         self._compiled: compiled_step.StepFn | None = None
         self.compile_note = ""
+        # The batch's rows in blocks on threads of their own (nets/row_lanes.py); None: whole on the caller's.
+        split = row_lanes.row_split_requested() if row_split is None else row_split
+        self.row_lanes = row_lanes.RowLanes() if split else None
 
     # -- building -----------------------------------------------------------------------------------
     def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Linear:
@@ -305,6 +312,8 @@ class FusedDenoiser:
             a, b = self._film_rows(shared[0].to(torch.float32), shared[1])
             if self.compile_requested:
                 return self._compiled_step(x, a, b)
+            if self.row_lanes is not None:
+                return self.row_lanes.run(lambda rows: self._step(rows, a, b), x)
             return self._step(x, a, b)
 
     def _compiled_step(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
