@@ -12,9 +12,12 @@ official-size random fused denoisers (batch 100, DDPM):
   is a per-thread setting: checked by reading ``torch.get_num_threads()`` back in both threads while they run
   and in the main thread afterwards);
 - **row split**: one after the other, each step's batch cut into blocks of rows, one per thread
-  (``nets/row_lanes.py``, ``OFER_CPU_ROW_SPLIT``); the other two ways run the batch whole.
+  (``nets/row_lanes.py``, ``OFER_CPU_ROW_SPLIT``); the other two ways run the batch whole;
+- **concurrent + row split** (the pipeline's default since stop 28): ExpGen's chain in the background on its
+  share, IdGen's in the caller on all the threads with its rows in single-thread blocks (``BackgroundDraw``'s
+  ``caller_keeps_threads``): the background thread shares the cores with the blocks.
 
-Rounds alternate the three ways (ABCABC…) so load changes hit all; the median per-round ratio to the
+Rounds alternate the four ways (ABCDABCD…) so load changes hit all; the median per-round ratio to the
 concurrent draw is reported, with the load average, and whether the ways drew the same samples (same seeds).
 
 Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/concurrent_samplers.py [--steps 200] [--rounds 3]``
@@ -85,24 +88,26 @@ def main() -> int:
 
     seen_threads: dict[str, int] = {}
 
-    def concurrent() -> tuple[torch.Tensor, torch.Tensor]:
-        """What the pipeline runs: ExpGen in a BackgroundDraw, IdGen here, each on its share of the threads."""
+    def concurrent(split: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """ExpGen in a BackgroundDraw, IdGen here, each on its share of the threads; with ``split`` IdGen keeps
+        all the threads and cuts its rows into blocks (what the pipeline runs)."""
+        label = " + row split" if split else ""
 
         def draw(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
-            seen_threads["background"] = torch.get_num_threads()
+            seen_threads["background" + label] = torch.get_num_threads()
             return _chain(expgen, contexts[1], opts.steps, 2, progress, should_cancel)
 
-        background = BackgroundDraw(
-            draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False, background_share=share
-        )
+        background = BackgroundDraw(draw, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False,
+                                    background_share=share, caller_keeps_threads=split)  # fmt: skip
         with background as bg:
-            seen_threads["main"] = torch.get_num_threads()
-            shapes = _chain(idgen, contexts[0], opts.steps, 1)
+            seen_threads["main" + label] = torch.get_num_threads()
+            shapes = _chain(split_idgen if split else idgen, contexts[0], opts.steps, 1)
             return shapes, bg.result()
 
     for step in (idgen, expgen, split_idgen, split_expgen):  # warm: FiLM rows, allocator, lane threads
         _chain(step, contexts[0 if step.feature_dim == idgen.feature_dim else 1], 10, 0)
-    ways = {"sequential": sequential, "concurrent": concurrent, "row split": row_split}
+    ways = {"sequential": sequential, "concurrent": concurrent, "row split": row_split,
+            "concurrent + row split": lambda: concurrent(split=True)}  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in ways}
     results = {}
     for _ in range(opts.rounds):
@@ -114,9 +119,9 @@ def main() -> int:
           f"{torch.get_num_threads()}")  # fmt: skip
     for name, values in times.items():
         print(
-            f"{name:<11} " + "  ".join(f"{v:6.2f}" for v in values) + f" s   median {statistics.median(values):.2f} s"
+            f"{name:<22} " + "  ".join(f"{v:6.2f}" for v in values) + f" s   median {statistics.median(values):.2f} s"
         )
-    for name in ("sequential", "row split"):
+    for name in ("sequential", "row split", "concurrent + row split"):
         ratios = [a / b for a, b in zip(times[name], times["concurrent"], strict=True)]
         print(f"concurrent / {name} per round: " + "  ".join(f"{1 / r:.2f}x" for r in ratios)
               + f"   median {statistics.median(1 / r for r in ratios):.2f}x")  # fmt: skip

@@ -28,6 +28,7 @@ from .errors import BadModelFileError
 from .flame.layer import FlameLayer
 from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
+from .nets.row_lanes import row_split_requested
 from .rank_fold import FoldedFirstLayer, cached_fold
 
 
@@ -92,6 +93,9 @@ class ModelBundle:
     #: Run the distinct encoders on two lanes on the CPU (``encoder_lanes``); None: ``OFER_CPU_ENCODER_LANES``
     #: decides, read at every ``contexts`` call (unset: ``encoder_lanes.lanes_by_default``).
     encoder_lanes: bool | None = None
+    #: Cut the fused steps' batches into single-thread blocks of rows (``nets/row_lanes.py``); None:
+    #: ``OFER_CPU_ROW_SPLIT`` decides when the fused copies are built (unset: on).
+    row_split: bool | None = None
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -118,17 +122,26 @@ class ModelBundle:
         self._rank_fold: tuple[tuple[Any, ...], FlameLayer, FoldedFirstLayer] | None = None
         self.last_lanes = LaneRun([], [])  # what the last ``contexts`` ran on its lanes (benchmarks)
 
+    def _fuses(self) -> bool:
+        """Whether the samplers step through the fused CPU float32 copies."""
+        fuse = self.fuse_denoisers and self.backend == "torch" and self.dtype == torch.float32
+        return fuse and self._device.type == "cpu"
+
+    def splits_rows(self) -> bool:
+        """Whether the fused steps cut their batch into single-thread blocks of rows (``nets/row_lanes.py``;
+        ``row_split``, else ``OFER_CPU_ROW_SPLIT``, decides when the fused copy is built)."""
+        return self._fuses() and (row_split_requested() if self.row_split is None else self.row_split)
+
     def _run_denoiser(self, kind: str, *inputs: torch.Tensor) -> torch.Tensor:
         """The denoiser's runner, or its fused CPU float32 copy (built on first use) when that applies."""
-        fuse = self.fuse_denoisers and self.backend == "torch" and self.dtype == torch.float32
-        if not (fuse and self._device.type == "cpu"):
+        if not self._fuses():
             return self.runners[f"{kind}.denoiser"](*inputs)
         if kind not in self._fused:
             from .nets.fused_denoiser import FusedDenoiser
 
             net = self._networks(kind).denoiser
             assert net is not None
-            self._fused[kind] = TorchRunner(net, FusedDenoiser(net))
+            self._fused[kind] = TorchRunner(net, FusedDenoiser(net, row_split=self.row_split))
         return self._fused[kind](*inputs)
 
     def _networks(self, kind: str) -> LoadedNetworks:

@@ -275,6 +275,7 @@ class Reconstructor:
             progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
             background_share=work_share(bundle.expgen.denoiser, args.n_expressions,
                                         bundle.idgen.denoiser, args.n_shapes * len(photos)),
+            caller_keeps_threads=bundle.splits_rows(),
         )  # fmt: skip
 
         def identity_progress(stage: str, done: int, total: int, message: str) -> None:

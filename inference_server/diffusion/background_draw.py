@@ -73,7 +73,8 @@ def _parameters(denoiser: object) -> int:
 
 class BackgroundDraw(Generic[T]):
     """Runs ``draw`` in a thread with its share of the intra-op threads when ``concurrent``, else inline in
-    ``result``. ``background_share``: the background chain's fraction of the two chains' work."""
+    ``result``. ``background_share``: the background chain's fraction of the two chains' work;
+    ``caller_keeps_threads``: the caller's chain splits its steps' rows over its threads (``caller_threads``)."""
 
     def __init__(
         self,
@@ -83,11 +84,16 @@ class BackgroundDraw(Generic[T]):
         progress: Callable[[int, int], None],
         should_cancel: Callable[[], bool],
         background_share: float = 0.5,
+        caller_keeps_threads: bool = False,
     ) -> None:
         self._draw, self._progress, self._should_cancel = draw, progress, should_cancel
         self.threads = torch.get_num_threads()  # the caller's count, restored on exit
         self.concurrent = concurrent and self.threads >= 2
         self.background_threads = split_threads(self.threads, background_share) if self.concurrent else 0
+        #: The caller's threads while both draw: all of them when its steps run their rows in single-thread
+        #: blocks (nets/row_lanes.py), which share the cores with the background chain without OpenMP
+        #: barriers between them; else what the background leaves.
+        self.caller_threads = self.threads if caller_keeps_threads else self.threads - self.background_threads
         self._stop = threading.Event()
         self._last: tuple[int, int] | None = None
         self._result: T | None = None
@@ -96,7 +102,7 @@ class BackgroundDraw(Generic[T]):
 
     def __enter__(self) -> BackgroundDraw[T]:
         if self.concurrent:
-            torch.set_num_threads(self.threads - self.background_threads)
+            torch.set_num_threads(self.caller_threads)
             self._thread = threading.Thread(target=self._run, name="background-draw", daemon=True)
             self._thread.start()
         return self

@@ -180,3 +180,26 @@ def test_each_side_keeps_its_share_for_the_whole_draw_so_runs_repeat_bit_for_bit
     assert set(background_counts) == {1} and set(caller_counts) == {3}
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert torch.get_num_threads() == 4
+
+
+def test_a_caller_whose_steps_split_their_rows_keeps_all_its_threads(two_threads: int) -> None:
+    """With ``caller_keeps_threads`` (the pipeline's default where the fused steps cut their rows into
+    single-thread blocks) the background chain still gets its share, the caller keeps its count for its blocks,
+    and both get the samples they draw alone."""
+    chain = _draw(9, steps=8)
+    alone = BackgroundDraw(chain, concurrent=False, progress=lambda d, t: None, should_cancel=lambda: False)
+    want = alone.result()
+    counts: list[int] = []
+
+    def background(progress: Callable[[int, int], None], should_cancel: Callable[[], bool]) -> torch.Tensor:
+        counts.append(torch.get_num_threads())
+        return chain(progress, should_cancel)
+
+    draw = BackgroundDraw(background, concurrent=True, progress=lambda d, t: None, should_cancel=lambda: False,
+                          background_share=0.2, caller_keeps_threads=True)  # fmt: skip
+    with draw:
+        assert draw.caller_threads == two_threads and torch.get_num_threads() == two_threads
+        got = draw.result()
+    assert counts == [split_threads(two_threads, 0.2)] and torch.get_num_threads() == two_threads
+    # Within rounding: a step's last bits may depend on the thread count it runs with.
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
