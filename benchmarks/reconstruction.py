@@ -69,6 +69,7 @@ from inference_server.diffusion.background_draw import concurrent_requested
 from inference_server.encoder_lanes import lanes_requested
 from inference_server.model_bundle import ModelBundle, load_model_bundle
 from inference_server.nets.cpu_precision import PRECISION_ENV
+from inference_server.nets.row_lanes import row_split_requested
 from inference_server.pipeline import Reconstructor, choose_device
 from inference_server.presets import PRESETS, apply_preset
 from inference_server.protocol import STAGES as PROTOCOL_STAGES
@@ -202,7 +203,8 @@ def print_report(report: Report) -> None:
     print(f"ours: {c['sampler']} {c['steps']} steps, {c['backend']} {c['precision']}"
           f"{' cuda-graphs' if c['cuda_graphs'] else ''}{'' if c['fuse_denoisers'] else ' unfused denoisers'}"
           f"{' bf16 denoiser GEMMs' if c.get('cpu_precision') == 'bf16' else ''}"
-          f"{' IdGen ∥ ExpGen' if c.get('concurrent_samplers') else ''}; "
+          f"{' IdGen ∥ ExpGen' if c.get('concurrent_samplers') else ''}"
+          f"{' rows in blocks' if c.get('row_split') else ''}; "
           f"{c['n_shapes']} shapes + {c['n_expressions']} expressions; "
           f"median of {c['repeats']} warm runs")  # fmt: skip
     if report.baseline:
@@ -321,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
         "concurrent_samplers": concurrent_requested() if opts.concurrent_samplers is None else opts.concurrent_samplers,
+        "row_split": row_split_requested(),
         "fold_rank": not opts.no_fold_rank,
         "encoder_lanes": lanes_requested(),  # OFER_CPU_ENCODER_LANES
     })  # fmt: skip

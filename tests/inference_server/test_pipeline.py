@@ -316,3 +316,28 @@ def test_a_misspelt_switch_fails_before_the_models_load(monkeypatch: pytest.Monk
             with pytest.raises(BadRequestError, match=variable):
                 fresh.run(_args(tmp_path), lambda *a: None, lambda: False)
     assert fresh._bundle is None and not any(tmp_path.iterdir())
+
+
+def test_a_batch_of_fifty_rows_or_more_is_sampled_in_row_blocks_and_the_result_says_so(
+    reconstructor: Reconstructor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU default on 2+ threads (nets/row_lanes.py): IdGen's 60 rows in two blocks while ExpGen (8 rows)
+    runs whole; the same request repeats bit for bit, and OFER_CPU_ROW_SPLIT=0's whole-batch draw is the same
+    within float rounding."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        split = reconstructor.run(_args(tmp_path, "split.npz", n_shapes=60), lambda *a: None, lambda: False).result
+        again = reconstructor.run(_args(tmp_path, "again.npz", n_shapes=60), lambda *a: None, lambda: False).result
+        monkeypatch.setenv("OFER_CPU_ROW_SPLIT", "0")
+        fresh = Reconstructor(resolve_assets({}), device="cpu")
+        whole = fresh.run(_args(tmp_path, "whole.npz", n_shapes=60), lambda *a: None, lambda: False).result
+    finally:
+        torch.set_num_threads(threads)
+    assert split.meta["denoiser_runtimes"] == {"idgen": "torch fp32 fused, rows in 2 blocks",
+                                               "expgen": "torch fp32 fused"}  # fmt: skip
+    assert whole.meta["denoiser_runtimes"] == {"idgen": "torch fp32 fused", "expgen": "torch fp32 fused"}
+    for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
+        assert np.array_equal(getattr(split, key), getattr(again, key)), key
+        ours, theirs = getattr(split, key), getattr(whole, key)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * float(np.abs(theirs).max()), err_msg=key)
