@@ -91,9 +91,12 @@ class RowLanes:
             torch.set_num_threads(plan[0][1])
             first = step(x[plan[0][0]])
         finally:
-            torch.set_num_threads(threads)
-            # Every block is collected, also when the caller's failed: none may outlive the call.
-            outputs = [future.result() for future in futures]
+            try:  # every block is collected, also when the caller's failed: none may outlive the call
+                outputs = [future.result() for future in futures]
+            finally:
+                # Last, after the lanes' own settings: torch's default for threads started later (the
+                # server's next job) follows the latest call of any thread.
+                torch.set_num_threads(threads)
         return torch.cat([first, *outputs])
 
     def close(self) -> None:

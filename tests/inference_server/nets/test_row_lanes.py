@@ -44,6 +44,11 @@ def test_a_step_in_blocks_is_the_whole_step_and_each_block_runs_on_its_own_threa
         first_call = list(seen)
         again = lanes.run(step, x)
         assert torch.get_num_threads() == 4  # the caller gets its threads back
+        later: list[int] = []  # a thread started afterwards begins with the caller's count, not a lane's 1
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [4]
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(got, step(x), rtol=1e-5, atol=1e-6)
