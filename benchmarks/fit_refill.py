@@ -21,7 +21,7 @@ the nose base's mean vertical bias (eye distances, + down, relative to the eyes)
 and after the fill; then the plain fill's extra time per photo on the fit stage, alternated.
 
 Run: ``.venv/bin/python benchmarks/fit_refill.py [--sets "dev bar"] [--renders 40] [--start 0]``
-(~15 minutes for the default sets on 2 free cores).
+(~6 minutes for the default sets, ~4 for the two sets of 80, on the shared 2-core machine).
 """
 
 from __future__ import annotations
