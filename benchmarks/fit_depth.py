@@ -12,12 +12,11 @@ Run: ``.venv/bin/python benchmarks/fit_depth.py [--sets "test_stage bar,bar 2500
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 from fit_extra_points import demo_fit_tools
-from fit_landmark_averaging import DEFAULT_SETS, SETS, pose_errors
+from fit_landmark_averaging import DEFAULT_SETS, SETS, alternated_ms, pose_errors
 
 from inference_server.fit import pose_batch, stage
 from inference_server.fit.calibration import Correspondence
@@ -68,18 +67,16 @@ def fit_cost(tools: dict[str, Any], rows: list[Row], corr: Correspondence, round
     depth the direct run's depth comes with the detection (``FaceDetection.landmark_depth``), so only the
     mirrored run is asked for depth. Without and with depth alternated, median of ``rounds``."""
     to68 = lambda points: stage.to_68(points, corr)  # noqa: E731
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for depth in (False, True):
-            detect = (lambda rgb: tools["faces"].face_mesh(rgb, depth=True)) if depth else tools["faces"].face_mesh
-            start = time.perf_counter()
-            for case, flat, _, deep in rows[:8]:
-                mesh = deep if depth else flat
-                mirrored = mirrored_landmarks(case.image, to68(mesh), detect, to68)
-                stage.fit_head(case.image, None, mesh, np.repeat(case.landmarks[None], 20, axis=0),
-                               case.landmark_normals, correspondence=corr, mirrored=mirrored)  # fmt: skip
-            times[depth].append(1000 * (time.perf_counter() - start) / len(rows[:8]))
-    before, after = np.median(times[False]), np.median(times[True])
+
+    def one(depth: bool, i: int) -> None:
+        detect = (lambda rgb: tools["faces"].face_mesh(rgb, depth=True)) if depth else tools["faces"].face_mesh
+        case, flat, _, deep = rows[i]
+        mesh = deep if depth else flat
+        mirrored = mirrored_landmarks(case.image, to68(mesh), detect, to68)
+        stage.fit_head(case.image, None, mesh, np.repeat(case.landmarks[None], 20, axis=0),
+                       case.landmark_normals, correspondence=corr, mirrored=mirrored)  # fmt: skip
+
+    before, after = alternated_ms(one, len(rows[:8]), rounds)
     print(f"fit stage, 20 expressions, median of {rounds} alternated rounds: without depth {before:.0f} ms, "
           f"with depth {after:.0f} ms per photo (x{after / before:.2f})")  # fmt: skip
 

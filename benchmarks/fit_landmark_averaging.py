@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,19 @@ def render_set(name: str, n_default: int, tools: dict[str, Any], corr: Correspon
         to68 = lambda points: stage.to_68(points, corr)  # noqa: E731
         rows.append((case, mesh, mirrored_landmarks(case.image, to68(mesh), tools["faces"].face_mesh, to68)))
     return rows
+
+
+def alternated_ms(per_photo: Callable[[bool, int], None], photos: int, rounds: int) -> tuple[float, float]:
+    """Median ms per photo of ``per_photo(side, i)`` over photos 0..``photos``-1, the sides False and True
+    alternated ``rounds`` times (load changes hit both)."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for side in (False, True):
+            start = time.perf_counter()
+            for i in range(photos):
+                per_photo(side, i)
+            times[side].append(1000 * (time.perf_counter() - start) / photos)
+    return float(np.median(times[False])), float(np.median(times[True]))
 
 
 def pose_errors(fit: stage.HeadFit, case: SyntheticCase) -> tuple[float, float, float, float] | None:

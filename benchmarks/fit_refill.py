@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from typing import Any
 
 import numpy as np
 from fit_extra_points import demo_fit_tools
-from fit_landmark_averaging import DEFAULT_SETS, SETS, pose_errors
+from fit_landmark_averaging import DEFAULT_SETS, SETS, alternated_ms, pose_errors
 
 from inference_server.fit import stage
 from inference_server.fit.calibration import Correspondence
@@ -217,23 +216,21 @@ def fit_cost(tools: dict[str, Any], rows: list[Row], corr: Correspondence, round
     the plain fill's work (mask, fill, two face mesh runs), alternated, median of ``rounds``."""
     detect: Detector = lambda rgb: tools["faces"].face_mesh(rgb, depth=True)  # noqa: E731
     to68: To68 = lambda points: stage.to_68(points, corr)  # noqa: E731
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for with_fill in (False, True):
-            start = time.perf_counter()
-            for row in rows[:8]:
-                mirrored, solve = mirrored_landmarks(row.case.image, row.direct, detect, to68), None
-                hole = hole_of(row.case.image, row.mesh, row.direct[:, :2], dilate) if with_fill else None
-                if hole is not None:
-                    photo = filled(row.case.image, hole, eye_distance(row.direct[:, :2]), None)
-                    solve = redetect(photo, row.direct, detect, to68)
-                SOLVE["points"] = None if solve is None else solve[0]
-                stage.fit_head(row.case.image, None, row.mesh, np.repeat(row.case.landmarks[None], 20, axis=0),
-                               row.case.landmark_normals, correspondence=corr,
-                               mirrored=mirrored if solve is None else solve[1])  # fmt: skip
-                SOLVE["points"] = None
-            times[with_fill].append(1000 * (time.perf_counter() - start) / len(rows[:8]))
-    before, after = np.median(times[False]), np.median(times[True])
+
+    def one(with_fill: bool, i: int) -> None:
+        row = rows[i]
+        mirrored, solve = mirrored_landmarks(row.case.image, row.direct, detect, to68), None
+        hole = hole_of(row.case.image, row.mesh, row.direct[:, :2], dilate) if with_fill else None
+        if hole is not None:
+            photo = filled(row.case.image, hole, eye_distance(row.direct[:, :2]), None)
+            solve = redetect(photo, row.direct, detect, to68)
+        SOLVE["points"] = None if solve is None else solve[0]
+        stage.fit_head(row.case.image, None, row.mesh, np.repeat(row.case.landmarks[None], 20, axis=0),
+                       row.case.landmark_normals, correspondence=corr,
+                       mirrored=mirrored if solve is None else solve[1])  # fmt: skip
+        SOLVE["points"] = None
+
+    before, after = alternated_ms(one, len(rows[:8]), rounds)
     print(f"fit stage, 20 expressions, median of {rounds} alternated rounds: {before:.0f} ms, with the fill "
           f"{after:.0f} ms per photo (x{after / before:.2f})")  # fmt: skip
 
