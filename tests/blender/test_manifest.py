@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _blender_ext() -> Path:
-    return Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+    return Path(bpy.utils.system_resource("SCRIPTS"))  # type: ignore[attr-defined]  # real, but not in the stubs / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
