@@ -86,9 +86,7 @@ def ranker_example(
     return x.to(device, dtype), context.to(device, dtype)
 
 
-def image_example(
-    model: nn.Module, size: int, batch: int = TRACE_BATCH, seed: int = 0
-) -> tuple[torch.Tensor]:
+def image_example(model: nn.Module, size: int, batch: int = TRACE_BATCH, seed: int = 0) -> tuple[torch.Tensor]:
     device, dtype = _parameter_device_dtype(model)
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, 3, size, size, generator=generator).to(device, dtype),)
@@ -162,8 +160,7 @@ def max_abs_difference(model: nn.Module, path: str | Path, inputs: Sequence[torc
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {
-        node.name: tensor.detach().cpu().numpy()
-        for node, tensor in zip(session.get_inputs(), inputs, strict=True)
+        node.name: tensor.detach().cpu().numpy() for node, tensor in zip(session.get_inputs(), inputs, strict=True)
     }
     (onnx_out,) = session.run(None, feeds)
     with torch.no_grad():
@@ -213,9 +210,7 @@ def graph_name(kind: str, module_name: str) -> str:
     return f"{kind}_{module_name}"
 
 
-def export_loaded_networks(
-    networks: LoadedNetworks, outdir: str | Path, *, opset: int = OPSET
-) -> list[ExportedGraph]:
+def export_loaded_networks(networks: LoadedNetworks, outdir: str | Path, *, opset: int = OPSET) -> list[ExportedGraph]:
     """Export every network of one model file (denoiser or rank net, plus its encoders) into ``outdir``."""
     return [
         export_and_verify(graph_name(networks.kind, name), module, outdir, opset=opset)

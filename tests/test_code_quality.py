@@ -1,4 +1,5 @@
-"""The project's own promises about its code: ruff and mypy clean, the add-on never imports torch."""
+"""The project's own promises about its code: ruff (lint and format) and mypy clean, tests included; the add-on
+never imports torch."""
 
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ def test_ruff_is_clean() -> None:
 
 
 @pytest.mark.slow
+def test_ruff_format_is_clean() -> None:
+    """Hand-laid-out statements say ``# fmt: skip`` (markdown code blocks: ``<!-- fmt:off -->``)."""
+    proc = _run([str(BIN / "ruff"), "format", "--check", "."])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
 def test_mypy_is_clean() -> None:
-    proc = _run([str(BIN / "mypy"), "inference_server", "ofer_blender", "benchmarks"])
+    # One run over the package and its tests: mypy would otherwise analyse the package twice.
+    proc = _run([str(BIN / "mypy"), "inference_server", "ofer_blender", "benchmarks", "tests"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

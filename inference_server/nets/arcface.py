@@ -34,9 +34,7 @@ class ArcFaceConfig:
         if len(self.layers) != len(self.widths):
             raise ValueError("layers and widths must have one entry per stage")
         if self.input_size % (2 ** len(self.layers)):
-            raise ValueError(
-                f"input_size must be divisible by {2 ** len(self.layers)} (one halving per stage)"
-            )
+            raise ValueError(f"input_size must be divisible by {2 ** len(self.layers)} (one halving per stage)")
 
     @property
     def final_map_size(self) -> int:
@@ -71,9 +69,7 @@ class IBasicBlock(nn.Module):
         self.conv2 = _conv3x3(width, width, stride)
         self.bn3 = nn.BatchNorm2d(width, eps=BN_EPS)
         self.downsample: nn.Sequential | None = (
-            nn.Sequential(
-                nn.Conv2d(d_in, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width, eps=BN_EPS)
-            )
+            nn.Sequential(nn.Conv2d(d_in, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width, eps=BN_EPS))
             if downsample
             else None
         )

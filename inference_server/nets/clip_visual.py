@@ -36,9 +36,7 @@ class ClipVisionConfig:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
         if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 
     @property
     def grid(self) -> int:
@@ -119,10 +117,7 @@ class Transformer(nn.Module):
     def __init__(self, config: ClipVisionConfig) -> None:
         super().__init__()
         self.resblocks = nn.Sequential(
-            *(
-                ResidualAttentionBlock(config.width, config.heads, config.mlp_ratio)
-                for _ in range(config.layers)
-            )
+            *(ResidualAttentionBlock(config.width, config.heads, config.mlp_ratio) for _ in range(config.layers))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

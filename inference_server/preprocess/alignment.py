@@ -41,9 +41,7 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise ValueError(
-            f"fit_similarity needs two (N, 2) arrays with N >= 2, got {src.shape} and {dst.shape}"
-        )
+        raise ValueError(f"fit_similarity needs two (N, 2) arrays with N >= 2, got {src.shape} and {dst.shape}")
     if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
         raise ValueError("fit_similarity got non-finite points")
     src_mean = src.mean(axis=0)

@@ -158,8 +158,7 @@ def _read_file_bytes(path: Path, max_file_bytes: int) -> tuple[bytes, Path]:
         )
     if info.st_size > max_file_bytes:
         raise BadImageError(
-            f"The photo '{shown}' is {info.st_size / 2**20:.0f} MB; "
-            f"the limit is {max_file_bytes / 2**20:.0f} MB.",
+            f"The photo '{shown}' is {info.st_size / 2**20:.0f} MB; the limit is {max_file_bytes / 2**20:.0f} MB.",
             "Export a smaller JPEG (a few thousand pixels on the long side is plenty).",
         )
     try:
@@ -171,9 +170,7 @@ def _read_file_bytes(path: Path, max_file_bytes: int) -> tuple[bytes, Path]:
             "Give your user read permission on the file, or copy it somewhere you own.",
         ) from None
     except OSError as exc:
-        raise BadImageError(
-            f"The photo '{shown}' cannot be read: {exc}.", "Copy it to a local disk."
-        ) from None
+        raise BadImageError(f"The photo '{shown}' cannot be read: {exc}.", "Copy it to a local disk.") from None
     if not data:
         raise BadImageError(f"The photo '{shown}' is empty (0 bytes).", "Export or copy the photo again.")
     return data, path.resolve()

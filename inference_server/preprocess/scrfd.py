@@ -127,9 +127,7 @@ def decode_scrfd_outputs(
         offset = outputs[level + 2 * n].reshape(-1, 10) * stride
         centres = anchor_centres(input_size, stride)
         if len(centres) != len(score):
-            raise ValueError(
-                f"SCRFD output for stride {stride} has {len(score)} anchors, expected {len(centres)}"
-            )
+            raise ValueError(f"SCRFD output for stride {stride} has {len(score)} anchors, expected {len(centres)}")
         keep = score >= score_threshold
         c = centres[keep]
         d = distance[keep]

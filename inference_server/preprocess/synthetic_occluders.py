@@ -114,10 +114,7 @@ def draw_bar(
         raise ValueError(f"unknown bar region {region!r}")
     half_w = 1.25 * d
     corners = np.array(
-        [
-            centre + sx * half_w * across + sy * half_h * down
-            for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))
-        ]
+        [centre + sx * half_w * across + sy * half_h * down for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
     )
     mask = np.zeros(rgb.shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(corners * 16).astype(np.int32)], (255,), lineType=cv2.LINE_AA, shift=4)
@@ -150,9 +147,7 @@ def draw_surgical_mask(rgb: np.ndarray, points5: np.ndarray) -> np.ndarray:
     for k in (0.35, 0.6, 0.85):
         a = top + k * (bottom - top) - 1.0 * d * across
         b = top + k * (bottom - top) + 1.0 * d * across
-        cv2.line(
-            layer, tuple(int(v) for v in a), tuple(int(v) for v in b), (120, 160, 185), max(1, int(d * 0.04))
-        )
+        cv2.line(layer, tuple(int(v) for v in a), tuple(int(v) for v in b), (120, 160, 185), max(1, int(d * 0.04)))
     return _blend(rgb, layer, mask, feather=max(0.6, d * 0.015))
 
 

@@ -105,10 +105,10 @@ def make_result_file(
     ``flame_controls``: the FLAME backend with the shape (first 12 of 20), expression and pose bases.
     """
     if flame_controls:
-        built = _flame_result(n_identities, n_expressions, seed, meta_extra or {}, with_bases=True)
+        controlled = _flame_result(n_identities, n_expressions, seed, meta_extra or {}, with_bases=True)
         if fit != "none":
-            add_fit(built, Path(path), fit)
-        return write_result(path, built)
+            add_fit(controlled, Path(path), fit)
+        return write_result(path, controlled)
     if backend == "worker" or (backend == "auto" and not meta_extra and fit == "none"):
         return _without_fit(_worker_result_file(Path(path), n_identities, n_expressions, seed))
     built: ReconstructionResult | None = None
@@ -195,6 +195,7 @@ def _flame_result(
         "sampler": {"name": "ddim", "steps": 10, "seed": seed, "N": n_samples, "M": n_expressions, "jaw_scale": 0.5},
         **meta_extra,
     }
+    bases = control_bases(data, psis.shape[1], n_shapes=12) if with_bases else None
     return ReconstructionResult(
         meta=meta,
         faces=data.faces.astype(np.int32),
@@ -212,16 +213,10 @@ def _flame_result(
         spread_expression=np.linalg.norm(expressions.std(axis=0), axis=1).astype(f32),
         uv=None if data.uv is None else data.uv.astype(f32),
         uv_faces=None if data.uv_faces is None else data.uv_faces.astype(np.int32),
-        **(_bases(control_bases(data, psis.shape[1], n_shapes=12)) if with_bases else {}),
+        shape_basis=None if bases is None else bases.shape_basis,
+        expression_basis=None if bases is None else bases.expression_basis,
+        pose_basis=None if bases is None else bases.pose_basis,
     )
-
-
-def _bases(bases: Any) -> dict[str, np.ndarray]:
-    return {
-        "shape_basis": bases.shape_basis,
-        "expression_basis": bases.expression_basis,
-        "pose_basis": bases.pose_basis,
-    }
 
 
 def _synthetic_result(

@@ -6,6 +6,7 @@ import bpy
 import numpy as np
 import pytest
 from mesh_probe import basis_world, evaluated_world
+from registered import ofer_ops
 
 from inference_server.result import read_result
 
@@ -13,10 +14,10 @@ from inference_server.result import read_result
 @pytest.mark.parametrize(("fmt", "suffix"), [("FBX", ".fbx"), ("GLB", ".glb")])
 def test_export_and_reimport(addon, result_file, tmp_path, fmt, suffix) -> None:
     result = read_result(result_file)
-    assert bpy.ops.ofer.import_result(filepath=str(result_file)) == {"FINISHED"}
+    assert ofer_ops().import_result(filepath=str(result_file)) == {"FINISHED"}
     n_keys = 1 + (result.identity_vertices.shape[0] - 1) + result.expression_vertices.shape[0]
     out = tmp_path / f"head{suffix}"
-    assert bpy.ops.ofer.export(format=fmt, filepath=str(out)) == {"FINISHED"}
+    assert ofer_ops().export(format=fmt, filepath=str(out)) == {"FINISHED"}
     assert out.is_file()
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -50,7 +51,7 @@ def _reimport(out, fmt):
 @pytest.mark.parametrize("how", ["hide", "hide_viewport", "excluded_collection"])
 @pytest.mark.parametrize(("fmt", "suffix"), [("FBX", ".fbx"), ("GLB", ".glb")])
 def test_export_with_the_rig_hidden_keeps_bones_skin_and_jaw(addon, result_file, tmp_path, fmt, suffix, how) -> None:
-    assert bpy.ops.ofer.import_result(filepath=str(result_file)) == {"FINISHED"}
+    assert ofer_ops().import_result(filepath=str(result_file)) == {"FINISHED"}
     head = bpy.context.view_layer.objects.active
     rig = head.ofer.rig
     if how == "hide":
@@ -66,7 +67,7 @@ def test_export_with_the_rig_hidden_keeps_bones_skin_and_jaw(addon, result_file,
                 collection.objects.unlink(rig)
         bpy.context.view_layer.layer_collection.children["hidden rigs"].exclude = True
     out = tmp_path / f"head{suffix}"
-    assert bpy.ops.ofer.export(format=fmt, filepath=str(out)) == {"FINISHED"}
+    assert ofer_ops().export(format=fmt, filepath=str(out)) == {"FINISHED"}
     # the scene is as the user left it
     assert rig.hide_get() == (how == "hide") and rig.hide_viewport == (how == "hide_viewport")
     assert (bpy.context.view_layer.objects.get(rig.name) is None) == (how == "excluded_collection")
@@ -84,7 +85,7 @@ def test_export_with_the_rig_hidden_keeps_bones_skin_and_jaw(addon, result_file,
 def test_export_keeps_the_posed_jaw_of_an_expression(addon, result_file, tmp_path, fmt, suffix) -> None:
     """The exported head, read back, shows the chosen expression with its jaw open, where Blender showed it."""
     result = read_result(result_file)
-    assert bpy.ops.ofer.import_result(filepath=str(result_file)) == {"FINISHED"}
+    assert ofer_ops().import_result(filepath=str(result_file)) == {"FINISHED"}
     head = bpy.context.view_layer.objects.active
     m = int(np.argmax(np.linalg.norm(result.jaw_pose, axis=1))) + 1
     head.ofer.expression = m
@@ -92,7 +93,7 @@ def test_export_keeps_the_posed_jaw_of_an_expression(addon, result_file, tmp_pat
     jaw_motion = np.linalg.norm(shown - _rest_of(head), axis=1).max()
     assert jaw_motion > 1e-3  # the jaw really moves the mouth by more than a millimetre
     out = tmp_path / f"posed{suffix}"
-    assert bpy.ops.ofer.export(format=fmt, filepath=str(out)) == {"FINISHED"}
+    assert ofer_ops().export(format=fmt, filepath=str(out)) == {"FINISHED"}
     meshes, _ = _reimport(out, fmt)
     back = meshes[0]
     # the exporters may reorder vertices: match them through the (unique) rest positions

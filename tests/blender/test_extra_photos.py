@@ -9,6 +9,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+from registered import ofer_ops, ofer_state
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
 
@@ -28,7 +29,7 @@ def photos(tmp_path: Path) -> list[Path]:
 
 
 def _add(folder: Path, *names: str) -> set[str]:
-    return bpy.ops.ofer.add_photos(directory=str(folder), files=[{"name": n} for n in names])
+    return ofer_ops().add_photos(directory=str(folder), files=[{"name": n} for n in names])
 
 
 def test_add_photos_takes_several_files_and_skips_the_main_one_and_repeats(addon, photos) -> None:
@@ -41,11 +42,11 @@ def test_add_photos_takes_several_files_and_skips_the_main_one_and_repeats(addon
     assert _add(folder, "left.png") == {"CANCELLED"}  # already listed: nothing added
     assert len(settings.extra_photos) == 2
     settings.active_extra_photo = 0
-    assert bpy.ops.ofer.remove_photo() == {"FINISHED"}
+    assert ofer_ops().remove_photo() == {"FINISHED"}
     assert [item.name for item in settings.extra_photos] == ["right.png"]
-    assert bpy.ops.ofer.clear_photos() == {"FINISHED"}
+    assert ofer_ops().clear_photos() == {"FINISHED"}
     assert len(settings.extra_photos) == 0
-    assert bpy.ops.ofer.remove_photo.poll() is False and bpy.ops.ofer.clear_photos.poll() is False
+    assert ofer_ops().remove_photo.poll() is False and ofer_ops().clear_photos.poll() is False
 
 
 def _use_fake_worker(command) -> None:
@@ -59,13 +60,13 @@ def test_reconstruct_sends_the_extra_photos(addon, photos, fake_worker_command) 
     settings = bpy.context.scene.ofer_settings
     settings.image = bpy.data.images.load(str(photos[0]))
     _add(photos[0].parent, "left.png", "right.png")
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    assert ofer_ops().reconstruct() == {"FINISHED"}
     head = next(o for o in bpy.data.objects if o.type == "MESH")
     request = json.loads(head["ofer_meta_json"])["request"]
     assert request["image"] == str(photos[0]) and request["photos"] == [str(photos[1]), str(photos[2])]
     # Cleared list: the next request is a single-photo one again.
-    bpy.ops.ofer.clear_photos()
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    ofer_ops().clear_photos()
+    assert ofer_ops().reconstruct() == {"FINISHED"}
     newest = max((o for o in bpy.data.objects if o.type == "MESH"), key=lambda o: o.name)
     assert json.loads(newest["ofer_meta_json"])["request"]["photos"] == []
 
@@ -78,7 +79,7 @@ def test_a_vanished_extra_photo_is_named_and_nothing_runs(addon, photos, fake_wo
     photos[1].unlink()
     before = scene_counts()
     with pytest.raises(RuntimeError, match=r"extra photo '.*left\.png' does not exist: remove it"):
-        bpy.ops.ofer.reconstruct()
+        ofer_ops().reconstruct()
     assert scene_counts() == before
 
 
@@ -97,8 +98,8 @@ def test_reconstruct_pools_the_identity_with_the_real_worker(addon, tmp_path) ->
     settings.preset, settings.sampler, settings.steps, settings.seed = "CUSTOM", "ddim", 3, 2
     settings.n_shapes, settings.n_expressions, settings.top_k = 4, 2, 2
     _add(tmp_path, "plain.png")
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
-    head = next(o for o in bpy.data.objects if o.type == "MESH" and o.ofer.is_result)
+    assert ofer_ops().reconstruct() == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.type == "MESH" and ofer_state(o).is_result)
     meta = json.loads(head["ofer_meta_json"])
     assert [Path(p["path"]).name for p in meta["photos"]] == [SAMPLE.name, "plain.png"]
     assert meta["identity_pooling"]["n_samples"] == 8

@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 import pytest
 from PIL import Image
+from registered import ofer_ops, ofer_state
 
 from inference_server.preprocess.official_reference import find_fixtures
 
@@ -54,24 +55,24 @@ def test_find_faces_list_them_and_reconstruct_the_chosen_one(addon: Any, tmp_pat
     prefs.worker_mode, prefs.worker_python, prefs.device = "INTERPRETER", sys.executable, "cpu"
     photo = bpy.data.images.load(str(path))
 
-    assert bpy.ops.ofer.find_faces(image_name=photo.name) == {"FINISHED"}
+    assert ofer_ops().find_faces(image_name=photo.name) == {"FINISHED"}
     listed = json.loads(photo["ofer_faces"])
     assert [face["index"] for face in listed] == [0, 1]
     assert (listed[1]["box"][0] + listed[1]["box"][2]) / 2 < left.shape[1]  # face 1: the left portrait
     buttons = [text for text, _ in _face_marks_panel(addon, photo)]
     assert any(text.startswith("Face 0 (") for text in buttons) and any(text.startswith("Face 1 (") for text in buttons)
 
-    assert bpy.ops.ofer.choose_face(image_name=photo.name, index=1) == {"FINISHED"}
+    assert ofer_ops().choose_face(image_name=photo.name, index=1) == {"FINISHED"}
     assert ("Face 1 (", True) in [(text[:8], depressed) for text, depressed in _face_marks_panel(addon, photo)]
     with pytest.raises(RuntimeError, match="no face 5"):
-        bpy.ops.ofer.choose_face(image_name=photo.name, index=5)
+        ofer_ops().choose_face(image_name=photo.name, index=5)
 
     settings = bpy.context.scene.ofer_settings
     settings.image = photo
     settings.sampler, settings.steps, settings.seed = "ddim", 4, 1
     settings.n_shapes, settings.n_expressions, settings.top_k = 8, 4, 3
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
-    head = next(o for o in bpy.data.objects if o.type == "MESH" and o.ofer.is_result)
+    assert ofer_ops().reconstruct() == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.type == "MESH" and ofer_state(o).is_result)
     detection = json.loads(head["ofer_meta_json"])["detection"]
     assert detection["face_index"] == 1 and detection["n_faces"] == 2
     assert (detection["box"][0] + detection["box"][2]) / 2 < left.shape[1]
@@ -84,5 +85,5 @@ def test_find_faces_on_a_photo_without_a_face_reports_why(addon: Any, tmp_path: 
     prefs.worker_mode, prefs.worker_python = "INTERPRETER", sys.executable
     photo = bpy.data.images.load(str(path))
     with pytest.raises(RuntimeError, match="no_face"):
-        bpy.ops.ofer.find_faces(image_name=photo.name)
-    assert "ofer_faces" not in photo
+        ofer_ops().find_faces(image_name=photo.name)
+    assert "ofer_faces" not in photo  # type: ignore[operator]  # ID custom properties; the stubs lack __contains__

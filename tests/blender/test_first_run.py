@@ -12,6 +12,7 @@ from pathlib import Path
 
 import bpy
 import pytest
+from registered import ofer_ops
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
 
@@ -37,7 +38,7 @@ def test_reconstruct_without_a_worker_names_the_preference_and_the_button(addon,
     assert prefs.worker_mode == "MANAGED" and prefs.worker_python == ""
     before = scene_counts()
     with pytest.raises(RuntimeError, match="No worker environment yet"):
-        bpy.ops.ofer.reconstruct(image_path=str(SAMPLE))
+        ofer_ops().reconstruct(image_path=str(SAMPLE))
     message = session.last_report
     assert "No worker environment yet" in message
     assert "Edit ▸ Preferences ▸ Add-ons ▸ OFER Face Reconstruction" in message
@@ -46,17 +47,17 @@ def test_reconstruct_without_a_worker_names_the_preference_and_the_button(addon,
 
     prefs.worker_mode = "INTERPRETER"
     with pytest.raises(RuntimeError, match="No worker Python is set"):
-        bpy.ops.ofer.reconstruct(image_path=str(SAMPLE))
+        ofer_ops().reconstruct(image_path=str(SAMPLE))
     assert "'Create Managed Environment'" in session.last_report
     with pytest.raises(RuntimeError, match="No worker Python is set"):
-        bpy.ops.ofer.test_worker()
+        ofer_ops().test_worker()
 
 
 def test_creating_the_environment_needs_online_access_or_a_wheel_folder(addon, fresh_user_folder) -> None:
     session = _module(addon, "session").SESSION
     prefs = bpy.context.preferences.addons["ofer_face"].preferences
     with pytest.raises(RuntimeError, match="online access is off"):
-        bpy.ops.ofer.create_managed_env()
+        ofer_ops().create_managed_env()
     assert "Allow Online Access" in session.last_report and "Local wheel folder" in session.last_report
     assert not (fresh_user_folder / "worker_env" / "bin").exists()
 
@@ -66,7 +67,7 @@ def test_creating_the_environment_needs_online_access_or_a_wheel_folder(addon, f
     wheels.mkdir()
     prefs.wheel_dir, prefs.torch_choice = str(wheels), "CPU"
     with pytest.raises(RuntimeError, match="Installing torch"):
-        bpy.ops.ofer.create_managed_env()
+        ofer_ops().create_managed_env()
     builder = session.env_builder
     assert builder.state == "failed" and builder.step == 1 and builder.error.startswith("'Installing torch (CPU build")
     log = (fresh_user_folder / "logs" / "managed_env.log").read_text()
@@ -75,9 +76,9 @@ def test_creating_the_environment_needs_online_access_or_a_wheel_folder(addon, f
     env_dir = fresh_user_folder / "worker_env"
     assert env.env_state(env_dir) == "broken"
     with pytest.raises(RuntimeError, match="incomplete"):
-        bpy.ops.ofer.reconstruct(image_path=str(SAMPLE))
+        ofer_ops().reconstruct(image_path=str(SAMPLE))
     assert "Repair" in session.last_report
-    assert bpy.ops.ofer.remove_managed_env() == {"FINISHED"}
+    assert ofer_ops().remove_managed_env() == {"FINISHED"}
     assert env.env_state(env_dir) == "missing"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mathutils import Quaternion
 from mesh_probe import evaluated_local
+from registered import ofer_ops
 
 from inference_server.result import read_result, write_result
 
@@ -28,7 +29,7 @@ def controls_file(result_factory, tmp_path):
 
 
 def _import(path, flame_controls: bool = True):
-    assert bpy.ops.ofer.import_result(filepath=str(path), flame_controls=flame_controls) == {"FINISHED"}
+    assert ofer_ops().import_result(filepath=str(path), flame_controls=flame_controls) == {"FINISHED"}
     return bpy.context.view_layer.objects.active
 
 
@@ -91,5 +92,5 @@ def test_a_result_without_bases_says_reconstruct_again(addon, controls_file, tmp
     plain = write_result(tmp_path / "plain.npz", result)
     before = len(bpy.data.objects)
     with pytest.raises(RuntimeError, match="reconstruct again with FLAME controls on"):
-        bpy.ops.ofer.import_result(filepath=str(plain), flame_controls=True)
+        ofer_ops().import_result(filepath=str(plain), flame_controls=True)
     assert len(bpy.data.objects) == before

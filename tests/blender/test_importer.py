@@ -7,6 +7,7 @@ import bpy
 import numpy as np
 import pytest
 from mesh_probe import evaluated_local
+from registered import ofer_ops, ofer_state
 
 from inference_server.result import read_result
 
@@ -19,7 +20,7 @@ def _id_name(k: int, scores) -> str:
 
 
 def _import(path):
-    assert bpy.ops.ofer.import_result(filepath=str(path)) == {"FINISHED"}
+    assert ofer_ops().import_result(filepath=str(path)) == {"FINISHED"}
     return bpy.context.view_layer.objects.active
 
 
@@ -36,6 +37,7 @@ def test_every_hypothesis_evaluates_to_the_file_mesh(addon, result_file) -> None
     np.testing.assert_array_equal(loops.reshape(-1, 3), result.faces)
     uv = np.empty(len(mesh.loops) * 2, dtype=np.float32)
     mesh.uv_layers["UVMap"].data.foreach_get("uv", uv)
+    assert result.uv is not None and result.uv_faces is not None
     np.testing.assert_allclose(uv.reshape(-1, 2), result.uv[result.uv_faces.ravel()], atol=1e-7)
     assert all(p.use_smooth for p in mesh.polygons)
     for k in range(1, K + 1):
@@ -109,7 +111,7 @@ def test_names_ranges_rig_and_metadata(addon, result_file) -> None:
 def test_spread_colours(addon, result_file) -> None:
     result = read_result(result_file)
     obj = _import(result_file)
-    assert bpy.ops.ofer.show_spread(which="EXPRESSION") == {"FINISHED"}
+    assert ofer_ops().show_spread(which="EXPRESSION") == {"FINISHED"}
     mesh = obj.data
     assert mesh.color_attributes.active_color_name == "OFER spread expression"
     raw = np.empty(len(mesh.vertices), dtype=np.float32)
@@ -130,13 +132,14 @@ def test_save_and_reload_keeps_everything(addon, result_file, tmp_path) -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     obj = next(o for o in bpy.data.objects if o.type == "MESH")
-    assert obj.ofer.is_result and obj.ofer.identity == 3 and obj.ofer.n_expressions == 5
+    state = ofer_state(obj)
+    assert state.is_result and state.identity == 3 and state.n_expressions == 5
     assert len(obj.data.shape_keys.key_blocks) == 1 + 2 + 5
     assert json.loads(obj["ofer_meta_json"]) == result.meta
     np.testing.assert_allclose(np.asarray(obj["ofer_identity_params"]).reshape(3, -1), result.identity_params)
     np.testing.assert_allclose(evaluated_local(obj), result.identity_vertices[2], atol=1e-6)
-    obj.ofer.identity = 1
-    obj.ofer.expression = 2
+    state.identity = 1
+    state.expression = 2
     np.testing.assert_allclose(evaluated_local(obj), result.expression_vertices[1], atol=1e-6)
 
 
@@ -154,7 +157,7 @@ def test_bad_result_file_is_a_clear_error_and_the_scene_is_unchanged(
         np.savez(bad, **members)
     before = scene_counts()
     with pytest.raises(RuntimeError, match="Cannot import the OFER result") as info:
-        bpy.ops.ofer.import_result(filepath=str(bad))
+        ofer_ops().import_result(filepath=str(bad))
     assert {"truncated": "corrupt", "wrong_format": "format", "missing": "no such result file"}[damage] in str(
         info.value
     )

@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 import pytest
 from PIL import Image
+from registered import ofer_ops, ofer_state
 
 from inference_server.preprocess.official_reference import find_fixtures
 
@@ -51,9 +52,9 @@ def _reconstruct(addon: Any, photo_path: Path, marks: dict[str, Any] | None = No
     settings.sampler, settings.steps, settings.seed = "ddim", 4, 1
     settings.n_shapes, settings.n_expressions, settings.top_k = 8, 4, 3
     if marks:
-        assert bpy.ops.ofer.set_face_marks(image_name=photo.name, **marks) == {"FINISHED"}
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
-    head = next(o for o in bpy.data.objects if o.type == "MESH" and o.ofer.is_result)
+        assert ofer_ops().set_face_marks(image_name=photo.name, **marks) == {"FINISHED"}
+    assert ofer_ops().reconstruct() == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.type == "MESH" and ofer_state(o).is_result)
     bpy.context.view_layer.objects.active = head
     return head
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _blender_ext() -> Path:
-    return Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+    scripts = bpy.utils.system_resource("SCRIPTS")  # type: ignore[attr-defined]  # real API, not in the 4.2 stubs
+    return Path(scripts) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

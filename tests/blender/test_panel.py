@@ -6,6 +6,7 @@ from typing import Any
 
 import bpy
 import pytest
+from registered import ofer_class, ofer_ops
 
 
 class Layout:
@@ -41,36 +42,36 @@ def _draw(panel_type: Any, context: Any) -> list[str]:
 def test_reconstruct_panel_offers_presets_default_fast(addon) -> None:
     settings = bpy.context.scene.ofer_settings
     assert settings.preset == "fast"
-    drawn = _draw(bpy.types.OFER_PT_reconstruct, bpy.context)
+    drawn = _draw(ofer_class("OFER_PT_reconstruct"), bpy.context)
     assert "prop preset" in drawn and "prop sampler" not in drawn and "prop steps" not in drawn
     settings.preset = "CUSTOM"
-    drawn = _draw(bpy.types.OFER_PT_reconstruct, bpy.context)
+    drawn = _draw(ofer_class("OFER_PT_reconstruct"), bpy.context)
     assert "prop sampler" in drawn and "prop steps" in drawn
 
 
 @pytest.mark.parametrize("fit", ["ok", "untrusted"])
 def test_hypotheses_panel_says_how_the_head_sits_on_the_photo(addon, result_factory, tmp_path, fit) -> None:
     path = result_factory(tmp_path / "r.npz", fit=fit)
-    assert bpy.ops.ofer.import_result(filepath=str(path)) == {"FINISHED"}
-    drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
+    assert ofer_ops().import_result(filepath=str(path)) == {"FINISHED"}
+    drawn = _draw(ofer_class("OFER_PT_hypotheses"), bpy.context)
     expected = "On the photo" if fit == "ok" else "Not placed on the photo: only 9 of 68 landmarks"
     assert any(line.startswith(expected) for line in drawn), drawn
     if fit == "ok":
         bpy.context.view_layer.objects.active.ofer.expression = 2
-        drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
+        drawn = _draw(ofer_class("OFER_PT_hypotheses"), bpy.context)
         assert "Order: best fit first · EXP 002 is 1.5 px from the visible landmarks" in drawn
     head = bpy.context.view_layer.objects.active
     row = Layout([])
-    bpy.types.OFER_UL_identities.draw_item(None, bpy.context, row, head.ofer, head.ofer.identities[1], 0, None, "")
+    ofer_class("OFER_UL_identities").draw_item(None, bpy.context, row, head.ofer, head.ofer.identities[1], 0, None, "")
     assert any(text.endswith("%") for text in row.log) and any(text.startswith("p = ") for text in row.log)
 
 
 def test_hypotheses_panel_for_flame_controls_and_for_a_sequence(addon, result_factory, sequence_file, tmp_path) -> None:
     path = result_factory(tmp_path / "c.npz", flame_controls=True)
-    assert bpy.ops.ofer.import_result(filepath=str(path), flame_controls=True) == {"FINISHED"}
-    drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
+    assert ofer_ops().import_result(filepath=str(path), flame_controls=True) == {"FINISHED"}
+    drawn = _draw(ofer_class("OFER_PT_hypotheses"), bpy.context)
     assert "op ofer.set_flame_controls" in drawn and "prop expression" in drawn
-    assert bpy.ops.ofer.import_sequence(filepath=str(sequence_file)) == {"FINISHED"}
-    drawn = _draw(bpy.types.OFER_PT_hypotheses, bpy.context)
+    assert ofer_ops().import_sequence(filepath=str(sequence_file)) == {"FINISHED"}
+    drawn = _draw(ofer_class("OFER_PT_hypotheses"), bpy.context)
     assert any(line.startswith("Sequence:") for line in drawn) and "prop expression" not in drawn
     assert "op ofer.set_flame_controls" not in drawn

@@ -18,6 +18,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 from mesh_probe import evaluated_world
 from PIL import Image
+from registered import ofer_class, ofer_ops, ofer_state
 
 from inference_server.result import read_result
 
@@ -82,14 +83,16 @@ def fitted(tmp_path, result_factory) -> Path:
 
 
 def _import(path: Path):
-    assert bpy.ops.ofer.import_result(filepath=str(path)) == {"FINISHED"}
+    assert ofer_ops().import_result(filepath=str(path)) == {"FINISHED"}
     return bpy.context.view_layer.objects.active
 
 
 def test_camera_projects_every_vertex_where_the_result_says(addon, fitted) -> None:
     result = read_result(fitted)
+    assert result.head_pose is not None and result.camera is not None  # a fit="ok" file has them
     head = _import(fitted)
     scene = bpy.context.scene
+    assert scene is not None
     camera = scene.camera
     assert camera is not None and camera is head.ofer.camera and camera.type == "CAMERA"
     width, height = result.meta["image"]["width"], result.meta["image"]["height"]
@@ -105,6 +108,7 @@ def test_camera_projects_every_vertex_where_the_result_says(addon, fitted) -> No
 def test_render_from_the_camera_overlays_the_photo(addon, fitted, tmp_path) -> None:
     """Silhouette IoU against the numpy ground truth, for the neutral head and a keyframed expression."""
     result = read_result(fitted)
+    assert result.head_pose is not None and result.camera is not None and result.expression_head_pose is not None
     head = _import(fitted)
     width, height = result.meta["image"]["width"], result.meta["image"]["height"]
     truth = rasterise(
@@ -231,14 +235,15 @@ def test_import_is_one_undoable_operator(addon) -> None:
     """Everything an import makes (head, rig, camera, material, texture, render size) comes from one
     operator with an undo step; the importer pushes no steps of its own (headless Blender has no undo
     stack to exercise, so the flag is what can be checked here)."""
-    assert "UNDO" in bpy.types.OFER_OT_import_result.bl_options
-    assert "UNDO" in bpy.types.OFER_OT_import_again.bl_options
+    assert "UNDO" in ofer_class("OFER_OT_import_result").bl_options
+    assert "UNDO" in ofer_class("OFER_OT_import_again").bl_options
 
 
 def test_saved_file_keeps_camera_texture_and_playback(addon, fitted, tmp_path) -> None:
     """After save and reload (texture packed, the result folder gone), playback still moves head and camera;
     no driver needs Python (they work with script auto-execution off)."""
     result = read_result(fitted)
+    assert result.camera is not None and result.expression_head_pose is not None  # a fit="ok" file has them
     head = _import(fitted)
     m = result.expression_vertices.shape[0]
     for frame, expression in ((1, 0), (9, m)):
@@ -251,16 +256,18 @@ def test_saved_file_keeps_camera_texture_and_playback(addon, fitted, tmp_path) -
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     head = next(o for o in bpy.data.objects if o.type == "MESH")
     camera = bpy.context.scene.camera
-    assert camera is head.ofer.camera
+    assert camera is ofer_state(head).camera
     image = head.data.materials[0].node_tree.nodes["Image Texture"].image
     assert image.packed_file is not None
     assert len(image.pixels) == 4 * image.size[0] * image.size[1] > 0  # loads from the .blend alone
-    owners = [head.data.shape_keys, head.ofer.rig, camera]
+    owners = [head.data.shape_keys, ofer_state(head).rig, camera]
     fcurves = [fc for owner in owners for fc in owner.animation_data.drivers]
     assert len(fcurves) == (result.identity_vertices.shape[0] - 1) + m + 4 + 7
     assert all(fc.driver.type == "AVERAGE" or fc.driver.is_simple_expression for fc in fcurves)
-    bpy.context.scene.frame_set(9)
-    seen = world_to_camera_view(bpy.context.scene, camera, Vector(evaluated_world(head)[0]))
+    scene = bpy.context.scene
+    assert scene is not None
+    scene.frame_set(9)
+    seen = world_to_camera_view(scene, camera, Vector(evaluated_world(head)[0]))
     u, v = seen[0] * result.meta["image"]["width"], (1 - seen[1]) * result.meta["image"]["height"]
     expected = project(result.expression_vertices[m - 1][:1], result.expression_head_pose[m - 1], result.camera)[0]
     assert (u, v) == pytest.approx(tuple(expected), abs=0.02)
@@ -288,6 +295,7 @@ def test_render_tool_lays_the_head_over_the_photo(fitted, tmp_path) -> None:
     import sys
 
     result = read_result(fitted)
+    assert result.head_pose is not None and result.camera is not None
     out = tmp_path / "over.png"
     tool = Path(__file__).resolve().parents[2] / "tools" / "render_result.py"
     proc = subprocess.run(

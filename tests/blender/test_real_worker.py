@@ -8,6 +8,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from registered import ofer_ops, ofer_state
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
 # The standard ArcFace template, written out here so the check does not use the worker's own constant.
@@ -39,12 +40,12 @@ def test_reconstruct_with_the_real_worker_and_clicked_points(addon, result_facto
     settings.image = photo
     settings.sampler, settings.steps, settings.seed = "ddim", 4, 5
     settings.n_shapes, settings.n_expressions, settings.top_k = 8, 4, 3
-    assert bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="POINTS", points=clicks) == {"FINISHED"}
+    assert ofer_ops().set_face_marks(image_name=photo.name, kind="POINTS", points=clicks) == {"FINISHED"}
     before = scene_counts()
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    assert ofer_ops().reconstruct() == {"FINISHED"}
     assert scene_counts() != before
 
-    head = next(o for o in bpy.data.objects if o.type == "MESH" and o.ofer.is_result)
+    head = next(o for o in bpy.data.objects if o.type == "MESH" and ofer_state(o).is_result)
     meta = json.loads(head["ofer_meta_json"])
     assert meta["demo"] is True and meta["detection"]["method"] == "points"
     points = np.asarray(meta["request_points"])
@@ -54,4 +55,4 @@ def test_reconstruct_with_the_real_worker_and_clicked_points(addon, result_facto
     mapped = points @ transform[:, :2].T + transform[:, 2]
     interocular = np.linalg.norm(TEMPLATE[1] - TEMPLATE[0])
     assert np.abs(mapped[:2] - TEMPLATE[:2]).max() < 0.08 * interocular  # the eyes land on the template's eyes
-    assert head.ofer.n_identities == 3 and head.ofer.n_expressions == 4
+    assert ofer_state(head).n_identities == 3 and ofer_state(head).n_expressions == 4

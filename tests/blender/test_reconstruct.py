@@ -7,6 +7,7 @@ import json
 import bpy
 import numpy as np
 import pytest
+from registered import ofer_ops, ofer_state
 
 POINTS = [120.0, 140.0, 200.0, 138.0, 160.0, 190.0, 130.0, 240.0, 190.0, 242.0]
 
@@ -38,16 +39,16 @@ def test_reconstruct_builds_the_head_and_sends_the_marks(addon, photo, fake_work
     settings.seed = 3
     settings.top_k = 3
     settings.n_expressions = 4
-    assert bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="POINTS", points=POINTS) == {"FINISHED"}
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    assert ofer_ops().set_face_marks(image_name=photo.name, kind="POINTS", points=POINTS) == {"FINISHED"}
+    assert ofer_ops().reconstruct() == {"FINISHED"}
     heads = [o for o in bpy.data.objects if o.type == "MESH"]
-    assert len(heads) == 1 and heads[0].ofer.is_result
+    assert len(heads) == 1 and ofer_state(heads[0]).is_result
     request = json.loads(heads[0]["ofer_meta_json"])["request"]
     assert request["points"] == [POINTS[i : i + 2] for i in range(0, 10, 2)]
     assert request["box"] is None
     assert (request["sampler"], request["steps"], request["seed"], request["top_k"]) == ("ddim", 7, 3, 3)
     assert request["image"] == bpy.path.abspath(photo.filepath)
-    assert heads[0].ofer.n_identities == 3 and heads[0].ofer.n_expressions == 4
+    assert ofer_state(heads[0]).n_identities == 3 and ofer_state(heads[0]).n_expressions == 4
 
 
 @pytest.mark.parametrize("preset", [None, "fast", "fidelity"])
@@ -63,7 +64,7 @@ def test_the_preset_reaches_the_worker_as_the_cli_sends_it(addon, photo, fake_wo
     settings.steps = 7
     if preset is not None:
         settings.preset = preset
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    assert ofer_ops().reconstruct() == {"FINISHED"}
     head = next(o for o in bpy.data.objects if o.type == "MESH")
     request = json.loads(head["ofer_meta_json"])["request"]
     expected = preset or "fast"
@@ -78,7 +79,7 @@ def test_flame_controls_are_asked_for_and_built(addon, photo, fake_worker_comman
     settings = bpy.context.scene.ofer_settings
     settings.image = photo
     settings.flame_controls = True
-    assert bpy.ops.ofer.reconstruct() == {"FINISHED"}
+    assert ofer_ops().reconstruct() == {"FINISHED"}
     head = next(o for o in bpy.data.objects if o.type == "MESH")
     assert json.loads(head["ofer_meta_json"])["request"]["extra"]["flame_controls"] is True
     names = {b.name for b in head.data.shape_keys.key_blocks}
@@ -87,8 +88,8 @@ def test_flame_controls_are_asked_for_and_built(addon, photo, fake_worker_comman
 
 def test_a_box_reaches_the_worker(addon, photo, fake_worker_command) -> None:
     _use_worker("normal", fake_worker_command)
-    bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="BOX", box=(50, 60, 250, 330))
-    assert bpy.ops.ofer.reconstruct(image_name=photo.name) == {"FINISHED"}
+    ofer_ops().set_face_marks(image_name=photo.name, kind="BOX", box=(50, 60, 250, 330))
+    assert ofer_ops().reconstruct(image_name=photo.name) == {"FINISHED"}
     head = next(o for o in bpy.data.objects if o.type == "MESH")
     request = json.loads(head["ofer_meta_json"])["request"]
     assert request["box"] == [50, 60, 250, 330] and request["points"] is None
@@ -96,7 +97,7 @@ def test_a_box_reaches_the_worker(addon, photo, fake_worker_command) -> None:
 
 def test_marks_outside_the_photo_are_refused(addon, photo) -> None:
     with pytest.raises(RuntimeError, match="outside the 320×400 photo"):
-        bpy.ops.ofer.set_face_marks(image_name=photo.name, kind="POINTS", points=[500.0] * 10)
+        ofer_ops().set_face_marks(image_name=photo.name, kind="POINTS", points=[500.0] * 10)
     assert "ofer_points" not in photo
 
 
@@ -115,7 +116,7 @@ def test_failing_worker_reports_and_leaves_the_scene_unchanged(
     _use_worker(mode, fake_worker_command)
     before = scene_counts()
     with pytest.raises(RuntimeError, match=message) as info:
-        bpy.ops.ofer.reconstruct(image_name=photo.name, timeout=1.0)
+        ofer_ops().reconstruct(image_name=photo.name, timeout=1.0)
     if mode == "crash":
         assert "simulated crash" in str(info.value)  # the tail of the worker's log
     assert scene_counts() == before
@@ -127,15 +128,15 @@ def test_missing_worker_program_is_a_clear_error(addon, photo, scene_counts) -> 
     prefs.worker_python = "/nonexistent/python3"
     before = scene_counts()
     with pytest.raises(RuntimeError, match="does not exist"):
-        bpy.ops.ofer.reconstruct(image_name=photo.name)
+        ofer_ops().reconstruct(image_name=photo.name)
     assert scene_counts() == before
 
 
 def test_test_worker_reports_the_handshake(addon, fake_worker_command) -> None:
     _use_worker("normal", fake_worker_command)
-    assert bpy.ops.ofer.test_worker() == {"FINISHED"}
+    assert ofer_ops().test_worker() == {"FINISHED"}
     session = __import__(addon.__name__ + ".session", fromlist=["SESSION"]).SESSION
     assert session.last_hello["worker_version"] == "fake" and session.last_hello["demo"] is True
-    assert bpy.ops.ofer.release_gpu() == {"FINISHED"}
+    assert ofer_ops().release_gpu() == {"FINISHED"}
     assert session.client is None
     np.testing.assert_equal(session.busy, False)

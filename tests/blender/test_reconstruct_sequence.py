@@ -11,6 +11,7 @@ from typing import Any
 import bpy
 import numpy as np
 import pytest
+from registered import ofer_ops
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inference_server" / "assets" / "sample_occluded_face.jpg"
@@ -24,7 +25,7 @@ def _frames(folder: Path) -> Path:
     photo = bpy.data.images.load(str(SAMPLE))
     width, height = photo.size
     blank = bpy.data.images.new("blank", width, height)
-    blank.pixels.foreach_set(np.full(width * height * 4, 0.5, np.float32))
+    blank.pixels.foreach_set(np.full(width * height * 4, 0.5, np.float32))  # type: ignore[attr-defined]  # stubs: float
     blank.filepath_raw = str(folder / "shot_10.png")  # natural order: after shot_2
     blank.file_format = "PNG"
     blank.save()
@@ -56,7 +57,7 @@ def test_a_frame_of_an_image_sequence_stands_for_its_folder(addon: Any, tmp_path
 
 def test_reconstruct_sequence_without_a_clip_is_refused(addon: Any) -> None:
     with pytest.raises(RuntimeError, match="Choose a movie file"):
-        bpy.ops.ofer.reconstruct_sequence()
+        ofer_ops().reconstruct_sequence()
 
 
 @pytest.mark.timeout(600)
@@ -69,10 +70,10 @@ def test_reconstruct_sequence_with_the_real_worker(addon: Any, tmp_path: Path, s
     clip.source, clip.n_expressions, clip.frame_start = str(folder / "shot_1.jpg"), 4, 5
     before = scene_counts()
     if HAS_IMPORTER:
-        assert bpy.ops.ofer.reconstruct_sequence() == {"FINISHED"}
+        assert ofer_ops().reconstruct_sequence() == {"FINISHED"}
     else:  # the worker side runs; the import says clearly why it cannot happen yet
         with pytest.raises(RuntimeError, match="cannot import sequences"):
-            bpy.ops.ofer.reconstruct_sequence()
+            ofer_ops().reconstruct_sequence()
     job = sys.modules["ofer_face.ofer_blender.session"].SESSION.job
     result = read_sequence_result(job.result_path)
     names = [f["name"] for f in result.meta["frames"]]

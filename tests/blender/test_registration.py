@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import bpy
+from registered import ofer_class, ofer_ops
 
 
 def _operators_present() -> bool:
-    return all(
-        hasattr(bpy.ops.ofer, name) and bpy.ops.ofer.__getattr__(name).idname()
-        for name in ("reconstruct", "import_result")
-    )
+    ops = ofer_ops()
+    return all(hasattr(ops, name) and getattr(ops, name).idname() for name in ("reconstruct", "import_result"))
 
 
 def test_register_unregister_register(addon) -> None:
@@ -17,7 +16,7 @@ def test_register_unregister_register(addon) -> None:
     root = importlib.import_module(addon.__name__.rpartition(".")[0])
     assert registration.CLASSES and not registration._state["fallback"]
     assert hasattr(bpy.types.Object, "ofer") and hasattr(bpy.types.Scene, "ofer_settings")
-    assert bpy.types.OFER_PT_reconstruct.bl_category == "OFER"
+    assert ofer_class("OFER_PT_reconstruct").bl_category == "OFER"
     root.unregister()
     assert not hasattr(bpy.types, "OFER_PT_reconstruct") and not hasattr(bpy.types.Object, "ofer")
     root.register()

@@ -11,6 +11,7 @@ import bpy
 import numpy as np
 import pytest
 from mesh_probe import evaluated_local
+from registered import ofer_ops
 from sequence_factory import CAMERA, FPS, FRAME_SIZE
 
 from inference_server.sequence_result import read_sequence_result
@@ -72,13 +73,13 @@ def test_a_clip_that_cannot_be_found_is_a_warning(addon, sequence_file, tmp_path
 
 
 def test_import_again_rebuilds_the_sequence_and_import_operator_works(addon, sequence_file) -> None:
-    assert bpy.ops.ofer.import_sequence(filepath=str(sequence_file), frame_start=10) == {"FINISHED"}
+    assert ofer_ops().import_sequence(filepath=str(sequence_file), frame_start=10) == {"FINISHED"}
     first = bpy.context.view_layer.objects.active
     scene = bpy.context.scene
     assert (scene.frame_start, scene.frame_end) == (10, 21)
-    assert bpy.ops.ofer.import_again() == {"FINISHED"}
+    assert ofer_ops().import_again() == {"FINISHED"}
     again = bpy.context.view_layer.objects.active
-    assert again != first and again["ofer_format"] == "ofer-sequence/1"
+    assert again is not None and again != first and again["ofer_format"] == "ofer-sequence/1"
     assert "Exp1" in again.data.shape_keys.key_blocks
 
 
@@ -87,5 +88,5 @@ def test_a_file_that_is_not_a_sequence_is_a_clear_error(addon, tmp_path, scene_c
     np.savez(bad, format=np.array("ofer-result/1"))
     before = scene_counts()
     with pytest.raises(RuntimeError, match=r"Cannot import the OFER sequence.*format"):
-        bpy.ops.ofer.import_sequence(filepath=str(bad))
+        ofer_ops().import_sequence(filepath=str(bad))
     assert scene_counts() == before

@@ -24,6 +24,7 @@ from typing import Any
 import bpy
 import numpy as np
 from mesh_probe import evaluated_local
+from registered import ofer_ops, ofer_state
 
 PKG_ID = "ofer_face"
 REPO = "user_default"
@@ -51,7 +52,7 @@ def install(zip_path: str) -> Path:
 def import_and_scroll(result_path: str) -> dict[str, Any]:
     """Import through the installed add-on, then scroll identities and expressions."""
     result = importlib.import_module(f"{MODULE}.inference_server.result").read_result(result_path)
-    assert bpy.ops.ofer.import_result(filepath=result_path) == {"FINISHED"}
+    assert ofer_ops().import_result(filepath=result_path) == {"FINISHED"}
     obj = bpy.context.view_layer.objects.active
     K, M = result.identity_vertices.shape[0], result.expression_vertices.shape[0]
     keys = obj.data.shape_keys.key_blocks
@@ -77,7 +78,7 @@ def export_and_reimport(head: Any, out: Path, n_keys: int, n_vertices: int) -> l
         path = out / f"head{suffix}"
         bpy.context.view_layer.objects.active = head  # ofer.export exports the active head and its rig
         head.select_set(True)
-        assert bpy.ops.ofer.export(format=fmt, filepath=str(path)) == {"FINISHED"}
+        assert ofer_ops().export(format=fmt, filepath=str(path)) == {"FINISHED"}
         before = set(bpy.data.objects)
         if fmt == "FBX":
             bpy.ops.import_scene.fbx(filepath=str(path))
@@ -121,13 +122,13 @@ def acceptance(zip_path: str, photo: str, out_dir: str, torch_requirement: str) 
     assert prefs.worker_mode == "MANAGED", "a fresh install should default to the managed environment"
     session = importlib.import_module(f"{MODULE}.ofer_blender.session").SESSION
     try:
-        bpy.ops.ofer.reconstruct(image_path=photo)
+        ofer_ops().reconstruct(image_path=photo)
         raise AssertionError("Reconstruct ran without a worker")
     except RuntimeError as exc:  # an operator's ERROR report raises in background mode
         assert "Create Managed Environment" in str(exc) and "Create Managed Environment" in session.last_report
     prefs.torch_choice, prefs.torch_custom, prefs.device = "CUSTOM", torch_requirement, "cpu"
     start = time.monotonic()
-    assert bpy.ops.ofer.create_managed_env() == {"FINISHED"}, session.env_builder and session.env_builder.error
+    assert ofer_ops().create_managed_env() == {"FINISHED"}, session.env_builder and session.env_builder.error
     seconds = time.monotonic() - start
     env = importlib.import_module(f"{MODULE}.ofer_blender.managed_env")
     paths = importlib.import_module(f"{MODULE}.ofer_blender.paths")
@@ -135,18 +136,18 @@ def acceptance(zip_path: str, photo: str, out_dir: str, torch_requirement: str) 
     record = env.read_record(env_dir)
     assert record is not None and env.env_state(env_dir) == "ready"
     assert str(env_dir).startswith(os.environ["BLENDER_USER_RESOURCES"]), env_dir
-    assert bpy.ops.ofer.test_worker() == {"FINISHED"}
+    assert ofer_ops().test_worker() == {"FINISHED"}
     hello = dict(session.last_hello)
     assert hello["torch"].startswith(torch_requirement.split("==")[-1]), hello["torch"]
     settings = bpy.context.scene.ofer_settings
     settings.sampler, settings.steps, settings.seed = "ddim", 4, 1
     settings.n_shapes, settings.n_expressions, settings.top_k = 8, 4, 3
     start_rec = time.monotonic()
-    assert bpy.ops.ofer.reconstruct(image_path=photo) == {"FINISHED"}, session.last_report
+    assert ofer_ops().reconstruct(image_path=photo) == {"FINISHED"}, session.last_report
     reconstruct_seconds = time.monotonic() - start_rec
-    head = next(o for o in bpy.data.objects if o.type == "MESH" and o.ofer.is_result)
+    head = next(o for o in bpy.data.objects if o.type == "MESH" and ofer_state(o).is_result)
     meta = json.loads(head["ofer_meta_json"])
-    assert head.ofer.n_identities == 3 and head.ofer.n_expressions == 4 and meta["demo"] is True
+    assert ofer_state(head).n_identities == 3 and ofer_state(head).n_expressions == 4 and meta["demo"] is True
     # No face marks were given: MediaPipe (installed without jax) found the face.
     assert meta["detection"]["method"] in (
         "face_mesh",

@@ -38,7 +38,7 @@ class FullDisk:
         self.room -= len(data)
         return self.handle.write(data)
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):
         return getattr(self.handle, name)
 
 
@@ -110,7 +110,7 @@ def test_mesh_export_writes_every_file_through_the_atomic_writer(tmp_path: Path)
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+def small_tmpfs(tmp_path: Path):
     mount = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
     if not shutil.which("mount") or os.geteuid() != 0:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -38,13 +39,20 @@ def two_threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def _jobs(encoders: dict[str, torch.nn.Module], runners: dict[str, object] | None = None) -> list[EncoderJob]:
+Encode = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _as_float(run: Encode, x: torch.Tensor) -> torch.Tensor:
+    return run(x).float()
+
+
+def _jobs(encoders: dict[str, torch.nn.Module], runners: Mapping[str, Encode] | None = None) -> list[EncoderJob]:
     inputs = {112: torch.rand(1, 3, 112, 112) * 2 - 1, 224: torch.rand(1, 3, 224, 224) * 2 - 1}
     jobs = []
     for slot, module in encoders.items():
         size = 112 if isinstance(module, ArcFaceEncoder) else 224
         run = (runners or {}).get(slot, module)
-        jobs.append(EncoderJob(slot, lambda r=run, x=inputs[size]: r(x).float(), float(encoder_macs(module))))
+        jobs.append(EncoderJob(slot, functools.partial(_as_float, run, inputs[size]), float(encoder_macs(module))))
     return jobs
 
 
@@ -133,7 +141,7 @@ def test_onnxruntime_sessions_on_lanes_give_the_sequential_embeddings(tmp_path: 
         export_arcface(module, tmp_path / f"{slot}.onnx")
         runners[slot] = open_session(tmp_path / f"{slot}.onnx", tmp_path / f"{slot}.opt.onnx")[0]
     blob = torch.rand(1, 3, 112, 112) * 2 - 1
-    jobs = [EncoderJob(slot, lambda r=runner: r(blob), 1.0) for slot, runner in runners.items()]
+    jobs = [EncoderJob(slot, functools.partial(runner, blob), 1.0) for slot, runner in runners.items()]
     sequential = run_encoders(jobs, lanes=False)
     for _ in range(3):
         record = LaneRun([], [])
@@ -153,7 +161,7 @@ def test_each_lane_has_its_share_of_threads_and_the_caller_gets_its_count_back()
         time.sleep(0.05)  # both lanes are running at once
         return torch.zeros(1)
 
-    jobs = [EncoderJob(slot, lambda s=slot: probe(s), 1.0) for slot in ("a", "b")]
+    jobs = [EncoderJob(slot, functools.partial(probe, slot), 1.0) for slot in ("a", "b")]
     run_encoders(jobs, lanes=True)
     assert {name for name, _ in seen.values()} == {threading.current_thread().name, "encoder-lane"}
     assert [count for _, count in seen.values()] == [1, 1]
@@ -215,7 +223,7 @@ def test_the_callers_grad_mode_holds_in_the_helper_lane() -> None:
     torch.manual_seed(2)
     layers = {"a": torch.nn.Linear(4, 4), "b": torch.nn.Linear(4, 4)}
     x = torch.ones(1, 4)
-    jobs = [EncoderJob(slot, lambda m=m: m(x), 1.0) for slot, m in layers.items()]
+    jobs = [EncoderJob(slot, functools.partial(m, x), 1.0) for slot, m in layers.items()]
     with torch.no_grad():
         out = run_encoders(jobs, lanes=True)
     assert not any(t.requires_grad for t in out.values())
@@ -225,8 +233,12 @@ def test_the_callers_grad_mode_holds_in_the_helper_lane() -> None:
 
 def test_one_thread_or_one_encoder_runs_in_sequence_here() -> None:
     names: list[str] = []
-    jobs = [EncoderJob(slot, lambda: names.append(threading.current_thread().name) or torch.zeros(1), 1.0)
-            for slot in ("a", "b")]  # fmt: skip
+
+    def record_thread() -> torch.Tensor:
+        names.append(threading.current_thread().name)
+        return torch.zeros(1)
+
+    jobs = [EncoderJob(slot, record_thread, 1.0) for slot in ("a", "b")]
     torch.set_num_threads(1)
     record = LaneRun([], [])
     run_encoders(jobs, lanes=True, record=record)

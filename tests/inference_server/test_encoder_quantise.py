@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def _badly_quantising_vit(seed: int) -> ClipImageEncoder:
     return net
 
 
-def _min_cosine_to_torch(module: torch.nn.Module, network: encoder_runtime.OnnxNetwork) -> float:
+def _min_cosine_to_torch(module: torch.nn.Module, network: Callable[[torch.Tensor], torch.Tensor]) -> float:
     with torch.no_grad():
         return min(agreement(module(crop), network(crop))[0] for crop in probe_crops("farl", 32))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from inference_server.nets.clip_visual import ClipImageEncoder, ClipVisionConfig
 from inference_server.pipeline import Reconstructor
 
 pytest.importorskip("onnxruntime")
+
+Encode = Callable[[torch.Tensor], torch.Tensor]  # what encoder_networks gives per slot (ONNX or torch)
 
 ARC = ArcFaceConfig(layers=(1, 1), widths=(8, 16), embedding_dim=32, input_size=32)
 CLIP = ClipVisionConfig(width=32, layers=2, heads=2, patch_size=8, image_size=32, output_dim=16)
@@ -89,7 +92,7 @@ def _files(cache: Path, module: torch.nn.Module) -> encoder_runtime.EncoderFiles
     return encoder_runtime.EncoderFiles(stem, encoder_runtime.cpu_identity())
 
 
-def _assert_matches_torch(modules: dict[str, torch.nn.Module], networks: dict[str, OnnxNetwork]) -> None:
+def _assert_matches_torch(modules: dict[str, torch.nn.Module], networks: Mapping[str, Encode]) -> None:
     for slot, module in modules.items():
         image = encoder_runtime.probe_input(32) * 0.5
         with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,9 +38,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"two": folder / "two faces.png", "cut": folder / "cut.png"}
 
 
-def _faces_json(photo: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+def _faces_json(photo: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     assert main(["faces", str(photo), "--json"]) == 0
-    listing: list[dict[str, object]] = json.loads(capsys.readouterr().out)["faces"]
+    listing: list[dict[str, Any]] = json.loads(capsys.readouterr().out)["faces"]
     return listing
 
 
@@ -51,7 +52,7 @@ def test_faces_lists_both_faces_with_boxes(photos: dict[str, Path], capsys: pyte
     # Face 0 is the one nearest the centre; each box holds one of the two portraits.
     assert abs(boxes[0, [0, 2]].mean() - width / 2) < abs(boxes[1, [0, 2]].mean() - width / 2)
     assert sorted(((boxes[:, 0] + boxes[:, 2]) / 2 > 200).tolist()) == [False, True]
-    assert all("several_faces" in [w["code"] for w in f["warnings"]] for f in listing)  # type: ignore[attr-defined]
+    assert all("several_faces" in [w["code"] for w in f["warnings"]] for f in listing)
     assert main(["faces", str(photos["two"])]) == 0
     printed = capsys.readouterr().out
     assert "2 faces" in printed and "face:          1 of 2" in printed and "--face N" in printed

@@ -15,6 +15,7 @@ def test_ply_reads_back_in_trimesh(tmp_path: Path) -> None:
     verts = rng.normal(size=(10, 3)).astype(np.float32)
     faces = np.array([[0, 1, 2], [2, 3, 4], [5, 6, 9]])
     mesh = trimesh.load(write_ply(tmp_path / "m.ply", verts, faces), process=False)
+    assert isinstance(mesh, trimesh.Trimesh)
     np.testing.assert_allclose(mesh.vertices, verts, atol=1e-7)
     np.testing.assert_array_equal(mesh.faces, faces)
 
@@ -27,6 +28,7 @@ def test_export_hypotheses_writes_every_mesh_and_params(tmp_path: Path) -> None:
          "params.json"]
     )  # fmt: skip
     mesh = trimesh.load(tmp_path / "expression_002.ply", process=False)
+    assert isinstance(mesh, trimesh.Trimesh)
     np.testing.assert_allclose(mesh.vertices, result.expression_vertices[1] * 1000, rtol=1e-6)
     params = json.loads((tmp_path / "params.json").read_text())
     assert params["units"] == "metres"

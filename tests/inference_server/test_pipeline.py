@@ -40,9 +40,11 @@ def reconstructor() -> Reconstructor:
 @pytest.fixture(scope="module")
 def output(reconstructor: Reconstructor, tmp_path_factory: pytest.TempPathFactory) -> ReconstructionOutput:
     events: list[tuple[str, int, int]] = []
-    out = reconstructor.run(
-        _args(tmp_path_factory.mktemp("run")), lambda s, d, t, m="": events.append((s, d, t)), lambda: False
-    )
+
+    def progress(stage: str, done: int, total: int, message: str = "") -> None:
+        events.append((stage, done, total))
+
+    out = reconstructor.run(_args(tmp_path_factory.mktemp("run")), progress, lambda: False)
     out.result.meta["_events"] = events
     return out
 

@@ -111,7 +111,7 @@ def _server() -> tuple[Server, io.BytesIO]:
         def hello_info(self) -> dict[str, Any]:
             return {"demo": True}
 
-        def reconstruct(self, args, progress, should_cancel) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        def reconstruct(self, args, progress, should_cancel) -> dict[str, Any]:
             return {"path": args.output, "summary": {"bad": float("nan")}}  # a bug: NaN in an event
 
     out = io.BytesIO()
@@ -120,9 +120,10 @@ def _server() -> tuple[Server, io.BytesIO]:
 
 def test_a_bug_in_an_event_is_still_one_answer_and_the_server_goes_on() -> None:
     server, out = _server()
-    server._run_job(_Job("j"), parse_reconstruct_args(_reconstruct()))
+    server._run_job(_Job("j"), server._job_work(_reconstruct()))
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["id"], e["event"], e.get("code")) for e in events] == [("j", "error", "internal")]
+    assert "invalid event" in events[0]["message"]  # the NaN, not some other failure on the way
 
 
 def test_the_server_answers_every_killer_line_once(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def _rewrite(path: Path, out: Path, change: dict[str, np.ndarray | None]) -> Non
             members.pop(key)
         else:
             members[key] = value
-    np.savez(out, **members)  # type: ignore[arg-type]
+    np.savez(out, **members)
 
 
 @pytest.mark.parametrize(
@@ -170,6 +170,7 @@ def test_head_on_the_photo_keys_round_trip_and_are_checked(tmp_path: Path, resul
     result.camera = np.array([520.0, 214.0, 141.0], np.float32)
     result.expression_head_pose = np.tile(result.head_pose, (M, 1))
     back = read_result(write_result(tmp_path / "posed.npz", result))
+    assert back.expression_head_pose is not None and back.camera is not None
     np.testing.assert_array_equal(back.expression_head_pose, result.expression_head_pose)
     np.testing.assert_array_equal(back.camera, result.camera)
     result.expression_head_pose = np.zeros((M + 1, 6), np.float32)  # one row too many

@@ -43,7 +43,7 @@ def good(tmp_path: Path) -> Path:
     return write_result(tmp_path / "good.npz", make_result(np.random.default_rng(0)))
 
 
-def _peak_bytes(action) -> int:  # type: ignore[no-untyped-def]
+def _peak_bytes(action) -> int:
     tracemalloc.start()
     try:
         action()

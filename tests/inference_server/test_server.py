@@ -22,7 +22,7 @@ class ScriptedRunner:
     def hello_info(self) -> dict[str, Any]:
         return {"device": "cpu", "demo": True}
 
-    def reconstruct(self, args: ReconstructArgs, progress, should_cancel) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def reconstruct(self, args: ReconstructArgs, progress, should_cancel) -> dict[str, Any]:
         self.started.set()
         if self.fail:
             raise self.fail
@@ -41,7 +41,7 @@ class Collector(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[no-untyped-def,override]
+    def write(self, data) -> int:
         with self.cond:
             self._buffer += bytes(data)
             while b"\n" in self._buffer:
@@ -50,7 +50,7 @@ class Collector(io.RawIOBase):
             self.cond.notify_all()
         return len(data)
 
-    def wait_for(self, pred, timeout: float = 5.0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def wait_for(self, pred, timeout: float = 5.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -137,7 +137,7 @@ def test_serve_stops_on_shutdown_and_on_eof() -> None:
     assert server2.serve(io.BytesIO(b"")) == 0
 
 
-def test_overlong_line_is_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_overlong_line_is_refused(monkeypatch) -> None:
     from inference_server import protocol
 
     monkeypatch.setattr(protocol, "MAX_LINE_BYTES", 1000)
@@ -154,7 +154,7 @@ def test_the_next_request_sent_on_reading_the_result_is_accepted() -> None:
     server, out = _server(ScriptedRunner(steps=2, step_s=0))
     original_write = out.write
 
-    def write_and_react(data) -> int:  # type: ignore[no-untyped-def]
+    def write_and_react(data) -> int:
         written = original_write(data)
         if any(e["id"] == "r1" and e["event"] == "result" for e in out.lines) and not any(
             e["id"] == "r2" for e in out.lines

@@ -28,6 +28,7 @@ def test_reconstruct_writes_result_meshes_params_and_contact_sheet(
     result = read_result(out / "result.npz")
     assert len(result.identity_params) == 3 and len(result.expression_params) == 5
     mesh = trimesh.load(out / "expression_005.ply", process=False)
+    assert isinstance(mesh, trimesh.Trimesh)
     np.testing.assert_allclose(mesh.vertices, result.expression_vertices[4], atol=1e-6)
     np.testing.assert_array_equal(mesh.faces, result.faces)
     params = json.loads((out / "params.json").read_text())

@@ -26,7 +26,7 @@ def _py(code: str) -> list[str]:
 def test_steps_run_in_order_and_stop_at_the_first_failure(eb, step_type, tmp_path) -> None:
     ok = step_type("ok", _py("print('step ok')"))
     bad = step_type("bad step", _py("import sys; sys.exit(3)"))
-    recorded = []
+    recorded: list[float] = []  # on_success's argument
     builder = eb.EnvBuilder([ok, bad, ok], tmp_path / "env.log", on_success=recorded.append)
     builder.start()
     builder.join(60)

@@ -117,8 +117,13 @@ def test_disk_space_is_checked_before_anything_is_written(env, tmp_path) -> None
     env.check_disk_space(tmp_path / "a" / "b", cpu, usage=lambda p: (0, 0, 4 * gb))
     with pytest.raises(env.EnvSetupError, match=r"4\.0 GB free .* 8 GB needed"):
         env.check_disk_space(tmp_path / "a" / "b", cuda, usage=lambda p: (0, 0, 4 * gb))
-    seen = []
-    env.check_disk_space(tmp_path / "a" / "b", cpu, usage=lambda p: seen.append(p) or (0, 0, 10 * gb))
+    seen: list[str] = []
+
+    def usage(path: str) -> tuple[int, int, int]:
+        seen.append(path)
+        return (0, 0, 10 * gb)
+
+    env.check_disk_space(tmp_path / "a" / "b", cpu, usage=usage)
     assert seen == [str(tmp_path)]  # the nearest folder that exists
 
 

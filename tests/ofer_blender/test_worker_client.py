@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_missing_program_is_a_clear_error(wc, tmp_path) -> None:
 def test_sending_to_a_dead_worker_raises_with_log_tail(wc, tmp_path) -> None:
     client = wc.WorkerClient([sys.executable, "-c", "import sys; print('dying', file=sys.stderr)"], tmp_path)
     client.start()
-    messages = []
+    messages: list[Any] = []  # WorkerMessage of the add-on module the fixture loaded
     while not any(m.kind == "exit" for m in messages):
         message = client.get(timeout=10)
         assert message is not None

@@ -62,17 +62,13 @@ def _diffusers_states(
     return states
 
 
-def _our_states(
-    sampler: str, steps: int, seed: int, context: torch.Tensor, eta: float = 0.0
-) -> list[torch.Tensor]:
+def _our_states(sampler: str, steps: int, seed: int, context: torch.Tensor, eta: float = 0.0) -> list[torch.Tensor]:
     recorder = Recorder(stand_in_network)
     final = sample(recorder, context, N, F, sampler=sampler, steps=steps, eta=eta, seed=seed)
     return [*recorder.states, final]
 
 
-def _assert_trajectories_close(
-    ours: list[torch.Tensor], theirs: list[torch.Tensor], tolerance: float
-) -> None:
+def _assert_trajectories_close(ours: list[torch.Tensor], theirs: list[torch.Tensor], tolerance: float) -> None:
     """Every visited state agrees. diffusers keeps float32 tables and we float64 coefficients, so
     rounding drifts along the trajectory; a wrong coefficient at any step would be off by far more."""
     assert len(ours) == len(theirs)
@@ -105,9 +101,7 @@ def test_ddim_follows_diffusers_ddim_step_by_step(steps: int, eta: float) -> Non
     _assert_trajectories_close(_our_states("ddim", steps, 5, CONTEXT, eta), theirs, tolerance=2e-5)
 
 
-@pytest.mark.parametrize(
-    ("sampler", "algorithm"), [("dpmsolver", "dpmsolver++"), ("dpmsolver_sde", "sde-dpmsolver++")]
-)
+@pytest.mark.parametrize(("sampler", "algorithm"), [("dpmsolver", "dpmsolver++"), ("dpmsolver_sde", "sde-dpmsolver++")])
 @pytest.mark.parametrize("steps", [20, 10])
 def test_dpm_solver_pp_2m_follows_diffusers_step_by_step(sampler: str, algorithm: str, steps: int) -> None:
     scheduler = DPMSolverMultistepScheduler(
@@ -124,9 +118,7 @@ def test_dpm_solver_pp_2m_follows_diffusers_step_by_step(sampler: str, algorithm
 
 def test_strided_ddpm_is_ddim_with_eta_one() -> None:
     ddpm = sample(stand_in_network, CONTEXT, N, F, sampler="ddpm", steps=40, seed=11, dtype=torch.float64)
-    ddim = sample(
-        stand_in_network, CONTEXT, N, F, sampler="ddim", steps=40, eta=1.0, seed=11, dtype=torch.float64
-    )
+    ddim = sample(stand_in_network, CONTEXT, N, F, sampler="ddim", steps=40, eta=1.0, seed=11, dtype=torch.float64)
     torch.testing.assert_close(ddpm, ddim, rtol=0, atol=1e-10)
 
 
@@ -193,9 +185,7 @@ def _ddim_moments(steps: int, eta: float) -> tuple[float, float]:
     for a_t, a_n in itertools.pairwise(levels):
         v_t = a_t * SIGMA**2 + 1.0 - a_t
         noise = eta * math.sqrt((1 - a_n) / (1 - a_t)) * math.sqrt(1 - a_t / a_n)
-        k = (
-            math.sqrt(a_n * a_t) * SIGMA**2 + math.sqrt(max(1 - a_n - noise**2, 0.0)) * math.sqrt(1 - a_t)
-        ) / v_t
+        k = (math.sqrt(a_n * a_t) * SIGMA**2 + math.sqrt(max(1 - a_n - noise**2, 0.0)) * math.sqrt(1 - a_t)) / v_t
         mean, variance = k * mean, k * k * variance + noise**2
     return MU + mean, math.sqrt(variance)
 
@@ -255,9 +245,7 @@ def test_same_seed_same_samples_other_seed_other_samples(sampler: str) -> None:
 
 def test_progress_is_reported_once_per_step() -> None:
     calls: list[tuple[int, int]] = []
-    sample(
-        stand_in_network, CONTEXT, N, F, sampler="ddim", steps=9, progress=lambda d, t: calls.append((d, t))
-    )
+    sample(stand_in_network, CONTEXT, N, F, sampler="ddim", steps=9, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(i, 9) for i in range(1, 10)]
 
 

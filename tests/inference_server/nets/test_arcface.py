@@ -42,9 +42,7 @@ def _appendix_f(layers: tuple[int, ...], widths: tuple[int, ...], fc_in: int) ->
 def test_iresnet100_layout_and_count() -> None:
     model = ArcFaceEncoder()
     state = model.state_dict()
-    assert {k: tuple(v.shape) for k, v in state.items()} == _appendix_f(
-        (3, 13, 30, 3), (64, 128, 256, 512), 25088
-    )
+    assert {k: tuple(v.shape) for k, v in state.items()} == _appendix_f((3, 13, 30, 3), (64, 128, 256, 512), 25088)
     assert len(state) == 925
     assert sum(p.numel() for p in model.parameters()) == 65_156_160
 

@@ -40,9 +40,7 @@ def _reference_logits(model: IdRank, x: torch.Tensor, c: torch.Tensor) -> torch.
     for k in range(len(model.ranklayers)):
         h = h @ P[f"ranklayers.{k}.mlp.weight"].T + P[f"ranklayers.{k}.mlp.bias"]
         if f"ranklayers.{k}.gn.weight" in P:
-            h = torch.where(
-                h > 0, 1.0507009873554805 * h, 1.0507009873554805 * 1.6732632423543772 * (torch.exp(h) - 1)
-            )
+            h = torch.where(h > 0, 1.0507009873554805 * h, 1.0507009873554805 * 1.6732632423543772 * (torch.exp(h) - 1))
             groups = h.reshape(h.shape[0], 8, -1)
             groups = (groups - groups.mean(2, keepdim=True)) / torch.sqrt(
                 groups.var(2, unbiased=False, keepdim=True) + 1e-5
@@ -65,9 +63,7 @@ def test_small_variant_matches_reference_and_is_batch_independent() -> None:
         logits = model(x, c)
         torch.testing.assert_close(logits.double(), _reference_logits(model, x, c), atol=1e-5, rtol=0)
         for i in range(7):
-            torch.testing.assert_close(
-                model(x[i : i + 1], c[i : i + 1]), logits[i : i + 1], atol=1e-5, rtol=0
-            )
+            torch.testing.assert_close(model(x[i : i + 1], c[i : i + 1]), logits[i : i + 1], atol=1e-5, rtol=0)
         shared = model(x, c[:1])
         torch.testing.assert_close(shared, model(x, c[:1].expand(7, -1)), atol=1e-5, rtol=0)
 
@@ -80,9 +76,7 @@ def test_official_size_batch_independence_and_batch_of_one() -> None:
         logits = model(x, c)
         assert logits.shape == (7,)
         for i in range(7):
-            torch.testing.assert_close(
-                model(x[i : i + 1], c[i : i + 1]), logits[i : i + 1], atol=1e-5, rtol=0
-            )
+            torch.testing.assert_close(model(x[i : i + 1], c[i : i + 1]), logits[i : i + 1], atol=1e-5, rtol=0)
 
 
 def test_rank_input_layout() -> None:
@@ -92,9 +86,7 @@ def test_rank_input_layout() -> None:
     mean = vertices.mean(axis=0)
     assert x.shape == (4, 30)
     for i in range(4):
-        expected = np.concatenate([mean, vertices[i] - mean], axis=0).reshape(
-            -1
-        )  # mean first, xyz per vertex
+        expected = np.concatenate([mean, vertices[i] - mean], axis=0).reshape(-1)  # mean first, xyz per vertex
         np.testing.assert_allclose(x[i], expected, atol=1e-5)
     with pytest.raises(ValueError, match=r"\(N, V, 3\)"):
         build_rank_input(np.zeros((4, 5)))

@@ -114,9 +114,7 @@ def test_residual_to_the_template_on_a_neutral_face(detector: FaceDetector, hopp
     assert relative[:2].max() < 0.04 and relative.max() < 0.06, (shipped.points_source, relative)
 
 
-def test_large_photo_coordinates_stay_in_original_pixels(
-    detector: FaceDetector, astronaut: np.ndarray
-) -> None:
+def test_large_photo_coordinates_stay_in_original_pixels(detector: FaceDetector, astronaut: np.ndarray) -> None:
     big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)  # detected on a 1280 copy
     found = detector.detect(big)
     truth = (ASTRONAUT_POINTS5 + 0.5) * 4 - 0.5
@@ -169,9 +167,7 @@ def test_detector_keypoints_give_the_five_points(detector: FaceDetector, astrona
     assert errors[:3].max() < 0.15 and errors.max() < 0.35, errors
 
 
-def test_two_faces_nearest_the_centre_wins_unless_a_box_is_given(
-    detector: FaceDetector, astronaut: np.ndarray
-) -> None:
+def test_two_faces_nearest_the_centre_wins_unless_a_box_is_given(detector: FaceDetector, astronaut: np.ndarray) -> None:
     face = astronaut[20:280, 110:340]  # the head and shoulders
     canvas = np.full((400, 1000, 3), 235, np.uint8)
     left, right = np.array([60.0, 70.0]), np.array([520.0, 70.0])

@@ -90,7 +90,7 @@ def test_an_encoder_start_of_another_size_is_refused(synthetic_set: Path, tmp_pa
         Trainer(tiny_config("idgen", synthetic_set, tmp_path / "run", arcface_init=other))
 
 
-def test_the_shape_warm_up_loss_is_the_front_face_vertex_error_relative_to_the_mean_head(demo_head) -> None:  # type: ignore[no-untyped-def]
+def test_the_shape_warm_up_loss_is_the_front_face_vertex_error_relative_to_the_mean_head(demo_head) -> None:
     from inference_server.flame.layer import FlameLayer
     from inference_server.train.encoder_warmup import warmup_target
 

@@ -93,7 +93,7 @@ def test_the_ranker_start_keeps_how_far_a_sample_lies_from_the_mean() -> None:
     """GroupNorm alone normalises W·d and 3·W·d alike; the constant reference channels keep the difference."""
     import torch.nn.functional as F
 
-    from inference_server.nets.idrank import IdRank, IdRankConfig
+    from inference_server.nets.idrank import IdRank, IdRankConfig, RankLayer
     from inference_server.train.initialisation import start_on_deviations
 
     torch.manual_seed(0)
@@ -101,12 +101,13 @@ def test_the_ranker_start_keeps_how_far_a_sample_lies_from_the_mean() -> None:
     net = IdRank(config)
     start_on_deviations(net)
     first = net.ranklayers[0]
-    assert first.gn is not None
+    assert isinstance(first, RankLayer) and first.gn is not None
+    gn = first.gn
     deviation = torch.randn(1, config.input_dim)
     deviation[:, : config.input_dim // 2] = 0.0  # the mean half is ignored anyway
 
     def normalised(x: torch.Tensor) -> torch.Tensor:
-        return first.gn(F.selu(first.mlp(x)))  # type: ignore[misc]
+        return gn(F.selu(first.mlp(x)))
 
     with torch.no_grad():
         near, far = normalised(0.1 * deviation), normalised(10.0 * deviation)
