@@ -24,7 +24,7 @@ RENDERS = len(VIEWS) + RANDOM_VIEWS
 
 
 class CountingDetector:
-    def __init__(self, detect=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, detect=None) -> None:
         self.detect, self.calls = detect, 0
 
     def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:

@@ -117,9 +117,9 @@ def test_the_solver_matches_a_slow_per_problem_projection(layer: FlameLayer, mon
              second=second),
         dict(intrinsics=Intrinsics(float(camera[0]), 320.0, 240.0, "exif"), fit_focal=False, starts=start),
     ]  # fmt: skip
-    fast = [fit_poses(lmk[:3], first, weights[:3], **kw) for kw in calls]  # type: ignore[arg-type]
+    fast = [fit_poses(lmk[:3], first, weights[:3], **kw) for kw in calls]
     monkeypatch.setattr(_Batch, "errors", _reference_errors)
-    slow = [fit_poses(lmk[:3], first, weights[:3], **kw) for kw in calls]  # type: ignore[arg-type]
+    slow = [fit_poses(lmk[:3], first, weights[:3], **kw) for kw in calls]
     for ours, theirs in zip(fast, slow, strict=True):
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_allclose(a.pose, b.pose, atol=POSE_TOL, rtol=0)
