@@ -26,8 +26,8 @@ from ..env_switch import read_switch
 __all__ = ["MIN_BLOCK_ROWS", "ROW_SPLIT_ENV", "RowLanes", "plan_blocks", "row_split_requested"]
 
 ROW_SPLIT_ENV = "OFER_CPU_ROW_SPLIT"
-#: Fewest rows per block: below this a block's GEMMs lose more than the second thread brings (a step at
-#: batch 50 costs 55 % of one at 100 on one thread; at 25 rows oneDNN's packed GEMMs are still row-blocked).
+#: Fewest rows per block. Halving pays (a step at batch 50 costs 55 % of one at batch 100 on one thread);
+#: smaller blocks were not measured: with 16 threads and 100 rows this gives 4 blocks of 25, 4 threads each.
 MIN_BLOCK_ROWS = 25
 
 Step = Callable[[torch.Tensor], torch.Tensor]
