@@ -14,7 +14,16 @@ from __future__ import annotations
 import numpy as np
 
 from .camera import Intrinsics
-from .pose import FOCAL_PRIOR_SIGMA, ITERATIONS, ROBUST_SCALE_IOD, START_YAWS, PoseFit, _initial_pose, eye_distance
+from .pose import (
+    FOCAL_PRIOR_SIGMA,
+    ITERATIONS,
+    MOTION_PX,
+    ROBUST_SCALE_IOD,
+    START_YAWS,
+    PoseFit,
+    _initial_pose,
+    eye_distance,
+)  # fmt: skip
 
 
 def rotation_matrices(axis_angles: np.ndarray) -> np.ndarray:
@@ -148,6 +157,11 @@ def solve_spd(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return x
 
 
+def _largest_move(after: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """(b,) the largest change of a projected coordinate between two sets of pixel errors (b, N, C)."""
+    return np.asarray(np.abs(after[..., :2] - before[..., :2]).max(axis=(1, 2)))
+
+
 def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
     """LM + IRLS from each start (B, P); returns the parameters (B, P) and final robust costs (B,)."""
     params = np.array(starts, dtype=np.float64)
@@ -175,7 +189,10 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
         # take the first; the others get their 7 remaining tries in one batch, the first that improves wins.
         delta = solve_spd(normal + lam[rows, None, None] * scaled_eye, -gradient)
         trial = x + delta
-        improved = batch.evaluate(trial[:, None], root, rows)[1][:, 0] < cost
+        moved = batch.errors(trial[:, None], rows)
+        improved = batch.evaluate(trial[:, None], root, rows, moved)[1][:, 0] < cost
+        # How far the accepted step moves the projected points (pixels; the MOTION_PX stop).
+        motion = np.where(improved, _largest_move(moved[:, 0], err[:, 0]), np.inf)
         params[rows[improved]] = trial[improved]
         lam[rows[improved]] = np.maximum(lam[rows[improved]] / 3.0, 1e-7)
         if not improved.all():
@@ -184,9 +201,11 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
             damped = normal[t, None] + lams[..., None, None] * scaled_eye[t, None]
             deltas = solve_spd(damped.reshape(-1, p, p), np.repeat(-gradient[t], 7, axis=0)).reshape(len(t), 7, p)
             trials = x[t, None] + deltas
-            ok = batch.evaluate(trials, root[t], rows[t])[1] < cost[t, None]  # (m, 7)
+            tried = batch.errors(trials, rows[t])
+            ok = batch.evaluate(trials, root[t], rows[t], tried)[1] < cost[t, None]  # (m, 7)
             first = np.argmax(ok, axis=1)
             won = ok.any(axis=1)
+            motion[t[won]] = _largest_move(tried[won, first[won]], err[t[won], 0])
             pick = np.where(won, first, 6)  # without a win, the last delta tried decides the stop
             delta[t] = deltas[np.arange(len(t)), pick]
             chosen = t[won]
@@ -194,7 +213,7 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
             lam[rows[chosen]] = np.maximum(lams[won, first[won]] / 3.0, 1e-7)
             lam[rows[t[~won]]] *= 4.0**8
             improved[chosen] = True
-        done = ~improved | (np.abs(delta).max(axis=1) < 1e-8)
+        done = ~improved | (np.abs(delta).max(axis=1) < 1e-8) | (motion < MOTION_PX)
         active[rows[done]] = False
     every = np.arange(n)
     err = batch.errors(params[:, None], every)

@@ -126,3 +126,29 @@ def test_the_solver_matches_a_slow_per_problem_projection(layer: FlameLayer, mon
             np.testing.assert_allclose(a.residuals, b.residuals, atol=1e-4, rtol=0)
             np.testing.assert_allclose(a.focal, b.focal, rtol=PIXEL_RTOL)
             np.testing.assert_allclose(a.cost, b.cost, rtol=1e-9)
+
+
+def test_the_motion_stop_leaves_the_points_where_full_polishing_puts_them(
+    layer: FlameLayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The solves stop once a step moves no projected point by MOTION_PX (0.005 px) instead of polishing
+    for ITERATIONS: the projected landmarks land within 0.05 px of where the polished solve puts them (the
+    detector scatters ~2 px), for the camera's yaw search with the focal and for expressions from a start."""
+    rng = np.random.default_rng(6)
+    lmk = _expressions(layer, rng, 8)
+    seen, pose, camera = _photo(lmk[0], rng)
+    weights = rng.uniform(0.2, 1.0, 68)
+    start = pose + np.concatenate([rng.normal(0, 0.05, 3), rng.normal(0, 0.01, 3)])
+    calls = [
+        (lmk[:1], dict(intrinsics=default_intrinsics(640, 480), fit_focal=True)),
+        (lmk, dict(intrinsics=Intrinsics(float(camera[0]), 320.0, 240.0, "exif"), fit_focal=False, starts=start)),
+    ]
+    stopped = [fit_poses(points, seen, weights, **kw) for points, kw in calls]
+    monkeypatch.setattr("inference_server.fit.pose_batch.MOTION_PX", 0.0)
+    polished = [fit_poses(points, seen, weights, **kw) for points, kw in calls]
+    for (points, _), ours, full in zip(calls, stopped, polished, strict=True):
+        for p, a, b in zip(points, ours, full, strict=True):
+            here = project(p, a.pose, np.array([a.focal, 320.0, 240.0]))
+            there = project(p, b.pose, np.array([b.focal, 320.0, 240.0]))
+            assert np.abs(here - there).max() < 0.05
+            assert a.cost <= b.cost * (1 + 1e-3)
