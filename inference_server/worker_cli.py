@@ -214,6 +214,7 @@ def _reconstruct_one(
     from .atomic_io import io_failure
     from .faces_cli import face_lines
     from .mesh_export import export_hypotheses
+    from .result_summary import fit_line, identity_line, texture_line
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -226,13 +227,16 @@ def _reconstruct_one(
         from .contact_sheet import write_contact_sheet
 
         write_contact_sheet(out_dir / "contact_sheet.png", output)
-    scores = ", ".join(f"{s:.3f}" for s in result.identity_scores[:5])
     print(f"{photo} -> {out_dir}")
     print(f"  result file:   {output.path}")
-    print(f"  identities:    {len(result.identity_params)} kept of {result.meta['n_shapes']} (top scores {scores})")
-    print(f"  expressions:   {len(result.expression_params)}")
+    print(f"  identities:    {identity_line(result.identity_scores, result.meta['n_shapes'])}")
+    print(f"  expressions:   {len(result.expression_params)} ({result.meta.get('expression_order', 'sampled')} order)")
     _print_photo_scores(result.meta)
     print("\n".join(face_lines(output.detection, result.meta.get("warnings") or [])))
+    print(f"  head on photo: {fit_line(result.meta, result.head_pose, result.camera)}")
+    texture = texture_line(result.meta)
+    if texture:
+        print(f"  texture:       {texture}")
     if not args.no_contact_sheet:
         print(f"  contact sheet: {out_dir / 'contact_sheet.png'}")
     if result.demo:

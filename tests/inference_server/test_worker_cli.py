@@ -25,6 +25,8 @@ def test_reconstruct_writes_result_meshes_params_and_contact_sheet(
     assert main(["reconstruct", str(SAMPLE), "-o", str(out), *SMALL]) == 0
     printed = capsys.readouterr().out
     assert "DEMO assets" in printed and "contact sheet" in printed
+    assert "identities:    3 kept of 8: ID 01 (p=" in printed and "% of ID 01)" in printed
+    assert "head on photo: " in printed
     result = read_result(out / "result.npz")
     assert len(result.identity_params) == 3 and len(result.expression_params) == 5
     mesh = trimesh.load(out / "expression_005.ply", process=False)
