@@ -15,7 +15,9 @@ the float64 sum of all values — so a fine-tuned copy never finds another copy'
   hold CPU-specific layouts (NCHWc), so ``<cpu>`` keys it by onnxruntime version and CPU identity
   (``cpu_identity``); a later open loads it with graph optimisation off (the optimisation was two thirds of
   the ~5 s an official-size session took to open);
-- ``.int8.onnx`` / ``.int8-<cpu>.json``: the int8 graph and its verdict (``encoder_quantise``).
+- ``.int8pc7.onnx`` / ``.int8pc7.opt-<cpu>.onnx`` / ``.int8pc7-<cpu>.json``: the int8 graph (``pc7``: one
+  scale per output channel, 7-bit weights; ``encoder_quantise``), its optimised form and its verdict; files
+  of the earlier full-range recipe (``.int8.*``) are removed when the new graph is made.
 
 Every file is written atomically (temporary name, then rename). Every open is validated: the session's
 embedding of the probe must be within ``MIN_COSINE`` / ``ATOL`` of the stored one; a damaged, stale or
@@ -163,6 +165,10 @@ class EncoderRuntimeReport:
     seconds: float = 0.0
 
 
+#: Names the int8 recipe in the cache file names, so a graph made by an earlier recipe is never reused.
+INT8_VARIANT = ".int8pc7"
+
+
 @dataclass(frozen=True)
 class EncoderFiles:
     """The cache files of one encoder (see the module docstring)."""
@@ -183,11 +189,15 @@ class EncoderFiles:
 
     @property
     def int8_graph(self) -> Path:
-        return self.stem.with_name(self.stem.name + ".int8.onnx")
+        return self.stem.with_name(f"{self.stem.name}{INT8_VARIANT}.onnx")
+
+    @property
+    def int8_optimised(self) -> Path:
+        return self.optimised(INT8_VARIANT)
 
     @property
     def int8_verdict(self) -> Path:
-        return self.stem.with_name(f"{self.stem.name}.int8-{self.cpu}.json")
+        return self.stem.with_name(f"{self.stem.name}{INT8_VARIANT}-{self.cpu}.json")
 
     def remove(self, *, int8_only: bool = False) -> None:
         """Remove the files of this encoder (or only those derived from its int8 graph): all of them belong

@@ -94,7 +94,7 @@ def test_damaged_int8_graph_is_made_again(tmp_path: Path) -> None:
     kind = encoder_runtime.kind_and_size(module)[0]
     stem = tmp_path / encoder_runtime.CACHE_FOLDER / f"{kind}-{encoder_runtime.weights_key(module)}"
     files = encoder_runtime.EncoderFiles(stem, encoder_runtime.cpu_identity())
-    for path in (files.int8_graph, files.optimised(".int8")):
+    for path in (files.int8_graph, files.int8_optimised):
         path.write_bytes(b"damaged")
     networks, report = encoder_networks({"expgen.farl": module}, tmp_path, "int8")
     assert report.precision["expgen.farl"] == "int8"
@@ -161,3 +161,18 @@ def test_worker_switch_runs_the_encoders_in_onnxruntime_and_says_so(
     front = reconstructor.bundle(torch.device("cpu")).front_indices
     a, b = (results[k].identity_vertices[:, front] * 1000 for k in ("torch", "int8"))
     assert float(abs(a - b).max()) < 0.05  # mm (measured 1.5e-5): at cosine ≥ 0.999 the sweep moved meshes ~0.02 mm
+
+
+def test_files_of_the_full_range_recipe_are_replaced(tmp_path: Path) -> None:
+    module = _vit(3)
+    encoder_networks({"expgen.farl": module}, tmp_path, "int8")
+    kind = encoder_runtime.kind_and_size(module)[0]
+    stem = tmp_path / encoder_runtime.CACHE_FOLDER / f"{kind}-{encoder_runtime.weights_key(module)}"
+    files = encoder_runtime.EncoderFiles(stem, encoder_runtime.cpu_identity())
+    earlier = [stem.with_name(stem.name + suffix) for suffix in (".int8.onnx", f".int8-{files.cpu}.json")]
+    for path in earlier:
+        path.write_bytes(files.int8_graph.read_bytes())
+    files.int8_graph.unlink()
+    _, report = encoder_networks({"expgen.farl": module}, tmp_path, "int8")
+    assert report.int8["expgen.farl"]["adopted"] and files.int8_graph.is_file()
+    assert not any(path.exists() for path in earlier)
