@@ -88,12 +88,17 @@ def test_int8_refused_when_the_probe_cosine_is_below_the_threshold(tmp_path: Pat
     assert report.precision["idrank.farl"] == "fp32" and not report.int8["idrank.farl"]["adopted"]
 
 
+def _cached_int8_files(module: ClipImageEncoder, folder: Path) -> encoder_runtime.EncoderFiles:
+    """The cache files of ``module`` after its int8 graph was made in ``folder``."""
+    encoder_networks({"expgen.farl": module}, folder, "int8")
+    kind = encoder_runtime.kind_and_size(module)[0]
+    stem = folder / encoder_runtime.CACHE_FOLDER / f"{kind}-{encoder_runtime.weights_key(module)}"
+    return encoder_runtime.EncoderFiles(stem, encoder_runtime.cpu_identity())
+
+
 def test_damaged_int8_graph_is_made_again(tmp_path: Path) -> None:
     module = _vit(2)
-    encoder_networks({"expgen.farl": module}, tmp_path, "int8")
-    kind = encoder_runtime.kind_and_size(module)[0]
-    stem = tmp_path / encoder_runtime.CACHE_FOLDER / f"{kind}-{encoder_runtime.weights_key(module)}"
-    files = encoder_runtime.EncoderFiles(stem, encoder_runtime.cpu_identity())
+    files = _cached_int8_files(module, tmp_path)
     for path in (files.int8_graph, files.int8_optimised):
         path.write_bytes(b"damaged")
     networks, report = encoder_networks({"expgen.farl": module}, tmp_path, "int8")
@@ -165,11 +170,8 @@ def test_worker_switch_runs_the_encoders_in_onnxruntime_and_says_so(
 
 def test_files_of_the_full_range_recipe_are_replaced(tmp_path: Path) -> None:
     module = _vit(3)
-    encoder_networks({"expgen.farl": module}, tmp_path, "int8")
-    kind = encoder_runtime.kind_and_size(module)[0]
-    stem = tmp_path / encoder_runtime.CACHE_FOLDER / f"{kind}-{encoder_runtime.weights_key(module)}"
-    files = encoder_runtime.EncoderFiles(stem, encoder_runtime.cpu_identity())
-    earlier = [stem.with_name(stem.name + suffix) for suffix in (".int8.onnx", f".int8-{files.cpu}.json")]
+    files = _cached_int8_files(module, tmp_path)
+    earlier = [files.stem.with_name(files.stem.name + end) for end in (".int8.onnx", f".int8-{files.cpu}.json")]
     for path in earlier:
         path.write_bytes(files.int8_graph.read_bytes())
     files.int8_graph.unlink()
