@@ -37,9 +37,12 @@ MTCNN_WEIGHTS_REQUIREMENT = "facenet-pytorch==2.6.0"
 #: Free space asked for before anything is written (a CUDA torch alone unpacks to ~4-5 GB).
 DISK_NEEDED_BYTES = {"cpu": 3 * 10**9, "mps": 3 * 10**9, "custom": 3 * 10**9, "cuda": 8 * 10**9}
 RECORD_NAME = "ofer_env.json"
+#: The worker's optional extra installed with it: ONNX Runtime and onnx, which the *Fast* encoder preference
+#: needs for int8 encoders on the CPU (the versions are the worker's pyproject's).
+WORKER_EXTRA = "onnx"
 #: Imports what a reconstruction needs, so a broken install fails here and not at the first Reconstruct.
 CHECK_SCRIPT = (
-    "import torch, cv2, mediapipe, inference_server, inference_server.pipeline; "
+    "import torch, cv2, mediapipe, onnx, onnxruntime, inference_server, inference_server.pipeline; "
     "from inference_server.preprocess.mtcnn import Mtcnn; Mtcnn(); "
     "print('worker', inference_server.__version__, 'torch', torch.__version__)"
 )
@@ -207,7 +210,7 @@ def plan_steps(request: EnvRequest) -> list[Step]:
             "(facenet-pytorch, whose weight files alone are used) are left out on purpose: pip's note about "
             "those 'dependency conflicts' is expected",
         ),
-        Step("Installing the worker", [*pip, str(request.worker_source)]),
+        Step("Installing the worker", [*pip, f"{request.worker_source}[{WORKER_EXTRA}]"]),
         Step("Checking the worker", [python, "-c", CHECK_SCRIPT]),
     ]
 

@@ -56,3 +56,29 @@ def test_reconstruct_with_the_real_worker_and_clicked_points(addon, result_facto
     interocular = np.linalg.norm(TEMPLATE[1] - TEMPLATE[0])
     assert np.abs(mapped[:2] - TEMPLATE[:2]).max() < 0.08 * interocular  # the eyes land on the template's eyes
     assert ofer_state(head).n_identities == 3 and ofer_state(head).n_expressions == 4
+
+
+def _reconstruct_small(photo) -> dict:
+    """Reconstruct ``photo`` with few samples and return the new head's result meta."""
+    settings = bpy.context.scene.ofer_settings
+    settings.image = photo
+    settings.sampler, settings.steps, settings.seed = "ddim", 4, 5
+    settings.n_shapes, settings.n_expressions, settings.top_k = 8, 4, 3
+    before = {o.name for o in bpy.data.objects}
+    assert ofer_ops().reconstruct() == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.name not in before and o.type == "MESH" and ofer_state(o).is_result)
+    return json.loads(head["ofer_meta_json"])
+
+
+def test_the_encoders_preference_reaches_the_worker(addon) -> None:
+    """Fast: the worker runs its encoders through ONNX Runtime (int8 where the probe allows); switching back to
+    Exact restarts the worker with the torch fp32 encoders."""
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    prefs.worker_mode, prefs.worker_python, prefs.device = "INTERPRETER", sys.executable, "cpu"
+    photo = bpy.data.images.load(str(SAMPLE))
+    prefs.encoder_precision = "auto"
+    fast = _reconstruct_small(photo)["encoder_runtimes"]
+    assert fast and all(value.startswith("onnxruntime") for value in fast.values()), fast
+    prefs.encoder_precision = "fp32"
+    exact = _reconstruct_small(photo)["encoder_runtimes"]
+    assert set(exact) == set(fast) and all(value.startswith("torch fp32") for value in exact.values()), exact

@@ -81,9 +81,11 @@ def test_plan_installs_torch_first_mediapipe_without_deps_and_the_staged_worker(
     assert [s.argv[:4] for s in steps[1:4]] == [[python, "-m", "pip", "install"]] * 3
     assert steps[1].argv[-1] == "torch==2.13.0"
     assert steps[2].argv[-3:] == ["--no-deps", "mediapipe==0.10.21", "facenet-pytorch==2.6.0"]
-    assert steps[3].argv[-1] == str(request.worker_source)  # a folder, never a package name
-    assert "ofer-blender-worker" not in " ".join(a for s in steps for a in s.argv if a != str(request.worker_source))
+    # A folder (with the extra that brings ONNX Runtime for the Fast encoders), never a package name.
+    assert steps[3].argv[-1] == f"{request.worker_source}[onnx]"
+    assert "ofer-blender-worker" not in " ".join(a for s in steps for a in s.argv if a != steps[3].argv[-1])
     assert steps[4].argv[:2] == [python, "-c"] and "inference_server.pipeline" in steps[4].argv[2]
+    assert "onnxruntime" in steps[4].argv[2]
     assert not any("--no-index" in s.argv for s in steps)
 
     wheels = tmp_path / "wheels"
