@@ -1,7 +1,12 @@
-"""What the worker runs on, for the ``hello`` event: the torch build and the device's name and memory."""
+"""What the worker runs on, for the ``hello`` event: the torch build, the device's name and memory, and
+what the encoders' precision switch will find (ONNX Runtime's version)."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -33,5 +38,24 @@ def device_info(device: str) -> dict[str, Any]:
     return {"device_name": platform.processor() or platform.machine(), "device_memory_gb": None}
 
 
-def runtime_info(device: str) -> dict[str, Any]:
-    return {"torch_build": torch_build(), **device_info(device)}
+def onnxruntime_version() -> str | None:
+    """The installed ONNX Runtime's version (without importing it: a hello stays fast), None when absent."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    for distribution in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def runtime_info(device: str, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """``encoder_precision`` is the switch as set (OFER_ENCODER_PRECISION, unchecked: a misspelt value is the
+    first request's error, not a failed hello)."""
+    return {
+        "torch_build": torch_build(),
+        **device_info(device),
+        "onnxruntime": onnxruntime_version(),
+        "encoder_precision": environ.get("OFER_ENCODER_PRECISION", "fp32"),
+    }

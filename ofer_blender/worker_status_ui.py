@@ -72,6 +72,20 @@ def draw_managed_env(layout: Any, prefs: Any) -> None:
         layout.label(text="The environment is incomplete: press Repair", icon="ERROR")
 
 
+def draw_encoder_status(col: Any, hello: dict[str, Any]) -> None:
+    """The encoders' precision the worker runs with, and whether it has ONNX Runtime for the int8 ones."""
+    precision = hello.get("encoder_precision")
+    if precision is None:  # a worker older than this line
+        return
+    ort = hello.get("onnxruntime")
+    if precision != "fp32" and not ort:
+        col.label(text="Encoders: Fast, but this worker has no ONNX Runtime: int8 is off", icon="ERROR")
+        col.label(text="Managed environment: press Repair; else pip install onnxruntime in the worker's Python")
+        return
+    name = "Exact (fp32)" if precision == "fp32" else "Fast (int8 / bf16 where close)"
+    col.label(text=f"Encoders: {name} · ONNX Runtime {ort or 'not installed'}")
+
+
 def draw_worker_status(layout: Any) -> None:
     """What the worker said in its last ``hello`` (Test Worker): versions, device, model files."""
     hello = SESSION.last_hello
@@ -83,6 +97,7 @@ def draw_worker_status(layout: Any) -> None:
         memory = hello.get("device_memory_gb")
         memory_text = f", {memory:.1f} GB" if isinstance(memory, int | float) else ""
         col.label(text=f"Device {hello.get('device')}: {hello.get('device_name') or '?'}{memory_text}")
+        draw_encoder_status(col, hello)
         if hello.get("demo"):
             col.label(text="DEMO assets in use (no FLAME/OFER files configured)", icon="INFO")
         lines = hello.get("doctor") or []

@@ -144,6 +144,16 @@ def test_the_panel_guides_the_first_run_and_the_status_shows_the_workers_hello(a
     assert "torch 2.13.0+cu128 (cuda 12.8)" in text and "NVIDIA H200, 139.8 GB" in text
     assert "MISSING /x/generic_model.pkl" in text and "flame.is.tue.mpg.de" in text
 
+    # Fast encoders asked for, but the worker's environment predates ONNX Runtime in it: say so and how to fix.
+    for ort, expected in ((None, "no ONNX Runtime: int8 is off"), ("1.32.0", "Fast (int8 / bf16 where close)")):
+        session.last_hello = {"worker_version": "0.1.0", "encoder_precision": "auto", "onnxruntime": ort}
+        layout = RecordingLayout()
+        try:
+            ui.draw_worker_status(layout)
+        finally:
+            session.last_hello = {}
+        assert expected in layout.texts() and ("Managed environment: press Repair" in layout.texts()) == (ort is None)
+
 
 def test_the_preferences_draw_the_environment_and_its_record(addon, fresh_user_folder) -> None:
     prefs = bpy.context.preferences.addons["ofer_face"].preferences

@@ -24,3 +24,16 @@ def test_cpu_runtime_and_the_hello_carry_build_device_and_doctor_lines(monkeypat
     doctor = "\n".join(hello["doctor"])
     assert "absent.toml (not present)" in doctor and "DEMO assets" in doctor
     assert hello["demo"] is True
+
+
+def test_the_hello_says_which_encoder_precision_and_onnxruntime_the_worker_has(monkeypatch) -> None:
+    import onnxruntime
+
+    from inference_server import runtime_info as info_module
+
+    monkeypatch.setenv("OFER_ENCODER_PRECISION", "auto")
+    hello = Reconstructor(resolve_assets({}), device="cpu").hello_info()
+    assert hello["encoder_precision"] == "auto" and hello["onnxruntime"] == onnxruntime.__version__
+    assert runtime_info("cpu", {})["encoder_precision"] == "fp32"
+    monkeypatch.setattr(info_module.importlib.util, "find_spec", lambda name: None)
+    assert runtime_info("cpu")["onnxruntime"] is None
