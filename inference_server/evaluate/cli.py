@@ -4,9 +4,12 @@ rendered clip, pooled identities from several photos, the NoW distances."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     seq.add_argument("--steps", type=int, default=20)
     seq.add_argument("--smoothness", type=float, default=0.1)
     seq.add_argument("--smoothing", type=float, default=1.0)
-    seq.add_argument("--work", type=Path, default=Path("sequence-eval"), help="folder for the frames and results")
+    seq.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep the rendered frames and results in this folder (default: a temporary folder, removed at the end)",
+    )
     seq.add_argument("--json", type=Path)
     seq.set_defaults(run=run_sequence_evaluation)
     multiview = jobs.add_parser(
@@ -99,15 +107,27 @@ def run_sequence_evaluation(args: argparse.Namespace) -> int:
 
     from ..assets_config import resolve_assets
     from ..pipeline import Reconstructor
+
+    reconstructor = Reconstructor(resolve_assets({}), device="cpu")
+    head = reconstructor.bundle(torch.device("cpu")).flame
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ofer-sequence-eval-")))
+        rows = _evaluate_clips(args, reconstructor, head, work)
+    if args.work:
+        print(f"frames and results kept in {args.work}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def _evaluate_clips(args: argparse.Namespace, reconstructor: Any, head: Any, work: Path) -> list[dict[str, Any]]:
     from ..protocol import SequenceArgs
     from ..sequence.run import SequenceOutput, run_sequence
     from .sequence import evaluate_sequence
 
-    reconstructor = Reconstructor(resolve_assets({}), device="cpu")
-    head = reconstructor.bundle(torch.device("cpu")).flame
     rows = []
     for seed in range(args.clips):
-        folder = args.work / f"clip_{seed}"
+        folder = work / f"clip_{seed}"
 
         def run(frames: Path, folder: Path = folder, seed: int = seed) -> SequenceOutput:
             request = SequenceArgs(
@@ -125,9 +145,7 @@ def run_sequence_evaluation(args: argparse.Namespace) -> int:
             print("  smoothness {smoothness:g}, smoothing {smoothing:g}: error {error_mm:.3f} mm, "
                   "jitter − truth's {jitter_mm:.3f} mm".format(**row))  # fmt: skip
         rows.append(scores.to_dict() | {"sweep": swept})
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return rows
 
 
 def run_multiview_job(args: argparse.Namespace) -> int:
