@@ -76,17 +76,18 @@ def _solve(
     params = start.copy()
     lam = 1e-3
 
-    def evaluate(p: np.ndarray, robust: np.ndarray) -> tuple[np.ndarray, float]:
-        err, _ = _residuals(p, model, image, intr, intr.focal, fit_focal)
+    def evaluate(p: np.ndarray, robust: np.ndarray, err: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        if err is None:  # the caller's residuals of ``p`` when it has them
+            err, _ = _residuals(p, model, image, intr, intr.focal, fit_focal)
         r = (err * np.sqrt(prior_w * robust)[:, None]).ravel()
         if fit_focal:
             r = np.append(r, scale * p[6] / FOCAL_PRIOR_SIGMA)
         return r, float(r @ r)
 
+    err, _ = _residuals(params, model, image, intr, intr.focal, fit_focal)  # kept current with ``params``
     for _ in range(ITERATIONS):
-        err, _ = _residuals(params, model, image, intr, intr.focal, fit_focal)
         robust = 1.0 / (1.0 + (np.linalg.norm(err, axis=1) / scale) ** 2)
-        r, cost = evaluate(params, robust)
+        r, cost = evaluate(params, robust, err)
         jac = np.empty((len(r), len(params)))
         for k in range(len(params)):
             step = 1e-6 * max(1.0, abs(params[k]))
@@ -99,17 +100,16 @@ def _solve(
         for _ in range(8):
             delta = np.linalg.solve(normal + lam * np.diag(np.diag(normal) + 1e-9), -gradient)
             trial = params + delta
-            if evaluate(trial, robust)[1] < cost:
-                moved, _ = _residuals(trial, model, image, intr, intr.focal, fit_focal)
+            moved, _ = _residuals(trial, model, image, intr, intr.focal, fit_focal)
+            if evaluate(trial, robust, moved)[1] < cost:
                 motion = float(np.abs(moved - err).max())
-                params, lam, improved = trial, max(lam / 3.0, 1e-7), True
+                params, err, lam, improved = trial, moved, max(lam / 3.0, 1e-7), True
                 break
             lam *= 4.0
         if not improved or float(np.abs(delta).max()) < 1e-8 or motion < MOTION_PX:
             break
-    err, _ = _residuals(params, model, image, intr, intr.focal, fit_focal)
     robust = 1.0 / (1.0 + (np.linalg.norm(err, axis=1) / scale) ** 2)
-    return params, evaluate(params, robust)[1]
+    return params, evaluate(params, robust, err)[1]
 
 
 def fit_pose(
