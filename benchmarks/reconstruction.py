@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -174,8 +175,11 @@ class DemoRuns:
 def fit_texture_on_demo(args: ReconstructArgs, repeats: int) -> DemoRuns:
     """Per-stage seconds of ``repeats`` warm reconstructions with the DEMO assets and weights (the first run
     warms caches): random official-size weights decode heads the fit does not trust, so their fit stops early
-    and no texture is made, while the fit and texture cost depends on the head and photo, not on the networks."""
+    and no texture is made, while the fit and texture cost depends on the head and photo, not on the networks.
+    They sample with the fast preset whatever was asked: only the fit and texture stages are kept, and DEMO
+    fidelity sampling in eager CUDA (launch-bound, about 20 s a run on an H200) would cost more than the run."""
     reconstructor = Reconstructor(resolve_assets({}), device=args.device)
+    args = apply_preset(dataclasses.replace(args, extra={**args.extra, "preset": "fast"}))
     seconds = []
     for i in range(repeats + 1):
         output = reconstructor.run(args, lambda *a: None, lambda: False)
@@ -236,7 +240,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--cuda-graphs", action="store_true", help="replay the denoiser step as a CUDA graph")
+    parser.add_argument("--cuda-graphs", action="store_true", default=None,
+                        help="replay each denoiser step as a CUDA graph (the bundle's default on CUDA)")  # fmt: skip
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="run the denoisers eagerly on CUDA (OFER_CUDA_GRAPHS=0)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoisers")
     parser.add_argument("--no-fuse-denoisers", action="store_true",
                         help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
@@ -279,6 +286,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-blender", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (for tests; numbers mean nothing)")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--save-result", type=Path,
+                        help="copy the last result here (benchmarks/result_distance.py compares them)")  # fmt: skip
     opts = parser.parse_args(argv)
     if opts.encoder_precision != "fp32":
         opts.encoder_runtime = "onnxruntime"  # opens the encoder runtime (int8 / fp32 sessions, bf16 copies)
@@ -314,12 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = Report(config={
         "device": str(device), "device_name": device_name(device), "threads": threads, "backend": opts.backend,
-        "precision": opts.precision, "cuda_graphs": opts.cuda_graphs, "compile": opts.compile,
+        "precision": opts.precision, "compile": opts.compile,
         "size": "tiny (quick)" if opts.quick else opts.size, "sampler": args.sampler, "steps": args.steps,
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
         "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
         "encoder_precision": opts.encoder_precision,
+        "cuda_graphs": device.type == "cuda" and opts.cuda_graphs is not False and not opts.compile,
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
         "concurrent_samplers": concurrent_requested() if opts.concurrent_samplers is None else opts.concurrent_samplers,
@@ -346,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     reconstructor.concurrent_samplers = opts.concurrent_samplers
     if opts.backend == "onnxruntime":
         reconstructor.bundle(device)
-    accelerate(bundle, device, cuda_graphs=opts.cuda_graphs, compile_=opts.compile, precision=opts.precision)
+    bundle.cuda_graphs = False if opts.compile else opts.cuda_graphs
+    if opts.compile:
+        compile_denoisers(bundle, device)
 
     if opts.encoder_runtime == "onnxruntime":
         open_encoders(bundle, device, report)
@@ -406,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             "max |d score|": float(np.abs(ours.identity_scores - theirs.identity_scores).max()),
         }
     result_path = Path(output.path)
+    if opts.save_result:
+        shutil.copyfile(result_path, opts.save_result)
 
     if not opts.no_baseline:
         bundle.plain_encoders(True)  # the official recipe runs its encoders in torch
@@ -469,17 +483,17 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({os.cpu_count()} CPUs)"
 
 
-def accelerate(bundle: ModelBundle, device: torch.device, *, cuda_graphs: bool, compile_: bool, precision: str) -> None:
-    """Swap the bundle's denoiser callables for the accelerated ones of ``backends`` (GPU options)."""
-    if not (cuda_graphs or compile_):
-        return
-    from inference_server.backends import accelerated_denoiser
+def compile_denoisers(bundle: ModelBundle, device: torch.device) -> None:
+    """Swap the bundle's denoiser callables for ``torch.compile``d modules (inputs cast like the module's
+    weights, output cast back, as the bundle's own runners do)."""
+    from inference_server.backends import CompiledEpsModel
+    from inference_server.model_bundle import DenoiserModel, TorchRunner
 
     bundle.to(device)
     for name, net in (("idgen_denoiser", bundle.idgen.denoiser), ("expgen_denoiser", bundle.expgen.denoiser)):
         assert net is not None
-        model = getattr(bundle, name)
-        setattr(bundle, name, accelerated_denoiser(net, model.feature_dim, cuda_graphs=cuda_graphs, compile_=compile_))
+        feature_dim = getattr(bundle, name).feature_dim
+        setattr(bundle, name, DenoiserModel(TorchRunner(net, CompiledEpsModel(net, feature_dim)), feature_dim))
 
 
 if __name__ == "__main__":

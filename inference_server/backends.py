@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import numpy as np
 import torch
 
+from .env_switch import read_switch
 from .errors import MissingAssetError, WorkerError
 
 if TYPE_CHECKING:
@@ -271,6 +272,15 @@ class AutocastEpsModel:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=self.dtype):
             return self.net(x, t, context).float()
+
+
+#: ``OFER_CUDA_GRAPHS=0`` samples with the plain modules on a CUDA device (the bundle replays CUDA graphs there).
+CUDA_GRAPHS_ENV = "OFER_CUDA_GRAPHS"
+
+
+def cuda_graphs_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OFER_CUDA_GRAPHS`` leaves the denoisers' CUDA graph replay on (on when unset)."""
+    return read_switch(CUDA_GRAPHS_ENV, environ) is not False
 
 
 class CudaGraphEpsModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
-from .backends import BackendError
+from .backends import BackendError, CudaGraphEpsModel, cuda_graphs_requested
 from .checkpoints.networks import LoadedNetworks
 from .encoder_lanes import EncoderJob, LaneRun, estimated_cost, lanes_by_default, lanes_requested, run_encoders
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
@@ -30,6 +31,8 @@ from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
 from .nets.row_lanes import row_split_requested
 from .rank_fold import FoldedFirstLayer, cached_fold
+
+log = logging.getLogger(__name__)
 
 
 class DenoiserModel:
@@ -96,6 +99,9 @@ class ModelBundle:
     #: Cut the fused steps' batches into single-thread blocks of rows (``nets/row_lanes.py``); None:
     #: ``OFER_CPU_ROW_SPLIT`` decides when the fused copies are built (unset: on).
     row_split: bool | None = None
+    #: Replay each denoiser step as a CUDA graph on a CUDA device (``backends.CudaGraphEpsModel``: the same
+    #: kernels, one launch instead of ~200); None: ``OFER_CUDA_GRAPHS`` decides (unset: on).
+    cuda_graphs: bool | None = None
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -133,7 +139,10 @@ class ModelBundle:
         return self._fuses() and (row_split_requested() if self.row_split is None else self.row_split)
 
     def _run_denoiser(self, kind: str, *inputs: torch.Tensor) -> torch.Tensor:
-        """The denoiser's runner, or its fused CPU float32 copy (built on first use) when that applies."""
+        """The denoiser's runner, its CUDA graph replay, or its fused CPU float32 copy (each built on first
+        use) when that applies."""
+        if self._replays_graphs():
+            return self._run_graph(kind, *inputs)
         if not self._fuses():
             return self.runners[f"{kind}.denoiser"](*inputs)
         if kind not in self._fused:
@@ -143,6 +152,23 @@ class ModelBundle:
             assert net is not None
             self._fused[kind] = TorchRunner(net, FusedDenoiser(net, row_split=self.row_split))
         return self._fused[kind](*inputs)
+
+    def _replays_graphs(self) -> bool:
+        wanted = cuda_graphs_requested() if self.cuda_graphs is None else self.cuda_graphs
+        return wanted and self.backend == "torch" and self._device.type == "cuda"
+
+    def _run_graph(self, kind: str, *inputs: torch.Tensor) -> torch.Tensor:
+        if kind not in self._fused:
+            net = self._networks(kind).denoiser
+            assert net is not None
+            self._fused[kind] = TorchRunner(net, CudaGraphEpsModel(net, net.config.feature_dim))
+        try:
+            return self._fused[kind](*inputs)
+        except RuntimeError as exc:  # a capture the driver refuses: sample eagerly rather than fail the request
+            log.warning("CUDA graph replay of the %s denoiser failed (%s); running it eagerly", kind, exc)
+            self.cuda_graphs = False
+            self._fused.pop(kind, None)
+            return self.runners[f"{kind}.denoiser"](*inputs)
 
     def _networks(self, kind: str) -> LoadedNetworks:
         return {"idgen": self.idgen, "expgen": self.expgen, "idrank": self.idrank}[kind]

@@ -54,10 +54,15 @@ CLIP_VIT_B16_CONFIG = ClipVisionConfig()
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the input dtype (as CLIP does for half precision)."""
+    """LayerNorm computed in float32 whatever the input dtype (as CLIP does for half precision).
+
+    Its weights are cast too: a bundle loaded in fp16/bf16 halves every parameter, these included, and
+    float32 input with half weights is refused by ``layer_norm`` (seen on CUDA)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 class QuickGELU(nn.Module):

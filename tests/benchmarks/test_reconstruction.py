@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from inference_server.result import read_result, write_result
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = (
@@ -30,7 +33,7 @@ def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path
     # Own process: the benchmark sets torch's thread count, and the Blender part needs its own anyway.
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "reconstruction.py"), "--quick", "--ab-fold-rank",
-         "--json", str(report_path)],
+         "--json", str(report_path), "--save-result", str(tmp_path / "saved.npz")],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -48,3 +51,23 @@ def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path
     # (the tiny random ranker scores 8 samples within float rounding of each other: their order may differ)
     same = report["extra"]["identities, folded vs meshes"]
     assert same["same samples"] is True and 0 <= same["max |d score|"] < 1e-5
+    check_result_distance(tmp_path / "saved.npz", tmp_path)
+
+
+def check_result_distance(saved: Path, tmp_path: Path) -> None:
+    """result_distance.py matches each sample to its nearest reference sample, whatever the order."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from result_distance import distances
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    reference = read_result(saved)
+    same = distances(saved, saved)
+    assert same["identity_vertices"] == {"median mm": 0.0, "max mm": 0.0, "same order": True}
+    # the expressions reversed and one moved 2 mm along x: found in the new order, 2 mm at most
+    moved = reference.expression_vertices[::-1].copy()
+    moved[0, :, 0] += 0.002
+    other = write_result(tmp_path / "moved.npz", dataclasses.replace(reference, expression_vertices=moved))
+    report = distances(saved, other)["expression_vertices"]
+    assert report["same order"] is False
+    assert math.isclose(report["max mm"], 2.0, rel_tol=1e-3) and report["median mm"] < 1e-6

@@ -107,3 +107,21 @@ def test_full_size_batch_of_one() -> None:
     with torch.no_grad():
         out = model.encode_image(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 512) and torch.isfinite(out).all()
+
+
+def test_half_precision_weights_run_and_stay_close_to_float32() -> None:
+    """A bundle loaded in fp16/bf16 halves every parameter, the LayerNorms' too: the encoder must still run
+    (it raised 'expected scalar type Float but found Half' on the GPU) and stay near the fp32 embedding."""
+    torch.manual_seed(0)
+    config = ClipVisionConfig(width=64, layers=2, heads=4, patch_size=8, image_size=32, output_dim=16)
+    model = ClipImageEncoder(config).eval()
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(image)
+        for dtype in (torch.bfloat16, torch.float16):
+            half = ClipImageEncoder(config).eval()
+            half.load_state_dict(model.state_dict())
+            half.to(dtype)
+            got = half(image.to(dtype))
+            assert got.dtype == dtype
+            assert F.cosine_similarity(got.float(), reference).min() > 0.99

@@ -1,0 +1,60 @@
+"""The bundle's CUDA graph replay of the denoisers: on by default on a CUDA device, never on the CPU, the same
+samples as the plain modules (GPU part skipped without one)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from inference_server.assets_config import resolve_assets
+from inference_server.backends import CUDA_GRAPHS_ENV, cuda_graphs_requested
+from inference_server.diffusion import sample
+from inference_server.errors import BadRequestError
+from inference_server.model_bundle import ModelBundle, load_model_bundle
+
+
+@functools.cache
+def _demo_bundle() -> ModelBundle:
+    return load_model_bundle(resolve_assets({}))
+
+
+def test_the_switch_is_on_unless_turned_off_and_a_typo_is_an_error() -> None:
+    assert cuda_graphs_requested({}) is True
+    assert cuda_graphs_requested({CUDA_GRAPHS_ENV: "0"}) is False
+    assert cuda_graphs_requested({CUDA_GRAPHS_ENV: "1"}) is True
+    with pytest.raises(BadRequestError, match=CUDA_GRAPHS_ENV):
+        cuda_graphs_requested({CUDA_GRAPHS_ENV: "maybe"})
+
+
+def test_the_cpu_never_replays_graphs_even_when_asked() -> None:
+    bundle = _demo_bundle()
+    bundle.cuda_graphs = True
+    try:
+        assert not bundle._replays_graphs()
+        context = torch.zeros(1, 512)
+        model = bundle.idgen_denoiser
+        out = sample(model, context, 4, model.feature_dim, sampler="dpmsolver", steps=3, seed=1)  # type: ignore[arg-type]
+        assert torch.isfinite(out).all()
+    finally:
+        bundle.cuda_graphs = None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_graph_replay_gives_the_plain_modules_samples_on_cuda(dtype: torch.dtype) -> None:
+    bundle = load_model_bundle(resolve_assets({}), precision={torch.float32: "fp32", torch.float16: "fp16"}[dtype])
+    bundle.to(torch.device("cuda"))
+    context = torch.nn.functional.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(3)), dim=1)
+    runs = {}
+    for graphs in (False, True):
+        bundle.cuda_graphs = graphs
+        model = bundle.idgen_denoiser
+        runs[graphs] = sample(model, context.cuda(), 100, model.feature_dim, sampler="ddpm", steps=50, seed=4,
+                              device="cuda")  # type: ignore[arg-type]  # fmt: skip
+        assert ("idgen" in bundle._fused) is graphs
+    assert runs[True].dtype == torch.float32
+    torch.testing.assert_close(runs[True], runs[False], atol=1e-5, rtol=0)
+    assert runs[True].std() > 0.1
