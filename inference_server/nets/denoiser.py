@@ -104,13 +104,20 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        half = dim // 2
-        k = torch.arange(half, dtype=torch.float32)
-        self.register_buffer("frequencies", torch.exp(-k * (math.log(10000.0) / (half - 1))), persistent=False)
+        self.register_buffer("frequencies", _frequencies(dim // 2, torch.device("cpu")), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t.to(torch.float32)[:, None] * self.frequencies[None, :]
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
+        """In float32 whatever the module's dtype, returned in that dtype (the time MLP's)."""
+        frequencies = self.frequencies
+        if frequencies.dtype != torch.float32:  # a half-precision module: its cast buffer lost digits that a
+            frequencies = _frequencies(frequencies.shape[0], frequencies.device)  # timestep up to 999 magnifies
+        angles = t.to(torch.float32)[:, None] * frequencies[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=1).to(self.frequencies.dtype)
+
+
+def _frequencies(half: int, device: torch.device) -> torch.Tensor:
+    k = torch.arange(half, dtype=torch.float32, device=device)
+    return torch.exp(-k * (math.log(10000.0) / (half - 1)))
 
 
 class Block(nn.Module):

@@ -41,6 +41,25 @@ def test_the_cpu_never_replays_graphs_even_when_asked() -> None:
         bundle.cuda_graphs = None
 
 
+def test_a_half_precision_bundle_samples_what_float32_samples() -> None:
+    """The path a CUDA device takes with --precision fp16/bf16 (there ``to`` casts the modules), on the CPU:
+    float32 samples in and out of bf16 networks, close to the float32 bundle's samples."""
+    reference = _demo_bundle()
+    bundle = load_model_bundle(resolve_assets({}), precision="bf16")
+    for module in bundle.idgen.modules().values():
+        module.to(dtype=torch.bfloat16)
+    context = torch.nn.functional.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(5)), dim=1)
+    settings = dict(sampler="dpmsolver", steps=10, seed=6)
+    reference.fuse_denoisers = False
+    try:
+        want = sample(reference.idgen_denoiser, context, 16, 300, **settings)  # type: ignore[arg-type]
+    finally:
+        reference.fuse_denoisers = True
+    got = sample(bundle.idgen_denoiser, context, 16, 300, **settings)  # type: ignore[arg-type]
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    assert (got - want).norm() / want.norm() < 0.05
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

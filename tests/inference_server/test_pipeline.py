@@ -343,3 +343,22 @@ def test_a_batch_of_fifty_rows_or_more_is_sampled_in_row_blocks_and_the_result_s
         assert np.array_equal(getattr(split, key), getattr(again, key)), key
         ours, theirs = getattr(split, key), getattr(whole, key)
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * float(np.abs(theirs).max()), err_msg=key)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_half_precision_bundle_reconstructs_end_to_end(tmp_path: Path, precision: str) -> None:
+    """``--precision fp16|bf16`` casts every network when the bundle moves to a CUDA device; the encoders'
+    LayerNorms and the denoisers' time embedding met float32 there and failed. The same cast on the CPU."""
+    from inference_server.model_bundle import load_model_bundle
+
+    bundle = load_model_bundle(resolve_assets({}), precision=precision)
+    bundle._device = torch.device("meta")  # so that moving to the CPU casts, as moving to CUDA does
+    bundle.to(torch.device("cpu"))
+    half = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    assert next(bundle.expgen.farl.parameters()).dtype == half  # type: ignore[union-attr]
+    reconstructor = Reconstructor(resolve_assets({}), device="cpu", precision=precision)
+    reconstructor._bundle = bundle
+    output = reconstructor.run(_args(tmp_path, n_shapes=12, n_expressions=12, top_k=4), lambda *a: None, lambda: False)
+    result = read_result(output.path)
+    assert result.identity_vertices.dtype == np.float32 and np.isfinite(result.expression_vertices).all()
+    assert result.meta["fit"]["status"] == "ok" and result.meta.get("texture")

@@ -196,3 +196,29 @@ def test_pooled_attention_equals_the_per_token_formula(path: str) -> None:
     x = torch.randn(9, dim)
     with torch.no_grad():
         assert torch.allclose(attention(x), _official_attention(attention, x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_run_and_stay_near_float32(dtype: torch.dtype) -> None:
+    """A bundle loaded in fp16/bf16 halves the whole module: the float32 time embedding met half weights
+    ('mat1 and mat2 must have the same dtype', seen on CUDA). Late timesteps are where half-precision
+    frequencies would go wrong, so t = 999 is checked."""
+    torch.manual_seed(2)
+    net = Denoiser(IDGEN_CONFIG).eval()
+    half = Denoiser(IDGEN_CONFIG).eval()
+    half.load_state_dict(net.state_dict())
+    half.to(dtype)
+    x = torch.randn(8, IDGEN_CONFIG.feature_dim)
+    context = torch.randn(1, IDGEN_CONFIG.context_dim)
+    for step in (0, 500, 999):
+        t = torch.tensor([step])
+        with torch.no_grad():
+            want = net(x, t, context)
+            got = half(x.to(dtype), t, context.to(dtype))
+        assert got.dtype == dtype
+        relative = (got.float() - want).norm() / want.norm()
+        assert relative < 0.05, (step, float(relative))
+        # the embedding itself within the dtype's rounding (half-precision frequencies: 0.2 / 1.5 off at 999)
+        embedding_error = (half.time_mlp[0](t).float() - net.time_mlp[0](t)).abs().max()
+        assert embedding_error < 0.01, (step, float(embedding_error))
+    assert half.time_mlp[0].frequencies.dtype == dtype  # the buffer follows the module; the angles do not
