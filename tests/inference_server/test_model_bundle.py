@@ -35,7 +35,7 @@ def test_the_cpu_never_replays_graphs_even_when_asked() -> None:
         assert not bundle._replays_graphs()
         context = torch.zeros(1, 512)
         model = bundle.idgen_denoiser
-        out = sample(model, context, 4, model.feature_dim, sampler="dpmsolver", steps=3, seed=1)  # type: ignore[arg-type]
+        out = sample(model, context, 4, model.feature_dim, sampler="dpmsolver", steps=3, seed=1)
         assert torch.isfinite(out).all()
     finally:
         bundle.cuda_graphs = None
@@ -72,7 +72,7 @@ def test_graph_replay_gives_the_plain_modules_samples_on_cuda(dtype: torch.dtype
         bundle.cuda_graphs = graphs
         model = bundle.idgen_denoiser
         runs[graphs] = sample(model, context.cuda(), 100, model.feature_dim, sampler="ddpm", steps=50, seed=4,
-                              device="cuda")  # type: ignore[arg-type]  # fmt: skip
+                              device="cuda")  # fmt: skip
         assert ("idgen" in bundle._fused) is graphs
     assert runs[True].dtype == torch.float32
     torch.testing.assert_close(runs[True], runs[False], atol=1e-5, rtol=0)
