@@ -204,11 +204,13 @@ def median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
 def print_report(report: Report) -> None:
     c = report.config
     print(f"\nreconstruction benchmark — {c['device_name']}, torch threads {c['threads']}, {c['size']} networks")
+    cpu = str(c["device"]).startswith("cpu")  # fusing, bf16 GEMMs, concurrent draws, row blocks: CPU only
     print(f"ours: {c['sampler']} {c['steps']} steps, {c['backend']} {c['precision']}"
-          f"{' cuda-graphs' if c['cuda_graphs'] else ''}{'' if c['fuse_denoisers'] else ' unfused denoisers'}"
-          f"{' bf16 denoiser GEMMs' if c.get('cpu_precision') == 'bf16' else ''}"
-          f"{' IdGen ∥ ExpGen' if c.get('concurrent_samplers') else ''}"
-          f"{' rows in blocks' if c.get('row_split') else ''}; "
+          f"{' cuda-graphs' if c['cuda_graphs'] else ''}{' torch.compile' if c['compile'] else ''}"
+          f"{'' if c['fuse_denoisers'] or not cpu else ' unfused denoisers'}"
+          f"{' bf16 denoiser GEMMs' if cpu and c.get('cpu_precision') == 'bf16' else ''}"
+          f"{' IdGen ∥ ExpGen' if cpu and c.get('concurrent_samplers') else ''}"
+          f"{' rows in blocks' if cpu and c.get('row_split') else ''}; "
           f"{c['n_shapes']} shapes + {c['n_expressions']} expressions; "
           f"median of {c['repeats']} warm runs")  # fmt: skip
     if report.baseline:

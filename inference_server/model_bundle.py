@@ -281,14 +281,17 @@ class ModelBundle:
     def denoiser_runtimes(self) -> dict[str, str]:
         """kind → what runs its denoiser steps now ("torch fp32 fused", "torch fp32 fused, bf16 GEMMs", either
         with ", rows in N blocks" when its last step cut the batch (``nets/row_lanes.py``), or the plain
-        runner's backend and dtype), for the result's meta: a bf16 step (``OFER_CPU_PRECISION``) gives other
+        runner's backend and dtype, with ", CUDA graph replay" where the steps replay a captured graph), for
+        the result's meta: a bf16 step (``OFER_CPU_PRECISION``) gives other
         samples than fp32, and a reader of the file must be able to tell."""
         names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
         plain = f"{self.backend} {names.get(self.dtype, str(self.dtype))}"
         out = {}
         for kind in ("idgen", "expgen"):
             fused = self._fused.get(kind)
-            if isinstance(fused, TorchRunner) and self._device.type == "cpu":
+            if isinstance(fused, TorchRunner) and isinstance(fused.call, CudaGraphEpsModel):
+                out[kind] = f"{plain}, CUDA graph replay"
+            elif isinstance(fused, TorchRunner) and self._device.type == "cpu":
                 gemms = getattr(fused.call, "precision", "fp32")
                 lanes = getattr(fused.call, "row_lanes", None)
                 blocks = 0 if lanes is None else lanes.last_blocks

@@ -74,6 +74,7 @@ def test_graph_replay_gives_the_plain_modules_samples_on_cuda(dtype: torch.dtype
         runs[graphs] = sample(model, context.cuda(), 100, model.feature_dim, sampler="ddpm", steps=50, seed=4,
                               device="cuda")  # fmt: skip
         assert ("idgen" in bundle._fused) is graphs
+        assert bundle.denoiser_runtimes()["idgen"].endswith("CUDA graph replay") is graphs
     assert runs[True].dtype == torch.float32
     torch.testing.assert_close(runs[True], runs[False], atol=1e-5, rtol=0)
     assert runs[True].std() > 0.1
