@@ -120,6 +120,9 @@ class ModelBundle:
             lambda *a: self._run_denoiser("expgen", *a), self.expgen.denoiser.config.feature_dim
         )
         self._device = torch.device("cpu")
+        #: Whether ``to`` has put the networks in ``dtype`` yet: loading leaves them fp32 on the CPU, so the
+        #: first ``to`` casts even to the CPU (an fp16/bf16 bundle must not run fp32 there under its label).
+        self._placed = self.dtype == torch.float32
         self.encoder_runtime: EncoderRuntimeReport | None = None
         self._onnx_encoders: dict[str, Callable[..., torch.Tensor]] = {}
         self._torch_encoders: dict[str, Callable[..., torch.Tensor]] = {}
@@ -196,7 +199,7 @@ class ModelBundle:
         return self._device
 
     def to(self, device: torch.device) -> ModelBundle:
-        if device != self._device:
+        if device != self._device or not self._placed:
             if self._released_encoders:
                 raise BackendError(
                     f"the encoders run in CPU ONNX Runtime sessions or bf16 copies (their fp32 weights were released): "
@@ -206,7 +209,7 @@ class ModelBundle:
             for networks in (self.idgen, self.expgen, self.idrank):
                 for module in networks.modules().values():
                     module.to(device=device, dtype=self.dtype)
-            self._device = device
+            self._device, self._placed = device, True
             self.plain_encoders(device.type != "cpu")  # the ONNX Runtime encoders are CPU sessions
             self._fused.clear()
         return self

@@ -42,12 +42,13 @@ def test_the_cpu_never_replays_graphs_even_when_asked() -> None:
 
 
 def test_a_half_precision_bundle_samples_what_float32_samples() -> None:
-    """The path a CUDA device takes with --precision fp16/bf16 (there ``to`` casts the modules), on the CPU:
-    float32 samples in and out of bf16 networks, close to the float32 bundle's samples."""
+    """--precision bf16: ``to`` casts the networks wherever the bundle is placed (they stayed fp32 on the CPU
+    before); float32 samples in and out of bf16 networks, close to the float32 bundle's samples."""
     reference = _demo_bundle()
     bundle = load_model_bundle(resolve_assets({}), precision="bf16")
-    for module in bundle.idgen.modules().values():
-        module.to(dtype=torch.bfloat16)
+    assert next(bundle.idgen.denoiser.parameters()).dtype == torch.float32  # type: ignore[union-attr]
+    bundle.to(torch.device("cpu"))
+    assert next(bundle.idgen.denoiser.parameters()).dtype == torch.bfloat16  # type: ignore[union-attr]
     context = torch.nn.functional.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(5)), dim=1)
     settings = dict(sampler="dpmsolver", steps=10, seed=6)
     reference.fuse_denoisers = False

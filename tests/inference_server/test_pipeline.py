@@ -347,18 +347,16 @@ def test_a_batch_of_fifty_rows_or_more_is_sampled_in_row_blocks_and_the_result_s
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_a_half_precision_bundle_reconstructs_end_to_end(tmp_path: Path, precision: str) -> None:
-    """``--precision fp16|bf16`` casts every network when the bundle moves to a CUDA device; the encoders'
-    LayerNorms and the denoisers' time embedding met float32 there and failed. The same cast on the CPU."""
-    from inference_server.model_bundle import load_model_bundle
-
-    bundle = load_model_bundle(resolve_assets({}), precision=precision)
-    bundle._device = torch.device("meta")  # so that moving to the CPU casts, as moving to CUDA does
-    bundle.to(torch.device("cpu"))
-    half = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    assert next(bundle.expgen.farl.parameters()).dtype == half  # type: ignore[union-attr]
+    """``--precision fp16|bf16`` casts every network where the bundle is placed (the CPU too: it used to stay
+    fp32 there under the fp16 label); on CUDA the encoders' LayerNorms and the denoisers' time embedding met
+    float32 and failed. The same cast on the CPU, end to end, and the meta says what ran."""
     reconstructor = Reconstructor(resolve_assets({}), device="cpu", precision=precision)
-    reconstructor._bundle = bundle
+    half = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    bundle = reconstructor.bundle(torch.device("cpu"))
+    assert next(bundle.expgen.farl.parameters()).dtype == half  # type: ignore[union-attr]
+    assert next(bundle.idgen.denoiser.parameters()).dtype == half  # type: ignore[union-attr]
     output = reconstructor.run(_args(tmp_path, n_shapes=12, n_expressions=12, top_k=4), lambda *a: None, lambda: False)
     result = read_result(output.path)
     assert result.identity_vertices.dtype == np.float32 and np.isfinite(result.expression_vertices).all()
     assert result.meta["fit"]["status"] == "ok" and result.meta.get("texture")
+    assert result.meta["denoiser_runtimes"] == {"idgen": f"torch {precision}", "expgen": f"torch {precision}"}
