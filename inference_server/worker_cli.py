@@ -31,7 +31,9 @@ def _add_asset_flags(parser: argparse.ArgumentParser) -> None:
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="the networks' dtype: fp16/bf16 are for a GPU (on a CPU they run, slowly; there "
+                        "OFER_CPU_PRECISION=bf16 is the faster path, README)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
 
 
