@@ -8,7 +8,10 @@ bar sets (dev 21000+, held out 23000+, ``test_stage``'s seed 5) and the clean he
 fitted without and with the extras. Prints median rotation error and median reprojection of the visible
 68 landmarks (% of the eye distance, against the true projection).
 
-Run: ``.venv/bin/python benchmarks/fit_extra_points.py [--weight 0.3] [--groups cheek,temple] [--cover]``
+Group ``ears``: not face-mesh points but the face detector's two ear keypoints (BlazeFace's tragions, far
+behind the eyes: a lever for pitch that the face mesh's near-planar points lack), appended to the mesh rows.
+
+Run: ``.venv/bin/python benchmarks/fit_extra_points.py [--weight 0.3] [--groups cheek,temple|ears] [--cover]``
 (~3 minutes on 2 free cores).
 """
 
@@ -30,11 +33,13 @@ from inference_server.flame.layer import FlameLayer
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
 from inference_server.texture.occluder import face_skin
 
+MESH_ROWS = 478
 GROUPS = {  # MediaPipe indices; none on the face oval, whose points follow the silhouette
     "forehead": [151, 9, 108, 337, 69, 299, 104, 333, 107, 336, 66, 296],
     "bridge": [168, 6, 197, 195],
     "cheek": [50, 280, 101, 330, 117, 346, 118, 347, 123, 352, 116, 345, 100, 329, 36, 266, 205, 425],
     "temple": [71, 301, 139, 368, 63, 293, 143, 372, 34, 264],
+    "ears": [MESH_ROWS + 4, MESH_ROWS + 5],  # the short-range detector's keypoints 4, 5, after the mesh rows
 }
 SETS = {"dev bar": (21000, "mouth"), "held-out bar": (23000, "mouth"), "held-out clean": (24000, None)}
 Case = tuple[SyntheticCase, np.ndarray]
@@ -48,8 +53,14 @@ def render_set(seed: int, occluder: str | None, n: int, tools: dict[str, Any], s
             rng = np.random.default_rng(seed + i)
         case = render_case(tools["head"], tools["layer"], tools["texture"], rng, occluder=occluder)
         found = tools["faces"].face_mesh(case.image)
-        if found:
-            out.append((case, np.asarray(found[0], dtype=np.float64)))
+        if not found:
+            continue
+        mesh = np.asarray(found[0], dtype=np.float64)
+        if tools.get("ears"):  # the detector's keypoints as rows MESH_ROWS.. (z 0), or NaN without a face
+            hits = tools["faces"].face_detector(case.image, "short")
+            keypoints = hits[0].keypoints if hits else np.full((6, 2), np.nan)
+            mesh = np.concatenate([mesh, np.column_stack([keypoints, np.zeros(6)])[:, : mesh.shape[1]]])
+        out.append((case, mesh))
     return out
 
 
@@ -58,22 +69,24 @@ def match_vertices(cases: list[Case], points: list[int], corr: Any) -> tuple[np.
     total = 0.0
     for case, mesh in cases:
         xy, truth = project(case.vertices, case.pose, case.camera), project(case.landmarks, case.pose, case.camera)
-        total = total + np.linalg.norm(xy[None] - mesh[points, None, :2], axis=2) / eye_distance(truth)
+        gap = np.nan_to_num(np.linalg.norm(xy[None] - mesh[points, None, :2], axis=2), nan=0.0)
+        total = total + gap / eye_distance(truth)
     vertex = np.argmin(total, axis=1)
     miss, eyes = [], []
     for case, mesh in cases:
         xy, truth = project(case.vertices, case.pose, case.camera), project(case.landmarks, case.pose, case.camera)
         iod = eye_distance(truth)
         miss.append((mesh[points, :2] - xy[vertex]) / iod)
-        eyes.append(((corr.matrix @ mesh[:, :2])[36:48] - truth[36:48]) / iod)
+        eyes.append(((corr.matrix @ mesh[:MESH_ROWS, :2])[36:48] - truth[36:48]) / iod)
     reference = np.median((np.array(eyes) ** 2).sum(axis=2).mean(axis=0))
-    return vertex, np.clip(reference / (np.array(miss) ** 2).sum(axis=2).mean(axis=0), 0.0, 1.0)
+    return vertex, np.clip(reference / np.nanmean((np.array(miss) ** 2).sum(axis=2), axis=0), 0.0, 1.0)
 
 
 def extra_cover(case: SyntheticCase, mesh: np.ndarray, image: np.ndarray, corr: Any) -> np.ndarray:
     """fit/cover.py's weight at the extra points."""
     import cv2
 
+    mesh = mesh[:MESH_ROWS]
     landmarks = corr.matrix @ mesh[:, :2]
     mask, scale = cover.occluder_mask(case.image, mesh, landmarks, face_skin(case.image, mesh))
     if not mask.any():
@@ -110,9 +123,12 @@ def evaluate(cases: list[Case], corr: Any, extra: dict[str, np.ndarray], plan: d
         if plan is not None:
             image = mesh[plan["points"], :2]
             weight = plan["weight"] * (extra_cover(case, mesh, image, corr) if plan["cover"] else 1.0)
+            weight = np.where(np.isfinite(image).all(axis=1), weight, 0.0)  # no detector hit: no extra point
+            image = np.nan_to_num(image)
             extra.update(model=case.vertices[plan["vertex"]], image=image, weight=np.broadcast_to(weight, len(image)),
                          precision=plan["precision"])  # fmt: skip
-        fit = stage.fit_head(case.image, None, mesh, case.landmarks[None], case.landmark_normals, correspondence=corr)
+        fit = stage.fit_head(case.image, None, mesh[:MESH_ROWS], case.landmarks[None], case.landmark_normals,
+                             correspondence=corr)  # fmt: skip
         if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.weights is None:
             continue
         pose = fit.expression_poses[0]
@@ -140,16 +156,21 @@ def main() -> None:
     parser.add_argument("--groups", default="cheek,temple")
     parser.add_argument("--cover", action="store_true", help="times fit/cover.py's weight at each extra point")
     parser.add_argument("--renders", type=int, default=40)
+    parser.add_argument("--precision", type=float, help="instead of the measured precision of the extra points")
     args = parser.parse_args()
     tools, corr = demo_fit_tools()
+    tools["ears"] = "ears" in args.groups.split(",")
     points = [j for g in args.groups.split(",") for j in GROUPS[g]]
     vertex, precision = match_vertices(render_set(20000, None, args.renders, tools), points, corr)
+    if args.precision is not None:
+        precision = np.full(len(points), args.precision)
     plan = {"points": points, "vertex": vertex, "precision": precision, "weight": args.weight, "cover": args.cover}
     extra: dict[str, np.ndarray] = {}
     stage.fit_poses = with_extras(stage.fit_poses, extra)
     sets = {name: render_set(seed, occ, args.renders, tools) for name, (seed, occ) in SETS.items()}
     sets["test_stage bar"] = render_set(5, "mouth", 10, tools, sequential=True)
-    print(f"extra points {args.groups} ({len(points)}), weight {args.weight}, cover {args.cover}")
+    print(f"extra points {args.groups} ({len(points)}), weight {args.weight}, cover {args.cover}; "
+          f"precision relative to the eyes' {np.round(precision, 3).tolist()}")  # fmt: skip
     for name, cases in sets.items():
         print(f"{name:16s} without {evaluate(cases, corr, extra, None)}   with {evaluate(cases, corr, extra, plan)}")
 
