@@ -360,3 +360,18 @@ def test_a_half_precision_bundle_reconstructs_end_to_end(tmp_path: Path, precisi
     assert result.identity_vertices.dtype == np.float32 and np.isfinite(result.expression_vertices).all()
     assert result.meta["fit"]["status"] == "ok" and result.meta.get("texture")
     assert result.meta["denoiser_runtimes"] == {"idgen": f"torch {precision}", "expgen": f"torch {precision}"}
+
+
+def test_the_stage_clock_waits_for_the_gpu_at_each_stage_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queued CUDA kernels are billed to their own stage: each stop waits for them (on CUDA only)."""
+    waits: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: waits.append("sync"))
+    for cuda, expected in ((True, 3), (False, 0)):
+        waits.clear()
+        clock = pipeline.StageClock(cuda=cuda)
+        clock.start("encode")
+        clock.start("sample_shapes")
+        clock.start("rank")
+        clock.stop()
+        clock.stop()  # nothing running: no wait
+        assert len(waits) == expected and set(clock.seconds) == {"encode", "sample_shapes", "rank"}
