@@ -235,7 +235,8 @@ def fit_poses(
     """:func:`.pose.fit_pose` for B problems sharing the photo's points ``image_points`` (68, 2), or (68, 3)
     with the detector's relative depth in pixels (NaN: none), fitted as a weak third residual per point
     (``DEPTH_WEIGHT``; :func:`.pose.fit_pose` has no depth): ``model_points`` (B, 68, 3), ``weights``
-    (B, 68) or (68,), ``starts`` (B, 6) or (6,) or None for the yaw search (every problem from every
+    (B, 68) or (68,), ``starts`` (B, 6) or (6,) — (B, 7) or (7,) with ``fit_focal``: the focal's log-ratio to
+    ``intrinsics.focal`` as the seventh — or None for the yaw search (every problem from every
     START_YAWS start; the cheapest end wins, the first on a tie); ``precision`` (68,) scales the weights as
     in :func:`.pose.fit_pose`; ``second`` (68, 2) or (68, 3): a second detector run's points for the same
     landmarks (the mirrored photo's, :mod:`.landmark_averaging`), fitted as observations of their own with
@@ -258,8 +259,13 @@ def fit_poses(
     scale = max(ROBUST_SCALE_IOD * eye_distance(image[:, :2]), 0.5)
     extra = [0.0] if fit_focal else []
     if starts is not None:
-        first = np.broadcast_to(np.asarray(starts, dtype=np.float64), (b, 6))
-        tries, owner = np.concatenate([first, np.zeros((b, len(extra)))], axis=1), np.arange(b)
+        given = np.asarray(starts, dtype=np.float64)
+        if given.shape[-1] == 6 + len(extra):  # the focal's log-ratio to intrinsics.focal given too
+            tries = np.array(np.broadcast_to(given, (b, 6 + len(extra))))
+        else:
+            first = np.broadcast_to(given, (b, 6))
+            tries = np.concatenate([first, np.zeros((b, len(extra)))], axis=1)
+        owner = np.arange(b)
     else:
         tries = np.array([
             np.concatenate([_initial_pose(model[i], image[:, :2], prior_w[i], intrinsics, intrinsics.focal, y), extra])

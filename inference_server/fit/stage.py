@@ -38,6 +38,9 @@ TRUSTED_WEIGHT = 0.5
 #: Median reprojection error of the trusted landmarks above this fraction of the eye distance: the head
 #: and the photo disagree too much for the camera to be right.
 MAX_MEDIAN_ERROR_IOD = 0.12
+#: With the mirrored run, the fit of both runs starts from the pose of the direct run's (already solved for
+#: the trust check) instead of searching the yaw again from START_YAWS (docs/texture.md, "Fit cost").
+SEED_FROM_DIRECT = True
 #: Beyond this yaw (degrees) one half of the face is hidden and the 2D landmarks are guesses.
 MAX_YAW_DEG = 55.0
 #: Radius (fraction of the eye distance) of the disk around a landmark whose pixels are tested for cover.
@@ -241,7 +244,13 @@ def fit_head(
     alone = _solve(found, expression_landmarks[reference : reference + 1], reference_normals, 0, None)
     if not alone.trusted:
         return alone
-    both = _solve(found, expression_landmarks, reference_normals, reference, mirrored)
+    # The two runs' fit starts where the direct run's ended (pose and focal), not from the yaw search again.
+    start = None
+    if SEED_FROM_DIRECT and alone.expression_poses is not None and alone.camera is not None:
+        start = alone.expression_poses[0]
+        if found.intr.source != "exif":  # the focal is fitted: its log-ratio to the guess as the 7th parameter
+            start = np.append(start, np.log(alone.camera[0] / found.intr.focal))
+    both = _solve(found, expression_landmarks, reference_normals, reference, mirrored, start)
     return both if both.trusted else _solve(found, expression_landmarks, reference_normals, reference, None)
 
 
@@ -293,15 +302,15 @@ def _evidence(
 
 def _solve(
     found: _Evidence, expression_landmarks: np.ndarray, reference_normals: np.ndarray, reference: int,
-    mirrored: np.ndarray | None,
+    mirrored: np.ndarray | None, start: np.ndarray | None = None,
 ) -> HeadFit:  # fmt: skip
     """The camera and poses from the photo's evidence, with or without the mirrored run, trusted or not by
-    its own checks alone."""
+    its own checks alone; ``start``: the pose (6,) to start from instead of the yaw search."""
     intr, image, precision, plain = found.intr, found.image, found.precision, found.plain
     # The solves see the depth beside the 2D points (pose_batch); everything else reads the 2D points.
     seen = image if found.depth is None else np.column_stack([image, found.depth])
     source, fit_focal = intr.source, intr.source != "exif"
-    first: PoseFit = fit_poses(expression_landmarks[reference][None], seen, found.weights, intr,
+    first: PoseFit = fit_poses(expression_landmarks[reference][None], seen, found.weights, intr, starts=start,
                                fit_focal=fit_focal, precision=precision, second=mirrored)[0]  # fmt: skip
     weights = found.weights * _facing(first.pose, expression_landmarks[reference], reference_normals)
     weights = group_consensus(expression_landmarks[reference], seen, weights,

@@ -79,6 +79,25 @@ def test_yaw_search_with_the_focal_as_fit_pose_alone(layer: FlameLayer) -> None:
         _assert_same(fit_pose(points, seen, w, intr, fit_focal=True), fit)
 
 
+def test_a_start_with_its_focal_lands_where_the_yaw_search_does(layer: FlameLayer) -> None:
+    """The fit of both detector runs starts from the direct run's pose and focal (stage.SEED_FROM_DIRECT):
+    a 7-parameter start, the focal as its log-ratio to the guessed focal. From near the yaw search's end it
+    ends at the same place; a 6-parameter start keeps the guessed focal as before."""
+    rng = np.random.default_rng(6)
+    lmk = _expressions(layer, rng, 1)
+    seen, _, _ = _photo(lmk[0], rng)
+    weights = rng.uniform(0.3, 1.0, 68)
+    intr = default_intrinsics(640, 480)
+    searched = fit_poses(lmk, seen, weights, intr, fit_focal=True)[0]
+    near = np.append(searched.pose + rng.normal(0, 0.01, 6), np.log(1.05 * searched.focal / intr.focal))
+    seeded = fit_poses(lmk, seen, weights, intr, fit_focal=True, starts=near)[0]
+    # within the solver's stop (points moving < MOTION_PX): 0.01° and a fraction of a millimetre here
+    np.testing.assert_allclose(seeded.pose, searched.pose, atol=1e-3)
+    np.testing.assert_allclose(seeded.focal, searched.focal, rtol=1e-3)
+    from_pose = fit_poses(lmk, seen, weights, intr, fit_focal=True, starts=near[:6])[0]
+    np.testing.assert_allclose(from_pose.focal, searched.focal, rtol=1e-3)  # the focal refitted from the guess
+
+
 def _reference_errors(batch: _Batch, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The pixel errors of :meth:`_Batch.errors` the slow way: one problem and one parameter column at a
     time, the model turned by :func:`.camera.rotation_matrix` as a matrix product (the solver's own path
