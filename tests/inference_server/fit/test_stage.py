@@ -114,11 +114,12 @@ def test_both_runs_fitted_from_the_direct_fit_land_where_the_yaw_search_does(
         monkeypatch.setattr(stage, "SEED_FROM_DIRECT", seeded)
         fits[seeded] = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
                                 correspondence=correspondence, mirrored=mirrored)  # fmt: skip
-    assert fits[True].trusted and fits[False].trusted
-    assert fits[True].camera is not None and fits[False].camera is not None
-    assert fits[True].expression_poses is not None and fits[False].expression_poses is not None
-    np.testing.assert_allclose(fits[True].expression_poses, fits[False].expression_poses, atol=1e-3)
-    np.testing.assert_allclose(fits[True].camera, fits[False].camera, rtol=1e-3)
+    seeded, searched = fits[True], fits[False]
+    assert seeded.trusted and searched.trusted
+    assert seeded.camera is not None and searched.camera is not None
+    assert seeded.expression_poses is not None and searched.expression_poses is not None
+    np.testing.assert_allclose(seeded.expression_poses, searched.expression_poses, atol=1e-3)
+    np.testing.assert_allclose(seeded.camera, searched.camera, rtol=1e-3)
 
 
 def test_a_covered_mouth_is_down_weighted_from_photo_evidence(
