@@ -110,10 +110,10 @@ def test_both_runs_fitted_from_the_direct_fit_land_where_the_yaw_search_does(
     to68 = lambda points: to_68(points, correspondence)  # noqa: E731
     mirrored = mirrored_landmarks(case.image, to68(found[0]), lambda rgb: faces.face_mesh(rgb, depth=True), to68)
     fits = {}
-    for seeded in (False, True):
-        monkeypatch.setattr(stage, "SEED_FROM_DIRECT", seeded)
-        fits[seeded] = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
-                                correspondence=correspondence, mirrored=mirrored)  # fmt: skip
+    for on in (False, True):
+        monkeypatch.setattr(stage, "SEED_FROM_DIRECT", on)
+        fits[on] = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
+                            correspondence=correspondence, mirrored=mirrored)  # fmt: skip
     seeded, searched = fits[True], fits[False]
     assert seeded.trusted and searched.trusted
     assert seeded.camera is not None and searched.camera is not None
