@@ -10,16 +10,13 @@ Run: ``.venv/bin/python benchmarks/fit_seeded.py [--sets "test_stage bar,dev bar
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 from fit_depth import evaluate, render_set
 from fit_extra_points import demo_fit_tools
-from fit_landmark_averaging import DEFAULT_SETS, SETS
+from fit_landmark_averaging import DEFAULT_SETS, SETS, alternated_ms
 
 from inference_server.fit import stage
-from inference_server.fit.landmark_averaging import mirrored_landmarks
 
 
 def main() -> None:
@@ -39,23 +36,16 @@ def main() -> None:
             results[seeded] = evaluate(rows, corr, depth=True)
         print(f"{name:16s} yaw search {results[False]}   seeded {results[True]}", flush=True)
     assert timing_rows
-    detect = lambda rgb: tools["faces"].face_mesh(rgb, depth=True)  # noqa: E731
-    to68 = lambda points: stage.to_68(points, corr)  # noqa: E731
-    prepared = [(case, mesh, mirrored_landmarks(case.image, to68(mesh), detect, to68))
-                for case, _, _, mesh in timing_rows[:8]]  # fmt: skip
-    ms: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(args.rounds):
-        for seeded in (False, True):
-            stage.SEED_FROM_DIRECT = seeded
-            t = time.perf_counter()
-            for case, mesh, mirrored in prepared:
-                stage.fit_head(case.image, None, mesh, np.repeat(case.landmarks[None], 20, axis=0),
-                               case.landmark_normals, correspondence=corr, mirrored=mirrored)  # fmt: skip
-            ms[seeded].append(1000 * (time.perf_counter() - t) / len(prepared))
-    print(
-        f"fit_head, 20 expressions, ms per photo (median of {args.rounds}): yaw search "
-        f"{statistics.median(ms[False]):.0f}, seeded {statistics.median(ms[True]):.0f}"
-    )
+
+    def one(seeded: bool, i: int) -> None:
+        stage.SEED_FROM_DIRECT = seeded
+        case, _, mirrored, mesh = timing_rows[i]  # the rows carry the mirrored run's landmarks already
+        stage.fit_head(case.image, None, mesh, np.repeat(case.landmarks[None], 20, axis=0),
+                       case.landmark_normals, correspondence=corr, mirrored=mirrored)  # fmt: skip
+
+    searched, seeded = alternated_ms(one, len(timing_rows[:8]), args.rounds)
+    print(f"fit_head, 20 expressions, ms per photo (median of {args.rounds}): yaw search {searched:.0f}, "
+          f"seeded {seeded:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ TRUSTED_WEIGHT = 0.5
 #: and the photo disagree too much for the camera to be right.
 MAX_MEDIAN_ERROR_IOD = 0.12
 #: With the mirrored run, the fit of both runs starts from the pose of the direct run's (already solved for
-#: the trust check) instead of searching the yaw again from START_YAWS (docs/texture.md, "Fit cost").
+#: the trust check) instead of searching the yaw again from START_YAWS (docs/texture.md, "Stop 31, the fit
+#: of both runs seeded from the direct run's").
 SEED_FROM_DIRECT = True
 #: Beyond this yaw (degrees) one half of the face is hidden and the 2D landmarks are guesses.
 MAX_YAW_DEG = 55.0
@@ -305,7 +306,8 @@ def _solve(
     mirrored: np.ndarray | None, start: np.ndarray | None = None,
 ) -> HeadFit:  # fmt: skip
     """The camera and poses from the photo's evidence, with or without the mirrored run, trusted or not by
-    its own checks alone; ``start``: the pose (6,) to start from instead of the yaw search."""
+    its own checks alone; ``start``: the pose (6,), or pose and focal log-ratio (7,) when the focal is
+    fitted, to start from instead of the yaw search."""
     intr, image, precision, plain = found.intr, found.image, found.precision, found.plain
     # The solves see the depth beside the 2D points (pose_batch); everything else reads the 2D points.
     seen = image if found.depth is None else np.column_stack([image, found.depth])
