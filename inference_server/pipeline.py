@@ -30,6 +30,7 @@ from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import Correspondence
 from .fit.calibration_cache import cached_correspondence
+from .fit.second_network import SecondNetwork
 from .fit.step import fit_photo
 from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
@@ -129,7 +130,8 @@ class Reconstructor:
         self._bundle: ModelBundle | None = None
         self._flame: FlameLayer | None = None
         self._detector: FaceDetector | None = None
-        self._correspondence: tuple[int, Correspondence | None] | None = None
+        #: Per face mesh network (calibration_cache.DETECTORS): (id of the head model, its correspondence).
+        self._correspondences: dict[str, tuple[int, Correspondence | None]] = {}
         #: Draw ExpGen's samples in a background thread while IdGen draws (CPU, 2+ threads; the default).
         #: None: ``OFER_CPU_CONCURRENT_SAMPLERS`` decides, read per request so that a misspelt value is that
         #: request's error and not a worker that dies before its handshake.
@@ -167,13 +169,23 @@ class Reconstructor:
             self._detector = FaceDetector()
         return self._detector
 
-    def correspondence(self, bundle: ModelBundle) -> Correspondence | None:
-        """The detector-to-68 map and landmark precision measured on this head model (40 renders, once per
-        model and machine: it is kept in the user cache, fit/calibration_cache.py)."""
-        if self._correspondence is None or self._correspondence[0] != id(bundle.flame):
-            matrix = cached_correspondence(bundle.flame, self.detector().mediapipe.face_mesh, default_cache_dir())
-            self._correspondence = (id(bundle.flame), matrix)
-        return self._correspondence[1]
+    def correspondence(self, bundle: ModelBundle, detector: str = "face_mesh") -> Correspondence | None:
+        """The detector-to-68 map and landmark precision measured on this head model for the face mesh
+        network ``detector`` (40 renders, once per model, network and machine: it is kept in the user cache,
+        fit/calibration_cache.py; the DEMO head's ship with the worker)."""
+        known = self._correspondences.get(detector)
+        if known is None or known[0] != id(bundle.flame):
+            detect = getattr(self.detector().mediapipe, detector)
+            known = (id(bundle.flame), cached_correspondence(bundle.flame, detect, default_cache_dir(), detector))
+            self._correspondences[detector] = known
+        return known[1]
+
+    def second_network(self, bundle: ModelBundle) -> SecondNetwork:
+        """The plain face mesh network for occluded photos (fit/second_network.py); its correspondence is
+        measured or read only when a photo first needs it."""
+        faces = self.detector().mediapipe
+        return SecondNetwork(partial(faces.plain_face_mesh, depth=True),
+                             partial(self.correspondence, bundle, "plain_face_mesh"))  # fmt: skip
 
     def hello_info(self) -> dict[str, Any]:
         devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -332,7 +344,8 @@ class Reconstructor:
         photo_fit = fit_photo(image, detection, bundle.flame, exp_vertices, exp_landmarks,
                               np.concatenate([expressions, jaw], axis=1), order_mode,
                               self.correspondence(bundle) if detection.landmarks is not None else None,
-                              partial(self.detector().mediapipe.face_mesh, depth=True))  # fmt: skip
+                              partial(self.detector().mediapipe.face_mesh, depth=True),
+                              self.second_network(bundle))  # fmt: skip
         expressions, jaw, exp_vertices = (a[photo_fit.order] for a in (expressions, jaw, exp_vertices))
         pose_arrays = photo_fit.arrays()
         progress("fit", 1, 1, photo_fit.head_fit.status)

@@ -56,6 +56,8 @@ def fit_line(meta: dict[str, Any], head_pose: np.ndarray | None, camera: np.ndar
     distance = float(np.linalg.norm(np.asarray(head_pose[3:6], dtype=np.float64)))
     used, miss = fit.get("n_landmarks_used"), fit.get("reprojection_px")
     landmarks = f"; {used} landmarks, median miss {miss:.1f} px" if used is not None and miss is not None else ""
+    if fit.get("second_network"):
+        landmarks += f" over {fit.get('detector_runs', 3)} detector runs (an occluder: the second network's too)"
     return (
         f"pitch {pitch:+.1f}°, yaw {yaw:+.1f}°, roll {roll:+.1f}° (about the camera's x, y, z), "
         f"{distance:.2f} m away; focal {focal:.0f} px{relative} ({fit.get('focal_source', 'estimated')})"

@@ -41,11 +41,20 @@ FOLDER = "fit_calibration"
 PACKAGED = Path(__file__).resolve().parents[1] / "assets" / FOLDER
 
 
-def calibration_key(model: FlameModelData) -> str:
+#: The face mesh network a calibration is measured for: the refined one (the default, whose key names no
+#: detector, as before there was a second) or the plain one (fit/second_network.py).
+DETECTORS = ("face_mesh", "plain_face_mesh")
+
+
+def calibration_key(model: FlameModelData, detector: str = DETECTORS[0]) -> str:
     """Hex SHA-256 of everything the calibration's result depends on (see the module docstring)."""
     from .. import render
 
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; use one of {DETECTORS}")
     digest = hashlib.sha256(f"format {FORMAT}\n".encode())
+    if detector != DETECTORS[0]:
+        digest.update(f"detector {detector}\n".encode())
     colours = model.extra.get("vertex_colors")
     # The renders are random heads of the model (identity, expression, jaw): its bases and rig count too.
     arrays = {"v_template": model.v_template, "faces": model.faces, "lmk_faces_idx": model.lmk_faces_idx,
@@ -74,12 +83,15 @@ def _mediapipe_version() -> str:
         return "absent"
 
 
-def cached_correspondence(model: FlameModelData, detect: Detector, cache_dir: Path | None) -> Correspondence | None:
+def cached_correspondence(
+    model: FlameModelData, detect: Detector, cache_dir: Path | None, detector: str = DETECTORS[0]
+) -> Correspondence | None:
     """:func:`.calibration.calibrate_correspondence`, read from ``cache_dir`` when measured before (None:
-    no cache, always measure). A cache that cannot be written only costs the next run the measurement."""
+    no cache, always measure); ``detector`` names the network ``detect`` runs (DETECTORS). A cache that
+    cannot be written only costs the next run the measurement."""
     if cache_dir is None:
         return calibrate_correspondence(model, detect)
-    key = calibration_key(model)
+    key = calibration_key(model, detector)
     path = Path(cache_dir) / FOLDER / f"{key}.npz"
     for candidate in (path, PACKAGED / path.name):
         found, measured = read_cached(candidate, key)
@@ -127,8 +139,9 @@ def read_cached(path: Path, key: str) -> tuple[bool, Correspondence | None]:
     return True, Correspondence(matrix, precision)
 
 
-def write_packaged_demo_calibration() -> Path:
-    """Measure the DEMO head's calibration as the worker loads that head, and write it into PACKAGED."""
+def write_packaged_demo_calibration() -> list[Path]:
+    """Measure the DEMO head's calibrations (both face mesh networks) as the worker loads that head, and
+    write them into PACKAGED."""
     from ..assets_config import resolve_assets
     from ..model_bundle import load_model_bundle
     from ..preprocess.mediapipe_faces import MediaPipeFaces
@@ -136,16 +149,18 @@ def write_packaged_demo_calibration() -> Path:
     flame = load_model_bundle(resolve_assets({})).flame
     faces = MediaPipeFaces()
     try:
-        measured = calibrate_correspondence(flame, faces.face_mesh)
+        measured = {name: calibrate_correspondence(flame, getattr(faces, name)) for name in DETECTORS}
     finally:
         faces.close()
-    key = calibration_key(flame)
     for stale in PACKAGED.glob("*.npz"):
         stale.unlink()
-    path = PACKAGED / f"{key}.npz"
-    write_cached(path, key, measured)
-    return path
+    paths = []
+    for name, correspondence in measured.items():
+        key = calibration_key(flame, name)
+        paths.append(PACKAGED / f"{key}.npz")
+        write_cached(paths[-1], key, correspondence)
+    return paths
 
 
 if __name__ == "__main__":
-    print(write_packaged_demo_calibration())
+    print(*write_packaged_demo_calibration(), sep="\n")

@@ -76,20 +76,28 @@ def unmirror(points: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def mirrored_landmarks(rgb: np.ndarray, direct: np.ndarray, detect: Detector, to68: To68) -> np.ndarray | None:
-    """The 68 landmarks of the detector's run on the mirrored photo, in the photo's pixels and labels, for
-    the face nearest ``direct`` (68, 2); None when that run finds no face close enough."""
-    width = rgb.shape[1]
+def nearest_landmarks(meshes: list[np.ndarray], direct: np.ndarray, to68: To68) -> np.ndarray | None:
+    """The 68 landmarks of the face in ``meshes`` (detector points in the photo's pixels) that lands nearest
+    ``direct`` (68, 2+), or None when none lands within MAX_DISAGREEMENT_IOD (another face, a failed run)."""
     best, best_miss = None, np.inf
-    for points in detect(np.ascontiguousarray(rgb[:, ::-1])):
-        # Depth, when the detector gives it, maps back unchanged (mirroring moves x only).
-        landmarks = to68(unmirror(np.asarray(points, np.float64), width))[MIRROR]
+    for points in meshes:
+        landmarks = to68(np.asarray(points, np.float64))
         miss = float(np.median(np.linalg.norm(landmarks[:, :2] - direct[:, :2], axis=1)))
         if miss < best_miss:
             best, best_miss = landmarks, miss
     if best is None or best_miss > MAX_DISAGREEMENT_IOD * eye_distance(direct[:, :2]):
         return None
     return best
+
+
+def mirrored_landmarks(rgb: np.ndarray, direct: np.ndarray, detect: Detector, to68: To68) -> np.ndarray | None:
+    """The 68 landmarks of the detector's run on the mirrored photo, in the photo's pixels and labels, for
+    the face nearest ``direct`` (68, 2); None when that run finds no face close enough."""
+    width = rgb.shape[1]
+    # Relabelled before the comparison, so that each landmark meets its own; depth maps back unchanged.
+    relabelled = lambda points: to68(points)[MIRROR]  # noqa: E731
+    found = [unmirror(np.asarray(points, np.float64), width) for points in detect(np.ascontiguousarray(rgb[:, ::-1]))]
+    return nearest_landmarks(found, direct, relabelled)
 
 
 def with_depth(rgb: np.ndarray, mesh: np.ndarray, detect: Detector, to68: To68) -> np.ndarray:

@@ -238,17 +238,21 @@ def fit_poses(
     (B, 68) or (68,), ``starts`` (B, 6) or (6,) — (B, 7) or (7,) with ``fit_focal``: the focal's log-ratio to
     ``intrinsics.focal`` as the seventh — or None for the yaw search (every problem from every
     START_YAWS start; the cheapest end wins, the first on a tie); ``precision`` (68,) scales the weights as
-    in :func:`.pose.fit_pose`; ``second`` (68, 2) or (68, 3): a second detector run's points for the same
-    landmarks (the mirrored photo's, :mod:`.landmark_averaging`), fitted as observations of their own with
-    the same weights (the robust loss weighs each run's point on its own, so where the runs disagree the
-    one the rest of the face contradicts yields); the residuals (2D) and robust weights reported are the
-    first run's."""
+    in :func:`.pose.fit_pose` (with ``second``, (68,) for every run or (runs × 68,) run by run);
+    ``second`` (k × 68, 2) or (k × 68, 3): further detector runs' points for the same landmarks, one run
+    under the other (the mirrored photo's, :mod:`.landmark_averaging`; the second network's,
+    :mod:`.second_network`), fitted as observations of their own with the same weights (the robust loss
+    weighs each run's point on its own, so where the runs disagree the one the rest of the face
+    contradicts yields); the residuals (2D) and robust weights reported are the first run's."""
     if second is not None:
         n = np.asarray(model_points).shape[1]
+        runs = 1 + len(second) // n
+        if len(second) % n:
+            raise ValueError(f"second: {len(second)} points are not whole runs of {n}")
         w = np.asarray(weights, dtype=np.float64)
-        fits = fit_poses(np.concatenate([model_points, model_points], axis=1), _stacked(image_points, second),
-                         np.concatenate([w, w], axis=-1), intrinsics, fit_focal=fit_focal, starts=starts,
-                         precision=None if precision is None else np.concatenate([precision, precision]))  # fmt: skip
+        fits = fit_poses(np.concatenate([model_points] * runs, axis=1), _stacked(image_points, second),
+                         np.concatenate([w] * runs, axis=-1), intrinsics, fit_focal=fit_focal, starts=starts,
+                         precision=None if precision is None else _per_run(precision, n, runs))  # fmt: skip
         return [PoseFit(f.pose, f.focal, f.residuals[:n], f.robust_weights[:n], f.cost) for f in fits]
     model = np.asarray(model_points, dtype=np.float64)
     image = np.asarray(image_points, dtype=np.float64)
@@ -285,6 +289,12 @@ def fit_poses(
                 cost=float(costs[j]))
         for i, j in enumerate(best)
     ]  # fmt: skip
+
+
+def _per_run(precision: np.ndarray, n: int, runs: int) -> np.ndarray:
+    """The precision of every run's points: (n,) shared by all runs, or (runs * n,) given per run."""
+    given = np.asarray(precision, dtype=np.float64)
+    return given if len(given) == n * runs else np.tile(given, runs)
 
 
 def _stacked(first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ known, and (d) the robust loss. When the result cannot be trusted the stage says
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from .cover import cover_weights
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance
 from .pose_batch import fit_poses
+from .second_network import SECOND_NETWORK_WEIGHT
 from .trust import plain_eyes, pose_doubt
 
 #: The detector's scatter at the eyes in eye distances (fit calibration on the DEMO head, docs/texture.md).
@@ -71,6 +73,8 @@ class HeadFit:
     weights: np.ndarray | None = None  # (68,) trust of each landmark
     reprojection_px: float | None = None
     warnings: list[dict[str, str]] = field(default_factory=list)
+    detector_runs: int = 1  # detector runs the poses were fitted to (direct, mirrored, the second network's)
+    second_network: bool = False  # the second network's runs among them (fit/second_network.py)
 
     @property
     def trusted(self) -> bool:
@@ -88,6 +92,8 @@ class HeadFit:
             "focal_source": self.focal_source,
             "n_landmarks_used": used,
             "reprojection_px": None if error is None else round(float(error), 3),
+            "detector_runs": self.detector_runs,
+            "second_network": self.second_network,
         }
 
 
@@ -222,6 +228,7 @@ def fit_head(
     reference: int = 0,
     correspondence: Correspondence | None = None,
     mirrored: np.ndarray | None = None,
+    occluded_runs: Callable[[np.ndarray], np.ndarray | None] | None = None,
 ) -> HeadFit:
     """Fit the camera and a pose per expression. ``focal_px``: the focal length when known (EXIF), else
     it is estimated; ``mesh_points`` (478, 2): the detector's dense landmarks
@@ -230,7 +237,10 @@ def fit_head(
     ``correspondence``: the detector-to-68 matrix and landmark precision measured on this model
     (:mod:`.calibration`), else the semantic table with equal precision; ``mirrored`` (68, 2): the
     landmarks of the detector's run on the mirrored photo, in the photo's pixels and labels
-    (:mod:`.landmark_averaging`), fitted beside the direct ones in every pose solve.
+    (:mod:`.landmark_averaging`), fitted beside the direct ones in every pose solve; ``occluded_runs``:
+    asked with the direct run's 68 landmarks only when the photo shows an occluder next to them, the
+    second network's runs ((k × 68, C), :mod:`.second_network`), fitted beside both at
+    SECOND_NETWORK_WEIGHT.
 
     With ``mirrored``, the trust is still decided on the direct run: the fit of the reference expression
     without it must be trusted too, else that untrusted fit is returned (near a profile the second run
@@ -239,9 +249,12 @@ def fit_head(
     found = _evidence(rgb, focal_px, mesh_points, expression_landmarks, correspondence)
     if isinstance(found, HeadFit):
         return found
-    if mirrored is None:
+    observed = found.image if found.depth is None else np.column_stack([found.image, found.depth])
+    extra = occluded_runs(observed) if occluded_runs is not None and found.occluded else None
+    others, precision = _other_runs(found, mirrored, extra)
+    if others is None:
         return _solve(found, expression_landmarks, reference_normals, reference, None)
-    # The photo's evidence is the same with and without the mirrored run: only the solves are repeated.
+    # The photo's evidence is the same with and without the other runs: only the solves are repeated.
     alone = _solve(found, expression_landmarks[reference : reference + 1], reference_normals, 0, None)
     if not alone.trusted:
         return alone
@@ -251,8 +264,28 @@ def fit_head(
         start = alone.expression_poses[0]
         if found.intr.source != "exif":  # the focal is fitted: its log-ratio to the guess as the 7th parameter
             start = np.append(start, np.log(alone.camera[0] / found.intr.focal))
-    both = _solve(found, expression_landmarks, reference_normals, reference, mirrored, start)
-    return both if both.trusted else _solve(found, expression_landmarks, reference_normals, reference, None)
+    both = _solve(found, expression_landmarks, reference_normals, reference, others, start, precision)
+    if not both.trusted:
+        return _solve(found, expression_landmarks, reference_normals, reference, None)
+    both.detector_runs, both.second_network = 1 + len(others) // N_LANDMARKS, extra is not None
+    return both
+
+
+def _other_runs(
+    found: _Evidence, mirrored: np.ndarray | None, extra: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The runs fitted beside the direct one, stacked ((k × 68, C) or None), and the precision of every run's
+    points (None: the evidence's own, shared by all runs): the second network's at SECOND_NETWORK_WEIGHT."""
+    if extra is None:
+        return mirrored, found.precision
+    base = np.ones(N_LANDMARKS) if found.precision is None else found.precision
+    runs = [] if mirrored is None else [np.asarray(mirrored, dtype=np.float64)]
+    runs.append(np.asarray(extra, dtype=np.float64))
+    columns = max(run.shape[1] for run in runs)
+    runs = [run if run.shape[1] == columns else np.column_stack([run, np.full(len(run), np.nan)]) for run in runs]
+    first_network = 1 if mirrored is None else 2  # the direct run, and the mirrored one when there is one
+    precision = np.concatenate([base] * first_network + [SECOND_NETWORK_WEIGHT * base] * (len(extra) // N_LANDMARKS))
+    return np.concatenate(runs), precision
 
 
 @dataclass
@@ -265,6 +298,7 @@ class _Evidence:
     precision: np.ndarray | None
     weights: np.ndarray  # (68,) group prior × visibility
     plain: np.ndarray  # plain_eyes' answer (fit/trust.py)
+    occluded: bool = False  # an occluder the photo shows lies next to some landmark (fit/cover.py)
 
 
 def _evidence(
@@ -291,24 +325,27 @@ def _evidence(
     try:
         skin = face_skin(rgb, points)
         # The landmark's own neighbourhood, then its distance to an occluder the photo shows (fit/cover.py).
-        visibility = landmark_visibility(rgb, points, image, skin) * cover_weights(rgb, points, image, skin)
+        cover = cover_weights(rgb, points, image, skin)
+        visibility = landmark_visibility(rgb, points, image, skin) * cover
         plain = plain_eyes(rgb, points, image, skin)
     except SkinModelError as exc:
         return untrusted(f"the face region shows no usable skin ({exc})", source, landmarks=image)
     weights = group_weights() * visibility
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    return _Evidence(intr, image, depth, precision, weights, plain)
+    return _Evidence(intr, image, depth, precision, weights, plain, bool((cover < 1.0).any()))
 
 
 def _solve(
     found: _Evidence, expression_landmarks: np.ndarray, reference_normals: np.ndarray, reference: int,
-    mirrored: np.ndarray | None, start: np.ndarray | None = None,
+    mirrored: np.ndarray | None, start: np.ndarray | None = None, precision: np.ndarray | None = None,
 ) -> HeadFit:  # fmt: skip
-    """The camera and poses from the photo's evidence, with or without the mirrored run, trusted or not by
-    its own checks alone; ``start``: the pose (6,), or pose and focal log-ratio (7,) when the focal is
-    fitted, to start from instead of the yaw search."""
-    intr, image, precision, plain = found.intr, found.image, found.precision, found.plain
+    """The camera and poses from the photo's evidence, with or without the other runs (``mirrored``: the
+    mirrored run's and the second network's, stacked), trusted or not by its own checks alone; ``start``:
+    the pose (6,), or pose and focal log-ratio (7,) when the focal is fitted, to start from instead of the
+    yaw search; ``precision``: every run's (:func:`_other_runs`), else the evidence's."""
+    intr, image, plain = found.intr, found.image, found.plain
+    precision = found.precision if precision is None else precision
     # The solves see the depth beside the 2D points (pose_batch); everything else reads the 2D points.
     seen = image if found.depth is None else np.column_stack([image, found.depth])
     source, fit_focal = intr.source, intr.source != "exif"

@@ -16,6 +16,7 @@ from ..render import vertex_normals
 from .calibration import Correspondence
 from .camera import exif_focal_pixels
 from .landmark_averaging import Detector, mirrored_landmarks, with_depth
+from .second_network import SecondNetwork, second_network_runs
 from .stage import HeadFit, fit_head, to_68, untrusted
 
 
@@ -69,6 +70,7 @@ def fit_photo(
     mode: ExpressionOrder,
     correspondence: Correspondence | None = None,
     detect: Detector | None = None,
+    second_network: SecondNetwork | None = None,
 ) -> PhotoFit:
     """Fit the camera and a pose per expression (given in the order they were decoded, the most typical
     first), then choose the display order: ``mode`` "best_fit" sorts by the visible-landmark error;
@@ -77,7 +79,9 @@ def fit_photo(
     mirrored photo for a second observation of the landmarks (:mod:`.landmark_averaging`; None: the
     detection's run alone); a detector that gives depth ((478, 3) points) keeps it on the mirrored run's
     points, the direct run's comes with the detection (``landmark_depth``; else from one more run on the
-    photo, :func:`.landmark_averaging.with_depth`), and the pose solves weigh it (:mod:`.pose_batch`).
+    photo, :func:`.landmark_averaging.with_depth`), and the pose solves weigh it (:mod:`.pose_batch`);
+    ``second_network``: where the photo shows an occluder next to the landmarks, that network's runs on the
+    photo and its mirror are fitted too (:mod:`.second_network`; only with ``detect``).
     Never raises for a photo the fit cannot use: it says why."""
     m = len(expression_vertices)
     keep = np.arange(m)
@@ -96,8 +100,11 @@ def fit_photo(
             else:
                 mesh = with_depth(image.rgb, mesh, detect, to68)
             mirrored = mirrored_landmarks(image.rgb, to68(mesh), detect, to68)
-        fit = fit_head(image.rgb, focal, mesh, np.asarray(expression_landmarks, np.float64),
-                       normals, correspondence=correspondence, mirrored=mirrored)  # fmt: skip
+        occluded_runs = None
+        if detect is not None and second_network is not None:
+            occluded_runs = lambda direct: second_network_runs(image.rgb, direct, second_network)  # noqa: E731
+        fit = fit_head(image.rgb, focal, mesh, np.asarray(expression_landmarks, np.float64), normals,
+                       correspondence=correspondence, mirrored=mirrored, occluded_runs=occluded_runs)  # fmt: skip
     warnings = list(fit.warnings)
     if mode != "best_fit":
         return PhotoFit(keep, mode, fit, warnings)

@@ -31,8 +31,9 @@ def _mediapipe() -> Any:
     return mp
 
 
-#: Number of face mesh landmarks with the iris refinement.
+#: Number of face mesh landmarks with the iris refinement, and of the plain network's (no irises).
 N_MESH_LANDMARKS = 478
+N_PLAIN_MESH_LANDMARKS = 468
 #: Face mesh indices of the five ArcFace points, in the template order (the subject's right eye first,
 #: which is the image-left eye of an upright photo). The nose tip index 4 was chosen by measurement
 #: against the ArcFace template (docs/preprocessing.md): index 1 sits 11 % of the eye distance lower.
@@ -71,6 +72,7 @@ class MediaPipeFaces:
         self.mesh_confidence = mesh_confidence
         self.detector_confidence = detector_confidence
         self._mesh: Any = None
+        self._plain_mesh: Any = None
         self._detectors: dict[str, Any] = {}
 
     def face_mesh(self, rgb: np.ndarray, *, depth: bool = False) -> list[np.ndarray]:
@@ -78,24 +80,25 @@ class MediaPipeFaces:
         ``depth``, (478, 3): the third column is the mesh's relative depth in pixels (MediaPipe's ``z``
         shares x's normalised scale, so it is multiplied by the width; smaller is nearer the camera)."""
         if self._mesh is None:
-            mp = _mediapipe()
+            self._mesh = self._mesh_graph(refine=True)
+        return _mesh_points(self._mesh, rgb, depth, N_MESH_LANDMARKS)
 
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True,
-                max_num_faces=self.max_faces,
-                refine_landmarks=True,
-                min_detection_confidence=self.mesh_confidence,
-            )
-        height, width = rgb.shape[:2]
-        result = self._mesh.process(_contiguous_rgb(rgb))
-        faces = []
-        for face in result.multi_face_landmarks or ():
-            points = np.array([(lm.x * width, lm.y * height, lm.z * width) for lm in face.landmark], dtype=np.float64)
-            if not depth:
-                points = points[:, :2]
-            if points.shape == (N_MESH_LANDMARKS, 3 if depth else 2) and np.all(np.isfinite(points)):
-                faces.append(points)
-        return faces
+    def plain_face_mesh(self, rgb: np.ndarray, *, depth: bool = False) -> list[np.ndarray]:
+        """:meth:`face_mesh` by the wheel's other landmark network, the one without the attention
+        refinement of eyes and lips (``face_landmark.tflite``): (468, 2) or (468, 3) points, no irises.
+        A second opinion with its own habits (fit/second_network.py)."""
+        if self._plain_mesh is None:
+            self._plain_mesh = self._mesh_graph(refine=False)
+        return _mesh_points(self._plain_mesh, rgb, depth, N_PLAIN_MESH_LANDMARKS)
+
+    def _mesh_graph(self, *, refine: bool) -> Any:
+        mp = _mediapipe()
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True,
+            max_num_faces=self.max_faces,
+            refine_landmarks=refine,
+            min_detection_confidence=self.mesh_confidence,
+        )
 
     def face_detector(self, rgb: np.ndarray, model: str) -> list[DetectorFace]:
         """All faces the face detector (``model`` "short" or "full" range) finds in ``rgb``."""
@@ -131,10 +134,10 @@ class MediaPipeFaces:
 
     def close(self) -> None:
         """Free the graphs (they are rebuilt on the next call)."""
-        for graph in [self._mesh, *self._detectors.values()]:
+        for graph in [self._mesh, self._plain_mesh, *self._detectors.values()]:
             if graph is not None:
                 graph.close()
-        self._mesh = None
+        self._mesh = self._plain_mesh = None
         self._detectors = {}
 
 
@@ -142,3 +145,17 @@ def _contiguous_rgb(rgb: np.ndarray) -> np.ndarray:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
     return np.ascontiguousarray(rgb)
+
+
+def _mesh_points(graph: Any, rgb: np.ndarray, depth: bool, n_points: int) -> list[np.ndarray]:
+    """Every face a face mesh ``graph`` finds in ``rgb``: (n_points, 2 or 3) arrays in its pixels."""
+    height, width = rgb.shape[:2]
+    result = graph.process(_contiguous_rgb(rgb))
+    faces = []
+    for face in result.multi_face_landmarks or ():
+        points = np.array([(lm.x * width, lm.y * height, lm.z * width) for lm in face.landmark], dtype=np.float64)
+        if not depth:
+            points = points[:, :2]
+        if points.shape == (n_points, 3 if depth else 2) and np.all(np.isfinite(points)):
+            faces.append(points)
+    return faces

@@ -30,7 +30,10 @@ def test_the_fit_line_gives_pose_distance_and_focal() -> None:
     line = fit_line(meta, pose, np.array([960.0, 320.0, 240.0]))
     assert line.startswith("pitch +5.0°, yaw -20.0°, roll +2.0°")
     assert "1.50 m away" in line and "focal 960 px = 1.50 × the longer side (exif)" in line
-    assert "57 landmarks, median miss 2.1 px" in line
+    assert "57 landmarks, median miss 2.1 px" in line and "second network" not in line
+    meta["fit"] |= {"detector_runs": 4, "second_network": True}
+    occluded = fit_line(meta, pose, np.array([960.0, 320.0, 240.0]))
+    assert occluded.endswith("median miss 2.1 px over 4 detector runs (an occluder: the second network's too)")
 
 
 def test_no_fit_says_why_and_what_the_import_does() -> None:

@@ -34,3 +34,12 @@ def correspondence(head: FlameModelData, faces: MediaPipeFaces) -> Correspondenc
     assert found is not None, "the detector did not find the model's own calibration renders"
     np.testing.assert_allclose(found.matrix.sum(axis=1), 1.0, atol=1e-9)
     return found
+
+
+@pytest.fixture(scope="package")
+def plain_correspondence(head: FlameModelData, faces: MediaPipeFaces) -> Correspondence:
+    """The second face mesh network's correspondence on the head (fit/second_network.py)."""
+    found = calibrate_correspondence(head, faces.plain_face_mesh)
+    assert found is not None, "the plain face mesh did not find the model's own calibration renders"
+    assert found.matrix.shape == (68, 468)
+    return found

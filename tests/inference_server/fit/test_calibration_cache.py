@@ -7,9 +7,11 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from inference_server.fit.calibration import RANDOM_VIEWS, VIEWS, Correspondence, calibrate_correspondence
 from inference_server.fit.calibration_cache import (
+    DETECTORS,
     FOLDER,
     PACKAGED,
     cached_correspondence,
@@ -95,22 +97,35 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_the_measurement(head: 
     assert detector.calls == RENDERS
 
 
-def test_the_demo_heads_calibration_ships_with_the_worker(faces: MediaPipeFaces, tmp_path: Path) -> None:
-    """The DEMO head as the worker loads it finds its calibration in the package: an empty user cache, and
-    no detection at all. When this fails after a change to the calibration, the landmark table, the renderer,
-    the camera or the DEMO head, regenerate it: `python -m inference_server.fit.calibration_cache`."""
+@pytest.mark.parametrize("network", DETECTORS)
+def test_the_demo_heads_calibration_ships_with_the_worker(network: str, faces: MediaPipeFaces, tmp_path: Path) -> None:
+    """The DEMO head as the worker loads it finds its calibration for each face mesh network in the package:
+    an empty user cache, and no detection at all. When this fails after a change to the calibration, the
+    landmark table, the renderer, the camera or the DEMO head, regenerate them:
+    `python -m inference_server.fit.calibration_cache`."""
     from inference_server.assets_config import resolve_assets
     from inference_server.model_bundle import load_model_bundle
 
     flame = load_model_bundle(resolve_assets({})).flame
-    assert (PACKAGED / f"{calibration_key(flame)}.npz").is_file(), "stale packaged calibration: regenerate it"
+    path = PACKAGED / f"{calibration_key(flame, network)}.npz"
+    assert path.is_file(), "stale packaged calibration: regenerate it"
     detector = CountingDetector()  # would find nothing: a measurement would give None
-    shipped = cached_correspondence(flame, detector, tmp_path)
+    shipped = cached_correspondence(flame, detector, tmp_path, network)
     assert detector.calls == 0 and shipped is not None
     assert not (tmp_path / FOLDER).exists()  # read from the package, nothing written to the user cache
     # The numbers the measurement gives on this head now (the worker's DEMO head, which is not the
-    # fixture's array-for-array: it comes through the FLAME file layout).
-    measured = calibrate_correspondence(flame, faces.face_mesh)
+    # fixture's array-for-array: it comes through the FLAME file layout), for that network's points.
+    measured = calibrate_correspondence(flame, getattr(faces, network))
     assert measured is not None
+    assert shipped.matrix.shape == measured.matrix.shape == (68, 478 if network == "face_mesh" else 468)
     np.testing.assert_allclose(shipped.matrix, measured.matrix, atol=1e-6)
     np.testing.assert_allclose(shipped.precision, measured.precision, atol=1e-6)
+
+
+def test_each_network_has_its_own_key(head: FlameModelData) -> None:
+    """The refined network's key is the one it had before a second network existed (the shipped file keeps
+    its name); the plain network's differs; an unknown name is refused."""
+    refined, plain = (calibration_key(head, name) for name in DETECTORS)
+    assert refined == calibration_key(head) and plain != refined
+    with pytest.raises(ValueError, match="unknown detector"):
+        calibration_key(head, "face_mesh_v2")

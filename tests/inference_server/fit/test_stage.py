@@ -3,6 +3,8 @@ cases where the fit must say it cannot be trusted."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from inference_server.fit.camera import project, rotation_angle_deg, rotation_ma
 from inference_server.fit.landmark_averaging import mirrored_landmarks
 from inference_server.fit.landmarks68 import GROUPS, correspondence_matrix, landmarks68_from_mesh
 from inference_server.fit.pose import eye_distance
+from inference_server.fit.second_network import SecondNetwork, second_network_runs
 from inference_server.fit.stage import fit_head, to_68
 from inference_server.fit.synthetic import ground_truth_texture, render_case
 from inference_server.flame.layer import FlameLayer
@@ -35,15 +38,16 @@ def test_without_dense_landmarks_the_fit_is_untrusted_and_says_why(head: FlameMo
 
 def _pose_errors(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence, seed: int,
-    occluder: str | None = None,
-) -> tuple[list[float], list[float]]:  # fmt: skip
+    occluder: str | None = None, second: SecondNetwork | None = None,
+) -> tuple[list[float], list[float], int]:  # fmt: skip
     """Rotation error (°) and median reprojection of the visible landmarks (eye distances, against the
     true projection) of the fit on 10 renders drawn from ``seed``, as the worker fits a photo: with the
-    face mesh's run on the mirrored photo beside the direct one (fit/landmark_averaging.py), and both runs'
-    relative depth in the pose solves (fit/pose_batch.py)."""
+    face mesh's run on the mirrored photo beside the direct one (fit/landmark_averaging.py), both runs'
+    relative depth in the pose solves (fit/pose_batch.py) and, where the photo shows an occluder, the
+    ``second`` network's runs (fit/second_network.py); and how many fits used those."""
     texture = ground_truth_texture(head)
     rng = np.random.default_rng(seed)
-    rotation, reprojection = [], []
+    rotation, reprojection, with_second = [], [], 0
     for _ in range(10):
         case = render_case(head, layer, texture, rng, occluder=occluder)
         found = faces.face_mesh(case.image, depth=True)
@@ -52,9 +56,11 @@ def _pose_errors(
         to68 = lambda points: to_68(points, correspondence)  # noqa: E731
         detect = lambda rgb: faces.face_mesh(rgb, depth=True)  # noqa: E731
         mirrored = mirrored_landmarks(case.image, to68(found[0]), detect, to68)
+        runs = None if second is None else partial(second_network_runs, case.image, network=second)
         fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
-                       correspondence=correspondence, mirrored=mirrored)  # fmt: skip
+                       correspondence=correspondence, mirrored=mirrored, occluded_runs=runs)  # fmt: skip
         assert fit.trusted, fit.reason
+        with_second += fit.second_network
         assert fit.expression_poses is not None and fit.camera is not None
         pose = fit.expression_poses[0]
         rotation.append(rotation_angle_deg(rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3])))
@@ -63,12 +69,18 @@ def _pose_errors(
         seen = fit.weights is not None and fit.weights >= 0.5
         reprojection.append(float(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth)))
     assert len(rotation) >= 8
-    return rotation, reprojection
+    return rotation, reprojection, with_second
+
+
+@pytest.fixture(scope="module")
+def second(faces: MediaPipeFaces, plain_correspondence: Correspondence) -> SecondNetwork:
+    return SecondNetwork(partial(faces.plain_face_mesh, depth=True), lambda: plain_correspondence)
 
 
 def test_pose_from_the_detector_on_synthetic_renders(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
-) -> None:
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
+    second: SecondNetwork,
+) -> None:  # fmt: skip
     """Through the real detector on the DEMO head, with the correspondence and landmark precision measured
     on the model (renders disjoint from these: fit/calibration.py draws its own heads from a fixed seed).
     Measured on these 10 renders: median rotation error 1.99°, reprojection of the visible landmarks
@@ -76,24 +88,28 @@ def test_pose_from_the_detector_on_synthetic_renders(
     2.90°, 1.33 % with the direct detector run alone; mean-head calibration without precision: 2.95°,
     1.43 %). Issue 17 asks for ≤ 3° and ≤ 2 %; MediaPipe's points on this stand-in head scatter by 2.5-7 %
     of the eye distance from render to render, so the margin is that of the median."""
-    rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=3)
+    rotation, reprojection, with_second = _pose_errors(head, layer, faces, correspondence, seed=3, second=second)
+    assert with_second == 0  # no occluder: the second network is never asked
     assert np.median(rotation) <= 3.0, rotation
     assert np.median(reprojection) <= 0.02, reprojection
 
 
 def test_pose_with_a_bar_over_the_mouth(
-    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
-) -> None:
-    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 3.03°, 1.91 %
-    with both runs' relative depth in the solves (fit/pose_batch.py, docs/texture.md "Depth from the face
-    mesh"); 3.18°, 1.93 % without the depth, with the mirrored photo's detector run fitted beside the
-    direct one (fit/landmark_averaging.py); 3.26°, 1.96 % without that either; 3.88°, 2.42 % without the
-    down-weighting of the landmarks next to the occluder the photo shows (fit/cover.py). The detector's
-    whole mesh bends around the bar (nostrils drawn 5-8 % of the eye distance too high, the chin far more,
-    docs/texture.md). Issue 17's 2 % is met here; its 3° is met on the 40-render dev and held-out sets
-    (2.48°, 2.85°) and missed by 0.03° on these 10 renders: the bound guards the measured level."""
-    rotation, reprojection = _pose_errors(head, layer, faces, correspondence, seed=5, occluder="mouth")
-    assert np.median(rotation) <= 3.1, rotation
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
+    second: SecondNetwork,
+) -> None:  # fmt: skip
+    """The same with a strongly coloured bar over the mouth. Measured on these 10 renders: 2.87°, 1.67 %
+    with the second face mesh network's runs fitted too (every render shows the bar; fit/second_network.py,
+    docs/texture.md "A second network under an occluder"); 3.03°, 1.91 % without them, with both runs'
+    relative depth in the solves (fit/pose_batch.py); 3.18°, 1.93 % without the depth, with the mirrored
+    photo's detector run fitted beside the direct one (fit/landmark_averaging.py); 3.26°, 1.96 % without
+    that either; 3.88°, 2.42 % without the down-weighting of the landmarks next to the occluder the photo
+    shows (fit/cover.py). The detector's whole mesh bends around the bar (nostrils drawn 5-8 % of the eye
+    distance too high, the chin far more, docs/texture.md). Issue 17's bounds, 3° and 2 %."""
+    rotation, reprojection, with_second = _pose_errors(head, layer, faces, correspondence, seed=5,
+                                                       occluder="mouth", second=second)  # fmt: skip
+    assert with_second == len(rotation)
+    assert np.median(rotation) <= 3.0, rotation
     assert np.median(reprojection) <= 0.02, reprojection
 
 

@@ -1,0 +1,98 @@
+"""The second face mesh network under an occluder (fit/second_network.py; docs/texture.md, "A second network
+under an occluder"). Each render of the fit's sets is fitted as the worker fits a photo (the direct run with
+its depth, the mirrored run), without the second network (before) and with it (after: where the photo shows
+an occluder, the plain face mesh's runs on the photo and its mirror are fitted too, at
+``SECOND_NETWORK_WEIGHT`` or at each ``--weights``). Prints per set the median rotation error, the median
+reprojection of the visible landmarks (% of the eye distance, against the true projection), the median
+|pitch| / |yaw| errors and how many fits used the second network; then the fit stage's time per photo on the
+first set's renders (the face mesh runs it makes and the fit of 20 expressions), before and after, alternated.
+
+Run: ``.venv/bin/python benchmarks/fit_second_network.py [--sets "bar 25000,bar 26000"] [--weights 0.5,1]``
+(~8 minutes for the default sets on 2 free cores, ~6 more for the two sets of 80).
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from typing import Any
+
+import numpy as np
+from fit_depth import Row, render_set
+from fit_extra_points import demo_fit_tools
+from fit_landmark_averaging import DEFAULT_SETS, SETS, alternated_ms, pose_errors
+
+from inference_server.fit import stage
+from inference_server.fit.calibration import Correspondence, calibrate_correspondence
+from inference_server.fit.landmark_averaging import mirrored_landmarks
+from inference_server.fit.second_network import SECOND_NETWORK_WEIGHT, SecondNetwork, second_network_runs
+
+
+def fit(row: Row, corr: Correspondence, network: SecondNetwork | None) -> stage.HeadFit:
+    case, _, mirrored, mesh = row
+    runs = None if network is None else partial(second_network_runs, case.image, network=network)
+    return stage.fit_head(case.image, None, mesh, case.landmarks[None], case.landmark_normals,
+                          correspondence=corr, mirrored=mirrored, occluded_runs=runs)  # fmt: skip
+
+
+def evaluate(rows: list[Row], corr: Correspondence, network: SecondNetwork | None) -> str:
+    rotation, reprojection, pitch, yaw, second = [], [], [], [], 0
+    for row in rows:
+        found = fit(row, corr, network)
+        errors = pose_errors(found, row[0])
+        if errors is None:
+            continue
+        second += found.second_network
+        rotation.append(errors[0])
+        pitch.append(abs(errors[1]))
+        yaw.append(abs(errors[2]))
+        reprojection.append(errors[3])
+    return (f"{np.median(rotation):.2f}°, {100 * np.median(reprojection):.2f} % ({len(rotation)}/{len(rows)} "
+            f"trusted, {second} with the second network; |pitch| {np.median(pitch):.2f}°, "
+            f"|yaw| {np.median(yaw):.2f}°)")  # fmt: skip
+
+
+def fit_cost(tools: dict[str, Any], rows: list[Row], corr: Correspondence, network: SecondNetwork,
+             rounds: int) -> None:  # fmt: skip
+    """ms per photo of fit/step.py's work for 20 expressions (the mirrored face mesh run, the second
+    network's runs where asked, the fit), before and after alternated, median of ``rounds``."""
+    to68 = lambda points: stage.to_68(points, corr)  # noqa: E731
+    detect = lambda rgb: tools["faces"].face_mesh(rgb, depth=True)  # noqa: E731
+
+    def one(after: bool, i: int) -> None:
+        case, _, _, mesh = rows[i]
+        mirrored = mirrored_landmarks(case.image, to68(mesh), detect, to68)
+        runs = partial(second_network_runs, case.image, network=network) if after else None
+        stage.fit_head(case.image, None, mesh, np.repeat(case.landmarks[None], 20, axis=0), case.landmark_normals,
+                       correspondence=corr, mirrored=mirrored, occluded_runs=runs)  # fmt: skip
+
+    before, after = alternated_ms(one, len(rows[:8]), rounds)
+    print(
+        f"fit stage, 20 expressions, median of {rounds} alternated rounds: without the second network "
+        f"{before:.0f} ms, with it {after:.0f} ms per photo (x{after / before:.2f})",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--renders", type=int, default=40)
+    parser.add_argument("--sets", default=DEFAULT_SETS, help=f"comma-separated, of {', '.join(SETS)}")
+    parser.add_argument("--weights", default=str(SECOND_NETWORK_WEIGHT), help="comma-separated weights to try")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (0: no timing)")
+    args = parser.parse_args()
+    tools, corr = demo_fit_tools()
+    plain = calibrate_correspondence(tools["head"], tools["faces"].plain_face_mesh)
+    network = SecondNetwork(partial(tools["faces"].plain_face_mesh, depth=True), lambda: plain)
+    for i, name in enumerate(args.sets.split(",")):
+        rows = render_set(name, args.renders, tools, corr)
+        if i == 0 and args.rounds:
+            fit_cost(tools, rows, corr, network, args.rounds)
+        print(f"{name:16s} without      {evaluate(rows, corr, None)}", flush=True)
+        for weight in (float(w) for w in args.weights.split(",")):
+            stage.SECOND_NETWORK_WEIGHT = weight
+            print(f"{name:16s} with, w={weight:<4g} {evaluate(rows, corr, network)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
