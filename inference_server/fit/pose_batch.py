@@ -299,7 +299,13 @@ def _per_run(precision: np.ndarray, n: int, runs: int) -> np.ndarray:
 
 def _stacked(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Both runs' points one under the other; when only one run has depth, the other's is NaN (none)."""
-    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
-    if a.shape[1] != b.shape[1]:
-        a, b = (np.column_stack([p, np.full(len(p), np.nan)]) if p.shape[1] == 2 else p for p in (a, b))
-    return np.concatenate([a, b])
+    return stacked_runs([first, second])
+
+
+def stacked_runs(runs: list[np.ndarray]) -> np.ndarray:
+    """Detector runs' points (n_i, 2) or (n_i, 3) one under the other; where some runs have depth and others
+    not, those get a NaN depth (none: no depth residual for their points)."""
+    arrays = [np.asarray(run, dtype=np.float64) for run in runs]
+    columns = max(a.shape[1] for a in arrays)
+    return np.concatenate([a if a.shape[1] == columns else np.column_stack([a, np.full(len(a), np.nan)])
+                           for a in arrays])  # fmt: skip

@@ -24,6 +24,7 @@ import numpy as np
 
 from .calibration import Correspondence
 from .landmark_averaging import Detector, mirrored_landmarks, nearest_landmarks
+from .pose_batch import stacked_runs
 
 #: Weight of the second network's points relative to the first network's, per landmark (it scales the
 #: precision). Chosen on the dev renders with a bar over the mouth (seeds 21000+): 1.0 gave 2.37°,
@@ -53,14 +54,4 @@ def second_network_runs(rgb: np.ndarray, direct: np.ndarray, network: SecondNetw
     detect = lambda image: [m for m in network.detect(image) if len(m) == matrix.shape[1]]  # noqa: E731
     runs = [nearest_landmarks(detect(rgb), direct, to68), mirrored_landmarks(rgb, direct, detect, to68)]
     found = [run for run in runs if run is not None]
-    if not found:
-        return None
-    columns = max(run.shape[1] for run in found)
-    return np.concatenate([_padded(run, columns) for run in found])
-
-
-def _padded(points: np.ndarray, columns: int) -> np.ndarray:
-    """``points`` with a NaN depth column (no depth) when the others have one."""
-    if points.shape[1] == columns:
-        return points
-    return np.column_stack([points, np.full(len(points), np.nan)])
+    return stacked_runs(found) if found else None

@@ -24,7 +24,7 @@ from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
 from .cover import cover_weights
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance
-from .pose_batch import fit_poses
+from .pose_batch import fit_poses, stacked_runs
 from .second_network import SECOND_NETWORK_WEIGHT
 from .trust import plain_eyes, pose_doubt
 
@@ -229,6 +229,7 @@ def fit_head(
     correspondence: Correspondence | None = None,
     mirrored: np.ndarray | None = None,
     occluded_runs: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    occluder_seen: bool = False,
 ) -> HeadFit:
     """Fit the camera and a pose per expression. ``focal_px``: the focal length when known (EXIF), else
     it is estimated; ``mesh_points`` (478, 2): the detector's dense landmarks
@@ -238,9 +239,10 @@ def fit_head(
     (:mod:`.calibration`), else the semantic table with equal precision; ``mirrored`` (68, 2): the
     landmarks of the detector's run on the mirrored photo, in the photo's pixels and labels
     (:mod:`.landmark_averaging`), fitted beside the direct ones in every pose solve; ``occluded_runs``:
-    asked with the direct run's 68 landmarks only when the photo shows an occluder next to them, the
-    second network's runs ((k × 68, C), :mod:`.second_network`), fitted beside both at
-    SECOND_NETWORK_WEIGHT.
+    asked with the direct run's 68 landmarks only when the photo shows an occluder next to them (an
+    occluder blob, :mod:`.cover`, or ``occluder_seen``: the detection's own evidence, a hand or a mask on
+    its five points, :mod:`..preprocess.occlusion`), the second network's runs ((k × 68, C),
+    :mod:`.second_network`), fitted beside both at SECOND_NETWORK_WEIGHT.
 
     With ``mirrored``, the trust is still decided on the direct run: the fit of the reference expression
     without it must be trusted too, else that untrusted fit is returned (near a profile the second run
@@ -250,7 +252,8 @@ def fit_head(
     if isinstance(found, HeadFit):
         return found
     observed = found.image if found.depth is None else np.column_stack([found.image, found.depth])
-    extra = occluded_runs(observed) if occluded_runs is not None and found.occluded else None
+    occluded = found.occluded or occluder_seen
+    extra = occluded_runs(observed) if occluded_runs is not None and occluded else None
     others, precision = _other_runs(found, mirrored, extra)
     if others is None:
         return _solve(found, expression_landmarks, reference_normals, reference, None)
@@ -279,13 +282,9 @@ def _other_runs(
     if extra is None:
         return mirrored, found.precision
     base = np.ones(N_LANDMARKS) if found.precision is None else found.precision
-    runs = [] if mirrored is None else [np.asarray(mirrored, dtype=np.float64)]
-    runs.append(np.asarray(extra, dtype=np.float64))
-    columns = max(run.shape[1] for run in runs)
-    runs = [run if run.shape[1] == columns else np.column_stack([run, np.full(len(run), np.nan)]) for run in runs]
     first_network = 1 if mirrored is None else 2  # the direct run, and the mirrored one when there is one
     precision = np.concatenate([base] * first_network + [SECOND_NETWORK_WEIGHT * base] * (len(extra) // N_LANDMARKS))
-    return np.concatenate(runs), precision
+    return stacked_runs([extra] if mirrored is None else [mirrored, extra]), precision
 
 
 @dataclass

@@ -80,8 +80,9 @@ def fit_photo(
     detection's run alone); a detector that gives depth ((478, 3) points) keeps it on the mirrored run's
     points, the direct run's comes with the detection (``landmark_depth``; else from one more run on the
     photo, :func:`.landmark_averaging.with_depth`), and the pose solves weigh it (:mod:`.pose_batch`);
-    ``second_network``: where the photo shows an occluder next to the landmarks, that network's runs on the
-    photo and its mirror are fitted too (:mod:`.second_network`; only with ``detect``).
+    ``second_network``: where the photo shows an occluder next to the landmarks (an occluder blob, or the
+    detection's ``occluded_points``: a hand, a mask), that network's runs on the photo and its mirror are
+    fitted too (:mod:`.second_network`; only with ``detect``).
     Never raises for a photo the fit cannot use: it says why."""
     m = len(expression_vertices)
     keep = np.arange(m)
@@ -104,7 +105,8 @@ def fit_photo(
         if detect is not None and second_network is not None:
             occluded_runs = lambda direct: second_network_runs(image.rgb, direct, second_network)  # noqa: E731
         fit = fit_head(image.rgb, focal, mesh, np.asarray(expression_landmarks, np.float64), normals,
-                       correspondence=correspondence, mirrored=mirrored, occluded_runs=occluded_runs)  # fmt: skip
+                       correspondence=correspondence, mirrored=mirrored, occluded_runs=occluded_runs,
+                       occluder_seen=bool(detection.occluded_points))  # fmt: skip
     warnings = list(fit.warnings)
     if mode != "best_fit":
         return PhotoFit(keep, mode, fit, warnings)
