@@ -3,6 +3,8 @@ in the add-on's wording, and a missing fit said as such."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -25,14 +27,15 @@ def test_identities_read_by_rank_and_relative_score() -> None:
 
 def test_the_fit_line_gives_pose_distance_and_focal() -> None:
     pose = np.concatenate([axis_angle(euler_rotation(np.radians([5.0, -20.0, 2.0]))), [0.0, 0.0, -1.5]])
-    meta = {"fit": {"status": "ok", "focal_source": "exif", "n_landmarks_used": 57, "reprojection_px": 2.108},
-            "image": {"width": 640, "height": 480}}  # fmt: skip
+    fit: dict[str, Any] = {"status": "ok", "focal_source": "exif", "n_landmarks_used": 57, "reprojection_px": 2.108}
+    meta = {"fit": fit, "image": {"width": 640, "height": 480}}
     line = fit_line(meta, pose, np.array([960.0, 320.0, 240.0]))
     assert line.startswith("pitch +5.0°, yaw -20.0°, roll +2.0°")
     assert "1.50 m away" in line and "focal 960 px = 1.50 × the longer side (exif)" in line
     assert "57 landmarks, median miss 2.1 px" in line and "second network" not in line
-    meta["fit"] |= {"detector_runs": 4, "second_network": True}
-    occluded = fit_line(meta, pose, np.array([960.0, 320.0, 240.0]))
+    occluded = fit_line(
+        {**meta, "fit": {**fit, "detector_runs": 4, "second_network": True}}, pose, np.array([960.0, 320.0, 240.0])
+    )
     assert occluded.endswith("median miss 2.1 px over 4 detector runs (an occluder: the second network's too)")
 
 
