@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,20 +30,27 @@ from inference_server.fit.calibration import Correspondence, calibrate_correspon
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmark_averaging import mirrored_landmarks
 from inference_server.fit.pose import eye_distance
+from inference_server.fit.second_network import SecondNetwork, second_network_runs
 from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case, with_training_occluder
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
-from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
+from inference_server.preprocess.mediapipe_faces import MESH_POINTS5, MediaPipeFaces
+from inference_server.preprocess.occlusion import occluded_points
 from inference_server.texture import bake
 from inference_server.texture.stage import TextureInputs, make_texture
 
 
 def _fit(
-    case: SyntheticCase, mesh: np.ndarray, correspondence: Correspondence, mirrored: np.ndarray | None
-) -> tuple[bool, float, float]:
-    """(ok, rotation error °, median reprojection of the visible landmarks / eye distance)."""
+    case: SyntheticCase, mesh: np.ndarray, correspondence: Correspondence, mirrored: np.ndarray | None,
+    second: SecondNetwork | None,
+) -> tuple[bool, float, float]:  # fmt: skip
+    """(ok, rotation error °, median reprojection of the visible landmarks / eye distance); ``second``: the
+    second network where the photo shows an occluder, asked as fit/step.py asks it."""
+    runs = None if second is None else partial(second_network_runs, case.image, network=second)
+    covered = second is not None and bool(occluded_points(case.image, mesh[list(MESH_POINTS5), :2]))
     fit = stage.fit_head(case.image, None, mesh, case.landmarks[None], case.landmark_normals,
-                         correspondence=correspondence, mirrored=mirrored)  # fmt: skip
+                         correspondence=correspondence, mirrored=mirrored, occluded_runs=runs,
+                         occluder_seen=covered)  # fmt: skip
     if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.weights is None:
         return False, float("nan"), float("nan")
     pose = fit.expression_poses[0]
@@ -55,9 +63,13 @@ def _fit(
 
 def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, faces: MediaPipeFaces,
               occluder: str | None, seeds: int, max_yaw: int, wrong: float, mirror: bool = True,
-              depth: bool = True) -> None:  # fmt: skip
+              depth: bool = True, second_network: bool = True) -> None:  # fmt: skip
     correspondence = calibrate_correspondence(head, faces.face_mesh)
     assert correspondence is not None
+    second = None
+    if second_network:
+        plain = calibrate_correspondence(head, faces.plain_face_mesh)
+        second = SecondNetwork(partial(faces.plain_face_mesh, depth=True), lambda: plain)
     rows: list[tuple[tuple[bool, float, float], tuple[bool, float, float]]] = []
     for seed in range(seeds):
         rng = np.random.default_rng(1000 + seed)
@@ -74,10 +86,10 @@ def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, face
             doubt = stage.pose_doubt
             stage.pose_doubt = lambda *args: ""
             try:
-                off = _fit(case, found[0], correspondence, mirrored)
+                off = _fit(case, found[0], correspondence, mirrored, second)
             finally:
                 stage.pose_doubt = doubt
-            rows.append((off, _fit(case, found[0], correspondence, mirrored)))
+            rows.append((off, _fit(case, found[0], correspondence, mirrored, second)))
     n = len(rows)
     for label, k in (("without the checks", 0), ("with the checks", 1)):
         ok = [r[k] for r in rows if r[k][0]]
@@ -138,6 +150,11 @@ def main() -> None:
     parser.add_argument("--texture-cases", type=int, default=4)
     parser.add_argument("--no-mirror", action="store_true", help="the direct run alone (before the mirrored run)")
     parser.add_argument("--no-depth", action="store_true", help="without the face mesh's depth (before stop 27)")
+    parser.add_argument(
+        "--no-second-network",
+        action="store_true",
+        help="without the second face mesh network under an occluder (before stop 32)",
+    )
     args = parser.parse_args()
     head = generate_demo_head()
     layer = FlameLayer(head, dtype=torch.float64)
@@ -146,7 +163,7 @@ def main() -> None:
     for occluder, seeds, max_yaw in ((None, args.seeds, 90), ("mouth", 2, 60), ("eyes", 2, 60)):
         print(f"fit, {occluder or 'clean'} renders, yaw ±{max_yaw}°, {seeds} per 5°:")
         fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong, mirror=not args.no_mirror,
-                  depth=not args.no_depth)  # fmt: skip
+                  depth=not args.no_depth, second_network=not args.no_second_network)  # fmt: skip
     if args.texture_cases > 0:  # the texture part does not depend on the fit (true pose)
         print(f"texture, {args.texture_cases} renders per occluder, true pose:")
         texture_leaks(head, layer, texture, args.texture_cases)

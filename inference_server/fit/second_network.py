@@ -10,9 +10,11 @@ measured for that network on the model (:func:`.calibration.calibrate_correspond
 first's), are fitted as further observations of the 68 landmarks at half the weight of the first
 network's (docs/texture.md, "A second network under an occluder").
 
-Only photos where :mod:`.cover` finds an occluder ask for them: on a clean face the refined network is the
-more precise one and the second's points cost accuracy (dev clean renders 1.52° → 1.98°), so a clean
-photo is fitted as before and pays nothing.
+Only photos that show an occluder next to the landmarks ask for them (an occluder blob, :mod:`.cover`, or
+landmarks the detection found covered, :mod:`..preprocess.occlusion`), and only while the head is turned at
+most SECOND_NETWORK_MAX_YAW_DEG: on a clean face the refined network is the more precise one and the
+second's points cost accuracy (dev clean renders 1.52° → 1.98° when always fitted), so a clean photo is
+fitted as before and pays nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from .pose_batch import stacked_runs
 #: precision). Chosen on the dev renders with a bar over the mouth (seeds 21000+): 1.0 gave 2.37°,
 #: 0.5 gave 2.07° median rotation error (2.48° without the second network).
 SECOND_NETWORK_WEIGHT = 0.5
+
+#: Beyond this yaw (degrees, the direct run's fit) the second network is not asked: on a turned head the
+#: detection's five-point occlusion check takes the far side's shading for cover, and the clean sweep to ±90°
+#: (benchmarks/fit_trust.py) went 1.85° → 2.11° median with the second network asked there, 1.88° with this
+#: limit; the fit sets (±30°) are unchanged by it.
+SECOND_NETWORK_MAX_YAW_DEG = 35.0
 
 
 @dataclass(frozen=True)

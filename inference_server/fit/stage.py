@@ -25,7 +25,7 @@ from .cover import cover_weights
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance
 from .pose_batch import fit_poses, stacked_runs
-from .second_network import SECOND_NETWORK_WEIGHT
+from .second_network import SECOND_NETWORK_MAX_YAW_DEG, SECOND_NETWORK_WEIGHT
 from .trust import plain_eyes, pose_doubt
 
 #: The detector's scatter at the eyes in eye distances (fit calibration on the DEMO head, docs/texture.md).
@@ -241,8 +241,9 @@ def fit_head(
     (:mod:`.landmark_averaging`), fitted beside the direct ones in every pose solve; ``occluded_runs``:
     asked with the direct run's 68 landmarks only when the photo shows an occluder next to them (an
     occluder blob, :mod:`.cover`, or ``occluder_seen``: the detection's own evidence, a hand or a mask on
-    its five points, :mod:`..preprocess.occlusion`), the second network's runs ((k × 68, C),
-    :mod:`.second_network`), fitted beside both at SECOND_NETWORK_WEIGHT.
+    its five points, :mod:`..preprocess.occlusion`) and the direct run's fit turns the head at most
+    SECOND_NETWORK_MAX_YAW_DEG, the second network's runs ((k × 68, C), :mod:`.second_network`), fitted
+    beside both at SECOND_NETWORK_WEIGHT.
 
     With ``mirrored``, the trust is still decided on the direct run: the fit of the reference expression
     without it must be trusted too, else that untrusted fit is returned (near a profile the second run
@@ -251,16 +252,19 @@ def fit_head(
     found = _evidence(rgb, focal_px, mesh_points, expression_landmarks, correspondence)
     if isinstance(found, HeadFit):
         return found
-    observed = found.image if found.depth is None else np.column_stack([found.image, found.depth])
-    occluded = found.occluded or occluder_seen
-    extra = occluded_runs(observed) if occluded_runs is not None and occluded else None
-    others, precision = _other_runs(found, mirrored, extra)
-    if others is None:
+    asks = found.occluded or occluder_seen
+    if mirrored is None and (occluded_runs is None or not asks):
         return _solve(found, expression_landmarks, reference_normals, reference, None)
     # The photo's evidence is the same with and without the other runs: only the solves are repeated.
     alone = _solve(found, expression_landmarks[reference : reference + 1], reference_normals, 0, None)
-    if not alone.trusted:
+    if not alone.trusted or alone.expression_poses is None:
         return alone
+    extra = None
+    if occluded_runs is not None and asks and abs(yaw_deg(alone.expression_poses[0])) <= SECOND_NETWORK_MAX_YAW_DEG:
+        extra = occluded_runs(found.image if found.depth is None else np.column_stack([found.image, found.depth]))
+    others, precision = _other_runs(found, mirrored, extra)
+    if others is None:
+        return _solve(found, expression_landmarks, reference_normals, reference, None)
     # The two runs' fit starts where the direct run's ended (pose and focal), not from the yaw search again.
     start = None
     if SEED_FROM_DIRECT and alone.expression_poses is not None and alone.camera is not None:
