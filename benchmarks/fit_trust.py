@@ -17,6 +17,7 @@ Run: ``.venv/bin/python benchmarks/fit_trust.py [--seeds 3] [--texture-cases 4]`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from inference_server.demo.head import generate_demo_head
-from inference_server.fit import stage
+from inference_server.fit import cover, stage
 from inference_server.fit.calibration import Correspondence, calibrate_correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmark_averaging import mirrored_landmarks
@@ -74,7 +75,10 @@ def fit_sweep(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, face
     for seed in range(seeds):
         rng = np.random.default_rng(1000 + seed)
         for yaw in range(-max_yaw, max_yaw + 1, 5):
-            case = render_case(head, layer, texture, rng, yaw=yaw + rng.uniform(-2, 2), occluder=occluder)
+            bar = occluder if occluder in ("mouth", "eyes") else None
+            case = render_case(head, layer, texture, rng, yaw=yaw + rng.uniform(-2, 2), occluder=bar)
+            if occluder is not None and bar is None:  # a training renders' occluder (train/synthetic.py)
+                case = dataclasses.replace(case, image=with_training_occluder(case, occluder, rng)[0])
             detect = lambda rgb: faces.face_mesh(rgb, depth=depth)  # noqa: E731
             found = detect(case.image)
             if not found:
@@ -143,6 +147,16 @@ def texture_leaks(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, 
               f"occluder share of photo texels {100 * b[1]:5.2f} → {100 * a[1]:5.2f} %")  # fmt: skip
 
 
+#: The fit sweeps: name → (occluder: a bar "mouth" / "eyes", a training renders' occluder, or None; renders
+#: per 5° of yaw (the clean sweep's is --seeds); largest yaw).
+SWEEPS: dict[str, tuple[str | None, int, int]] = {
+    "clean": (None, 3, 90),
+    "mouth": ("mouth", 2, 60),
+    "eyes": ("eyes", 2, 60),
+    "hand_over_mouth": ("hand_over_mouth", 2, 60),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="renders per yaw (clean sweep)")
@@ -155,13 +169,23 @@ def main() -> None:
         action="store_true",
         help="without the second face mesh network under an occluder (before stop 32)",
     )
+    parser.add_argument(
+        "--no-skin-cover", action="store_true", help="without fit/cover.py's skin-coloured mask (before stop 33)"
+    )
+    parser.add_argument("--min-trusted", type=int, help="stage.MIN_TRUSTED_LANDMARKS instead of its value")
+    parser.add_argument("--sweeps", default=",".join(SWEEPS), help=f"comma-separated, of {', '.join(SWEEPS)}")
     args = parser.parse_args()
+    cover.SKIN_COVER = not args.no_skin_cover
+    if args.min_trusted is not None:
+        stage.MIN_TRUSTED_LANDMARKS = args.min_trusted
     head = generate_demo_head()
     layer = FlameLayer(head, dtype=torch.float64)
     texture = ground_truth_texture(head)
     faces = MediaPipeFaces()
-    for occluder, seeds, max_yaw in ((None, args.seeds, 90), ("mouth", 2, 60), ("eyes", 2, 60)):
-        print(f"fit, {occluder or 'clean'} renders, yaw ±{max_yaw}°, {seeds} per 5°:")
+    for name in args.sweeps.split(","):
+        occluder, seeds, max_yaw = SWEEPS[name]
+        seeds = args.seeds if occluder is None else seeds
+        print(f"fit, {name} renders, yaw ±{max_yaw}°, {seeds} per 5°:")
         fit_sweep(head, layer, texture, faces, occluder, seeds, max_yaw, args.wrong, mirror=not args.no_mirror,
                   depth=not args.no_depth, second_network=not args.no_second_network)  # fmt: skip
     if args.texture_cases > 0:  # the texture part does not depend on the fit (true pose)

@@ -93,11 +93,13 @@ def covered_features(colors: np.ndarray, seen: np.ndarray, zones: FeatureZones, 
 
 def skin_coloured_cover(
     rgb: np.ndarray, colors: np.ndarray, seen: np.ndarray, pixel: np.ndarray, zones: FeatureZones,
-    skin: SkinModel, iod_px: float,
+    skin: SkinModel, iod_px: float, ratios: tuple[float, ...] | None = None, fallback: bool = True,
 ) -> np.ndarray:  # fmt: skip
     """(H, W) bool photo mask of skin-coloured occluders over a covered feature (all False when every
     feature shows). ``colors`` (S, S, 3) the photo at each texel, ``seen`` (S, S) visible texels,
-    ``pixel`` (S, S, 2) their photo positions."""
+    ``pixel`` (S, S, 2) their photo positions (any array shape works: photo pixels as one row of "texels").
+    ``ratios``: the colour splits tried in turn (None: COLOUR_RATIOS); ``fallback`` False: nothing (instead
+    of the covered zone widened) where the colours cannot delimit the occluder."""
     height, width = rgb.shape[:2]
     if float(np.linalg.norm(skin.mean - 1.0 / 3.0)) < MIN_SKIN_CHROMA:  # grey face: lips look like skin
         return np.zeros((height, width), bool)
@@ -115,15 +117,17 @@ def skin_coloured_cover(
     far = gap[sxy[:, 1], sxy[:, 0]] == 0
     far[far] = skin.distance(seen_colors[far]) <= SKIN_RADIUS  # measured where it can matter only
 
-    def fallback() -> np.ndarray:
+    def widened() -> np.ndarray:
+        if not fallback:
+            return np.zeros((height, width), bool)
         return np.asarray(cv2.dilate(seed_mask, _disk(max(1, round(FALLBACK_GROW_IOD * iod_px)))) > 0)
 
     if int(far.sum()) < MIN_ZONE_TEXELS:
-        return fallback()
+        return widened()
     occluder_lab = np.median(_lab(colors[seeds]), axis=0)
     face_lab = np.median(_lab(seen_colors[far]), axis=0)
     if float(np.linalg.norm(occluder_lab - face_lab)) < MIN_CONTRAST:
-        return fallback()
+        return widened()
     # Pixels nearer the occluder's colour than the face's, on the face's bounding box, connected to the seed.
     x0, y0 = sxy.min(axis=0)
     x1, y1 = sxy.max(axis=0) + 1
@@ -136,13 +140,13 @@ def skin_coloured_cover(
     # A region that swallows the features the photo does show (an eye with its iris, the other eye) is the face
     # itself, of the hand's tone: the colour split is tightened (an occluder much nearer its own colour than the
     # face's: a flat-coloured one) until it does not; if none does, only the widened zone is left out.
-    for ratio in COLOUR_RATIOS:
+    for ratio in COLOUR_RATIOS if ratios is None else ratios:
         region = _grown(to_occluder < ratio * to_face, seed_box, iod_px)
         mask = np.zeros((height, width), bool)
         mask[y0:y1, x0:x1] = region
         if len(shown_xy) < MIN_ZONE_TEXELS or float(mask[shown_xy[:, 1], shown_xy[:, 0]].mean()) <= MAX_SHOWN_SWALLOWED:
             return mask | (seed_mask > 0)
-    return fallback() | (seed_mask > 0)
+    return widened() | (seed_mask > 0) if fallback else widened()
 
 
 def _grown(nearer: np.ndarray, seed: np.ndarray, iod_px: float) -> np.ndarray:

@@ -190,10 +190,13 @@ def test_fast_preset_sets_the_sampler(reconstructor: Reconstructor, tmp_path: Pa
 
 def test_photo_gets_a_camera_a_pose_per_expression_and_a_texture(output: ReconstructionOutput) -> None:
     from inference_server.fit.camera import project
+    from inference_server.fit.stage import MIN_TRUSTED_LANDMARKS
 
     res = read_result(output.path)
     fit = res.meta["fit"]
-    assert fit["status"] == "ok" and fit["focal_source"] == "estimated" and fit["n_landmarks_used"] >= 20
+    # The painted hand hides mouth, nose and chin (fit/cover.py's skin-coloured mask): eyes and brows are left.
+    assert fit["status"] == "ok" and fit["focal_source"] == "estimated"
+    assert MIN_TRUSTED_LANDMARKS <= fit["n_landmarks_used"] <= 30
     assert res.head_pose is not None and res.camera is not None and res.expression_head_pose is not None
     np.testing.assert_array_equal(res.expression_head_pose[0], res.head_pose)
     assert res.meta["expression_order"] == "best_fit"

@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
+from inference_server.fit import cover
 from inference_server.fit.calibration import Correspondence
-from inference_server.fit.cover import CLOSE_WEIGHT, cover_weights, occluder_mask
+from inference_server.fit.cover import (
+    CLOSE_WEIGHT,
+    cover_weights,
+    feature_zones,
+    occluder_mask,
+    skin_coloured_mask,
+)
 from inference_server.fit.landmarks68 import GROUPS
-from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
+from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case, with_training_occluder
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
-from inference_server.texture.occluder import SkinModel, face_skin
+from inference_server.texture.occluder import FeatureZones, SkinModel, face_skin
+from inference_server.texture.skin_cover import skin_coloured_cover
+
+#: Six eye landmarks about the eye's centre, corner to corner 40 px.
+EYE_OUTLINE = np.array([[-20.0, 0.0], [-10.0, -5.0], [10.0, -5.0], [20.0, 0.0], [10.0, 5.0], [-10.0, 5.0]])
 
 
 def _detected(head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
@@ -75,3 +87,68 @@ def test_the_weight_falls_with_the_distance_to_a_coloured_patch() -> None:
     # 0, 10, 30, 50, 80, 100 px from the patch; the weight reaches 1 at REACH_IOD = 0.6 eye distances.
     assert (np.diff(weights[0:4]) > 0).all() and weights[4] == weights[5] == 1.0
     assert weights[36:48].min() == 1.0
+
+
+def test_a_skin_coloured_hand_over_the_mouth_is_found_by_the_lips_it_hides(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The training renders' hand (skin-coloured, creases between the fingers) is skin to the blob test; the
+    mouth zone without lips seeds it and its colour delimits it (texture/skin_cover.py, in the photo)."""
+    rng = np.random.default_rng(30004)
+    case = render_case(head, layer, ground_truth_texture(head), rng)
+    rgb, alpha = with_training_occluder(case, "hand_over_mouth", rng)
+    found = faces.face_mesh(rgb)
+    assert found
+    points = np.asarray(found[0], dtype=np.float64)
+    landmarks = correspondence.matrix @ points[:, :2]
+    skin = face_skin(rgb, points)
+    monkeypatch.setattr(cover, "SKIN_COVER", False)
+    assert not occluder_mask(rgb, points, landmarks, skin)[0].any()  # the colour blobs alone miss it
+    monkeypatch.setattr(cover, "SKIN_COVER", True)
+    mask, _ = occluder_mask(rgb, points, landmarks, skin)
+    truth = cv2.resize(alpha, mask.shape[::-1], interpolation=cv2.INTER_AREA) > 0.5
+    assert mask.sum() > 100 and (mask & truth).sum() >= 0.95 * mask.sum()
+    weights = cover_weights(rgb, points, landmarks, skin)
+    assert weights[48:68].max() <= CLOSE_WEIGHT + 0.1
+    assert weights[list(GROUPS["eyes"])].min() >= 0.9 and weights[list(GROUPS["brows"])].min() >= 0.9
+
+
+def test_a_skin_coloured_cover_the_colours_cannot_delimit_masks_nothing() -> None:
+    """A mouth zone without lips on a face of one flat colour: nothing tells a hand from the face, and the
+    fit keeps its landmarks (the texture, by contrast, leaves the widened zone out: fallback)."""
+    rgb = np.zeros((400, 400, 3), np.uint8)
+    rgb[:] = (200, 150, 120)
+    mesh = np.array([[50.0, 50.0], [350.0, 50.0], [350.0, 350.0], [50.0, 350.0]])
+    landmarks = np.tile(np.array([200.0, 200.0]), (68, 1))
+    landmarks[36:42] = np.array([150.0, 150.0]) + EYE_OUTLINE * 0.75
+    landmarks[42:48] = np.array([250.0, 150.0]) + EYE_OUTLINE * 0.75
+    rgb[145:156, 135:166] = rgb[145:156, 235:266] = (60, 40, 30)  # two open eyes
+    landmarks[48:68] = np.array([200.0, 290.0]) + np.stack([np.linspace(-30, 30, 20), np.zeros(20)], axis=1)
+    skin = face_skin(rgb, mesh)
+    rows, cols = np.nonzero(np.ones((400, 400), bool)[50:350, 50:350])
+    rows, cols = rows + 50, cols + 50
+    assert not skin_coloured_mask(rgb, rows, cols, landmarks, skin).any()
+    # The texture's fallback does leave the lip-less mouth zone out: the seed was found.
+    points = np.stack([cols, rows], axis=1).astype(np.float64)
+    zones = feature_zones(points, landmarks, 100.0)
+    one_row = FeatureZones(mouth=zones.mouth[None], brows=zones.brows[None], eye_opening=zones.eye_opening[None])
+    widened = skin_coloured_cover(rgb, rgb[rows, cols][None], np.ones((1, len(rows)), bool), (points + 0.5)[None],
+                                  one_row, skin, 100.0)  # fmt: skip
+    assert widened[290, 200] and not widened[150, 150]
+    np.testing.assert_array_equal(cover_weights(rgb, mesh, landmarks, skin), 1.0)
+
+
+def test_the_photo_zones_follow_the_landmarks() -> None:
+    """Mouth pixels lie within MOUTH_ZONE_IOD eye distances of a lip landmark, each eye's opening is the disk
+    over its corners."""
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42] = np.array([100.0, 100.0]) + EYE_OUTLINE
+    landmarks[42:48] = np.array([200.0, 100.0]) + EYE_OUTLINE
+    landmarks[48:68] = (150.0, 200.0)
+    landmarks[17:27] = (150.0, 60.0)
+    landmarks[31:36] = (150.0, 150.0)
+    points = np.array([[150.0, 200.0 + 15.0], [150.0, 200.0 + 17.0], [100.0 + 19.0, 100.0], [100.0 + 21.0, 100.0]])
+    zones = feature_zones(points, landmarks, 100.0)
+    np.testing.assert_array_equal(zones.mouth, [True, False, False, False])
+    np.testing.assert_array_equal(zones.eye_opening, [False, False, True, False])

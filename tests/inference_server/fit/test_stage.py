@@ -3,6 +3,7 @@ cases where the fit must say it cannot be trusted."""
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import numpy as np
@@ -16,7 +17,7 @@ from inference_server.fit.landmarks68 import GROUPS, correspondence_matrix, land
 from inference_server.fit.pose import eye_distance
 from inference_server.fit.second_network import SecondNetwork, second_network_runs
 from inference_server.fit.stage import fit_head, to_68
-from inference_server.fit.synthetic import ground_truth_texture, render_case
+from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case, with_training_occluder
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
@@ -36,38 +37,52 @@ def test_without_dense_landmarks_the_fit_is_untrusted_and_says_why(head: FlameMo
     assert fit.meta(0)["status"] == "untrusted"
 
 
+def _fitted(
+    case: SyntheticCase, faces: MediaPipeFaces, correspondence: Correspondence, second: SecondNetwork | None
+) -> tuple[stage.HeadFit, float, float] | None:
+    """The fit of one render as the worker fits a photo — with the face mesh's run on the mirrored photo
+    beside the direct one (fit/landmark_averaging.py), both runs' relative depth in the pose solves
+    (fit/pose_batch.py) and, where the photo shows an occluder, the ``second`` network's runs
+    (fit/second_network.py) — with its rotation error (°) and median reprojection of the visible landmarks
+    (eye distances, against the true projection; both nan for an untrusted fit); None: no face found."""
+    found = faces.face_mesh(case.image, depth=True)
+    if not found:  # the detector's business, measured in docs/preprocessing.md
+        return None
+    to68 = lambda points: to_68(points, correspondence)  # noqa: E731
+    detect = lambda rgb: faces.face_mesh(rgb, depth=True)  # noqa: E731
+    mirrored = mirrored_landmarks(case.image, to68(found[0]), detect, to68)
+    runs = None if second is None else partial(second_network_runs, case.image, network=second)
+    fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
+                   correspondence=correspondence, mirrored=mirrored, occluded_runs=runs)  # fmt: skip
+    if not fit.trusted:
+        return fit, float("nan"), float("nan")
+    assert fit.expression_poses is not None and fit.camera is not None
+    pose = fit.expression_poses[0]
+    rotation = rotation_angle_deg(rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3]))
+    truth = project(case.landmarks, case.pose, case.camera)
+    back = project(case.landmarks, pose, fit.camera)
+    seen = fit.weights is not None and fit.weights >= 0.5
+    return fit, rotation, float(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth))
+
+
 def _pose_errors(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence, seed: int,
     occluder: str | None = None, second: SecondNetwork | None = None,
 ) -> tuple[list[float], list[float], int]:  # fmt: skip
-    """Rotation error (°) and median reprojection of the visible landmarks (eye distances, against the
-    true projection) of the fit on 10 renders drawn from ``seed``, as the worker fits a photo: with the
-    face mesh's run on the mirrored photo beside the direct one (fit/landmark_averaging.py), both runs'
-    relative depth in the pose solves (fit/pose_batch.py) and, where the photo shows an occluder, the
-    ``second`` network's runs (fit/second_network.py); and how many fits used those."""
+    """Rotation errors and reprojections (:func:`_fitted`) of the fits on 10 renders drawn from ``seed``,
+    every one trusted, and how many fits used the second network's runs."""
     texture = ground_truth_texture(head)
     rng = np.random.default_rng(seed)
     rotation, reprojection, with_second = [], [], 0
     for _ in range(10):
-        case = render_case(head, layer, texture, rng, occluder=occluder)
-        found = faces.face_mesh(case.image, depth=True)
-        if not found:  # the detector's business, measured in docs/preprocessing.md
+        fitted = _fitted(render_case(head, layer, texture, rng, occluder=occluder), faces, correspondence, second)
+        if fitted is None:
             continue
-        to68 = lambda points: to_68(points, correspondence)  # noqa: E731
-        detect = lambda rgb: faces.face_mesh(rgb, depth=True)  # noqa: E731
-        mirrored = mirrored_landmarks(case.image, to68(found[0]), detect, to68)
-        runs = None if second is None else partial(second_network_runs, case.image, network=second)
-        fit = fit_head(case.image, None, found[0], case.landmarks[None], case.landmark_normals,
-                       correspondence=correspondence, mirrored=mirrored, occluded_runs=runs)  # fmt: skip
+        fit, error, miss = fitted
         assert fit.trusted, fit.reason
         with_second += fit.second_network
-        assert fit.expression_poses is not None and fit.camera is not None
-        pose = fit.expression_poses[0]
-        rotation.append(rotation_angle_deg(rotation_matrix(pose[:3]), rotation_matrix(case.pose[:3])))
-        truth = project(case.landmarks, case.pose, case.camera)
-        back = project(case.landmarks, pose, fit.camera)
-        seen = fit.weights is not None and fit.weights >= 0.5
-        reprojection.append(float(np.median(np.linalg.norm(back - truth, axis=1)[seen]) / eye_distance(truth)))
+        rotation.append(error)
+        reprojection.append(miss)
     assert len(rotation) >= 8
     return rotation, reprojection, with_second
 
@@ -110,6 +125,31 @@ def test_pose_with_a_bar_over_the_mouth(
                                                        occluder="mouth", second=second)  # fmt: skip
     assert with_second == len(rotation)
     assert np.median(rotation) <= 3.0, rotation
+    assert np.median(reprojection) <= 0.02, reprojection
+
+
+def test_pose_with_a_skin_coloured_hand_over_the_mouth(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
+    second: SecondNetwork,
+) -> None:  # fmt: skip
+    """The training renders' skin-coloured hand over mouth, nose and chin (seeds 30000-30009, the first of
+    benchmarks/fit_skin_cover.py's set). The colour blobs do not see it; the lips it hides do
+    (fit/cover.py's skin-coloured mask). Measured on these 10 renders: 9 trusted, median 3.3°, reprojection
+    1.4 %; without the skin-coloured mask 10 trusted, 6.2°, 5.7 % (the detector's mouth drawn on the
+    fingers, fitted as if seen). On the 40 renders of the set: 3.24°, 1.65 % (before: 6.06°, 5.40 %)."""
+    texture = ground_truth_texture(head)
+    rotation, reprojection = [], []
+    for i in range(10):
+        rng = np.random.default_rng(30000 + i)
+        case = render_case(head, layer, texture, rng)
+        case = dataclasses.replace(case, image=with_training_occluder(case, "hand_over_mouth", rng)[0])
+        fitted = _fitted(case, faces, correspondence, second)
+        if fitted is not None and fitted[0].trusted:
+            assert fitted[0].second_network  # the hand's cover asks for the second network
+            rotation.append(fitted[1])
+            reprojection.append(fitted[2])
+    assert len(rotation) >= 8
+    assert np.median(rotation) <= 3.6, rotation
     assert np.median(reprojection) <= 0.02, reprojection
 
 
