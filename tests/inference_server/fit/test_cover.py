@@ -3,6 +3,9 @@ the face are not taken for one, and the weight falls with the distance to it."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -21,8 +24,12 @@ from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, 
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.mediapipe_faces import MediaPipeFaces
+from inference_server.preprocess.official_reference import find_fixtures
 from inference_server.texture.occluder import FeatureZones, SkinModel, face_skin
 from inference_server.texture.skin_cover import skin_coloured_cover
+
+ROOT = Path(__file__).resolve().parents[3]
+FIXTURES = find_fixtures()
 
 #: Six eye landmarks about the eye's centre, corner to corner 40 px.
 EYE_OUTLINE = np.array([[-20.0, 0.0], [-10.0, -5.0], [10.0, -5.0], [20.0, 0.0], [10.0, 5.0], [-10.0, 5.0]])
@@ -152,3 +159,45 @@ def test_the_photo_zones_follow_the_landmarks() -> None:
     zones = feature_zones(points, landmarks, 100.0)
     np.testing.assert_array_equal(zones.mouth, [True, False, False, False])
     np.testing.assert_array_equal(zones.eye_opening, [False, False, True, False])
+
+
+def _real_photo(faces: MediaPipeFaces, correspondence: Correspondence, path: Path) -> tuple[np.ndarray, ...]:
+    """A real photo, the face mesh's points on it, its 68 landmarks and its skin model."""
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    found = faces.face_mesh(rgb)
+    assert found
+    points = np.asarray(found[0], dtype=np.float64)[:, :2]
+    return rgb, points, correspondence.matrix @ points, face_skin(rgb, points)
+
+
+def test_the_sample_photos_painted_hand_is_found_over_the_mouth(
+    faces: MediaPipeFaces, correspondence: Correspondence
+) -> None:
+    """The bundled photo's hand hides mouth and nose: the fit's mask lies on the hand (annotated by hand in
+    tests/.../texture/sample_hand_annotation.json) and the lips' landmarks lose their weight."""
+    annotation = json.loads((ROOT / "tests/inference_server/texture/sample_hand_annotation.json").read_text())
+    rgb, points, landmarks, skin = _real_photo(faces, correspondence, ROOT / annotation["image"])
+    mask, _ = occluder_mask(rgb, points, landmarks, skin)
+    hand = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.fillPoly(hand, [np.round(np.asarray(annotation["polygon"])).astype(np.int32)], (1,))
+    hand = cv2.dilate(hand, np.ones((7, 7), np.uint8))  # the outline stays 1-2 px inside the hand's edge
+    hand_small = cv2.resize(hand, mask.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    weights = cover_weights(rgb, points, landmarks, skin)
+    assert mask.sum() > 200 and (mask & hand_small).sum() >= 0.9 * mask.sum()
+    assert np.median(weights[48:68]) <= CLOSE_WEIGHT + 0.1
+
+
+@pytest.mark.skipif(FIXTURES is None, reason="shared/fixtures/official-preprocessing is not on this machine")
+def test_closed_eyes_under_eye_shadow_are_not_a_hand(faces: MediaPipeFaces, correspondence: Correspondence) -> None:
+    """A real photo (closed eyes under yellow eye shadow, fingers at the mouth corner, the lips showing):
+    an eye without iris or lashes is no evidence of a hand for the fit, so no skin-coloured mask is added
+    and the eyes keep their weight (the first version masked the left eye and cost the fit 11 landmarks)."""
+    assert FIXTURES is not None
+    photo = FIXTURES / "images" / "model-fashion-beauty-black-thumb.jpg"
+    rgb, points, landmarks, skin = _real_photo(faces, correspondence, photo)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cover, "SKIN_COVER", False)
+        blobs, _ = occluder_mask(rgb, points, landmarks, skin)
+    mask, _ = occluder_mask(rgb, points, landmarks, skin)
+    np.testing.assert_array_equal(mask, blobs)
+    assert cover_weights(rgb, points, landmarks, skin)[list(GROUPS["eyes"])].min() >= 0.9
