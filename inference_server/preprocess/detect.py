@@ -34,6 +34,7 @@ from .chain import (
 from .face_box import scrfd_box_from_mesh, scrfd_box_from_points5
 from .image import LoadedImage, downscale_for_detection
 from .mediapipe_faces import MediaPipeFaces
+from .mesh_mirror import relabel_mirrored
 from .mtcnn import Mtcnn, MtcnnUnavailableError
 from .occlusion import occluded_points
 from .refine_points import refine_points5
@@ -87,9 +88,10 @@ class FaceDetection:
     in the ArcFace template order (the image-left eye first for an upright face). ``box`` [x0, y0, x1, y1]:
     the SCRFD-equivalent face box (face_box.py), which the 224 crop is cut around. ``found_box``: the box
     the step itself saw (detector box, landmark extent, the user's box). ``landmarks`` (478, 2) when the
-    face mesh ran on an unmirrored image, else None. ``n_faces``: faces found; ``index``: this face's place
-    in the list (nearest the centre first). ``confidence``: the best face-detector score of a hit on this
-    face (None when no detector saw it, only the mesh). ``variant``: the image variant that found it.
+    face mesh found the face (on a mirrored copy: relabelled, ``mesh_mirror.py``), else None.
+    ``n_faces``: faces found; ``index``: this face's place in the list (nearest the centre first).
+    ``confidence``: the best face-detector score of a hit on this face (None when no detector saw it, only
+    the mesh). ``variant``: the image variant that found it.
     ``cut_by_frame``: the face reaches past the photo's border. ``points_source``: where ``points5`` came
     from: "mesh" (the face mesh's), "mesh+mtcnn" (the mean of the face mesh's and MTCNN O-Net's on its
     box), else the method ("mtcnn", "detector_keypoints", "scrfd", "points"); ``onet_score``: O-Net's median
@@ -336,6 +338,11 @@ def detect_face(
         return temporary.detect(image, box=box, points=points, detector=detector, face=face)
 
 
+def _own_labels(points: np.ndarray | None, mirrored: bool) -> np.ndarray | None:
+    """Face mesh points (or their depths) under the photo's labels."""
+    return relabel_mirrored(points) if mirrored and points is not None else points
+
+
 def _finish(
     found: Candidate,
     index: int,
@@ -365,9 +372,9 @@ def _finish(
         points_source="mesh" if found.method in REFINED_METHODS else found.method,
         box=box,
         points5=found.points5,
-        # A mirrored mesh's indices name the other side of the face: not given out as landmarks.
-        landmarks=None if found.mirrored else found.landmarks,
-        landmark_depth=None if found.mirrored or found.landmarks is None else found.depth,
+        # A mirrored mesh's indices name the other side of the face: relabelled (mesh_mirror.py).
+        landmarks=_own_labels(found.landmarks, found.mirrored),
+        landmark_depth=None if found.landmarks is None else _own_labels(found.depth, found.mirrored),
         method=found.method,
         n_faces=n_faces,
         found_box=found.found_box,

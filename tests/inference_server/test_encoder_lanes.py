@@ -1,4 +1,5 @@
-"""The distinct encoders on two lanes: the same embeddings bit for bit, balanced lanes, errors, threads, switch."""
+"""The distinct encoders on two lanes: the same embeddings bit for bit (at the thread count each pass ran on),
+balanced lanes, errors, threads, switch."""
 
 from __future__ import annotations
 
@@ -118,14 +119,28 @@ def test_lanes_give_the_sequential_embeddings_bit_for_bit(precision: str) -> Non
     encoders = _official_encoders()
     runners = {slot: Bf16Encoder(m) for slot, m in encoders.items()} if precision == "bf16" else None
     jobs = _jobs(encoders, runners)
+    threads = torch.get_num_threads()
     with torch.no_grad():
         sequential = run_encoders(jobs, lanes=False)
         record = LaneRun([], [])
         laned = run_encoders(jobs, lanes=True, record=record)
+        # A lane's pass runs on its share of the threads, or on all of them once the other lane is done. Some
+        # CPUs' kernels round differently by thread count (the ViT's on an AVX-512/AMX Xeon, ~5e-7 relative;
+        # none on the AVX2 EPYC): each pass must be bit for bit the sequential pass at one of those counts.
+        by_count = {}
+        for count in {threads - threads // 2, threads // 2, threads} - {0}:
+            torch.set_num_threads(count)
+            by_count[count] = run_encoders(jobs, lanes=False)
+        torch.set_num_threads(threads)
     assert record.lanes == [["a1", "a2"], ["f1"]]  # 2 × 12.1 G against 17.6 G: the costlier lane first
     assert list(laned) == ["a1", "a2", "f1"]
     for slot in sequential:
-        assert torch.equal(sequential[slot], laned[slot]), slot
+        assert any(torch.equal(run[slot], laned[slot]) for run in by_count.values()), slot
+        if all(torch.equal(run[slot], sequential[slot]) for run in by_count.values()):
+            assert torch.equal(sequential[slot], laned[slot]), slot
+        rounding = 1e-5 if precision == "fp32" else 1e-2  # bf16 keeps 8 bits of mantissa
+        scale = float(sequential[slot].abs().max())
+        torch.testing.assert_close(laned[slot], sequential[slot], rtol=0.0, atol=rounding * scale)
     assert not torch.equal(laned["a1"], laned["a2"])  # distinct encoders, not one result copied
 
 
