@@ -161,7 +161,9 @@ def test_the_photo_zones_follow_the_landmarks() -> None:
     np.testing.assert_array_equal(zones.eye_opening, [False, False, True, False])
 
 
-def _real_photo(faces: MediaPipeFaces, correspondence: Correspondence, path: Path) -> tuple[np.ndarray, ...]:
+def _real_photo(
+    faces: MediaPipeFaces, correspondence: Correspondence, path: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, SkinModel]:
     """A real photo, the face mesh's points on it, its 68 landmarks and its skin model."""
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     found = faces.face_mesh(rgb)
@@ -180,8 +182,8 @@ def test_the_sample_photos_painted_hand_is_found_over_the_mouth(
     mask, _ = occluder_mask(rgb, points, landmarks, skin)
     hand = np.zeros(rgb.shape[:2], np.uint8)
     cv2.fillPoly(hand, [np.round(np.asarray(annotation["polygon"])).astype(np.int32)], (1,))
-    hand = cv2.dilate(hand, np.ones((7, 7), np.uint8))  # the outline stays 1-2 px inside the hand's edge
-    hand_small = cv2.resize(hand, mask.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    grown = cv2.dilate(hand, np.ones((7, 7), np.uint8))  # the outline stays 1-2 px inside the hand's edge
+    hand_small = cv2.resize(grown, mask.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
     weights = cover_weights(rgb, points, landmarks, skin)
     assert mask.sum() > 200 and (mask & hand_small).sum() >= 0.9 * mask.sum()
     assert np.median(weights[48:68]) <= CLOSE_WEIGHT + 0.1
