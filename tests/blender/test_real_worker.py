@@ -71,14 +71,17 @@ def _reconstruct_small(photo) -> dict:
 
 
 def test_the_encoders_preference_reaches_the_worker(addon) -> None:
-    """Fast: the worker runs its encoders through ONNX Runtime (int8 where the probe allows); switching back to
-    Exact restarts the worker with the torch fp32 encoders."""
+    """Fast: the worker runs its encoders through ONNX Runtime (int8 where the probe allows) or, on a CPU with
+    native bf16 (encoder_runtime.CHOICES "auto": ArcFace), torch bf16; switching back to Exact restarts the
+    worker with the torch fp32 encoders."""
     prefs = bpy.context.preferences.addons["ofer_face"].preferences
     prefs.worker_mode, prefs.worker_python, prefs.device = "INTERPRETER", sys.executable, "cpu"
     photo = bpy.data.images.load(str(SAMPLE))
     prefs.encoder_precision = "auto"
     fast = _reconstruct_small(photo)["encoder_runtimes"]
-    assert fast and all(value.startswith("onnxruntime") for value in fast.values()), fast
+    assert fast and all(value.startswith(("onnxruntime", "torch bf16")) for value in fast.values()), fast
+    # FaRL's int8 graph: the DEMO weights pass its probe on every CPU seen.
+    assert any(value.startswith("onnxruntime") for value in fast.values()), fast
     prefs.encoder_precision = "fp32"
     exact = _reconstruct_small(photo)["encoder_runtimes"]
     assert set(exact) == set(fast) and all(value.startswith("torch fp32") for value in exact.values()), exact
