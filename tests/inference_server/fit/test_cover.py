@@ -203,3 +203,16 @@ def test_closed_eyes_under_eye_shadow_are_not_a_hand(faces: MediaPipeFaces, corr
     mask, _ = occluder_mask(rgb, points, landmarks, skin)
     np.testing.assert_array_equal(mask, blobs)
     assert cover_weights(rgb, points, landmarks, skin)[list(GROUPS["eyes"])].min() >= 0.9
+
+
+def test_the_sample_face_without_its_hand_masks_nothing(faces: MediaPipeFaces, correspondence: Correspondence) -> None:
+    """The bundled photo before its hand was drawn (scikit-image's astronaut, assets/make_sample_photo.py):
+    lips, eyes and brows all show, so neither test finds an occluder and every landmark keeps its weight."""
+    from skimage import data
+
+    rgb = np.ascontiguousarray(data.astronaut())
+    points = np.asarray(faces.face_mesh(rgb)[0], dtype=np.float64)[:, :2]
+    landmarks = correspondence.matrix @ points
+    skin = face_skin(rgb, points)
+    assert not occluder_mask(rgb, points, landmarks, skin)[0].any()
+    np.testing.assert_array_equal(cover_weights(rgb, points, landmarks, skin), 1.0)
