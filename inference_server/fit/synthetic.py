@@ -124,3 +124,33 @@ def with_training_occluder(case: SyntheticCase, name: str, rng: np.random.Genera
     seed = int(rng.integers(2**31))
     alpha = occluder_alpha(OCCLUDERS[name], (case.image.shape[0], case.image.shape[1]), points5, seed)
     return OCCLUDERS[name](case.image, points5, np.random.default_rng(seed)), alpha
+
+
+def with_pasted_hand(case: SyntheticCase, source: np.ndarray, polygon: np.ndarray, target: np.ndarray,
+                     height_iod: float = 2.2) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(photo, mask) of ``case`` with a real hand pasted over it: the region ``polygon`` (K, 2) of the photo
+    ``source``, scaled to ``height_iod`` eye distances tall and centred on ``target`` (2,) in the case's
+    pixels, its colour moved to the face's median colour in CIE Lab (so colour alone cannot tell it from
+    the face); ``case`` is not changed."""
+    import cv2
+
+    xy = project(case.landmarks, case.pose, case.camera)
+    iod = float(np.linalg.norm(xy[36:42].mean(axis=0) - xy[42:48].mean(axis=0)))
+    low, high = polygon.min(axis=0), polygon.max(axis=0)
+    scale = height_iod * iod / float(high[1] - low[1])
+    offset = np.asarray(target, np.float64) - scale * 0.5 * (low + high)
+    height, width = case.image.shape[:2]
+    warped = cv2.warpAffine(source, np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]]), (width, height),
+                            flags=cv2.INTER_LINEAR)  # fmt: skip
+    region = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(region, [np.round(polygon * scale + offset).astype(np.int32)], (1,))
+    face_hull = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(face_hull, cv2.convexHull(np.round(xy[:27, :2]).astype(np.int32)), (1,))
+    inside = region > 0
+    lab = cv2.cvtColor(case.image, cv2.COLOR_RGB2LAB).astype(np.float64)
+    face = np.median(lab[(face_hull > 0) & ~inside], axis=0)
+    hand = cv2.cvtColor(warped, cv2.COLOR_RGB2LAB).astype(np.float64)[inside]
+    hand = np.clip(hand - np.median(hand, axis=0) + face, 0, 255).astype(np.uint8)
+    image = case.image.copy()
+    image[inside] = cv2.cvtColor(hand[:, None], cv2.COLOR_LAB2RGB)[:, 0]
+    return image, inside

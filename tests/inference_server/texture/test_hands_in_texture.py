@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inference_server.fit.camera import project
-from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case
+from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case, with_pasted_hand
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.hands import HandEvidence
@@ -60,26 +60,10 @@ def _from_inside(texture: Texture, head: TextureInputs, inside: np.ndarray) -> t
 
 def _paste_hand(case: SyntheticCase, source: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """Paste the annotated hand over the image-left cheek and nose of ``case`` (in place), 2.2 eye distances
-    tall, its colour moved to the face's median colour in CIE Lab (so colour alone cannot tell it); returns
-    the pasted region's mask."""
+    tall, of the face's colour (fit/synthetic.py's ``with_pasted_hand``); returns the pasted region's mask."""
     xy = project(case.landmarks, case.pose, case.camera)
-    iod = float(np.linalg.norm(xy[36:42].mean(axis=0) - xy[42:48].mean(axis=0)))
-    low, high = polygon.min(axis=0), polygon.max(axis=0)
-    scale = 2.2 * iod / float(high[1] - low[1])
     target = 0.5 * (xy[30, :2] + xy[2, :2])  # between the nose tip and the cheek's contour point
-    offset = target - scale * 0.5 * (low + high)
-    warp = np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
-    height, width = case.image.shape[:2]
-    warped = cv2.warpAffine(source, warp, (width, height), flags=cv2.INTER_LINEAR)
-    region = _polygon_mask(polygon * scale + offset, height, width)
-    face_hull = np.zeros((height, width), np.uint8)
-    cv2.fillConvexPoly(face_hull, cv2.convexHull(np.round(xy[:27, :2]).astype(np.int32)), (1,))
-    lab = cv2.cvtColor(case.image, cv2.COLOR_RGB2LAB).astype(np.float64)
-    face = np.median(lab[(face_hull > 0) & ~region], axis=0)
-    hand = cv2.cvtColor(warped, cv2.COLOR_RGB2LAB).astype(np.float64)[region]
-    hand = np.clip(hand - np.median(hand, axis=0) + face, 0, 255).astype(np.uint8)
-    case.image = case.image.copy()
-    case.image[region] = cv2.cvtColor(hand[:, None], cv2.COLOR_LAB2RGB)[:, 0]
+    case.image, region = with_pasted_hand(case, source, polygon, target)
     return region
 
 
