@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..texture.occluder import FeatureZones, SkinModel, occluded
+from ..texture.occluder import FeatureZones, SkinModel, ZoneParts, occluded, zone_parts
 from ..texture.skin_cover import skin_coloured_cover
 from .landmarks68 import GROUPS, N_LANDMARKS
 from .pose import eye_distance
@@ -57,12 +57,6 @@ WORK_IOD_PX = 80.0
 #: plain_eyes test's.
 SKIN_COVER = True  # benchmarks/fit_skin_cover.py turns it off for its "before"
 SKIN_COVER_RATIOS = (0.5, 0.3)
-#: Feature zones in the photo, as texture/bake.py's ``texel_zones`` draws them on the head (eye distances):
-#: pixels this near a lip landmark are the mouth's; each eye's opening is the disk over its corners.
-MOUTH_ZONE_IOD = 0.16
-BROW_ZONE_IOD = 0.12
-NOSTRIL_ZONE_IOD = 0.06
-NOSTRILS = range(31, 36)
 
 
 def _zones(points: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
@@ -88,26 +82,24 @@ def _morph(operation: Any, region: np.ndarray, radius: float) -> np.ndarray:
                       dtype=np.uint8)  # fmt: skip
 
 
-def _near(points: np.ndarray, anchors: np.ndarray, radius: float) -> np.ndarray:
-    """(P,) bool: ``points`` (P, 2) within ``radius`` of one of ``anchors`` (k, 2)."""
+def _near(points: np.ndarray, parts: ZoneParts) -> np.ndarray:
+    """(P,) bool: ``points`` (P, 2) within a part's radius of one of its anchors; only the points inside each
+    part's anchors' box widened by its radius are measured."""
     near = np.zeros(len(points), bool)
-    for anchor in anchors:
-        near |= ((points - anchor) ** 2).sum(axis=1) <= radius * radius
+    for anchors, radius in parts:
+        low, high = anchors.min(axis=0) - radius, anchors.max(axis=0) + radius
+        idx = np.flatnonzero(((points >= low) & (points <= high)).all(axis=1))
+        for anchor in anchors:
+            near[idx] |= ((points[idx] - anchor) ** 2).sum(axis=1) <= radius * radius
     return near
 
 
-def feature_zones(points: np.ndarray, landmarks: np.ndarray, iod: float) -> FeatureZones:
-    """Where the photo should show the mouth, the eyes and the brows: (P,) masks of pixels ``points``."""
-    eyes = np.zeros(len(points), bool)
-    for eye in (GROUPS["eyes"][:6], GROUPS["eyes"][6:]):
-        corners = landmarks[list(eye)]
-        radius = 0.5 * float(np.linalg.norm(corners[0] - corners[3]))
-        eyes |= _near(points, corners.mean(axis=0, keepdims=True), radius)
-    brows = _near(points, landmarks[list(GROUPS["brows"])], BROW_ZONE_IOD * iod)
-    brows |= _near(points, landmarks[list(GROUPS["eyes"])], BROW_ZONE_IOD * iod)
-    brows |= _near(points, landmarks[list(NOSTRILS)], NOSTRIL_ZONE_IOD * iod)
-    return FeatureZones(mouth=_near(points, landmarks[list(GROUPS["mouth"])], MOUTH_ZONE_IOD * iod), brows=brows,
-                        eye_opening=eyes)  # fmt: skip
+def feature_zones(points: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
+    """Where the photo should show the mouth, the eyes and the brows (``texture/occluder.py``'s zones, as the
+    texture draws them on the head): (P,) masks of pixels ``points`` (P, 2) around ``landmarks`` (68, 2)."""
+    parts = zone_parts(landmarks)
+    return FeatureZones(mouth=_near(points, parts["mouth"]), brows=_near(points, parts["brows"]),
+                        eye_opening=_near(points, parts["eye_opening"]))  # fmt: skip
 
 
 def skin_coloured_mask(rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray, landmarks: np.ndarray,
@@ -116,7 +108,7 @@ def skin_coloured_mask(rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray, land
     (``rows``, ``cols``) and the landmarks (all in ``rgb``'s pixels); see SKIN_COVER_RATIOS."""
     points = np.stack([cols, rows], axis=1).astype(np.float64)
     iod = eye_distance(landmarks)
-    zones = feature_zones(points, np.asarray(landmarks, dtype=np.float64), iod)
+    zones = feature_zones(points, np.asarray(landmarks, dtype=np.float64))
     one_row = FeatureZones(mouth=zones.mouth[None], brows=zones.brows[None], eye_opening=zones.eye_opening[None])
     # texture/skin_cover.py reads texels at photo positions; here each pixel of the face region is one, at
     # its centre.

@@ -20,7 +20,7 @@ import numpy as np
 from ..fit.camera import project_camera, rotation_matrix
 from ..preprocess.hands import find_hands
 from ..render import depth_buffer, rasterize, vertex_normals
-from .occluder import FeatureZones, SkinModel, fit_skin_model, occluded, solid_dark
+from .occluder import FeatureZones, SkinModel, ZoneParts, fit_skin_model, occluded, solid_dark, zone_parts
 from .skin_cover import skin_coloured_cover
 
 #: Texels facing the camera less than this (cosine of the angle to the line of sight) are left out.
@@ -183,14 +183,8 @@ def sample_photo(rgb: np.ndarray, pixel: np.ndarray) -> np.ndarray:
 def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landmarks: np.ndarray) -> FeatureZones:
     """Feature zones of the UV map from where the model's 68 landmarks sit on the head: texels near the
     lips, near the eyes and brows, and inside each eye's corner-to-corner circle."""
-    iod = float(np.linalg.norm(landmarks[36:42].mean(axis=0) - landmarks[42:48].mean(axis=0)))
-    # (points, radius) of every zone part: a texel is in the part when within radius of one of its points.
-    eye_parts = []
-    for eye in (range(36, 42), range(42, 48)):
-        pts = landmarks[list(eye)]
-        eye_parts.append((pts.mean(axis=0, keepdims=True), 0.5 * float(np.linalg.norm(pts[0] - pts[3]))))
-    mouth_parts = [(landmarks[48:68], 0.16 * iod)]
-    brow_parts = [(landmarks[17:27], 0.12 * iod), (landmarks[36:48], 0.12 * iod), (landmarks[31:36], 0.06 * iod)]
+    zones = zone_parts(landmarks)
+    eye_parts, mouth_parts, brow_parts = zones["eye_opening"], zones["mouth"], zones["brows"]
     texels = covered_texels(raster, faces)
     # The zones are a small part of the head: only the texels of triangles that reach the zones' bounding box
     # are blended and measured (a texel lies in its triangle's corner box, to rounding: the margin).
@@ -220,7 +214,7 @@ def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landm
         out[idx] = np.sqrt(d2) <= radius
         return out
 
-    def full(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    def full(parts: ZoneParts) -> np.ndarray:
         values = np.zeros(position.shape[1], bool)
         for points, radius in parts:
             values |= within(points, radius)

@@ -125,6 +125,31 @@ class FeatureZones:
     eye_opening: np.ndarray
 
 
+#: Feature zones around the 68 landmarks (eye distances): within MOUTH_ZONE_IOD of a lip landmark is the
+#: mouth's; within BROW_ZONE_IOD of a brow or eye landmark, or NOSTRIL_ZONE_IOD of a nostril landmark, may show
+#: brows, lashes and nostrils; each eye's opening is the disk over its two corners.
+MOUTH_ZONE_IOD = 0.16
+BROW_ZONE_IOD = 0.12
+NOSTRIL_ZONE_IOD = 0.06
+
+#: A zone as parts: (anchor points (k, D), radius); a point lies in the zone when within a part's radius of
+#: one of its anchors.
+ZoneParts = list[tuple[np.ndarray, float]]
+
+
+def zone_parts(landmarks: np.ndarray) -> dict[str, ZoneParts]:
+    """The parts of the ``FeatureZones`` fields ("mouth", "brows", "eye_opening") around 68 landmarks (68, D),
+    in the landmarks' own units (model metres for texels, pixels for a photo)."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    iod = float(np.linalg.norm(points[36:42].mean(axis=0) - points[42:48].mean(axis=0)))
+    eyes = []
+    for eye in (points[36:42], points[42:48]):
+        eyes.append((eye.mean(axis=0, keepdims=True), 0.5 * float(np.linalg.norm(eye[0] - eye[3]))))
+    brows = [(points[17:27], BROW_ZONE_IOD * iod), (points[36:48], BROW_ZONE_IOD * iod),
+             (points[31:36], NOSTRIL_ZONE_IOD * iod)]  # fmt: skip
+    return {"mouth": [(points[48:68], MOUTH_ZONE_IOD * iod)], "brows": brows, "eye_opening": eyes}
+
+
 def solid_dark(rgb: np.ndarray, skin: SkinModel, iod_px: float) -> np.ndarray:
     """(H, W) bool: dark pixels inside a dark region at least SOLID_DARK_IOD eye distances across."""
     import cv2

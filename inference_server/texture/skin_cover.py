@@ -85,8 +85,10 @@ def covered_features(colors: np.ndarray, seen: np.ndarray, zones: FeatureZones, 
     seeds = np.zeros(seen.shape, bool)
     eyes = zones.eye_opening & seen
     split = float(np.median(pixel_x[eyes])) if eyes.any() else 0.0
-    candidates = [(zones.mouth & seen, "mouth"), (eyes & (pixel_x < split), "eye"), (eyes & (pixel_x >= split), "eye")]
-    for zone, kind in candidates[: 3 if eyes_seed else 1]:
+    candidates = [(zones.mouth & seen, "mouth")]
+    if eyes_seed:
+        candidates += [(eyes & (pixel_x < split), "eye"), (eyes & (pixel_x >= split), "eye")]
+    for zone, kind in candidates:
         if int(zone.sum()) >= MIN_ZONE_TEXELS and _feature_share(colors[zone], skin, kind) < MIN_FEATURE_SHARE:
             seeds |= zone
     return seeds

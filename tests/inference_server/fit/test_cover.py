@@ -138,7 +138,7 @@ def test_a_skin_coloured_cover_the_colours_cannot_delimit_masks_nothing() -> Non
     assert not skin_coloured_mask(rgb, rows, cols, landmarks, skin).any()
     # The texture's fallback does leave the lip-less mouth zone out: the seed was found.
     points = np.stack([cols, rows], axis=1).astype(np.float64)
-    zones = feature_zones(points, landmarks, 100.0)
+    zones = feature_zones(points, landmarks)
     one_row = FeatureZones(mouth=zones.mouth[None], brows=zones.brows[None], eye_opening=zones.eye_opening[None])
     widened = skin_coloured_cover(rgb, rgb[rows, cols][None], np.ones((1, len(rows)), bool), (points + 0.5)[None],
                                   one_row, skin, 100.0)  # fmt: skip
@@ -156,7 +156,7 @@ def test_the_photo_zones_follow_the_landmarks() -> None:
     landmarks[17:27] = (150.0, 60.0)
     landmarks[31:36] = (150.0, 150.0)
     points = np.array([[150.0, 200.0 + 15.0], [150.0, 200.0 + 17.0], [100.0 + 19.0, 100.0], [100.0 + 21.0, 100.0]])
-    zones = feature_zones(points, landmarks, 100.0)
+    zones = feature_zones(points, landmarks)
     np.testing.assert_array_equal(zones.mouth, [True, False, False, False])
     np.testing.assert_array_equal(zones.eye_opening, [False, False, True, False])
 
