@@ -345,7 +345,7 @@ class Reconstructor:
                               np.concatenate([expressions, jaw], axis=1), order_mode,
                               self.correspondence(bundle) if detection.landmarks is not None else None,
                               partial(self.detector().mediapipe.face_mesh, depth=True),
-                              self.second_network(bundle))  # fmt: skip
+                              self.second_network(bundle), threads=torch.get_num_threads())  # fmt: skip
         expressions, jaw, exp_vertices = (a[photo_fit.order] for a in (expressions, jaw, exp_vertices))
         pose_arrays = photo_fit.arrays()
         progress("fit", 1, 1, photo_fit.head_fit.status)

@@ -11,6 +11,8 @@ with it to rounding (tests/inference_server/fit/test_pose_batch.py compares them
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .camera import Intrinsics
@@ -45,6 +47,10 @@ def rotation_matrices(axis_angles: np.ndarray) -> np.ndarray:
 
 #: Batches smaller than this are solved by LAPACK (measured crossover ~40 on the 2-core EPYC).
 SMALL_BATCH = 32
+#: Problems per thread at least when a batch is split over threads (``fit_poses(threads=...)``): below
+#: SMALL_BATCH active rows a thread's solves go to LAPACK, and smaller shares spend more of their time in
+#: Python, holding the GIL (100 expressions on 2 threads: 1.65× on the 2-core Xeon).
+MIN_PROBLEMS_PER_THREAD = 32
 #: Weight of a landmark's depth residual relative to its 2D residual (both in pixels): the face mesh's
 #: relative depth scatters ~2x its 2D position at the eyes (docs/texture.md, "Depth from the face mesh").
 DEPTH_WEIGHT = 0.2
@@ -76,18 +82,26 @@ class _Batch:
             self.depth = z - (self.depth_w * z).sum(axis=1, keepdims=True)  # (B, N)
             self.depth_gain = DEPTH_WEIGHT * ok  # (N,): no depth, no residual
 
-    def errors(self, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(b, K, N, 2) pixel errors for params (b, K, P) of the problems ``rows`` (b,)."""
+    def errors(self, params: np.ndarray, rows: np.ndarray, rotations: int | None = None) -> np.ndarray:
+        """(b, K, N, 2) pixel errors for params (b, K, P) of the problems ``rows`` (b,). ``rotations``: only
+        the first that many of the K parameter sets differ in rotation, the others have the first one's (the
+        Jacobian's translation and focal columns), so the rotated model is computed for those alone."""
         if self.fit_focal:
             f = (self.intr.focal * np.exp(params[..., 6]))[..., None]
         else:
             f = np.full((*params.shape[:-1], 1), self.intr.focal)
-        rot = rotation_matrices(params[..., :3])[..., None]  # (b, K, 3, 3, 1)
+        k = params.shape[1] if rotations is None else rotations
+        rot = rotation_matrices(params[:, :k, :3])[..., None]  # (b, k, 3, 3, 1)
         m = self.axes[:, rows, None]  # (3, b, 1, N)
         t = params[..., 3:6, None]  # (b, K, 3, 1)
-        # Camera coordinates one axis at a time: elementwise arrays instead of many tiny matmuls.
-        x, y, z = (rot[..., i, 0, :] * m[0] + rot[..., i, 1, :] * m[1] + rot[..., i, 2, :] * m[2] + t[..., i, :]
-                   for i in range(3))  # fmt: skip
+        # Camera coordinates one axis at a time: elementwise arrays instead of many tiny matmuls; the
+        # translation added last, as a sum of its own, so a shared rotation gives the same bits.
+        x, y, z = (np.empty((*params.shape[:2], m.shape[-1])) for _ in range(3))
+        for i, axis in enumerate((x, y, z)):
+            rotated = rot[..., i, 0, :] * m[0] + rot[..., i, 1, :] * m[1] + rot[..., i, 2, :] * m[2]
+            np.add(rotated, t[:, :k, i, :], out=axis[:, :k])
+            if k < params.shape[1]:
+                np.add(rotated[:, :1], t[:, k:, i, :], out=axis[:, k:])
         depth = np.maximum(-z, 1e-9)
         out = np.empty((*x.shape, 2 if self.depth is None else 3))
         out[..., 0] = self.intr.cx + f * x / depth - self.image[:, 0]
@@ -176,7 +190,8 @@ def solve_batch(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarr
         steps = 1e-6 * np.maximum(1.0, np.abs(x))  # (b, P)
         shifted = np.repeat(x[:, None], p + 1, axis=1)
         shifted[:, 1:][:, np.arange(p), np.arange(p)] += steps
-        err = batch.errors(shifted, rows)  # [:, 0] is at x itself: the IRLS weights come from there
+        # [:, 0] is at x itself (the IRLS weights come from there); [:, 4:] shift translation or focal only.
+        err = batch.errors(shifted, rows, rotations=4)
         root = batch.root_weights(batch.robust(err[:, 0]), rows)
         r_all, costs = batch.evaluate(shifted, root, rows, err)
         r, cost = r_all[:, 0], costs[:, 0]
@@ -231,6 +246,7 @@ def fit_poses(
     starts: np.ndarray | None = None,
     precision: np.ndarray | None = None,
     second: np.ndarray | None = None,
+    threads: int = 1,
 ) -> list[PoseFit]:
     """:func:`.pose.fit_pose` for B problems sharing the photo's points ``image_points`` (68, 2), or (68, 3)
     with the detector's relative depth in pixels (NaN: none), fitted as a weak third residual per point
@@ -243,7 +259,10 @@ def fit_poses(
     under the other (the mirrored photo's, :mod:`.landmark_averaging`; the second network's,
     :mod:`.second_network`), fitted as observations of their own with the same weights (the robust loss
     weighs each run's point on its own, so where the runs disagree the one the rest of the face
-    contradicts yields); the residuals (2D) and robust weights reported are the first run's."""
+    contradicts yields); the residuals (2D) and robust weights reported are the first run's. ``threads``:
+    the problems are shared out over up to that many threads, at least MIN_PROBLEMS_PER_THREAD each (numpy
+    releases the GIL in the batch's array arithmetic; each problem's arithmetic is its own, so the results
+    are the same to rounding: the solves of fewer than SMALL_BATCH rows go to LAPACK)."""
     if second is not None:
         n = np.asarray(model_points).shape[1]
         runs = 1 + len(second) // n
@@ -252,11 +271,16 @@ def fit_poses(
         w = np.asarray(weights, dtype=np.float64)
         fits = fit_poses(np.concatenate([model_points] * runs, axis=1), _stacked(image_points, second),
                          np.concatenate([w] * runs, axis=-1), intrinsics, fit_focal=fit_focal, starts=starts,
-                         precision=None if precision is None else _per_run(precision, n, runs))  # fmt: skip
+                         precision=None if precision is None else _per_run(precision, n, runs),
+                         threads=threads)  # fmt: skip
         return [PoseFit(f.pose, f.focal, f.residuals[:n], f.robust_weights[:n], f.cost) for f in fits]
     model = np.asarray(model_points, dtype=np.float64)
     image = np.asarray(image_points, dtype=np.float64)
     b = len(model)
+    shares = min(threads, b // MIN_PROBLEMS_PER_THREAD)
+    if shares > 1:
+        return _fit_shared_out(model, image, weights, intrinsics, shares, fit_focal=fit_focal, starts=starts,
+                               precision=precision)  # fmt: skip
     prior_w = np.clip(np.broadcast_to(np.asarray(weights, dtype=np.float64), (b, model.shape[1])), 0.0, 1.0)
     if precision is not None:
         prior_w = prior_w * np.clip(np.asarray(precision, dtype=np.float64), 0.0, 1.0)
@@ -289,6 +313,26 @@ def fit_poses(
                 cost=float(costs[j]))
         for i, j in enumerate(best)
     ]  # fmt: skip
+
+
+def _fit_shared_out(
+    model: np.ndarray, image: np.ndarray, weights: np.ndarray, intrinsics: Intrinsics, shares: int, *,
+    fit_focal: bool, starts: np.ndarray | None, precision: np.ndarray | None,
+) -> list[PoseFit]:  # fmt: skip
+    """:func:`fit_poses` of the problems split into ``shares`` consecutive parts, each on a thread of its own."""
+    b = len(model)
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (b, model.shape[1]))
+    given = None if starts is None else np.asarray(starts, dtype=np.float64)
+    per_problem = given is not None and given.ndim == 2
+    bounds = np.linspace(0, b, shares + 1).round().astype(int)
+
+    def part(i: int) -> list[PoseFit]:
+        rows = slice(bounds[i], bounds[i + 1])
+        return fit_poses(model[rows], image, w[rows], intrinsics, fit_focal=fit_focal, precision=precision,
+                         starts=given[rows] if per_problem and given is not None else given)  # fmt: skip
+
+    with ThreadPoolExecutor(shares) as pool:
+        return [fit for fits in pool.map(part, range(shares)) for fit in fits]
 
 
 def _per_run(precision: np.ndarray, n: int, runs: int) -> np.ndarray:

@@ -192,16 +192,25 @@ def yaw_deg(pose: np.ndarray) -> float:
 
 def score_expressions(
     expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
-    precision: np.ndarray | None = None, second: np.ndarray | None = None,
+    precision: np.ndarray | None = None, second: np.ndarray | None = None, threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Per expression: its own pose (camera fixed), the capped weighted RMS error over the trusted
-    landmarks (pixels), and the median residual over them."""
+    landmarks (pixels), and the median residual over them; the expressions shared out over up to
+    ``threads`` threads (:func:`.pose_batch.fit_poses`)."""
     cap = SCORE_CAP_IOD * eye_distance(image[:, :2])
     trusted = weights >= TRUSTED_WEIGHT
     poses, errors, medians = [], [], []
     # All expressions in one batched solve (each as fit_pose would fit it alone, to rounding).
     for fit in fit_poses(
-        expression_landmarks, image, weights, intr, fit_focal=False, starts=start, precision=precision, second=second
+        expression_landmarks,
+        image,
+        weights,
+        intr,
+        fit_focal=False,
+        starts=start,
+        precision=precision,
+        second=second,
+        threads=threads,
     ):
         r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
@@ -233,6 +242,7 @@ def fit_head(
     mirrored: np.ndarray | None = None,
     occluded_runs: Callable[[np.ndarray], np.ndarray | None] | None = None,
     occluder_seen: bool = False,
+    threads: int = 1,
 ) -> HeadFit:
     """Fit the camera and a pose per expression. ``focal_px``: the focal length when known (EXIF), else
     it is estimated; ``mesh_points`` (478, 2): the detector's dense landmarks
@@ -246,7 +256,8 @@ def fit_head(
     occluder blob, :mod:`.cover`, or ``occluder_seen``: the detection's own evidence, a hand or a mask on
     its five points, :mod:`..preprocess.occlusion`) and the direct run's fit turns the head at most
     SECOND_NETWORK_MAX_YAW_DEG, the second network's runs ((k × 68, C), :mod:`.second_network`), fitted
-    beside both at SECOND_NETWORK_WEIGHT.
+    beside both at SECOND_NETWORK_WEIGHT; ``threads``: the expressions' poses are solved on up to that
+    many threads.
 
     With ``mirrored``, the trust is still decided on the direct run: the fit of the reference expression
     without it must be trusted too, else that untrusted fit is returned (near a profile the second run
@@ -257,7 +268,7 @@ def fit_head(
         return found
     asks = found.occluded or occluder_seen
     if mirrored is None and (occluded_runs is None or not asks):
-        return _solve(found, expression_landmarks, reference_normals, reference, None)
+        return _solve(found, expression_landmarks, reference_normals, reference, None, threads=threads)
     # The photo's evidence is the same with and without the other runs: only the solves are repeated.
     alone = _solve(found, expression_landmarks[reference : reference + 1], reference_normals, 0, None)
     if not alone.trusted or alone.expression_poses is None:
@@ -267,16 +278,16 @@ def fit_head(
         extra = occluded_runs(found.image if found.depth is None else np.column_stack([found.image, found.depth]))
     others, precision = _other_runs(found, mirrored, extra)
     if others is None:
-        return _solve(found, expression_landmarks, reference_normals, reference, None)
+        return _solve(found, expression_landmarks, reference_normals, reference, None, threads=threads)
     # The two runs' fit starts where the direct run's ended (pose and focal), not from the yaw search again.
     start = None
     if SEED_FROM_DIRECT and alone.expression_poses is not None and alone.camera is not None:
         start = alone.expression_poses[0]
         if found.intr.source != "exif":  # the focal is fitted: its log-ratio to the guess as the 7th parameter
             start = np.append(start, np.log(alone.camera[0] / found.intr.focal))
-    both = _solve(found, expression_landmarks, reference_normals, reference, others, start, precision)
+    both = _solve(found, expression_landmarks, reference_normals, reference, others, start, precision, threads)
     if not both.trusted:
-        return _solve(found, expression_landmarks, reference_normals, reference, None)
+        return _solve(found, expression_landmarks, reference_normals, reference, None, threads=threads)
     both.detector_runs, both.second_network = 1 + len(others) // N_LANDMARKS, extra is not None
     return both
 
@@ -345,6 +356,7 @@ def _evidence(
 def _solve(
     found: _Evidence, expression_landmarks: np.ndarray, reference_normals: np.ndarray, reference: int,
     mirrored: np.ndarray | None, start: np.ndarray | None = None, precision: np.ndarray | None = None,
+    threads: int = 1,
 ) -> HeadFit:  # fmt: skip
     """The camera and poses from the photo's evidence, with or without the other runs (``mirrored``: the
     mirrored run's and the second network's, stacked), trusted or not by its own checks alone; ``start``:
@@ -380,7 +392,7 @@ def _solve(
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
         return untrusted(f"the landmarks disagree with the head by {median:.1f} px (median)", source, **details)
     poses, errors, medians = score_expressions(expression_landmarks, seen, weights, intr, ref.pose, precision,
-                                               mirrored)  # fmt: skip
+                                               mirrored, threads)  # fmt: skip
     return HeadFit(
         status="ok", reason="", focal_source=source, camera=np.array([intr.focal, intr.cx, intr.cy]),
         expression_poses=poses, expression_errors=errors, expression_medians=medians, reference=reference,

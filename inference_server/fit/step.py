@@ -71,6 +71,7 @@ def fit_photo(
     correspondence: Correspondence | None = None,
     detect: Detector | None = None,
     second_network: SecondNetwork | None = None,
+    threads: int = 1,
 ) -> PhotoFit:
     """Fit the camera and a pose per expression (given in the order they were decoded, the most typical
     first), then choose the display order: ``mode`` "best_fit" sorts by the visible-landmark error;
@@ -82,7 +83,8 @@ def fit_photo(
     photo, :func:`.landmark_averaging.with_depth`), and the pose solves weigh it (:mod:`.pose_batch`);
     ``second_network``: where the photo shows an occluder next to the landmarks (an occluder blob, or the
     detection's ``occluded_points``: a hand, a mask), that network's runs on the photo and its mirror are
-    fitted too (:mod:`.second_network`; only with ``detect``).
+    fitted too (:mod:`.second_network`; only with ``detect``); ``threads``: the expressions' poses are
+    solved on up to that many threads (the caller's CPU threads: the networks are idle meanwhile).
     Never raises for a photo the fit cannot use: it says why."""
     m = len(expression_vertices)
     keep = np.arange(m)
@@ -106,7 +108,7 @@ def fit_photo(
             occluded_runs = lambda direct: second_network_runs(image.rgb, direct, second_network)  # noqa: E731
         fit = fit_head(image.rgb, focal, mesh, np.asarray(expression_landmarks, np.float64), normals,
                        correspondence=correspondence, mirrored=mirrored, occluded_runs=occluded_runs,
-                       occluder_seen=bool(detection.occluded_points))  # fmt: skip
+                       occluder_seen=bool(detection.occluded_points), threads=threads)  # fmt: skip
     warnings = list(fit.warnings)
     if mode != "best_fit":
         return PhotoFit(keep, mode, fit, warnings)

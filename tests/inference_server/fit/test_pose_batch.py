@@ -98,10 +98,11 @@ def test_a_start_with_its_focal_lands_where_the_yaw_search_does(layer: FlameLaye
     np.testing.assert_allclose(from_pose.focal, searched.focal, rtol=1e-3)  # the focal refitted from the guess
 
 
-def _reference_errors(batch: _Batch, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _reference_errors(batch: _Batch, params: np.ndarray, rows: np.ndarray, rotations: int | None = None) -> np.ndarray:
     """The pixel errors of :meth:`_Batch.errors` the slow way: one problem and one parameter column at a
     time, the model turned by :func:`.camera.rotation_matrix` as a matrix product (the solver's own path
-    keeps the model's axes apart and turns them elementwise)."""
+    keeps the model's axes apart and turns them elementwise, and turns the model once for the Jacobian's
+    columns that share a rotation; ``rotations`` is ignored here: every column is turned on its own)."""
     out = np.empty((*params.shape[:2], batch.model.shape[1], 2 if batch.depth is None else 3))
     for i, row in enumerate(rows):
         for k, p in enumerate(params[i]):
@@ -171,3 +172,56 @@ def test_the_motion_stop_leaves_the_points_where_full_polishing_puts_them(
             there = project(p, b.pose, np.array([b.focal, 320.0, 240.0]))
             assert np.abs(here - there).max() < 0.05
             assert a.cost <= b.cost * (1 + 1e-3)
+
+
+def test_the_jacobian_columns_that_share_a_rotation_give_the_same_bits(layer: FlameLayer) -> None:
+    """The solver turns the model once for the columns that only shift translation or focal: the errors
+    must be the very numbers the full computation gives (with depth and a fitted focal)."""
+    rng = np.random.default_rng(11)
+    lmk = _expressions(layer, rng, 4)
+    seen, pose, camera = _photo(lmk[0], rng)
+    image = np.column_stack([seen, rng.normal(0, 5.0, 68)])
+    batch = _Batch(lmk, image, rng.uniform(0.2, 1.0, (4, 68)), Intrinsics(float(camera[0]), 320.0, 240.0, "fitted"),
+                   True, 2.0)  # fmt: skip
+    x = np.concatenate([np.tile(pose, (4, 1)) + rng.normal(0, 0.05, (4, 6)), rng.normal(0, 0.1, (4, 1))], axis=1)
+    shifted = np.repeat(x[:, None], 8, axis=1)
+    shifted[:, 1:][:, np.arange(7), np.arange(7)] += 1e-6 * np.maximum(1.0, np.abs(x))
+    rows = np.arange(4)
+    np.testing.assert_array_equal(batch.errors(shifted, rows, rotations=4), batch.errors(shifted, rows))
+
+
+def test_problems_shared_out_over_threads_fit_as_in_one_batch(
+    layer: FlameLayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 expressions on two threads (the fit stage's scoring), with per-problem weights and a second run:
+    each expression keeps its own result, in order, to rounding; and two threads did solve them."""
+    import threading
+
+    from inference_server.fit import pose_batch
+
+    rng = np.random.default_rng(12)
+    lmk = _expressions(layer, rng, 70)
+    seen, pose, camera = _photo(lmk[0], rng)
+    mirrored = seen + rng.normal(0, 1.0, seen.shape)
+    weights = rng.uniform(0.0, 1.0, (70, 68))
+    intr = Intrinsics(float(camera[0]), 320.0, 240.0, "exif")
+    start = pose + np.concatenate([rng.normal(0, 0.05, 3), rng.normal(0, 0.01, 3)])
+    one = fit_poses(lmk, seen, weights, intr, fit_focal=False, starts=start, second=mirrored)
+    solvers: set[int] = set()
+    solve = pose_batch.solve_batch
+
+    def watched(starts: np.ndarray, batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
+        solvers.add(threading.get_ident())
+        return solve(starts, batch)
+
+    monkeypatch.setattr(pose_batch, "solve_batch", watched)
+    two = fit_poses(lmk, seen, weights, intr, fit_focal=False, starts=start, second=mirrored, threads=2)
+    assert len(solvers) == 2
+    assert len(two) == len(one)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(b.pose, a.pose, atol=1e-8, rtol=0)
+        np.testing.assert_allclose(b.residuals, a.residuals, atol=1e-6, rtol=0)
+        assert b.residuals.shape == (68,)
+    solvers.clear()
+    fit_poses(lmk[:40], seen, weights[:40], intr, fit_focal=False, starts=start, threads=2)
+    assert len(solvers) == 1  # 20 problems a thread would be too few: one batch
