@@ -56,6 +56,9 @@ class ReconstructionResult:
     shape_basis: np.ndarray | None = None  # float32 (Sc, V, 3), Sc <= S: the first Sc shape directions
     expression_basis: np.ndarray | None = None  # float32 (E, V, 3): the directions of expression_params
     pose_basis: np.ndarray | None = None  # float32 (9 (J - 1), V, 3): pose correctives, (R - I) of joints 1..
+    # The photo's gaze (with head_pose): axis-angle of the left_eye and right_eye joints (the subject's left
+    # and right, FLAME pose order), each relative to the head, as the pose's joints 3 and 4
+    eye_pose: np.ndarray | None = None  # float32 (2, 3)
     format: str = field(default=FORMAT)
 
     @property
@@ -65,9 +68,11 @@ class ReconstructionResult:
 
 _ARRAY_KEYS = tuple(f.name for f in fields(ReconstructionResult) if f.name not in ("meta", "format"))
 FLAME_CONTROL_KEYS = ("shape_basis", "expression_basis", "pose_basis")
-_OPTIONAL_KEYS = frozenset({"uv", "uv_faces", "landmarks", "head_pose", "camera", "expression_head_pose"}) | frozenset(
-    FLAME_CONTROL_KEYS
-)
+_OPTIONAL_KEYS = frozenset(
+    {"uv", "uv_faces", "landmarks", "head_pose", "camera", "expression_head_pose", "eye_pose"}
+) | frozenset(FLAME_CONTROL_KEYS)
+#: The joints ``eye_pose`` turns (indices into JOINT_NAMES).
+EYE_JOINTS = (3, 4)
 _INT_KEYS = frozenset({"faces", "uv_faces", "parents"})
 _KNOWN_KEYS = frozenset(_ARRAY_KEYS) | {"format", "meta_json"}
 
@@ -142,6 +147,11 @@ def validate(result: ReconstructionResult) -> None:
         _check_array(arrays, "camera", 1, {0: 3})
     if arrays["expression_head_pose"] is not None:
         _check_array(arrays, "expression_head_pose", 2, {0: M, 1: 6})
+    if arrays["eye_pose"] is not None:
+        eyes = _check_array(arrays, "eye_pose", 2, {0: 2, 1: 3})
+        _expect(arrays["head_pose"] is not None, "eye_pose", "is present without a head_pose")
+        _expect(J > max(EYE_JOINTS), "eye_pose", f"needs the eye joints; the head has {J} joints")
+        _expect(bool((np.linalg.norm(eyes, axis=1) <= np.pi).all()), "eye_pose", "turns an eye by more than 180°")
     _validate_flame_controls(arrays, V, S=params.shape[1], E=exp.shape[1], J=J)
 
 
