@@ -8,8 +8,11 @@ import cv2
 import numpy as np
 
 from .atomic_io import atomic_write_bytes
+from .fit.camera import project, rotation_matrix
+from .fit.gaze import eyeballs_of
 from .pipeline import ReconstructionOutput
 from .render import Camera, PinholeCamera, RenderError, grid, render_mesh
+from .result import ReconstructionResult
 
 TILE = 256
 #: Expressions shown on the sheet (the file holds all of them).
@@ -81,7 +84,22 @@ def _head_on_photo(output: ReconstructionOutput) -> np.ndarray | None:
     small = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
     covered = (head != np.array(marker, np.uint8)).any(axis=2)[:, :, None]
     blended = np.where(covered, (0.45 * small + 0.55 * head).astype(np.uint8), small)
+    _draw_gaze(blended, res, camera, scale)
     return _fit(blended)
+
+
+def _draw_gaze(image: np.ndarray, res: ReconstructionResult, camera: PinholeCamera, scale: float) -> None:
+    """Where the fitted eyes look: an arrow 4 cm long from each eye's centre (nothing without ``eye_pose``)."""
+    eyes = None if res.eye_pose is None else eyeballs_of(res.expression_vertices[0], res.skin_weights, res.joints)
+    if eyes is None or res.eye_pose is None:
+        return
+    for eye, turn in zip(eyes, res.eye_pose.astype(np.float64), strict=True):
+        ahead = eye.centre + 0.04 * rotation_matrix(turn) @ ((eye.pupil - eye.centre) / eye.radius)
+        ends = project(
+            np.stack([eye.centre, ahead]), np.asarray(camera.pose), np.array([camera.focal, camera.cx, camera.cy])
+        )
+        a, b = (tuple(int(np.rint(v * scale)) for v in end[:2]) for end in ends)
+        cv2.arrowedLine(image, a, b, (0, 255, 255), max(1, round(2 * scale)), cv2.LINE_AA, tipLength=0.25)
 
 
 def _texture_tile(output: ReconstructionOutput) -> np.ndarray | None:

@@ -52,6 +52,8 @@ def flame_params(result: ReconstructionResult) -> dict[str, Any]:
     for m in range(len(result.expression_params)):
         pose = np.zeros(15)
         pose[6:9] = result.jaw_pose[m]
+        if result.eye_pose is not None:  # the photo's gaze, the same for every expression
+            pose[9:15] = result.eye_pose.reshape(6)
         expressions.append(
             {
                 "index": m + 1,
@@ -64,7 +66,9 @@ def flame_params(result: ReconstructionResult) -> dict[str, Any]:
         "format": "ofer-flame-params/1",
         "units": "metres",
         "pose_layout": ["global(0:3)", "neck(3:6)", "jaw(6:9)", "left_eye(9:12)", "right_eye(12:15)"],
-        "note": "expressions are applied to identity rank 1; jaw_pose already includes jaw_scale",
+        "note": "expressions are applied to identity rank 1; jaw_pose already includes jaw_scale; the eye "
+        "joints hold the photo's gaze when it was read (meta gaze)",
+        "gaze": result.meta.get("gaze"),
         "demo": result.demo,
         "flame_version": result.meta.get("flame_version"),
         "jaw_scale": result.meta.get("jaw_scale"),

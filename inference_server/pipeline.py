@@ -391,6 +391,7 @@ class Reconstructor:
             head_pose=pose_arrays["head_pose"],
             camera=pose_arrays["camera"],
             expression_head_pose=pose_arrays["expression_head_pose"],
+            eye_pose=pose_arrays["eye_pose"],
         )
         attach_requested_bases(result, args.extra, bundle.flame)
         try:

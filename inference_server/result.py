@@ -150,7 +150,7 @@ def validate(result: ReconstructionResult) -> None:
     if arrays["eye_pose"] is not None:
         eyes = _check_array(arrays, "eye_pose", 2, {0: 2, 1: 3})
         _expect(arrays["head_pose"] is not None, "eye_pose", "is present without a head_pose")
-        _expect(J > max(EYE_JOINTS), "eye_pose", f"needs the eye joints; the head has {J} joints")
+        _expect(max(EYE_JOINTS) < J, "eye_pose", f"needs the eye joints; the head has {J} joints")
         _expect(bool((np.linalg.norm(eyes, axis=1) <= np.pi).all()), "eye_pose", "turns an eye by more than 180°")
     _validate_flame_controls(arrays, V, S=params.shape[1], E=exp.shape[1], J=J)
 

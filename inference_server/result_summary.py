@@ -65,6 +65,20 @@ def fit_line(meta: dict[str, Any], head_pose: np.ndarray | None, camera: np.ndar
     )
 
 
+def gaze_line(meta: dict[str, Any]) -> str | None:
+    """Where the eyes look (in the head's frame), or why they stay at rest; None for a result without the entry."""
+    gaze = meta.get("gaze")
+    if not isinstance(gaze, dict):
+        return None
+    if gaze.get("status") != "ok":
+        return f"at rest ({gaze.get('reason') or 'not read'})"
+    yaw, pitch = float(gaze.get("yaw_deg", 0.0)), float(gaze.get("pitch_deg", 0.0))
+    sideways = f"{abs(yaw):.0f}° to the subject's {'left' if yaw >= 0 else 'right'}"
+    upwards = f"{abs(pitch):.0f}° {'up' if pitch >= 0 else 'down'}"
+    read = " and ".join(gaze.get("eyes_read") or [])
+    return f"{sideways}, {upwards} of the head's forward (from the {read} iris{'es' if ' and ' in read else ''})"
+
+
 def texture_line(meta: dict[str, Any]) -> str | None:
     """Where the texture's texels came from (shares of all the head's texels: the back of the head and the
     texels the photo shows covered are filled), or None without a texture."""

@@ -216,7 +216,7 @@ def _reconstruct_one(
     from .atomic_io import io_failure
     from .faces_cli import face_lines
     from .mesh_export import export_hypotheses
-    from .result_summary import fit_line, identity_line, texture_line
+    from .result_summary import fit_line, gaze_line, identity_line, texture_line
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +236,9 @@ def _reconstruct_one(
     _print_photo_scores(result.meta)
     print("\n".join(face_lines(output.detection, result.meta.get("warnings") or [])))
     print(f"  head on photo: {fit_line(result.meta, result.head_pose, result.camera)}")
+    gaze = gaze_line(result.meta)
+    if gaze:
+        print(f"  eyes:          {gaze}")
     texture = texture_line(result.meta)
     if texture:
         print(f"  texture:       {texture}")

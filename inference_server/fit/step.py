@@ -15,6 +15,7 @@ from ..preprocess.image import LoadedImage
 from ..render import vertex_normals
 from .calibration import Correspondence
 from .camera import exif_focal_pixels
+from .gaze import Gaze, eyeballs, fit_gaze
 from .landmark_averaging import Detector, mirrored_landmarks, with_depth
 from .second_network import SecondNetwork, second_network_runs
 from .stage import HeadFit, fit_head, to_68, untrusted
@@ -28,18 +29,23 @@ class PhotoFit:
     order_used: str
     head_fit: HeadFit
     warnings: list[dict[str, str]] = field(default_factory=list)
+    gaze: Gaze = field(default_factory=lambda: Gaze(None, "no trusted head pose"))
 
     def arrays(self) -> dict[str, np.ndarray | None]:
-        """``head_pose``, ``camera``, ``expression_head_pose`` for the result (None when untrusted)."""
+        """``head_pose``, ``camera``, ``expression_head_pose``, ``eye_pose`` for the result (None when
+        untrusted, ``eye_pose`` also when the irises could not be read)."""
         fit = self.head_fit
         if not fit.trusted or fit.expression_poses is None or fit.camera is None:
-            return {"head_pose": None, "camera": None, "expression_head_pose": None}
+            return {"head_pose": None, "camera": None, "expression_head_pose": None, "eye_pose": None}
         poses = fit.expression_poses[self.order].astype(np.float32)
-        return {"head_pose": poses[0].copy(), "camera": fit.camera.astype(np.float32), "expression_head_pose": poses}
+        eyes = None if self.gaze.eye_pose is None else self.gaze.eye_pose.astype(np.float32)
+        return {"head_pose": poses[0].copy(), "camera": fit.camera.astype(np.float32), "expression_head_pose": poses,
+                "eye_pose": eyes}  # fmt: skip
 
     def meta(self) -> dict[str, Any]:
         fit = self.head_fit
-        out: dict[str, Any] = {"fit": _reordered(fit, self.order).meta(0), "expression_order": self.order_used}
+        out: dict[str, Any] = {"fit": _reordered(fit, self.order).meta(0), "expression_order": self.order_used,
+                               "gaze": self.gaze.meta()}  # fmt: skip
         if fit.trusted and fit.expression_errors is not None:
             out["expression_fit_px"] = [round(float(e), 3) for e in fit.expression_errors[self.order]]
         return out
@@ -111,9 +117,29 @@ def fit_photo(
                        occluder_seen=bool(detection.occluded_points), threads=threads)  # fmt: skip
     warnings = list(fit.warnings)
     if mode != "best_fit":
-        return PhotoFit(keep, mode, fit, warnings)
-    if not fit.trusted or fit.expression_errors is None:
+        photo_fit = PhotoFit(keep, mode, fit, warnings)
+    elif not fit.trusted or fit.expression_errors is None:
         message = "Expressions are in typical order: the fit to the photo is not trusted."
         warnings.append({"code": "best_fit_unavailable", "message": message})
-        return PhotoFit(keep, "typical", fit, warnings)
-    return PhotoFit(best_fit_order(params, fit.expression_errors), "best_fit", fit, warnings)
+        photo_fit = PhotoFit(keep, "typical", fit, warnings)
+    else:
+        photo_fit = PhotoFit(best_fit_order(params, fit.expression_errors), "best_fit", fit, warnings)
+    photo_fit.gaze = _gaze(photo_fit, detection, model, expression_vertices, expression_landmarks)
+    return photo_fit
+
+
+def _gaze(
+    photo_fit: PhotoFit, detection: FaceDetection, model: FlameModelData, expression_vertices: np.ndarray,
+    expression_landmarks: np.ndarray | None,
+) -> Gaze:  # fmt: skip
+    """The gaze for the display-first expression's pose (the one the result's head_pose is)."""
+    fit = photo_fit.head_fit
+    if not fit.trusted or fit.expression_poses is None or fit.camera is None or fit.landmarks is None:
+        return Gaze(None, "no trusted head pose")
+    if fit.weights is None or expression_landmarks is None:
+        return Gaze(None, "no landmarks to read the eyes by")
+    first = int(photo_fit.order[0])
+    eyes = eyeballs(model, np.asarray(expression_vertices[first], dtype=np.float64))
+    return fit_gaze(detection.landmarks, fit.landmarks, fit.weights, eyes,
+                    np.asarray(expression_landmarks[first], dtype=np.float64), fit.expression_poses[first],
+                    fit.camera)  # fmt: skip

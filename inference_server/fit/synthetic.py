@@ -35,6 +35,7 @@ class SyntheticCase:
     expression: np.ndarray  # (50,)
     jaw: np.ndarray  # (3,)
     shape: np.ndarray  # (300,)
+    eye_pose: np.ndarray | None = None  # (2, 3) the eyes' rotations (fit/gaze.py's order), when turned
 
 
 def ground_truth_texture(head: FlameModelData, size: int = 512) -> np.ndarray:
@@ -61,12 +62,14 @@ def landmark_normals(vertices: np.ndarray, faces: np.ndarray, head: FlameModelDa
 def render_case(
     head: FlameModelData, layer: FlameLayer, texture: np.ndarray, rng: np.random.Generator, *,
     size: tuple[int, int] = (640, 480), max_yaw: float = 30.0, occluder: str | None = None, ambient: float = 0.5,
-    yaw: float | None = None,
+    yaw: float | None = None, gaze_deg: tuple[float, float] | None = None,
 ) -> SyntheticCase:  # fmt: skip
     """One photo: random identity, expression and jaw, pose within ±``max_yaw`` yaw, ±15° pitch, ±8° roll,
     a focal length of 0.8-2.2 × the longer side, the face ~20 % of the width; ``occluder`` "mouth" or
     "eyes" draws a strongly coloured bar there. ``ambient`` 1.0 renders the texture unshaded. ``yaw``
-    (degrees) fixes the turn instead of drawing it (the other draws stay as they were)."""
+    (degrees) fixes the turn instead of drawing it (the other draws stay as they were). ``gaze_deg`` (yaw
+    towards the subject's left, pitch up; degrees in the head's frame) turns both eyes to look that way
+    (no draw: the other draws stay as they were)."""
     width, height = size
     shape = rng.normal(0, 1, 300) * np.where(np.arange(300) < 32, 1.0, 0.3)
     expression = rng.normal(0, 0.3, 50)
@@ -77,6 +80,9 @@ def render_case(
     vertices = out.vertices[0].double().numpy()
     assert out.landmarks is not None
     landmarks = out.landmarks[0].double().numpy()
+    eye_pose = None
+    if gaze_deg is not None:
+        vertices, eye_pose = _looking(head, vertices, *gaze_deg)
     angles = np.radians([rng.uniform(-15, 15), rng.uniform(-max_yaw, max_yaw), rng.uniform(-8, 8)])
     if yaw is not None:
         angles[1] = math.radians(yaw)
@@ -105,8 +111,22 @@ def render_case(
     return SyntheticCase(
         image=image, vertices=vertices, landmarks=landmarks,
         landmark_normals=landmark_normals(vertices, head.faces, head), pose=pose, camera=camera,
-        texture=texture, occluder_alpha=alpha, expression=expression, jaw=jaw, shape=shape,
+        texture=texture, occluder_alpha=alpha, expression=expression, jaw=jaw, shape=shape, eye_pose=eye_pose,
     )  # fmt: skip
+
+
+def _looking(
+    head: FlameModelData, vertices: np.ndarray, yaw_deg: float, pitch_deg: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``vertices`` with both eyes turned to look along (yaw, pitch), and those turns (2, 3)."""
+    from .gaze import angles_direction, eyeballs, rotation_between, turned_eyes
+
+    eyes = eyeballs(head, vertices)
+    if eyes is None:
+        raise ValueError("the head has no eyeballs on eye joints")
+    target = angles_direction(yaw_deg, pitch_deg)
+    eye_pose = np.stack([rotation_between((e.pupil - e.centre) / e.radius, target) for e in eyes])
+    return turned_eyes(head, vertices, eye_pose), eye_pose
 
 
 def five_points(case: SyntheticCase) -> np.ndarray:

@@ -13,6 +13,7 @@ from ..assets_config import default_cache_dir
 from ..atomic_io import atomic_write_bytes
 from ..blas_threads import one_blas_thread
 from ..fit.camera import project as project_points
+from ..fit.gaze import turned_eyes
 from ..fit.pose import eye_distance
 from ..flame.model_data import FlameModelData
 from .bake import occluder_texels, project_texels, sample_photo, texel_zones
@@ -64,8 +65,11 @@ class TextureInputs:
         pose, camera = pose_arrays["head_pose"], pose_arrays["camera"]
         if pose is None or camera is None or model.uv is None or model.uv_faces is None or exp_landmarks is None:
             return None
+        vertices = exp_vertices[0].astype(np.float64)
+        if pose_arrays.get("eye_pose") is not None:  # the irises are baked where the photo's eyes look
+            vertices = turned_eyes(model, vertices, np.asarray(pose_arrays["eye_pose"], dtype=np.float64))
         return cls(
-            vertices=exp_vertices[0].astype(np.float64), template=model.v_template, faces=model.faces, uv=model.uv,
+            vertices=vertices, template=model.v_template, faces=model.faces, uv=model.uv,
             uv_faces=model.uv_faces, landmarks=exp_landmarks[order[0]].astype(np.float64),
             pose=pose.astype(np.float64), camera=camera.astype(np.float64),
         )  # fmt: skip

@@ -34,3 +34,20 @@ def test_export_hypotheses_writes_every_mesh_and_params(tmp_path: Path) -> None:
     assert params["units"] == "metres"
     assert params["expressions"][2]["pose"][6:9] == result.jaw_pose[2].tolist()
     assert params["identities"][0]["shape"] == result.identity_params[0].tolist()
+
+
+def test_params_carry_the_photo_gaze_in_the_eye_joints(tmp_path: Path) -> None:
+    """With eye_pose, every expression's 15-D FLAME pose holds it at the eye joints (9:15), beside its jaw;
+    without, the eyes are zero."""
+    result = make_result(np.random.default_rng(2), K=1, M=2)
+    export_hypotheses(result, tmp_path)
+    assert json.loads((tmp_path / "params.json").read_text())["expressions"][1]["pose"][9:15] == [0.0] * 6
+    result.head_pose = np.array([0.1, -0.2, 0.0, 0.01, 0.0, -0.6], np.float32)
+    result.eye_pose = np.array([[0.05, 0.2, 0.0], [0.04, 0.25, 0.0]], np.float32)
+    result.meta["gaze"] = {"status": "ok", "yaw_deg": 12.0}
+    export_hypotheses(result, tmp_path)
+    params = json.loads((tmp_path / "params.json").read_text())
+    for m, entry in enumerate(params["expressions"]):
+        np.testing.assert_array_equal(entry["pose"][9:15], result.eye_pose.reshape(6).tolist())
+        assert entry["pose"][6:9] == result.jaw_pose[m].tolist()
+    assert params["gaze"]["yaw_deg"] == 12.0

@@ -271,6 +271,47 @@ def test_a_face_found_only_in_the_mirror_is_fitted_and_textured(reconstructor: R
     assert fit["reprojection_px"] <= 0.05 * float(np.linalg.norm(eyes[0] - eyes[1]))
 
 
+def _angle_to_camera(res: Any) -> tuple[float, float]:
+    """(turned, at rest): the angle in degrees between where the result's eyes look (their eye_pose; at rest)
+    and the line from each eye to the camera, the mean of both eyes, through the result's own arrays."""
+    from inference_server.fit.camera import rotation_matrix
+    from inference_server.fit.gaze import eyeballs_of
+
+    turn, offset = rotation_matrix(res.head_pose[:3].astype(np.float64)), res.head_pose[3:].astype(np.float64)
+    eyes = eyeballs_of(res.expression_vertices[0], res.skin_weights, res.joints)
+    assert eyes is not None
+    angles: dict[str, list[float]] = {"turned": [], "rest": []}
+    for k, eye in enumerate(eyes):
+        rest = eye.pupil - eye.centre
+        to_camera = -(turn @ eye.centre + offset)
+        for name, direction in (("turned", rotation_matrix(res.eye_pose[k].astype(np.float64)) @ rest), ("rest", rest)):
+            cosine = (turn @ direction) @ to_camera / np.linalg.norm(direction) / np.linalg.norm(to_camera)
+            angles[name].append(float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))))
+    return float(np.mean(angles["turned"])), float(np.mean(angles["rest"]))
+
+
+@pytest.mark.skipif(find_fixtures() is None, reason="shared/fixtures/official-preprocessing is not on this machine")
+def test_real_photos_gaze_at_the_camera_and_closed_eyes_stay_at_rest(
+    reconstructor: Reconstructor, tmp_path: Path
+) -> None:
+    """Three real photos whose subjects look into the camera with the head turned or tilted: the eyes are
+    turned towards the camera (within 16°, at least 8° nearer than at rest). A photo with closed eyes keeps them
+    at rest and says so."""
+    fixtures = find_fixtures()
+    assert fixtures is not None
+    for name in ("beauty-blurred-background-eye-face", "smoke-young-human-model", "girl-crafty-egg-steal"):
+        photo = fixtures / "images" / f"{name}-thumb.jpg"
+        res = read_result(reconstructor.run(_args(tmp_path, image=str(photo)), lambda *a: None, lambda: False).path)
+        assert res.eye_pose is not None, (name, res.meta["gaze"])
+        assert res.meta["gaze"]["status"] == "ok" and res.meta["gaze"]["eyes_read"] == ["left", "right"]
+        turned, rest = _angle_to_camera(res)
+        assert turned < 16.0 and turned < rest - 8.0, (name, turned, rest)
+    photo = fixtures / "images" / "pretty-woman-girl-eyes-thumb.jpg"
+    res = read_result(reconstructor.run(_args(tmp_path, image=str(photo)), lambda *a: None, lambda: False).path)
+    assert res.head_pose is not None and res.eye_pose is None
+    assert res.meta["gaze"]["status"] == "skipped" and "closed" in res.meta["gaze"]["reason"]
+
+
 def test_given_points_keep_the_head_without_a_camera(reconstructor: Reconstructor, tmp_path: Path) -> None:
     points = ((203.5, 101.1), (246.6, 103.5), (223.6, 125.8), (201.8, 139.2), (245.0, 141.0))
     out = reconstructor.run(_args(tmp_path, points=points), lambda *a: None, lambda: False)

@@ -178,6 +178,29 @@ def test_head_on_the_photo_keys_round_trip_and_are_checked(tmp_path: Path, resul
         write_result(tmp_path / "bad.npz", result)
 
 
+def test_eye_pose_round_trips_with_a_head_pose_and_is_checked(tmp_path: Path, result: ReconstructionResult) -> None:
+    """eye_pose (2, 3): written and read back exactly; refused without a head_pose, in another shape, or
+    turning an eye by more than half a turn."""
+    result.head_pose = np.array([0.1, -0.2, 0.0, 0.01, 0.0, -0.6], np.float32)
+    result.camera = np.array([520.0, 214.0, 141.0], np.float32)
+    result.eye_pose = np.array([[0.05, 0.2, 0.0], [0.05, 0.25, 0.0]], np.float32)
+    back = read_result(write_result(tmp_path / "eyes.npz", result))
+    assert back.eye_pose is not None
+    np.testing.assert_array_equal(back.eye_pose, result.eye_pose)
+    for broken, message in (
+        ({"eye_pose": np.zeros((3, 3), np.float32)}, "eye_pose"),
+        ({"eye_pose": np.array([[4.0, 0, 0], [0, 0, 0]], np.float32)}, "more than 180"),
+        ({"head_pose": None, "camera": None}, "without a head_pose"),
+    ):
+        saved = {key: getattr(result, key) for key in broken}
+        for key, value in broken.items():
+            setattr(result, key, value)
+        with pytest.raises(ResultFileError, match=message):
+            write_result(tmp_path / "bad.npz", result)
+        for key, value in saved.items():
+            setattr(result, key, value)
+
+
 def test_flame_control_bases_round_trip_together_and_follow_the_coefficients(
     tmp_path: Path, result: ReconstructionResult
 ) -> None:

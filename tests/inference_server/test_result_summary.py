@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from inference_server.fit.camera import axis_angle, euler_rotation
-from inference_server.result_summary import fit_line, identity_line, pose_angles_deg, texture_line
+from inference_server.result_summary import fit_line, gaze_line, identity_line, pose_angles_deg, texture_line
 
 
 @pytest.mark.parametrize("angles", [(10.0, -25.0, 5.0), (-12.0, 40.0, -8.0), (0.0, 0.0, 0.0), (3.0, 70.0, 1.0)])
@@ -51,3 +51,18 @@ def test_texture_line() -> None:
     assert texture_line(meta) == ("result_texture.png (13% from the photo, 6% mirrored, 27% seen covered, filled; "
                                   "of the head's texels)")  # fmt: skip
     assert texture_line({}) is None
+
+
+def test_gaze_line_says_where_the_eyes_look_or_why_not() -> None:
+    read = {"gaze": {"status": "ok", "yaw_deg": -17.3, "pitch_deg": 4.0, "eyes_read": ["left", "right"], "reason": ""}}
+    assert gaze_line(read) == "17° to the subject's right, 4° up of the head's forward (from the left and right irises)"
+    one = {"gaze": {"status": "ok", "yaw_deg": 3.0, "pitch_deg": -2.5, "eyes_read": ["left"], "reason": "..."}}
+    assert gaze_line(one) == "3° to the subject's left, 2° down of the head's forward (from the left iris)"
+    closed = {
+        "gaze": {
+            "status": "skipped",
+            "reason": "the right eye is closed; the left eye is closed: the eyes are left at rest",
+        }
+    }
+    assert gaze_line(closed) == "at rest (the right eye is closed; the left eye is closed: the eyes are left at rest)"
+    assert gaze_line({}) is None
