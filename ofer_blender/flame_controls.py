@@ -12,6 +12,11 @@ The import option "FLAME controls" (a result reconstructed with ``flame_controls
   Expression scrollers (and keyframes on them) show every hypothesis exactly, as on a plain import.
 
 :func:`set_from_hypothesis` puts any hypothesis into the controls (and the scroller to 0).
+
+The eye bones are not among the controls: they hold the photo's gaze (importer.pose_eyes), which no
+hypothesis changes, so neither the scrollers nor :func:`set_from_hypothesis` touch them. Their ``Pose``
+keys (Pose19..36) stay at 0, as in the file's meshes (the eyes at rest): the gaze turns the eyeballs by
+skinning alone, as the worker turns them.
 """
 
 from __future__ import annotations
@@ -136,11 +141,11 @@ def _stored(obj: Any, key: str) -> np.ndarray:
 
 def jaw_bone_values(rig: Any, jaw: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The jaw pose bone's (quaternion w x y z, location) for a FLAME jaw axis-angle and a rig-space offset."""
-    from .importer import _jaw_local
+    from .importer import bone_rotation
 
     rest = rig.data.bones["jaw"].matrix_local.to_3x3()
     location = np.asarray(rest.inverted() @ Vector(tuple(float(v) for v in offset)), dtype=np.float64)
-    return _jaw_local(rig, jaw), location
+    return bone_rotation(rig, "jaw", jaw), location
 
 
 def set_values(obj: Any, prefix: str, values: np.ndarray) -> None:

@@ -17,7 +17,7 @@ import bpy
 import numpy as np
 from mathutils import Quaternion
 
-from ..inference_server.result import JOINT_NAMES, ReconstructionResult, ResultFileError, read_result
+from ..inference_server.result import EYE_JOINTS, JOINT_NAMES, ReconstructionResult, ResultFileError, read_result
 from . import camera_import, drivers, flame_controls, hypotheses, ids, material_import, placement, skinning
 
 BONE_LENGTH = 0.02  # metres; bones point along +Y of the FLAME frame so their rest rotation is the identity
@@ -104,6 +104,7 @@ def build_head(
             item.score = float(score)
             item.relative = float(score) / best if best > 0 else 0.0
         _add_drivers(obj, rig, plan, jaw=controls is None)  # with FLAME controls the jaw is a control
+        pose_eyes(rig, result.eye_pose)
         camera = camera_import.build_camera(
             context, result, obj, placement.rig_matrix(lift), source_path, created, warnings
         )
@@ -172,7 +173,7 @@ def _add_drivers(obj: bpy.types.Object, rig: bpy.types.Object, plan: hypotheses.
     if not jaw or "jaw" not in pose.bones:
         return
     jaw_pose = np.asarray(obj[P + "jaw_pose"]).reshape(-1, 3)
-    table = np.stack([_jaw_local(rig, aa) for aa in np.vstack([np.zeros((1, 3)), jaw_pose])])
+    table = np.stack([bone_rotation(rig, "jaw", aa) for aa in np.vstack([np.zeros((1, 3)), jaw_pose])])
     for axis in range(4):
         drivers.drive_table(pose.bones["jaw"], "rotation_quaternion", axis, obj, "expression", table[:, axis])
 
@@ -301,7 +302,7 @@ def _store_data(obj: bpy.types.Object, result: ReconstructionResult, source_path
         value = np.ascontiguousarray(getattr(result, key))
         obj[P + key] = value.ravel()
         obj[P + key + "_shape"] = np.asarray(value.shape, dtype=np.int32)
-    for key in ("head_pose", "camera"):
+    for key in ("head_pose", "camera", "eye_pose"):  # fixed shapes (the contract's): stored flat
         value = getattr(result, key)
         if value is not None:
             obj[P + key] = np.asarray(value, dtype=np.float32).ravel()
@@ -382,16 +383,32 @@ def pose_jaw(obj: Any, expression: int) -> None:
     axis_angle = jaw_pose[expression - 1] if 0 < expression <= len(jaw_pose) else np.zeros(3)
     bone = rig.pose.bones["jaw"]
     bone.rotation_mode = "QUATERNION"
-    bone.rotation_quaternion = tuple(_jaw_local(rig, axis_angle))
+    bone.rotation_quaternion = tuple(bone_rotation(rig, "jaw", axis_angle))
 
 
-def _jaw_local(rig: Any, axis_angle: np.ndarray) -> np.ndarray:
-    """The jaw bone's local quaternion for a FLAME jaw rotation (w, x, y, z)."""
+def bone_rotation(rig: Any, bone: str, axis_angle: np.ndarray) -> np.ndarray:
+    """The pose bone ``bone``'s local quaternion (w, x, y, z) for a FLAME joint rotation (axis-angle)."""
     # FLAME's rotation is in the rig's (armature) space about the joint; a pose bone rotates in its own
     # rest frame, so conjugate by the bone's rest orientation (the identity for bones built here)
     world = Quaternion(tuple(skinning.axis_angle_to_quaternion(axis_angle))).to_matrix()
-    rest = rig.data.bones["jaw"].matrix_local.to_3x3()
+    rest = rig.data.bones[bone].matrix_local.to_3x3()
     return np.asarray((rest.inverted() @ world @ rest).to_quaternion(), dtype=np.float64)
+
+
+def pose_eyes(rig: Any, eye_pose: np.ndarray | None) -> None:
+    """Turn the eye bones to the photo's gaze (``eye_pose``: the left then the right eye, as FLAME's joints).
+
+    Set once, not driven: the gaze is the photo's, whatever hypothesis is shown, and the bones stay free to
+    turn or keyframe by hand. Without ``eye_pose`` the eyes keep their rest pose (looking straight ahead).
+    """
+    if eye_pose is None:
+        return
+    bones = rig.pose.bones
+    for joint, axis_angle in zip(EYE_JOINTS, np.asarray(eye_pose, dtype=np.float64), strict=True):
+        name = _joint_name(joint)
+        if name in bones:
+            bones[name].rotation_mode = "QUATERNION"
+            bones[name].rotation_quaternion = tuple(bone_rotation(rig, name, axis_angle))
 
 
 def place_camera(obj: Any, expression: int) -> None:

@@ -54,7 +54,7 @@ def _unregister_at_exit() -> None:
 atexit.register(_unregister_at_exit)
 
 
-_CACHE: dict[tuple[int, int, int, str, bool], Path] = {}
+_CACHE: dict[tuple[int, int, int, str, bool, bool], Path] = {}
 
 
 def torch_python() -> str:
@@ -109,20 +109,22 @@ def make_result_file(
     seed: int = 0,
     fit: str = "none",
     flame_controls: bool = False,
+    eye_pose: bool = False,
 ) -> Path:
     """The one source of result files for the Blender tests (see result_factory.py).
 
     Built in a subprocess: torch (for the demo FLAME head) and bpy must not share a process — together
     they deadlock. Each distinct file is built once per session and copied. ``fit="ok"`` adds a known
     head pose and camera, a photo and a texture (the texture is copied beside the copy, as the worker
-    writes it; the photo stays where the file records it).
+    writes it; the photo stays where the file records it); ``eye_pose`` (with ``fit="ok"``) a known gaze.
     """
-    key = (n_identities, n_expressions, seed, fit, flame_controls)
+    key = (n_identities, n_expressions, seed, fit, flame_controls, eye_pose)
     if key not in _CACHE:
         cached = Path(tempfile.mkdtemp(prefix="ofer-results-")) / "result.npz"
         args = [str(cached), f"--n-identities={n_identities}", f"--n-expressions={n_expressions}", f"--seed={seed}"]
         args.append(f"--fit={fit}")
         args += ["--flame-controls"] if flame_controls else []
+        args += ["--eye-pose"] if eye_pose else []
         proc = subprocess.run(
             [torch_python(), str(HERE / "result_factory.py"), *args], capture_output=True, text=True, timeout=600
         )

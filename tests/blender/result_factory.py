@@ -90,6 +90,7 @@ def make_result_file(
     backend: str = "auto",
     fit: str = "none",
     flame_controls: bool = False,
+    eye_pose: bool = False,
 ) -> Path:
     """Write a valid result file at ``path`` and return its path.
 
@@ -103,11 +104,16 @@ def make_result_file(
     texture PNG beside the file; ``"untrusted"`` a fit that failed (no pose, no camera, a warning saying why).
 
     ``flame_controls``: the FLAME backend with the shape (first 12 of 20), expression and pose bases.
+
+    ``eye_pose``: the photo's gaze :data:`EYE_POSE` (needs ``fit="ok"``: the contract has no gaze without a pose).
     """
+    if eye_pose and fit != "ok":
+        raise ValueError("eye_pose needs fit='ok' (a result has a gaze only with its head pose)")
     if flame_controls:
         controlled = _flame_result(n_identities, n_expressions, seed, meta_extra or {}, with_bases=True)
         if fit != "none":
             add_fit(controlled, Path(path), fit)
+        controlled.eye_pose = np.asarray(EYE_POSE, dtype=np.float32) if eye_pose else None
         return write_result(path, controlled)
     if backend == "worker" or (backend == "auto" and not meta_extra and fit == "none"):
         return _without_fit(_worker_result_file(Path(path), n_identities, n_expressions, seed))
@@ -122,6 +128,7 @@ def make_result_file(
         built = _synthetic_result(n_identities, n_expressions, seed, meta_extra or {})
     if fit != "none":
         add_fit(built, Path(path), fit)
+    built.eye_pose = np.asarray(EYE_POSE, dtype=np.float32) if eye_pose else None
     return write_result(path, built)
 
 
@@ -151,8 +158,8 @@ def _without_fit(path: Path) -> Path:
     """The worker places the head on the photo when it can; ``fit="none"`` asks for a file without that
     part (as an older worker, or a photo the fit gave up on without saying so, would write it)."""
     result = read_result(path)
-    result.head_pose = result.camera = result.expression_head_pose = None
-    for key in ("fit", "texture", "texture_stats", "expression_fit_px"):
+    result.head_pose = result.camera = result.expression_head_pose = result.eye_pose = None  # no gaze without a pose
+    for key in ("fit", "texture", "texture_stats", "expression_fit_px", "gaze"):
         result.meta.pop(key, None)
     write_result(path, result)
     return path
@@ -305,6 +312,9 @@ PHOTO_SIZE = (400, 300)
 CAMERA = (520.0, 214.0, 141.0)
 #: Head pose (axis-angle, translation in metres): turned and tilted a little, 0.6 m in front of the camera
 HEAD_POSE = (0.12, -0.35, 0.06, 0.012, -0.008, -0.6)
+#: The gaze of ``eye_pose=True`` files (axis-angle of left_eye, right_eye): both eyes turned to the subject's
+#: left and down, by different amounts so that a swapped or shared eye shows
+EYE_POSE = ((0.10, 0.30, 0.0), (0.06, 0.22, 0.03))
 TEXTURE_SIZE = 256
 
 
@@ -407,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", choices=["auto", "worker", "flame", "synthetic"])
     parser.add_argument("--fit", default="none", choices=["none", "ok", "untrusted"])
     parser.add_argument("--flame-controls", action="store_true")
+    parser.add_argument("--eye-pose", action="store_true")
     args = parser.parse_args(argv)
     make_result_file(
         args.output,
@@ -416,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend,
         fit=args.fit,
         flame_controls=args.flame_controls,
+        eye_pose=args.eye_pose,
     )
     return 0
 

@@ -102,6 +102,27 @@ def test_export_keeps_the_posed_jaw_of_an_expression(addon, result_file, tmp_pat
     assert error < 1e-5, f"mouth {error * 1000:.2f} mm off"
 
 
+@pytest.mark.parametrize(("fmt", "suffix"), [("FBX", ".fbx"), ("GLB", ".glb")])
+def test_export_keeps_the_turned_eyes(addon, result_factory, tmp_path, fmt, suffix) -> None:
+    """A head with the photo's gaze (``eye_pose``), read back from its export, still looks that way."""
+    path = result_factory(tmp_path / "gaze.npz", fit="ok", eye_pose=True)
+    result = read_result(path)
+    assert ofer_ops().import_result(filepath=str(path)) == {"FINISHED"}
+    head = bpy.context.view_layer.objects.active
+    head.ofer.expression = result.expression_vertices.shape[0]
+    shown, basis = evaluated_world(head), basis_world(head)
+    eyes = result.skin_weights[:, 3:5].sum(axis=1) > 0  # left_eye, right_eye
+    assert np.linalg.norm(shown[eyes] - _rest_of(head)[eyes], axis=1).max() > 2e-3  # the eyes really turned
+    out = tmp_path / f"gaze{suffix}"
+    assert ofer_ops().export(format=fmt, filepath=str(out)) == {"FINISHED"}
+    meshes, _ = _reimport(out, fmt)
+    back = meshes[0]
+    order = _match(basis_world(back), basis)
+    error = np.linalg.norm(evaluated_world(back) - shown[order], axis=1)
+    assert error[eyes[order]].max() < 1e-5, f"eyeballs {error[eyes[order]].max() * 1000:.3f} mm off"
+    assert error.max() < 1e-5, f"the head {error.max() * 1000:.3f} mm off"
+
+
 def _rest_of(head) -> np.ndarray:
     modifier = head.modifiers["Armature"]
     modifier.show_viewport = False
