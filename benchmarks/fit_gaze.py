@@ -42,6 +42,8 @@ def gaze_renders(seed: int, n: int, tools: dict[str, Any], corr: Correspondence)
         rng = np.random.default_rng(seed + i)
         looking = (float(rng.uniform(-25, 25)), float(rng.uniform(-15, 15)))
         case = render_case(tools["head"], tools["layer"], tools["texture"], rng, gaze_deg=looking)
+        if tools.get("identity") == "mean":  # fitted with the mean head: the identity as uncertain as a real photo's
+            case = mean_identity(tools, case)
         found = detect(case.image)
         if found:
             mesh = np.asarray(found[0], np.float64)
@@ -49,8 +51,29 @@ def gaze_renders(seed: int, n: int, tools: dict[str, Any], corr: Correspondence)
     return rows
 
 
+def mean_identity(tools: dict[str, Any], case: SyntheticCase) -> SyntheticCase:
+    """``case`` as the fit sees it with the model's mean identity in place of the render's (same expression
+    and jaw); its eyeballs at rest and the true gaze stay the render's measure of truth."""
+    import dataclasses
+
+    import torch
+
+    from inference_server.fit.synthetic import landmark_normals
+
+    head = tools["head"]
+    with torch.no_grad():
+        shape = torch.zeros(1, 300, dtype=torch.float64)
+        out = tools["layer"].with_expression(
+            shape, torch.as_tensor(case.expression[None]), torch.as_tensor(case.jaw[None])
+        )
+    vertices, landmarks = out.vertices[0].numpy(), out.landmarks[0].numpy()
+    assert case.eye_pose is not None
+    return dataclasses.replace(case, vertices=gaze.turned_eyes(head, vertices, case.eye_pose), landmarks=landmarks,
+                               landmark_normals=landmark_normals(vertices, head.faces, head))  # fmt: skip
+
+
 def rest_eyes(head: Any, case: SyntheticCase) -> list[gaze.Eyeball]:
-    """The render's eyeballs at rest (its mesh has them turned)."""
+    """The case's eyeballs at rest (its mesh has them turned)."""
     assert case.eye_pose is not None
     eyes = gaze.eyeballs(head, gaze.turned_eyes(head, case.vertices, -case.eye_pose))
     assert eyes is not None
@@ -75,8 +98,9 @@ def gaze_error(
     return float(np.mean(angles))
 
 
-def calibrate(rows: list[Row], head: Any, corr: Correspondence) -> None:
-    """Least-squares truth = GAIN × read + OFFSET per axis, from the readings with the true pose."""
+def calibrate(rows: list[Row], head: Any, corr: Correspondence) -> list[tuple[float, float]]:
+    """Least-squares truth = GAIN × read + OFFSET per axis, from the readings with the true pose; printed and
+    returned [(yaw gain, offset), (pitch gain, offset)]."""
     gaze.YAW_GAIN, gaze.YAW_OFFSET_DEG, gaze.PITCH_GAIN, gaze.PITCH_OFFSET_DEG = 1.0, 0.0, 1.0, 0.0
     read, truth = [], []
     for case, _, _, mesh, looking in rows:
@@ -86,12 +110,15 @@ def calibrate(rows: list[Row], head: Any, corr: Correspondence) -> None:
             read.append(found.direction_deg)
             truth.append(looking)
     r, t = np.asarray(read), np.asarray(truth)
+    fitted = []
     for k, name in enumerate(("YAW", "PITCH")):
         gain, offset = np.polyfit(r[:, k], t[:, k], 1)
         before = np.median(np.abs(r[:, k] - t[:, k]))
         after = np.median(np.abs(gain * r[:, k] + offset - t[:, k]))
         print(f"{name}_GAIN, {name}_OFFSET_DEG = {gain:.3f}, {offset:.2f}   "
               f"(median |error| {before:.2f}° → {after:.2f}°; {len(r)} renders)")  # fmt: skip
+        fitted.append((float(gain), float(offset)))
+    return fitted
 
 
 def evaluate(rows: list[Row], head: Any, corr: Correspondence, network: SecondNetwork) -> None:
@@ -128,8 +155,15 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=40)
     parser.add_argument("--seed", type=int, default=72000)
     parser.add_argument("--calibrate", action="store_true", help="fit the iris habit's gains on seeds 71000+")
+    parser.add_argument(
+        "--identity",
+        choices=("true", "mean"),
+        default="mean",
+        help="fit with the render's identity or the mean head's (as uncertain as a photo's)",
+    )
     args = parser.parse_args()
     tools, corr = demo_fit_tools()
+    tools["identity"] = args.identity
     if args.calibrate:
         calibrate(gaze_renders(71000, args.renders, tools, corr), tools["head"], corr)
         return

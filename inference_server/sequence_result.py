@@ -18,7 +18,7 @@ import numpy as np
 
 from .npz_contract import NpzLayout, ResultFileError, check_array, expect, read_checked, write_checked
 from .protocol import MAX_SEQUENCE_FRAMES
-from .result import JOINT_NAMES
+from .result import EYE_JOINTS, JOINT_NAMES
 
 FORMAT = "ofer-sequence/1"
 #: Frames one sequence may hold (protocol.MAX_SEQUENCE_FRAMES): 3,000 frames of the DEMO head's 16,434
@@ -56,6 +56,7 @@ class SequenceResult:
     uv_faces: np.ndarray | None = None  # int32 (F, 3)
     frame_hypotheses: np.ndarray | None = None  # float32 (T, M, E + 3) expression ‖ jaw
     frame_choice: np.ndarray | None = None  # int32 (T,) the hypothesis the path chose, before smoothing
+    frame_eye_pose: np.ndarray | None = None  # float32 (T, 2, 3) the gaze: left_eye, right_eye axis-angles
     format: str = field(default=FORMAT)
 
     @property
@@ -68,7 +69,7 @@ class SequenceResult:
 
 
 _ARRAY_KEYS = tuple(f.name for f in fields(SequenceResult) if f.name not in ("meta", "format"))
-_OPTIONAL_KEYS = frozenset({"uv", "uv_faces", "frame_hypotheses", "frame_choice"})
+_OPTIONAL_KEYS = frozenset({"uv", "uv_faces", "frame_hypotheses", "frame_choice", "frame_eye_pose"})
 _INT_KEYS = frozenset({"faces", "uv_faces", "parents", "frame_observed", "frame_choice"})
 _KNOWN_KEYS = frozenset(_ARRAY_KEYS) | {"format", "meta_json"}
 #: The reader's limits: ``frame_vertices`` of MAX_FRAMES frames of a 5,023-vertex head is the largest member.
@@ -114,7 +115,7 @@ def validate(result: SequenceResult) -> None:
     arrays = {k: getattr(result, k) for k in _ARRAY_KEYS}
     for key in _ARRAY_KEYS:
         expect(arrays[key] is not None or key in _OPTIONAL_KEYS, key, "is missing")
-    V, _J = _check_mesh(arrays)
+    V, J = _check_mesh(arrays)
     E = arrays["expression_basis"].shape[0]
     T = _array(arrays, "frame_expression_params", 2, {1: E}).shape[0]
     expect(0 < T <= MAX_FRAMES, "frame_expression_params", f"holds {T} frames (1 to {MAX_FRAMES})")
@@ -134,6 +135,10 @@ def validate(result: SequenceResult) -> None:
         expect(M > 0, "frame_hypotheses", "holds no hypothesis")
         choice = _array(arrays, "frame_choice", 1, {0: T})
         expect(bool(((choice >= 0) & (choice < M)).all()), "frame_choice", f"a choice outside 0..{M - 1}")
+    if arrays["frame_eye_pose"] is not None:
+        eyes = _array(arrays, "frame_eye_pose", 3, {0: T, 1: 2, 2: 3})
+        expect(max(EYE_JOINTS) < J, "frame_eye_pose", f"needs the eye joints; the head has {J} joints")
+        expect(bool((np.linalg.norm(eyes, axis=2) <= np.pi).all()), "frame_eye_pose", "turns an eye by more than 180°")
     frames = result.meta.get("frames")
     expect(frames is None or (isinstance(frames, list) and len(frames) == T), "meta_json", f"'frames' must list {T}")
 

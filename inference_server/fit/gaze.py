@@ -41,12 +41,13 @@ IRIS_MARGIN = 0.1
 #: the iris or the pose is off.
 MAX_YAW_DEG = 40.0
 MAX_PITCH_DEG = 30.0
-#: The face mesh's iris habit: it places the iris nearer the eye's middle than it is, more so upwards. Its
-#: readings are mapped to the true turn by truth = GAIN × read + OFFSET (degrees), per axis, fitted by least
-#: squares on 40 DEMO renders with known gazes (yaw ±25°, pitch ±15°) seen with their true head pose
-#: (benchmarks/fit_gaze.py --calibrate; docs/texture.md, "Gaze").
-YAW_GAIN, YAW_OFFSET_DEG = 1.244, 0.87
-PITCH_GAIN, PITCH_OFFSET_DEG = 1.285, 4.17
+#: The face mesh's iris habit: it places the iris nearer the eye's middle than it is, and lower. Its readings
+#: are mapped to the true turn by truth = GAIN × read + OFFSET (degrees), per axis, fitted by least squares
+#: on 40 DEMO renders with known gazes (yaw ±25°, pitch ±15°) seen with their true head pose and the model's
+#: mean identity in place of theirs, as a photo's identity is a guess too (benchmarks/fit_gaze.py
+#: --calibrate; docs/texture.md, "Gaze").
+YAW_GAIN, YAW_OFFSET_DEG = 1.157, 1.22
+PITCH_GAIN, PITCH_OFFSET_DEG = 0.960, 2.18
 #: Eyeball vertices: skin weight on their eye joint at least this.
 EYEBALL_WEIGHT = 0.5
 MIN_EYEBALL_VERTICES = 10

@@ -28,6 +28,7 @@ class Animation:
     observed: np.ndarray  # (T,) bool: a trusted fit
     hypotheses: np.ndarray  # (T, M, E + 3); frames without hypotheses repeat their bridged value
     path_meta: dict[str, Any]
+    eye_pose: np.ndarray | None = None  # (T, 2, 3) the gaze, bridged and smoothed; None: read on no frame
 
 
 @dataclass
@@ -104,7 +105,20 @@ def animate(fitted: list[FittedFrame], metric: np.ndarray, smoothness: float, si
     meta = {"smoothness": smoothness, "total_cost": round(path.total_cost, 4), "unary_cost": round(path.unary_cost, 4),
             "pairwise_cost": round(path.pairwise_cost, 4),
             "smoothing": {"kind": "gaussian" if sigma > 0 else "none", "sigma_frames": sigma}}  # fmt: skip
-    return Animation(params, head_pose, path.choice, observed, hypotheses, meta)
+    return Animation(params, head_pose, path.choice, observed, hypotheses, meta, eye_poses(fitted, sigma))
+
+
+def eye_poses(fitted: list[FittedFrame], sigma: float) -> np.ndarray | None:
+    """(T, 2, 3) the frames' gaze, bridged over frames where it was not read and smoothed like the head pose
+    (a frame's reading scatters by several degrees: docs/texture.md, "Gaze"); None when no frame was read."""
+    read = np.array([f.eye_pose is not None for f in fitted])
+    if not read.any():
+        return None
+    series = np.zeros((len(fitted), 6))
+    for f in fitted:
+        if f.eye_pose is not None:
+            series[f.index] = np.asarray(f.eye_pose, np.float64).reshape(6)
+    return gaussian_smooth(fill_gaps(series, read), sigma).reshape(-1, 2, 3)
 
 
 def frame_records(encoded: list[EncodedFrame], fitted: list[FittedFrame], anim: Animation) -> list[dict[str, Any]]:
@@ -116,6 +130,6 @@ def frame_records(encoded: list[EncodedFrame], fitted: list[FittedFrame], anim: 
         records.append({
             "index": e.index, "name": e.name, "status": f.status, "warnings": e.warnings + f.warnings,
             "fit_px": None if error is None else round(float(error), 3), "choice": None if k < 0 else k,
-            "visible": f.visible,
+            "visible": f.visible, "gaze_read": f.eye_pose is not None,
         })  # fmt: skip
     return records

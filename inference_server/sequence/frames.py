@@ -16,6 +16,7 @@ import torch
 
 from ..errors import NoFaceError
 from ..fit.calibration import Correspondence
+from ..fit.gaze import eyeballs, fit_gaze
 from ..fit.landmarks68 import N_LANDMARKS
 from ..fit.pose import eye_distance
 from ..fit.stage import TRUSTED_WEIGHT, fit_head
@@ -114,6 +115,7 @@ class FittedFrame:
     eye_px: float  # the frame's eye distance in pixels (NaN without a fit)
     visible: int  # landmarks trusted as visible
     warnings: list[dict[str, str]]
+    eye_pose: np.ndarray | None = None  # (2, 3) the frame's gaze (fit/gaze.py), None where not read
 
     @property
     def trusted(self) -> bool:
@@ -122,14 +124,19 @@ class FittedFrame:
     def to_arrays(self) -> dict[str, np.ndarray]:
         meta = {"index": self.index, "status": self.status, "eye_px": self.eye_px, "visible": self.visible,
                 "warnings": self.warnings}  # fmt: skip
-        return {"meta": pack_meta(meta), "hypotheses": self.hypotheses.astype(np.float32),
-                "errors_px": self.errors_px.astype(np.float64), "poses": self.poses.astype(np.float64)}  # fmt: skip
+        out = {"meta": pack_meta(meta), "hypotheses": self.hypotheses.astype(np.float32),
+               "errors_px": self.errors_px.astype(np.float64), "poses": self.poses.astype(np.float64)}  # fmt: skip
+        if self.eye_pose is not None:
+            out["eye_pose"] = self.eye_pose.astype(np.float64)
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FittedFrame:
         meta = unpack_meta(arrays)
+        eye_pose = arrays.get("eye_pose")  # absent: not read, or a work folder from before the gaze
         return cls(int(meta["index"]), str(meta["status"]), arrays["hypotheses"], arrays["errors_px"],
-                   arrays["poses"], float(meta["eye_px"]), int(meta["visible"]), list(meta["warnings"]))  # fmt: skip
+                   arrays["poses"], float(meta["eye_px"]), int(meta["visible"]), list(meta["warnings"]),
+                   None if eye_pose is None or np.shape(eye_pose) != (2, 3) else np.asarray(eye_pose))  # fmt: skip
 
 
 @dataclass
@@ -190,9 +197,13 @@ def fit_frame(encoded: EncodedFrame, rgb: np.ndarray | None, ctx: FitContext, sh
         return FittedFrame(encoded.index, "fit_untrusted", hypotheses, nan_errors, nan_poses, float("nan"), visible,
                            [_untrusted(encoded, fit.reason)])  # fmt: skip
     status = "occluded" if visible < OCCLUDED_BELOW * N_LANDMARKS else "ok"
+    gaze = None
+    if fit.weights is not None and fit.camera is not None:
+        gaze = fit_gaze(encoded.landmarks, fit.landmarks, fit.weights, eyeballs(ctx.bundle.flame, vertices),
+                        landmarks[0], fit.expression_poses[0], fit.camera).eye_pose  # fmt: skip
     return FittedFrame(encoded.index, status, hypotheses, np.asarray(fit.expression_errors, np.float64),
                        np.asarray(fit.expression_poses, np.float64), float(eye_distance(fit.landmarks)), visible,
-                       [])  # fmt: skip
+                       [], gaze)  # fmt: skip
 
 
 def _untrusted(encoded: EncodedFrame, reason: str) -> dict[str, str]:

@@ -290,6 +290,7 @@ def _result(
         uv_faces=None if model.uv_faces is None else np.asarray(model.uv_faces, np.int32),
         frame_hypotheses=anim.hypotheses.astype(np.float32) if keep_hypotheses else None,
         frame_choice=np.maximum(anim.choice, 0).astype(np.int32) if keep_hypotheses else None,
+        frame_eye_pose=None if anim.eye_pose is None else anim.eye_pose.astype(np.float32),
     )
 
 

@@ -145,6 +145,20 @@ def test_tampered_files_are_refused_naming_the_key(head: FlameModelData, tmp_pat
     assert caught.value.key == key and "bad.npz" in str(caught.value)
 
 
+def test_the_gaze_round_trips_and_is_checked(head: FlameModelData, tmp_path: Path) -> None:
+    """frame_eye_pose (T, 2, 3): optional, read back exactly; refused in another shape or past half a turn."""
+    sequence = make_sequence(head)
+    sequence.frame_eye_pose = np.tile(np.array([[0.05, 0.2, 0.0], [0.04, 0.25, 0.0]], np.float32), (4, 1, 1))
+    back = read_sequence_result(write_sequence_result(tmp_path / "eyes.npz", sequence))
+    assert back.frame_eye_pose is not None
+    np.testing.assert_array_equal(back.frame_eye_pose, sequence.frame_eye_pose)
+    for bad, message in ((np.zeros((3, 2, 3), np.float32), "frame_eye_pose"),
+                         (np.full((4, 2, 3), 2.0, np.float32), "more than 180")):  # fmt: skip
+        sequence.frame_eye_pose = bad
+        with pytest.raises(ResultFileError, match=message):
+            write_sequence_result(tmp_path / "bad.npz", sequence)
+
+
 def test_a_photo_result_or_garbage_is_refused_cleanly(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ResultFileError, match="corrupt"):

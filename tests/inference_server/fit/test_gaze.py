@@ -113,7 +113,7 @@ def test_closed_hidden_or_misplaced_eyes_are_not_read(head: FlameModelData) -> N
 
 def test_renders_with_known_gazes_are_read_closer_than_eyes_at_rest(head: FlameModelData) -> None:
     """Six DEMO renders whose eyes look ±20° / ±12° away, read through the face mesh with the true head pose:
-    the eyes are turned to within 8° of the truth (median; benchmarks/fit_gaze.py: 4.4° over 40 renders),
+    the eyes are turned to within 8° of the truth (median; benchmarks/fit_gaze.py --identity true: 5.1° over 40),
     where leaving them at rest would be ~15° off."""
     from inference_server.fit.synthetic import ground_truth_texture, render_case
     from inference_server.preprocess.mediapipe_faces import MediaPipeFaces

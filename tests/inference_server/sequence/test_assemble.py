@@ -45,3 +45,20 @@ def test_frames_without_hypotheses_or_fit_are_bridged_smoothly() -> None:
     smoothed = animate(frames, np.eye(WIDTH), smoothness=1.0, sigma=1.0)
     assert np.allclose(smoothed.params[:, 0], truth, atol=1e-9)  # a steady motion survives the smoothing
     assert smoothed.path_meta["smoothing"] == {"kind": "gaussian", "sigma_frames": 1.0}
+
+
+def test_the_gaze_is_bridged_where_it_was_not_read_and_absent_when_never() -> None:
+    """Eye poses read on frames 0, 1 and 4 (a ramp): frames 2 and 3 (a closed eye, an untrusted fit) get the
+    straight line between, smoothing keeps the ramp; a clip where no frame was read has no gaze."""
+    hypotheses = np.zeros((2, WIDTH))
+    pose = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -0.5])
+    frames = [_frame(t, hypotheses, np.array([1.0, 2.0]), pose) for t in range(5)]
+    ramp = [np.array([[0.0, 0.05 * t, 0.0], [0.0, 0.05 * t, 0.01]]) for t in range(5)]
+    for t in (0, 1, 4):
+        frames[t].eye_pose = ramp[t]
+    anim = animate(frames, np.eye(WIDTH), smoothness=1.0, sigma=1.0)
+    assert anim.eye_pose is not None and anim.eye_pose.shape == (5, 2, 3)
+    np.testing.assert_allclose(anim.eye_pose, np.stack(ramp), atol=1e-12)
+    for frame in frames:
+        frame.eye_pose = None
+    assert animate(frames, np.eye(WIDTH), smoothness=1.0, sigma=1.0).eye_pose is None
