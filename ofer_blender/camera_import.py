@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 
 from ..inference_server.result import ReconstructionResult
-from . import drivers, placement
+from . import drivers, placement, skinning
 
 
 def photo_size(result: ReconstructionResult) -> tuple[int, int] | None:
@@ -80,7 +80,7 @@ def build_camera(
     camera.rotation_quaternion = tuple(placed[0][1])
     if result.expression_head_pose is not None:
         locations = np.stack([p[0] for p in placed])
-        quaternions = _continuous(np.stack([p[1] for p in placed]))
+        quaternions = skinning.continuous_quaternions(np.stack([p[1] for p in placed]))
         for axis in range(3):
             drivers.drive_table(camera, "location", axis, head, "expression", locations[:, axis])
         for axis in range(4):
@@ -91,15 +91,6 @@ def build_camera(
     scene.render.resolution_percentage = 100
     scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
     return camera
-
-
-def _continuous(quaternions: np.ndarray) -> np.ndarray:
-    """Flip signs so neighbours agree (q and −q are one rotation; a table with flips reads as jumps)."""
-    out = quaternions.copy()
-    for i in range(1, len(out)):
-        if float(out[i] @ out[i - 1]) < 0:
-            out[i] = -out[i]
-    return out
 
 
 def _check_size(image: Any, result: ReconstructionResult, photo: Path, warnings: list[str]) -> None:

@@ -3,10 +3,11 @@
 The head is built like a photo result's (importer.py: mesh in model coordinates, rig, skinning) with
 the clip's identity as the Basis and FLAME's ``Exp1..ExpE`` and ``Pose1..PoseP`` keys (the MPI FLAME
 add-on's names, flame_controls.py). Per frame it keyframes those keys, the jaw bone (rotation, and the
-location offset that lets the fixed rig turn the jaw about FLAME's expression-dependent joint, flame_rig.py)
-and the head pose: the rig object moves, the clip's camera stays where frame 1's pose puts it, so the head
-stands on the grid at the first frame and an export carries the head's motion. The camera reproduces the
-clip's pinhole (placement.py) with the clip behind it. The scene's frame range and frame rate follow the clip.
+location offset that lets the fixed rig turn the jaw about FLAME's expression-dependent joint, flame_rig.py),
+the eye bones when the file has the gaze (``frame_eye_pose``) and the head pose: the rig object moves, the
+clip's camera stays where frame 1's pose puts it, so the head stands on the grid at the first frame and an
+export carries the head's motion. The camera reproduces the clip's pinhole (placement.py) with the clip
+behind it. The scene's frame range and frame rate follow the clip.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import camera_import, flame_controls, flame_rig, hypotheses, ids, importer, keyframes, placement
+from ..inference_server.result import EYE_JOINTS
+from . import flame_controls, flame_rig, hypotheses, ids, importer, keyframes, placement, skinning
 
 P = ids.OBJECT_DATA_PREFIX
 FORMAT = "ofer-sequence/1"  # inference_server.sequence_result.FORMAT (imported lazily with the reader)
@@ -88,6 +90,7 @@ def build_sequence(context: Any, seq: Any, *, source_path: str, frame_start: int
         state.is_result, state.rig, state.source_path = True, rig, str(source_path)
         per_frame = frame_controls(seq)
         _key_controls(obj, rig, seq, per_frame, frames)
+        _key_eyes(rig, seq.frame_eye_pose, frames)
         world = _head_motion(rig, seq, frames)
         camera = _build_camera(context, seq, obj, world, source_path, frame_start, created, warnings)
         if camera is not None:
@@ -97,6 +100,7 @@ def build_sequence(context: Any, seq: Any, *, source_path: str, frame_start: int
         obj[P + "import_warnings"] = json.dumps(warnings)
         collection.objects.link(obj)
     except BaseException:
+        _remove_actions(created)
         importer._remove(created)
         raise
     _set_timeline(context.scene, seq, frame_start, T)
@@ -106,6 +110,19 @@ def build_sequence(context: Any, seq: Any, *, source_path: str, frame_start: int
     context.view_layer.objects.active = obj
     context.scene.frame_set(frame_start)
     return obj
+
+
+def _remove_actions(created: list[Any]) -> None:
+    """The actions the keys made (the rig's, the shape keys'): removing their objects would leave them behind
+    as orphans, so a failed import would not leave the file as it found it."""
+    objects = [d for d in created if isinstance(d, bpy.types.Object)]
+    keys = [o.data.shape_keys for o in objects if isinstance(o.data, bpy.types.Mesh) and o.data.shape_keys]
+    owners: list[Any] = [*objects, *keys]
+    for owner in owners:
+        animation = owner.animation_data
+        action = animation.action if animation is not None else None
+        if action is not None and action.users <= 1:  # only ever this import's: never another object's
+            bpy.data.actions.remove(action)
 
 
 def _store(obj: Any, seq: Any, source_path: str) -> None:
@@ -129,12 +146,34 @@ def _key_controls(obj: Any, rig: Any, seq: Any, per_frame: dict[str, np.ndarray]
         flame_controls.jaw_bone_values(rig, jaw, d)
         for jaw, d in zip(seq.frame_jaw_pose, per_frame["offsets"], strict=True)
     ]
-    quaternions = camera_import._continuous(np.stack([q for q, _ in pairs]))
+    quaternions = skinning.continuous_quaternions(np.stack([q for q, _ in pairs]))
     locations = np.stack([loc for _, loc in pairs])
     for axis in range(4):
         keyframes.set_keys(bone, "rotation_quaternion", axis, frames, quaternions[:, axis])
     for axis in range(3):
         keyframes.set_keys(bone, "location", axis, frames, locations[:, axis])
+
+
+def _key_eyes(rig: Any, frame_eye_pose: np.ndarray | None, frames: np.ndarray) -> None:
+    """Keyframe the eye bones with each frame's gaze (left then right eye, FLAME's joints relative to the head).
+
+    Keys rather than the photo import's one pose: the gaze moves through the clip. Without ``frame_eye_pose``
+    (no frame's irises could be read) the eye bones keep their rest pose and get no keys.
+    """
+    if frame_eye_pose is None:
+        return
+    bones = rig.pose.bones
+    per_eye = np.asarray(frame_eye_pose, dtype=np.float64).transpose(1, 0, 2)  # (2, T, 3)
+    for joint, axis_angles in zip(EYE_JOINTS, per_eye, strict=True):
+        name = importer._joint_name(joint)
+        if name not in bones:
+            continue
+        bone = bones[name]
+        bone.rotation_mode = "QUATERNION"
+        rotations = np.stack([importer.bone_rotation(rig, name, aa) for aa in axis_angles])
+        quaternions = skinning.continuous_quaternions(rotations)
+        for axis in range(4):
+            keyframes.set_keys(bone, "rotation_quaternion", axis, frames, quaternions[:, axis])
 
 
 def _head_motion(rig: Any, seq: Any, frames: np.ndarray) -> np.ndarray:
@@ -147,7 +186,7 @@ def _head_motion(rig: Any, seq: Any, frames: np.ndarray) -> np.ndarray:
         for pose in seq.frame_head_pose
     ]
     locations = np.stack([p[0] for p in placed])
-    quaternions = camera_import._continuous(np.stack([p[1] for p in placed]))
+    quaternions = skinning.continuous_quaternions(np.stack([p[1] for p in placed]))
     for axis in range(3):
         keyframes.set_keys(rig, "location", axis, frames, locations[:, axis])
     for axis in range(4):

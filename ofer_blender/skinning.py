@@ -38,6 +38,16 @@ def axis_angle_to_quaternion(axis_angle: np.ndarray) -> np.ndarray:
     return np.concatenate([[np.cos(angle / 2.0)], np.sin(angle / 2.0) * axis])
 
 
+def continuous_quaternions(quaternions: np.ndarray) -> np.ndarray:
+    """(N, 4) with signs flipped so neighbours agree: q and −q are one rotation, but keys or a driver table
+    interpolated across a flip swing the long way round."""
+    out = np.array(quaternions, dtype=np.float64)
+    for i in range(1, len(out)):
+        if float(out[i] @ out[i - 1]) < 0:
+            out[i] = -out[i]
+    return out
+
+
 def joint_transforms(joints: np.ndarray, parents: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """(J, 3, 4) transforms taking a rest-space point to its posed position for each joint."""
     joints = np.asarray(joints, dtype=np.float64)

@@ -160,31 +160,36 @@ def addon() -> Iterator[ModuleType]:
             addons.remove(addons[loader.PACKAGE])
 
 
-_SEQUENCES: dict[int, Path] = {}
+_SEQUENCES: dict[tuple[int, bool], Path] = {}
 
 
-def make_sequence_file(path: str | Path, *, n_frames: int = 12) -> Path:
+def make_sequence_file(path: str | Path, *, n_frames: int = 12, eye_pose: bool = False) -> Path:
     """An ``ofer-sequence/1`` file with its frames folder (tests/blender/sequence_factory.py, in a subprocess
-    because it needs torch); built once per session and copied with its frames."""
-    if n_frames not in _SEQUENCES:
+    because it needs torch); built once per session and copied with its frames. ``eye_pose``: with the
+    factory's gaze (``frame_eye_pose``)."""
+    key = (n_frames, eye_pose)
+    if key not in _SEQUENCES:
         cached = Path(tempfile.mkdtemp(prefix="ofer-sequence-")) / "sequence.npz"
+        args = [str(cached), str(n_frames)] + (["--eye-pose"] if eye_pose else [])
         proc = subprocess.run(
-            [torch_python(), str(HERE / "sequence_factory.py"), str(cached), str(n_frames)],
-            capture_output=True,
-            text=True,
-            timeout=600,
+            [torch_python(), str(HERE / "sequence_factory.py"), *args], capture_output=True, text=True, timeout=600
         )
         assert proc.returncode == 0, proc.stderr
-        _SEQUENCES[n_frames] = cached
+        _SEQUENCES[key] = cached
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_SEQUENCES[n_frames], target)
+    shutil.copyfile(_SEQUENCES[key], target)
     return target
 
 
 @pytest.fixture
 def sequence_file(tmp_path: Path) -> Path:
     return make_sequence_file(tmp_path / "sequence.npz")
+
+
+@pytest.fixture
+def sequence_factory() -> Callable[..., Path]:
+    return make_sequence_file
 
 
 @pytest.fixture

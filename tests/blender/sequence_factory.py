@@ -3,7 +3,9 @@
 Run in a subprocess (it needs torch for the DEMO FLAME head and layer; bpy must not share the process).
 A scripted clip: one identity, expressions and jaw following smooth curves (the jaw opens and closes),
 the head turning and moving in front of a fixed camera, and a folder of small frames for the background.
-``frame_vertices`` come from the FLAME layer itself, so the joints follow the expression as in FLAME.
+``frame_vertices`` come from the FLAME layer itself, so the joints follow the expression as in FLAME; with
+``eye_pose`` the file also has a gaze (``frame_eye_pose``) and, as the worker writes them, the meshes keep the
+eyes at rest.
 """
 
 from __future__ import annotations
@@ -28,7 +30,20 @@ def _head_poses(T: int) -> np.ndarray:
     return poses
 
 
-def make_sequence_file(path: Path, n_frames: int = 12, seed: int = 0) -> Path:
+def _eye_poses(T: int) -> np.ndarray:
+    """(T, 2, 3) a gaze sweeping from the subject's right to their left, dipping down mid-clip: the two eyes by
+    different amounts (and the right one rolled a little), so that a swapped or shared eye shows."""
+    t = np.linspace(0.0, 1.0, T)
+    eyes = np.zeros((T, 2, 3))
+    eyes[:, 0, 0] = 0.12 * np.sin(np.pi * t)  # down in the middle of the clip
+    eyes[:, 0, 1] = -0.35 + 0.7 * t
+    eyes[:, 1, 0] = 0.08 * np.sin(np.pi * t)
+    eyes[:, 1, 1] = -0.25 + 0.5 * t
+    eyes[:, 1, 2] = 0.04
+    return eyes
+
+
+def make_sequence_file(path: Path, n_frames: int = 12, seed: int = 0, eye_pose: bool = False) -> Path:
     import torch
 
     from inference_server.demo.head import generate_demo_head
@@ -103,11 +118,18 @@ def make_sequence_file(path: Path, n_frames: int = 12, seed: int = 0) -> Path:
         "frame_vertices": frames.vertices.numpy().astype(f32),
         "frame_observed": np.ones(n_frames, dtype=np.int32),
     }
+    if eye_pose:
+        arrays["frame_eye_pose"] = _eye_poses(n_frames).astype(f32)
     np.savez(path, **arrays)
     return path
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    make_sequence_file(Path(sys.argv[1]), n_frames=int(sys.argv[2]) if len(sys.argv) > 2 else 12)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path", type=Path)
+    parser.add_argument("n_frames", type=int, nargs="?", default=12)
+    parser.add_argument("--eye-pose", action="store_true")
+    args = parser.parse_args()
+    make_sequence_file(args.path, n_frames=args.n_frames, eye_pose=args.eye_pose)

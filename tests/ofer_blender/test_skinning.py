@@ -70,3 +70,15 @@ def test_unpose_inverts_lbs(skinning) -> None:
     posed = skinning.lbs(rest, joints, parents, weights, pose)
     np.testing.assert_allclose(posed[:5], rest[:5])
     np.testing.assert_allclose(skinning.unpose(posed, joints, parents, weights, pose), rest, atol=1e-12)
+
+
+def test_continuous_quaternions_flip_signs_so_neighbours_agree(skinning) -> None:
+    """A turn through 180° about one axis: Blender's to_quaternion keeps w ≥ 0, so the sign jumps halfway."""
+    angles = np.linspace(0.0, 1.6 * math.pi, 9)
+    turning = np.stack([skinning.axis_angle_to_quaternion(np.array([0.0, 0.0, a])) for a in angles])
+    jumping = turning * np.where(turning[:, :1] < 0, -1.0, 1.0)
+    assert (np.einsum("ij,ij->i", jumping[1:], jumping[:-1]) < 0).any()  # the input has a jump to remove
+    given = jumping.copy()
+    smooth = skinning.continuous_quaternions(jumping)
+    np.testing.assert_allclose(smooth, turning, atol=1e-15)
+    np.testing.assert_array_equal(jumping, given)  # a new array: the caller's is left as it was
