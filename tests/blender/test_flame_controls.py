@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import bpy
 import numpy as np
 import pytest
+from eye_skinning import rodrigues
 from mathutils import Quaternion
 from mesh_probe import evaluated_local
 from registered import ofer_ops
 
 from inference_server.result import read_result, write_result
-
-
-def _rodrigues(aa: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(aa))
-    if angle == 0.0:
-        return np.eye(3)
-    k = aa / angle
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ def test_keys_set_to_a_hypothesis_reproduce_its_mesh(addon, controls_file) -> No
         for i, value in enumerate(result.expression_params[m], start=1):
             blocks[f"Exp{i}"].value = float(value)
         feature = np.zeros((4, 3, 3))
-        feature[1] = _rodrigues(result.jaw_pose[m].astype(np.float64)) - np.eye(3)  # joints 1..4: jaw is the 2nd
+        feature[1] = rodrigues(result.jaw_pose[m].astype(np.float64)) - np.eye(3)  # joints 1..4: jaw is the 2nd
         for i, value in enumerate(feature.reshape(-1), start=1):
             blocks[f"Pose{i}"].value = float(value)
         aa = result.jaw_pose[m].astype(np.float64)
