@@ -97,6 +97,7 @@ def build_head(
         state.n_expressions = int(result.expression_vertices.shape[0])
         state.source_path = str(source_path)
         state.fit_note = fit_note(result)
+        state.gaze_note = gaze_note(result)
         best = float(result.identity_scores[0])
         for k, score in enumerate(result.identity_scores, start=1):
             item = state.identities.add()
@@ -137,6 +138,20 @@ def fit_note(result: ReconstructionResult) -> str:
         error = fit.get("reprojection_px")
         return "On the photo" + (f" (landmarks {float(error):.1f} px off)" if isinstance(error, int | float) else "")
     return "No camera in the result: the head stands on the grid"
+
+
+def gaze_note(result: ReconstructionResult) -> str:
+    """One line for the panel: where the eye bones look, or why they stay at rest ("" without a fit)."""
+    raw = result.meta.get("gaze")
+    gaze: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if result.eye_pose is not None:
+        yaw, pitch = float(gaze.get("yaw_deg", 0.0)), float(gaze.get("pitch_deg", 0.0))
+        side = "left" if yaw >= 0 else "right"
+        return f"Eyes turned to the photo's gaze: {abs(yaw):.0f}° to the {side}, {pitch:+.0f}° up"
+    if gaze.get("status") == "skipped" and result.head_pose is not None:
+        reason = gaze.get("reason") or "the photo's eyes could not be read"
+        return f"Eyes at rest: {reason}"
+    return ""
 
 
 def fit_warnings(result: ReconstructionResult) -> list[str]:

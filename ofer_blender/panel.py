@@ -140,6 +140,8 @@ class OFER_PT_hypotheses(bpy.types.Panel):
             return
         if state.fit_note:
             layout.label(text=state.fit_note, icon="CAMERA_DATA" if state.camera is not None else "INFO")
+        if state.gaze_note:
+            layout.label(text=state.gaze_note, icon="HIDE_OFF")
         layout.template_list(ids.UL_IDENTITIES, "", state, "identities", state, "active_identity_row", rows=4)
         layout.prop(state, "identity")
         layout.prop(state, "expression", text=f"Expression (0–{state.n_expressions})")

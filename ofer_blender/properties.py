@@ -91,6 +91,7 @@ class OFER_PG_object(bpy.types.PropertyGroup):
     rig: PointerProperty(name="Rig", type=bpy.types.Object)  # type: ignore[valid-type]
     camera: PointerProperty(name="Photo camera", type=bpy.types.Object)  # type: ignore[valid-type]
     fit_note: StringProperty(name="Fit", description="How the head was placed on the photo, or why not")  # type: ignore[valid-type]
+    gaze_note: StringProperty(name="Gaze", description="Where the eye bones look, or why they stay at rest")  # type: ignore[valid-type]
     identities: CollectionProperty(type=OFER_PG_identity_item)  # type: ignore[valid-type]
     active_identity_row: IntProperty(default=0, min=0, update=_on_identity_row)  # type: ignore[valid-type]
     spread_display: EnumProperty(  # type: ignore[valid-type]

@@ -80,6 +80,23 @@ def test_the_eyes_look_where_the_photo_looked_for_every_hypothesis(addon, gaze_f
         _assert_gaze(obj, result.identity_vertices[k - 1], result, gaze, f"ID {k}")
 
 
+def test_the_panel_says_where_the_eyes_look_or_why_they_rest(addon, gaze_file, result_factory, tmp_path) -> None:
+    """The panel's gaze line: the direction the worker read, or its reason for leaving the eyes at rest; none
+    for a head without a pose."""
+    result = read_result(gaze_file)
+    result.meta["gaze"] = {"status": "ok", "reason": "", "eyes_read": ["left", "right"], "yaw_deg": -17.3,
+                           "pitch_deg": 4.0}  # fmt: skip
+    looked = write_result(tmp_path / "looked.npz", result)
+    assert ofer_state(_import(looked)).gaze_note == "Eyes turned to the photo's gaze: 17° to the right, +4° up"
+    result.eye_pose = None
+    closed = "the right eye is closed; the left eye is closed: the eyes are left at rest"
+    result.meta["gaze"] = {"status": "skipped", "reason": closed, "eyes_read": []}
+    rested = write_result(tmp_path / "rested.npz", result)
+    assert ofer_state(_import(rested)).gaze_note == f"Eyes at rest: {closed}"
+    unposed = result_factory(tmp_path / "unposed.npz", fit="untrusted")
+    assert ofer_state(_import(unposed)).gaze_note == ""
+
+
 def test_the_gaze_stays_through_playback_and_a_saved_file(addon, gaze_file, tmp_path) -> None:
     result = read_result(gaze_file)
     gaze = _photo_gaze(result)
