@@ -90,8 +90,10 @@ def _head_on_photo(output: ReconstructionOutput) -> np.ndarray | None:
 
 def _draw_gaze(image: np.ndarray, res: ReconstructionResult, camera: PinholeCamera, scale: float) -> None:
     """Where the fitted eyes look: an arrow 4 cm long from each eye's centre (nothing without ``eye_pose``)."""
-    eyes = None if res.eye_pose is None else eyeballs_of(res.expression_vertices[0], res.skin_weights, res.joints)
-    if eyes is None or res.eye_pose is None:
+    if res.eye_pose is None:
+        return
+    eyes = eyeballs_of(res.expression_vertices[0], res.skin_weights, res.joints)
+    if eyes is None:
         return
     for eye, turn in zip(eyes, res.eye_pose.astype(np.float64), strict=True):
         ahead = eye.centre + 0.04 * rotation_matrix(turn) @ ((eye.pupil - eye.centre) / eye.radius)

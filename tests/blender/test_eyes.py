@@ -149,19 +149,6 @@ def test_flame_controls_keep_the_gaze(addon, result_factory, tmp_path) -> None:
     assert all(blocks[f"Pose{i}"].value == 0.0 for i in range(19, 37))
 
 
-def test_a_failure_while_turning_the_eyes_leaves_nothing(addon, gaze_file, scene_counts, monkeypatch) -> None:
-    importer = importlib.import_module(addon.__name__ + ".importer")
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("simulated failure while posing the eyes")
-
-    monkeypatch.setattr(importer, "pose_eyes", broken)
-    before = scene_counts()
-    with pytest.raises(RuntimeError, match="simulated"):
-        importer.import_result(bpy.context, gaze_file)
-    assert scene_counts() == before
-
-
 @pytest.fixture
 def gaze_sequence(sequence_factory, tmp_path) -> Path:
     path = sequence_factory(tmp_path / "gaze-sequence.npz", eye_pose=True)

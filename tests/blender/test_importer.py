@@ -164,16 +164,23 @@ def test_bad_result_file_is_a_clear_error_and_the_scene_is_unchanged(
     assert scene_counts() == before
 
 
-def test_failure_midway_removes_everything_it_made(addon, result_file, scene_counts, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("step", "factory_options"),
+    [("_store_data", {}), ("pose_eyes", {"fit": "ok", "eye_pose": True})],  # after the rig and mesh exist; the eyes
+)
+def test_failure_midway_removes_everything_it_made(
+    addon, result_factory, tmp_path, scene_counts, monkeypatch, step, factory_options
+) -> None:
     importer = importlib.import_module(addon.__name__ + ".importer")
+    path = result_factory(tmp_path / "result.npz", **factory_options)
 
     def broken(*args, **kwargs):
-        raise RuntimeError("simulated failure after the rig and mesh exist")
+        raise RuntimeError(f"simulated failure in {step}")
 
-    monkeypatch.setattr(importer, "_store_data", broken)
+    monkeypatch.setattr(importer, step, broken)
     before = scene_counts()
     with pytest.raises(RuntimeError, match="simulated"):
-        importer.import_result(bpy.context, result_file)
+        importer.import_result(bpy.context, path)
     assert scene_counts() == before
 
 
