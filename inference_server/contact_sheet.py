@@ -131,8 +131,9 @@ def write_contact_sheet(path: str | Path, output: ReconstructionOutput) -> Path:
     )
     images = [_photo_with_marks(output), _fit(output.arcface.image), _fit(output.farl.image)]
     confidence = output.detection.confidence
-    score = "" if confidence is None else f", {confidence:.2f}"
-    labels = [f"photo ({output.detection.method}{score})", "ArcFace crop", "FaRL crop"]
+    # The score first: a caption too long for its tile is cut at its end, where the detector's name is.
+    score = "" if confidence is None else f" {confidence:.2f}"
+    labels = [f"photo{score} ({output.detection.method})", "ArcFace crop", "FaRL crop"]
     for tile, label in ((_head_on_photo(output), "fitted head on photo"), (_texture_tile(output), "texture")):
         if tile is not None:
             images.append(tile)

@@ -320,6 +320,27 @@ def _sample_texture(
     return np.asarray(sampled.reshape(-1, 3)[:n], dtype=np.float64) / 255.0
 
 
+#: A caption is drawn no smaller than this share of its normal size; below, it is shortened instead.
+MIN_CAPTION_SCALE = 0.75
+
+
+def fitted_caption(text: str, scale: float, width: int) -> tuple[str, float]:
+    """``text`` and a font scale at which it fits ``width`` pixels: smaller first (down to MIN_CAPTION_SCALE of
+    ``scale``), then cut with "..." (a long detector name ran over the next tile's caption)."""
+
+    def wide(candidate: str, at: float) -> int:
+        return int(cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, at, 1)[0][0])
+
+    if wide(text, scale) <= width:
+        return text, scale
+    smallest = scale * MIN_CAPTION_SCALE
+    if wide(text, smallest) <= width:
+        return text, scale * width / wide(text, scale)
+    while len(text) > 1 and wide(text + "...", smallest) > width:
+        text = text[:-1]
+    return text.rstrip(" .,(") + "...", smallest
+
+
 def grid(
     images: Sequence[np.ndarray],
     labels: Sequence[str] | None = None,
@@ -346,17 +367,9 @@ def grid(
         top, left = (i // cols) * cell_h, (i % cols) * cell_w
         sheet[top + label_height : top + label_height + im.shape[0], left : left + im.shape[1]] = im
         if labels is not None and labels[i]:
-            scale = 0.5 * label_height / 30
-            cv2.putText(
-                sheet,
-                labels[i],
-                (left + 6, top + int(label_height * 0.72)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                scale,
-                tuple(int(c) for c in text_color),
-                1,
-                cv2.LINE_AA,
-            )
+            text, scale = fitted_caption(labels[i], 0.5 * label_height / 30, cell_w - 12)
+            cv2.putText(sheet, text, (left + 6, top + int(label_height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        tuple(int(c) for c in text_color), 1, cv2.LINE_AA)  # fmt: skip
     return sheet
 
 

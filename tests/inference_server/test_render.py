@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from inference_server.demo.head import generate_demo_head
-from inference_server.render import Camera, RenderError, depth_buffer, grid, rasterize, render_mesh, write_png
+from inference_server.render import (
+    MIN_CAPTION_SCALE,
+    Camera,
+    RenderError,
+    depth_buffer,
+    fitted_caption,
+    grid,
+    rasterize,
+    render_mesh,
+    write_png,
+)
 
 BACKGROUND = (255, 255, 255)
 
@@ -130,6 +140,21 @@ def test_grid_tiles_images_with_captions_and_png_keeps_rgb_order(tmp_path: Path)
     write_png(path, sheet)
     back = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(back, sheet)
+
+
+@pytest.mark.parametrize("caption", ["photo (face_mesh_on_detector_box on flip, 0.74)", "x" * 200])
+def test_a_long_caption_stays_over_its_own_tile(caption: str) -> None:
+    """The contact sheet's photo caption ("photo (face_mesh_on_detector_box, 0.74)") ran over the next
+    tile's caption: a caption is made smaller, then shortened, to its tile's width."""
+    tiles = [np.full((60, 256, 3), 200, np.uint8)] * 2
+    sheet = grid(tiles, [caption, ""], columns=2)
+    band = sheet[:30]
+    inked = np.nonzero((band < 128).any(axis=(0, 2)))[0]
+    assert inked.size and inked.max() < 256 - 3, "the caption reaches into the second tile"
+    text, scale = fitted_caption(caption, 0.5, 256 - 12)
+    assert scale >= 0.5 * MIN_CAPTION_SCALE
+    assert text == caption or (text.endswith("...") and caption.startswith(text[:-3]))
+    assert fitted_caption("ID 01", 0.5, 244) == ("ID 01", 0.5), "a short caption keeps its size"
 
 
 def test_depth_buffer_is_the_nearest_fragment_at_every_pixel() -> None:
