@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CancelledError, WorkerError
+from .progress_bar import ProgressBar
 
 if TYPE_CHECKING:
     from .assets_config import AssetConfig
@@ -161,43 +161,6 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 0 if config.use_demo or not config.missing() else 1
 
 
-class _ProgressBar:
-    """One self-rewriting line on stderr: stage, a bar, counts. Into a file or a pipe (a log, a batch job's
-    output) a rewritten line would pile up as one line of every update, so there each stage gets a plain
-    line at its start, at each quarter and at its end."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
-        self.last = 0.0
-        isatty = getattr(self.stream, "isatty", None)
-        self.live = bool(isatty()) if callable(isatty) else False
-        self.quarters: dict[str, int] = {}  # the last quarter written of each stage (not live)
-
-    def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
-        if not self.live:
-            self._line(stage, done, total, message)
-            return
-        now = time.monotonic()
-        if done < total and now - self.last < 0.1:
-            return
-        self.last = now
-        width = 30
-        filled = int(width * done / max(total, 1))
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{stage:<19}[{bar}] {done}/{total} {message[:40]:<40}")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-    def _line(self, stage: str, done: int, total: int, message: str) -> None:
-        quarter = min(4, 4 * done // max(total, 1))
-        if self.quarters.get(stage) == quarter:
-            return
-        self.quarters[stage] = quarter
-        self.stream.write(f"{stage:<19}{done}/{total} {message}".rstrip() + "\n")
-        self.stream.flush()
-
-
 def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int | None = None) -> ReconstructArgs:
     from .protocol import ReconstructArgs
 
@@ -238,7 +201,7 @@ def _reconstruct_one(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise io_failure(exc, out_dir, "create the output folder") from None
-    output = reconstructor.run(_job_request(args, photo, out_dir, face), _ProgressBar(), lambda: False)
+    output = reconstructor.run(_job_request(args, photo, out_dir, face), ProgressBar(), lambda: False)
     result = output.result
     export_hypotheses(result, out_dir, millimetres=args.millimetres)
     if not args.no_contact_sheet:

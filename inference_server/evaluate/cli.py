@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..progress_bar import ProgressBar
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="synthetic occlusion benchmark, NoW scan-to-mesh metric")
@@ -85,12 +87,10 @@ def _weights(folder: Path | None) -> dict[str, Path]:
 def run_synthetic(args: argparse.Namespace) -> int:
     from .benchmark import BenchmarkSettings, run_benchmark
 
-    def show(done: int, total: int) -> None:
-        print(f"\revaluated {done}/{total}", end="", file=sys.stderr)
-
+    bar = ProgressBar()
     settings = BenchmarkSettings(n_samples=args.n_samples, sampler=args.sampler, steps=args.steps, seed=args.seed)
-    result = run_benchmark(_weights(args.weights), args.data, settings, limit=args.limit, progress=show)
-    print(file=sys.stderr)
+    result = run_benchmark(_weights(args.weights), args.data, settings, limit=args.limit,
+                           progress=lambda done, total: bar("evaluated", done, total))  # fmt: skip
     print(f"{result.images} images ({result.occluded_images} with occluded front-face vertices), N = {args.n_samples}")
     print(result.table())
     if args.json:
@@ -135,11 +135,14 @@ def _evaluate_clips(args: argparse.Namespace, reconstructor: Any, head: Any, wor
                 n_expressions=args.n_expressions, identity_frames=args.identity_frames, sampler=args.sampler,
                 steps=args.steps, seed=seed, smoothness=args.smoothness, smoothing=args.smoothing, device="cpu",
             )  # fmt: skip
-            show = lambda s, d, t, m="": print(f"\rclip {seed}: {s} {d}/{t}   ", end="", file=sys.stderr)  # noqa: E731
+            bar = ProgressBar()
+
+            def show(stage: str, done: int, total: int, message: str = "") -> None:
+                bar(f"clip {seed}: {stage}", done, total, message)
+
             return run_sequence(reconstructor, request, show, lambda: False)
 
         scores, swept = evaluate_sequence(run, head, folder, n_frames=args.frames, seed=seed, settings=SWEEP)
-        print(file=sys.stderr)
         print(f"clip {seed}\n{scores.table()}\n")
         for row in swept:
             print("  smoothness {smoothness:g}, smoothing {smoothing:g}: error {error_mm:.3f} mm, "
@@ -154,16 +157,14 @@ def run_multiview_job(args: argparse.Namespace) -> int:
     from ..pipeline import SAMPLER_VARIANTS, Reconstructor, choose_device
     from .multiview import MultiviewSettings, run_multiview
 
-    def show(done: int, total: int) -> None:
-        print(f"\revaluated {done}/{total} people", end="", file=sys.stderr)
-
+    bar = ProgressBar()
     device = choose_device(args.device)
     reconstructor = Reconstructor(resolve_assets({}), device=str(device))
     bundle = reconstructor.bundle(device)
     settings = MultiviewSettings(triples=args.triples, views=args.views, n_per_photo=args.n_samples,
                                  sampler=SAMPLER_VARIANTS[args.sampler], steps=args.steps, seed=args.seed)  # fmt: skip
-    result = run_multiview(bundle, reconstructor.flame_layer(bundle, device), settings, device=device, progress=show)
-    print(file=sys.stderr)
+    result = run_multiview(bundle, reconstructor.flame_layer(bundle, device), settings, device=device,
+                           progress=lambda done, total: bar("people evaluated", done, total))  # fmt: skip
     demo = " (DEMO head and weights)" if bundle.demo else ""
     print(f"{result.triples} people × {result.views} views{demo}, N = {args.n_samples} per view, "
           f"{args.sampler} {args.steps} steps")  # fmt: skip

@@ -53,13 +53,14 @@ def sequence_args(args: argparse.Namespace) -> SequenceArgs:
 
 
 def run_sequence_command(args: argparse.Namespace) -> int:
-    from ..worker_cli import _ProgressBar, _reconstructor
+    from ..progress_bar import ProgressBar
+    from ..worker_cli import _reconstructor
 
     try:
         request = sequence_args(args)
         from .run import run_sequence
 
-        output = run_sequence(_reconstructor(args), request, _ProgressBar(), lambda: False)
+        output = run_sequence(_reconstructor(args), request, ProgressBar(), lambda: False)
     except ProtocolError as exc:
         print(f"error (bad_request): {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkerError
+from ..progress_bar import ProgressBar
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -128,11 +129,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     from .synthetic import write_synthetic_dataset
 
-    def show(done: int, total: int) -> None:
-        print(f"\rrendered {done}/{total}", end="", file=sys.stderr)
-
-    index = write_synthetic_dataset(args.out, args.count, seed=args.seed, progress=show, workers=args.workers)
-    print(file=sys.stderr)
+    bar = ProgressBar()
+    index = write_synthetic_dataset(args.out, args.count, seed=args.seed, workers=args.workers,
+                                    progress=lambda done, total: bar("rendered", done, total))  # fmt: skip
     print(index)
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,6 @@ from PIL import Image
 
 from inference_server.__main__ import main
 from inference_server.result import read_result
-from inference_server.worker_cli import _ProgressBar
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inference_server" / "assets" / "sample_occluded_face.jpg"
 SMALL = ["-n", "8", "-m", "5", "-k", "3", "--sampler", "ddim", "--steps", "4", "--device", "cpu"]
@@ -107,36 +105,3 @@ def test_reconstruct_pools_the_identity_over_extra_photos(tmp_path: Path, capsys
     code = main(["reconstruct", str(SAMPLE), "--photos", str(tmp_path / "again.jpg"), "-o", str(out), *SMALL])
     err = capsys.readouterr().err
     assert code == 1 and "photo 2 of 2 (again.jpg) is the same picture as photo 1 of 2" in err
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_into_a_log_is_a_few_plain_lines_per_stage() -> None:
-    """Redirected to a file, the bar's carriage returns piled 1000 DDPM steps into one line of updates."""
-    log = io.StringIO()
-    bar = _ProgressBar(log)
-    for _photo in range(2):  # a batch: the same stages again for the next photo
-        for step in range(1001):
-            bar("sample_shapes", step, 1000, "ddpm")
-        bar("fit", 0, 1, "head pose and camera")
-        bar("fit", 1, 1, "ok")
-    text = log.getvalue()
-    assert "\r" not in text
-    lines = text.splitlines()
-    assert lines[:5] == ["sample_shapes      0/1000 ddpm", "sample_shapes      250/1000 ddpm",
-                         "sample_shapes      500/1000 ddpm", "sample_shapes      750/1000 ddpm",
-                         "sample_shapes      1000/1000 ddpm"]  # fmt: skip
-    assert lines[5:7] == ["fit                0/1 head pose and camera", "fit                1/1 ok"]
-    assert len(lines) == 14
-
-
-def test_progress_on_a_terminal_rewrites_one_line() -> None:
-    screen = _Terminal()
-    bar = _ProgressBar(screen)
-    for step in range(1001):
-        bar("sample_shapes", step, 1000, "ddpm")
-    text = screen.getvalue()
-    assert text.startswith("\rsample_shapes") and text.endswith("\n") and text.count("\n") == 1
