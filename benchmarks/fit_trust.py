@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from inference_server.demo.head import generate_demo_head
-from inference_server.fit import cover, stage
+from inference_server.fit import cover, stage, trust
 from inference_server.fit.calibration import Correspondence, calibrate_correspondence
 from inference_server.fit.camera import project, rotation_angle_deg, rotation_matrix
 from inference_server.fit.landmark_averaging import mirrored_landmarks
@@ -154,6 +154,7 @@ SWEEPS: dict[str, tuple[str | None, int, int]] = {
     "mouth": ("mouth", 2, 60),
     "eyes": ("eyes", 2, 60),
     "hand_over_mouth": ("hand_over_mouth", 2, 60),
+    "sunglasses": ("sunglasses", 2, 60),
 }
 
 
@@ -172,10 +173,13 @@ def main() -> None:
     parser.add_argument(
         "--no-skin-cover", action="store_true", help="without fit/cover.py's skin-coloured mask (before stop 33)"
     )
+    parser.add_argument("--no-dark-cover", action="store_true",
+                        help="dark lenses not an occluder, covered eyes refused (before stop 36)")  # fmt: skip
     parser.add_argument("--min-trusted", type=int, help="stage.MIN_TRUSTED_LANDMARKS instead of its value")
     parser.add_argument("--sweeps", default=",".join(SWEEPS), help=f"comma-separated, of {', '.join(SWEEPS)}")
     args = parser.parse_args()
     cover.SKIN_COVER = not args.no_skin_cover
+    cover.DARK_COVER = trust.COVERED_EYES_POSE = not args.no_dark_cover
     if args.min_trusted is not None:
         stage.MIN_TRUSTED_LANDMARKS = args.min_trusted
     head = generate_demo_head()

@@ -21,7 +21,7 @@ import numpy as np
 from ..texture.occluder import FeatureZones, SkinModel, SkinModelError, face_skin, occluded
 from .calibration import Correspondence
 from .camera import Intrinsics, default_intrinsics, rotation_matrix, to_camera
-from .cover import cover_weights
+from .cover import cover_weights, eyes_covered
 from .landmarks68 import GROUPS, N_LANDMARKS, group_weights, landmarks68_from_mesh
 from .pose import PoseFit, eye_distance
 from .pose_batch import fit_poses, stacked_runs
@@ -316,6 +316,7 @@ class _Evidence:
     weights: np.ndarray  # (68,) group prior × visibility
     plain: np.ndarray  # plain_eyes' answer (fit/trust.py)
     occluded: bool = False  # an occluder the photo shows lies next to some landmark (fit/cover.py)
+    eyes_covered: bool = False  # both eyes lie on or next to an occluder the photo shows (fit/cover.py)
 
 
 def _evidence(
@@ -350,7 +351,7 @@ def _evidence(
     weights = group_weights() * visibility
     if int((weights >= TRUSTED_WEIGHT).sum()) < MIN_TRUSTED_LANDMARKS:
         return untrusted(_too_few(weights), source, landmarks=image, weights=weights)
-    return _Evidence(intr, image, depth, precision, weights, plain, bool((cover < 1.0).any()))
+    return _Evidence(intr, image, depth, precision, weights, plain, bool((cover < 1.0).any()), eyes_covered(cover))
 
 
 def _solve(
@@ -386,7 +387,7 @@ def _solve(
         return untrusted(f"the head is turned {abs(yaw):.0f}° (a profile; at most {MAX_YAW_DEG:.0f}°)", source,
                          **details)  # fmt: skip
     facing = _facing(ref.pose, expression_landmarks[reference], reference_normals)
-    doubt = pose_doubt(weights, yaw, plain, facing, yaw_deg(first.pose))
+    doubt = pose_doubt(weights, yaw, plain, facing, yaw_deg(first.pose), found.eyes_covered)
     if doubt:
         return untrusted(doubt, source, **details)
     if median > MAX_MEDIAN_ERROR_IOD * eye_distance(image):
