@@ -15,6 +15,7 @@ from inference_server.fit.calibration import Correspondence
 from inference_server.fit.cover import (
     CLOSE_WEIGHT,
     cover_weights,
+    eyes_covered,
     feature_zones,
     occluder_mask,
     skin_coloured_mask,
@@ -94,6 +95,58 @@ def test_the_weight_falls_with_the_distance_to_a_coloured_patch() -> None:
     # 0, 10, 30, 50, 80, 100 px from the patch; the weight reaches 1 at REACH_IOD = 0.6 eye distances.
     assert (np.diff(weights[0:4]) > 0).all() and weights[4] == weights[5] == 1.0
     assert weights[36:48].min() == 1.0
+
+
+def test_dark_lenses_are_an_occluder_though_eyes_may_be_dark(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The training renders' sunglasses (seed 30001). The eye and brow zones permit dark pixels (lashes,
+    pupils, brows), so by colour the lenses were eyes and the detector's eyes and brows bent onto them were
+    trusted; a dark region wider than any of those features is an object (cover.DARK_COVER)."""
+    rng = np.random.default_rng(30001)
+    case = render_case(head, layer, ground_truth_texture(head), rng)
+    rgb, alpha = with_training_occluder(case, "sunglasses", rng)
+    found = faces.face_mesh(rgb)
+    assert found
+    points = np.asarray(found[0], dtype=np.float64)
+    landmarks = correspondence.matrix @ points[:, :2]
+    skin = face_skin(rgb, points)
+    monkeypatch.setattr(cover, "DARK_COVER", False)
+    assert not occluder_mask(rgb, points, landmarks, skin)[0].any()
+    assert not eyes_covered(cover_weights(rgb, points, landmarks, skin))
+    monkeypatch.setattr(cover, "DARK_COVER", True)
+    mask, _ = occluder_mask(rgb, points, landmarks, skin)
+    truth = cv2.resize(alpha, mask.shape[::-1], interpolation=cv2.INTER_AREA) > 0.5
+    assert mask.sum() > 100 and (mask & truth).sum() >= 0.95 * mask.sum()
+    weights = cover_weights(rgb, points, landmarks, skin)
+    eyes, brows = list(GROUPS["eyes"]), list(GROUPS["brows"])
+    assert weights[eyes].max() <= CLOSE_WEIGHT + 0.1 and weights[brows].mean() < 0.5
+    assert weights[48:68].min() >= 0.8  # the mouth lies beyond most of the reach
+    assert eyes_covered(weights)
+
+
+def test_a_dark_region_is_an_object_by_the_eyes_not_in_the_mouth() -> None:
+    """A flat skin-coloured face: dark lens-sized patches (0.7 x 0.55 eye distances) on the eyes are an
+    occluder; the same patch on the mouth is not (an open mouth's cavity is dark and can be that wide)."""
+    rgb = np.zeros((400, 400, 3), np.uint8)
+    rgb[:] = (200, 150, 120)
+    mesh = np.array([[50.0, 50.0], [350.0, 50.0], [350.0, 350.0], [50.0, 350.0]])
+    landmarks = np.tile(np.array([200.0, 200.0]), (68, 1))
+    landmarks[36:42] = (150.0, 150.0)  # eye distance 100 px
+    landmarks[42:48] = (250.0, 150.0)
+    landmarks[17:27] = (200.0, 120.0)
+    landmarks[48:68] = (200.0, 280.0)
+    skin = face_skin(rgb, mesh)
+    mouth = rgb.copy()
+    mouth[253:308, 165:235] = (20, 15, 15)
+    np.testing.assert_array_equal(cover_weights(mouth, mesh, landmarks, skin), 1.0)
+    lens = rgb.copy()
+    lens[123:178, 115:185] = (20, 15, 15)
+    lens[123:178, 215:285] = (20, 15, 15)
+    weights = cover_weights(lens, mesh, landmarks, skin)
+    assert weights[36:48].max() == CLOSE_WEIGHT and weights[48:68].min() == 1.0
+    assert eyes_covered(weights)
 
 
 def test_a_skin_coloured_hand_over_the_mouth_is_found_by_the_lips_it_hides(

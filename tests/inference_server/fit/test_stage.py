@@ -153,6 +153,31 @@ def test_pose_with_a_skin_coloured_hand_over_the_mouth(
     assert np.median(reprojection) <= 0.02, reprojection
 
 
+def test_pose_with_sunglasses(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
+    second: SecondNetwork,
+) -> None:  # fmt: skip
+    """The training renders' sunglasses (seeds 30000-30009, the first of benchmarks/fit_sunglasses.py's set).
+    The detector draws the eyes and brows about 0.2 eye distances down onto the lenses; taken for eyes, they
+    pulled the head off the face. Found as an object (fit/cover.py's DARK_COVER), the pose rests on the nose,
+    mouth and jaw (fit/trust.py's COVERED_EYES_POSE). Measured on these 10 renders: 10 trusted, median 4.28°,
+    reprojection 2.48 % (before: 10 trusted, 5.20°, 4.78 %). Issue 17's 3° and 2 % are not met here yet."""
+    texture = ground_truth_texture(head)
+    rotation, reprojection = [], []
+    for i in range(10):
+        rng = np.random.default_rng(30000 + i)
+        case = render_case(head, layer, texture, rng)
+        case = dataclasses.replace(case, image=with_training_occluder(case, "sunglasses", rng)[0])
+        fitted = _fitted(case, faces, correspondence, second)
+        if fitted is not None and fitted[0].trusted:
+            assert fitted[0].second_network  # the lenses ask for the second network
+            rotation.append(fitted[1])
+            reprojection.append(fitted[2])
+    assert len(rotation) >= 9
+    assert np.median(rotation) <= 4.8, rotation
+    assert np.median(reprojection) <= 0.03, reprojection
+
+
 def test_both_runs_fitted_from_the_direct_fit_land_where_the_yaw_search_does(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence,
     monkeypatch: pytest.MonkeyPatch,
