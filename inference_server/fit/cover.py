@@ -63,7 +63,7 @@ SKIN_COVER_RATIOS = (0.5, 0.3)
 #: lash line or pupil) is an object there. Only by the eyes and brows: elsewhere dark already counts as
 #: occluder, except in the mouth, where an open mouth's cavity is dark and wide.
 DARK_COVER = True  # benchmarks/fit_sunglasses.py turns it off for its "before"
-#: Both eyes count as covered when their landmarks' cover weights average below this (on the occluder 0.1).
+#: An eye counts as covered when its landmarks' cover weights average below this (on the occluder 0.1).
 EYES_COVERED_WEIGHT = 0.5
 
 
@@ -198,8 +198,9 @@ def cover_weights(rgb: np.ndarray, mesh_points: np.ndarray, landmarks: np.ndarra
     return np.clip(CLOSE_WEIGHT + (1.0 - CLOSE_WEIGHT) * d / reach, CLOSE_WEIGHT, 1.0)
 
 
-def eyes_covered(weights: np.ndarray) -> bool:
-    """Whether both eyes lie on or next to an occluder the photo shows, from :func:`cover_weights` (68,)."""
-    eyes = GROUPS["eyes"]
-    left, right = np.asarray(weights)[list(eyes)[:6]], np.asarray(weights)[list(eyes)[6:]]
-    return bool(left.mean() < EYES_COVERED_WEIGHT and right.mean() < EYES_COVERED_WEIGHT)
+def eyes_covered(weights: np.ndarray) -> int:
+    """How many eyes (0, 1, 2) lie on or next to an occluder the photo shows, from :func:`cover_weights` (68,):
+    an eye whose six landmarks' weights average below EYES_COVERED_WEIGHT."""
+    eyes = list(GROUPS["eyes"])
+    w = np.asarray(weights, dtype=np.float64)
+    return sum(int(w[eye].mean() < EYES_COVERED_WEIGHT) for eye in (eyes[:6], eyes[6:]))

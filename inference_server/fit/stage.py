@@ -316,7 +316,7 @@ class _Evidence:
     weights: np.ndarray  # (68,) group prior × visibility
     plain: np.ndarray  # plain_eyes' answer (fit/trust.py)
     occluded: bool = False  # an occluder the photo shows lies next to some landmark (fit/cover.py)
-    eyes_covered: bool = False  # both eyes lie on or next to an occluder the photo shows (fit/cover.py)
+    eyes_covered: int = 0  # how many eyes lie on or next to an occluder the photo shows (fit/cover.py)
 
 
 def _evidence(

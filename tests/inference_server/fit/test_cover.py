@@ -114,7 +114,7 @@ def test_dark_lenses_are_an_occluder_though_eyes_may_be_dark(
     skin = face_skin(rgb, points)
     monkeypatch.setattr(cover, "DARK_COVER", False)
     assert not occluder_mask(rgb, points, landmarks, skin)[0].any()
-    assert not eyes_covered(cover_weights(rgb, points, landmarks, skin))
+    assert eyes_covered(cover_weights(rgb, points, landmarks, skin)) == 0
     monkeypatch.setattr(cover, "DARK_COVER", True)
     mask, _ = occluder_mask(rgb, points, landmarks, skin)
     truth = cv2.resize(alpha, mask.shape[::-1], interpolation=cv2.INTER_AREA) > 0.5
@@ -123,7 +123,7 @@ def test_dark_lenses_are_an_occluder_though_eyes_may_be_dark(
     eyes, brows = list(GROUPS["eyes"]), list(GROUPS["brows"])
     assert weights[eyes].max() <= CLOSE_WEIGHT + 0.1 and weights[brows].mean() < 0.5
     assert weights[48:68].min() >= 0.8  # the mouth lies beyond most of the reach
-    assert eyes_covered(weights)
+    assert eyes_covered(weights) == 2
 
 
 def test_a_dark_region_is_an_object_by_the_eyes_not_in_the_mouth() -> None:
@@ -146,7 +146,7 @@ def test_a_dark_region_is_an_object_by_the_eyes_not_in_the_mouth() -> None:
     lens[123:178, 215:285] = (20, 15, 15)
     weights = cover_weights(lens, mesh, landmarks, skin)
     assert weights[36:48].max() == CLOSE_WEIGHT and weights[48:68].min() == 1.0
-    assert eyes_covered(weights)
+    assert eyes_covered(weights) == 2
 
 
 def test_a_skin_coloured_hand_over_the_mouth_is_found_by_the_lips_it_hides(
