@@ -47,6 +47,21 @@ def _detected(head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, co
     return case, points, correspondence.matrix @ points[:, :2], face_skin(case.image, points)
 
 
+def _under_training_occluder(
+    head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence, name: str,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, SkinModel]:  # fmt: skip
+    """A render under the training renders' occluder ``name``: (photo, occluder coverage, the detector's mesh,
+    its 68 landmarks, the face's skin model)."""
+    rng = np.random.default_rng(seed)
+    case = render_case(head, layer, ground_truth_texture(head), rng)
+    rgb, alpha = with_training_occluder(case, name, rng)
+    found = faces.face_mesh(rgb)
+    assert found
+    points = np.asarray(found[0], dtype=np.float64)
+    return rgb, alpha, points, correspondence.matrix @ points[:, :2], face_skin(rgb, points)
+
+
 def test_a_bar_over_the_mouth_is_found_and_cuts_the_landmarks_next_to_it(
     head: FlameModelData, layer: FlameLayer, faces: MediaPipeFaces, correspondence: Correspondence
 ) -> None:
@@ -104,14 +119,9 @@ def test_dark_lenses_are_an_occluder_though_eyes_may_be_dark(
     """The training renders' sunglasses (seed 30001). The eye and brow zones permit dark pixels (lashes,
     pupils, brows), so by colour the lenses were eyes and the detector's eyes and brows bent onto them were
     trusted; a dark region wider than any of those features is an object (cover.DARK_COVER)."""
-    rng = np.random.default_rng(30001)
-    case = render_case(head, layer, ground_truth_texture(head), rng)
-    rgb, alpha = with_training_occluder(case, "sunglasses", rng)
-    found = faces.face_mesh(rgb)
-    assert found
-    points = np.asarray(found[0], dtype=np.float64)
-    landmarks = correspondence.matrix @ points[:, :2]
-    skin = face_skin(rgb, points)
+    rgb, alpha, points, landmarks, skin = _under_training_occluder(
+        head, layer, faces, correspondence, "sunglasses", 30001
+    )
     monkeypatch.setattr(cover, "DARK_COVER", False)
     assert not occluder_mask(rgb, points, landmarks, skin)[0].any()
     assert eyes_covered(cover_weights(rgb, points, landmarks, skin)) == 0
@@ -155,14 +165,9 @@ def test_a_skin_coloured_hand_over_the_mouth_is_found_by_the_lips_it_hides(
 ) -> None:  # fmt: skip
     """The training renders' hand (skin-coloured, creases between the fingers) is skin to the blob test; the
     mouth zone without lips seeds it and its colour delimits it (texture/skin_cover.py, in the photo)."""
-    rng = np.random.default_rng(30004)
-    case = render_case(head, layer, ground_truth_texture(head), rng)
-    rgb, alpha = with_training_occluder(case, "hand_over_mouth", rng)
-    found = faces.face_mesh(rgb)
-    assert found
-    points = np.asarray(found[0], dtype=np.float64)
-    landmarks = correspondence.matrix @ points[:, :2]
-    skin = face_skin(rgb, points)
+    rgb, alpha, points, landmarks, skin = _under_training_occluder(
+        head, layer, faces, correspondence, "hand_over_mouth", 30004
+    )
     monkeypatch.setattr(cover, "SKIN_COVER", False)
     assert not occluder_mask(rgb, points, landmarks, skin)[0].any()  # the colour blobs alone miss it
     monkeypatch.setattr(cover, "SKIN_COVER", True)
