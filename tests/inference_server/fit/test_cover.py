@@ -90,15 +90,22 @@ def test_a_clean_face_has_no_occluder(
         np.testing.assert_array_equal(cover_weights(case.image, points, landmarks, skin), 1.0)
 
 
-def test_the_weight_falls_with_the_distance_to_a_coloured_patch() -> None:
-    """A flat skin-coloured 'face' with a blue patch: landmarks on it get CLOSE_WEIGHT, far ones 1, and in
-    between the weight grows with the distance; a dot of the same colour, nostril-sized, is no occluder."""
+def _flat_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A flat skin-coloured 400 x 400 'face': (photo, its mesh outline, 68 landmarks at the centre but for the
+    eyes, 100 px apart)."""
     rgb = np.zeros((400, 400, 3), np.uint8)
     rgb[:] = (200, 150, 120)
     mesh = np.array([[50.0, 50.0], [350.0, 50.0], [350.0, 350.0], [50.0, 350.0]])
     landmarks = np.tile(np.array([200.0, 200.0]), (68, 1))
     landmarks[36:42] = (150.0, 150.0)  # eye distance 100 px
     landmarks[42:48] = (250.0, 150.0)
+    return rgb, mesh, landmarks
+
+
+def test_the_weight_falls_with_the_distance_to_a_coloured_patch() -> None:
+    """A flat skin-coloured 'face' with a blue patch: landmarks on it get CLOSE_WEIGHT, far ones 1, and in
+    between the weight grows with the distance; a dot of the same colour, nostril-sized, is no occluder."""
+    rgb, mesh, landmarks = _flat_face()
     landmarks[0:6, 0] = 200.0
     landmarks[0:6, 1] = (290.0, 270.0, 250.0, 230.0, 200.0, 180.0)
     skin = face_skin(rgb, mesh)
@@ -139,12 +146,7 @@ def test_dark_lenses_are_an_occluder_though_eyes_may_be_dark(
 def test_a_dark_region_is_an_object_by_the_eyes_not_in_the_mouth() -> None:
     """A flat skin-coloured face: dark lens-sized patches (0.7 x 0.55 eye distances) on the eyes are an
     occluder; the same patch on the mouth is not (an open mouth's cavity is dark and can be that wide)."""
-    rgb = np.zeros((400, 400, 3), np.uint8)
-    rgb[:] = (200, 150, 120)
-    mesh = np.array([[50.0, 50.0], [350.0, 50.0], [350.0, 350.0], [50.0, 350.0]])
-    landmarks = np.tile(np.array([200.0, 200.0]), (68, 1))
-    landmarks[36:42] = (150.0, 150.0)  # eye distance 100 px
-    landmarks[42:48] = (250.0, 150.0)
+    rgb, mesh, landmarks = _flat_face()
     landmarks[17:27] = (200.0, 120.0)
     landmarks[48:68] = (200.0, 280.0)
     skin = face_skin(rgb, mesh)
