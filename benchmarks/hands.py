@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterator, Sized
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -87,12 +87,18 @@ def _inputs(head: FlameModelData, case: object) -> TextureInputs:
                          case.landmarks, case.pose, case.camera)  # type: ignore[attr-defined]  # fmt: skip
 
 
-def _shares(head: FlameModelData, image: np.ndarray, inputs: TextureInputs, covered: np.ndarray) -> list[float]:
-    """[occluder-covered texels left out, occluder share of the photo texels, photo texels of the head]."""
+Before = Callable[[], AbstractContextManager[None]]
+
+
+def _shares(
+    head: FlameModelData, image: np.ndarray, inputs: TextureInputs, covered: np.ndarray, as_before: Before
+) -> list[float]:
+    """[occluder-covered texels left out, occluder share of the photo texels, photo texels of the head], before
+    (inside ``as_before``) and after."""
     out = []
     for label in ("before", "after"):
         if label == "before":
-            with before():
+            with as_before():
                 tex = make_texture(image, inputs)
         else:
             tex = make_texture(image, inputs)
@@ -102,7 +108,7 @@ def _shares(head: FlameModelData, image: np.ndarray, inputs: TextureInputs, cove
     return out
 
 
-def texture_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
+def texture_table(head: FlameModelData, layer: FlameLayer, cases: int, as_before: Before = before) -> None:
     from inference_server.train.synthetic import OCCLUDERS
 
     truth = ground_truth_texture(head)
@@ -113,11 +119,11 @@ def texture_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
             rng = np.random.default_rng(100 + i + sum(map(ord, name)))
             case = render_case(head, layer, truth, rng, max_yaw=20)
             image, alpha = with_training_occluder(case, name, rng)
-            rows.setdefault(name, []).append(_shares(head, image, _inputs(head, case), alpha > 0.5))
+            rows.setdefault(name, []).append(_shares(head, image, _inputs(head, case), alpha > 0.5, as_before))
     for i in range(cases):  # clean renders: what is flagged though nothing covers the face
         case = render_case(head, layer, truth, np.random.default_rng(500 + i), max_yaw=20)
         nothing = np.zeros(case.image.shape[:2], bool)
-        rows.setdefault("clean", []).append(_shares(head, case.image, _inputs(head, case), nothing))
+        rows.setdefault("clean", []).append(_shares(head, case.image, _inputs(head, case), nothing, as_before))
     fixtures = find_fixtures()
     if fixtures is not None:
         note = _annotation("despair_hand_annotation.json")
@@ -125,7 +131,7 @@ def texture_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
         for seed in range(6):
             case = render_case(head, layer, truth, np.random.default_rng(seed), max_yaw=20)
             region = _paste_hand(case, source, np.asarray(note["polygon"], np.float64))
-            shares = _shares(head, case.image, _inputs(head, case), region)
+            shares = _shares(head, case.image, _inputs(head, case), region, as_before)
             rows.setdefault("real hand, face tone (6)", []).append(shares)
     for name, values in rows.items():
         m = 100 * np.mean(values, axis=0)

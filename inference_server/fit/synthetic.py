@@ -174,3 +174,26 @@ def with_pasted_hand(case: SyntheticCase, source: np.ndarray, polygon: np.ndarra
     image = case.image.copy()
     image[inside] = cv2.cvtColor(hand[:, None], cv2.COLOR_LAB2RGB)[:, 0]
     return image, inside
+
+
+def with_saturated_disc(case: SyntheticCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``case.image`` with an ellipse of the face's median hue at twice its saturation over the mouth (an
+    egg held to the lips), and its mask."""
+    import cv2
+
+    xy = project(case.landmarks, case.pose, case.camera)[:, :2]
+    iod = float(np.linalg.norm(xy[36:42].mean(axis=0) - xy[42:48].mean(axis=0)))
+    face = np.zeros(case.image.shape[:2], np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(xy).astype(np.int32)), (1,))
+    hsv = cv2.cvtColor(case.image, cv2.COLOR_RGB2HSV)
+    h, s, v = np.median(hsv[face > 0], axis=0)
+    saturated = np.array([[[h, min(255.0, 2.0 * s), v]]], dtype=np.uint8)
+    colour = np.asarray(cv2.cvtColor(saturated, cv2.COLOR_HSV2RGB), dtype=np.float64)[0, 0]
+    centre = xy[62] + rng.normal(0, 0.05 * iod, 2)
+    axes = (round(0.45 * iod), round(0.35 * iod))
+    mask = np.zeros(case.image.shape[:2], np.uint8)
+    cv2.ellipse(mask, (round(centre[0]), round(centre[1])), axes, float(rng.uniform(-20, 20)), 0, 360, (1,), -1)
+    image = case.image.copy()
+    shade = np.clip(rng.normal(1.0, 0.04, (*image.shape[:2], 1)), 0.8, 1.2)  # a little texture, like an egg shell
+    image[mask > 0] = np.clip(colour * shade[mask > 0], 0, 255).astype(np.uint8)
+    return image, mask > 0

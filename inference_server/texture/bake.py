@@ -20,7 +20,18 @@ import numpy as np
 from ..fit.camera import project_camera, rotation_matrix
 from ..preprocess.hands import find_hands
 from ..render import depth_buffer, rasterize, vertex_normals
-from .occluder import FeatureZones, SkinModel, ZoneParts, fit_skin_model, occluded, solid_dark, zone_parts
+from .occluder import (
+    FeatureZones,
+    SkinModel,
+    SkinModelError,
+    ZoneParts,
+    fit_hue_model,
+    fit_skin_model,
+    occluded,
+    off_skin_hue,
+    solid_dark,
+    zone_parts,
+)
 from .skin_cover import skin_coloured_cover
 
 #: Texels facing the camera less than this (cosine of the angle to the line of sight) are left out.
@@ -225,6 +236,15 @@ def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landm
     return FeatureZones(mouth=full(mouth_parts), brows=full(brow_parts), eye_opening=full(eye_parts))
 
 
+def _off_skin_hue(colors: np.ndarray, skin: SkinModel, zones: FeatureZones) -> np.ndarray:
+    """``occluder.off_skin_hue`` of the seen texels' colours; nothing where too few of them are bright."""
+    try:
+        hue = fit_hue_model(colors, skin)
+    except SkinModelError:
+        return np.zeros(len(colors), bool)
+    return off_skin_hue(colors, skin, hue, zones)
+
+
 def occluder_texels(
     rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float,
     points5: np.ndarray | None = None,
@@ -245,6 +265,7 @@ def occluder_texels(
     flagged = solid_dark(rgb[y0:y1, x0:x1], skin, iod_px)[py - y0, px - x0]
     seen_zones = FeatureZones(mouth=zones.mouth[seen], brows=zones.brows[seen], eye_opening=zones.eye_opening[seen])
     flagged |= occluded(seen_colors, skin, seen_zones)
+    flagged |= _off_skin_hue(seen_colors, skin, seen_zones)
     # Paint the flagged texels' pixels into a photo-sized mask and widen it, so the occluder's soft
     # edge (colours halfway to skin) stays out; then read the mask back at every texel.
     mask = np.zeros((height, width), np.uint8)

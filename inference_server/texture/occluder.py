@@ -8,6 +8,11 @@ colourless pixels (brows, lashes, sclera) in the eye and brow zones, and inside 
 colour short of the saturation of a painted or dyed object (irises come in many colours, none of them
 vivid). Everything else that is not skin is an occluder. The zones only *permit* colours; they never
 mark a pixel as occluded, so landmarks alone never decide the mask.
+
+Chromaticity misses one kind of object: a saturated colour of skin's own hue (an orange, an egg, a tanned
+leather glove) lies along the skin cluster's long axis in (r, g), within its radius. The same pixels are
+far from skin in CIE (a*, b*), where a perceptual difference in saturation counts as much as one in hue
+(:class:`HueModel`); that second test is the texture's (``off_skin_hue``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ IRIS_SATURATION = 0.6
 #: Dark regions wider than this (fraction of the eye distance) are objects (sunglasses, a dark glove),
 #: not brows, lashes or pupils, which are thinner: they count as occluder even where features may be dark.
 SOLID_DARK_IOD = 0.3
+#: Mahalanobis radius of skin in the CIE (a*, b*) plane, and the smallest spread (a*, b* units) of that
+#: model (a grey photo's skin is one point there).
+HUE_RADIUS = 3.5
+MIN_AB_STD = 2.0
+#: Pixels per row handed to OpenCV's colour conversion (see cie_lab).
+LAB_ROW = 4096
 
 
 class SkinModelError(ValueError):
@@ -84,25 +95,32 @@ def fit_skin_model(pixels: np.ndarray, rounds: int = 4) -> SkinModel:
     usable = x[bright > 30]  # very dark pixels carry no chromaticity
     if len(usable) < 20:
         raise SkinModelError(f"only {len(usable)} usable face pixels to learn the skin colour from")
-    c = chromaticity(usable)
+    mean, cov, keep = _robust_gaussian(chromaticity(usable), MIN_CHROMA_STD, SKIN_RADIUS, rounds)
+    brightness = float(np.median(channel_max(usable[keep]))) if keep.any() else float(np.median(bright))
+    return SkinModel(mean=mean, inv_cov=np.linalg.inv(cov), brightness=brightness)
+
+
+def _robust_gaussian(
+    c: np.ndarray, min_std: float, radius: float, rounds: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, covariance, inliers) of the dominant cluster of the 2D points ``c``: the first round a robust
+    spread (MAD) around the median, later rounds the covariance of the points within ``radius``."""
     keep = np.ones(len(c), bool)
     mean = np.median(c, axis=0)
-    cov = np.eye(2) * MIN_CHROMA_STD**2
-    for _ in range(rounds):
-        # The first round uses a robust spread (MAD) around the median; later rounds the inliers' covariance.
-        if _ == 0:
+    cov = np.eye(2) * min_std**2
+    for i in range(rounds):
+        if i == 0:
             mad = 1.4826 * np.median(np.abs(c - mean), axis=0)
-            cov = np.diag(np.maximum(mad, MIN_CHROMA_STD) ** 2)
+            cov = np.diag(np.maximum(mad, min_std) ** 2)
         else:
             inliers = c[keep]
             if len(inliers) < 20:
                 break
             mean = inliers.mean(axis=0)
-            cov = np.cov(inliers.T) + np.eye(2) * MIN_CHROMA_STD**2
+            cov = np.cov(inliers.T) + np.eye(2) * min_std**2
         d = c - mean
-        keep = quadratic_form(d, np.linalg.inv(cov)) <= SKIN_RADIUS**2
-    brightness = float(np.median(channel_max(usable[keep]))) if keep.any() else float(np.median(bright))
-    return SkinModel(mean=mean, inv_cov=np.linalg.inv(cov), brightness=brightness)
+        keep = quadratic_form(d, np.linalg.inv(cov)) <= radius**2
+    return mean, cov, keep
 
 
 def face_skin(rgb: np.ndarray, mesh_points: np.ndarray) -> SkinModel:
@@ -185,3 +203,61 @@ def occluded(rgb: np.ndarray, skin: SkinModel, zones: FeatureZones | None = None
     allowed |= zones.mouth & (lip_like | dark)
     allowed |= zones.brows & (dark | achromatic | lip_like)
     return not_skin & ~allowed
+
+
+def cie_lab(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) RGB 0..255 → (N, 3) CIE Lab with lightness halved (shading varies more than hue)."""
+    import cv2
+
+    pixels = np.asarray(rgb)
+    if pixels.dtype != np.uint8:  # photo pixels already are: clipping and converting would change nothing
+        pixels = np.clip(np.asarray(pixels, dtype=np.float64), 0, 255).astype(np.uint8)
+    pixels = pixels.reshape(-1, 3)
+    n = len(pixels)
+    # Rows of LAB_ROW pixels (the last one padded): OpenCV converts row by row, and N rows of one pixel cost
+    # ~6x as much; each pixel's value does not depend on the layout.
+    block = np.zeros((-(-n // LAB_ROW) * LAB_ROW, 3), np.uint8)
+    block[:n] = pixels
+    lab = cv2.cvtColor(block.reshape(-1, LAB_ROW, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)[:n].astype(np.float64)
+    lab[:, 0] *= 100.0 / 255.0 * 0.5
+    lab[:, 1:] -= 128.0
+    return lab
+
+
+@dataclass(frozen=True)
+class HueModel:
+    """The face's skin as a robust Gaussian in the CIE (a*, b*) plane."""
+
+    mean: np.ndarray  # (2,) a*, b*
+    inv_cov: np.ndarray  # (2, 2)
+
+    def distance(self, ab: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of (..., 2) a*, b* values from the skin mean."""
+        return np.sqrt(quadratic_form(np.asarray(ab) - self.mean, self.inv_cov))
+
+
+def fit_hue_model(pixels: np.ndarray, skin: SkinModel) -> HueModel:
+    """The dominant (a*, b*) among ``pixels`` (N, 3) that are not dark (their a*, b* is noise)."""
+    x = np.asarray(pixels).reshape(-1, 3)
+    usable = x[channel_max(np.asarray(x, dtype=np.float64)) >= DARK_FRACTION * skin.brightness]
+    if len(usable) < 20:
+        raise SkinModelError(f"only {len(usable)} usable face pixels to learn the skin colour from")
+    mean, cov, _ = _robust_gaussian(cie_lab(usable)[:, 1:], MIN_AB_STD, HUE_RADIUS, 4)
+    return HueModel(mean=mean, inv_cov=np.linalg.inv(cov))
+
+
+def off_skin_hue(rgb: np.ndarray, skin: SkinModel, hue: HueModel, zones: FeatureZones) -> np.ndarray:
+    """Boolean mask over ``rgb`` (N, 3): bright enough pixels whose (a*, b*) is far from the face's skin.
+
+    Not judged in the brow and eye zones (brows and irises differ from skin in every way; the
+    chromaticity test of :func:`occluded` covers those zones). In the mouth zone lips are allowed: they
+    differ from skin toward red (a* up at least as much as b*), where a saturated orange or yellow object
+    moves toward yellow (b* up more than a*); grey pixels (teeth) are allowed too."""
+    x = np.asarray(rgb, dtype=np.float64)
+    bright = channel_max(x)
+    ab = cie_lab(rgb)[:, 1:]
+    far = (hue.distance(ab) > HUE_RADIUS) & (bright >= DARK_FRACTION * skin.brightness)
+    shift = ab - hue.mean
+    achromatic = (bright - channel_min(x)) / np.maximum(bright, 1.0) < ACHROMATIC_SATURATION
+    lips = zones.mouth & ((shift[:, 1] <= shift[:, 0]) | achromatic)
+    return far & ~zones.brows & ~zones.eye_opening & ~lips

@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .occluder import LIP_RADIUS, SKIN_RADIUS, FeatureZones, SkinModel, channel_max, chromaticity
+from .occluder import LIP_RADIUS, SKIN_RADIUS, FeatureZones, SkinModel, channel_max, chromaticity, cie_lab
 
 #: Share of a zone's visible texels that must show the feature for the feature to count as seen:
 #: measured on clean DEMO-head renders, lips 0.2-0.5 of the mouth zone, eye details 0.3-0.9 of the
@@ -44,25 +44,6 @@ MIN_SKIN_CHROMA = 0.03
 COLOUR_RATIOS: tuple[float, ...] = (1.0, 0.5, 0.3)
 #: Thin bridges between the occluder and face parts of similar colour are cut by an opening this wide.
 OPEN_IOD = 0.04
-#: Pixels per row handed to OpenCV's colour conversion (see _lab).
-LAB_ROW = 4096
-
-
-def _lab(rgb: np.ndarray) -> np.ndarray:
-    """(N, 3) RGB 0..255 → (N, 3) CIE Lab with lightness halved (shading varies more than hue)."""
-    pixels = np.asarray(rgb)
-    if pixels.dtype != np.uint8:  # photo pixels already are: clipping and converting would change nothing
-        pixels = np.clip(np.asarray(pixels, dtype=np.float64), 0, 255).astype(np.uint8)
-    pixels = pixels.reshape(-1, 3)
-    n = len(pixels)
-    # Rows of LAB_ROW pixels (the last one padded): OpenCV converts row by row, and N rows of one pixel cost
-    # ~6x as much; each pixel's value does not depend on the layout.
-    block = np.zeros((-(-n // LAB_ROW) * LAB_ROW, 3), np.uint8)
-    block[:n] = pixels
-    lab = cv2.cvtColor(block.reshape(-1, LAB_ROW, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)[:n].astype(np.float64)
-    lab[:, 0] *= 100.0 / 255.0 * 0.5
-    lab[:, 1:] -= 128.0
-    return lab
 
 
 def _feature_share(colors: np.ndarray, skin: SkinModel, kind: str) -> float:
@@ -129,14 +110,14 @@ def skin_coloured_cover(
 
     if int(far.sum()) < MIN_ZONE_TEXELS:
         return widened()
-    occluder_lab = np.median(_lab(colors[seeds]), axis=0)
-    face_lab = np.median(_lab(seen_colors[far]), axis=0)
+    occluder_lab = np.median(cie_lab(colors[seeds]), axis=0)
+    face_lab = np.median(cie_lab(seen_colors[far]), axis=0)
     if float(np.linalg.norm(occluder_lab - face_lab)) < MIN_CONTRAST:
         return widened()
     # Pixels nearer the occluder's colour than the face's, on the face's bounding box, connected to the seed.
     x0, y0 = sxy.min(axis=0)
     x1, y1 = sxy.max(axis=0) + 1
-    lab = _lab(rgb[y0:y1, x0:x1].reshape(-1, 3))
+    lab = cie_lab(rgb[y0:y1, x0:x1].reshape(-1, 3))
     to_occluder = np.linalg.norm(lab - occluder_lab, axis=1).reshape(y1 - y0, x1 - x0)
     to_face = np.linalg.norm(lab - face_lab, axis=1).reshape(y1 - y0, x1 - x0)
     shown = ((zones.eye_opening | zones.mouth) & ~seeds)[seen]

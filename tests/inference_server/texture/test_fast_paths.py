@@ -15,7 +15,7 @@ from inference_server.texture.bake import UVRaster, covered_texels, project_texe
 from inference_server.texture.fill import MIRROR_TOLERANCE, mirror_uv, mirror_vertices
 from inference_server.texture.layout import uv_layout
 from inference_server.texture.occluder import channel_max, channel_min, chromaticity, quadratic_form
-from inference_server.texture.skin_cover import _lab
+from inference_server.texture.occluder import cie_lab as _lab
 from inference_server.texture.stage import TextureInputs
 
 
