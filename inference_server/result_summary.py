@@ -87,6 +87,7 @@ def texture_line(meta: dict[str, Any]) -> str | None:
         return None
     stats = meta.get("texture_stats") or {}
     parts = [f"{100 * float(stats[k]):.0f}% {label}" for k, label in
-             (("from_photo", "from the photo"), ("mirrored", "mirrored"), ("occluded", "seen covered, filled"))
+             (("from_photo", "from the photo"), ("mirrored", "mirrored"), ("occluded", "seen covered, filled"),
+              ("eyes_painted", "eyeballs painted as eyes"))
              if k in stats]  # fmt: skip
     return name + (f" ({', '.join(parts)}; of the head's texels)" if parts else "")

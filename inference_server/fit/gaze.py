@@ -92,6 +92,16 @@ def eyeballs(model: FlameModelData, vertices: np.ndarray) -> list[Eyeball] | Non
     return eyeballs_of(points, model.weights, model.J_regressor @ points)
 
 
+def eyeball_members(model: FlameModelData) -> tuple[np.ndarray, ...]:
+    """Each eye's eyeball vertex indices (skin weight on its joint at least EYEBALL_WEIGHT), FLAME's joint
+    order; () when the model has no eye joints or too few vertices on one."""
+    weights = np.asarray(model.weights)
+    if weights.shape[1] <= max(EYE_JOINTS):
+        return ()
+    members = tuple(np.flatnonzero(weights[:, joint] >= EYEBALL_WEIGHT) for joint in EYE_JOINTS)
+    return members if all(len(m) >= MIN_EYEBALL_VERTICES for m in members) else ()
+
+
 def eyeballs_of(vertices: np.ndarray, weights: np.ndarray, joints: np.ndarray) -> list[Eyeball] | None:
     """:func:`eyeballs` from a mesh (V, 3), its skin weights (V, J) and joints (J, 3): a result file's own
     arrays (``expression_vertices[0]``, ``skin_weights``, ``joints``)."""

@@ -13,10 +13,11 @@ from ..assets_config import default_cache_dir
 from ..atomic_io import atomic_write_bytes
 from ..blas_threads import one_blas_thread
 from ..fit.camera import project as project_points
-from ..fit.gaze import turned_eyes
+from ..fit.gaze import eyeball_members, turned_eyes
 from ..fit.pose import eye_distance
 from ..flame.model_data import FlameModelData
 from .bake import occluder_texels, project_texels, sample_photo, texel_zones
+from .eyes import eye_texels, paint_eyes
 from .fill import mirror_fill, pull_push
 from .layout import uv_layout
 from .occluder import SkinModelError
@@ -32,6 +33,7 @@ class Texture:
     mirrored: np.ndarray  # (S, S) bool: texels copied from the other side
     occluded: np.ndarray  # (S, S) bool: texels the photo shows covered by an occluder
     covered: np.ndarray  # (S, S) bool: texels inside some UV triangle
+    eyes_painted: np.ndarray | None = None  # (S, S) bool: eyeball texels painted as an eye (eyes.py)
 
     def stats(self) -> dict[str, float]:
         n = max(int(self.covered.sum()), 1)
@@ -39,6 +41,7 @@ class Texture:
             "from_photo": round(float(self.from_photo.sum()) / n, 4),
             "mirrored": round(float(self.mirrored.sum()) / n, 4),
             "occluded": round(float(self.occluded.sum()) / n, 4),
+            "eyes_painted": round(float(0 if self.eyes_painted is None else self.eyes_painted.sum()) / n, 4),
         }
 
 
@@ -54,6 +57,7 @@ class TextureInputs:
     landmarks: np.ndarray  # (68, 3) on ``vertices``
     pose: np.ndarray  # (6,)
     camera: np.ndarray  # (3,)
+    eye_members: tuple[np.ndarray, ...] = ()  # each eyeball's vertex indices (none: no eye is painted)
 
     @classmethod
     def of_fit(
@@ -71,7 +75,7 @@ class TextureInputs:
         return cls(
             vertices=vertices, template=model.v_template, faces=model.faces, uv=model.uv,
             uv_faces=model.uv_faces, landmarks=exp_landmarks[order[0]].astype(np.float64),
-            pose=pose.astype(np.float64), camera=camera.astype(np.float64),
+            pose=pose.astype(np.float64), camera=camera.astype(np.float64), eye_members=eyeball_members(model),
         )  # fmt: skip
 
 
@@ -102,10 +106,13 @@ def make_texture(
     if not valid.any():
         raise SkinModelError("no texel of the head is visible in the photo")
     mirrored_colors, after_mirror = mirror_fill(colors, valid, mirror)
-    filled = pull_push(mirrored_colors, after_mirror)
+    eyes = [eye for eye in (eye_texels(raster, head.template, faces, m) for m in head.eye_members) if eye is not None]
+    skin_brightness = float(np.median(colors[valid].max(axis=1)))
+    painted_colors, painted = paint_eyes(mirrored_colors, after_mirror, eyes, skin_brightness)
+    filled = pull_push(painted_colors, after_mirror | painted)
     image = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
     return Texture(image=image, from_photo=valid, mirrored=after_mirror & ~valid,
-                   occluded=covered_by_occluder, covered=raster.covered)  # fmt: skip
+                   occluded=covered_by_occluder, covered=raster.covered, eyes_painted=painted)  # fmt: skip
 
 
 def texture_beside_result(

@@ -46,10 +46,13 @@ def test_no_fit_says_why_and_what_the_import_does() -> None:
 
 
 def test_texture_line() -> None:
-    meta = {"texture": "result_texture.png", "texture_stats": {"from_photo": 0.1253, "mirrored": 0.0609,
-                                                                 "occluded": 0.2661}}  # fmt: skip
+    stats = {"from_photo": 0.1253, "mirrored": 0.0609, "occluded": 0.2661}
+    meta: dict[str, Any] = {"texture": "result_texture.png", "texture_stats": stats}
     assert texture_line(meta) == ("result_texture.png (13% from the photo, 6% mirrored, 27% seen covered, filled; "
                                   "of the head's texels)")  # fmt: skip
+    stats["eyes_painted"] = 0.0312
+    assert texture_line(meta) == ("result_texture.png (13% from the photo, 6% mirrored, 27% seen covered, filled, "
+                                  "3% eyeballs painted as eyes; of the head's texels)")  # fmt: skip
     assert texture_line({}) is None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -84,9 +86,9 @@ def test_feature_zones_match_the_measurement_at_every_texel(head: FlameModelData
 
 def _inputs(head: FlameModelData, **changes: np.ndarray) -> TextureInputs:
     assert head.uv is not None and head.uv_faces is not None
-    fields = {"vertices": head.v_template, "template": head.v_template, "faces": head.faces, "uv": head.uv,
-              "uv_faces": head.uv_faces, "landmarks": np.zeros((68, 3)), "pose": np.zeros(6),
-              "camera": np.array([500.0, 100.0, 100.0])} | changes  # fmt: skip
+    fields: dict[str, Any] = {"vertices": head.v_template, "template": head.v_template, "faces": head.faces,
+                              "uv": head.uv, "uv_faces": head.uv_faces, "landmarks": np.zeros((68, 3)),
+                              "pose": np.zeros(6), "camera": np.array([500.0, 100.0, 100.0])} | changes  # fmt: skip
     return TextureInputs(**fields)
 
 
