@@ -25,6 +25,7 @@ from .occluder import (
     SkinModel,
     SkinModelError,
     ZoneParts,
+    cie_lab,
     fit_hue_model,
     fit_skin_model,
     occluded,
@@ -238,11 +239,12 @@ def texel_zones(raster: UVRaster, template: np.ndarray, faces: np.ndarray, landm
 
 def _off_skin_hue(colors: np.ndarray, skin: SkinModel, zones: FeatureZones) -> np.ndarray:
     """``occluder.off_skin_hue`` of the seen texels' colours; nothing where too few of them are bright."""
+    ab = cie_lab(colors)[:, 1:]  # once for both
     try:
-        hue = fit_hue_model(colors, skin)
+        hue = fit_hue_model(colors, skin, ab)
     except SkinModelError:
         return np.zeros(len(colors), bool)
-    return off_skin_hue(colors, skin, hue, zones)
+    return off_skin_hue(colors, skin, hue, zones, ab)
 
 
 def occluder_texels(

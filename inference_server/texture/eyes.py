@@ -54,20 +54,31 @@ def fitted_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, float(np.sqrt(max(solution[3] + centre @ centre, 0.0)))
 
 
-def eye_texels(raster: UVRaster, template: np.ndarray, faces: np.ndarray, members: np.ndarray) -> EyeTexels | None:
+def eye_texels(
+    raster: UVRaster, template: np.ndarray, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray,
+    members: np.ndarray,
+) -> EyeTexels | None:  # fmt: skip
     """The texels of the triangles whose three corners are eyeball vertices ``members``; None without any."""
     vertices = np.asarray(template, dtype=np.float64)
     is_member = np.zeros(len(vertices), bool)
     is_member[np.asarray(members, dtype=np.int64)] = True
     on_eye = is_member[np.asarray(faces, dtype=np.int64)].all(axis=1)
-    triangle = raster.triangle
-    rows, cols = np.nonzero(triangle >= 0)
-    keep = on_eye[triangle[rows, cols]]
-    rows, cols = rows[keep], cols[keep]
+    if not on_eye.any():
+        return None
+    # Only the texels in the eye triangles' UV box are looked at (a few % of the map).
+    corners_uv = np.asarray(uv)[np.asarray(uv_faces)[on_eye]].reshape(-1, 2)
+    size = raster.size
+    c0, c1 = (np.clip(np.floor(corners_uv[:, 0].min() * size) - 1, 0, size - 1).astype(int),
+              np.clip(np.ceil(corners_uv[:, 0].max() * size) + 1, 0, size - 1).astype(int))  # fmt: skip
+    r0, r1 = (np.clip(np.floor((1.0 - corners_uv[:, 1].max()) * size) - 1, 0, size - 1).astype(int),
+              np.clip(np.ceil((1.0 - corners_uv[:, 1].min()) * size) + 1, 0, size - 1).astype(int))  # fmt: skip
+    box = raster.triangle[r0 : r1 + 1, c0 : c1 + 1]
+    rows, cols = np.nonzero((box >= 0) & on_eye[np.maximum(box, 0)])
     if len(rows) == 0:
         return None
+    rows, cols = rows + r0, cols + c0
     centre, radius = fitted_sphere(vertices[is_member])
-    corners = vertices[np.asarray(faces)[triangle[rows, cols]]]  # (n, 3, 3)
+    corners = vertices[np.asarray(faces)[raster.triangle[rows, cols]]]  # (n, 3, 3)
     points = np.einsum("nk,nkc->nc", raster.barycentric[rows, cols], corners)
     direction = points - centre
     cosine = direction[:, 2] / np.maximum(np.linalg.norm(direction, axis=1), 1e-12)
@@ -100,15 +111,14 @@ def _smooth_step(x: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def paint_eyes(
-    colors: np.ndarray, known: np.ndarray, eyes: list[EyeTexels], skin_brightness: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(colours, painted) of the (S, S, 3) map ``colors`` with every eyeball texel not ``known`` (S, S)
-    painted as an eye; ``skin_brightness`` (0..255) dims the default colours to the photo's light."""
-    out = np.array(colors, dtype=np.float64, copy=True)
+def paint_eyes(colors: np.ndarray, known: np.ndarray, eyes: list[EyeTexels], skin_brightness: float) -> np.ndarray:
+    """Paint every eyeball texel of the (S, S, 3) float map ``colors`` (in place) that is not ``known`` (S, S)
+    as an eye; returns the painted texels (S, S). ``skin_brightness`` (0..255) dims the default colours to
+    the photo's light."""
+    out = colors
     painted = np.zeros(known.shape, bool)
     if not eyes:
-        return out, painted
+        return painted
     radius = float(np.median([eye.radius for eye in eyes]))
     iris_rad = float(np.arcsin(min(1.0, IRIS_RADIUS_M / max(radius, 1e-6))))
     pupil_rad = float(np.arcsin(min(1.0, PUPIL_RADIUS_M / max(radius, 1e-6))))
@@ -128,4 +138,4 @@ def paint_eyes(
         eye_colour = eye_colour + (sclera - eye_colour) * to_sclera
         out[eye.rows[todo], eye.cols[todo]] = eye_colour
         painted[eye.rows[todo], eye.cols[todo]] = True
-    return out, painted
+    return painted

@@ -236,18 +236,23 @@ class HueModel:
         return np.sqrt(quadratic_form(np.asarray(ab) - self.mean, self.inv_cov))
 
 
-def fit_hue_model(pixels: np.ndarray, skin: SkinModel) -> HueModel:
-    """The dominant (a*, b*) among ``pixels`` (N, 3) that are not dark (their a*, b* is noise)."""
+def fit_hue_model(pixels: np.ndarray, skin: SkinModel, ab: np.ndarray | None = None) -> HueModel:
+    """The dominant (a*, b*) among ``pixels`` (N, 3) that are not dark (their a*, b* is noise); ``ab``: the
+    pixels' (a*, b*) when already computed."""
     x = np.asarray(pixels).reshape(-1, 3)
-    usable = x[channel_max(np.asarray(x, dtype=np.float64)) >= DARK_FRACTION * skin.brightness]
+    ab = cie_lab(x)[:, 1:] if ab is None else np.asarray(ab, dtype=np.float64)
+    usable = ab[channel_max(np.asarray(x, dtype=np.float64)) >= DARK_FRACTION * skin.brightness]
     if len(usable) < 20:
         raise SkinModelError(f"only {len(usable)} usable face pixels to learn the skin colour from")
-    mean, cov, _ = _robust_gaussian(cie_lab(usable)[:, 1:], MIN_AB_STD, HUE_RADIUS, 4)
+    mean, cov, _ = _robust_gaussian(usable, MIN_AB_STD, HUE_RADIUS, 4)
     return HueModel(mean=mean, inv_cov=np.linalg.inv(cov))
 
 
-def off_skin_hue(rgb: np.ndarray, skin: SkinModel, hue: HueModel, zones: FeatureZones) -> np.ndarray:
-    """Boolean mask over ``rgb`` (N, 3): bright enough pixels whose (a*, b*) is far from the face's skin.
+def off_skin_hue(
+    rgb: np.ndarray, skin: SkinModel, hue: HueModel, zones: FeatureZones, ab: np.ndarray | None = None
+) -> np.ndarray:
+    """Boolean mask over ``rgb`` (N, 3): bright enough pixels whose (a*, b*) is far from the face's skin
+    (``ab``: the pixels' (a*, b*) when already computed).
 
     Not judged in the brow and eye zones (brows and irises differ from skin in every way; the
     chromaticity test of :func:`occluded` covers those zones). In the mouth zone lips are allowed: they
@@ -255,7 +260,7 @@ def off_skin_hue(rgb: np.ndarray, skin: SkinModel, hue: HueModel, zones: Feature
     moves toward yellow (b* up more than a*); grey pixels (teeth) are allowed too."""
     x = np.asarray(rgb, dtype=np.float64)
     bright = channel_max(x)
-    ab = cie_lab(rgb)[:, 1:]
+    ab = cie_lab(rgb)[:, 1:] if ab is None else ab
     far = (hue.distance(ab) > HUE_RADIUS) & (bright >= DARK_FRACTION * skin.brightness)
     shift = ab - hue.mean
     achromatic = (bright - channel_min(x)) / np.maximum(bright, 1.0) < ACHROMATIC_SATURATION

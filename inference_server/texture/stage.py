@@ -20,7 +20,7 @@ from .bake import occluder_texels, project_texels, sample_photo, texel_zones
 from .eyes import eye_texels, paint_eyes
 from .fill import mirror_fill, pull_push
 from .layout import uv_layout
-from .occluder import SkinModelError
+from .occluder import SkinModelError, channel_max
 
 #: Side of the texture in texels.
 TEXTURE_SIZE = 512
@@ -106,10 +106,10 @@ def make_texture(
     if not valid.any():
         raise SkinModelError("no texel of the head is visible in the photo")
     mirrored_colors, after_mirror = mirror_fill(colors, valid, mirror)
-    eyes = [eye for eye in (eye_texels(raster, head.template, faces, m) for m in head.eye_members) if eye is not None]
-    skin_brightness = float(np.median(colors[valid].max(axis=1)))
-    painted_colors, painted = paint_eyes(mirrored_colors, after_mirror, eyes, skin_brightness)
-    filled = pull_push(painted_colors, after_mirror | painted)
+    eyes = [eye for eye in (eye_texels(raster, head.template, faces, head.uv, head.uv_faces, members)
+                            for members in head.eye_members) if eye is not None]  # fmt: skip
+    painted = paint_eyes(mirrored_colors, after_mirror, eyes, float(np.median(channel_max(colors[valid]))))
+    filled = pull_push(mirrored_colors, after_mirror | painted)
     image = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
     return Texture(image=image, from_photo=valid, mirrored=after_mirror & ~valid,
                    occluded=covered_by_occluder, covered=raster.covered, eyes_painted=painted)  # fmt: skip

@@ -34,7 +34,7 @@ def _inputs(head: FlameModelData, case: object, with_eyes: bool) -> TextureInput
 def _eyes(head: FlameModelData) -> list[EyeTexels]:
     assert head.uv is not None and head.uv_faces is not None
     raster = rasterize_uv(head.uv, np.asarray(head.uv_faces), 512)
-    eyes = [eye_texels(raster, head.v_template, head.faces, m) for m in eyeball_members(head)]
+    eyes = [eye_texels(raster, head.v_template, head.faces, head.uv, head.uv_faces, m) for m in eyeball_members(head)]
     assert len(eyes) == 2 and all(eye is not None for eye in eyes)
     return [eye for eye in eyes if eye is not None]
 
