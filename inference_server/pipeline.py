@@ -355,7 +355,9 @@ class Reconstructor:
         progress("texture", 0, 1, "")
         texture_meta, texture_warnings = texture_beside_result(
             image.rgb,
-            TextureInputs.of_fit(bundle.flame, exp_vertices, exp_landmarks, photo_fit.order, pose_arrays),
+            TextureInputs.of_fit(
+                bundle.flame, exp_vertices, exp_landmarks, photo_fit.order, pose_arrays, photo_fit.gaze.closed
+            ),
             args.output,
             face_points5=detection.points5,
         )

@@ -74,6 +74,7 @@ class Gaze:
     reason: str = ""
     eyes_read: list[str] = field(default_factory=list)  # "left" / "right": whose iris set the gaze
     direction_deg: tuple[float, float] | None = None  # (yaw, pitch) of the gaze in the head's frame
+    closed: tuple[str, ...] = ()  # "left" / "right": eyes the photo shows closed (their lids, not the eyeball)
 
     def meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": "ok" if self.eye_pose is not None else "skipped", "reason": self.reason,
@@ -169,6 +170,10 @@ def angles_direction(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     return np.array([math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)])
 
 
+#: ``_unreadable``'s answer for a closed eye.
+CLOSED = "is closed"
+
+
 def eye_openness(eye: np.ndarray) -> float:
     """Height over width of an eye's six landmarks (6, 2): the mean of its two lid gaps over its corners."""
     width = float(np.linalg.norm(eye[3] - eye[0]))
@@ -184,7 +189,7 @@ def _unreadable(eye: np.ndarray, weights: np.ndarray, iris: np.ndarray) -> str:
     if int((weights >= TRUSTED).sum()) < MIN_EYE_LANDMARKS:
         return "is hidden or not trusted"
     if eye_openness(eye) < MIN_OPENNESS:
-        return "is closed"
+        return CLOSED
     width = float(np.linalg.norm(eye[3] - eye[0]))
     outline = np.asarray(eye, dtype=np.float32).reshape(-1, 1, 2)
     if cv2.pointPolygonTest(outline, (float(iris[0]), float(iris[1])), True) < -IRIS_MARGIN * width:
@@ -209,6 +214,7 @@ def fit_gaze(
     irises = [points[list(ring)].mean(axis=0) for ring in IRIS_RINGS]
     directions: dict[int, np.ndarray] = {}
     refused: list[str] = []
+    closed: list[str] = []
     for group in EYE_LANDMARKS:
         eye = landmarks[list(group)]
         # Which model eye and which iris ring: the nearest to this eye's landmarks (models and mirrored
@@ -219,17 +225,18 @@ def fit_gaze(
         why = _unreadable(eye, weights[list(group)], iris)
         if why:
             refused.append(f"the {name} eye {why}")
+            closed += [name] if why == CLOSED else []
             continue
         directions[ball.joint] = pupil_direction(iris, ball, pose, camera)
     if not directions:
-        return Gaze(None, "; ".join(refused) + ": the eyes are left at rest")
+        return Gaze(None, "; ".join(refused) + ": the eyes are left at rest", closed=tuple(closed))
     mean = np.mean(list(directions.values()), axis=0)
     read_yaw, read_pitch = direction_angles(mean / np.linalg.norm(mean))
     yaw, pitch = YAW_GAIN * read_yaw + YAW_OFFSET_DEG, PITCH_GAIN * read_pitch + PITCH_OFFSET_DEG
     mean = angles_direction(yaw, pitch)
     if abs(yaw) > MAX_YAW_DEG or abs(pitch) > MAX_PITCH_DEG:
         return Gaze(None, f"the irises say the eyes turn {yaw:.0f}° sideways and {pitch:.0f}° up, beyond an eye's "
-                          "range: the eyes are left at rest")  # fmt: skip
+                          "range: the eyes are left at rest", closed=tuple(closed))  # fmt: skip
     pose_out = np.stack([rotation_between((ball.pupil - ball.centre) / ball.radius, mean) for ball in eyes])
     read = ["left" if joint == EYE_JOINTS[0] else "right" for joint in sorted(directions)]
-    return Gaze(pose_out, "; ".join(refused), read, (yaw, pitch))
+    return Gaze(pose_out, "; ".join(refused), read, (yaw, pitch), tuple(closed))

@@ -6,7 +6,7 @@ the skin's colour: a head whose eyes, opened by an expression or seen from the s
 balls. Instead every eyeball texel the photo (or its mirror) did not give takes the colour of an eye at
 that point: pupil, iris and a darker limbal ring around the eye's forward axis (+z, where the model looks
 at rest), sclera elsewhere. The iris and sclera colours are the photo's own where it shows them (median
-of the seen texels in those bands), else a brown iris and an off-white sclera dimmed to the photo's light.
+of the seen texels in those bands), else a brown iris and an off-white sclera dimmed to the face's highlights.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ PUPIL_RADIUS_M = 1.75e-3
 #: Width (radians) of the soft edge between pupil, iris and sclera, and of the darker limbal ring.
 EDGE_RAD = 0.04
 LIMBUS_RAD = 0.06
-#: Colours (sRGB) where the photo shows no eye at all, for a face whose skin is SKIN_BRIGHTNESS bright.
+#: Colours (sRGB) where the photo shows no eye at all, in a photo whose face's highlights reach white.
 DEFAULT_IRIS = (92, 66, 46)
 DEFAULT_SCLERA = (226, 218, 210)
 PUPIL_RGB = (16, 13, 12)
-SKIN_BRIGHTNESS = 200.0
+#: The face's highlights: this percentile of its seen texels' brightness (not the skin's median, which is
+#: the skin's tone as much as the light) sets how far the default colours are dimmed, to at most MIN_LIGHT.
+HIGHLIGHT_PERCENTILE = 98.0
+MIN_LIGHT = 0.35
 #: Seen texels needed in a band (iris or sclera) for the photo's own colour to be used.
 MIN_BAND_TEXELS = 12
 #: Sclera texels seen in the photo are bright and nearly colourless; others in that band are lids or lashes.
@@ -111,18 +114,24 @@ def _smooth_step(x: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def paint_eyes(colors: np.ndarray, known: np.ndarray, eyes: list[EyeTexels], skin_brightness: float) -> np.ndarray:
+def highlight_level(face_colors: np.ndarray) -> float:
+    """The brightness (0..255) of the face's highlights among its seen colours (N, 3)."""
+    x = np.asarray(face_colors, dtype=np.float64)
+    bright = np.maximum(np.maximum(x[:, 0], x[:, 1]), x[:, 2])
+    return float(np.percentile(bright, HIGHLIGHT_PERCENTILE)) if len(bright) else 255.0
+
+
+def paint_eyes(colors: np.ndarray, known: np.ndarray, eyes: list[EyeTexels], highlight: float) -> np.ndarray:
     """Paint every eyeball texel of the (S, S, 3) float map ``colors`` (in place) that is not ``known`` (S, S)
-    as an eye; returns the painted texels (S, S). ``skin_brightness`` (0..255) dims the default colours to
-    the photo's light."""
-    out = colors
+    as an eye; returns the painted texels (S, S). ``highlight`` (0..255, :func:`highlight_level`) dims the
+    default colours to the photo's light."""
     painted = np.zeros(known.shape, bool)
     if not eyes:
         return painted
     radius = float(np.median([eye.radius for eye in eyes]))
     iris_rad = float(np.arcsin(min(1.0, IRIS_RADIUS_M / max(radius, 1e-6))))
     pupil_rad = float(np.arcsin(min(1.0, PUPIL_RADIUS_M / max(radius, 1e-6))))
-    light = float(np.clip(skin_brightness / SKIN_BRIGHTNESS, 0.35, 1.0))
+    light = float(np.clip(highlight / 255.0, MIN_LIGHT, 1.0))
     iris = _band_colour(colors, known, eyes, "iris", iris_rad, pupil_rad)
     sclera = _band_colour(colors, known, eyes, "sclera", iris_rad, pupil_rad)
     iris = np.asarray(DEFAULT_IRIS, np.float64) * light if iris is None else iris
@@ -136,6 +145,6 @@ def paint_eyes(colors: np.ndarray, known: np.ndarray, eyes: list[EyeTexels], ski
         ring = 1.0 - 0.45 * _smooth_step((angle - (iris_rad - LIMBUS_RAD)) / LIMBUS_RAD)[:, None]
         eye_colour = pupil + (iris * ring - pupil) * to_iris
         eye_colour = eye_colour + (sclera - eye_colour) * to_sclera
-        out[eye.rows[todo], eye.cols[todo]] = eye_colour
+        colors[eye.rows[todo], eye.cols[todo]] = eye_colour
         painted[eye.rows[todo], eye.cols[todo]] = True
     return painted

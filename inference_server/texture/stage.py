@@ -17,10 +17,10 @@ from ..fit.gaze import eyeball_members, turned_eyes
 from ..fit.pose import eye_distance
 from ..flame.model_data import FlameModelData
 from .bake import occluder_texels, project_texels, sample_photo, texel_zones
-from .eyes import eye_texels, paint_eyes
+from .eyes import eye_texels, highlight_level, paint_eyes
 from .fill import mirror_fill, pull_push
 from .layout import uv_layout
-from .occluder import SkinModelError, channel_max
+from .occluder import SkinModelError
 
 #: Side of the texture in texels.
 TEXTURE_SIZE = 512
@@ -58,14 +58,16 @@ class TextureInputs:
     pose: np.ndarray  # (6,)
     camera: np.ndarray  # (3,)
     eye_members: tuple[np.ndarray, ...] = ()  # each eyeball's vertex indices (none: no eye is painted)
+    eyes_closed: tuple[bool, ...] = ()  # per eye_members: the photo shows that eye closed (lids, not the ball)
 
     @classmethod
     def of_fit(
         cls, model: FlameModelData, exp_vertices: np.ndarray, exp_landmarks: np.ndarray | None, order: np.ndarray,
-        pose_arrays: dict[str, np.ndarray | None],
+        pose_arrays: dict[str, np.ndarray | None], closed: tuple[str, ...] = (),
     ) -> TextureInputs | None:  # fmt: skip
         """The display-first expression (``exp_vertices`` in display order, ``exp_landmarks`` as decoded,
-        ``order`` between them) as the fit posed it; None without a pose or a UV map."""
+        ``order`` between them) as the fit posed it; None without a pose or a UV map. ``closed``: the eyes
+        ("left", "right") the photo shows closed (``fit.gaze.Gaze.closed``)."""
         pose, camera = pose_arrays["head_pose"], pose_arrays["camera"]
         if pose is None or camera is None or model.uv is None or model.uv_faces is None or exp_landmarks is None:
             return None
@@ -76,6 +78,7 @@ class TextureInputs:
             vertices=vertices, template=model.v_template, faces=model.faces, uv=model.uv,
             uv_faces=model.uv_faces, landmarks=exp_landmarks[order[0]].astype(np.float64),
             pose=pose.astype(np.float64), camera=camera.astype(np.float64), eye_members=eyeball_members(model),
+            eyes_closed=(("left" in closed), ("right" in closed)),  # eyeball_members' order: FLAME's left, right
         )  # fmt: skip
 
 
@@ -105,10 +108,13 @@ def make_texture(
     valid = projection.visible & ~covered_by_occluder
     if not valid.any():
         raise SkinModelError("no texel of the head is visible in the photo")
+    eyes = [eye_texels(raster, head.template, faces, head.uv, head.uv_faces, members) for members in head.eye_members]
+    for eye, closed in zip(eyes, head.eyes_closed, strict=False):
+        if eye is not None and closed:  # what the photo shows there is the lids over the ball
+            valid[eye.rows, eye.cols] = False
     mirrored_colors, after_mirror = mirror_fill(colors, valid, mirror)
-    eyes = [eye for eye in (eye_texels(raster, head.template, faces, head.uv, head.uv_faces, members)
-                            for members in head.eye_members) if eye is not None]  # fmt: skip
-    painted = paint_eyes(mirrored_colors, after_mirror, eyes, float(np.median(channel_max(colors[valid]))))
+    painted = paint_eyes(mirrored_colors, after_mirror, [eye for eye in eyes if eye is not None],
+                         highlight_level(colors[projection.visible]))  # fmt: skip
     filled = pull_push(mirrored_colors, after_mirror | painted)
     image = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
     return Texture(image=image, from_photo=valid, mirrored=after_mirror & ~valid,

@@ -99,10 +99,12 @@ def test_closed_hidden_or_misplaced_eyes_are_not_read(head: FlameModelData) -> N
     closed[lids] = closed[[36, 39, 39, 36]] * 0.5 + closed[[39, 36, 36, 39]] * 0.5  # lids on the corner line
     found = gaze.fit_gaze(points, closed, np.ones(68), eyes, model, POSE, CAMERA)
     assert found.eye_pose is not None and len(found.eyes_read) == 1 and "is closed" in found.reason
+    assert len(found.closed) == 1 and set(found.closed).isdisjoint(found.eyes_read)  # the texture's cue
     untrusted = np.ones(68)
     untrusted[42:48] = 0.0
     both = gaze.fit_gaze(points, closed, untrusted, eyes, model, POSE, CAMERA)
     assert both.eye_pose is None and "is closed" in both.reason and "not trusted" in both.reason
+    assert both.closed == found.closed  # an untrusted eye is not a closed one
     astray = points.copy()
     for ring in gaze.IRIS_RINGS:
         astray[list(ring)] += (0.0, 40.0)  # far below the eyes

@@ -90,3 +90,20 @@ def test_seen_eyes_keep_the_photo_and_lend_their_colours_to_the_hidden_texels(
             true = np.median(truth[eye.rows[keep], eye.cols[keep]].astype(np.float64), axis=0)
             assert len(painted) > (0 if high < iris_rad else 1000)
             assert np.abs(np.median(painted, axis=0) - true).max() < 35, (low, np.median(painted, axis=0), true)
+
+
+def test_an_eye_the_photo_shows_closed_takes_nothing_from_the_photo(head: FlameModelData, layer: FlameLayer) -> None:
+    """With the eye closed in the photo (fit/gaze.py says so) what lies over the model's open eyeball is the
+    photo's lids: none of it is baked onto the ball, which takes the open eye's texels (mirrored) or is painted."""
+    case = render_case(head, layer, ground_truth_texture(head), np.random.default_rng(2), max_yaw=10, ambient=1.0)
+    inputs = _inputs(head, case, with_eyes=True)
+    open_eyes = make_texture(case.image, inputs)
+    left_closed = make_texture(case.image, dataclasses.replace(inputs, eyes_closed=(True, False)))
+    closed_eye, open_eye = _eyes(head)
+    assert open_eyes.from_photo[closed_eye.rows, closed_eye.cols].sum() > 100  # the render shows this eye
+    assert not left_closed.from_photo[closed_eye.rows, closed_eye.cols].any()
+    assert left_closed.eyes_painted is not None
+    given = left_closed.eyes_painted | left_closed.mirrored
+    assert given[closed_eye.rows, closed_eye.cols].all()
+    np.testing.assert_array_equal(left_closed.from_photo[open_eye.rows, open_eye.cols],
+                                  open_eyes.from_photo[open_eye.rows, open_eye.cols])  # fmt: skip
