@@ -113,9 +113,10 @@ def make_texture(
         if eye is not None and closed:  # what the photo shows there is the lids over the ball
             valid[eye.rows, eye.cols] = False
     mirrored_colors, after_mirror = mirror_fill(colors, valid, mirror)
-    painted = paint_eyes(mirrored_colors, after_mirror, [eye for eye in eyes if eye is not None],
+    filled = pull_push(mirrored_colors, after_mirror)
+    # The eyes are painted over the fill, not fed to it: their colours would tint the skin fill around them.
+    painted = paint_eyes(filled, after_mirror, [eye for eye in eyes if eye is not None],
                          highlight_level(colors[projection.visible]))  # fmt: skip
-    filled = pull_push(mirrored_colors, after_mirror | painted)
     image = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
     return Texture(image=image, from_photo=valid, mirrored=after_mirror & ~valid,
                    occluded=covered_by_occluder, covered=raster.covered, eyes_painted=painted)  # fmt: skip
