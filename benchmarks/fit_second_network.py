@@ -31,7 +31,7 @@ from inference_server.fit import stage
 from inference_server.fit.calibration import Correspondence, calibrate_correspondence
 from inference_server.fit.landmark_averaging import mirrored_landmarks
 from inference_server.fit.second_network import SECOND_NETWORK_WEIGHT, SecondNetwork, second_network_runs
-from inference_server.fit.synthetic import render_case, with_training_occluder
+from inference_server.fit.synthetic import render_case, with_saturated_disc, with_training_occluder
 from inference_server.preprocess.mediapipe_faces import MESH_POINTS5
 from inference_server.preprocess.occlusion import occluded_points
 
@@ -41,14 +41,17 @@ OCCLUDER_SETS = "hand_over_mouth,hand_blob,sunglasses,surgical_mask,none"
 
 def occluder_set(name: str, n: int, tools: dict[str, Any], corr: Correspondence) -> list[Row]:
     """Renders (seeds 30000+) under the training renders' occluder ``name`` (``train/synthetic.py``; "none":
-    clean) and the face mesh's runs on them, as ``fit_depth.render_set`` makes them."""
+    clean; "saturated_disc": fit/synthetic.py's egg-like disc) and the face mesh's runs on them, as
+    ``fit_depth.render_set`` makes them."""
     detect = lambda rgb: tools["faces"].face_mesh(rgb, depth=True)  # noqa: E731
     to68 = lambda points: stage.to_68(points, corr)  # noqa: E731
     rows = []
     for i in range(n):
         rng = np.random.default_rng(30000 + i)
         case = render_case(tools["head"], tools["layer"], tools["texture"], rng)
-        if name != "none":
+        if name == "saturated_disc":  # an egg-like disc of the face's hue at the lips (fit/synthetic.py)
+            case = dataclasses.replace(case, image=with_saturated_disc(case, rng)[0])
+        elif name != "none":
             case = dataclasses.replace(case, image=with_training_occluder(case, name, rng)[0])
         found = detect(case.image)
         if found:
