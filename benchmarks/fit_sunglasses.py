@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=40)
     parser.add_argument("--sets", default=DEFAULT_SETS, help=f"comma-separated, of {', '.join(SETS)}")
     parser.add_argument("--occluders", default=DEFAULT_OCCLUDERS,
-                        help="comma-separated training occluders (train/synthetic.py), none: clean")  # fmt: skip
+                        help="comma-separated training occluders (train/synthetic.py), none: clean, "
+                             "saturated_disc: an egg-like disc at the lips")  # fmt: skip
     args = parser.parse_args()
     tools, corr = demo_fit_tools()
     plain = calibrate_correspondence(tools["head"], tools["faces"].plain_face_mesh)
