@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bake import UVRaster
+from .occluder import channel_max, channel_min
 
 #: Human iris and pupil radii (metres): the iris is ~11.7 mm across; a pupil in daylight ~3.5 mm.
 IRIS_RADIUS_M = 5.9e-3
@@ -100,10 +101,11 @@ def _band_colour(colors: np.ndarray, known: np.ndarray, eyes: list[EyeTexels], b
             inside = eye.angle > iris_rad + EDGE_RAD
         c = colors[eye.rows[seen & inside], eye.cols[seen & inside]]
         if band == "sclera" and len(c):
-            bright = c.max(axis=1)
-            c = c[(bright - c.min(axis=1)) <= SCLERA_MAX_SATURATION * np.maximum(bright, 1.0)]
+            bright = channel_max(c)
+            colourless = (bright - channel_min(c)) <= SCLERA_MAX_SATURATION * np.maximum(bright, 1.0)
+            c, bright = c[colourless], bright[colourless]
             if len(c):  # the brighter half: the lids' rims and lashes bleed into the darker texels
-                c = c[c.max(axis=1) >= np.median(c.max(axis=1))]
+                c = c[bright >= np.median(bright)]
         picked.append(c)
     values = np.concatenate(picked) if picked else np.zeros((0, 3))
     return np.median(values, axis=0) if len(values) >= MIN_BAND_TEXELS else None
@@ -116,8 +118,7 @@ def _smooth_step(x: np.ndarray) -> np.ndarray:
 
 def highlight_level(face_colors: np.ndarray) -> float:
     """The brightness (0..255) of the face's highlights among its seen colours (N, 3)."""
-    x = np.asarray(face_colors, dtype=np.float64)
-    bright = np.maximum(np.maximum(x[:, 0], x[:, 1]), x[:, 2])
+    bright = channel_max(np.asarray(face_colors, dtype=np.float64))
     return float(np.percentile(bright, HIGHLIGHT_PERCENTILE)) if len(bright) else 255.0
 
 
