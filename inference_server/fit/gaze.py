@@ -78,7 +78,7 @@ class Gaze:
 
     def meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": "ok" if self.eye_pose is not None else "skipped", "reason": self.reason,
-                               "eyes_read": list(self.eyes_read)}  # fmt: skip
+                               "eyes_read": list(self.eyes_read), "eyes_closed": list(self.closed)}  # fmt: skip
         if self.direction_deg is not None:
             out["yaw_deg"], out["pitch_deg"] = (round(a, 2) for a in self.direction_deg)
         return out

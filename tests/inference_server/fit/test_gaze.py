@@ -100,6 +100,7 @@ def test_closed_hidden_or_misplaced_eyes_are_not_read(head: FlameModelData) -> N
     found = gaze.fit_gaze(points, closed, np.ones(68), eyes, model, POSE, CAMERA)
     assert found.eye_pose is not None and len(found.eyes_read) == 1 and "is closed" in found.reason
     assert len(found.closed) == 1 and set(found.closed).isdisjoint(found.eyes_read)  # the texture's cue
+    assert found.meta()["eyes_closed"] == list(found.closed) and found.meta()["eyes_read"] == found.eyes_read
     untrusted = np.ones(68)
     untrusted[42:48] = 0.0
     both = gaze.fit_gaze(points, closed, untrusted, eyes, model, POSE, CAMERA)
