@@ -48,6 +48,7 @@ from .preprocess.image import LoadedImage
 from .preprocess.input_checks import input_warnings
 from .presets import apply_preset
 from .protocol import ReconstructArgs
+from .refined_expression import displayed, with_refined_first
 from .result import JOINT_NAMES, ReconstructionResult, write_result
 from .runtime_info import runtime_info
 from .texture.stage import TextureInputs, discard_texture, texture_beside_result
@@ -346,8 +347,11 @@ class Reconstructor:
                               self.correspondence(bundle) if detection.landmarks is not None else None,
                               partial(self.detector().mediapipe.face_mesh, depth=True),
                               self.second_network(bundle), threads=torch.get_num_threads())  # fmt: skip
-        expressions, jaw, exp_vertices = (a[photo_fit.order] for a in (expressions, jaw, exp_vertices))
-        pose_arrays = photo_fit.arrays()
+        shown = displayed(photo_fit, *(a[photo_fit.order] for a in (expressions, jaw, exp_vertices)), exp_landmarks)
+        spread_expression = per_vertex_spread(shown.vertices)  # the samples' spread, without a refinement
+        if args.extra.get("refine_expression"):
+            shown = with_refined_first(shown, photo_fit, flame, best[:1])
+        pose_arrays = shown.pose_arrays
         progress("fit", 1, 1, photo_fit.head_fit.status)
         check()
 
@@ -356,7 +360,12 @@ class Reconstructor:
         texture_meta, texture_warnings = texture_beside_result(
             image.rgb,
             TextureInputs.of_fit(
-                bundle.flame, exp_vertices, exp_landmarks, photo_fit.order, pose_arrays, photo_fit.gaze.closed
+                bundle.flame,
+                shown.vertices,
+                shown.landmarks,
+                np.arange(len(shown.vertices)),
+                pose_arrays,
+                photo_fit.gaze.closed,
             ),
             args.output,
             face_points5=detection.points5,
@@ -368,8 +377,8 @@ class Reconstructor:
         progress("write", 0, 1, Path(args.output).name)
         clock.stop()
         meta = self._meta(args, image, detection, arc, far, bundle, device, sampler, steps, eta, order_mode, clock)
-        meta |= photo_fit.meta() | texture_meta | photos_meta(photos, ranked, args.seed)
-        meta["warnings"] = meta["warnings"] + photo_fit.warnings + texture_warnings  # after the input warnings
+        meta |= shown.meta | texture_meta | photos_meta(photos, ranked, args.seed)
+        meta["warnings"] = meta["warnings"] + photo_fit.warnings + shown.warnings + texture_warnings
         # Drawn during sample_shapes, so seconds.sample_expressions holds only what was left after the ranking.
         meta["concurrent_samplers"] = expression_draw.concurrent
         result = ReconstructionResult(
@@ -379,14 +388,14 @@ class Reconstructor:
             identity_params=best_shapes.cpu().numpy().astype(np.float32),
             identity_scores=probabilities[keep].astype(np.float32),
             identity_vertices=identity_vertices.cpu().numpy().astype(np.float32),
-            expression_params=expressions.astype(np.float32),
-            jaw_pose=jaw.astype(np.float32),
-            expression_vertices=exp_vertices.astype(np.float32),
+            expression_params=shown.expressions.astype(np.float32),
+            jaw_pose=shown.jaw.astype(np.float32),
+            expression_vertices=shown.vertices.astype(np.float32),
             joints=rest.rest_joints[0].cpu().numpy().astype(np.float32),
             parents=bundle.flame.parents.astype(np.int32),
             skin_weights=bundle.flame.weights.astype(np.float32),
             spread_identity=per_vertex_spread(neutral.cpu().numpy()),
-            spread_expression=per_vertex_spread(exp_vertices),
+            spread_expression=spread_expression,
             uv=None if bundle.flame.uv is None else bundle.flame.uv.astype(np.float32),
             uv_faces=None if bundle.flame.uv_faces is None else bundle.flame.uv_faces.astype(np.int32),
             landmarks=None if rest.landmarks is None else rest.landmarks[0].cpu().numpy().astype(np.float32),

@@ -503,6 +503,8 @@ RECONSTRUCT_ARGS: dict[str, ArgSpec] = {
     "eta": ArgSpec(number(0.0, 1.0), extra=True),
     "expression_order": ArgSpec(choice(_expression_orders), extra=True),
     "preset": ArgSpec(choice(_preset_names), extra=True),
+    # the display-first expression refined to the photo's eyes and mouth, put in front (refined_expression.py)
+    "refine_expression": ArgSpec(boolean, extra=True),
     # FLAME's own controls in the result: the shape, expression and pose-corrective bases (flame_controls.py)
     "flame_controls": ArgSpec(boolean, extra=True),
     "flame_controls_shapes": ArgSpec(integer(1, 10_000), extra=True),

@@ -63,6 +63,12 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add FLAME's shape, expression and pose bases to the result (Blender's FLAME controls)",
     )
+    parser.add_argument(
+        "--refine-expression",
+        action="store_true",
+        help="put first a copy of the best-fitting expression refined to the photo's visible eyes and mouth "
+        "(M + 1 expressions; the samples follow unchanged)",
+    )
     parser.add_argument("--millimetres", action="store_true", help="write PLY files in mm (default metres)")
     parser.add_argument("--no-contact-sheet", action="store_true")
 
@@ -185,7 +191,8 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int
         device=args.device,
         extra={"expression_order": args.order}
         | ({"preset": args.preset} if args.preset else {})
-        | ({"flame_controls": True} if args.flame_controls else {}),
+        | ({"flame_controls": True} if args.flame_controls else {})
+        | ({"refine_expression": True} if getattr(args, "refine_expression", False) else {}),
     )
 
 
