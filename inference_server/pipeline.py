@@ -347,7 +347,8 @@ class Reconstructor:
                               self.correspondence(bundle) if detection.landmarks is not None else None,
                               partial(self.detector().mediapipe.face_mesh, depth=True),
                               self.second_network(bundle), threads=torch.get_num_threads())  # fmt: skip
-        shown = displayed(photo_fit, *(a[photo_fit.order] for a in (expressions, jaw, exp_vertices)), exp_landmarks)
+        by_fit = photo_fit.order
+        shown = displayed(photo_fit, expressions[by_fit], jaw[by_fit], exp_vertices[by_fit], exp_landmarks)
         spread_expression = per_vertex_spread(shown.vertices)  # the samples' spread, without a refinement
         if args.extra.get("refine_expression"):
             shown = with_refined_first(shown, photo_fit, flame, best[:1])

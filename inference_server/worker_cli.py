@@ -218,7 +218,9 @@ def _reconstruct_one(
     print(f"{photo} -> {out_dir}")
     print(f"  result file:   {output.path}")
     print(f"  identities:    {identity_line(result.identity_scores, result.meta['n_shapes'])}")
-    print(f"  expressions:   {len(result.expression_params)} ({result.meta.get('expression_order', 'sampled')} order)")
+    refined = "; expression 1 refined to the photo's eyes and mouth" if "refined_expression" in result.meta else ""
+    order = result.meta.get("expression_order", "sampled")
+    print(f"  expressions:   {len(result.expression_params)} ({order} order{refined})")
     _print_photo_scores(result.meta)
     print("\n".join(face_lines(output.detection, result.meta.get("warnings") or [])))
     print(f"  head on photo: {fit_line(result.meta, result.head_pose, result.camera)}")

@@ -120,11 +120,17 @@ ORDER_NAMES = {"best_fit": "best fit first", "typical": "most typical first", "d
 
 def expression_note(meta: dict[str, object], expression: int) -> str:
     """What the panel says about the shown expression: the display order and, when the worker fitted the
-    expressions to the photo, how far this one's landmarks are from the visible ones (``expression_fit_px``)."""
+    expressions to the photo, how far this one's landmarks are from the visible ones (``expression_fit_px``),
+    and whether it is the sample refined to the photo (``refined_expression``) rather than a sample."""
     order = meta.get("expression_order")
     text = f"Order: {ORDER_NAMES.get(str(order), str(order))}" if order else ""
     errors = meta.get("expression_fit_px")
     if isinstance(errors, list) and 0 < expression <= len(errors) and isinstance(errors[expression - 1], int | float):
         fit = f"EXP {expression:03d} is {float(errors[expression - 1]):.1f} px from the visible landmarks"
         text = f"{text} · {fit}" if text else fit
+    refined = meta.get("refined_expression")
+    if isinstance(refined, dict) and refined.get("index") == expression - 1:
+        source = refined.get("from_index")
+        origin = f" (from EXP {int(source) + 1:03d})" if isinstance(source, int) else ""
+        text = f"{text} · refined to the photo's eyes and mouth{origin}"
     return text

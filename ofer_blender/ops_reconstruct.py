@@ -58,6 +58,8 @@ def _request_args(
         args["preset"] = settings.preset  # the worker sets sampler, steps and eta (inference_server/presets.py)
     if settings.flame_controls:
         args["flame_controls"] = True  # the bases the import needs for FLAME's own keys (flame_controls.py)
+    if settings.refine_expression:
+        args["refine_expression"] = True  # expression 1 refined to the photo (inference_server/refined_expression.py)
     args.update(face_marks.request_marks(image))
     if photos:
         args["photos"] = photos  # the identity is pooled over these and the main photo

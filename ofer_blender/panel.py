@@ -77,6 +77,7 @@ class OFER_PT_reconstruct(bpy.types.Panel):
         box.prop(settings, "top_k")
         box.prop(settings, "jaw_scale")
         box.prop(settings, "flame_controls")
+        box.prop(settings, "refine_expression")
         job = SESSION.job
         if SESSION.busy and job is not None:
             layout.progress(factor=job.fraction, type="BAR", text=f"{job.stage} {job.done}/{job.total}")

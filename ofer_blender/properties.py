@@ -123,6 +123,12 @@ class OFER_PG_scene(bpy.types.PropertyGroup):
         description="Also give FLAME's own Shape, Exp and Pose keys and a free jaw (the MPI FLAME add-on's names)",
         default=False,
     )
+    refine_expression: BoolProperty(  # type: ignore[valid-type]
+        name="Refine to photo",
+        description="Put first a copy of the best-fitting expression refined to the eyes and mouth the photo "
+        "shows (closed eyes, pressed lips); the samples follow unchanged",
+        default=False,
+    )
     #: More photos of the same person, sent as the request's ``photos`` (ops_photos.py).
     extra_photos: CollectionProperty(type=OFER_PG_photo_item)  # type: ignore[valid-type]
     active_extra_photo: IntProperty(default=0, min=0)  # type: ignore[valid-type]

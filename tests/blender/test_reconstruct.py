@@ -86,6 +86,20 @@ def test_flame_controls_are_asked_for_and_built(addon, photo, fake_worker_comman
     assert {"Shape1", "Exp1", "Pose36", "EXP 001"} <= names
 
 
+def test_refine_to_photo_is_asked_for(addon, photo, fake_worker_command) -> None:
+    """Off by default (the request carries no such key); ticked, the worker is asked for it."""
+    _use_worker("normal", fake_worker_command)
+    settings = bpy.context.scene.ofer_settings
+    settings.image = photo
+    assert ofer_ops().reconstruct() == {"FINISHED"}
+    head = next(o for o in bpy.data.objects if o.type == "MESH")
+    assert "refine_expression" not in json.loads(head["ofer_meta_json"])["request"]["extra"]
+    settings.refine_expression = True
+    assert ofer_ops().reconstruct() == {"FINISHED"}
+    heads = [o for o in bpy.data.objects if o.type == "MESH" and o is not head]
+    assert json.loads(heads[-1]["ofer_meta_json"])["request"]["extra"]["refine_expression"] is True
+
+
 def test_a_box_reaches_the_worker(addon, photo, fake_worker_command) -> None:
     _use_worker("normal", fake_worker_command)
     ofer_ops().set_face_marks(image_name=photo.name, kind="BOX", box=(50, 60, 250, 330))

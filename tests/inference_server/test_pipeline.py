@@ -469,3 +469,49 @@ def test_the_stage_clock_waits_for_the_gpu_at_each_stage_boundary(monkeypatch: p
         clock.stop()
         clock.stop()  # nothing running: no wait
         assert len(waits) == expected and set(clock.seconds) == {"encode", "sample_shapes", "rank"}
+
+
+def _lid_gap(landmarks: np.ndarray) -> float:
+    """Mean distance (metres) between the upper and lower lid points of 68 model-frame landmarks."""
+    return float(np.linalg.norm(landmarks[[37, 38, 43, 44]] - landmarks[[41, 40, 47, 46]], axis=1).mean())
+
+
+@pytest.mark.skipif(find_fixtures() is None, reason="shared/fixtures/official-preprocessing is not on this machine")
+def test_a_refined_expression_closes_the_eyes_a_photo_shows_closed(
+    reconstructor: Reconstructor, tmp_path: Path
+) -> None:
+    """``refine_expression`` on a photo with closed eyes: expression 1 is the best-fitting sample refined,
+    its lids at least 40 % nearer each other than the sample's and its fit error lower; the samples follow
+    exactly as a run without it gives them, and every array and meta list has the extra row."""
+    fixtures = find_fixtures()
+    assert fixtures is not None
+    photo = str(fixtures / "images" / "pretty-woman-girl-eyes-thumb.jpg")
+    plain = read_result(reconstructor.run(_args(tmp_path, image=photo), lambda *a: None, lambda: False).path)
+    args = _args(tmp_path, "refined.npz", image=photo, extra={"refine_expression": True})
+    res = read_result(reconstructor.run(args, lambda *a: None, lambda: False).path)
+    m = len(plain.expression_params)
+    assert len(res.expression_params) == len(res.jaw_pose) == len(res.expression_vertices) == m + 1
+    assert res.expression_head_pose is not None and len(res.expression_head_pose) == m + 1
+    assert len(res.meta["expression_fit_px"]) == m + 1
+    np.testing.assert_array_equal(res.expression_params[1:], plain.expression_params)
+    np.testing.assert_array_equal(res.expression_vertices[1:], plain.expression_vertices)
+    info = res.meta["refined_expression"]
+    assert info["index"] == 0 and info["from_index"] == 1
+    assert res.meta["expression_fit_px"][0] < res.meta["expression_fit_px"][1]
+    layer = FlameLayer(reconstructor.bundle(torch.device("cpu")).flame, dtype=torch.float64)
+    with torch.no_grad():
+        out = layer.with_expression(torch.as_tensor(res.identity_params[:1], dtype=torch.float64).expand(2, -1),
+                                    torch.as_tensor(res.expression_params[:2], dtype=torch.float64),
+                                    torch.as_tensor(res.jaw_pose[:2], dtype=torch.float64))  # fmt: skip
+    np.testing.assert_allclose(out.vertices.numpy(), res.expression_vertices[:2], atol=1e-5)
+    assert out.landmarks is not None
+    lids = out.landmarks.numpy()
+    assert _lid_gap(lids[0]) < 0.6 * _lid_gap(lids[1]), (_lid_gap(lids[0]), _lid_gap(lids[1]))
+
+
+def test_no_refined_expression_without_a_trusted_fit(reconstructor: Reconstructor, tmp_path: Path) -> None:
+    points = ((203.5, 101.1), (246.6, 103.5), (223.6, 125.8), (201.8, 139.2), (245.0, 141.0))
+    args = _args(tmp_path, points=points, extra={"refine_expression": True})
+    res = read_result(reconstructor.run(args, lambda *a: None, lambda: False).path)
+    assert len(res.expression_params) == 8 and "refined_expression" not in res.meta
+    assert any(w["code"] == "refine_unavailable" for w in res.meta["warnings"])

@@ -88,6 +88,15 @@ def test_flame_controls_flag_reaches_the_request(tmp_path: Path) -> None:
         assert _job_request(args, SAMPLE, tmp_path).extra.get("flame_controls") is expected
 
 
+def test_refine_expression_flag_reaches_the_request(tmp_path: Path) -> None:
+    from inference_server.__main__ import build_parser
+    from inference_server.worker_cli import _job_request
+
+    for flags, expected in (([], None), (["--refine-expression"], True)):
+        args = build_parser().parse_args(["reconstruct", str(SAMPLE), "-o", str(tmp_path), *flags])
+        assert _job_request(args, SAMPLE, tmp_path).extra.get("refine_expression") is expected
+
+
 def test_reconstruct_pools_the_identity_over_extra_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from skimage import data
 

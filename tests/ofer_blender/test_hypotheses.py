@@ -79,3 +79,9 @@ def test_expression_note_names_the_order_and_the_fit(modules) -> None:
     assert hyp.expression_note(meta, 4) == "Order: best fit first"  # beyond the list: nothing invented
     assert hyp.expression_note({"expression_order": "typical"}, 1) == "Order: most typical first"
     assert hyp.expression_note({}, 1) == ""
+    refined = meta | {"refined_expression": {"index": 0, "from_index": 1}}
+    assert hyp.expression_note(refined, 1) == (
+        "Order: best fit first · EXP 001 is 0.8 px from the visible landmarks · refined to the photo's eyes and "
+        "mouth (from EXP 002)"
+    )
+    assert hyp.expression_note(refined, 2) == hyp.expression_note(meta, 2)  # the samples say nothing more
