@@ -351,7 +351,7 @@ class Reconstructor:
         shown = displayed(photo_fit, expressions[by_fit], jaw[by_fit], exp_vertices[by_fit], exp_landmarks)
         spread_expression = per_vertex_spread(shown.vertices)  # the samples' spread, without a refinement
         if args.extra.get("refine_expression"):
-            shown = with_refined_first(shown, photo_fit, flame, best[:1])
+            shown = with_refined_first(shown, photo_fit, bundle.flame, flame, best[:1])
         pose_arrays = shown.pose_arrays
         progress("fit", 1, 1, photo_fit.head_fit.status)
         check()

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fit.expression_refine import PRIOR, refine_expression
+from .fit.expression_refine import PRIOR, landmark_expression_basis, refine_expression
 from .fit.step import PhotoFit
 from .flame.layer import FlameLayer
+from .flame.model_data import FlameModelData
 
 EXPRESSIONS = 50
 
@@ -43,10 +44,11 @@ def displayed(
     return DisplayedExpressions(expressions, jaw, vertices, landmarks, photo_fit.arrays(), photo_fit.meta(), [])
 
 
-def with_refined_first(shown: DisplayedExpressions, photo_fit: PhotoFit, flame: FlameLayer,
+def with_refined_first(shown: DisplayedExpressions, photo_fit: PhotoFit, model: FlameModelData, flame: FlameLayer,
                        identity: torch.Tensor) -> DisplayedExpressions:  # fmt: skip
     """``shown`` with the refined first expression in front, or unchanged with a warning when the fit
-    gives nothing to refine to. ``identity``: (1, n_shape) the shape the expressions were decoded on."""
+    gives nothing to refine to. ``model``/``flame``: the head model and its layer; ``identity``: (1, n_shape)
+    the shape the expressions were decoded on."""
     fit, pose, camera = photo_fit.head_fit, shown.pose_arrays["head_pose"], shown.pose_arrays["camera"]
     if pose is None or camera is None or fit.landmarks is None or fit.weights is None or shown.landmarks is None:
         message = "No expression was refined to the photo: the fit to the photo is not trusted."
@@ -61,8 +63,9 @@ def with_refined_first(shown: DisplayedExpressions, photo_fit: PhotoFit, flame: 
         return (out.vertices if vertices else out.landmarks).cpu().numpy().astype(np.float64)
 
     start = np.concatenate([shown.expressions[0], shown.jaw[0]]).astype(np.float64)
+    basis = landmark_expression_basis(model, start[EXPRESSIONS:])
     refined = refine_expression(decode, start, np.asarray(pose, np.float64), np.asarray(camera, np.float64),
-                                fit.landmarks, fit.weights)  # fmt: skip
+                                fit.landmarks, fit.weights, expression_basis=basis)  # fmt: skip
     front = decode(refined.params[None], vertices=True)[0]
     arrays = dict(shown.pose_arrays)
     poses = arrays["expression_head_pose"]
