@@ -19,15 +19,13 @@ landmarks of the eyes and mouth the fit does not trust (``hidden``: weight < 0.5
 from __future__ import annotations
 
 import argparse
-import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from fit_extra_points import demo_fit_tools
-from fit_sampled_identity import SEED, capture, landmarks_on, networks, summary
+from fit_sampled_identity import SEED, cached_runs, landmarks_on, networks, summary
 
 from inference_server import pipeline
 from inference_server.fit import expression_refine
@@ -95,15 +93,7 @@ def main() -> None:
     if args.brows:
         expression_refine.REFINED_POINTS = np.r_[17:27, 36:68]
     tools, _ = demo_fit_tools()
-    cache = None if args.cache is None else args.cache / f"runs-{args.renders}-{args.occluder}.pkl"
-    if cache is not None and cache.exists():
-        rows = pickle.loads(cache.read_bytes())
-    else:
-        folder = Path(tempfile.mkdtemp()) if cache is None else cache.with_suffix("")
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = capture(args.renders, args.occluder, folder)
-        if cache is not None:
-            cache.write_bytes(pickle.dumps(rows))
+    rows = cached_runs(args.renders, args.occluder, args.cache)
     for i, row in enumerate(rows):  # the truth: the same draws again
         case = render_case(tools["head"], tools["layer"], tools["texture"], np.random.default_rng(SEED + i),
                            occluder=args.occluder)  # fmt: skip

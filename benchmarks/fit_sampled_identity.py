@@ -94,6 +94,21 @@ def capture(renders: int, occluder: str | None, folder: Path) -> list[dict[str, 
     return rows
 
 
+def cached_runs(renders: int, occluder: str | None, cache_dir: Path | None) -> list[dict[str, Any]]:
+    """:func:`capture`'s rows, kept in ``cache_dir`` (when given) and read back from there on later runs."""
+    cache = None if cache_dir is None else cache_dir / f"runs-{renders}-{occluder}.pkl"
+    if cache is not None and cache.exists():
+        rows: list[dict[str, Any]] = pickle.loads(cache.read_bytes())
+        return rows
+    # The fit reads the photo's EXIF from its path: with a cache the renders stay beside it.
+    folder = Path(tempfile.mkdtemp()) if cache is None else cache.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = capture(renders, occluder, folder)
+    if cache is not None:
+        cache.write_bytes(pickle.dumps(rows))
+    return rows
+
+
 def networks() -> tuple[Any, Any]:
     """The face mesh and the second network as the pipeline passes them to the fit stage."""
     from inference_server.assets_config import resolve_assets
@@ -174,16 +189,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="keep the pipeline runs here and reuse them")
     args = parser.parse_args()
     tools, _ = demo_fit_tools()
-    cache = None if args.cache is None else args.cache / f"runs-{args.renders}-{args.occluder}.pkl"
-    if cache is not None and cache.exists():
-        rows = pickle.loads(cache.read_bytes())
-    else:
-        # The fit reads the photo's EXIF from its path: with a cache the renders stay beside it.
-        folder = Path(tempfile.mkdtemp()) if cache is None else cache.with_suffix("")
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = capture(args.renders, args.occluder, folder)
-        if cache is not None:
-            cache.write_bytes(pickle.dumps(rows))
+    rows = cached_runs(args.renders, args.occluder, args.cache)
     for i, row in enumerate(rows):  # the true expression: the same draws again
         case = render_case(tools["head"], tools["layer"], tools["texture"], np.random.default_rng(SEED + i),
                            occluder=args.occluder)  # fmt: skip
