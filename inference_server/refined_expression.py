@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fit.expression_refine import PRIOR, landmark_expression_basis, refine_expression
+from .fit.expression_refine import EXPRESSIONS, PRIOR, landmark_expression_basis, refine_expression
 from .fit.step import PhotoFit
 from .flame.layer import FlameLayer
 from .flame.model_data import FlameModelData
-
-EXPRESSIONS = 50
 
 
 @dataclass

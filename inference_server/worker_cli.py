@@ -192,7 +192,7 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int
         extra={"expression_order": args.order}
         | ({"preset": args.preset} if args.preset else {})
         | ({"flame_controls": True} if args.flame_controls else {})
-        | ({"refine_expression": True} if getattr(args, "refine_expression", False) else {}),
+        | ({"refine_expression": True} if args.refine_expression else {}),
     )
 
 

@@ -11,7 +11,6 @@ points follow another convention than the model's (refined on them, the brows mo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import numpy as np
 from ..flame.model_data import FlameModelData
 from .camera import project, rotation_matrix
 from .pose import eye_distance
-from .stage import SCORE_CAP_IOD, TRUSTED_WEIGHT
+from .stage import SCORE_CAP_IOD, TRUSTED_WEIGHT, capped_rms
 
 #: iBUG points the refinement follows: the eyes and the mouth.
 REFINED_POINTS = np.arange(36, 68)
@@ -43,7 +42,6 @@ class RefinedExpression:
     params: np.ndarray  # (53,) the 50 expression coefficients then the jaw's axis-angle
     landmarks: np.ndarray  # (68, 3) model frame
     error_px: float  # capped weighted RMS over the trusted landmarks, the fit's pose (as expression_fit_px)
-    source: int  # the expression (display order) it was refined from
 
 
 def landmark_expression_basis(model: FlameModelData, jaw: np.ndarray) -> np.ndarray:
@@ -65,7 +63,7 @@ def landmark_expression_basis(model: FlameModelData, jaw: np.ndarray) -> np.ndar
 
 def refine_expression(
     decode: LandmarkDecoder, start: np.ndarray, pose: np.ndarray, camera: np.ndarray, observed: np.ndarray,
-    weights: np.ndarray, source: int = 0, prior: float = PRIOR, expression_basis: np.ndarray | None = None,
+    weights: np.ndarray, prior: float = PRIOR, expression_basis: np.ndarray | None = None,
 ) -> RefinedExpression:  # fmt: skip
     """Refine ``start`` (53,) to the photo's landmarks ``observed`` (68, 2) seen with ``weights`` (68,) under
     the fit's ``pose`` (6,) and ``camera`` (3,). ``decode`` maps parameters to landmarks; it is called twice:
@@ -82,34 +80,32 @@ def refine_expression(
     if root.any():
         # The landmarks are linear in the expression coefficients and nearly so in the jaw's small angles:
         # one decode of the sample and its probes, then the iterations re-linearise only the projection.
-        probed = range(EXPRESSIONS, 53) if expression_basis is not None else range(53)
+        probed = np.arange(EXPRESSIONS if expression_basis is not None else 0, 53)
         steps = np.zeros((len(probed), 53))
-        steps[np.arange(len(probed)), list(probed)] = PROBE * scale[list(probed)]
+        steps[np.arange(len(probed)), probed] = PROBE * scale[probed]
         probes = decode(np.vstack([p0, p0 + steps]))[:, REFINED_POINTS].astype(np.float64)
         base = probes[0]
         model_jacobian = np.zeros((53, len(REFINED_POINTS), 3))  # per prior unit
-        model_jacobian[list(probed)] = (probes[1:] - base) / PROBE
+        model_jacobian[probed] = (probes[1:] - base) / PROBE
         if expression_basis is not None:
             model_jacobian[:EXPRESSIONS] = np.moveaxis(expression_basis[REFINED_POINTS], 2, 0)
         for _ in range(ITERATIONS):
             z = (p - p0) / scale
             points = base + np.tensordot(z, model_jacobian, axes=1)
             xy = project(points, pose, camera)
-            moved = np.stack([project(points + PROBE * d, pose, camera) for d in model_jacobian])
+            moved = project((points + PROBE * model_jacobian).reshape(-1, 3), pose, camera).reshape(53, -1, 2)
             residual = (root * (xy - target)).reshape(-1)
             jacobian = (root[None] * (moved - xy) / PROBE).reshape(53, -1).T
             lhs = jacobian.T @ jacobian + prior * np.eye(53)
             rhs = -(jacobian.T @ residual + prior * z)
             p = p + scale * np.linalg.solve(lhs, rhs)
     landmarks = np.asarray(decode(p[None])[0], dtype=np.float64)
-    return RefinedExpression(p, landmarks, fit_error(landmarks, pose, camera, observed, weights), source)
+    return RefinedExpression(p, landmarks, fit_error(landmarks, pose, camera, observed, weights))
 
 
 def fit_error(landmarks: np.ndarray, pose: np.ndarray, camera: np.ndarray, observed: np.ndarray,
               weights: np.ndarray) -> float:  # fmt: skip
     """The fit's expression score (fit/stage.py ``score_expressions``) at a given pose."""
     observed = np.asarray(observed, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
     r = np.linalg.norm(project(landmarks, pose, camera) - observed[:, :2], axis=1)
-    r = np.minimum(r, SCORE_CAP_IOD * eye_distance(observed[:, :2]))
-    return math.sqrt(float((w * r**2).sum() / max(float(w.sum()), 1e-12)))
+    return capped_rms(r, np.asarray(weights, dtype=np.float64), SCORE_CAP_IOD * eye_distance(observed[:, :2]))

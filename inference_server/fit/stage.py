@@ -190,6 +190,12 @@ def yaw_deg(pose: np.ndarray) -> float:
     return math.degrees(math.atan2(forward[0], forward[2]))
 
 
+def capped_rms(residuals: np.ndarray, weights: np.ndarray, cap: float) -> float:
+    """An expression's score: the weighted RMS of its landmark residuals (pixels), each capped at ``cap``."""
+    r = np.minimum(residuals, cap)
+    return math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12)))
+
+
 def score_expressions(
     expression_landmarks: np.ndarray, image: np.ndarray, weights: np.ndarray, intr: Intrinsics, start: np.ndarray,
     precision: np.ndarray | None = None, second: np.ndarray | None = None, threads: int = 1,
@@ -212,9 +218,8 @@ def score_expressions(
         second=second,
         threads=threads,
     ):
-        r = np.minimum(fit.residuals, cap)
         poses.append(fit.pose)
-        errors.append(math.sqrt(float((weights * r**2).sum() / max(float(weights.sum()), 1e-12))))
+        errors.append(capped_rms(fit.residuals, weights, cap))
         medians.append(float(np.median(fit.residuals[trusted])) if trusted.any() else float("nan"))
     return np.stack(poses), np.asarray(errors), np.asarray(medians)
 
