@@ -70,6 +70,7 @@ from inference_server.diffusion.background_draw import concurrent_requested
 from inference_server.encoder_lanes import lanes_requested
 from inference_server.model_bundle import ModelBundle, load_model_bundle
 from inference_server.nets.cpu_precision import PRECISION_ENV
+from inference_server.nets.onnx_step import RUNTIME_ENV, requested_step_runtime
 from inference_server.nets.row_lanes import row_split_requested
 from inference_server.pipeline import Reconstructor, choose_device
 from inference_server.presets import PRESETS, apply_preset
@@ -209,6 +210,7 @@ def print_report(report: Report) -> None:
           f"{' cuda-graphs' if c['cuda_graphs'] else ''}{' torch.compile' if c['compile'] else ''}"
           f"{'' if c['fuse_denoisers'] or not cpu else ' unfused denoisers'}"
           f"{' bf16 denoiser GEMMs' if cpu and c.get('cpu_precision') == 'bf16' else ''}"
+          f"{' denoiser steps by ONNX Runtime' if cpu and c.get('denoiser_runtime') == 'onnxruntime' else ''}"
           f"{' IdGen ∥ ExpGen' if cpu and c.get('concurrent_samplers') else ''}"
           f"{' rows in blocks' if cpu and c.get('row_split') else ''}; "
           f"{c['n_shapes']} shapes + {c['n_expressions']} expressions; "
@@ -251,6 +253,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
     parser.add_argument("--cpu-precision", choices=("fp32", "bf16"),
                         help="fused CPU denoiser step GEMMs (sets OFER_CPU_PRECISION; bf16 is inexact)")  # fmt: skip
+    parser.add_argument("--denoiser-runtime", choices=("onnxruntime", "torch"),
+                        help="what runs the fused CPU denoiser step (sets OFER_CPU_DENOISER_RUNTIME; "
+                             "default onnxruntime where installed)")  # fmt: skip
     parser.add_argument("--concurrent-samplers", action="store_true", default=None,
                         help="draw ExpGen in a background thread while IdGen draws (CPU; the default)")  # fmt: skip
     parser.add_argument("--sequential-samplers", dest="concurrent_samplers", action="store_false",
@@ -300,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     if opts.cpu_precision:  # read where the fused denoiser copies are built (nets/cpu_precision.py)
         os.environ[PRECISION_ENV] = opts.cpu_precision
+    if opts.denoiser_runtime:  # read where the fused denoiser copies are built (nets/onnx_step.py)
+        os.environ[RUNTIME_ENV] = opts.denoiser_runtime
     threads = configure_cpu_threads(opts.threads)
     device = choose_device(opts.device)
     sizes = TINY if opts.quick else FULL
@@ -334,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda_graphs": device.type == "cuda" and opts.cuda_graphs is not False and not opts.compile,
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
+        "denoiser_runtime": requested_step_runtime(),  # the request; the report's runtimes say what ran
         "concurrent_samplers": concurrent_requested() if opts.concurrent_samplers is None else opts.concurrent_samplers,
         "row_split": row_split_requested(),
         "fold_rank": not opts.no_fold_rank,
@@ -392,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     report.memory_mb["ours"] = peak_memory_mb(device)
     report.ours = median_stages(runs[False])
     report.extra["fit / texture (ours)"] = fit_status(output.result)
+    report.extra["denoiser runtimes"] = output.result.meta.get("denoiser_runtimes")
     if runs[True]:
         plain_stages = median_stages(runs[True])
         report.extra["plain (torch) encoders: stages (s)"] = {k: round(v, 3) for k, v in plain_stages.items()}

@@ -29,6 +29,7 @@ from .errors import BadModelFileError
 from .flame.layer import FlameLayer
 from .flame.model_data import FlameModelData
 from .nets.idrank import FRONT_VERTEX_COUNT
+from .nets.onnx_step import requested_step_runtime
 from .nets.row_lanes import row_split_requested
 from .rank_fold import FoldedFirstLayer, cached_fold
 
@@ -99,6 +100,11 @@ class ModelBundle:
     #: Cut the fused steps' batches into single-thread blocks of rows (``nets/row_lanes.py``); None:
     #: ``OFER_CPU_ROW_SPLIT`` decides when the fused copies are built (unset: on).
     row_split: bool | None = None
+    #: Run the fused steps by ONNX Runtime where it agrees with torch (``nets/onnx_step.py``): "onnxruntime" or
+    #: "torch"; None: ``OFER_CPU_DENOISER_RUNTIME`` decides when the fused copies are built (unset: onnxruntime).
+    step_runtime: str | None = None
+    #: Where the steps' ONNX graphs are kept between processes; None: torch runs the steps.
+    step_cache_dir: Path | None = field(default_factory=default_cache_dir)
     #: Replay each denoiser step as a CUDA graph on a CUDA device (``backends.CudaGraphEpsModel``: the same
     #: kernels, one launch instead of ~200); None: ``OFER_CUDA_GRAPHS`` decides (unset: on).
     cuda_graphs: bool | None = None
@@ -153,7 +159,11 @@ class ModelBundle:
 
             net = self._networks(kind).denoiser
             assert net is not None
-            self._fused[kind] = TorchRunner(net, FusedDenoiser(net, row_split=self.row_split))
+            fused = FusedDenoiser(net, row_split=self.row_split)
+            wanted = requested_step_runtime() if self.step_runtime is None else self.step_runtime
+            if wanted == "onnxruntime" and self.step_cache_dir is not None:
+                fused.use_onnx_step(self.step_cache_dir, kind)
+            self._fused[kind] = TorchRunner(net, fused)
         return self._fused[kind](*inputs)
 
     def _replays_graphs(self) -> bool:
@@ -282,7 +292,8 @@ class ModelBundle:
         return out
 
     def denoiser_runtimes(self) -> dict[str, str]:
-        """kind → what runs its denoiser steps now ("torch fp32 fused", "torch fp32 fused, bf16 GEMMs", either
+        """kind → what runs its denoiser steps now ("onnxruntime fp32 fused", "torch fp32 fused", "torch fp32
+        fused, bf16 GEMMs", any
         with ", rows in N blocks" when its last step cut the batch (``nets/row_lanes.py``), or the plain
         runner's backend and dtype, with ", CUDA graph replay" where the steps replay a captured graph), for
         the result's meta: a bf16 step (``OFER_CPU_PRECISION``) gives other
@@ -298,7 +309,8 @@ class ModelBundle:
                 gemms = getattr(fused.call, "precision", "fp32")
                 lanes = getattr(fused.call, "row_lanes", None)
                 blocks = 0 if lanes is None else lanes.last_blocks
-                out[kind] = ("torch fp32 fused" + (", bf16 GEMMs" if gemms == "bf16" else "")
+                engine = "onnxruntime" if getattr(fused.call, "onnx_step", False) else "torch"
+                out[kind] = (f"{engine} fp32 fused" + (", bf16 GEMMs" if gemms == "bf16" else "")
                              + (f", rows in {blocks} blocks" if blocks > 1 else ""))  # fmt: skip
             else:
                 out[kind] = plain

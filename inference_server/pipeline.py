@@ -38,6 +38,7 @@ from .hypotheses import checked_order, order_expressions, per_vertex_spread
 from .identity_stage import sample_and_rank_identities
 from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
 from .nets.cpu_precision import requested_precision
+from .nets.onnx_step import requested_step_runtime
 from .nets.row_lanes import row_split_requested
 from .photo_inputs import Encodings as Encodings  # re-exported: tests and benchmarks import it from here
 from .photo_inputs import encode as encode
@@ -145,6 +146,7 @@ class Reconstructor:
         lanes_requested()  # likewise (OFER_CPU_ENCODER_LANES, read again by ModelBundle.contexts)
         requested_precision()  # likewise (OFER_CPU_PRECISION, read again where the fused denoiser is built)
         row_split_requested()  # likewise (OFER_CPU_ROW_SPLIT, read again where the fused denoiser is built)
+        requested_step_runtime()  # likewise (OFER_CPU_DENOISER_RUNTIME, read again there too)
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
         self._bundle.to(device)

@@ -34,12 +34,16 @@ fp32 elsewhere (logged). The compiled step, when it runs, stays fp32.
 
 By default the eager step cuts a batch of 50 rows or more into blocks, one per thread of the caller's
 (``nets/row_lanes.py``; ``row_split=False`` or ``OFER_CPU_ROW_SPLIT=0`` runs it whole).
+
+``use_onnx_step`` hands the eager fp32 step to ONNX Runtime where that agrees with it (``nets/onnx_step.py``;
+the bundle does so by default, ``OFER_CPU_DENOISER_RUNTIME=torch`` keeps torch).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -56,6 +60,7 @@ from .denoiser import (
     ResnetBlock,
     shared_condition,
 )
+from .onnx_step import StepRuntime, open_onnx_step
 
 __all__ = ["FusedDenoiser", "mkldnn_linear_available"]
 
@@ -176,6 +181,22 @@ class FusedDenoiser:
         # The batch's rows in blocks on threads of their own (nets/row_lanes.py); None: whole on the caller's.
         split = row_lanes.row_split_requested() if row_split is None else row_split
         self.row_lanes = row_lanes.RowLanes() if split else None
+        #: The eager fp32 step by ONNX Runtime (``use_onnx_step``); None: torch runs it.
+        self.step_runtime: StepRuntime | None = None
+
+    def use_onnx_step(self, cache_dir: Path, kind: str) -> StepRuntime:
+        """Run the eager fp32 step by ONNX Runtime where it agrees with torch (``nets/onnx_step.py``); bf16
+        GEMMs and the compiled step stay in torch."""
+        if self.compile_requested or self.precision != "fp32":
+            self.step_runtime = StepRuntime(None, "the compiled step and bf16 GEMMs run in torch")
+        else:
+            self.step_runtime = open_onnx_step(self, cache_dir, kind)
+        return self.step_runtime
+
+    @property
+    def onnx_step(self) -> bool:
+        """Whether ONNX Runtime runs the eager step."""
+        return self.step_runtime is not None and self.step_runtime.step is not None
 
     # -- building -----------------------------------------------------------------------------------
     def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Linear:
@@ -312,9 +333,11 @@ class FusedDenoiser:
             a, b = self._film_rows(shared[0].to(torch.float32), shared[1])
             if self.compile_requested:
                 return self._compiled_step(x, a, b)
+            runtime = self.step_runtime
+            step = self._step if runtime is None or runtime.step is None else runtime.step
             if self.row_lanes is not None:
-                return self.row_lanes.run(lambda rows: self._step(rows, a, b), x)
-            return self._step(x, a, b)
+                return self.row_lanes.run(lambda rows: step(rows, a, b), x)
+            return step(x, a, b)
 
     def _compiled_step(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The inductor step; on any failure to build or compile it, the eager step from then on (logged)."""

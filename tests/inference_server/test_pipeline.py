@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
 from typing import Any
@@ -383,7 +384,26 @@ def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
 
 
 def test_the_result_says_what_ran_the_denoisers(output: ReconstructionOutput) -> None:
-    assert output.result.meta["denoiser_runtimes"] == {"idgen": "torch fp32 fused", "expgen": "torch fp32 fused"}
+    """ONNX Runtime runs the fused steps by default where it is installed (the worker's onnx extra)."""
+    engine = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+    assert output.result.meta["denoiser_runtimes"] == {
+        "idgen": f"{engine} fp32 fused",
+        "expgen": f"{engine} fp32 fused",
+    }
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+def test_torch_steps_on_request_draw_the_same_samples_within_float_rounding(
+    output: ReconstructionOutput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OFER_CPU_DENOISER_RUNTIME=torch`` (nets/onnx_step.py): the file names what ran, the meshes agree."""
+    monkeypatch.setenv("OFER_CPU_DENOISER_RUNTIME", "torch")
+    plain = Reconstructor(resolve_assets({}), device="cpu").run(_args(tmp_path), lambda *a: None, lambda: False)
+    assert plain.result.meta["denoiser_runtimes"] == {"idgen": "torch fp32 fused", "expgen": "torch fp32 fused"}
+    onnx = read_result(output.path)
+    for key in ("identity_params", "expression_params", "identity_vertices", "expression_vertices"):
+        ours, theirs = getattr(plain.result, key), getattr(onnx, key)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * float(np.abs(theirs).max()), err_msg=key)
 
 
 @pytest.mark.skipif(not bf16_supported(), reason="this CPU/torch has no native oneDNN bf16 GEMMs")
@@ -405,7 +425,12 @@ def test_bf16_denoisers_are_named_in_the_result_and_stay_close(
 
 def test_a_misspelt_switch_fails_before_the_models_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fresh = Reconstructor(resolve_assets({}), device="cpu")
-    switches = (("OFER_CPU_PRECISION", "fp16"), ("OFER_CPU_CONCURRENT_SAMPLERS", "2"), ("OFER_CPU_ENCODER_LANES", "2"))
+    switches = (
+        ("OFER_CPU_PRECISION", "fp16"),
+        ("OFER_CPU_CONCURRENT_SAMPLERS", "2"),
+        ("OFER_CPU_ENCODER_LANES", "2"),
+        ("OFER_CPU_DENOISER_RUNTIME", "tensorrt"),
+    )
     for variable, value in switches:
         with monkeypatch.context() as env:
             env.setenv(variable, value)
@@ -430,9 +455,10 @@ def test_a_batch_of_fifty_rows_or_more_is_sampled_in_row_blocks_and_the_result_s
         whole = fresh.run(_args(tmp_path, "whole.npz", n_shapes=60), lambda *a: None, lambda: False).result
     finally:
         torch.set_num_threads(threads)
-    assert split.meta["denoiser_runtimes"] == {"idgen": "torch fp32 fused, rows in 2 blocks",
-                                               "expgen": "torch fp32 fused"}  # fmt: skip
-    assert whole.meta["denoiser_runtimes"] == {"idgen": "torch fp32 fused", "expgen": "torch fp32 fused"}
+    engine = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+    assert split.meta["denoiser_runtimes"] == {"idgen": f"{engine} fp32 fused, rows in 2 blocks",
+                                               "expgen": f"{engine} fp32 fused"}  # fmt: skip
+    assert whole.meta["denoiser_runtimes"] == {"idgen": f"{engine} fp32 fused", "expgen": f"{engine} fp32 fused"}
     for key in ("identity_params", "identity_scores", "expression_params", "expression_vertices"):
         assert np.array_equal(getattr(split, key), getattr(again, key)), key
         ours, theirs = getattr(split, key), getattr(whole, key)
