@@ -16,6 +16,11 @@ its compile time (first call) and its largest relative difference; a C++ compile
 ``--cpu-precision bf16`` adds another side, the fused copy with bf16 GEMMs (``nets/cpu_precision.py``), timed
 right after the fp32 fused copy in each round, with its largest relative difference to the plain module and
 the per-round ratio fused fp32 / fused bf16; it stops with a message on a CPU without native bf16.
+
+``--onnxruntime`` adds the fused copy whose step ONNX Runtime runs (``nets/onnx_step.py``, the default where
+onnxruntime is installed; the plain "fused" side here is torch's step), timed right after the torch fused
+copy in each round, with its open time (export into a fresh folder, session, probe), its largest relative
+difference to the plain module and the per-round ratio torch fused / ONNX Runtime fused.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -40,9 +47,21 @@ def _timed(step: object, x: torch.Tensor, context: torch.Tensor, times: list[int
     return (time.perf_counter() - start) / len(times) * 1000.0
 
 
+def onnx_side(net: Denoiser, name: str, extra: dict[str, float]) -> FusedDenoiser:
+    """The fused copy with its step by ONNX Runtime, exported into a fresh folder (open time in ``extra``)."""
+    onnx = FusedDenoiser(net, compile_step=False, precision="fp32")
+    start = time.perf_counter()
+    runtime = onnx.use_onnx_step(Path(tempfile.mkdtemp(prefix="ofer-step-")), name)
+    extra["onnx_open_s"] = time.perf_counter() - start
+    if runtime.step is None:
+        raise SystemExit(f"the ONNX Runtime step is not available: {runtime.note}")
+    return onnx
+
+
 def measure(
-    name: str, rounds: int, calls: int, batch: int, compile_: bool = False, precision: str = "fp32"
-) -> dict[str, float]:
+    name: str, rounds: int, calls: int, batch: int, compile_: bool = False, precision: str = "fp32",
+    onnxruntime: bool = False,
+) -> dict[str, float]:  # fmt: skip
     config = {"idgen": IDGEN_CONFIG, "expgen": EXPGEN_CONFIG}[name]
     torch.manual_seed(0)
     net = Denoiser(config).eval()
@@ -51,7 +70,7 @@ def measure(
             if key.endswith((".g", "norm.weight")):
                 param.uniform_(0.5, 1.5)
     start = time.perf_counter()
-    fused = FusedDenoiser(net, compile_step=False, precision="fp32")
+    fused = FusedDenoiser(net, compile_step=False, precision="fp32")  # torch's step: never use_onnx_step
     build_s = time.perf_counter() - start
     low = FusedDenoiser(net, compile_step=False, precision=precision) if precision != "fp32" else None
     if low is not None and low.precision != precision:
@@ -63,6 +82,11 @@ def measure(
         want = net(x, torch.tensor([500]).expand(batch), context)
     error = float((fused(x, torch.tensor([500]).expand(batch), context) - want).abs().max() / want.abs().max())
     extra: dict[str, float] = {}
+    onnx = onnx_side(net, name, extra) if onnxruntime else None
+    if onnx is not None:
+        got = onnx(x, torch.tensor([500]).expand(batch), context)
+        extra["onnx_rel_diff"] = float((got - want).abs().max() / want.abs().max())
+        _timed(onnx, x, context, list(range(1000)))
     if compiled is not None:
         start = time.perf_counter()
         got = compiled(x, torch.tensor([500]).expand(batch), context)
@@ -79,9 +103,14 @@ def measure(
     _timed(fused, x, context, list(range(1000)))  # memoise every time row, as after a worker's first image
     _timed(net, x, context, times[:3])
     plain_ms, fused_ms, ratios, compiled_ms, compiled_ratios, low_ms, low_ratios = [], [], [], [], [], [], []
+    onnx_ms, onnx_ratios = [], []
     for _ in range(rounds):
         a1 = _timed(net, x, context, times)
         b = _timed(fused, x, context, times)
+        if onnx is not None:
+            o = _timed(onnx, x, context, times)
+            onnx_ms.append(o)
+            onnx_ratios.append(b / o)
         if low is not None:
             lo = _timed(low, x, context, times)
             low_ms.append(lo)
@@ -94,6 +123,9 @@ def measure(
         plain_ms.append((a1 + a2) / 2)
         fused_ms.append(b)
         ratios.append((a1 + a2) / 2 / b)
+    if onnx is not None:
+        extra["onnx_ms"] = statistics.median(onnx_ms)
+        extra["onnx_vs_fused"] = statistics.median(onnx_ratios)
     if low is not None:
         extra["low_ms"] = statistics.median(low_ms)
         extra["low_vs_fused"] = statistics.median(low_ratios)
@@ -119,18 +151,23 @@ def main() -> None:
     parser.add_argument("--cpu-precision", choices=("fp32", "bf16"), default="fp32",
                         help="bf16: also time the fused step with bf16 GEMMs")  # fmt: skip
     parser.add_argument("--only", choices=("idgen", "expgen"), help="time one network only")
+    parser.add_argument("--onnxruntime", action="store_true", help="also time the fused step by ONNX Runtime")
     opts = parser.parse_args()
     threads = configure_cpu_threads(opts.threads)
     print(f"torch {torch.__version__}, {threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
           f"load average before {os.getloadavg()[0]:.2f}")  # fmt: skip
-    total_plain = total_fused = total_low = 0.0
+    total_plain = total_fused = total_low = total_onnx = 0.0
     for name in [opts.only] if opts.only else ["idgen", "expgen"]:
-        r = measure(name, opts.rounds, opts.calls, opts.batch, opts.compile, opts.cpu_precision)
+        r = measure(name, opts.rounds, opts.calls, opts.batch, opts.compile, opts.cpu_precision, opts.onnxruntime)
         total_plain += r["plain_ms"]
         total_fused += r["fused_ms"]
         total_low += r.get("low_ms", 0.0)
+        total_onnx += r.get("onnx_ms", 0.0)
         print(f"{name:<7} plain {r['plain_ms']:7.2f} ms  fused {r['fused_ms']:7.2f} ms  speed-up {r['speedup']:.2f}x  "
               f"build {r['build_s']:.2f} s  max rel diff {r['max_rel_diff']:.1e}")  # fmt: skip
+        if "onnx_ms" in r:
+            print(f"{'':<7} onnxruntime {r['onnx_ms']:7.2f} ms  {r['onnx_vs_fused']:.2f}x the torch fused step  "
+                  f"open {r['onnx_open_s']:.2f} s  max rel diff {r['onnx_rel_diff']:.1e}")  # fmt: skip
         if "low_ms" in r:
             print(f"{'':<7} {opts.cpu_precision} {r['low_ms']:7.2f} ms  {r['low_vs_fused']:.2f}x the fp32 fused step  "
                   f"max rel diff {r['low_rel_diff']:.1e}")  # fmt: skip
@@ -142,6 +179,8 @@ def main() -> None:
           f"load average after {os.getloadavg()[0]:.2f}")  # fmt: skip
     if total_low:
         print(f"both    fused {opts.cpu_precision} {total_low:7.2f} ms per step pair ({total_low:.1f} s of sampling)")
+    if total_onnx:
+        print(f"both    onnxruntime {total_onnx:7.2f} ms per step pair ({total_onnx:.1f} s of sampling)")
 
 
 if __name__ == "__main__":
