@@ -52,10 +52,14 @@ def onnxruntime_version() -> str | None:
 
 def runtime_info(device: str, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """``encoder_precision`` is the switch as set (OFER_ENCODER_PRECISION, unchecked: a misspelt value is the
-    first request's error, not a failed hello)."""
+    first request's error, not a failed hello); ``denoiser_runtime`` likewise (OFER_CPU_DENOISER_RUNTIME), its
+    default what this worker can run: ONNX Runtime where installed (nets/onnx_step.py), else torch."""
+    ort = onnxruntime_version()
+    default_steps = "onnxruntime" if ort and importlib.util.find_spec("onnx") is not None else "torch"
     return {
         "torch_build": torch_build(),
         **device_info(device),
-        "onnxruntime": onnxruntime_version(),
+        "onnxruntime": ort,
         "encoder_precision": environ.get("OFER_ENCODER_PRECISION", "fp32"),
+        "denoiser_runtime": environ.get("OFER_CPU_DENOISER_RUNTIME", "").strip().lower() or default_steps,
     }

@@ -86,6 +86,17 @@ def draw_encoder_status(col: Any, hello: dict[str, Any]) -> None:
     col.label(text=f"Encoders: {name} · ONNX Runtime {ort or 'not installed'}")
 
 
+def draw_denoiser_status(col: Any, hello: dict[str, Any]) -> None:
+    """What runs the sampling steps on the CPU: ONNX Runtime (the default where installed) or torch."""
+    runtime = hello.get("denoiser_runtime")
+    if runtime is None:  # a worker older than this line
+        return
+    if runtime == "onnxruntime":
+        col.label(text="Sampling steps on the CPU: ONNX Runtime (same samples as torch, faster)")
+    else:
+        col.label(text="Sampling steps on the CPU: torch (ONNX Runtime not installed or turned off)")
+
+
 def draw_worker_status(layout: Any) -> None:
     """What the worker said in its last ``hello`` (Test Worker): versions, device, model files."""
     hello = SESSION.last_hello
@@ -98,6 +109,7 @@ def draw_worker_status(layout: Any) -> None:
         memory_text = f", {memory:.1f} GB" if isinstance(memory, int | float) else ""
         col.label(text=f"Device {hello.get('device')}: {hello.get('device_name') or '?'}{memory_text}")
         draw_encoder_status(col, hello)
+        draw_denoiser_status(col, hello)
         if hello.get("demo"):
             col.label(text="DEMO assets in use (no FLAME/OFER files configured)", icon="INFO")
         lines = hello.get("doctor") or []

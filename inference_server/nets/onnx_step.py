@@ -23,6 +23,7 @@ installed) or ``torch``. bf16 GEMMs (``OFER_CPU_PRECISION=bf16``) and the compil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -193,7 +194,7 @@ def open_onnx_step(fused: FusedDenoiser, cache_dir: Path, kind: str) -> StepRunt
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
         return StepRuntime(None, "onnxruntime or onnx is not installed")
     graph = cache_dir / CACHE_FOLDER / f"{kind}-{step_key(fused.net)}.onnx"
-    worst = float("inf")
+    note = ""
     for attempt in range(2):
         fresh = attempt > 0 or not graph.is_file()
         try:
@@ -201,15 +202,15 @@ def open_onnx_step(fused: FusedDenoiser, cache_dir: Path, kind: str) -> StepRunt
                 _export(fused.net, graph)
             step = OnnxStep(graph)
             worst = _disagreement(fused, step)
-        except Exception as exc:  # exporter or runtime errors of many types: torch keeps the step
-            log.warning("ONNX Runtime step of the %s denoiser unusable (%s: %s)", kind, type(exc).__name__, exc)
-            worst = float("inf")
+        except Exception as exc:  # exporter, runtime or file errors of many types: torch keeps the step
+            note = f"the ONNX Runtime step could not be made ({type(exc).__name__}: {exc})"
         else:
             if worst <= MAX_RELATIVE:
                 return StepRuntime(step, "exported" if fresh else "reused")
-        graph.unlink(missing_ok=True)
-        if fresh:  # a graph just exported that disagrees is not exported again
+            note = f"ONNX Runtime disagrees with the torch step (largest relative difference {worst:.1e})"
+        with contextlib.suppress(OSError):  # a read-only cache: nothing to clean, torch runs the step
+            graph.unlink(missing_ok=True)
+        if fresh:  # a graph just exported that fails is not exported again
             break
-    note = f"ONNX Runtime disagrees with the torch step (largest relative difference {worst:.1e})"
     log.warning("%s denoiser: %s; sampling with torch", kind, note)
     return StepRuntime(None, note)

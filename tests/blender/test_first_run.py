@@ -154,6 +154,20 @@ def test_the_panel_guides_the_first_run_and_the_status_shows_the_workers_hello(a
             session.last_hello = {}
         assert expected in layout.texts() and ("Managed environment: press Repair" in layout.texts()) == (ort is None)
 
+    # What runs the sampling steps (the worker's denoiser_runtime); an older worker says nothing about it.
+    cases: list[tuple[str | None, str | None]] = [
+        ("onnxruntime", "steps on the CPU: ONNX Runtime"), ("torch", "steps on the CPU: torch"), (None, None)
+    ]  # fmt: skip
+    for runtime, wanted in cases:
+        session.last_hello = {"worker_version": "0.1.0"} | ({} if runtime is None else {"denoiser_runtime": runtime})
+        layout = RecordingLayout()
+        try:
+            ui.draw_worker_status(layout)
+        finally:
+            session.last_hello = {}
+        assert ("Sampling steps" in layout.texts()) is (wanted is not None)
+        assert wanted is None or wanted in layout.texts()
+
 
 def test_the_preferences_draw_the_environment_and_its_record(addon, fresh_user_folder) -> None:
     prefs = bpy.context.preferences.addons["ofer_face"].preferences

@@ -35,5 +35,8 @@ def test_the_hello_says_which_encoder_precision_and_onnxruntime_the_worker_has(m
     hello = Reconstructor(resolve_assets({}), device="cpu").hello_info()
     assert hello["encoder_precision"] == "auto" and hello["onnxruntime"] == onnxruntime.__version__
     assert runtime_info("cpu", {})["encoder_precision"] == "fp32"
+    assert hello["denoiser_runtime"] == "onnxruntime" == runtime_info("cpu", {})["denoiser_runtime"]
+    assert runtime_info("cpu", {"OFER_CPU_DENOISER_RUNTIME": "Torch"})["denoiser_runtime"] == "torch"
     monkeypatch.setattr(info_module.importlib.util, "find_spec", lambda name: None)
     assert runtime_info("cpu")["onnxruntime"] is None
+    assert runtime_info("cpu", {})["denoiser_runtime"] == "torch"  # without onnxruntime the steps run in torch

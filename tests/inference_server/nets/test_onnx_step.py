@@ -109,6 +109,22 @@ def test_a_graph_that_keeps_disagreeing_leaves_the_step_to_torch(
     _assert_close(fused(x, torch.tensor([40]), context), want)
 
 
+def test_a_cache_that_cannot_be_written_leaves_the_step_to_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_net: Denoiser, path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(onnx_step, "_export", refuse)
+    fused = FusedDenoiser(random_official_denoiser("expgen", 10))
+    runtime = fused.use_onnx_step(tmp_path, "expgen")
+    assert runtime.step is None and "PermissionError" in runtime.note and "could not be made" in runtime.note
+    x, context = _inputs(fused.net, 3, 2)
+    with torch.no_grad():
+        want = fused.net(x, torch.tensor([7]), context)
+    _assert_close(fused(x, torch.tensor([7]), context), want)
+
+
 def test_without_onnxruntime_torch_runs_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
