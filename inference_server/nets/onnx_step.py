@@ -2,10 +2,10 @@
 
 The fused step (``nets/fused_denoiser.py``) is a function of the rows ``x`` and the FiLM rows ``(a, b)`` of
 one timestep and image: about 130 kernels per call, most of them small. ONNX Runtime runs the same graph
-with less time between kernels: on the 2-core AMD EPYC (AVX-512) the official-size IdGen step at batch 100
-took 21.4 ms on one thread against torch's 23.6, ExpGen 6.9 against 7.5, and the fidelity preset's sampling
-(1000 DDPM steps, IdGen ∥ ExpGen, rows in blocks) 20.5 → 17.4 s (benchmarks/README.md, "The denoiser step
-through ONNX Runtime").
+with less time between kernels: on the 2-core AMD EPYC (AVX-512) the official-size step pair at batch 100
+in row blocks on two threads took 19.2 ms against torch's 25.3 (IdGen 1.30×, ExpGen 1.39×; one thread 1.06×),
+and the fidelity preset's sampling (1000 DDPM steps, IdGen ∥ ExpGen) 19.7-21.8 → 16.9-17.3 s, 9.7 → 5.4 s with
+the DEMO weights (benchmarks/README.md, "The denoiser step through ONNX Runtime").
 
 The graph is traced from a plain-weight copy of the fused step (``use_mkldnn=False``: the packed oneDNN
 weights are not traceable), with a dynamic batch axis and ``(a, b)`` as inputs, so the FiLM rows stay
