@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -44,6 +45,10 @@ def test_quick_benchmark_reports_every_stage_against_the_baseline(tmp_path: Path
         assert math.isclose(report[side]["total"], sum(report[side][s] for s in STAGES), rel_tol=1e-6)
         assert report["memory_mb"][side] > 0
     assert report["config"]["baseline_steps"] == [4, 6]
+    # The fused CPU steps by ONNX Runtime (the default where installed), named as what ran.
+    engine = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+    assert report["config"]["denoiser_runtime"] == "onnxruntime"
+    assert report["extra"]["denoiser runtimes"] == {"idgen": f"{engine} fp32 fused", "expgen": f"{engine} fp32 fused"}
     assert report["extra"]["worker_hello (s)"] > 0
     assert "speed-up" in proc.stdout and "total" in proc.stdout
     # --ab-fold-rank: every run repeated with IdRank fed the meshes; the same identities come out
