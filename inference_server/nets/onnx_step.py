@@ -129,14 +129,14 @@ def _export(net: nn.Module, path: Path) -> None:
 
 
 def _session(graph: Path, threads: int) -> Any:
+    """A CPU session on ``threads`` intra-op threads, with the encoders' options (sequential, fully optimised,
+    idle workers not spinning: they would take the cores from torch)."""
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # keep the cores for torch
+    from ..encoder_runtime import session_options
+
+    options = session_options("all")
+    options.intra_op_num_threads = max(1, threads)  # type: ignore[attr-defined]
     return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
@@ -149,6 +149,9 @@ class OnnxStep:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def session(self, threads: int) -> Any:
+        found = self.sessions.get(threads)  # every step asks: no lock once the session exists
+        if found is not None:
+            return found
         with self._lock:
             if threads not in self.sessions:
                 self.sessions[threads] = _session(self.graph, threads)
