@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from inference_server.assets_config import resolve_assets
+from inference_server.draw_stage import sample_coefficients
 from inference_server.model_bundle import DenoiserModel
-from inference_server.pipeline import SAMPLER_VARIANTS, Reconstructor, encode, sample_coefficients
+from inference_server.pipeline import SAMPLER_VARIANTS, Reconstructor, encode
 from inference_server.preprocess.crops import arcface_crop, farl_crop
 from inference_server.preprocess.image import load_image
 

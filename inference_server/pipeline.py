@@ -23,8 +23,8 @@ import torch
 
 from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
-from .diffusion import sample
-from .diffusion.background_draw import BackgroundDraw, concurrent_requested, work_share
+from .diffusion.background_draw import concurrent_requested
+from .draw_stage import DrawSettings, draw_identities_and_expressions
 from .encoder_lanes import lanes_requested
 from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
@@ -35,8 +35,7 @@ from .fit.step import fit_photo
 from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
 from .hypotheses import checked_order, order_expressions, per_vertex_spread
-from .identity_stage import sample_and_rank_identities
-from .model_bundle import DenoiserModel, ModelBundle, load_model_bundle
+from .model_bundle import ModelBundle, load_model_bundle
 from .nets.cpu_precision import requested_precision
 from .nets.onnx_step import requested_step_runtime
 from .nets.row_lanes import row_split_requested
@@ -287,34 +286,18 @@ class Reconstructor:
         eta = float(args.extra.get("eta", 1.0 if sampler == "ddim" else 0.0))
 
         clock.start("sample_shapes")
-        # ExpGen does not need IdGen's result: on CPU it can draw in the background (diffusion/background_draw.py).
-        expression_draw = BackgroundDraw(
-            lambda report, cancel: sample_coefficients(
-                bundle.expgen_denoiser, enc.expgen, args.n_expressions, sampler=variant, steps=steps, eta=eta,
-                seed=args.seed + 1, device=device, progress=report, should_cancel=cancel,
-            ),
+        settings = DrawSettings(
+            sampler=sampler, variant=variant, steps=steps, eta=eta, seed=args.seed, n_shapes=args.n_shapes,
+            n_expressions=args.n_expressions, top_k=args.top_k, device=device,
             concurrent=self._draws_concurrently(device),
-            progress=lambda d, t: progress("sample_expressions", d, t, sampler), should_cancel=should_cancel,
-            background_share=work_share(bundle.expgen.denoiser, args.n_expressions,
-                                        bundle.idgen.denoiser, args.n_shapes * len(photos)),
-            caller_keeps_threads=bundle.splits_rows(),
         )  # fmt: skip
-
-        def identity_progress(stage: str, done: int, total: int, message: str) -> None:
-            if stage == "rank" and done == 0:
-                clock.start("rank")
-            progress(stage, done, total, message)
-
-        with expression_draw:
-            ranked = sample_and_rank_identities(
-                bundle, flame, conditions, n_per_photo=args.n_shapes,
-                top_k=args.top_k, sampler=variant, steps=steps, eta=eta, seed=args.seed, device=device,
-                progress=identity_progress, should_cancel=should_cancel,
-            )  # fmt: skip
-            shapes, neutral, probabilities, keep = ranked.shapes, ranked.neutral, ranked.probabilities, ranked.keep
-            check()
-            clock.start("sample_expressions")  # concurrent: only what is left of ExpGen's draw after the ranking
-            exp_samples = expression_draw.result()
+        draws = draw_identities_and_expressions(
+            bundle, flame, conditions, enc, settings, progress=progress, should_cancel=should_cancel,
+            stage_started=clock.start,
+        )  # fmt: skip
+        ranked, exp_samples = draws.ranked, draws.expressions
+        shapes, neutral, probabilities, keep = ranked.shapes, ranked.neutral, ranked.probabilities, ranked.keep
+        check()
         expressions = exp_samples[:, :EXPGEN_EXPRESSIONS].cpu().numpy()
         jaw = exp_samples[:, EXPGEN_EXPRESSIONS:].cpu().numpy() * args.jaw_scale
         order_mode = checked_order(args.extra.get("expression_order", "best_fit"))
@@ -383,7 +366,7 @@ class Reconstructor:
         meta |= shown.meta | texture_meta | photos_meta(photos, ranked, args.seed)
         meta["warnings"] = meta["warnings"] + photo_fit.warnings + shown.warnings + texture_warnings
         # Drawn during sample_shapes, so seconds.sample_expressions holds only what was left after the ranking.
-        meta["concurrent_samplers"] = expression_draw.concurrent
+        meta["concurrent_samplers"] = draws.concurrent
         result = ReconstructionResult(
             meta=meta,
             faces=bundle.flame.faces.astype(np.int32),
@@ -498,24 +481,3 @@ def check_output_path(output: str) -> None:
         raise BadRequestError(f"cannot create the output folder {str(parent)!r} ({exc.strerror})", fix) from None
     if not os.access(parent, os.W_OK):
         raise BadRequestError(f"the output folder {str(parent)!r} is not writable", fix)
-
-
-def sample_coefficients(
-    model: DenoiserModel,
-    context: torch.Tensor,
-    n_samples: int,
-    *,
-    sampler: str,
-    steps: int,
-    eta: float,
-    seed: int,
-    device: torch.device,
-    progress: Callable[[int, int], None],
-    should_cancel: CancelFn,
-) -> torch.Tensor:
-    """N coefficient vectors for one image; the context row is shared by all samples."""
-    with torch.no_grad():
-        return sample(
-            model, context, n_samples, model.feature_dim, sampler=sampler, steps=steps, eta=eta, seed=seed,
-            device=device, progress=progress, should_cancel=should_cancel,
-        )  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..draw_stage import sample_coefficients
 from ..errors import NoFaceError
 from ..fit.calibration import Correspondence
 from ..fit.gaze import eyeballs, fit_gaze
@@ -23,7 +24,7 @@ from ..fit.stage import TRUSTED_WEIGHT, fit_head
 from ..fit.step import landmark_normals
 from ..flame.layer import FlameLayer
 from ..model_bundle import ModelBundle
-from ..pipeline import EXPGEN_EXPRESSIONS, encode, sample_coefficients
+from ..pipeline import EXPGEN_EXPRESSIONS, encode
 from ..preprocess.crops import arcface_crop, farl_crop
 from ..preprocess.detect import FaceDetector
 from ..preprocess.face_box import crop_box

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_server import pipeline
+from inference_server import draw_stage, pipeline
 from inference_server.assets_config import resolve_assets
 from inference_server.errors import BadRequestError, CancelledError
 from inference_server.flame.layer import FlameLayer
@@ -348,13 +348,13 @@ def test_concurrent_samplers_draw_the_same_samples_in_a_background_thread(
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, threads))
     drawn_in: list[str] = []
-    original = pipeline.sample_coefficients
+    original = draw_stage.sample_coefficients
 
     def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
         drawn_in.append(threading.current_thread().name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "sample_coefficients", spy)
+    monkeypatch.setattr(draw_stage, "sample_coefficients", spy)
     events: list[tuple[str, threading.Thread]] = []
     try:
         monkeypatch.setattr(reconstructor, "concurrent_samplers", False)
