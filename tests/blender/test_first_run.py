@@ -201,3 +201,16 @@ def test_the_preferences_draw_the_environment_and_its_record(addon, fresh_user_f
     text = drawn.layout.texts()
     assert "Environment ready: worker 0.1.0, CPU build" in text and "Installed with: pip install" in text
     assert ("operator", "ofer.remove_managed_env") in drawn.layout.log
+
+
+def test_a_fresh_install_starts_its_worker_with_the_fast_encoders(addon, fresh_user_folder) -> None:
+    """The artist's default is Encoders: Fast (the fast preset under a second on 2 CPU cores, issue 19); the
+    worker hears it through its environment, and Exact is one click away."""
+    prefs = bpy.context.preferences.addons["ofer_face"].preferences
+    preferences = _module(addon, "preferences")
+    assert prefs.encoder_precision == "auto" and preferences.PreferenceDefaults().encoder_precision == "auto"
+    prefs.worker_mode, prefs.worker_python = "INTERPRETER", sys.executable
+    _command, env = preferences.worker_launch(prefs)
+    assert env["OFER_ENCODER_PRECISION"] == "auto"
+    prefs.encoder_precision = "fp32"
+    assert preferences.worker_launch(prefs)[1]["OFER_ENCODER_PRECISION"] == "fp32"
