@@ -34,7 +34,7 @@ import torch
 from fit_extra_points import demo_fit_tools
 from PIL import Image
 
-from inference_server import pipeline
+from inference_server import draw_stage, pipeline
 from inference_server.fit.camera import project, rotation_matrix
 from inference_server.fit.synthetic import render_case
 
@@ -56,7 +56,7 @@ def capture(renders: int, occluder: str | None, folder: Path) -> list[dict[str, 
 
     tools, _ = demo_fit_tools()
     seen: dict[str, Any] = {}
-    fit_photo, rank = pipeline.fit_photo, pipeline.sample_and_rank_identities
+    fit_photo, rank = pipeline.fit_photo, draw_stage.sample_and_rank_identities
 
     def recording_fit(*args: Any, **kwargs: Any) -> Any:
         seen["fit"] = (args, kwargs)
@@ -66,7 +66,7 @@ def capture(renders: int, occluder: str | None, folder: Path) -> list[dict[str, 
         seen["ranked"] = rank(*args, **kwargs)
         return seen["ranked"]
 
-    pipeline.fit_photo, pipeline.sample_and_rank_identities = recording_fit, recording_rank
+    pipeline.fit_photo, draw_stage.sample_and_rank_identities = recording_fit, recording_rank
     configure_cpu_threads(None)
     reconstructor = pipeline.Reconstructor(resolve_assets({}), device="cpu")
     rows = []
@@ -90,7 +90,7 @@ def capture(renders: int, occluder: str | None, folder: Path) -> list[dict[str, 
             "fit_args": (*fit_args[:8], None, None), "fit_kwargs": fit_kwargs,
             "shapes": ranked.shapes.cpu().numpy(), "keep": np.asarray(ranked.keep).copy(),
         })  # fmt: skip
-    pipeline.fit_photo, pipeline.sample_and_rank_identities = fit_photo, rank
+    pipeline.fit_photo, draw_stage.sample_and_rank_identities = fit_photo, rank
     return rows
 
 
