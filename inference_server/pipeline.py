@@ -25,8 +25,6 @@ from . import __version__
 from .assets_config import AssetConfig, default_cache_dir, doctor_report
 from .diffusion.background_draw import concurrent_requested
 from .draw_stage import DrawSettings, draw_identities_and_expressions
-from .encoder_lanes import lanes_requested
-from .encoder_runtime import requested_encoder_runtime
 from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import Correspondence
 from .fit.calibration_cache import cached_correspondence
@@ -36,9 +34,6 @@ from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
 from .hypotheses import checked_order, order_expressions, per_vertex_spread
 from .model_bundle import ModelBundle, load_model_bundle
-from .nets.cpu_precision import requested_precision
-from .nets.onnx_step import requested_step_runtime
-from .nets.row_lanes import row_split_requested
 from .photo_inputs import Encodings as Encodings  # re-exported: tests and benchmarks import it from here
 from .photo_inputs import encode as encode
 from .photo_inputs import encode_photos, load_photos, photos_meta, prepare_photos, request_paths
@@ -51,6 +46,7 @@ from .protocol import ReconstructArgs
 from .refined_expression import displayed, with_refined_first
 from .result import JOINT_NAMES, ReconstructionResult, write_result
 from .runtime_info import runtime_info
+from .speed_switches import check_switches
 from .texture.stage import TextureInputs, discard_texture, texture_beside_result
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -140,12 +136,7 @@ class Reconstructor:
 
     # -- warm state -------------------------------------------------------------------------------
     def bundle(self, device: torch.device) -> ModelBundle:
-        precision = requested_encoder_runtime(os.environ)  # a misspelt switch fails before any loading
-        concurrent_requested()  # likewise
-        lanes_requested()  # likewise (OFER_CPU_ENCODER_LANES, read again by ModelBundle.contexts)
-        requested_precision()  # likewise (OFER_CPU_PRECISION, read again where the fused denoiser is built)
-        row_split_requested()  # likewise (OFER_CPU_ROW_SPLIT, read again where the fused denoiser is built)
-        requested_step_runtime()  # likewise (OFER_CPU_DENOISER_RUNTIME, read again there too)
+        precision = check_switches()  # a misspelt switch fails before any loading
         if self._bundle is None:
             self._bundle = load_model_bundle(self.assets, backend=self.backend, precision=self.precision)
         self._bundle.to(device)

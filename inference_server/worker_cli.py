@@ -283,7 +283,9 @@ def run_batch(args: argparse.Namespace) -> int:
 
 def _batch_options(args: argparse.Namespace) -> JobOptions:
     from .batch.runner import JobOptions
+    from .speed_switches import captured_switches, check_switches
 
+    check_switches()  # a misspelt switch: one error now, not every item failing on the actors
     assets = _asset_config(args)
     if not assets.use_demo:
         assets.require_complete()  # before any engine starts: a missing file fails every item the same way
@@ -291,6 +293,7 @@ def _batch_options(args: argparse.Namespace) -> JobOptions:
     return JobOptions(
         request, assets, device=args.device, backend=args.backend, precision=args.precision, threads=args.threads,
         millimetres=args.millimetres, contact_sheet=not args.no_contact_sheet, all_faces=args.all_faces,
+        switches=captured_switches(),
     )  # fmt: skip
 
 

@@ -43,6 +43,9 @@ def run_batch_job(
     half-way (the items it never reached are ``pending`` there, and the next run does them)."""
     out, err = out or sys.stdout, err or sys.stderr
     pending, skipped = split_done(items, out_root, options.fingerprint())
+    if options.switches:
+        switches = ", ".join(f"{name}={value}" for name, value in options.switches.items())
+        print(f"every photo runs with {switches}", file=out)
     if skipped:
         print(f"{len(skipped)} of {len(items)} photos were done by an earlier run: skipped", file=out)
     finished: dict[str, ItemOutcome] = {outcome.id: outcome for outcome in skipped}

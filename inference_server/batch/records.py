@@ -1,7 +1,8 @@
 """What a batch remembers: one ``item.json`` per item (what resuming reads) and the summary table.
 
 An item is *done* when its folder holds ``item.json`` with status ``ok``, the same job fingerprint (the
-reconstruction settings; other settings mean other results) and every result file it lists (``result.npz``,
+reconstruction settings and the speed switches that change the samples, ``speed_switches.py``; other settings
+mean other results) and every result file it lists (``result.npz``,
 or ``face_N/result.npz`` with ``--all-faces``). ``item.json`` is written
 last and atomically, after the result file and its exports, so a run killed half-way leaves the item not
 done. Failed items are recorded too (code, message, fix) and are tried again by the next run.

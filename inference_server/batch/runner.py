@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkerError
+from ..speed_switches import apply_switches, result_switches
 from .items import BatchItem
 from .records import RESULT_FILE, ItemOutcome, read_done, write_item_record
 
@@ -50,6 +51,9 @@ class JobOptions:
     millimetres: bool = False
     contact_sheet: bool = True
     all_faces: bool = False
+    #: The speed switches every item runs with (``speed_switches.py``), as the shell that started the batch set
+    #: them; None: the runner's own environment as it is (tests, scripts).
+    switches: dict[str, str] | None = None
 
     def fingerprint(self) -> str:
         """Hash of what decides an item's files: the request (less image and output) and the export options."""
@@ -57,6 +61,9 @@ class JobOptions:
         request.pop("image"), request.pop("output")
         settings = {"request": request, "millimetres": self.millimetres, "contact_sheet": self.contact_sheet,
                     "backend": self.backend, "precision": self.precision, "all_faces": self.all_faces}  # fmt: skip
+        changing = result_switches(self.switches or {})
+        if changing:  # only when set, so that a default run's fingerprint stays what earlier versions wrote
+            settings["switches"] = changing
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def item_request(self, item: BatchItem, folder: Path, face: int | None = None) -> ReconstructArgs:
@@ -84,6 +91,8 @@ class ItemRunner:
         from ..backends import configure_cpu_threads
         from ..pipeline import Reconstructor, choose_device
 
+        if options.switches is not None:  # before anything reads them (a Ray actor's node may set others)
+            apply_switches(options.switches)
         configure_cpu_threads(options.threads)
         self.options = options
         self.fingerprint = options.fingerprint()

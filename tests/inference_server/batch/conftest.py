@@ -29,3 +29,12 @@ def photo_folder(tmp_path: Path) -> Path:
     image.crop((w // 12, 0, w, h - h // 12)).save(folder / "face_c.jpg", quality=90)
     (folder / "broken.jpg").write_bytes(b"this is not a JPEG")
     return folder
+
+
+@pytest.fixture
+def one_photo(tmp_path: Path) -> Path:
+    """A folder holding only ``face.jpg`` (the sample): for tests that run a batch several times."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "face.jpg").write_bytes(SAMPLE.read_bytes())
+    return folder

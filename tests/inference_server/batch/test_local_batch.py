@@ -113,3 +113,38 @@ def test_a_stopped_engine_leaves_pending_rows_and_the_done_work(tmp_path: Path) 
     summary = _summary(tmp_path)
     assert summary["one"]["status"] == "ok" and summary["one"]["seconds_total"] == "1.5"
     assert summary["two"]["status"] == "pending" and "stopped" in summary["two"]["error_message"]
+
+
+def test_a_switch_that_changes_the_samples_redoes_the_items_on_resume_and_others_do_not(
+    one_photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The speed switches the batch runs with are printed; bf16 GEMMs (other samples) redo a finished photo, the
+    row split (the same samples within float rounding) does not; a misspelt one stops the batch before any
+    photo, naming the variable."""
+    for name in ("OFER_CPU_ROW_SPLIT", "OFER_CPU_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "out"
+    args = ["batch", str(one_photo), "-o", str(out), "--no-contact-sheet", *SMALL]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "[1/1]" in first and "every photo runs with" not in first
+    stamp = _stamps(out, ["face"])
+
+    monkeypatch.setenv("OFER_CPU_ROW_SPLIT", "0")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "every photo runs with OFER_CPU_ROW_SPLIT=0" in printed
+    assert "1 of 1 photos were done by an earlier run: skipped" in printed and "[1/1]" not in printed
+    assert _stamps(out, ["face"]) == stamp
+
+    monkeypatch.setenv("OFER_CPU_PRECISION", "bf16")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "every photo runs with OFER_CPU_PRECISION=bf16, OFER_CPU_ROW_SPLIT=0" in printed
+    assert "skipped" not in printed and "[1/1]" in printed
+    assert _stamps(out, ["face"]) != stamp
+
+    monkeypatch.setenv("OFER_CPU_ROW_SPLIT", "sometimes")
+    assert main(args) == 2
+    refused = capsys.readouterr()
+    assert "OFER_CPU_ROW_SPLIT" in refused.err and "[1/1]" not in refused.out

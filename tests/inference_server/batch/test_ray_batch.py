@@ -123,3 +123,18 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
     with pytest.raises(BadRequestError, match="no GPU"):
         pool_options(actors=None, cpus=None, gpus=None, address=None, device="cuda")
+
+
+def test_the_actors_run_with_the_switches_of_the_shell_that_started_the_batch(
+    local_ray: None, one_photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set after Ray started (as on a cluster, whose nodes never saw this shell): the actor still runs the
+    denoiser steps with torch, as ``OFER_CPU_DENOISER_RUNTIME=torch`` asks, and the result file says so."""
+    monkeypatch.setenv("OFER_CPU_DENOISER_RUNTIME", "torch")
+    out = tmp_path / "out"
+    args = ["batch", str(one_photo), "-o", str(out), "--engine", "ray", "--actors", "1", "--cpus-per-actor", "1"]
+    assert main([*args, "--no-contact-sheet", *SMALL]) == 0
+    summary = _summary(out)
+    assert summary["face"]["status"] == "ok" and not summary["face"]["worker"].endswith(f":{os.getpid()}")
+    runtimes = read_result(out / "face" / "result.npz").meta["denoiser_runtimes"]
+    assert runtimes == {"idgen": "torch fp32 fused", "expgen": "torch fp32 fused"}
