@@ -39,6 +39,8 @@ class DrawSettings:
 
 @dataclass
 class Draws:
+    """What the two draws hand to the stages after them."""
+
     ranked: RankedIdentities
     expressions: torch.Tensor  # (n_expressions, 53): 50 expression coefficients and the jaw
     concurrent: bool  # ExpGen drew during IdGen's draw

@@ -3,12 +3,11 @@
 A misspelt value is refused before any model loads (``check_switches``; each switch's own reader words the
 error, and the worker's request fails, not the worker).
 
-A batch runs with the switches the shell that started it set.
-On a Ray cluster an actor's environment is its node's, not the environment of the shell that ran
-``ofer-worker batch``: without this, ``OFER_ENCODER_PRECISION=auto ofer-worker batch … --address auto`` would run
-the int8 / bf16 encoders on a local Ray only and fp32 on a cluster, and say nothing. The batch captures the
-switches once (``captured_switches``) and every item runner sets exactly those (``apply_switches``: one that the
-shell left unset is unset in the actor too, whatever its node has).
+A batch runs with the switches of the shell that started it. On a Ray cluster an actor's environment is its node's,
+not the environment of the shell that ran ``ofer-worker batch``: without this, ``OFER_ENCODER_PRECISION=auto
+ofer-worker batch … --address auto`` would run the int8 / bf16 encoders on a local Ray only and fp32 on a cluster,
+and say nothing. The batch captures the switches once (``captured_switches``) and every item runner sets exactly
+those (``apply_switches``: one that the shell left unset is unset in the actor too, whatever its node has).
 
 The switches that change the samples beyond float rounding (int8 / bf16 encoders, bf16 denoiser GEMMs) are part of
 the job's fingerprint (``result_switches``), so that a resumed run with other values redoes its items; the others
