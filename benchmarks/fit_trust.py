@@ -130,7 +130,7 @@ def texture_leaks(head: FlameModelData, layer: FlameLayer, texture: np.ndarray, 
                                    case.landmarks, case.pose, case.camera)  # fmt: skip
             for label in shares:
                 bake.skin_coloured_cover = (
-                    original if label == "after" else (lambda rgb, *a: np.zeros(rgb.shape[:2], bool))
+                    original if label == "after" else (lambda rgb, *a, **k: np.zeros(rgb.shape[:2], bool))
                 )
                 tex = make_texture(image, inputs)
                 rows, cols = np.nonzero(tex.from_photo | tex.occluded)

@@ -62,17 +62,20 @@ def landmark_normals(vertices: np.ndarray, faces: np.ndarray, head: FlameModelDa
 def render_case(
     head: FlameModelData, layer: FlameLayer, texture: np.ndarray, rng: np.random.Generator, *,
     size: tuple[int, int] = (640, 480), max_yaw: float = 30.0, occluder: str | None = None, ambient: float = 0.5,
-    yaw: float | None = None, gaze_deg: tuple[float, float] | None = None,
+    yaw: float | None = None, gaze_deg: tuple[float, float] | None = None, add_expression: np.ndarray | None = None,
 ) -> SyntheticCase:  # fmt: skip
     """One photo: random identity, expression and jaw, pose within ±``max_yaw`` yaw, ±15° pitch, ±8° roll,
     a focal length of 0.8-2.2 × the longer side, the face ~20 % of the width; ``occluder`` "mouth" or
     "eyes" draws a strongly coloured bar there. ``ambient`` 1.0 renders the texture unshaded. ``yaw``
     (degrees) fixes the turn instead of drawing it (the other draws stay as they were). ``gaze_deg`` (yaw
     towards the subject's left, pitch up; degrees in the head's frame) turns both eyes to look that way
-    (no draw: the other draws stay as they were)."""
+    (no draw: the other draws stay as they were). ``add_expression`` is added to the drawn expression's
+    first coefficients (a named expression on top of a random one, e.g. closed eyes)."""
     width, height = size
     shape = rng.normal(0, 1, 300) * np.where(np.arange(300) < 32, 1.0, 0.3)
     expression = rng.normal(0, 0.3, 50)
+    if add_expression is not None:
+        expression[: len(add_expression)] += np.asarray(add_expression, dtype=np.float64)[: len(expression)]
     jaw = np.array([abs(rng.normal(0, 0.12)), 0.0, 0.0])
     with torch.no_grad():
         out = layer.with_expression(torch.as_tensor(shape[None]), torch.as_tensor(expression[None]),
@@ -127,6 +130,14 @@ def _looking(
     target = angles_direction(yaw_deg, pitch_deg)
     eye_pose = np.stack([rotation_between((e.pupil - e.centre) / e.radius, target) for e in eyes])
     return turned_eyes(head, vertices, eye_pose), eye_pose
+
+
+def closed_eyes_expression(head: FlameModelData) -> np.ndarray:
+    """Expression coefficients that close both eyes (the DEMO head's ARKit ``eyeBlink_L`` and ``_R`` at 1), for
+    ``render_case``'s ``add_expression``; raises KeyError for a model without ARKit shapes (a FLAME model)."""
+    names, to_modes = head.extra["arkit_names"], head.extra["arkit_to_expression"]
+    weights = np.array([1.0 if name in ("eyeBlink_L", "eyeBlink_R") else 0.0 for name in names])
+    return np.asarray(to_modes @ weights, dtype=np.float64)
 
 
 def five_points(case: SyntheticCase) -> np.ndarray:

@@ -249,10 +249,11 @@ def _off_skin_hue(colors: np.ndarray, skin: SkinModel, zones: FeatureZones) -> n
 
 def occluder_texels(
     rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float,
-    points5: np.ndarray | None = None,
+    points5: np.ndarray | None = None, closed_eyes_x: tuple[float, ...] = (),
 ) -> tuple[np.ndarray, SkinModel]:  # fmt: skip
     """(S, S) bool: texels whose photo pixel is (near) occluder evidence, and the skin model used.
-    ``points5`` (5, 2): the head's eyes, nose tip and mouth corners in the photo, for the hand search."""
+    ``points5`` (5, 2): the head's eyes, nose tip and mouth corners in the photo, for the hand search;
+    ``closed_eyes_x``: the photo x of eyes the photo shows closed (:func:`.skin_cover.covered_features`)."""
     seen = projection.visible
     # Everything per texel is computed on the seen texels only (a fraction of the map).
     seen_colors, seen_pixel = colors[seen], projection.pixel[seen]
@@ -273,7 +274,9 @@ def occluder_texels(
     mask = np.zeros((height, width), np.uint8)
     mask[py[flagged], px[flagged]] = 255
     # Skin-coloured occluders (hands) are found by the features they hide (skin_cover.py).
-    mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px)] = 255
+    mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px, closed_eyes_x=closed_eyes_x)] = (
+        255
+    )
     # Hands by their shape (palm detector + hand landmarks), whatever their colour.
     mask[find_hands(rgb, points5).mask(height, width)] = 255
     radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))

@@ -60,15 +60,20 @@ def _feature_share(colors: np.ndarray, skin: SkinModel, kind: str) -> float:
 
 
 def covered_features(colors: np.ndarray, seen: np.ndarray, zones: FeatureZones, skin: SkinModel,
-                     pixel_x: np.ndarray, eyes_seed: bool = True) -> np.ndarray:  # fmt: skip
+                     pixel_x: np.ndarray, eyes_seed: bool = True,
+                     closed_eyes_x: tuple[float, ...] = ()) -> np.ndarray:  # fmt: skip
     """(S, S) bool: texels of feature zones (mouth, each eye unless not ``eyes_seed``) that the photo shows
-    as plain skin."""
+    as plain skin. ``closed_eyes_x``: the photo x of eyes the photo shows closed, whose zone shows their lids
+    (skin) and seeds nothing."""
     seeds = np.zeros(seen.shape, bool)
     eyes = zones.eye_opening & seen
     split = float(np.median(pixel_x[eyes])) if eyes.any() else 0.0
     candidates = [(zones.mouth & seen, "mouth")]
     if eyes_seed:
-        candidates += [(eyes & (pixel_x < split), "eye"), (eyes & (pixel_x >= split), "eye")]
+        if not any(x < split for x in closed_eyes_x):
+            candidates.append((eyes & (pixel_x < split), "eye"))
+        if not any(x >= split for x in closed_eyes_x):
+            candidates.append((eyes & (pixel_x >= split), "eye"))
     for zone, kind in candidates:
         if int(zone.sum()) >= MIN_ZONE_TEXELS and _feature_share(colors[zone], skin, kind) < MIN_FEATURE_SHARE:
             seeds |= zone
@@ -78,18 +83,19 @@ def covered_features(colors: np.ndarray, seen: np.ndarray, zones: FeatureZones, 
 def skin_coloured_cover(
     rgb: np.ndarray, colors: np.ndarray, seen: np.ndarray, pixel: np.ndarray, zones: FeatureZones,
     skin: SkinModel, iod_px: float, ratios: tuple[float, ...] | None = None, fallback: bool = True,
-    eyes_seed: bool = True,
+    eyes_seed: bool = True, closed_eyes_x: tuple[float, ...] = (),
 ) -> np.ndarray:  # fmt: skip
     """(H, W) bool photo mask of skin-coloured occluders over a covered feature (all False when every
     feature shows). ``colors`` (S, S, 3) the photo at each texel, ``seen`` (S, S) visible texels,
     ``pixel`` (S, S, 2) their photo positions (any array shape works: photo pixels as one row of "texels").
     ``ratios``: the colour splits tried in turn (None: COLOUR_RATIOS); ``fallback`` False: nothing (instead
     of the covered zone widened) where the colours cannot delimit the occluder; ``eyes_seed`` False: only a
-    mouth without lips seeds an occluder (the eyes still count as features the photo shows)."""
+    mouth without lips seeds an occluder (the eyes still count as features the photo shows);
+    ``closed_eyes_x``: the photo x of eyes the photo shows closed (their lids are skin, not a hand)."""
     height, width = rgb.shape[:2]
     if float(np.linalg.norm(skin.mean - 1.0 / 3.0)) < MIN_SKIN_CHROMA:  # grey face: lips look like skin
         return np.zeros((height, width), bool)
-    seeds = covered_features(colors, seen, zones, skin, pixel[..., 0], eyes_seed)
+    seeds = covered_features(colors, seen, zones, skin, pixel[..., 0], eyes_seed, closed_eyes_x)
     if not seeds.any():
         return np.zeros((height, width), bool)
     seed_mask = np.zeros((height, width), np.uint8)

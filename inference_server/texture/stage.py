@@ -104,7 +104,7 @@ def make_texture(
     points5 = face_points5
     if points5 is None:
         points5 = np.stack([xy[36:42].mean(axis=0), xy[42:48].mean(axis=0), xy[30], xy[48], xy[54]])[:, :2]
-    covered_by_occluder, _ = occluder_texels(rgb, colors, projection, zones, iod_px, points5)
+    covered_by_occluder, _ = occluder_texels(rgb, colors, projection, zones, iod_px, points5, closed_eyes_x(head))
     valid = projection.visible & ~covered_by_occluder
     if not valid.any():
         raise SkinModelError("no texel of the head is visible in the photo")
@@ -120,6 +120,16 @@ def make_texture(
     image = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
     return Texture(image=image, from_photo=valid, mirrored=after_mirror & ~valid,
                    occluded=covered_by_occluder, covered=raster.covered, eyes_painted=painted)  # fmt: skip
+
+
+def closed_eyes_x(head: TextureInputs) -> tuple[float, ...]:
+    """The photo x of each eyeball the photo shows closed (its vertices' mean, projected)."""
+    xs = []
+    for members, closed in zip(head.eye_members, head.eyes_closed, strict=False):
+        if closed and len(members):
+            centre = np.asarray(head.vertices, dtype=np.float64)[members].mean(axis=0, keepdims=True)
+            xs.append(float(project_points(centre, head.pose, head.camera)[0, 0]))
+    return tuple(xs)
 
 
 def texture_beside_result(

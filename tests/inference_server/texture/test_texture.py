@@ -141,7 +141,7 @@ def test_a_skin_coloured_hand_over_the_mouth_stays_out(
 
     case, alpha = _hand_case(head, layer, truth, seed)
     with monkeypatch.context() as patch:  # the colour model alone: the hand is baked in
-        patch.setattr(bake, "skin_coloured_cover", lambda rgb, *args: np.zeros(rgb.shape[:2], bool))
+        patch.setattr(bake, "skin_coloured_cover", lambda rgb, *args, **kw: np.zeros(rgb.shape[:2], bool))
         left_out_before, leak_before = _hand_shares(head, case, alpha)
     left_out, leak = _hand_shares(head, case, alpha)
     assert left_out_before < 0.1 and leak_before > 0.15
@@ -156,8 +156,8 @@ def test_a_clean_face_has_no_skin_coloured_cover(
 
     masks: list[np.ndarray] = []
 
-    def spy(*args: Any) -> np.ndarray:
-        mask = bake_cover(*args)
+    def spy(*args: Any, **kw: Any) -> np.ndarray:
+        mask = bake_cover(*args, **kw)
         masks.append(mask)
         return mask
 
