@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "inference_server" / "texture"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from test_hands_in_texture import _from_inside  # noqa: E402
-from texture_hue import captured_texture_inputs  # noqa: E402
+from texture_hue import captured_texture_inputs, fixture_table  # noqa: E402
 
 HAND = ROOT / "tests" / "inference_server" / "texture" / "despair_hand_annotation.json"
 
@@ -118,23 +118,6 @@ def hand_over_eye_table(reconstructor: Any, head: FlameModelData, layer: FlameLa
         )
 
 
-def fixture_table(reconstructor: Any, tmp: Path) -> None:
-    fixtures = find_fixtures()
-    if fixtures is None:
-        return
-    print("photo | eyes read closed | from the photo before → after | left out before → after")
-    for path in sorted((fixtures / "images").glob("*.jpg")):
-        got = captured_texture_inputs(reconstructor, path, tmp / "r.npz")
-        if got is None:
-            print(f"  {path.name[:28]:28s} no texture (the fit is not trusted)")
-            continue
-        rgb, inputs = got
-        old, new = before_after(rgb, inputs)
-        print(f"  {path.name[:28]:28s} {sum(inputs.eyes_closed)} | {100 * old.from_photo.mean():5.1f} → "
-              f"{100 * new.from_photo.mean():5.1f} % | {100 * old.occluded.mean():5.1f} → "
-              f"{100 * new.occluded.mean():5.1f} %")  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=8)
@@ -151,7 +134,8 @@ def main() -> None:
         tmp = Path(folder)
         closed_eye_table(reconstructor, head, layer, args.cases, tmp)
         hand_over_eye_table(reconstructor, head, layer, args.cases, tmp)
-        fixture_table(reconstructor, tmp)
+    with tempfile.TemporaryDirectory() as folder:  # the fixture photos, with the eyes the fit reads closed
+        fixture_table(Path(folder), every_eye_seeds, None, column=lambda inputs: f"{sum(inputs.eyes_closed)} closed")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from inference_server.demo.head import generate_demo_head
-from inference_server.fit.synthetic import ground_truth_texture, render_case, with_saturated_disc
+from inference_server.fit.synthetic import SyntheticCase, ground_truth_texture, render_case, with_saturated_disc
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
 from inference_server.preprocess.official_reference import find_fixtures
@@ -84,7 +84,14 @@ def captured_texture_inputs(reconstructor: Any, photo: Path, out: Path) -> tuple
     return captured[0] if captured else None
 
 
-def fixture_table(tmp: Path) -> None:
+def fixture_table(
+    tmp: Path, as_before: Callable[[], AbstractContextManager[None]] = chromaticity_only,
+    annotation: Path | None = ANNOTATION, photos: list[Path] | None = None,
+    column: Callable[[TextureInputs], str] | None = None,
+) -> None:  # fmt: skip
+    """The fixture photos (or ``photos``) reconstructed as the CLI does: texels from the photo and texels left
+    out, before (inside ``as_before``) → after; ``column``: one more value per photo; the texels under the
+    ``annotation``'s object (on its photo) taken before → after."""
     from inference_server.assets_config import resolve_assets
     from inference_server.pipeline import Reconstructor
 
@@ -93,18 +100,18 @@ def fixture_table(tmp: Path) -> None:
         print("no shared fixtures on this machine")
         return
     reconstructor = Reconstructor(resolve_assets({}), device="cpu")
-    note = json.loads(ANNOTATION.read_text())
-    print("photo | texels from the photo before → after | occluded before → after | egg texels taken")
-    for path in sorted((fixtures / "images").glob("*.jpg")):
+    note = json.loads(annotation.read_text()) if annotation is not None else {"image": ""}
+    print("photo | texels from the photo before → after | left out before → after | under the object, taken")
+    for path in photos if photos is not None else sorted((fixtures / "images").glob("*.jpg")):
         got = captured_texture_inputs(reconstructor, path, tmp / "r.npz")
         if got is None:
             print(f"  {path.name[:28]:28s} no texture (the fit is not trusted)")
             continue
         rgb, head = got
-        with chromaticity_only():
+        with as_before():
             old = make_texture(rgb, head)
         new = make_texture(rgb, head)
-        line = f"  {path.name[:28]:28s} "
+        line = f"  {path.name[:28]:28s} " + (f"{column(head)} | " if column is not None else "")
         line += " | ".join(
             f"{100 * old_v:5.1f} → {100 * new_v:5.1f} %"
             for old_v, new_v in (
@@ -113,26 +120,30 @@ def fixture_table(tmp: Path) -> None:
             )
         )
         if path.name == note["image"]:
-            egg = _polygon_mask(np.asarray(note["polygon"], np.float64), *rgb.shape[:2])
-            (before, under), (after, _) = _from_inside(old, head, egg), _from_inside(new, head, egg)
+            region = _polygon_mask(np.asarray(note["polygon"], np.float64), *rgb.shape[:2])
+            (before, under), (after, _) = _from_inside(old, head, region), _from_inside(new, head, region)
             line += f" | {before} → {after} of {under}"
         print(line)
 
 
-def disc_table(head: FlameModelData, layer: FlameLayer, cases: int) -> None:
+def object_table(
+    head: FlameModelData, layer: FlameLayer, cases: int, label: str, first_seed: int,
+    draw: Callable[[SyntheticCase, np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    as_before: Callable[[], AbstractContextManager[None]],
+) -> None:  # fmt: skip
+    """DEMO renders (true pose, seeds ``first_seed``+) with the object ``draw`` puts over them: its texels left
+    out, its share of the photo texels, and the photo texels, before (inside ``as_before``) → after."""
     truth = ground_truth_texture(head)
     values = []
     for i in range(cases):
-        rng = np.random.default_rng(700 + i)
+        rng = np.random.default_rng(first_seed + i)
         case = render_case(head, layer, truth, rng, max_yaw=20)
-        image, region = with_saturated_disc(case, rng)
-        values.append(_shares(head, image, _inputs(head, case), region, chromaticity_only))
+        image, region = draw(case, rng)
+        values.append(_shares(head, image, _inputs(head, case), region, as_before))
     m = 100 * np.mean(values, axis=0)
     print("occluder | covered texels left out before → after | occluder share of photo texels | photo texels")
-    print(
-        f"  {'saturated disc of skin hue':26s} {m[0]:5.1f} → {m[3]:5.1f} % | {m[1]:5.2f} → {m[4]:5.2f} % | "
-        f"{m[2]:4.1f} → {m[5]:4.1f} %"
-    )
+    print(f"  {label:26s} {m[0]:5.1f} → {m[3]:5.1f} % | {m[1]:5.2f} → {m[4]:5.2f} % | "
+          f"{m[2]:4.1f} → {m[5]:4.1f} %")  # fmt: skip
 
 
 def main() -> None:
@@ -148,7 +159,7 @@ def main() -> None:
             fixture_table(Path(tmp))
     head = generate_demo_head()
     layer = FlameLayer(head, dtype=torch.float64)
-    disc_table(head, layer, args.cases)
+    object_table(head, layer, args.cases, "saturated disc of skin hue", 700, with_saturated_disc, chromaticity_only)
     texture_table(head, layer, args.cases, chromaticity_only)
 
 

@@ -208,3 +208,40 @@ def with_saturated_disc(case: SyntheticCase, rng: np.random.Generator) -> tuple[
     shade = np.clip(rng.normal(1.0, 0.04, (*image.shape[:2], 1)), 0.8, 1.2)  # a little texture, like an egg shell
     image[mask > 0] = np.clip(colour * shade[mask > 0], 0, 255).astype(np.uint8)
     return image, mask > 0
+
+
+def with_plaid_band(case: SyntheticCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``case.image`` with a plaid band over the forehead (a hat's brim, a patterned headband), and its mask.
+    A quarter of the plaid is the face's own median colour and the rest its shades (threads of the same hue,
+    darker and greyer, but not dark enough to count as dark), with thin lighter lines: colour alone leaves
+    most of it in the texture."""
+    import cv2
+
+    xy = project(case.landmarks, case.pose, case.camera)[:, :2]
+    left, right = xy[36:42].mean(axis=0), xy[42:48].mean(axis=0)
+    iod = float(np.linalg.norm(right - left))
+    across = (right - left) / iod
+    up = np.array([across[1], -across[0]])  # image y grows downwards: "up" is the eye line turned by -90°
+    if up[1] > 0:
+        up = -up
+    centre = xy[17:27].mean(axis=0) + (0.35 + rng.uniform(-0.05, 0.05)) * iod * up
+    height, width = case.image.shape[:2]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    u = (xx - centre[0]) * across[0] + (yy - centre[1]) * across[1]
+    v = (xx - centre[0]) * up[0] + (yy - centre[1]) * up[1]
+    mask = (np.abs(u) <= 1.3 * iod) & (np.abs(v) <= 0.3 * iod)
+    face = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(xy).astype(np.int32)), (1,))
+    skin = np.median(case.image[(face > 0) & ~mask].astype(np.float64), axis=0)
+    period = 0.14 * iod
+    phase = rng.uniform(0, period, 2)
+    stripe_u = ((u + phase[0]) % period) < 0.5 * period
+    stripe_v = ((v + phase[1]) % period) < 0.5 * period
+    dark = 0.45 * (0.7 * skin + 0.3 * skin.mean())  # the same hue, darker and greyer: skin to chromaticity
+    cloth = np.where((stripe_u & stripe_v)[..., None], dark, np.where((stripe_u ^ stripe_v)[..., None],
+                     0.5 * (skin + dark), skin))  # fmt: skip
+    line = (np.abs(((u + phase[0]) % (3 * period)) - 1.5 * period) < 0.012 * iod * 1.5)[..., None]
+    cloth = np.where(line, np.minimum(skin * 1.25, 255.0), cloth)
+    image = case.image.copy()
+    image[mask] = np.clip(cloth[mask], 0, 255).astype(np.uint8)
+    return image, mask

@@ -30,6 +30,7 @@ from .occluder import (
     fit_skin_model,
     occluded,
     off_skin_hue,
+    patterned,
     solid_dark,
     zone_parts,
 )
@@ -247,6 +248,11 @@ def _off_skin_hue(colors: np.ndarray, skin: SkinModel, zones: FeatureZones) -> n
     return off_skin_hue(colors, skin, hue, zones, ab)
 
 
+def _patterned(rgb: np.ndarray, skin: SkinModel, iod_px: float) -> np.ndarray:
+    """``occluder.patterned`` of the face's box (a module hook: benchmarks compare the texture without it)."""
+    return patterned(rgb, skin, iod_px)
+
+
 def occluder_texels(
     rgb: np.ndarray, colors: np.ndarray, projection: Projection, zones: FeatureZones, iod_px: float,
     points5: np.ndarray | None = None, closed_eyes_x: tuple[float, ...] = (),
@@ -269,6 +275,9 @@ def occluder_texels(
     seen_zones = FeatureZones(mouth=zones.mouth[seen], brows=zones.brows[seen], eye_opening=zones.eye_opening[seen])
     flagged |= occluded(seen_colors, skin, seen_zones)
     flagged |= _off_skin_hue(seen_colors, skin, seen_zones)
+    # Fine texture where the face has none (features may be detailed: their zones are not judged).
+    features = seen_zones.mouth | seen_zones.brows | seen_zones.eye_opening
+    flagged |= _patterned(rgb[y0:y1, x0:x1], skin, iod_px)[py - y0, px - x0] & ~features
     # Paint the flagged texels' pixels into a photo-sized mask and widen it, so the occluder's soft
     # edge (colours halfway to skin) stays out; then read the mask back at every texel.
     mask = np.zeros((height, width), np.uint8)

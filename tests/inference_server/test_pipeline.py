@@ -219,8 +219,9 @@ def test_photo_gets_a_camera_a_pose_per_expression_and_a_texture(output: Reconst
     # grown by colour once swallowed this face of the hand's tone: 7 % of the texels from the photo, 25 % before;
     # 16.8 % while ~2 % of the map still came from the hand beside the nose, 12.7 % since the hand (and some skin
     # beside it) is left out:
-    # tests/inference_server/texture/test_hands_in_texture.py.)
-    assert res.meta["texture_stats"]["from_photo"] > 0.11
+    # tests/inference_server/texture/test_hands_in_texture.py; 9.8 % since the hair at her temples, which the
+    # head's outline reaches, is a pattern: docs/texture.md, "Patterned objects".)
+    assert res.meta["texture_stats"]["from_photo"] > 0.09
 
 
 def test_an_occluded_photo_is_fitted_with_the_second_network_too(
