@@ -52,18 +52,29 @@ def _centre(vertices: np.ndarray) -> tuple[float, float, float]:
     return (x, y, z)
 
 
-def _with_warnings(sheet: np.ndarray, warnings: list[dict[str, str]]) -> np.ndarray:
-    """One orange line per warning above the sheet (input and fit warnings from the result file)."""
-    if not warnings:
-        return sheet
-    banner = np.full((10 + 24 * len(warnings), sheet.shape[1], 3), (255, 222, 190), np.uint8)
-    for i, warning in enumerate(warnings):
+def warning_lines(warnings: list[dict[str, str]], width_px: int) -> list[str]:
+    """The banner's lines: each warning in full, wrapped at word boundaries to the sheet's width (its advice
+    is at the end: a cut line lost it), continuation lines indented."""
+    import textwrap
+
+    limit = max(20, width_px // 9)  # characters of the 0.5-scale Hershey font that fit the width
+    lines: list[str] = []
+    for warning in warnings:
         text = f"WARNING {warning.get('code', '')}: {warning.get('message', '')}"
         # OpenCV's Hershey fonts draw ASCII only.
         text = text.replace("°", " deg").replace("–", "-").replace("×", "x").encode("ascii", "replace").decode()
-        limit = max(20, sheet.shape[1] // 9)
-        text = text if len(text) <= limit else text[: limit - 3] + "..."
-        cv2.putText(banner, text, (8, 25 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (120, 40, 0), 1, cv2.LINE_AA)
+        lines += textwrap.wrap(text, limit, subsequent_indent="    ", break_on_hyphens=False) or [text]
+    return lines
+
+
+def _with_warnings(sheet: np.ndarray, warnings: list[dict[str, str]]) -> np.ndarray:
+    """The warnings in orange above the sheet (input and fit warnings from the result file)."""
+    if not warnings:
+        return sheet
+    lines = warning_lines(warnings, sheet.shape[1])
+    banner = np.full((10 + 24 * len(lines), sheet.shape[1], 3), (255, 222, 190), np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(banner, line, (8, 25 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (120, 40, 0), 1, cv2.LINE_AA)
     return np.concatenate([banner, sheet], axis=0)
 
 
