@@ -283,9 +283,10 @@ def occluder_texels(
     mask = np.zeros((height, width), np.uint8)
     mask[py[flagged], px[flagged]] = 255
     # Skin-coloured occluders (hands) are found by the features they hide (skin_cover.py).
-    mask[skin_coloured_cover(rgb, colors, seen, projection.pixel, zones, skin, iod_px, closed_eyes_x=closed_eyes_x)] = (
-        255
+    hand_like = skin_coloured_cover(
+        rgb, colors, seen, projection.pixel, zones, skin, iod_px, closed_eyes_x=closed_eyes_x
     )
+    mask[hand_like] = 255
     # Hands by their shape (palm detector + hand landmarks), whatever their colour.
     mask[find_hands(rgb, points5).mask(height, width)] = 255
     radius = max(1, round(OCCLUDER_GROW_IOD * iod_px))
