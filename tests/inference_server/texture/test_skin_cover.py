@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from inference_server.fit.gaze import eyeball_members
 from inference_server.fit.synthetic import closed_eyes_expression, ground_truth_texture, render_case
 from inference_server.flame.layer import FlameLayer
 from inference_server.flame.model_data import FlameModelData
+from inference_server.preprocess.official_reference import find_fixtures
 from inference_server.texture import stage
 from inference_server.texture.occluder import FeatureZones, fit_skin_model
 from inference_server.texture.skin_cover import covered_features
@@ -81,3 +84,32 @@ def test_a_face_with_closed_eyes_keeps_its_skin_in_the_texture(
     as_open = make_texture(image, inputs)
     assert as_open.occluded.mean() > closed.occluded.mean() + 0.05
     assert closed.from_photo.mean() > as_open.from_photo.mean() + 0.05
+
+
+@pytest.mark.skipif(find_fixtures() is None, reason="shared/fixtures/official-preprocessing is not on this machine")
+def test_a_photo_with_closed_eyes_tells_the_texture_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole reconstruction of the fixture ``model-fashion`` (both eyes closed): the fit's reading reaches
+    the skin-coloured cover as the two eyes' photo x, one on each side of the face, so neither eye seeds."""
+    from inference_server.assets_config import resolve_assets
+    from inference_server.pipeline import Reconstructor
+    from inference_server.protocol import ReconstructArgs
+    from inference_server.texture import bake
+
+    fixtures = find_fixtures()
+    assert fixtures is not None
+    calls: list[tuple[float, ...]] = []
+    real = bake.skin_coloured_cover
+
+    def spy(*args: Any, **kw: Any) -> np.ndarray:
+        calls.append(tuple(kw.get("closed_eyes_x", ())))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bake, "skin_coloured_cover", spy)
+    photo = fixtures / "images" / "model-fashion-beauty-black-thumb.jpg"
+    args = ReconstructArgs(image=str(photo), output=str(tmp_path / "r.npz"), n_shapes=12, n_expressions=8, top_k=4,
+                           sampler="ddim", steps=8, seed=3)  # fmt: skip
+    out = Reconstructor(resolve_assets({}), device="cpu").run(args, lambda *a, **k: None, lambda: False)
+    assert sorted(out.result.meta["gaze"]["eyes_closed"]) == ["left", "right"]
+    assert len(calls) == 1 and len(calls[0]) == 2
+    eyes = np.asarray(out.result.meta["detection"]["points5"])[:2, 0]
+    assert min(calls[0]) < float(eyes.mean()) < max(calls[0])
