@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -77,19 +78,38 @@ def flame_params(result: ReconstructionResult) -> dict[str, Any]:
     }
 
 
+#: Which hypotheses get a PLY file: every one, the first of each kind (the first-ranked identity and the
+#: first-shown expression), or none (``params.json`` and the result file hold them all).
+MESH_CHOICES = ("all", "first", "none")
+#: The PLY names this module writes; others in the folder are never touched.
+HYPOTHESIS_PLY = re.compile(r"(identity_\d{2}|expression_\d{3})\.ply")
+
+
 def export_hypotheses(
-    result: ReconstructionResult, out_dir: str | os.PathLike[str], *, millimetres: bool = False
+    result: ReconstructionResult, out_dir: str | os.PathLike[str], *, millimetres: bool = False, meshes: str = "all"
 ) -> list[Path]:
-    """Write ``identity_01.ply`` …, ``expression_001.ply`` … and ``params.json`` into ``out_dir``."""
+    """Write ``identity_01.ply`` …, ``expression_001.ply`` … (``meshes``: MESH_CHOICES) and ``params.json`` into
+    ``out_dir``; hypothesis PLYs an earlier run left there and this one does not write are removed, so the
+    folder's meshes are this result's."""
+    if meshes not in MESH_CHOICES:
+        raise ValueError(f"meshes must be one of {MESH_CHOICES}, not {meshes!r}")
     folder = Path(out_dir)
     scale = 1000.0 if millimetres else 1.0
+    count = {"all": None, "first": 1, "none": 0}[meshes]
     written = [
         write_ply(folder / f"identity_{k + 1:02d}.ply", verts, result.faces, scale)
-        for k, verts in enumerate(result.identity_vertices)
+        for k, verts in enumerate(result.identity_vertices[:count])
     ]
     written += [
         write_ply(folder / f"expression_{m + 1:03d}.ply", verts, result.faces, scale)
-        for m, verts in enumerate(result.expression_vertices)
+        for m, verts in enumerate(result.expression_vertices[:count])
     ]
+    _remove_stale_meshes(folder, {path.name for path in written})
     written.append(atomic_write_text(folder / "params.json", json.dumps(flame_params(result), indent=1)))
     return written
+
+
+def _remove_stale_meshes(folder: Path, kept: set[str]) -> None:
+    for path in folder.glob("*.ply"):
+        if HYPOTHESIS_PLY.fullmatch(path.name) and path.name not in kept:
+            path.unlink(missing_ok=True)

@@ -49,6 +49,8 @@ class JobOptions:
     precision: str = "fp32"
     threads: int | None = None
     millimetres: bool = False
+    #: Which hypotheses get a PLY file (``mesh_export.MESH_CHOICES``).
+    meshes: str = "all"
     contact_sheet: bool = True
     all_faces: bool = False
     #: The speed switches every item runs with (``speed_switches.py``), as the shell that started the batch set
@@ -61,6 +63,8 @@ class JobOptions:
         request.pop("image"), request.pop("output")
         settings = {"request": request, "millimetres": self.millimetres, "contact_sheet": self.contact_sheet,
                     "backend": self.backend, "precision": self.precision, "all_faces": self.all_faces}  # fmt: skip
+        if self.meshes != "all":  # only when set, as the switches below
+            settings["meshes"] = self.meshes
         changing = result_switches(self.switches or {})
         if changing:  # only when set, so that a default run's fingerprint stays what earlier versions wrote
             settings["switches"] = changing
@@ -160,7 +164,7 @@ class ItemRunner:
         request = self.options.item_request(item, folder, face)
         output = self.reconstructor.run(request, _no_progress, lambda: False)
         start = time.perf_counter()
-        export_hypotheses(output.result, folder, millimetres=self.options.millimetres)
+        export_hypotheses(output.result, folder, millimetres=self.options.millimetres, meshes=self.options.meshes)
         if self.options.contact_sheet:
             from ..contact_sheet import write_contact_sheet
 

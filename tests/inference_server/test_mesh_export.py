@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trimesh
 
 from inference_server.mesh_export import export_hypotheses, write_ply
@@ -51,3 +52,25 @@ def test_params_carry_the_photo_gaze_in_the_eye_joints(tmp_path: Path) -> None:
         np.testing.assert_array_equal(entry["pose"][9:15], result.eye_pose.reshape(6).tolist())
         assert entry["pose"][6:9] == result.jaw_pose[m].tolist()
     assert params["gaze"]["yaw_deg"] == 12.0
+
+
+def test_meshes_first_and_none_write_fewer_plys_and_remove_stale_ones(tmp_path: Path) -> None:
+    """A data-set run needs the result file, not a PLY per hypothesis (~70 MB a photo at 100 expressions):
+    ``first`` writes identity 1 and expression 1, ``none`` no mesh; params.json always. A folder an earlier
+    run filled keeps no PLY of this module's naming that this run did not write; other files stay."""
+    result = make_result(np.random.default_rng(3), K=3, M=4)
+    export_hypotheses(result, tmp_path)
+    assert len(list(tmp_path.glob("*.ply"))) == 7
+    (tmp_path / "my_scan.ply").write_bytes(b"ply\n")  # not ours: never touched
+    written = export_hypotheses(result, tmp_path, meshes="first")
+    assert sorted(p.name for p in written) == ["expression_001.ply", "identity_01.ply", "params.json"]
+    assert sorted(p.name for p in tmp_path.glob("*.ply")) == ["expression_001.ply", "identity_01.ply", "my_scan.ply"]
+    mesh = trimesh.load(tmp_path / "identity_01.ply", process=False)
+    assert isinstance(mesh, trimesh.Trimesh)
+    np.testing.assert_allclose(mesh.vertices, result.identity_vertices[0], rtol=1e-6)
+    written = export_hypotheses(result, tmp_path, meshes="none")
+    assert [p.name for p in written] == ["params.json"]
+    assert [p.name for p in tmp_path.glob("*.ply")] == ["my_scan.ply"]
+    assert len(json.loads((tmp_path / "params.json").read_text())["expressions"]) == 4
+    with pytest.raises(ValueError, match="meshes must be one of"):
+        export_hypotheses(result, tmp_path, meshes="some")

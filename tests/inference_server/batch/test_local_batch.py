@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -148,3 +150,29 @@ def test_a_switch_that_changes_the_samples_redoes_the_items_on_resume_and_others
     assert main(args) == 2
     refused = capsys.readouterr()
     assert "OFER_CPU_ROW_SPLIT" in refused.err and "[1/1]" not in refused.out
+
+
+def test_a_batch_with_first_meshes_writes_two_plys_per_photo_and_redoes_on_the_change(
+    one_photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--meshes first`` on a data set: the result file, params.json and two PLYs per photo. Changing the
+    option on resume redoes the photo (its files would otherwise not match the option); a default run's
+    fingerprint is what earlier versions wrote."""
+    out = tmp_path / "out"
+    args = ["batch", str(one_photo), "-o", str(out), "--no-contact-sheet", *SMALL]
+    assert main(args) == 0
+    assert len(list((out / "face").glob("*.ply"))) == 2 + 4  # SMALL keeps 2 identities, 4 expressions
+    assert main([*args, "--meshes", "first"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[1/1]") == 2  # the second run redid the photo
+    assert sorted(p.name for p in (out / "face").glob("*.ply")) == ["expression_001.ply", "identity_01.ply"]
+    assert (out / "face" / "result.npz").is_file() and (out / "face" / "params.json").is_file()
+    request = ReconstructArgs(image="", output="")
+    # the fingerprint as stop 42 computed it, from the same settings without a meshes entry
+    fields = dataclasses.asdict(request)
+    fields.pop("image"), fields.pop("output")
+    settings = {"request": fields, "millimetres": False, "contact_sheet": True, "backend": "torch",
+                "precision": "fp32", "all_faces": False}  # fmt: skip
+    earlier = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert JobOptions(request, resolve_assets({})).fingerprint() == earlier
+    assert JobOptions(request, resolve_assets({}), meshes="none").fingerprint() != earlier
