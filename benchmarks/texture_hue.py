@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -146,21 +147,32 @@ def object_table(
           f"{m[2]:4.1f} → {m[5]:4.1f} %")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_tables(
+    description: str, as_before: Callable[[], AbstractContextManager[None]], label: str, first_seed: int,
+    draw: Callable[[SyntheticCase, np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    annotation: Path = ANNOTATION, extra_photos: tuple[Path, ...] = (),
+) -> None:  # fmt: skip
+    """A texture benchmark's command line (``--cases``, ``--no-fixtures``) and its three tables, before (inside
+    ``as_before``) → after: the fixture photos (and ``extra_photos``) with ``annotation``'s object, DEMO renders
+    with the object ``draw`` puts over them, and benchmarks/hands.py's occluders."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--no-fixtures", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if not args.no_fixtures:
-        import tempfile
-
+        fixtures = find_fixtures()
+        photos = None if fixtures is None else [*sorted((fixtures / "images").glob("*.jpg")), *extra_photos]
         with tempfile.TemporaryDirectory() as tmp:
-            fixture_table(Path(tmp))
+            fixture_table(Path(tmp), as_before, annotation, photos)
     head = generate_demo_head()
     layer = FlameLayer(head, dtype=torch.float64)
-    object_table(head, layer, args.cases, "saturated disc of skin hue", 700, with_saturated_disc, chromaticity_only)
-    texture_table(head, layer, args.cases, chromaticity_only)
+    object_table(head, layer, args.cases, label, first_seed, draw, as_before)
+    texture_table(head, layer, args.cases, as_before)
+
+
+def main() -> None:
+    run_tables(__doc__.splitlines()[0], chromaticity_only, "saturated disc of skin hue", 700, with_saturated_disc)
 
 
 if __name__ == "__main__":

@@ -16,20 +16,14 @@ Run: ``nice -n 10 .venv/bin/python benchmarks/texture_pattern.py [--cases 4]`` (
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from inference_server.demo.head import generate_demo_head
 from inference_server.fit.synthetic import with_plaid_band
-from inference_server.flame.layer import FlameLayer
-from inference_server.preprocess.official_reference import find_fixtures
 from inference_server.texture import bake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +31,7 @@ HAT = ROOT / "tests" / "inference_server" / "texture" / "smoke_hat_annotation.js
 SAMPLE = ROOT / "inference_server" / "assets" / "sample_occluded_face.jpg"
 sys.path.insert(0, str(ROOT / "tests" / "inference_server" / "texture"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from hands import texture_table  # noqa: E402
-from texture_hue import fixture_table, object_table  # noqa: E402
+from texture_hue import run_tables  # noqa: E402
 
 
 @contextmanager
@@ -53,20 +46,7 @@ def colour_only() -> Iterator[None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=4)
-    parser.add_argument("--no-fixtures", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    if not args.no_fixtures:
-        with tempfile.TemporaryDirectory() as tmp:
-            fixtures = find_fixtures()
-            photos = None if fixtures is None else [*sorted((fixtures / "images").glob("*.jpg")), SAMPLE]
-            fixture_table(Path(tmp), colour_only, HAT, photos)
-    head = generate_demo_head()
-    layer = FlameLayer(head, dtype=torch.float64)
-    object_table(head, layer, args.cases, "plaid band, forehead", 900, with_plaid_band, colour_only)
-    texture_table(head, layer, args.cases, colour_only)
+    run_tables(__doc__.splitlines()[0], colour_only, "plaid band, forehead", 900, with_plaid_band, HAT, (SAMPLE,))
 
 
 if __name__ == "__main__":

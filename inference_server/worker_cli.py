@@ -74,8 +74,8 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--millimetres", action="store_true", help="write PLY files in mm (default metres)")
     parser.add_argument("--meshes", choices=MESH_CHOICES, default="all",
                         help="PLY files written: all (every kept identity and expression), first (identity 1 and "
-                        "expression 1), none (params.json and the result file hold them all; ~70 MB less per photo "
-                        "at 100 expressions)")  # fmt: skip
+                        "expression 1), none (params.json and the result file hold them all; ~65 MB less per photo "
+                        "with the DEMO head at 100 expressions)")  # fmt: skip
     parser.add_argument("--no-contact-sheet", action="store_true")
 
 
