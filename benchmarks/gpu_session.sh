@@ -87,13 +87,18 @@ EOF
 }
 
 # Most important first: a cut-off session keeps what ran. The bundle replays CUDA graphs by default on a GPU;
-# *_eager runs turn that off (OFER_CUDA_GRAPHS=0). PLAN=short: the CUDA tests, then the default (graphs) in
-# fp32 / fp16 / bf16 with the official recipe once (about 3 minutes on an H200).
-CUDA_TESTS="tests/inference_server/test_model_bundle.py tests/inference_server/test_backends.py"
+# *_eager runs turn that off (OFER_CUDA_GRAPHS=0); *_whole runs replay whole sampler steps, update and noise
+# included (OFER_CUDA_WHOLE_STEPS=1, not yet the default: these runs and the CUDA tests decide). PLAN=short: the
+# CUDA tests, then the default (graphs) in fp32 with the official recipe once, whole steps, fp16 / bf16 (about 3
+# minutes on an H200).
+CUDA_TESTS="tests/inference_server/test_model_bundle.py tests/inference_server/test_backends.py
+    tests/inference_server/diffusion/test_whole_step.py"
 if [ "${PLAN:-full}" = short ]; then
     step cuda_tests 45 env PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovider $CUDA_TESTS -rs
     bench fast_fp32 60 --preset fast --repeats 3 --no-baseline
     bench fidelity_fp32 60 --preset fidelity --repeats 2
+    bench fidelity_whole 35 --preset fidelity --repeats 2 --cuda-whole-steps --no-baseline
+    bench fast_whole 35 --preset fast --repeats 3 --cuda-whole-steps --no-baseline
     bench fidelity_fp16 35 --preset fidelity --repeats 2 --precision fp16 --no-baseline
     bench fast_fp16 35 --preset fast --repeats 3 --precision fp16 --no-baseline
     bench fidelity_bf16 35 --preset fidelity --repeats 2 --precision bf16 --no-baseline
@@ -103,6 +108,9 @@ else
     step cuda_tests 90 env PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovider $CUDA_TESTS -rs
     bench fast_fp32 120 --preset fast --repeats 5
     bench fidelity_fp32 120 --preset fidelity --repeats 3
+    bench fidelity_whole 60 --preset fidelity --repeats 3 --cuda-whole-steps --no-baseline
+    bench fast_whole 60 --preset fast --repeats 5 --cuda-whole-steps --no-baseline
+    bench fidelity_whole_fp16 60 --preset fidelity --repeats 3 --cuda-whole-steps --precision fp16 --no-baseline
     bench fast_fp16 60 --preset fast --repeats 5 --precision fp16 --no-baseline
     bench fidelity_fp16 60 --preset fidelity --repeats 3 --precision fp16 --no-baseline
     bench fidelity_bf16 60 --preset fidelity --repeats 3 --precision bf16 --no-baseline

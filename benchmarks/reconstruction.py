@@ -207,7 +207,8 @@ def print_report(report: Report) -> None:
     print(f"\nreconstruction benchmark — {c['device_name']}, torch threads {c['threads']}, {c['size']} networks")
     cpu = str(c["device"]).startswith("cpu")  # fusing, bf16 GEMMs, concurrent draws, row blocks: CPU only
     print(f"ours: {c['sampler']} {c['steps']} steps, {c['backend']} {c['precision']}"
-          f"{' cuda-graphs' if c['cuda_graphs'] else ''}{' torch.compile' if c['compile'] else ''}"
+          f"{' cuda-graphs' if c['cuda_graphs'] else ''}{' of whole steps' if c.get('cuda_whole_steps') else ''}"
+          f"{' torch.compile' if c['compile'] else ''}"
           f"{'' if c['fuse_denoisers'] or not cpu else ' unfused denoisers'}"
           f"{' bf16 denoiser GEMMs' if cpu and c.get('cpu_precision') == 'bf16' else ''}"
           f"{' denoiser steps by ONNX Runtime' if cpu and c.get('denoiser_runtime') == 'onnxruntime' else ''}"
@@ -248,6 +249,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="replay each denoiser step as a CUDA graph (the bundle's default on CUDA)")  # fmt: skip
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         help="run the denoisers eagerly on CUDA (OFER_CUDA_GRAPHS=0)")  # fmt: skip
+    parser.add_argument("--cuda-whole-steps", action="store_true",
+                        help="replay whole sampler steps, update and noise too (OFER_CUDA_WHOLE_STEPS=1)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoisers")
     parser.add_argument("--no-fuse-denoisers", action="store_true",
                         help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
@@ -339,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "share_encoders": not opts.no_share_encoders, "encoder_runtime": opts.encoder_runtime,
         "encoder_precision": opts.encoder_precision,
         "cuda_graphs": device.type == "cuda" and opts.cuda_graphs is not False and not opts.compile,
+        "cuda_whole_steps": device.type == "cuda" and opts.cuda_whole_steps,
         "fuse_denoisers": not opts.no_fuse_denoisers,
         "cpu_precision": os.environ.get(PRECISION_ENV, "fp32"),
         "denoiser_runtime": requested_step_runtime(),  # the request; the report's runtimes say what ran
@@ -367,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.backend == "onnxruntime":
         reconstructor.bundle(device)
     bundle.cuda_graphs = False if opts.compile else opts.cuda_graphs
+    bundle.cuda_whole_steps = opts.cuda_whole_steps
     if opts.compile:
         compile_denoisers(bundle, device)
 

@@ -283,6 +283,16 @@ def cuda_graphs_requested(environ: Mapping[str, str] | None = None) -> bool:
     return read_switch(CUDA_GRAPHS_ENV, environ) is not False
 
 
+#: ``OFER_CUDA_WHOLE_STEPS=1``: where CUDA graphs replay, replay the whole sampler step, update and noise included
+#: (``diffusion/whole_step.py``). Off when unset until a GPU session has measured it (benchmarks/gpu_session.sh).
+CUDA_WHOLE_STEPS_ENV = "OFER_CUDA_WHOLE_STEPS"
+
+
+def whole_steps_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OFER_CUDA_WHOLE_STEPS`` turns the whole-step graphs on (off when unset)."""
+    return read_switch(CUDA_WHOLE_STEPS_ENV, environ) is True
+
+
 class CudaGraphEpsModel:
     """Replays one denoiser evaluation as a CUDA graph: one launch per sampler step instead of ~200.
 

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
-from .backends import BackendError, CudaGraphEpsModel, cuda_graphs_requested
+from .backends import BackendError, CudaGraphEpsModel, cuda_graphs_requested, whole_steps_requested
 from .checkpoints.networks import LoadedNetworks
+from .diffusion.samplers import PlanRunner, run_plan
+from .diffusion.whole_step import WholeStepSampler
 from .encoder_lanes import EncoderJob, LaneRun, estimated_cost, lanes_by_default, lanes_requested, run_encoders
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
 from .encoder_sharing import ENCODER_SLOTS, EncoderSharing, find_identical
@@ -37,11 +40,18 @@ log = logging.getLogger(__name__)
 
 
 class DenoiserModel:
-    """An ε-model for the samplers: ``model(x, t, context) -> eps`` plus the coefficient width."""
+    """An ε-model for the samplers: ``model(x, t, context) -> eps`` plus the coefficient width, and where the
+    bundle runs whole plans its own way, ``plan_runner()`` for ``run_plan`` (None: step by step)."""
 
-    def __init__(self, runner: Callable[..., torch.Tensor], feature_dim: int) -> None:
+    def __init__(
+        self,
+        runner: Callable[..., torch.Tensor],
+        feature_dim: int,
+        plan_runner: Callable[[], PlanRunner | None] = lambda: None,
+    ) -> None:
         self.runner = runner
         self.feature_dim = feature_dim
+        self.plan_runner = plan_runner
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.runner(x, t, context).to(x.dtype)
@@ -108,6 +118,9 @@ class ModelBundle:
     #: Replay each denoiser step as a CUDA graph on a CUDA device (``backends.CudaGraphEpsModel``: the same
     #: kernels, one launch instead of ~200); None: ``OFER_CUDA_GRAPHS`` decides (unset: on).
     cuda_graphs: bool | None = None
+    #: Where graphs replay, replay the whole sampler step, update and noise included (``diffusion/whole_step.py``);
+    #: None: ``OFER_CUDA_WHOLE_STEPS`` decides (unset: off).
+    cuda_whole_steps: bool | None = None
 
     def __post_init__(self) -> None:
         assert self.idgen.denoiser is not None and self.expgen.denoiser is not None
@@ -120,10 +133,14 @@ class ModelBundle:
             for slot, module in networks.modules().items()
         }
         self.idgen_denoiser = DenoiserModel(
-            lambda *a: self._run_denoiser("idgen", *a), self.idgen.denoiser.config.feature_dim
+            lambda *a: self._run_denoiser("idgen", *a),
+            self.idgen.denoiser.config.feature_dim,
+            lambda: self.whole_step_runner("idgen"),
         )
         self.expgen_denoiser = DenoiserModel(
-            lambda *a: self._run_denoiser("expgen", *a), self.expgen.denoiser.config.feature_dim
+            lambda *a: self._run_denoiser("expgen", *a),
+            self.expgen.denoiser.config.feature_dim,
+            lambda: self.whole_step_runner("expgen"),
         )
         self._device = torch.device("cpu")
         #: Whether ``to`` has put the networks in ``dtype`` yet: loading leaves them fp32 on the CPU, so the
@@ -134,6 +151,7 @@ class ModelBundle:
         self._torch_encoders: dict[str, Callable[..., torch.Tensor]] = {}
         self._released_encoders: set[str] = set()  # encoders whose fp32 torch weights were freed (worker)
         self._fused: dict[str, Callable[..., torch.Tensor]] = {}
+        self._whole_steps: dict[str, WholeStepSampler] = {}
         self._rank_fold: tuple[tuple[Any, ...], FlameLayer, FoldedFirstLayer] | None = None
         self.last_lanes = LaneRun([], [])  # what the last ``contexts`` ran on its lanes (benchmarks)
 
@@ -183,6 +201,24 @@ class ModelBundle:
             self._fused.pop(kind, None)
             return self.runners[f"{kind}.denoiser"](*inputs)
 
+    def _runs_whole_steps(self) -> bool:
+        wanted = whole_steps_requested() if self.cuda_whole_steps is None else self.cuda_whole_steps
+        return wanted and self._replays_graphs()
+
+    def whole_step_runner(self, kind: str) -> PlanRunner | None:
+        """The sampler that replays ``kind``'s whole steps as CUDA graphs, where that applies and has not failed."""
+        if not self._runs_whole_steps():
+            return None
+        if kind not in self._whole_steps:
+            net = self._networks(kind).denoiser
+            assert net is not None
+            self._whole_steps[kind] = WholeStepSampler(TorchRunner(net.eval()), graphs=self._device.type == "cuda")
+        sampler = self._whole_steps[kind]
+        return None if sampler.failed else sampler.falling_back_to(partial(run_plan, self._denoiser_model(kind)))
+
+    def _denoiser_model(self, kind: str) -> DenoiserModel:
+        return self.idgen_denoiser if kind == "idgen" else self.expgen_denoiser
+
     def _networks(self, kind: str) -> LoadedNetworks:
         return {"idgen": self.idgen, "expgen": self.expgen, "idrank": self.idrank}[kind]
 
@@ -222,6 +258,7 @@ class ModelBundle:
             self._device, self._placed = device, True
             self.plain_encoders(device.type != "cpu")  # the ONNX Runtime encoders are CPU sessions
             self._fused.clear()
+            self._whole_steps.clear()
         return self
 
     def use_onnxruntime(self, cache_dir: Path) -> None:
@@ -303,7 +340,10 @@ class ModelBundle:
         out = {}
         for kind in ("idgen", "expgen"):
             fused = self._fused.get(kind)
-            if isinstance(fused, TorchRunner) and isinstance(fused.call, CudaGraphEpsModel):
+            whole = self._whole_steps.get(kind)
+            if whole is not None and not whole.failed and self._runs_whole_steps():
+                out[kind] = f"{plain}, CUDA graph replay of whole steps"
+            elif isinstance(fused, TorchRunner) and isinstance(fused.call, CudaGraphEpsModel):
                 out[kind] = f"{plain}, CUDA graph replay"
             elif isinstance(fused, TorchRunner) and self._device.type == "cpu":
                 gemms = getattr(fused.call, "precision", "fp32")

@@ -40,6 +40,7 @@ SPEED_SWITCHES = (
     "OFER_CPU_ENCODER_LANES",
     "OFER_CPU_COMPILE",
     "OFER_CUDA_GRAPHS",
+    "OFER_CUDA_WHOLE_STEPS",
 )
 #: Those whose values give other samples (beyond float rounding): part of the batch's resume fingerprint.
 RESULT_SWITCHES = ("OFER_ENCODER_PRECISION", "OFER_ENCODER_RUNTIME", "OFER_CPU_PRECISION")
@@ -69,6 +70,7 @@ def result_switches(switches: Mapping[str, str]) -> dict[str, str]:
 def check_switches() -> str | None:
     """Read every per-request switch of this process's environment once, so that a misspelt value is a
     ``BadRequestError`` naming it before anything loads; returns the encoder precision asked for (None: fp32)."""
+    from .backends import cuda_graphs_requested, whole_steps_requested
     from .diffusion.background_draw import concurrent_requested
     from .encoder_lanes import lanes_requested
     from .encoder_runtime import requested_encoder_runtime
@@ -82,4 +84,6 @@ def check_switches() -> str | None:
     requested_precision()  # read again where the fused denoiser is built
     row_split_requested()  # likewise
     requested_step_runtime()  # likewise
+    cuda_graphs_requested()  # read again where the bundle steps on a CUDA device
+    whole_steps_requested()  # likewise
     return precision

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 import torch
 
@@ -34,6 +34,21 @@ DEFAULT_STEPS: dict[str, int] = {"ddpm": 1000, "ddim": 50, "dpmsolver": 20, "dpm
 
 ProgressCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
+
+
+class PlanRunner(Protocol):
+    """Runs a whole plan its own way (``whole_step.WholeStepSampler``); ``run_plan``'s contract."""
+
+    def __call__(
+        self,
+        plan: SamplerPlan,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -239,7 +254,14 @@ def run_plan(
     once per step instead of once per row (``nets.denoiser.shared_condition``). The timestep goes in
     the same way. The state lives in two buffers that swap roles, and the noise and previous-x̂0 buffers
     are reused, so the loop allocates nothing per step apart from what the network itself does.
+
+    A model with a ``plan_runner()`` that returns a runner (a CUDA device replaying whole steps) runs the plan
+    that way instead.
     """
+    offer: Callable[[], PlanRunner | None] | None = getattr(model, "plan_runner", None)
+    runner = offer() if offer is not None else None
+    if runner is not None:
+        return runner(plan, x, context, generator, progress=progress, should_cancel=should_cancel)
     n = x.shape[0]
     total = plan.steps
     # Python floats: passed to the kernels as scalars, no per-step indexing kernels or syncs.

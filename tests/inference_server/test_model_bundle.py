@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from inference_server.assets_config import resolve_assets
-from inference_server.backends import CUDA_GRAPHS_ENV, cuda_graphs_requested
+from inference_server.backends import (
+    CUDA_GRAPHS_ENV,
+    CUDA_WHOLE_STEPS_ENV,
+    cuda_graphs_requested,
+    whole_steps_requested,
+)
 from inference_server.diffusion import sample
 from inference_server.errors import BadRequestError
 from inference_server.model_bundle import ModelBundle, load_model_bundle
@@ -26,6 +31,37 @@ def test_the_switch_is_on_unless_turned_off_and_a_typo_is_an_error() -> None:
     assert cuda_graphs_requested({CUDA_GRAPHS_ENV: "1"}) is True
     with pytest.raises(BadRequestError, match=CUDA_GRAPHS_ENV):
         cuda_graphs_requested({CUDA_GRAPHS_ENV: "maybe"})
+
+
+def test_whole_steps_are_off_unless_turned_on_and_a_typo_is_an_error() -> None:
+    assert whole_steps_requested({}) is False
+    assert whole_steps_requested({CUDA_WHOLE_STEPS_ENV: "1"}) is True
+    assert whole_steps_requested({CUDA_WHOLE_STEPS_ENV: "off"}) is False
+    with pytest.raises(BadRequestError, match=CUDA_WHOLE_STEPS_ENV):
+        whole_steps_requested({CUDA_WHOLE_STEPS_ENV: "graph"})
+
+
+def test_the_bundle_hands_the_sampler_its_whole_steps_where_graphs_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the bundle replays graphs and whole steps are asked for, ``sample`` goes through the whole-step
+    sampler (here its eager body: the CPU cannot capture) and gets the plain module's samples bit for bit; the
+    result's meta says so. Without the switch nothing changes."""
+    bundle = _demo_bundle()
+    context = torch.nn.functional.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(8)), dim=1)
+    settings = dict(sampler="ddpm", steps=30, seed=2)
+    bundle.fuse_denoisers = False
+    try:
+        want = sample(bundle.idgen_denoiser, context, 20, 300, **settings)  # type: ignore[arg-type]
+        assert bundle.idgen_denoiser.plan_runner() is None
+        monkeypatch.setattr(bundle, "_replays_graphs", lambda: True)
+        assert bundle.idgen_denoiser.plan_runner() is None  # graphs alone: the network-only replay
+        bundle.cuda_whole_steps = True
+        assert bundle.idgen_denoiser.plan_runner() is not None
+        got = sample(bundle.idgen_denoiser, context, 20, 300, **settings)  # type: ignore[arg-type]
+        assert bundle.denoiser_runtimes()["idgen"].endswith("CUDA graph replay of whole steps")
+    finally:
+        bundle.fuse_denoisers, bundle.cuda_whole_steps = True, None
+        bundle._whole_steps.clear()
+    assert torch.equal(got, want) and want.std() > 0.1
 
 
 def test_the_cpu_never_replays_graphs_even_when_asked() -> None:
@@ -79,3 +115,9 @@ def test_graph_replay_gives_the_plain_modules_samples_on_cuda(dtype: torch.dtype
     assert runs[True].dtype == torch.float32
     torch.testing.assert_close(runs[True], runs[False], atol=1e-5, rtol=0)
     assert runs[True].std() > 0.1
+    bundle.cuda_graphs, bundle.cuda_whole_steps = True, True
+    for _ in range(2):  # capture, then replay
+        whole = sample(model, context.cuda(), 100, model.feature_dim, sampler="ddpm", steps=50, seed=4, device="cuda")
+        assert bundle.denoiser_runtimes()["idgen"].endswith("CUDA graph replay of whole steps")
+        # The update's scaled adds may round differently from run_plan's; a half network can amplify that.
+        torch.testing.assert_close(whole, runs[False], atol=1e-5 if dtype == torch.float32 else 2e-3, rtol=0)
