@@ -252,6 +252,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cuda-whole-steps", action="store_true",
                         help="replay whole sampler steps, update and noise too (OFER_CUDA_WHOLE_STEPS=1)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoisers")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="no head pose, camera or texture (ofer-worker --no-fit)")  # fmt: skip
     parser.add_argument("--no-fuse-denoisers", action="store_true",
                         help="sample with the plain denoiser modules, not the fused CPU fp32 step")  # fmt: skip
     parser.add_argument("--cpu-precision", choices=("fp32", "bf16"),
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if opts.quick else opts.repeats
 
     workdir = Path(tempfile.mkdtemp(prefix="ofer-bench-"))
-    extra: dict[str, Any] = {"preset": opts.preset}
+    extra: dict[str, Any] = {"preset": opts.preset} | ({"fit": False} if opts.no_fit else {})
     args = apply_preset(ReconstructArgs(
         image=str(SAMPLE), output=str(workdir / "ours.npz"), n_shapes=n_shapes, n_expressions=n_exps,
         top_k=min(10, n_shapes), sampler="ddpm", steps=4 if opts.quick else opts.steps, seed=0, device=opts.device,
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = Report(config={
         "device": str(device), "device_name": device_name(device), "threads": threads, "backend": opts.backend,
-        "precision": opts.precision, "compile": opts.compile,
+        "precision": opts.precision, "compile": opts.compile, "fit": not opts.no_fit,
         "size": "tiny (quick)" if opts.quick else opts.size, "sampler": args.sampler, "steps": args.steps,
         "n_shapes": n_shapes, "n_expressions": n_exps, "repeats": repeats, "baseline_copies": copies,
         "baseline_steps": baseline_steps, "torch": torch.__version__, "encoders": opts.encoders,
@@ -414,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             name: float(np.abs(getattr(results[False], name) - getattr(results[True], name)).max() * 1000)
             for name in ("identity_vertices", "expression_vertices")
         }
-    if not output.result.meta.get("texture"):  # random weights: a head the fit does not trust, no texture
+    if not output.result.meta.get("texture") and not opts.no_fit:  # random weights: a head the fit does not trust
         demo = fit_texture_on_demo(args, repeats)
         for stage in OURS_ONLY:
             report.ours[stage] = statistics.median(run[stage] for run in demo.seconds)

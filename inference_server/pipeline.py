@@ -29,7 +29,7 @@ from .errors import BadRequestError, CancelledError, OutOfMemoryError
 from .fit.calibration import Correspondence
 from .fit.calibration_cache import cached_correspondence
 from .fit.second_network import SecondNetwork
-from .fit.step import fit_photo
+from .fit.step import fit_photo, skipped_fit
 from .flame.layer import FlameLayer
 from .flame_controls import attach_requested_bases
 from .hypotheses import checked_order, order_expressions, per_vertex_spread
@@ -318,11 +318,13 @@ class Reconstructor:
         progress("fit", 0, 1, "head pose and camera")
         exp_vertices = exp_out.vertices.cpu().numpy()
         exp_landmarks = None if exp_out.landmarks is None else exp_out.landmarks.cpu().numpy()
+        fits = args.extra.get("fit", True)
         photo_fit = fit_photo(image, detection, bundle.flame, exp_vertices, exp_landmarks,
                               np.concatenate([expressions, jaw], axis=1), order_mode,
                               self.correspondence(bundle) if detection.landmarks is not None else None,
                               partial(self.detector().mediapipe.face_mesh, depth=True),
-                              self.second_network(bundle), threads=torch.get_num_threads())  # fmt: skip
+                              self.second_network(bundle), threads=torch.get_num_threads(),
+                              ) if fits else skipped_fit(len(exp_vertices), order_mode)  # fmt: skip
         by_fit = photo_fit.order
         shown = displayed(photo_fit, expressions[by_fit], jaw[by_fit], exp_vertices[by_fit], exp_landmarks)
         spread_expression = per_vertex_spread(shown.vertices)  # the samples' spread, without a refinement
@@ -334,18 +336,10 @@ class Reconstructor:
 
         clock.start("texture")
         progress("texture", 0, 1, "")
-        texture_meta, texture_warnings = texture_beside_result(
-            image.rgb,
-            TextureInputs.of_fit(
-                bundle.flame,
-                shown.vertices,
-                shown.landmarks,
-                np.arange(len(shown.vertices)),
-                pose_arrays,
-                photo_fit.gaze.closed,
-            ),
-            args.output,
-            face_points5=detection.points5,
+        head = TextureInputs.of_fit(bundle.flame, shown.vertices, shown.landmarks, np.arange(len(shown.vertices)),
+                                    pose_arrays, photo_fit.gaze.closed)  # fmt: skip
+        texture_meta, texture_warnings = (
+            texture_beside_result(image.rgb, head, args.output, face_points5=detection.points5) if fits else ({}, [])
         )
         progress("texture", 1, 1, "")
         check()

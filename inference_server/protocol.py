@@ -507,6 +507,8 @@ RECONSTRUCT_ARGS: dict[str, ArgSpec] = {
     "refine_expression": ArgSpec(boolean, extra=True),
     # FLAME's own controls in the result: the shape, expression and pose-corrective bases (flame_controls.py)
     "flame_controls": ArgSpec(boolean, extra=True),
+    # false: no head pose, camera, gaze or texture on the photo (a data set that needs the meshes only)
+    "fit": ArgSpec(boolean, extra=True),
     "flame_controls_shapes": ArgSpec(integer(1, 10_000), extra=True),
 }
 
@@ -534,7 +536,12 @@ SEQUENCE_ARGS: dict[str, ArgSpec] = {
 }
 
 
-def _cross_checks(values: dict[str, Any]) -> None:
+def _cross_checks(values: dict[str, Any], extra: dict[str, Any]) -> None:
+    if extra.get("fit") is False and extra.get("refine_expression"):
+        raise ArgumentError(
+            "'refine_expression' refines an expression to the head's fit on the photo, and 'fit' is false; "
+            "drop one of the two"
+        )
     if values["top_k"] > values["n_shapes"]:
         raise ArgumentError(f"'top_k' ({values['top_k']}) cannot exceed 'n_shapes' ({values['n_shapes']})")
     if values["image"] in values["photos"]:
@@ -572,7 +579,7 @@ def parse_reconstruct_args(request: Request) -> ReconstructArgs:
     """Validate every argument of a ``reconstruct`` request; the message says which one is wrong and how."""
     try:
         values, extra = _checked_args(request, RECONSTRUCT_ARGS)
-        _cross_checks(values)
+        _cross_checks(values, extra)
     except ArgumentError as exc:
         raise ProtocolError(str(exc), request.id) from None
     return ReconstructArgs(**values, extra=extra)

@@ -71,6 +71,9 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
         help="put first a copy of the best-fitting expression refined to the photo's visible eyes and mouth "
         "(M + 1 expressions; the samples follow unchanged)",
     )
+    parser.add_argument("--no-fit", action="store_true",
+                        help="no head pose, camera, gaze or texture on the photo, for a data set that needs the "
+                        "meshes only (~0.3 s less a photo on 2 CPU cores); expressions in typical order")  # fmt: skip
     parser.add_argument("--millimetres", action="store_true", help="write PLY files in mm (default metres)")
     parser.add_argument("--meshes", choices=MESH_CHOICES, default="all",
                         help="PLY files written: all (every kept identity and expression), first (identity 1 and "
@@ -174,8 +177,14 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int | None = None) -> ReconstructArgs:
+    from .errors import BadRequestError
     from .protocol import ReconstructArgs
 
+    if args.no_fit and args.refine_expression:
+        raise BadRequestError(
+            "--refine-expression refines an expression to the head's fit on the photo, and --no-fit skips the fit",
+            "Drop one of the two.",
+        )
     points = None
     if args.points:
         p = args.points
@@ -198,7 +207,8 @@ def _job_request(args: argparse.Namespace, photo: Path, out_dir: Path, face: int
         extra={"expression_order": args.order}
         | ({"preset": args.preset} if args.preset else {})
         | ({"flame_controls": True} if args.flame_controls else {})
-        | ({"refine_expression": True} if args.refine_expression else {}),
+        | ({"refine_expression": True} if args.refine_expression else {})
+        | ({"fit": False} if args.no_fit else {}),
     )
 
 

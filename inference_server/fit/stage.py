@@ -64,7 +64,7 @@ SCORE_CAP_IOD = 0.15
 class HeadFit:
     """What the fit found. Poses and errors are per expression in the order the expressions were given."""
 
-    status: str  # "ok" | "untrusted"
+    status: str  # "ok" | "untrusted" | "skipped" (the request asked for no fit: ``step.skipped_fit``)
     reason: str
     focal_source: str
     camera: np.ndarray | None = None  # (3,) f, cx, cy

@@ -51,6 +51,17 @@ class PhotoFit:
         return out
 
 
+#: ``meta.fit.reason`` of a request that asked for no fit.
+SKIPPED_REASON = "skipped on request, --no-fit"
+
+
+def skipped_fit(m: int, mode: ExpressionOrder) -> PhotoFit:
+    """The fit of a request that asked for none: the ``m`` expressions in the order decoded ("typical" where
+    the best fit was asked for), no pose, no camera, and no warning, since nothing went wrong."""
+    fit = HeadFit(status="skipped", reason=SKIPPED_REASON, focal_source="none")
+    return PhotoFit(np.arange(m), "typical" if mode == "best_fit" else mode, fit, [], Gaze(None, SKIPPED_REASON))
+
+
 def _reordered(fit: HeadFit, order: np.ndarray) -> HeadFit:
     if fit.expression_medians is None:
         return fit

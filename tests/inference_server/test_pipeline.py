@@ -542,3 +542,25 @@ def test_no_refined_expression_without_a_trusted_fit(reconstructor: Reconstructo
     res = read_result(reconstructor.run(args, lambda *a: None, lambda: False).path)
     assert len(res.expression_params) == 8 and "refined_expression" not in res.meta
     assert any(w["code"] == "refine_unavailable" for w in res.meta["warnings"])
+
+
+def test_no_fit_keeps_the_samples_and_leaves_out_pose_camera_and_texture(
+    reconstructor: Reconstructor, output: ReconstructionOutput, tmp_path: Path
+) -> None:
+    """A data set's run without the fit (``fit: false``, the CLI's --no-fit): the same identities and the same
+    expressions (in the order decoded), no head pose, camera, gaze or texture, and no warning about them."""
+    seen: list[str] = []
+    out = reconstructor.run(_args(tmp_path, extra={"fit": False}), lambda s, *a: seen.append(s), lambda: False)
+    res, full = read_result(out.path), read_result(output.path)
+    np.testing.assert_array_equal(res.identity_params, full.identity_params)
+    as_rows = lambda r: np.concatenate([r.expression_params, r.jaw_pose], axis=1)  # noqa: E731
+    np.testing.assert_array_equal(np.unique(as_rows(res), axis=0), np.unique(as_rows(full), axis=0))
+    assert res.meta["expression_order"] == "typical" and full.meta["expression_order"] == "best_fit"
+    assert res.head_pose is None and res.camera is None and res.expression_head_pose is None
+    assert res.eye_pose is None and res.meta["gaze"]["status"] == "skipped"
+    assert res.meta["fit"]["status"] == "skipped" and "--no-fit" in res.meta["fit"]["reason"]
+    assert "texture" not in res.meta and not list(tmp_path.glob("*.png"))
+    assert full.meta["texture"] and (output.path.parent / full.meta["texture"]).is_file()
+    codes = {w["code"] for w in res.meta["warnings"]}
+    assert not codes & {"fit_untrusted", "best_fit_unavailable", "texture_skipped", "texture_failed"}
+    assert "fit" in seen and "texture" in seen  # the stages still report, so progress bars complete

@@ -104,6 +104,8 @@ def test_reconstruct_box_and_points() -> None:
         ({"photos": ["b.jpg", "c.jpg", "b.jpg"]}, "'photos[2]' repeats 'b.jpg'"),
         ({"photos": ["a.jpg"]}, "repeats the main 'image'"),
         ({"photos": ["b.jpg"], "n_shapes": 5001}, "at most 5000"),
+        ({"fit": "no"}, "'fit'"),
+        ({"fit": False, "refine_expression": True}, "'refine_expression' refines an expression"),
     ],
 )
 def test_reconstruct_argument_errors_name_the_argument(args: dict[str, object], word: str) -> None:
@@ -138,3 +140,9 @@ def test_face_is_a_face_number_from_zero(bad: object) -> None:
     assert parse_reconstruct_args(_reconstruct(face=2)).face == 2
     with pytest.raises(ProtocolError, match="'face'"):
         parse_reconstruct_args(_reconstruct(face=bad))
+
+
+def test_fit_false_asks_for_no_fit() -> None:
+    assert "fit" not in parse_reconstruct_args(_reconstruct()).extra
+    assert parse_reconstruct_args(_reconstruct(fit=False)).extra["fit"] is False
+    assert parse_reconstruct_args(_reconstruct(fit=True, refine_expression=True)).extra["refine_expression"] is True

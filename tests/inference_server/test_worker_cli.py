@@ -97,6 +97,21 @@ def test_refine_expression_flag_reaches_the_request(tmp_path: Path) -> None:
         assert _job_request(args, SAMPLE, tmp_path).extra.get("refine_expression") is expected
 
 
+def test_no_fit_flag_reaches_the_request_and_refuses_refine_expression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inference_server.__main__ import build_parser
+    from inference_server.worker_cli import _job_request
+
+    for flags, expected in (([], None), (["--no-fit"], False)):
+        args = build_parser().parse_args(["reconstruct", str(SAMPLE), "-o", str(tmp_path), *flags])
+        assert _job_request(args, SAMPLE, tmp_path).extra.get("fit") is expected
+    code = main(["reconstruct", str(SAMPLE), "-o", str(tmp_path / "out"), "--no-fit", "--refine-expression"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--no-fit skips the fit" in err and "Drop one of the two" in err
+    assert not (tmp_path / "out" / "result.npz").exists()
+
+
 def test_reconstruct_pools_the_identity_over_extra_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from skimage import data
 

@@ -176,3 +176,5 @@ def test_a_batch_with_first_meshes_writes_two_plys_per_photo_and_redoes_on_the_c
     earlier = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert JobOptions(request, resolve_assets({})).fingerprint() == earlier
     assert JobOptions(request, resolve_assets({}), meshes="none").fingerprint() != earlier
+    no_fit = dataclasses.replace(request, extra={"fit": False})  # --no-fit: other files, so the item is redone
+    assert JobOptions(no_fit, resolve_assets({})).fingerprint() != earlier
