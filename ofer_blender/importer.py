@@ -134,6 +134,8 @@ def fit_note(result: ReconstructionResult) -> str:
     fit: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if fit.get("status") == "untrusted":
         return f"Not placed on the photo: {fit.get('reason') or 'the fit was not trusted'}"
+    if fit.get("status") == "skipped":  # the worker was asked for no fit (ofer-worker --no-fit)
+        return f"Not placed on the photo: {fit.get('reason') or 'the fit was skipped'}"
     if result.head_pose is not None and result.camera is not None:
         error = fit.get("reprojection_px")
         return "On the photo" + (f" (landmarks {float(error):.1f} px off)" if isinstance(error, int | float) else "")

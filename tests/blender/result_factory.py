@@ -380,7 +380,13 @@ def add_fit(result: ReconstructionResult, path: Path, fit: str) -> None:
     photo = path.parent / (path.stem + "-photo.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     result.meta["image"] = {"path": str(photo.resolve()), "sha256": "0" * 64, "width": width, "height": height}
-    if fit == "untrusted":
+    if fit == "skipped":  # what ofer-worker --no-fit writes: no pose, camera, gaze or texture, and no warning
+        reason = "skipped on request, --no-fit"
+        result.meta["fit"] = {"status": "skipped", "reason": reason, "focal_source": "none",
+                              "n_landmarks_used": 0, "reprojection_px": None}  # fmt: skip
+        result.meta["gaze"] = {"status": "skipped", "reason": reason, "eyes_read": [], "eyes_closed": []}
+        result.meta["expression_order"] = "typical"
+    elif fit == "untrusted":
         reason = "only 9 of 68 landmarks are visible (at least 20 are needed)"
         result.meta["fit"] = {"status": "untrusted", "reason": reason, "focal_source": "estimated",
                               "n_landmarks_used": 9, "reprojection_px": 0.0}  # fmt: skip
@@ -400,7 +406,7 @@ def add_fit(result: ReconstructionResult, path: Path, fit: str) -> None:
         result.meta["expression_fit_px"] = [round(0.9 + 0.6 * m, 2) for m in range(M)]
     pixels = photo_pixels(width, height)
     _write_png(photo, pixels)
-    if fit != "untrusted":
+    if fit == "ok":
         texture = path.stem + "-texture.png"
         _write_png(path.parent / texture, texture_from_photo(result, pixels))
         result.meta["texture"] = texture
@@ -415,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-expressions", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="auto", choices=["auto", "worker", "flame", "synthetic"])
-    parser.add_argument("--fit", default="none", choices=["none", "ok", "untrusted"])
+    parser.add_argument("--fit", default="none", choices=["none", "ok", "untrusted", "skipped"])
     parser.add_argument("--flame-controls", action="store_true")
     parser.add_argument("--eye-pose", action="store_true")
     args = parser.parse_args(argv)

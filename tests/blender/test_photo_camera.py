@@ -231,6 +231,16 @@ def test_untrusted_fit_imports_without_camera_and_says_why(addon, result_factory
     assert any(reason in w for w in json.loads(head["ofer_import_warnings"]))
 
 
+def test_a_result_made_without_the_fit_stands_on_the_grid_and_says_so(addon, result_factory, tmp_path) -> None:
+    """ofer-worker --no-fit: no camera, no texture, and the panel says why, without a warning."""
+    path = result_factory(tmp_path / "skipped.npz", fit="skipped")
+    head = _import(path)
+    assert head.ofer.camera is None and bpy.context.scene.camera is None
+    assert head.ofer.fit_note == "Not placed on the photo: skipped on request, --no-fit"
+    assert json.loads(head.get("ofer_import_warnings", "[]")) == []
+    assert abs(evaluated_world(head)[:, 2].min()) < 1e-6  # on the grid
+
+
 def test_import_is_one_undoable_operator(addon) -> None:
     """Everything an import makes (head, rig, camera, material, texture, render size) comes from one
     operator with an undo step; the importer pushes no steps of its own (headless Blender has no undo
