@@ -4,6 +4,7 @@ samples as the plain modules (GPU part skipped without one)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -25,20 +26,19 @@ def _demo_bundle() -> ModelBundle:
     return load_model_bundle(resolve_assets({}))
 
 
-def test_the_switch_is_on_unless_turned_off_and_a_typo_is_an_error() -> None:
-    assert cuda_graphs_requested({}) is True
-    assert cuda_graphs_requested({CUDA_GRAPHS_ENV: "0"}) is False
-    assert cuda_graphs_requested({CUDA_GRAPHS_ENV: "1"}) is True
-    with pytest.raises(BadRequestError, match=CUDA_GRAPHS_ENV):
-        cuda_graphs_requested({CUDA_GRAPHS_ENV: "maybe"})
-
-
-def test_whole_steps_are_off_unless_turned_on_and_a_typo_is_an_error() -> None:
-    assert whole_steps_requested({}) is False
-    assert whole_steps_requested({CUDA_WHOLE_STEPS_ENV: "1"}) is True
-    assert whole_steps_requested({CUDA_WHOLE_STEPS_ENV: "off"}) is False
-    with pytest.raises(BadRequestError, match=CUDA_WHOLE_STEPS_ENV):
-        whole_steps_requested({CUDA_WHOLE_STEPS_ENV: "graph"})
+@pytest.mark.parametrize(
+    ("name", "read", "unset"),
+    [(CUDA_GRAPHS_ENV, cuda_graphs_requested, True), (CUDA_WHOLE_STEPS_ENV, whole_steps_requested, False)],
+)
+def test_the_cuda_switches_default_read_on_and_off_and_refuse_a_typo(
+    name: str, read: Callable[[dict[str, str]], bool], unset: bool
+) -> None:
+    """Graph replay is on unless turned off; whole steps are off unless turned on (until a GPU has measured them)."""
+    assert read({}) is unset
+    assert read({name: "0"}) is False and read({name: "off"}) is False
+    assert read({name: "1"}) is True
+    with pytest.raises(BadRequestError, match=name):
+        read({name: "maybe"})
 
 
 def test_the_bundle_hands_the_sampler_its_whole_steps_where_graphs_replay(monkeypatch: pytest.MonkeyPatch) -> None:
