@@ -56,3 +56,9 @@ def test_a_misspelt_switch_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("OFER_CPU_DENOISER_RUNTIME", "tensorrt")
     with pytest.raises(BadRequestError, match="OFER_CPU_DENOISER_RUNTIME"):
         check_switches()
+    monkeypatch.delenv("OFER_CPU_DENOISER_RUNTIME")
+    for name in ("OFER_CUDA_GRAPHS", "OFER_CUDA_WHOLE_STEPS"):  # read where the bundle steps on a GPU, checked here
+        monkeypatch.setenv(name, "graph")
+        with pytest.raises(BadRequestError, match=name):
+            check_switches()
+        monkeypatch.delenv(name)
