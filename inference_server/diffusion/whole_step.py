@@ -110,7 +110,7 @@ class WholeStepSampler:
         self.graphs = graphs
         self.warmup = warmup
         self._programs: dict[tuple[object, ...], _Program] = {}
-        #: A capture failed once: the owner stops offering this sampler (``ModelBundle.whole_step_sampler``).
+        #: A capture failed once: the owner stops offering this sampler (``ModelBundle.whole_step_runner``).
         self.failed = False
 
     def __call__(
