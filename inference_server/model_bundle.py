@@ -212,9 +212,13 @@ class ModelBundle:
         if kind not in self._whole_steps:
             net = self._networks(kind).denoiser
             assert net is not None
-            self._whole_steps[kind] = WholeStepSampler(TorchRunner(net.eval()), graphs=self._device.type == "cuda")
+            self._whole_steps[kind] = WholeStepSampler(
+                TorchRunner(net.eval()),
+                graphs=self._device.type == "cuda",
+                fallback=partial(run_plan, self._denoiser_model(kind)),
+            )
         sampler = self._whole_steps[kind]
-        return None if sampler.failed else sampler.falling_back_to(partial(run_plan, self._denoiser_model(kind)))
+        return None if sampler.failed else sampler
 
     def _denoiser_model(self, kind: str) -> DenoiserModel:
         return self.idgen_denoiser if kind == "idgen" else self.expgen_denoiser

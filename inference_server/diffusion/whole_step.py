@@ -105,10 +105,12 @@ class WholeStepSampler:
     Buffers and graphs are kept per (batch, widths, dtype, device): a warm worker captures once per shape.
     """
 
-    def __init__(self, net: Network, *, graphs: bool, warmup: int = 2) -> None:
+    def __init__(self, net: Network, *, graphs: bool, warmup: int = 2, fallback: PlanRunner | None = None) -> None:
         self.net = net
         self.graphs = graphs
         self.warmup = warmup
+        #: Runs the plan where the capture is refused (then and from then on); None: the refusal is raised.
+        self.fallback = fallback
         self._programs: dict[tuple[object, ...], _Program] = {}
         #: A capture failed once: the owner stops offering this sampler (``ModelBundle.whole_step_runner``).
         self.failed = False
@@ -125,7 +127,15 @@ class WholeStepSampler:
     ) -> torch.Tensor:
         """``run_plan``'s contract: x (N, F) is not written; context is (N, C) or (1, C), one shared row."""
         n, feature_dim = x.shape
-        program = self._program(n, feature_dim, context[:1], x.dtype)
+        try:
+            if self.failed:
+                raise GraphCaptureError("an earlier capture was refused")
+            program = self._program(n, feature_dim, context[:1], x.dtype)
+        except GraphCaptureError as exc:  # raised before any draw: the fall-back gives the same samples
+            if self.fallback is None:
+                raise
+            log.warning("whole-step CUDA graph capture failed (%s); stepping the other way", exc)
+            return self.fallback(plan, x, context, generator, progress=progress, should_cancel=should_cancel)
         b = program.buffers
         table = coefficient_table(plan, x.device, x.dtype)
         timesteps = torch.tensor(plan.timesteps, dtype=torch.int64, device=x.device)
@@ -147,27 +157,6 @@ class WholeStepSampler:
                 if progress is not None:
                     progress(i + 1, total)
         return b.state.clone()
-
-    def falling_back_to(self, fallback: PlanRunner) -> PlanRunner:
-        """This sampler, or ``fallback`` where the capture fails (then and from then on: ``failed``)."""
-
-        def run(
-            plan: SamplerPlan,
-            x: torch.Tensor,
-            context: torch.Tensor,
-            generator: torch.Generator,
-            *,
-            progress: ProgressCallback | None = None,
-            should_cancel: CancelCheck | None = None,
-        ) -> torch.Tensor:
-            if not self.failed:
-                try:
-                    return self(plan, x, context, generator, progress=progress, should_cancel=should_cancel)
-                except GraphCaptureError as exc:  # raised before any draw: the fallback gives the same samples
-                    log.warning("whole-step CUDA graph capture failed (%s); stepping the other way", exc)
-            return fallback(plan, x, context, generator, progress=progress, should_cancel=should_cancel)
-
-        return run
 
     def _program(self, n: int, feature_dim: int, context: torch.Tensor, dtype: torch.dtype) -> _Program:
         key = (n, feature_dim, tuple(context.shape), context.dtype, dtype, context.device)

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from inference_server.diffusion import NoiseSchedule, make_generator, plan_sampler, run_plan
-from inference_server.diffusion.whole_step import COEFFICIENT_COLUMNS, WholeStepSampler, coefficient_table
+from inference_server.diffusion.whole_step import (
+    COEFFICIENT_COLUMNS,
+    GraphCaptureError,
+    WholeStepSampler,
+    coefficient_table,
+)
 from inference_server.errors import CancelledError
 from inference_server.nets.denoiser import Denoiser, DenoiserConfig
 
@@ -110,7 +115,7 @@ def test_progress_after_every_step_and_cancel_before_one() -> None:
 def test_a_refused_capture_falls_back_to_the_same_samples(monkeypatch: pytest.MonkeyPatch) -> None:
     """The capture fails before any draw, so the fall-back (the network-only replay, here ``run_plan``) gives
     exactly what it gives on its own, and the sampler is not tried again."""
-    whole = WholeStepSampler(_denoiser(), graphs=True)
+    whole = WholeStepSampler(_denoiser(), graphs=True, fallback=functools.partial(run_plan, _denoiser()))
     attempts = []
 
     def refuse(buffers: object) -> None:
@@ -118,15 +123,18 @@ def test_a_refused_capture_falls_back_to_the_same_samples(monkeypatch: pytest.Mo
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(whole, "_capture", refuse)
-    runner = whole.falling_back_to(functools.partial(run_plan, _denoiser()))
     plan = plan_sampler(SCHEDULE, "ddpm", 20)
     x, context = _inputs()
-    got = runner(plan, x, context, make_generator(2, "cpu"))
+    got = whole(plan, x, context, make_generator(2, "cpu"))
     want = run_plan(_denoiser(), plan, x, context, make_generator(2, "cpu"))
     assert torch.equal(got, want)
     assert whole.failed and len(attempts) == 1
-    assert torch.equal(runner(plan, x, context, make_generator(2, "cpu")), want)
+    assert torch.equal(whole(plan, x, context, make_generator(2, "cpu")), want)
     assert len(attempts) == 1
+    alone = WholeStepSampler(_denoiser(), graphs=True)  # no fall-back: the refusal reaches the caller
+    monkeypatch.setattr(alone, "_capture", refuse)
+    with pytest.raises(GraphCaptureError, match="stream is capturing"):
+        alone(plan, x, context, make_generator(2, "cpu"))
 
 
 @pytest.mark.gpu
