@@ -1,6 +1,7 @@
 """Photos per second of ``ofer-worker batch``: the local engine, then Ray Data with 1, 2, … actors.
 
-Run: ``.venv/bin/python benchmarks/batch_scaling.py [--photos 12] [--actors 1 2] [--preset fast]``
+Run: ``.venv/bin/python benchmarks/batch_scaling.py [--photos 12] [--actors 1 2] [--preset fast] [--no-fit]
+[--meshes first]``
 (numbers in benchmarks/README.md). Needs the ``[ray]`` extra.
 
 Every configuration reconstructs the same photos (distinct re-framings of the bundled sample, so no two
@@ -92,13 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-m", "--n-expressions", type=int, default=100)
     parser.add_argument("--contact-sheet", action="store_true", help="also draw each contact sheet")
     parser.add_argument("--no-local", action="store_true", help="skip the local-engine baseline")
+    parser.add_argument("--no-fit", action="store_true", help="no pose, camera or texture (ofer-worker --no-fit)")
+    parser.add_argument("--meshes", choices=("all", "first", "none"), default="all", help="PLY files written")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
 
     cpus = os.cpu_count() or 1
     request = ReconstructArgs(image="", output="", n_shapes=args.n_shapes, n_expressions=args.n_expressions,
-                              top_k=min(10, args.n_shapes), device="cpu", extra={"preset": args.preset})  # fmt: skip
-    options = JobOptions(request, resolve_assets({}), device="cpu", contact_sheet=args.contact_sheet)
+                              top_k=min(10, args.n_shapes), device="cpu",
+                              extra={"preset": args.preset} | ({"fit": False} if args.no_fit else {}))  # fmt: skip
+    options = JobOptions(request, resolve_assets({}), device="cpu", contact_sheet=args.contact_sheet,
+                         meshes=args.meshes)  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="ofer-batch-bench-") as tmp:
         items = make_photos(Path(tmp) / "photos", args.photos)
