@@ -23,7 +23,7 @@ import torch
 from .assets_config import CHECKPOINT_NAMES, AssetConfig, default_cache_dir, find_checkpoint
 from .backends import BackendError, CudaGraphEpsModel, cuda_graphs_requested, whole_steps_requested
 from .checkpoints.networks import LoadedNetworks
-from .diffusion.samplers import PlanRunner, run_plan
+from .diffusion.samplers import run_plan
 from .diffusion.whole_step import WholeStepSampler
 from .encoder_lanes import EncoderJob, LaneRun, estimated_cost, lanes_by_default, lanes_requested, run_encoders
 from .encoder_runtime import EncoderRuntimeReport, encoder_networks, trim_heap
@@ -47,7 +47,7 @@ class DenoiserModel:
         self,
         runner: Callable[..., torch.Tensor],
         feature_dim: int,
-        plan_runner: Callable[[], PlanRunner | None] = lambda: None,
+        plan_runner: Callable[[], WholeStepSampler | None] = lambda: None,
     ) -> None:
         self.runner = runner
         self.feature_dim = feature_dim
@@ -205,7 +205,7 @@ class ModelBundle:
         wanted = whole_steps_requested() if self.cuda_whole_steps is None else self.cuda_whole_steps
         return wanted and self._replays_graphs()
 
-    def whole_step_runner(self, kind: str) -> PlanRunner | None:
+    def whole_step_runner(self, kind: str) -> WholeStepSampler | None:
         """The sampler that replays ``kind``'s whole steps as CUDA graphs, where that applies and has not failed."""
         if not self._runs_whole_steps():
             return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Literal, get_args
 
 import torch
 
@@ -34,21 +34,6 @@ DEFAULT_STEPS: dict[str, int] = {"ddpm": 1000, "ddim": 50, "dpmsolver": 20, "dpm
 
 ProgressCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
-
-
-class PlanRunner(Protocol):
-    """Runs a whole plan its own way (``whole_step.WholeStepSampler``); ``run_plan``'s contract."""
-
-    def __call__(
-        self,
-        plan: SamplerPlan,
-        x: torch.Tensor,
-        context: torch.Tensor,
-        generator: torch.Generator,
-        *,
-        progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -255,10 +240,10 @@ def run_plan(
     the same way. The state lives in two buffers that swap roles, and the noise and previous-x̂0 buffers
     are reused, so the loop allocates nothing per step apart from what the network itself does.
 
-    A model with a ``plan_runner()`` that returns a runner (a CUDA device replaying whole steps) runs the plan
-    that way instead.
+    A model with a ``plan_runner()`` that returns a runner (a CUDA device replaying whole steps,
+    ``whole_step.WholeStepSampler``: this function's arguments, the same result) runs the plan that way instead.
     """
-    offer: Callable[[], PlanRunner | None] | None = getattr(model, "plan_runner", None)
+    offer: Callable[[], Callable[..., torch.Tensor] | None] | None = getattr(model, "plan_runner", None)
     runner = offer() if offer is not None else None
     if runner is not None:
         return runner(plan, x, context, generator, progress=progress, should_cancel=should_cancel)

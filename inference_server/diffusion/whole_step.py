@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import CancelledError
-from .samplers import CancelCheck, PlanRunner, ProgressCallback, SamplerPlan
+from .samplers import CancelCheck, ProgressCallback, SamplerPlan
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,14 @@ class WholeStepSampler:
     Buffers and graphs are kept per (batch, widths, dtype, device): a warm worker captures once per shape.
     """
 
-    def __init__(self, net: Network, *, graphs: bool, warmup: int = 2, fallback: PlanRunner | None = None) -> None:
+    def __init__(
+        self, net: Network, *, graphs: bool, warmup: int = 2, fallback: Callable[..., torch.Tensor] | None = None
+    ) -> None:
         self.net = net
         self.graphs = graphs
         self.warmup = warmup
-        #: Runs the plan where the capture is refused (then and from then on); None: the refusal is raised.
+        #: Runs the plan where the capture is refused (then and from then on), with ``run_plan``'s arguments;
+        #: None: the refusal is raised.
         self.fallback = fallback
         self._programs: dict[tuple[object, ...], _Program] = {}
         #: A capture failed once: the owner stops offering this sampler (``ModelBundle.whole_step_runner``).
